@@ -1,0 +1,11 @@
+//! asg-cmk-operator: keeps the IAM, KMS and Auto Scaling settings that EC2 Auto Scaling
+//! groups need to launch instances whose EBS volumes use customer managed KMS keys.
+//!
+//! The shape is a functional core and an imperative shell: [`config`] reads the desired
+//! state, [`aws`] observes and writes (the only module that imports the AWS SDK), and
+//! [`plan`] is the pure comparison between the two.
+
+pub mod config;
+pub mod model;
+pub mod plan;
+pub mod policy;

@@ -1,0 +1,295 @@
+//! SDK-free domain types shared by the config, the planner and the AWS layer.
+
+use std::fmt;
+
+/// The AWS service principal that owns Auto Scaling service-linked roles.
+pub const AUTOSCALING_SERVICE: &str = "autoscaling.amazonaws.com";
+/// Name of the default Auto Scaling service-linked role.
+pub const DEFAULT_SLR_NAME: &str = "AWSServiceRoleForAutoScaling";
+
+/// A 12-digit AWS account id.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct AccountId(String);
+
+impl AccountId {
+    /// Accepts exactly twelve ASCII digits.
+    pub fn parse(s: &str) -> Option<Self> {
+        (s.len() == 12 && s.bytes().all(|b| b.is_ascii_digit())).then(|| Self(s.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The account root principal, `arn:<partition>:iam::<id>:root`.
+    pub fn root_arn(&self, partition: &str) -> String {
+        format!("arn:{partition}:iam::{}:root", self.0)
+    }
+}
+
+impl fmt::Display for AccountId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A full KMS key ARN: `arn:<partition>:kms:<region>:<account>:key/<key-id>`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct KeyArn {
+    arn: String,
+    partition: String,
+    region: String,
+    account: AccountId,
+    key_id: String,
+}
+
+impl KeyArn {
+    /// Parses a key ARN. Aliases and bare key ids are rejected: the operator must know the
+    /// owner account and region of every key without asking AWS.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let parts: Vec<&str> = s.splitn(6, ':').collect();
+        if parts.len() != 6 || parts[0] != "arn" {
+            return Err("must be a full KMS key ARN (arn:aws:kms:<region>:<account>:key/<id>)".into());
+        }
+        let (partition, service, region, account, resource) = (parts[1], parts[2], parts[3], parts[4], parts[5]);
+        if !matches!(partition, "aws" | "aws-cn" | "aws-us-gov" | "aws-iso" | "aws-iso-b") {
+            return Err(format!("unknown partition {partition:?} in key ARN"));
+        }
+        if service != "kms" {
+            return Err(format!("service is {service:?}, expected \"kms\""));
+        }
+        if !is_region(region) {
+            return Err(format!("{region:?} is not a region name"));
+        }
+        let account =
+            AccountId::parse(account).ok_or_else(|| format!("account {account:?} in key ARN is not 12 digits"))?;
+        let key_id = match resource.strip_prefix("key/") {
+            Some(id) if is_key_id(id) => id,
+            Some(_) => return Err("key id must be a UUID or an mrk- multi-Region key id".into()),
+            None if resource.starts_with("alias/") => {
+                return Err("aliases are not accepted: use the key ARN the alias points to".into())
+            }
+            None => return Err("resource must be key/<key-id>".into()),
+        };
+        Ok(Self {
+            arn: s.to_owned(),
+            partition: partition.to_owned(),
+            region: region.to_owned(),
+            key_id: key_id.to_owned(),
+            account,
+        })
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.arn
+    }
+    pub fn partition(&self) -> &str {
+        &self.partition
+    }
+    pub fn region(&self) -> &str {
+        &self.region
+    }
+    pub fn account(&self) -> &AccountId {
+        &self.account
+    }
+    pub fn key_id(&self) -> &str {
+        &self.key_id
+    }
+}
+
+impl fmt::Display for KeyArn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.arn)
+    }
+}
+
+/// `us-west-2`, `ap-southeast-1`, `us-gov-west-1`, `cn-north-1`, ...
+pub fn is_region(s: &str) -> bool {
+    let parts: Vec<&str> = s.split('-').collect();
+    parts.len() >= 3
+        && parts.iter().all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()))
+        && parts.last().is_some_and(|p| p.bytes().all(|b| b.is_ascii_digit()))
+        && parts[0].bytes().all(|b| b.is_ascii_lowercase())
+}
+
+fn is_key_id(s: &str) -> bool {
+    let uuid = s.strip_prefix("mrk-").is_some_and(|hex| hex.len() == 32 && hex.bytes().all(|b| b.is_ascii_hexdigit()));
+    let parts: Vec<&str> = s.split('-').collect();
+    let lens = [8, 4, 4, 4, 12];
+    uuid || (parts.len() == 5
+        && parts.iter().zip(lens).all(|(p, n)| p.len() == n && p.bytes().all(|b| b.is_ascii_hexdigit())))
+}
+
+/// Checks a service-linked role custom suffix. IAM allows `[\w+=,.@-]`, and the full role
+/// name `AWSServiceRoleForAutoScaling_<suffix>` must fit in 64 characters.
+pub fn check_slr_suffix(suffix: &str) -> Result<(), String> {
+    if suffix.is_empty() || suffix.chars().count() > 64 {
+        return Err("must be 1 to 64 characters".into());
+    }
+    if let Some(c) = suffix.chars().find(|c| !(c.is_ascii_alphanumeric() || "_+=,.@-".contains(*c))) {
+        return Err(format!("character {c:?} is not allowed; use letters, digits and _+=,.@-"));
+    }
+    let name_len = DEFAULT_SLR_NAME.len() + 1 + suffix.len();
+    if name_len > 64 {
+        return Err(format!("role name {DEFAULT_SLR_NAME}_{suffix} would be {name_len} characters; IAM allows 64"));
+    }
+    Ok(())
+}
+
+/// The Auto Scaling service-linked role of one account.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Slr {
+    pub account: AccountId,
+    pub partition: String,
+    pub suffix: Option<String>,
+}
+
+impl Slr {
+    pub fn name(&self) -> String {
+        match &self.suffix {
+            Some(s) => format!("{DEFAULT_SLR_NAME}_{s}"),
+            None => DEFAULT_SLR_NAME.to_owned(),
+        }
+    }
+
+    pub fn arn(&self) -> String {
+        format!(
+            "arn:{}:iam::{}:role/aws-service-role/{AUTOSCALING_SERVICE}/{}",
+            self.partition,
+            self.account,
+            self.name()
+        )
+    }
+}
+
+/// Identifies one configured binding: the ASG's account, region and name.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct AsgRef {
+    pub account: AccountId,
+    pub region: String,
+    pub name: String,
+}
+
+impl fmt::Display for AsgRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}/{}", self.account, self.region, self.name)
+    }
+}
+
+/// A KMS grant as observed (only the fields the planner reads).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    pub grant_id: String,
+    pub name: Option<String>,
+    pub grantee_principal: String,
+    pub operations: Vec<String>,
+    /// True when the grant carries encryption-context constraints, which would keep EBS
+    /// from using it for arbitrary volumes.
+    pub constrained: bool,
+}
+
+/// An IAM role as observed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Role {
+    pub arn: String,
+    /// The role's unique id (`AROA...`); KMS may show a grantee by it.
+    pub role_id: String,
+}
+
+/// An Auto Scaling group as observed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Asg {
+    pub service_linked_role_arn: Option<String>,
+}
+
+/// How an error should be handled: change the config, or try again later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ErrorClass {
+    /// Retrying will not help until the config or the account changes.
+    Terminal,
+    /// Transient: retry with backoff.
+    Retryable,
+    /// The API throttled us: retry with backoff and slow down.
+    Throttled,
+}
+
+impl ErrorClass {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorClass::Terminal => "terminal",
+            ErrorClass::Retryable => "retryable",
+            ErrorClass::Throttled => "throttled",
+        }
+    }
+}
+
+/// A failed AWS call, as plain data the planner can read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub class: ErrorClass,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn terminal(message: impl Into<String>) -> Self {
+        Self { class: ErrorClass::Terminal, message: message.into() }
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_arn_accepts_uuid_and_mrk_ids() {
+        let k = KeyArn::parse("arn:aws:kms:us-west-2:444455556666:key/1234abcd-12ab-34cd-56ef-1234567890ab").unwrap();
+        assert_eq!(k.region(), "us-west-2");
+        assert_eq!(k.account().as_str(), "444455556666");
+        assert_eq!(k.key_id(), "1234abcd-12ab-34cd-56ef-1234567890ab");
+        assert!(KeyArn::parse("arn:aws:kms:us-west-2:444455556666:key/mrk-1234abcd12ab34cd56ef1234567890ab").is_ok());
+    }
+
+    #[test]
+    fn key_arn_rejects_aliases_bare_ids_and_other_services() {
+        for bad in [
+            "1234abcd-12ab-34cd-56ef-1234567890ab",
+            "arn:aws:kms:us-west-2:444455556666:alias/ebs",
+            "arn:aws:s3:us-west-2:444455556666:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+            "arn:aws:kms:us-west-2:4444:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+            "arn:aws:kms:uswest2:444455556666:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+            "arn:aws:kms:us-west-2:444455556666:key/not-a-uuid",
+        ] {
+            assert!(KeyArn::parse(bad).is_err(), "{bad} was accepted");
+        }
+    }
+
+    #[test]
+    fn slr_suffix_limits_follow_iam() {
+        assert!(check_slr_suffix("CMK").is_ok());
+        assert!(check_slr_suffix("a+b=c,d.e@f-g_h").is_ok());
+        assert!(check_slr_suffix("").is_err());
+        assert!(check_slr_suffix("has space").is_err());
+        // AWSServiceRoleForAutoScaling_ is 29 characters, so 35 fit and 36 do not.
+        assert!(check_slr_suffix(&"x".repeat(35)).is_ok());
+        assert!(check_slr_suffix(&"x".repeat(36)).is_err());
+    }
+
+    #[test]
+    fn slr_arn_has_the_service_role_path() {
+        let slr = Slr {
+            account: AccountId::parse("111122223333").unwrap(),
+            partition: "aws".into(),
+            suffix: Some("CMK".into()),
+        };
+        assert_eq!(
+            slr.arn(),
+            "arn:aws:iam::111122223333:role/aws-service-role/autoscaling.amazonaws.com/AWSServiceRoleForAutoScaling_CMK"
+        );
+    }
+}
