@@ -5,7 +5,11 @@
 //! state, [`aws`] observes and writes (the only module that imports the AWS SDK), and
 //! [`plan`] is the pure comparison between the two.
 
+pub mod aws;
 pub mod config;
 pub mod model;
+pub mod output;
 pub mod plan;
 pub mod policy;
+pub mod reconcile;
+pub mod telemetry;

@@ -1,1 +1,153 @@
-fn main() {}
+//! Command line: `validate`, `plan` and `apply`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use asg_cmk_operator::aws::{Aws, ExecSettings};
+use asg_cmk_operator::config::{self, Desired};
+use asg_cmk_operator::telemetry::{self, LogFormat};
+use asg_cmk_operator::{output, reconcile};
+
+/// Keeps EC2 Auto Scaling groups able to launch instances whose EBS volumes are
+/// encrypted with customer managed KMS keys.
+#[derive(Debug, Parser)]
+#[command(name = "asg-cmk-operator", version, about)]
+struct Cli {
+    /// Log format on stderr. RUST_LOG sets the level (default info).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Output {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check a config file without calling AWS. Exit 0 when valid, 1 with every error otherwise.
+    Validate {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Show the changes that would be made, and change nothing.
+    /// Exit 0: nothing to do; 2: changes pending; 1: error.
+    Plan {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Reconcile once: observe, plan, execute, and observe again until converged.
+    /// Exit 0 when every binding has converged.
+    Apply {
+        #[arg(long)]
+        config: PathBuf,
+        /// How many rounds of writes to try before giving up.
+        #[arg(long, default_value_t = 5)]
+        max_passes: u32,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::init(cli.log_format);
+    match cli.command {
+        Command::Validate { config } => match load(&config) {
+            Some(d) => {
+                println!("{}: valid, {} binding{}", config.display(), d.bindings.len(), plural(d.bindings.len()));
+                ExitCode::SUCCESS
+            }
+            None => ExitCode::FAILURE,
+        },
+        Command::Plan { config, output } => {
+            let Some(desired) = load(&config) else { return ExitCode::FAILURE };
+            runtime().block_on(plan(desired, output))
+        }
+        Command::Apply { config, max_passes } => {
+            let Some(desired) = load(&config) else { return ExitCode::FAILURE };
+            runtime().block_on(apply(desired, max_passes))
+        }
+    }
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("failed to start the tokio runtime")
+}
+
+/// Loads the config, printing every error on stderr when it is invalid.
+fn load(path: &Path) -> Option<Desired> {
+    match config::load(path) {
+        Ok(d) => Some(d),
+        Err(e) => {
+            eprintln!("error: {e}");
+            None
+        }
+    }
+}
+
+async fn connect(desired: &Desired) -> Option<Arc<Aws>> {
+    let region = desired.bindings.first().map_or("us-east-1", |b| b.asg.region.as_str());
+    match Aws::connect(region).await {
+        Ok(aws) => {
+            tracing::info!(account = %aws.caller(), "connected to AWS");
+            Some(Arc::new(aws))
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            None
+        }
+    }
+}
+
+async fn plan(desired: Desired, output: Output) -> ExitCode {
+    let Some(aws) = connect(&desired).await else { return ExitCode::FAILURE };
+    let (_, p) = reconcile::observe_and_plan(&aws, &desired).await;
+    match output {
+        Output::Text => print!("{}", output::plan_text(&p, desired.bindings.len())),
+        Output::Json => println!("{}", output::plan_json(&p)),
+    }
+    if !p.blocked.is_empty() {
+        ExitCode::FAILURE
+    } else if p.changes.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    }
+}
+
+async fn apply(desired: Desired, max_passes: u32) -> ExitCode {
+    let Some(aws) = connect(&desired).await else { return ExitCode::FAILURE };
+    let out = reconcile::apply(&aws, &desired, max_passes, &ExecSettings::default()).await;
+    let n = out.applied.len();
+    println!(
+        "{} change{} applied; {} of {} binding{} converged.",
+        n,
+        plural(n),
+        out.converged.len(),
+        desired.bindings.len(),
+        plural(desired.bindings.len())
+    );
+    if out.failed.is_empty() {
+        return ExitCode::SUCCESS;
+    }
+    println!("{} binding{} failed:", out.failed.len(), plural(out.failed.len()));
+    for (b, f) in &out.failed {
+        println!("  ! {b}: {f}");
+    }
+    ExitCode::FAILURE
+}

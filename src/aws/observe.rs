@@ -1,0 +1,198 @@
+//! Reads only. Turns AWS state into plain [`Observed`] data; a missing resource is
+//! `Ok(None)`, and a failed read is recorded as data rather than aborting the pass.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use super::error::{classify, code};
+use super::Aws;
+use crate::config::Desired;
+use crate::model::{AccountId, Asg, AsgRef, Failure, Grant, KeyArn, Role, Slr};
+use crate::plan::{Observed, Reads};
+
+/// At most this many reads in flight at once, across all accounts and regions.
+pub const READ_CONCURRENCY: usize = 16;
+/// DescribeAutoScalingGroups accepts up to 100 names per call.
+const ASG_BATCH: usize = 100;
+
+enum Read {
+    Role(Slr, Result<Option<Role>, Failure>),
+    Policy(KeyArn, Result<String, Failure>),
+    Grants(KeyArn, Result<Vec<Grant>, Failure>),
+    Asgs(Vec<(AsgRef, Result<Option<Asg>, Failure>)>),
+}
+
+/// Performs every read in `reads`, concurrently and bounded, and returns what was seen.
+pub async fn observe(aws: &Arc<Aws>, desired: &Desired, reads: &Reads) -> Observed {
+    let mut observed = Observed::default();
+    let mut accounts = JoinSet::new();
+    for account in &reads.accounts {
+        let (aws, account, role) = (aws.clone(), account.clone(), desired.accounts.get(account).cloned());
+        accounts.spawn(async move {
+            let r = aws.ensure_account(&account, role.as_deref()).await;
+            (account, r)
+        });
+    }
+    while let Some(joined) = accounts.join_next().await {
+        if let Ok((account, Err(f))) = joined {
+            observed.account_errors.insert(account, f);
+        }
+    }
+    let usable = |a: &AccountId| !observed.account_errors.contains_key(a);
+
+    let limit = Arc::new(Semaphore::new(READ_CONCURRENCY));
+    let mut set: JoinSet<Read> = JoinSet::new();
+    for slr in reads.roles.iter().filter(|s| usable(&s.account)) {
+        let (aws, slr, limit) = (aws.clone(), slr.clone(), limit.clone());
+        set.spawn(async move {
+            let _permit = limit.acquire_owned().await;
+            let r = get_role(&aws, &slr).await;
+            Read::Role(slr, r)
+        });
+    }
+    for key in reads.keys.iter().filter(|k| usable(k.account())) {
+        let (aws, key, limit) = (aws.clone(), key.clone(), limit.clone());
+        set.spawn(async move {
+            let _permit = limit.acquire_owned().await;
+            let r = get_key_policy(&aws, &key).await;
+            Read::Policy(key, r)
+        });
+    }
+    for key in reads.grant_keys.iter().filter(|k| usable(k.account())) {
+        let (aws, key, limit) = (aws.clone(), key.clone(), limit.clone());
+        set.spawn(async move {
+            let _permit = limit.acquire_owned().await;
+            let r = list_grants(&aws, &key).await;
+            Read::Grants(key, r)
+        });
+    }
+    for ((account, region), names) in reads.asgs.iter().filter(|((a, _), _)| usable(a)) {
+        let names: Vec<String> = names.iter().cloned().collect();
+        for chunk in names.chunks(ASG_BATCH) {
+            let (aws, account, region, chunk, limit) =
+                (aws.clone(), account.clone(), region.clone(), chunk.to_vec(), limit.clone());
+            set.spawn(async move {
+                let _permit = limit.acquire_owned().await;
+                Read::Asgs(describe_asgs(&aws, &account, &region, chunk).await)
+            });
+        }
+    }
+    while let Some(joined) = set.join_next().await {
+        match joined {
+            Ok(Read::Role(slr, r)) => {
+                observed.roles.insert((slr.account.clone(), slr.name()), r);
+            }
+            Ok(Read::Policy(k, r)) => {
+                observed.key_policies.insert(k, r);
+            }
+            Ok(Read::Grants(k, r)) => {
+                observed.grants.insert(k, r);
+            }
+            Ok(Read::Asgs(rows)) => observed.asgs.extend(rows),
+            // A panicked read leaves its entries unobserved; the planner blocks the
+            // bindings that needed them.
+            Err(e) => tracing::error!(error = %e, "read task failed"),
+        }
+    }
+    observed
+}
+
+async fn get_role(aws: &Aws, slr: &Slr) -> Result<Option<Role>, Failure> {
+    let out = aws.iam(&slr.account).get_role().role_name(slr.name()).send().await;
+    aws.stats.record("iam", "GetRole", out.is_ok() || code(out.as_ref().unwrap_err()) == Some("NoSuchEntity"));
+    match out {
+        Ok(o) => Ok(o.role().map(|r| Role { arn: r.arn().to_owned(), role_id: r.role_id().to_owned() })),
+        Err(e) if code(&e) == Some("NoSuchEntity") => Ok(None),
+        Err(e) => Err(classify("GetRole", &e)),
+    }
+}
+
+async fn get_key_policy(aws: &Aws, key: &KeyArn) -> Result<String, Failure> {
+    let out =
+        aws.kms(key.account(), key.region()).get_key_policy().key_id(key.as_str()).policy_name("default").send().await;
+    aws.stats.record("kms", "GetKeyPolicy", out.is_ok());
+    match out {
+        Ok(o) => o.policy.ok_or_else(|| Failure::terminal("GetKeyPolicy returned no policy")),
+        Err(e) => Err(classify("GetKeyPolicy", &e)),
+    }
+}
+
+/// Lists grants with the key owner's credentials: the owner may always read its key's
+/// grants, while the ASG account would need kms:ListGrants in the owner's key policy,
+/// which the procedure does not add.
+async fn list_grants(aws: &Aws, key: &KeyArn) -> Result<Vec<Grant>, Failure> {
+    let client = aws.kms(key.account(), key.region());
+    let mut grants = Vec::new();
+    let mut marker: Option<String> = None;
+    loop {
+        let out = client.list_grants().key_id(key.as_str()).limit(100).set_marker(marker.take()).send().await;
+        aws.stats.record("kms", "ListGrants", out.is_ok());
+        let out = out.map_err(|e| classify("ListGrants", &e))?;
+        grants.extend(out.grants().iter().map(|g| Grant {
+            grant_id: g.grant_id().unwrap_or_default().to_owned(),
+            name: g.name().map(str::to_owned),
+            grantee_principal: g.grantee_principal().unwrap_or_default().to_owned(),
+            operations: g.operations().iter().map(|o| o.as_str().to_owned()).collect(),
+            constrained: g.constraints().is_some_and(|c| {
+                c.encryption_context_subset().is_some_and(|m| !m.is_empty())
+                    || c.encryption_context_equals().is_some_and(|m| !m.is_empty())
+            }),
+        }));
+        match (out.truncated(), out.next_marker()) {
+            (true, Some(m)) => marker = Some(m.to_owned()),
+            _ => return Ok(grants),
+        }
+    }
+}
+
+/// One batch of up to 100 names; every name gets an answer.
+async fn describe_asgs(
+    aws: &Aws,
+    account: &AccountId,
+    region: &str,
+    names: Vec<String>,
+) -> Vec<(AsgRef, Result<Option<Asg>, Failure>)> {
+    let client = aws.autoscaling(account, region);
+    let mut found: std::collections::BTreeMap<String, Asg> = Default::default();
+    let mut token: Option<String> = None;
+    let result = loop {
+        let out = client
+            .describe_auto_scaling_groups()
+            .set_auto_scaling_group_names(Some(names.clone()))
+            .max_records(ASG_BATCH as i32)
+            .set_next_token(token.take())
+            .send()
+            .await;
+        aws.stats.record("autoscaling", "DescribeAutoScalingGroups", out.is_ok());
+        match out {
+            Ok(o) => {
+                for g in o.auto_scaling_groups() {
+                    let arn = g.service_linked_role_arn().map(str::to_owned);
+                    found.insert(
+                        g.auto_scaling_group_name().unwrap_or_default().to_owned(),
+                        Asg { service_linked_role_arn: arn },
+                    );
+                }
+                match o.next_token() {
+                    Some(t) if !t.is_empty() => token = Some(t.to_owned()),
+                    _ => break Ok(()),
+                }
+            }
+            Err(e) => break Err(classify("DescribeAutoScalingGroups", &e)),
+        }
+    };
+    let wanted: BTreeSet<String> = names.into_iter().collect();
+    wanted
+        .into_iter()
+        .map(|name| {
+            let r = match &result {
+                Ok(()) => Ok(found.remove(&name)),
+                Err(f) => Err(f.clone()),
+            };
+            (AsgRef { account: account.clone(), region: region.to_owned(), name }, r)
+        })
+        .collect()
+}

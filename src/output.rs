@@ -1,0 +1,149 @@
+//! Renders a plan for people (like `terraform plan`) and for programs (JSON).
+
+use serde_json::{json, Value};
+
+use crate::plan::{Change, Plan, PlannedChange};
+use crate::policy::GRANT_OPERATIONS;
+
+fn details(c: &Change) -> Value {
+    match c {
+        Change::CreateServiceLinkedRole { slr } => json!({
+            "roleName": slr.name(), "roleArn": slr.arn(), "customSuffix": slr.suffix,
+        }),
+        Change::PutKeyPolicy { policy, .. } => {
+            json!({ "policy": serde_json::from_str::<Value>(policy).unwrap_or(Value::String(policy.clone())) })
+        }
+        Change::CreateGrant { grantee, name, account, .. } => json!({
+            "granteePrincipal": grantee, "name": name, "operations": GRANT_OPERATIONS, "createdBy": account.as_str(),
+        }),
+        Change::UpdateAutoScalingGroup { service_linked_role_arn, .. } => {
+            json!({ "serviceLinkedRoleArn": service_linked_role_arn })
+        }
+    }
+}
+
+fn action_json(c: &PlannedChange) -> Value {
+    json!({
+        "action": c.change.action(),
+        "account": c.change.account().as_str(),
+        "region": c.change.region(),
+        "target": c.change.target(),
+        "reason": c.reason,
+        "bindings": c.bindings.iter().map(|b| b.to_string()).collect::<Vec<_>>(),
+        "details": details(&c.change),
+    })
+}
+
+/// `{"actions": [...], "errors": [...]}`.
+pub fn plan_json(plan: &Plan) -> String {
+    let v = json!({
+        "actions": plan.changes.iter().map(action_json).collect::<Vec<_>>(),
+        "errors": plan.blocked.iter().map(|b| json!({
+            "binding": b.binding.to_string(),
+            "class": b.failure.class.as_str(),
+            "error": b.failure.message,
+        })).collect::<Vec<_>>(),
+    });
+    serde_json::to_string_pretty(&v).expect("plan JSON serialises")
+}
+
+/// One line per change with its reason, then one line per binding that cannot progress.
+pub fn plan_text(plan: &Plan, bindings: usize) -> String {
+    let mut s = String::new();
+    if plan.changes.is_empty() {
+        s.push_str(&format!(
+            "No changes. {} of {bindings} binding{} up to date.\n",
+            bindings - plan.blocked.len(),
+            if bindings == 1 { " is" } else { "s are" }
+        ));
+    } else {
+        s.push_str("asg-cmk-operator will make these changes:\n\n");
+        let w = plan.changes.iter().map(|c| c.change.action().len()).max().unwrap_or(0);
+        for c in &plan.changes {
+            let sign = if matches!(c.change, Change::CreateServiceLinkedRole { .. } | Change::CreateGrant { .. }) {
+                '+'
+            } else {
+                '~'
+            };
+            s.push_str(&format!(
+                "  {sign} {:<w$}  {}  {:<14} {}\n      # {}\n",
+                c.change.action(),
+                c.change.account(),
+                c.change.region().unwrap_or("global"),
+                c.change.target(),
+                c.reason
+            ));
+        }
+        let n = plan.changes.len();
+        s.push_str(&format!("\nPlan: {n} change{}.\n", if n == 1 { "" } else { "s" }));
+    }
+    if !plan.blocked.is_empty() {
+        s.push_str(&format!(
+            "\n{} binding{} cannot progress:\n",
+            plan.blocked.len(),
+            if plan.blocked.len() == 1 { "" } else { "s" }
+        ));
+        for b in &plan.blocked {
+            s.push_str(&format!("  ! {}: {}\n", b.binding, b.failure));
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{AccountId, AsgRef, Failure, Slr};
+    use crate::plan::Blocked;
+
+    fn sample() -> Plan {
+        let account = AccountId::parse("111122223333").unwrap();
+        let asg = AsgRef { account: account.clone(), region: "us-west-2".into(), name: "web".into() };
+        Plan {
+            changes: vec![
+                PlannedChange {
+                    change: Change::CreateServiceLinkedRole {
+                        slr: Slr { account: account.clone(), partition: "aws".into(), suffix: Some("CMK".into()) },
+                    },
+                    reason: "service-linked role AWSServiceRoleForAutoScaling_CMK does not exist".into(),
+                    bindings: vec![asg.clone()],
+                },
+                PlannedChange {
+                    change: Change::UpdateAutoScalingGroup {
+                        asg: asg.clone(),
+                        service_linked_role_arn: "arn:x".into(),
+                    },
+                    reason: "ServiceLinkedRoleARN is unset".into(),
+                    bindings: vec![asg.clone()],
+                },
+            ],
+            blocked: vec![Blocked {
+                binding: AsgRef { name: "ghost".into(), ..asg },
+                failure: Failure::terminal("ASG ghost not found"),
+            }],
+        }
+    }
+
+    #[test]
+    fn json_has_the_documented_shape() {
+        let v: Value = serde_json::from_str(&plan_json(&sample())).unwrap();
+        let a = &v["actions"][0];
+        assert_eq!(a["action"], "CreateServiceLinkedRole");
+        assert_eq!(a["account"], "111122223333");
+        assert_eq!(a["region"], Value::Null);
+        assert_eq!(a["target"], "AWSServiceRoleForAutoScaling_CMK");
+        assert!(a["reason"].as_str().unwrap().contains("does not exist"));
+        assert_eq!(v["actions"][1]["region"], "us-west-2");
+        assert_eq!(v["errors"][0]["binding"], "111122223333/us-west-2/ghost");
+    }
+
+    #[test]
+    fn text_has_one_line_per_change_and_per_blocked_binding() {
+        let t = plan_text(&sample(), 2);
+        assert!(t.contains("  + CreateServiceLinkedRole  111122223333  global"), "{t}");
+        assert!(t.contains("  ~ UpdateAutoScalingGroup   111122223333  us-west-2      web"), "{t}");
+        assert!(t.contains("Plan: 2 changes."), "{t}");
+        assert!(t.contains("  ! 111122223333/us-west-2/ghost: ASG ghost not found"), "{t}");
+        assert_eq!(plan_text(&Plan::default(), 3), "No changes. 3 of 3 bindings are up to date.\n");
+    }
+}

@@ -1,0 +1,154 @@
+//! One reconcile: observe → plan → execute, repeated until converged or out of passes.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use tokio::task::JoinSet;
+use tracing::Instrument;
+
+use crate::aws::{self, Aws, ExecSettings};
+use crate::config::Desired;
+use crate::model::{AsgRef, ErrorClass, Failure};
+use crate::plan::{self, Observed, Plan, PlannedChange};
+
+/// Writes in flight at once within one phase.
+pub const WRITE_CONCURRENCY: usize = 8;
+
+/// Observes everything the desired state needs and plans against it.
+pub async fn observe_and_plan(aws: &Arc<Aws>, desired: &Desired) -> (Observed, Plan) {
+    let reads = plan::reads(desired, aws.caller());
+    let observed = aws::observe(aws, desired, &reads).await;
+    let p = plan::plan(desired, &observed, aws.caller());
+    (observed, p)
+}
+
+/// What executing one plan did.
+#[derive(Debug, Default)]
+pub struct Executed {
+    pub applied: Vec<PlannedChange>,
+    /// Bindings whose changes failed, with the first failure.
+    pub failed: BTreeMap<AsgRef, Failure>,
+}
+
+/// Runs a plan phase by phase. When a change fails, the bindings it served are dropped
+/// and the later phases are planned again without them (a pure step on the same
+/// observation), so a failed role never leaves a key policy naming it.
+pub async fn execute_plan(
+    aws: &Arc<Aws>,
+    desired: &Desired,
+    observed: &Observed,
+    first: Plan,
+    settings: &ExecSettings,
+) -> Executed {
+    let mut done = Executed::default();
+    let mut current = first;
+    for phase in 0..=3u8 {
+        if !done.failed.is_empty() {
+            current = plan::plan(&without(desired, &done.failed), observed, aws.caller());
+        }
+        let mut set = JoinSet::new();
+        let limit = Arc::new(tokio::sync::Semaphore::new(WRITE_CONCURRENCY));
+        for c in current.changes.iter().filter(|c| c.change.phase() == phase) {
+            let (aws, c, settings, limit) = (aws.clone(), c.clone(), settings.clone(), limit.clone());
+            set.spawn(async move {
+                let _permit = limit.acquire_owned().await;
+                let r = aws::execute(&aws, &c.change, &settings).await;
+                (c, r)
+            });
+        }
+        while let Some(joined) = set.join_next().await {
+            let (c, r) = match joined {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::error!(error = %e, "write task failed");
+                    continue;
+                }
+            };
+            let (action, account, region, target) = (
+                c.change.action(),
+                c.change.account().to_string(),
+                c.change.region().unwrap_or("global"),
+                c.change.target(),
+            );
+            match r {
+                Ok(()) => {
+                    tracing::info!(action, %account, region, %target, reason = %c.reason, "applied change");
+                    done.applied.push(c);
+                }
+                Err(f) => {
+                    tracing::warn!(action, %account, region, %target, error = %f, class = f.class.as_str(), "change failed");
+                    for b in &c.bindings {
+                        done.failed.entry(b.clone()).or_insert_with(|| f.clone());
+                    }
+                }
+            }
+        }
+    }
+    done
+}
+
+/// The desired state without some bindings.
+pub fn without(desired: &Desired, drop: &BTreeMap<AsgRef, Failure>) -> Desired {
+    Desired {
+        accounts: desired.accounts.clone(),
+        bindings: desired.bindings.iter().filter(|b| !drop.contains_key(&b.asg)).cloned().collect(),
+    }
+}
+
+/// The result of [`apply`].
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// Observe-and-plan rounds, the last of which found nothing more to do (or ran out).
+    pub passes: u32,
+    pub applied: Vec<PlannedChange>,
+    pub converged: Vec<AsgRef>,
+    pub failed: BTreeMap<AsgRef, Failure>,
+}
+
+/// Reconciles until every binding has converged or failed, or `max_passes` run out.
+/// Terminal failures are not retried within the same apply; retryable ones are.
+pub async fn apply(aws: &Arc<Aws>, desired: &Desired, max_passes: u32, settings: &ExecSettings) -> Outcome {
+    let mut out = Outcome::default();
+    let mut terminal: BTreeMap<AsgRef, Failure> = BTreeMap::new();
+    let mut last_failed: BTreeMap<AsgRef, Failure> = BTreeMap::new();
+    loop {
+        out.passes += 1;
+        let live = without(desired, &terminal);
+        let span = tracing::info_span!("pass", pass = out.passes, bindings = live.bindings.len());
+        let (observed, plan) = observe_and_plan(aws, &live).instrument(span.clone()).await;
+        let blocked: BTreeMap<AsgRef, Failure> =
+            plan.blocked.iter().map(|b| (b.binding.clone(), b.failure.clone())).collect();
+        if plan.changes.is_empty() || out.passes > max_passes {
+            let mut failed = terminal;
+            failed.extend(blocked);
+            if !plan.changes.is_empty() {
+                for c in &plan.changes {
+                    for b in &c.bindings {
+                        let why = last_failed.get(b).map_or("not converged", |f| f.message.as_str());
+                        failed.entry(b.clone()).or_insert_with(|| Failure {
+                            class: ErrorClass::Retryable,
+                            message: format!("{why} after {max_passes} passes; still pending: {}", c.change.action()),
+                        });
+                    }
+                }
+            }
+            out.converged =
+                desired.bindings.iter().map(|b| b.asg.clone()).filter(|a| !failed.contains_key(a)).collect();
+            out.failed = failed;
+            return out;
+        }
+        for b in &plan.blocked {
+            if b.failure.class == ErrorClass::Terminal {
+                terminal.insert(b.binding.clone(), b.failure.clone());
+            }
+        }
+        let executed = execute_plan(aws, &live, &observed, plan, settings).instrument(span).await;
+        for (b, f) in &executed.failed {
+            if f.class == ErrorClass::Terminal {
+                terminal.insert(b.clone(), f.clone());
+            }
+        }
+        last_failed = executed.failed;
+        out.applied.extend(executed.applied);
+    }
+}
