@@ -1,0 +1,275 @@
+//! Test harness: starts the project's moto launcher on a free loopback port, seeds AWS
+//! state through the SDK, runs the real operator binary against it, and reads the
+//! launcher's HTTP-level call log.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Output, Stdio};
+use std::time::Duration;
+
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_credential_types::Credentials;
+
+pub const OWN: &str = "123456789012";
+pub const OTHER: &str = "444455556666";
+pub const REGION: &str = "us-west-2";
+pub const OTHER_ROLE: &str = "arn:aws:iam::444455556666:role/key-admin";
+
+/// Python with moto[server]: `MOTO_PYTHON`, else the project's `.venv`.
+fn python() -> PathBuf {
+    if let Some(p) = std::env::var_os("MOTO_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    assert!(venv.exists(), "no Python with moto: run scripts/test.sh (it creates .venv), or set MOTO_PYTHON");
+    venv
+}
+
+/// A running moto server; stopped when dropped.
+pub struct Moto {
+    pub url: String,
+    port: u16,
+    child: Child,
+    // Holding stdin open keeps the launcher alive; it exits when this closes.
+    _stdin: ChildStdin,
+}
+
+impl Moto {
+    pub fn start() -> Moto {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/moto/launcher.py");
+        let mut child = Command::new(python())
+            .arg(script)
+            .args(["--host", "127.0.0.1", "--port", "0", "--exit-with-stdin"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("failed to start the moto launcher");
+        let stdin = child.stdin.take().unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let url = loop {
+            match lines.next() {
+                Some(Ok(l)) if l.starts_with("READY ") => break l["READY ".len()..].trim().to_owned(),
+                Some(Ok(_)) => continue,
+                _ => panic!("moto launcher exited before it was ready"),
+            }
+        };
+        let port = url.rsplit(':').next().unwrap().parse().unwrap();
+        Moto { url, port, child, _stdin: stdin }
+    }
+
+    fn http(&self, method: &str, path: &str, body: &str) -> String {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        write!(
+            s,
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut resp = String::new();
+        s.read_to_string(&mut resp).unwrap();
+        let (head, body) = resp.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 2") || head.starts_with("HTTP/1.0 2"), "{method} {path}: {head}");
+        body.to_owned()
+    }
+
+    /// Every AWS call the server received since the last reset, as (service, action).
+    pub fn calls(&self) -> Vec<(String, String)> {
+        let v: serde_json::Value = serde_json::from_str(&self.http("GET", "/_launcher/calls", "")).unwrap();
+        v["calls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| (c["service"].as_str().unwrap().to_owned(), c["action"].as_str().unwrap().to_owned()))
+            .collect()
+    }
+
+    pub fn reset_calls(&self) {
+        self.http("POST", "/_launcher/calls/reset", "");
+    }
+
+    /// Makes the next `count` calls of `service`/`action` fail with `code`.
+    pub fn fault(&self, service: &str, action: &str, count: u32, status: u16, code: &str, message: &str) {
+        let body = serde_json::json!({
+            "service": service, "action": action, "count": count,
+            "status": status, "code": code, "message": message,
+        });
+        self.http("POST", "/_launcher/faults", &body.to_string());
+    }
+
+    /// SDK configuration for the operator's own account (plain keys).
+    pub async fn own(&self) -> SdkConfig {
+        aws_config::defaults(BehaviorVersion::latest())
+            .region(Region::new(REGION))
+            .endpoint_url(&self.url)
+            .credentials_provider(Credentials::new("testing", "testing", None, None, "test"))
+            .load()
+            .await
+    }
+
+    /// SDK configuration acting in `OTHER`, through an assumed role.
+    pub async fn other(&self) -> SdkConfig {
+        let own = self.own().await;
+        let out = aws_sdk_sts::Client::new(&own)
+            .assume_role()
+            .role_arn(OTHER_ROLE)
+            .role_session_name("seed")
+            .send()
+            .await
+            .expect("assume role for seeding");
+        let c = out.credentials().unwrap();
+        let creds =
+            Credentials::new(c.access_key_id(), c.secret_access_key(), Some(c.session_token().into()), None, "assumed");
+        own.to_builder()
+            .credentials_provider(aws_credential_types::provider::SharedCredentialsProvider::new(creds))
+            .build()
+    }
+
+    /// Runs the operator binary with `args` against this server.
+    pub fn operator(&self, args: &[&str]) -> Output {
+        let out = self.operator_command(args).output().expect("run operator");
+        eprintln!(
+            "--- operator {args:?} exit {:?}\n--- stdout\n{}--- stderr\n{}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    pub fn operator_command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_asg-cmk-operator"));
+        cmd.args(args)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("AWS_ENDPOINT_URL", &self.url)
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_REGION", REGION)
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("AWS_CONFIG_FILE", "/dev/null")
+            .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+            .env("RUST_LOG", "info");
+        cmd
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Writes calls that change something (anything but Get/List/Describe and STS).
+pub fn writes(calls: &[(String, String)]) -> Vec<String> {
+    calls
+        .iter()
+        .filter(|(s, a)| s != "sts" && !(a.starts_with("Get") || a.starts_with("List") || a.starts_with("Describe")))
+        .map(|(_, a)| a.clone())
+        .collect()
+}
+
+pub fn count(calls: &[(String, String)], action: &str) -> usize {
+    calls.iter().filter(|(_, a)| a == action).count()
+}
+
+/// A temporary directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new() -> TempDir {
+        let p = std::env::temp_dir().join(format!(
+            "asg-cmk-operator-test-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
+        ));
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+
+    pub fn write(&self, name: &str, text: &str) -> String {
+        let p = self.0.join(name);
+        std::fs::write(&p, text).unwrap();
+        p.to_string_lossy().into_owned()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Creates a symmetric key and returns its ARN.
+pub async fn create_key(conf: &SdkConfig, policy: Option<&str>) -> String {
+    let kms = aws_sdk_kms::Client::new(conf);
+    let out = kms.create_key().set_policy(policy.map(str::to_owned)).description("test key").send().await.unwrap();
+    out.key_metadata().unwrap().arn().unwrap().to_owned()
+}
+
+pub async fn key_policy(conf: &SdkConfig, key: &str) -> serde_json::Value {
+    let kms = aws_sdk_kms::Client::new(conf);
+    let out = kms.get_key_policy().key_id(key).policy_name("default").send().await.unwrap();
+    serde_json::from_str(out.policy().unwrap()).unwrap()
+}
+
+/// Creates ASGs (no service-linked role set) from one launch configuration.
+pub async fn create_asgs(conf: &SdkConfig, names: &[&str]) {
+    let asc = aws_sdk_autoscaling::Client::new(conf);
+    let lc = "test-lc";
+    let _ = asc
+        .create_launch_configuration()
+        .launch_configuration_name(lc)
+        .image_id("ami-12c6146b")
+        .instance_type("t3.micro")
+        .send()
+        .await;
+    for n in names {
+        asc.create_auto_scaling_group()
+            .auto_scaling_group_name(*n)
+            .launch_configuration_name(lc)
+            .availability_zones("us-west-2a")
+            .min_size(0)
+            .max_size(1)
+            .send()
+            .await
+            .unwrap();
+    }
+}
+
+/// The ServiceLinkedRoleARN of an ASG.
+pub async fn asg_role(conf: &SdkConfig, name: &str) -> Option<String> {
+    let asc = aws_sdk_autoscaling::Client::new(conf);
+    let out = asc.describe_auto_scaling_groups().auto_scaling_group_names(name).send().await.unwrap();
+    out.auto_scaling_groups().first().and_then(|g| g.service_linked_role_arn().map(str::to_owned))
+}
+
+pub fn slr_arn(account: &str, suffix: Option<&str>) -> String {
+    let name =
+        suffix.map_or("AWSServiceRoleForAutoScaling".to_owned(), |s| format!("AWSServiceRoleForAutoScaling_{s}"));
+    format!("arn:aws:iam::{account}:role/aws-service-role/autoscaling.amazonaws.com/{name}")
+}
+
+/// A config with `accounts` listing OTHER and the given bindings (asg, key, suffix).
+pub fn config(bindings: &[(&str, &str, Option<&str>)]) -> String {
+    let mut s = format!("version: 1\naccounts:\n  - id: \"{OTHER}\"\n    roleArn: {OTHER_ROLE}\nbindings:\n");
+    for (asg, key, suffix) in bindings {
+        s.push_str(&format!("  - asg: {asg}\n    account: \"{OWN}\"\n    key: {key}\n"));
+        if let Some(x) = suffix {
+            s.push_str(&format!("    serviceLinkedRoleSuffix: {x}\n"));
+        }
+    }
+    s
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}

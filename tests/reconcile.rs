@@ -1,0 +1,371 @@
+//! End to end: the real binary against moto's server, for both cases of the procedure.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+
+fn statements(policy: &Value) -> Vec<Value> {
+    match &policy["Statement"] {
+        Value::Array(a) => a.clone(),
+        other => vec![other.clone()],
+    }
+}
+
+fn owned_principals(policy: &Value, sid: &str) -> Vec<String> {
+    let st = statements(policy).into_iter().find(|s| s["Sid"] == sid).unwrap_or_else(|| panic!("no {sid} in {policy}"));
+    match &st["Principal"]["AWS"] {
+        Value::String(s) => vec![s.clone()],
+        Value::Array(a) => a.iter().map(|v| v.as_str().unwrap().to_owned()).collect(),
+        other => panic!("principal {other}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn case_1_converges_and_a_second_apply_only_reads() {
+    let moto = Moto::start();
+    let own = moto.own().await;
+    let key = create_key(&own, None).await;
+    create_asgs(&own, &["web"]).await;
+    let dir = TempDir::new();
+    let cfg = dir.write("c.yaml", &config(&[("web", &key, Some("CMK"))]));
+    moto.reset_calls();
+
+    let out = moto.operator(&["apply", "--config", &cfg]);
+    assert!(out.status.success());
+    let calls = moto.calls();
+    assert_eq!(writes(&calls), ["CreateServiceLinkedRole", "PutKeyPolicy", "UpdateAutoScalingGroup"]);
+
+    let slr = slr_arn(OWN, Some("CMK"));
+    let iam = aws_sdk_iam::Client::new(&own);
+    let role = iam.get_role().role_name("AWSServiceRoleForAutoScaling_CMK").send().await.unwrap();
+    assert_eq!(role.role().unwrap().arn(), slr);
+    let policy = key_policy(&own, &key).await;
+    assert_eq!(owned_principals(&policy, "AsgCmkOperatorUse"), [slr.as_str()]);
+    assert_eq!(owned_principals(&policy, "AsgCmkOperatorAttachment"), [slr.as_str()]);
+    let attach = statements(&policy).into_iter().find(|s| s["Sid"] == "AsgCmkOperatorAttachment").unwrap();
+    assert_eq!(attach["Condition"]["Bool"]["kms:GrantIsForAWSResource"], Value::Bool(true));
+    assert_eq!(asg_role(&own, "web").await.as_deref(), Some(slr.as_str()));
+
+    // Converged: a second apply and a plan issue reads only.
+    moto.reset_calls();
+    let again = moto.operator(&["apply", "--config", &cfg]);
+    assert!(again.status.success());
+    let plan = moto.operator(&["plan", "--config", &cfg]);
+    assert_eq!(plan.status.code(), Some(0));
+    assert!(stdout(&plan).starts_with("No changes."), "{}", stdout(&plan));
+    let calls = moto.calls();
+    assert_eq!(writes(&calls), Vec::<String>::new(), "{calls:?}");
+    // apply: STS identity, one GetRole, one GetKeyPolicy, one describe; plan the same.
+    for action in ["GetCallerIdentity", "GetRole", "GetKeyPolicy", "DescribeAutoScalingGroups"] {
+        assert_eq!(count(&calls, action), 2, "{action}: {calls:?}");
+    }
+    assert_eq!(calls.len(), 8, "{calls:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn case_2_uses_the_owner_policy_and_one_grant_and_reapplies_without_writes() {
+    let moto = Moto::start();
+    let own = moto.own().await;
+    let other = moto.other().await;
+    let key = create_key(&other, None).await;
+    assert!(key.contains(&format!(":{OTHER}:key/")), "{key}");
+    create_asgs(&own, &["api", "batch"]).await;
+    let dir = TempDir::new();
+    let cfg = dir.write("c.yaml", &config(&[("api", &key, Some("CMK")), ("batch", &key, Some("CMK"))]));
+    moto.reset_calls();
+
+    let out = moto.operator(&["apply", "--config", &cfg]);
+    assert!(out.status.success());
+    let calls = moto.calls();
+    let mut w = writes(&calls);
+    w.sort();
+    assert_eq!(
+        w,
+        ["CreateGrant", "CreateServiceLinkedRole", "PutKeyPolicy", "UpdateAutoScalingGroup", "UpdateAutoScalingGroup"]
+    );
+    assert_eq!(count(&calls, "AssumeRole"), 1, "credentials are assumed once: {calls:?}");
+
+    let slr = slr_arn(OWN, Some("CMK"));
+    let root = format!("arn:aws:iam::{OWN}:root");
+    let policy = key_policy(&other, &key).await;
+    assert_eq!(owned_principals(&policy, "AsgCmkOperatorUse"), [root.as_str()]);
+    assert_eq!(owned_principals(&policy, "AsgCmkOperatorCrossAccountGrant"), [root.as_str()]);
+    let grant_st = statements(&policy).into_iter().find(|s| s["Sid"] == "AsgCmkOperatorCrossAccountGrant").unwrap();
+    assert!(grant_st.get("Condition").is_none(), "case 2 grant statement has no condition");
+
+    let grants = aws_sdk_kms::Client::new(&other).list_grants().key_id(&key).send().await.unwrap();
+    assert_eq!(grants.grants().len(), 1);
+    let g = &grants.grants()[0];
+    assert_eq!(g.grantee_principal(), Some(slr.as_str()));
+    let mut ops: Vec<&str> = g.operations().iter().map(|o| o.as_str()).collect();
+    ops.sort();
+    assert_eq!(
+        ops,
+        [
+            "CreateGrant",
+            "Decrypt",
+            "DescribeKey",
+            "Encrypt",
+            "GenerateDataKey",
+            "GenerateDataKeyWithoutPlaintext",
+            "ReEncryptFrom",
+            "ReEncryptTo"
+        ]
+    );
+    for asg in ["api", "batch"] {
+        assert_eq!(asg_role(&own, asg).await.as_deref(), Some(slr.as_str()));
+    }
+
+    moto.reset_calls();
+    assert!(moto.operator(&["apply", "--config", &cfg]).status.success());
+    let calls = moto.calls();
+    assert_eq!(writes(&calls), Vec::<String>::new(), "{calls:?}");
+    // The lower bound: identity, one AssumeRole, one role, one policy, one grant list,
+    // one describe for both ASGs.
+    let mut seen: Vec<&str> = calls.iter().map(|(_, a)| a.as_str()).collect();
+    seen.sort();
+    assert_eq!(
+        seen,
+        ["AssumeRole", "DescribeAutoScalingGroups", "GetCallerIdentity", "GetKeyPolicy", "GetRole", "ListGrants"]
+    );
+    let grants = aws_sdk_kms::Client::new(&other).list_grants().key_id(&key).send().await.unwrap();
+    assert_eq!(grants.grants().len(), 1, "never a second grant");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn console_key_policy_keeps_every_statement_id_and_version() {
+    let moto = Moto::start();
+    let own = moto.own().await;
+    // What the KMS console writes, including the AWS doc's Sids for another principal.
+    let console = format!(
+        r#"{{
+  "Id": "key-consolepolicy-3",
+  "Version": "2012-10-17",
+  "Statement": [
+    {{"Sid": "Enable IAM User Permissions", "Effect": "Allow",
+      "Principal": {{"AWS": "arn:aws:iam::{OWN}:root"}}, "Action": "kms:*", "Resource": "*"}},
+    {{"Sid": "Allow access for Key Administrators", "Effect": "Allow",
+      "Principal": {{"AWS": "arn:aws:iam::{OWN}:role/admin"}},
+      "Action": ["kms:Create*", "kms:Describe*", "kms:Enable*", "kms:List*", "kms:Put*"], "Resource": "*"}},
+    {{"Sid": "Allow use of the key", "Effect": "Allow",
+      "Principal": {{"AWS": "arn:aws:iam::{OWN}:role/app"}},
+      "Action": ["kms:Encrypt", "kms:Decrypt", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:DescribeKey"], "Resource": "*"}},
+    {{"Sid": "Allow attachment of persistent resources", "Effect": "Allow",
+      "Principal": {{"AWS": "arn:aws:iam::{OWN}:role/app"}},
+      "Action": ["kms:CreateGrant", "kms:ListGrants", "kms:RevokeGrant"], "Resource": "*",
+      "Condition": {{"Bool": {{"kms:GrantIsForAWSResource": "true"}}}}}}
+  ]
+}}"#
+    );
+    let key = create_key(&own, Some(&console)).await;
+    create_asgs(&own, &["web"]).await;
+    let dir = TempDir::new();
+    let cfg = dir.write("c.yaml", &config(&[("web", &key, None)]));
+    assert!(moto.operator(&["apply", "--config", &cfg]).status.success());
+
+    let before: Value = serde_json::from_str(&console).unwrap();
+    let after = key_policy(&own, &key).await;
+    assert_eq!(after["Id"], before["Id"]);
+    assert_eq!(after["Version"], before["Version"]);
+    let after_st = statements(&after);
+    let before_st = statements(&before);
+    assert_eq!(&after_st[..before_st.len()], &before_st[..], "foreign statements unchanged and in place");
+    let added: Vec<&str> = after_st[before_st.len()..].iter().map(|s| s["Sid"].as_str().unwrap()).collect();
+    assert_eq!(added, ["AsgCmkOperatorUse", "AsgCmkOperatorAttachment"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn existing_role_and_partly_converged_state_issue_only_the_missing_calls() {
+    let moto = Moto::start();
+    let own = moto.own().await;
+    let other = moto.other().await;
+    let key = create_key(&other, None).await;
+    create_asgs(&own, &["api"]).await;
+    // The role exists already, and the owner already allows our root (in its own words).
+    aws_sdk_iam::Client::new(&own)
+        .create_service_linked_role()
+        .aws_service_name("autoscaling.amazonaws.com")
+        .send()
+        .await
+        .unwrap();
+    let policy = format!(
+        r#"{{"Version":"2012-10-17","Statement":[
+          {{"Sid":"Owner","Effect":"Allow","Principal":{{"AWS":"arn:aws:iam::{OTHER}:root"}},"Action":"kms:*","Resource":"*"}},
+          {{"Sid":"Partner","Effect":"Allow","Principal":{{"AWS":["{OWN}"]}},"Action":["kms:CreateGrant","kms:Encrypt","kms:Decrypt","kms:ReEncrypt*","kms:GenerateDataKey*","kms:DescribeKey"],"Resource":"*"}}]}}"#
+    );
+    aws_sdk_kms::Client::new(&other)
+        .put_key_policy()
+        .key_id(&key)
+        .policy_name("default")
+        .policy(&policy)
+        .send()
+        .await
+        .unwrap();
+    moto.reset_calls();
+
+    let dir = TempDir::new();
+    let cfg = dir.write("c.yaml", &config(&[("api", &key, None)]));
+    assert!(moto.operator(&["apply", "--config", &cfg]).status.success());
+    // An ASG created without a role already runs under the default one.
+    assert_eq!(writes(&moto.calls()), ["CreateGrant"]);
+    assert_eq!(asg_role(&own, "api").await, Some(slr_arn(OWN, None)));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn many_asgs_on_one_key_cost_one_policy_write_and_batched_describes() {
+    let moto = Moto::start();
+    let own = moto.own().await;
+    let key = create_key(&own, None).await;
+    let names: Vec<String> = (0..130).map(|i| format!("asg-{i:03}")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    create_asgs(&own, &refs).await;
+    let dir = TempDir::new();
+    let bindings: Vec<(&str, &str, Option<&str>)> = refs.iter().map(|n| (*n, key.as_str(), Some("CMK"))).collect();
+    let cfg = dir.write("c.yaml", &config(&bindings));
+    moto.reset_calls();
+
+    assert!(moto.operator(&["apply", "--config", &cfg]).status.success());
+    let calls = moto.calls();
+    assert_eq!(count(&calls, "PutKeyPolicy"), 1);
+    assert_eq!(count(&calls, "CreateServiceLinkedRole"), 1);
+    assert_eq!(count(&calls, "UpdateAutoScalingGroup"), 130);
+    // Two passes (write, verify), each describing 130 names in batches of 100.
+    assert_eq!(count(&calls, "DescribeAutoScalingGroups"), 4, "{calls:?}");
+    assert_eq!(count(&calls, "GetKeyPolicy"), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unpropagated_principal_is_retried_with_backoff() {
+    let moto = Moto::start();
+    let own = moto.own().await;
+    let key = create_key(&own, None).await;
+    create_asgs(&own, &["web"]).await;
+    let dir = TempDir::new();
+    let cfg = dir.write("c.yaml", &config(&[("web", &key, None)]));
+    moto.reset_calls();
+    moto.fault(
+        "kms",
+        "PutKeyPolicy",
+        2,
+        400,
+        "MalformedPolicyDocumentException",
+        "Policy contains a statement with one or more invalid principals.",
+    );
+    let out = moto.operator(&["apply", "--config", &cfg]);
+    assert!(out.status.success());
+    assert_eq!(count(&moto.calls(), "PutKeyPolicy"), 3);
+    assert!(stderr(&out).contains("has not propagated yet"), "{}", stderr(&out));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn role_taken_between_observe_and_create_is_adopted_whatever_the_error_says() {
+    for (code, message) in [
+        ("EntityAlreadyExists", "Role with name AWSServiceRoleForAutoScaling already exists."),
+        (
+            "InvalidInput",
+            "Service role name AWSServiceRoleForAutoScaling has been taken in this account, please try a different suffix.",
+        ),
+    ] {
+        let moto = Moto::start();
+        let own = moto.own().await;
+        let key = create_key(&own, None).await;
+        create_asgs(&own, &["web"]).await;
+        let dir = TempDir::new();
+        let cfg = dir.write("c.yaml", &config(&[("web", &key, None)]));
+        // The role is absent when observed; the create is answered as if someone had
+        // just made it.
+        moto.fault("iam", "CreateServiceLinkedRole", 1, 400, code, message);
+        let out = moto.operator(&["apply", "--config", &cfg]);
+        assert!(out.status.success(), "{code}");
+        assert!(stderr(&out).contains("already exists; adopting it"), "{code}: {}", stderr(&out));
+        assert!(!stderr(&out).contains("change failed"), "{code}: {}", stderr(&out));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn plan_reports_pending_changes_as_json_and_changes_nothing() {
+    let moto = Moto::start();
+    let own = moto.own().await;
+    let key = create_key(&own, None).await;
+    create_asgs(&own, &["web"]).await;
+    let dir = TempDir::new();
+    let cfg = dir.write("c.yaml", &config(&[("web", &key, Some("CMK"))]));
+    moto.reset_calls();
+    let out = moto.operator(&["plan", "--config", &cfg, "--output", "json"]);
+    assert_eq!(out.status.code(), Some(2));
+    let v: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let actions: Vec<&str> = v["actions"].as_array().unwrap().iter().map(|a| a["action"].as_str().unwrap()).collect();
+    assert_eq!(actions, ["CreateServiceLinkedRole", "PutKeyPolicy", "UpdateAutoScalingGroup"]);
+    for a in v["actions"].as_array().unwrap() {
+        for field in ["account", "region", "target", "reason"] {
+            assert!(a.get(field).is_some(), "{field} missing in {a}");
+        }
+    }
+    assert_eq!(writes(&moto.calls()), Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_bad_binding_fails_alone_and_is_named() {
+    let moto = Moto::start();
+    let own = moto.own().await;
+    let key = create_key(&own, None).await;
+    create_asgs(&own, &["web"]).await;
+    let stranger = "arn:aws:kms:us-west-2:999999999999:key/33333333-3333-3333-3333-333333333333";
+    let dir = TempDir::new();
+    let cfg = dir.write("c.yaml", &config(&[("web", &key, None), ("ghost", &key, None), ("web2", stranger, None)]));
+    let out = moto.operator(&["apply", "--config", &cfg]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = stdout(&out);
+    assert!(text.contains("1 of 3 bindings converged"), "{text}");
+    assert!(text.contains(&format!("{OWN}/us-west-2/ghost: ASG ghost not found")), "{text}");
+    assert!(text.contains("key owner account 999999999999 is neither"), "{text}");
+    assert_eq!(asg_role(&own, "web").await, Some(slr_arn(OWN, None)));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn invalid_configs_are_rejected_before_any_aws_call() {
+    let moto = Moto::start();
+    let dir = TempDir::new();
+    let key = "arn:aws:kms:us-west-2:123456789012:key/11111111-1111-1111-1111-111111111111";
+    let cases = [
+        ("empty", String::new(), vec!["file: is empty"]),
+        ("syntax", "version: 1\nbindings:\n  - asg: [x\n".to_owned(), vec!["line 4, column 1: did not find expected"]),
+        ("version", "version: 3\nbindings: []\n".to_owned(), vec!["version: unsupported version 3"]),
+        (
+            "fields",
+            format!("version: 1\nbindings:\n  - asg: a\n    account: \"12345\"\n    key: {key}\n    region: eu-west-1\n  - asg: b\n    account: \"{OWN}\"\n    key: alias/x\n    colour: red\n"),
+            vec![
+                "bindings[0].account: \"12345\" is not an account id of exactly 12 digits",
+                "bindings[0].key: key is in region us-west-2, but the binding's region is eu-west-1",
+                "bindings[1].key: must be a full KMS key ARN",
+                "bindings[1].colour: unknown field",
+            ],
+        ),
+        (
+            "duplicate",
+            format!("version: 1\nbindings:\n  - {{asg: a, account: \"{OWN}\", key: {key}}}\n  - {{asg: a, account: \"{OWN}\", key: {key}}}\n"),
+            vec!["bindings[1]: duplicate of bindings[0]"],
+        ),
+        (
+            "suffix",
+            format!("version: 1\ndefaults: {{serviceLinkedRoleSuffix: {}}}\nbindings:\n  - {{asg: a, account: \"{OWN}\", key: {key}}}\n", "s".repeat(36)),
+            vec!["defaults.serviceLinkedRoleSuffix: role name AWSServiceRoleForAutoScaling_"],
+        ),
+    ];
+    for (name, text, expected) in cases {
+        let path = dir.write(&format!("{name}.yaml"), &text);
+        for cmd in ["validate", "plan", "apply"] {
+            let out = moto.operator(&[cmd, "--config", &path]);
+            assert_eq!(out.status.code(), Some(1), "{name} {cmd}");
+            let err = stderr(&out);
+            for e in &expected {
+                assert!(err.contains(e), "{name} {cmd}: missing {e:?} in\n{err}");
+            }
+        }
+    }
+    assert_eq!(moto.calls(), Vec::<(String, String)>::new(), "no AWS call for an invalid config");
+    let ok = dir.write("ok.yaml", &config(&[("a", key, None)]));
+    assert!(moto.operator(&["validate", "--config", &ok]).status.success());
+    assert_eq!(moto.calls().len(), 0, "validate makes no AWS call");
+}
