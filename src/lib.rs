@@ -7,9 +7,12 @@
 
 pub mod aws;
 pub mod config;
+pub mod metrics;
 pub mod model;
 pub mod output;
 pub mod plan;
 pub mod policy;
+pub mod ratelimit;
 pub mod reconcile;
+pub mod scheduler;
 pub mod telemetry;

@@ -102,7 +102,7 @@ fn load(path: &Path) -> Option<Desired> {
 
 async fn connect(desired: &Desired) -> Option<Arc<Aws>> {
     let region = desired.bindings.first().map_or("us-east-1", |b| b.asg.region.as_str());
-    match Aws::connect(region).await {
+    match Aws::connect(region, Default::default()).await {
         Ok(aws) => {
             tracing::info!(account = %aws.caller(), "connected to AWS");
             Some(Arc::new(aws))

@@ -20,22 +20,61 @@ pub use error::{classify, classify_message};
 pub use execute::{execute, ExecSettings};
 pub use observe::observe;
 
-use crate::model::{AccountId, Failure};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 
-/// Counts of AWS calls by (service, operation, outcome).
+use crate::metrics::CallLabels;
+use crate::model::{AccountId, Failure};
+use crate::ratelimit::RateLimiter;
+
+/// Counts of AWS calls by (service, operation, outcome), kept for the command line and
+/// fed to the Prometheus counter.
 #[derive(Debug, Default)]
 pub struct CallStats {
     counts: Mutex<BTreeMap<(&'static str, &'static str, &'static str), u64>>,
+    family: Family<CallLabels, Counter>,
 }
 
 impl CallStats {
+    /// Stats that also count into `family`.
+    pub fn with_family(family: Family<CallLabels, Counter>) -> Self {
+        Self { counts: Mutex::default(), family }
+    }
+
     pub fn record(&self, service: &'static str, operation: &'static str, ok: bool) {
         let outcome = if ok { "success" } else { "error" };
         *self.counts.lock().expect("stats lock").entry((service, operation, outcome)).or_default() += 1;
+        self.family
+            .get_or_create(&CallLabels {
+                service: service.into(),
+                operation: operation.into(),
+                outcome: outcome.into(),
+            })
+            .inc();
     }
 
     pub fn snapshot(&self) -> BTreeMap<(&'static str, &'static str, &'static str), u64> {
         self.counts.lock().expect("stats lock").clone()
+    }
+}
+
+/// Write rates, kept below the AWS quotas (KMS: PutKeyPolicy 15/s, CreateGrant 50/s).
+#[derive(Debug)]
+pub struct WriteLimits {
+    pub create_role: RateLimiter,
+    pub put_key_policy: RateLimiter,
+    pub create_grant: RateLimiter,
+    pub update_asg: RateLimiter,
+}
+
+impl Default for WriteLimits {
+    fn default() -> Self {
+        Self {
+            create_role: RateLimiter::per_second(5),
+            put_key_policy: RateLimiter::per_second(10),
+            create_grant: RateLimiter::per_second(40),
+            update_asg: RateLimiter::per_second(20),
+        }
     }
 }
 
@@ -50,6 +89,7 @@ pub struct Aws {
     kms: Mutex<HashMap<(AccountId, String), aws_sdk_kms::Client>>,
     asg: Mutex<HashMap<(AccountId, String), aws_sdk_autoscaling::Client>>,
     pub stats: Arc<CallStats>,
+    pub limits: WriteLimits,
 }
 
 /// Failure to start talking to AWS at all.
@@ -61,7 +101,7 @@ impl Aws {
     /// Loads the default AWS configuration (environment, profile, web identity, container
     /// or instance credentials; `AWS_ENDPOINT_URL` included) and asks STS who we are.
     /// `fallback_region` is used for STS and IAM when the environment names no region.
-    pub async fn connect(fallback_region: &str) -> Result<Self, ConnectError> {
+    pub async fn connect(fallback_region: &str, stats: Arc<CallStats>) -> Result<Self, ConnectError> {
         let region = aws_config::meta::region::RegionProviderChain::default_provider()
             .or_else(Region::new(fallback_region.to_owned()));
         let timeouts = aws_config::timeout::TimeoutConfig::builder()
@@ -70,7 +110,6 @@ impl Aws {
             .operation_timeout(Duration::from_secs(90))
             .build();
         let base = aws_config::defaults(BehaviorVersion::latest()).region(region).timeout_config(timeouts).load().await;
-        let stats = Arc::new(CallStats::default());
         let sts = aws_sdk_sts::Client::new(&base);
         let who = sts.get_caller_identity().send().await;
         stats.record("sts", "GetCallerIdentity", who.is_ok());
@@ -89,6 +128,7 @@ impl Aws {
             kms: Mutex::default(),
             asg: Mutex::default(),
             stats,
+            limits: WriteLimits::default(),
         })
     }
 

@@ -1,0 +1,189 @@
+//! Prometheus metrics, and the state behind `/healthz` and `/readyz`.
+
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClassLabel {
+    pub class: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CallLabels {
+    pub service: String,
+    pub operation: String,
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ActionLabel {
+    pub action: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabel {
+    pub state: String,
+}
+
+/// Every metric the daemon exports (names get the `asg_cmk_operator_` prefix).
+pub struct Metrics {
+    registry: Registry,
+    pub passes: Family<ResultLabel, Counter>,
+    pub errors: Family<ClassLabel, Counter>,
+    pub aws_calls: Family<CallLabels, Counter>,
+    pub changes: Family<ActionLabel, Counter>,
+    pub bindings: Family<StateLabel, Gauge>,
+    pub reloads: Family<ResultLabel, Counter>,
+    pub last_resync: Gauge<i64, AtomicI64>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("asg_cmk_operator");
+        let m = Self {
+            passes: Family::default(),
+            errors: Family::default(),
+            aws_calls: Family::default(),
+            changes: Family::default(),
+            bindings: Family::default(),
+            reloads: Family::default(),
+            last_resync: Gauge::default(),
+            registry: Registry::default(),
+        };
+        registry.register("reconcile_passes", "Reconcile passes, by result", m.passes.clone());
+        registry.register("reconcile_errors", "Bindings that failed in a pass, by error class", m.errors.clone());
+        registry.register("aws_calls", "AWS API calls, by service, operation and outcome", m.aws_calls.clone());
+        registry.register("changes_applied", "Changes applied, by action", m.changes.clone());
+        registry.register("bindings", "Bindings by state (converged, pending, failed)", m.bindings.clone());
+        registry.register("config_reloads", "Config file reloads, by result", m.reloads.clone());
+        registry.register(
+            "last_successful_resync_timestamp_seconds",
+            "Unix time when the last full resync pass finished",
+            m.last_resync.clone(),
+        );
+        // Known label values start at zero, so dashboards see them before the first event.
+        for r in ["success", "error"] {
+            m.passes.get_or_create(&ResultLabel { result: r.into() }).inc_by(0);
+            m.reloads.get_or_create(&ResultLabel { result: r.into() }).inc_by(0);
+        }
+        m.set_bindings(0, 0, 0);
+        Self { registry, ..m }
+    }
+
+    /// The Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut s = String::new();
+        prometheus_client::encoding::text::encode(&mut s, &self.registry).expect("writing to a String cannot fail");
+        s
+    }
+
+    pub fn set_bindings(&self, converged: usize, pending: usize, failed: usize) {
+        for (state, n) in [("converged", converged), ("pending", pending), ("failed", failed)] {
+            self.bindings.get_or_create(&StateLabel { state: state.into() }).set(n as i64);
+        }
+    }
+
+    pub fn count(family: &Family<ResultLabel, Counter>, result: &str) {
+        family.get_or_create(&ResultLabel { result: result.into() }).inc();
+    }
+}
+
+/// What `/healthz` and `/readyz` report.
+#[derive(Debug, Default)]
+pub struct Health {
+    /// Unix milliseconds of the daemon loop's last turn.
+    heartbeat_ms: AtomicU64,
+    ready: AtomicBool,
+}
+
+/// The loop turns at least once a second; a heartbeat older than this means it is stuck.
+pub const HEARTBEAT_STALE: Duration = Duration::from_secs(30);
+
+impl Health {
+    pub fn beat(&self) {
+        self.heartbeat_ms.store(now_ms(), Ordering::Relaxed);
+    }
+
+    pub fn alive(&self) -> bool {
+        now_ms().saturating_sub(self.heartbeat_ms.load(Ordering::Relaxed)) < HEARTBEAT_STALE.as_millis() as u64
+    }
+
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Relaxed);
+    }
+
+    pub fn ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+pub fn unix_now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_names_every_metric() {
+        let m = Metrics::new();
+        Metrics::count(&m.passes, "success");
+        m.aws_calls
+            .get_or_create(&CallLabels {
+                service: "kms".into(),
+                operation: "GetKeyPolicy".into(),
+                outcome: "success".into(),
+            })
+            .inc();
+        m.set_bindings(2, 1, 0);
+        m.changes.get_or_create(&ActionLabel { action: "PutKeyPolicy".into() }).inc();
+        m.errors.get_or_create(&ClassLabel { class: "terminal".into() }).inc();
+        m.last_resync.set(1_700_000_000);
+        let text = m.encode();
+        for needle in [
+            "asg_cmk_operator_reconcile_passes_total{result=\"success\"} 1",
+            "asg_cmk_operator_aws_calls_total{service=\"kms\",operation=\"GetKeyPolicy\",outcome=\"success\"} 1",
+            "asg_cmk_operator_bindings{state=\"converged\"} 2",
+            "asg_cmk_operator_bindings{state=\"pending\"} 1",
+            "asg_cmk_operator_last_successful_resync_timestamp_seconds 1700000000",
+            "asg_cmk_operator_config_reloads_total{result=\"error\"} 0",
+            "asg_cmk_operator_changes_applied_total{action=\"PutKeyPolicy\"} 1",
+            "asg_cmk_operator_reconcile_errors_total{class=\"terminal\"} 1",
+        ] {
+            assert!(text.contains(needle), "missing {needle} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn health_is_alive_after_a_beat_and_ready_only_when_set() {
+        let h = Health::default();
+        assert!(!h.alive());
+        h.beat();
+        assert!(h.alive());
+        assert!(!h.ready());
+        h.set_ready(true);
+        assert!(h.ready());
+    }
+}
