@@ -7,6 +7,7 @@
 
 pub mod aws;
 pub mod config;
+pub mod daemon;
 pub mod metrics;
 pub mod model;
 pub mod output;
@@ -15,4 +16,5 @@ pub mod policy;
 pub mod ratelimit;
 pub mod reconcile;
 pub mod scheduler;
+pub mod server;
 pub mod telemetry;

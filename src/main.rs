@@ -1,15 +1,17 @@
-//! Command line: `validate`, `plan` and `apply`.
+//! Command line: `validate`, `plan`, `apply` and `run`.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
 use asg_cmk_operator::aws::{Aws, ExecSettings};
 use asg_cmk_operator::config::{self, Desired};
 use asg_cmk_operator::telemetry::{self, LogFormat};
-use asg_cmk_operator::{output, reconcile};
+use asg_cmk_operator::{daemon, output, reconcile};
 
 /// Keeps EC2 Auto Scaling groups able to launch instances whose EBS volumes are
 /// encrypted with customer managed KMS keys.
@@ -53,6 +55,37 @@ enum Command {
         #[arg(long, default_value_t = 5)]
         max_passes: u32,
     },
+    /// Run as a daemon: reconcile, watch the config file, resync periodically, and serve
+    /// /healthz, /readyz and /metrics.
+    Run {
+        #[arg(long)]
+        config: PathBuf,
+        /// Address for /healthz, /readyz and /metrics.
+        #[arg(long, default_value = "0.0.0.0:8080")]
+        listen: SocketAddr,
+        /// How often to observe everything and repair drift (e.g. 30s, 5m, 1h).
+        #[arg(long, default_value = "5m", value_parser = parse_duration)]
+        resync_interval: Duration,
+    },
+}
+
+/// `1500ms`, `30s`, `5m`, `1h`, or a plain number of seconds.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a duration such as 30s, 5m or 1h"))?;
+    let d = match unit {
+        "ms" => Duration::from_millis(n),
+        "" | "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n * 60),
+        "h" => Duration::from_secs(n * 3600),
+        _ => return Err(format!("unknown unit {unit:?}; use ms, s, m or h")),
+    };
+    if d.is_zero() {
+        return Err("must be more than zero".into());
+    }
+    Ok(d)
 }
 
 fn main() -> ExitCode {
@@ -74,6 +107,26 @@ fn main() -> ExitCode {
             let Some(desired) = load(&config) else { return ExitCode::FAILURE };
             runtime().block_on(apply(desired, max_passes))
         }
+        Command::Run { config, listen, resync_interval } => {
+            let settings = daemon::Settings::new(config, listen, resync_interval);
+            match runtime().block_on(daemon::run(settings, shutdown_signal())) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("failed to install the SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => tracing::info!(signal = "SIGTERM", "signal received"),
+        _ = tokio::signal::ctrl_c() => tracing::info!(signal = "SIGINT", "signal received"),
     }
 }
 
@@ -150,4 +203,21 @@ async fn apply(desired: Desired, max_passes: u32) -> ExitCode {
         println!("  ! {b}: {f}");
     }
     ExitCode::FAILURE
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_like_kubernetes_flags() {
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("45"), Ok(Duration::from_secs(45)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("1500ms"), Ok(Duration::from_millis(1500)));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("5 minutes").is_err());
+        assert!(parse_duration("m").is_err());
+    }
 }

@@ -5,6 +5,8 @@
 //! field path (`bindings[1].key`). Serde's derive stops at the first error, which is why
 //! the walk is written out here.
 
+pub mod watch;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::Path;
@@ -46,7 +48,7 @@ impl fmt::Display for ConfigErrors {
 }
 
 /// A validated binding: one ASG that must be able to use one key.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Binding {
     pub asg: AsgRef,
     pub key: KeyArn,

@@ -1,0 +1,201 @@
+//! End to end: `asg-cmk-operator run` against moto's server.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+const SECS: fn(u64) -> Duration = Duration::from_secs;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn converges_serves_endpoints_takes_an_appended_binding_and_stops_on_sigterm() {
+    let moto = Moto::start();
+    let own = moto.own().await;
+    let key = create_key(&own, None).await;
+    create_asgs(&own, &["first", "second"]).await;
+    let dir = TempDir::new();
+    let cfg = dir.write("config.yaml", &config(&[("first", &key, Some("CMK"))]));
+    let slr = slr_arn(OWN, Some("CMK"));
+
+    let mut d = Daemon::start(&moto, &cfg, "5m");
+    assert_eq!(d.get("/healthz").0, 200);
+    d.wait_ready(SECS(20));
+    assert_eq!(asg_role(&own, "first").await.as_deref(), Some(slr.as_str()));
+    assert_eq!(asg_role(&own, "second").await.as_deref(), Some(slr_arn(OWN, None).as_str()), "not configured yet");
+
+    // Onboard a second ASG by appending to the file.
+    let mut text = std::fs::read_to_string(&cfg).unwrap();
+    text.push_str(&format!(
+        "  - asg: second\n    account: \"{OWN}\"\n    key: {key}\n    serviceLinkedRoleSuffix: CMK\n"
+    ));
+    std::fs::write(&cfg, text).unwrap();
+    eventually("appended binding converged", SECS(10), || async {
+        asg_role(&own, "second").await.as_deref() == Some(slr.as_str())
+    })
+    .await;
+    d.wait_log(|v| v["message"] == "config reloaded" && v["changed_keys"] == 1, SECS(5));
+    let applied = d.wait_log(
+        |v| v["message"] == "applied change" && v["action"] == "UpdateAutoScalingGroup" && v["target"] == "second",
+        SECS(5),
+    );
+    for field in ["account", "region", "reason"] {
+        assert!(applied.get(field).is_some(), "{field} missing in {applied}");
+    }
+
+    let needles = [
+        "asg_cmk_operator_reconcile_passes_total{result=\"success\"}",
+        "asg_cmk_operator_aws_calls_total{service=\"kms\",operation=\"GetKeyPolicy\",outcome=\"success\"}",
+        "asg_cmk_operator_changes_applied_total{action=\"UpdateAutoScalingGroup\"} 2",
+        "asg_cmk_operator_bindings{state=\"converged\"} 2",
+        "asg_cmk_operator_config_reloads_total{result=\"success\"} 2",
+        "asg_cmk_operator_last_successful_resync_timestamp_seconds",
+    ];
+    // The pass's bookkeeping lands just after its last write.
+    eventually("metrics reflect the second pass", SECS(5), || async {
+        let (status, metrics) = d.get("/metrics");
+        status == 200 && needles.iter().all(|n| metrics.contains(n))
+    })
+    .await;
+    assert_eq!(d.get("/nope").0, 404);
+
+    assert_eq!(d.terminate(SECS(15)), Some(0));
+    d.wait_log(|v| v["message"] == "stopped", SECS(2));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn broken_edit_keeps_the_last_good_config_and_drift_is_repaired_on_resync() {
+    let moto = Moto::start();
+    let own = moto.own().await;
+    let other = moto.other().await;
+    let key = create_key(&other, None).await;
+    create_asgs(&own, &["api", "late"]).await;
+    let dir = TempDir::new();
+    let good = config(&[("api", &key, Some("CMK"))]);
+    let cfg = dir.write("config.yaml", &good);
+    let slr = slr_arn(OWN, Some("CMK"));
+
+    let d = Daemon::start(&moto, &cfg, "2s");
+    d.wait_ready(SECS(20));
+    assert_eq!(asg_role(&own, "api").await.as_deref(), Some(slr.as_str()));
+
+    // A broken edit, saved the way editors save (rename over the file).
+    rename_replace(&cfg, &format!("{good}  - asg: late\n    account: 123\n    colour: blue\n"));
+    let err = d.wait_log(|v| v["message"] == "invalid config; keeping the last good one", SECS(10));
+    assert!(err["location"].as_str().unwrap().starts_with("bindings[1]"), "{err}");
+    eventually("error reload counted", SECS(5), || async {
+        d.get("/metrics").1.contains("asg_cmk_operator_config_reloads_total{result=\"error\"} 1")
+    })
+    .await;
+    assert_eq!(d.get("/healthz").0, 200);
+    assert_eq!(d.get("/readyz").0, 200);
+
+    // Drift behind the operator's back, on the last good config's resources: the ASG goes
+    // back to the default role, the grant is revoked, the operator's statements removed.
+    aws_sdk_autoscaling::Client::new(&own)
+        .update_auto_scaling_group()
+        .auto_scaling_group_name("api")
+        .service_linked_role_arn(slr_arn(OWN, None))
+        .send()
+        .await
+        .unwrap();
+    let kms = aws_sdk_kms::Client::new(&other);
+    let grants = kms.list_grants().key_id(&key).send().await.unwrap();
+    assert_eq!(grants.grants().len(), 1);
+    kms.revoke_grant().key_id(&key).grant_id(grants.grants()[0].grant_id().unwrap()).send().await.unwrap();
+    let mut policy = key_policy(&other, &key).await;
+    let kept: Vec<serde_json::Value> = policy["Statement"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| !s["Sid"].as_str().unwrap_or("").starts_with("AsgCmkOperator"))
+        .cloned()
+        .collect();
+    policy["Statement"] = serde_json::Value::Array(kept);
+    kms.put_key_policy().key_id(&key).policy_name("default").policy(policy.to_string()).send().await.unwrap();
+
+    eventually("drift repaired", SECS(15), || async {
+        let asg_ok = asg_role(&own, "api").await.as_deref() == Some(slr.as_str());
+        let grants = kms.list_grants().key_id(&key).send().await.unwrap();
+        let p = key_policy(&other, &key).await;
+        let sids: Vec<String> =
+            p["Statement"].as_array().unwrap().iter().filter_map(|s| s["Sid"].as_str().map(str::to_owned)).collect();
+        asg_ok && grants.grants().len() == 1 && sids.iter().any(|s| s == "AsgCmkOperatorUse")
+    })
+    .await;
+
+    // A valid rename-replace edit is picked up after the broken one.
+    rename_replace(&cfg, &config(&[("api", &key, Some("CMK")), ("late", &key, Some("CMK"))]));
+    eventually("renamed-in binding converged", SECS(10), || async {
+        asg_role(&own, "late").await.as_deref() == Some(slr.as_str())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn configmap_symlink_swap_is_picked_up() {
+    let moto = Moto::start();
+    let own = moto.own().await;
+    let key = create_key(&own, None).await;
+    create_asgs(&own, &["one", "two"]).await;
+    // The layout a Kubernetes ConfigMap volume has.
+    let dir = TempDir::new();
+    let v1 = dir.0.join("..2026_11_28_00_00_00.000000001");
+    std::fs::create_dir(&v1).unwrap();
+    std::fs::write(v1.join("config.yaml"), config(&[("one", &key, Some("CMK"))])).unwrap();
+    std::os::unix::fs::symlink(v1.file_name().unwrap(), dir.0.join("..data")).unwrap();
+    std::os::unix::fs::symlink("..data/config.yaml", dir.0.join("config.yaml")).unwrap();
+    let cfg = dir.0.join("config.yaml").to_string_lossy().into_owned();
+
+    let d = Daemon::start(&moto, &cfg, "5m");
+    d.wait_ready(SECS(20));
+    let slr = slr_arn(OWN, Some("CMK"));
+    assert_eq!(asg_role(&own, "one").await.as_deref(), Some(slr.as_str()));
+
+    // What the kubelet does on a ConfigMap update.
+    let v2 = dir.0.join("..2026_11_28_00_05_00.000000002");
+    std::fs::create_dir(&v2).unwrap();
+    std::fs::write(v2.join("config.yaml"), config(&[("one", &key, Some("CMK")), ("two", &key, Some("CMK"))])).unwrap();
+    std::os::unix::fs::symlink(v2.file_name().unwrap(), dir.0.join("..data_tmp")).unwrap();
+    std::fs::rename(dir.0.join("..data_tmp"), dir.0.join("..data")).unwrap();
+    std::fs::remove_dir_all(&v1).unwrap();
+
+    eventually("binding from the swapped ConfigMap converged", SECS(10), || async {
+        asg_role(&own, "two").await.as_deref() == Some(slr.as_str())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unreachable_aws_at_start_is_retried_and_ready_follows_once_it_answers() {
+    let port = free_port();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let dir = TempDir::new();
+    let key = "arn:aws:kms:us-west-2:123456789012:key/11111111-1111-1111-1111-111111111111";
+    let cfg = dir.write("config.yaml", &config(&[("web", key, None)]));
+    let d = Daemon::start_with(operator_command(&endpoint, &[]), &cfg, "5m");
+    d.wait_log(|v| v["message"] == "cannot reach AWS; not ready", SECS(30));
+    assert_eq!(d.get("/healthz").0, 200);
+    assert_eq!(d.get("/readyz").0, 503);
+
+    // AWS comes up (an empty account: the binding fails, but the pass completes).
+    let _moto = Moto::start_on(port);
+    d.wait_ready(SECS(60));
+    d.wait_log(
+        |v| v["message"] == "binding failed" && v["error"].as_str().unwrap_or("").contains("not found"),
+        SECS(5),
+    );
+    assert_eq!(d.get("/healthz").0, 200);
+}
+
+#[test]
+fn invalid_config_at_start_is_a_clear_error() {
+    let dir = TempDir::new();
+    let cfg = dir.write("config.yaml", "version: 1\nbindings:\n  - asg: x\n");
+    let out =
+        operator_command("http://127.0.0.1:9", &["run", "--config", &cfg, "--listen", "127.0.0.1:0"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bindings[0].account: is required"), "{err}");
+    assert!(err.contains("bindings[0].key: is required"), "{err}");
+}
