@@ -8,6 +8,7 @@
 pub mod aws;
 pub mod config;
 pub mod daemon;
+pub mod iam_policy;
 pub mod metrics;
 pub mod model;
 pub mod output;

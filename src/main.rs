@@ -10,8 +10,9 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use asg_cmk_operator::aws::{Aws, ExecSettings};
 use asg_cmk_operator::config::{self, Desired};
+use asg_cmk_operator::model::AccountId;
 use asg_cmk_operator::telemetry::{self, LogFormat};
-use asg_cmk_operator::{daemon, output, reconcile};
+use asg_cmk_operator::{daemon, iam_policy, output, reconcile};
 
 /// Keeps EC2 Auto Scaling groups able to launch instances whose EBS volumes are
 /// encrypted with customer managed KMS keys.
@@ -54,6 +55,15 @@ enum Command {
         /// How many rounds of writes to try before giving up.
         #[arg(long, default_value_t = 5)]
         max_passes: u32,
+    },
+    /// Print the least-privilege IAM policy (JSON) for the operator's identity in one
+    /// account. Makes no AWS call.
+    IamPolicy {
+        #[arg(long)]
+        config: PathBuf,
+        /// The account; defaults to the ASG account when all bindings share one.
+        #[arg(long)]
+        account: Option<String>,
     },
     /// Run as a daemon: reconcile, watch the config file, resync periodically, and serve
     /// /healthz, /readyz and /metrics.
@@ -106,6 +116,27 @@ fn main() -> ExitCode {
         Command::Apply { config, max_passes } => {
             let Some(desired) = load(&config) else { return ExitCode::FAILURE };
             runtime().block_on(apply(desired, max_passes))
+        }
+        Command::IamPolicy { config, account } => {
+            let Some(desired) = load(&config) else { return ExitCode::FAILURE };
+            let account = match account.as_deref().map(|a| AccountId::parse(a).ok_or(a)) {
+                Some(Err(a)) => {
+                    eprintln!("error: --account {a:?} is not an account id of exactly 12 digits");
+                    return ExitCode::FAILURE;
+                }
+                Some(Ok(a)) => Some(a),
+                None => None,
+            };
+            match iam_policy::default_account(&desired, account).and_then(|a| iam_policy::policy(&desired, &a)) {
+                Ok(p) => {
+                    println!("{}", serde_json::to_string_pretty(&p).expect("policy JSON serialises"));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
         }
         Command::Run { config, listen, resync_interval } => {
             let settings = daemon::Settings::new(config, listen, resync_interval);

@@ -80,6 +80,20 @@ impl Moto {
         body.to_owned()
     }
 
+    /// Every AWS call since the last reset, as (account, service, action).
+    pub fn calls_by_account(&self) -> Vec<(String, String, String)> {
+        let v: serde_json::Value = serde_json::from_str(&self.http("GET", "/_launcher/calls", "")).unwrap();
+        v["calls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                let s = |k: &str| c[k].as_str().unwrap_or_default().to_owned();
+                (s("account"), s("service"), s("action"))
+            })
+            .collect()
+    }
+
     /// Every AWS call the server received since the last reset, as (service, action).
     pub fn calls(&self) -> Vec<(String, String)> {
         let v: serde_json::Value = serde_json::from_str(&self.http("GET", "/_launcher/calls", "")).unwrap();

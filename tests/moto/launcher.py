@@ -14,7 +14,7 @@ both with small patches applied at import time (site-packages is never edited):
 It also serves two test hooks under ``/_launcher/`` (a path no AWS API uses):
 
 - ``GET /_launcher/calls``: every AWS request received, as ``{"calls": [{"service",
-  "action"}]}`` in arrival order; ``POST /_launcher/calls/reset`` clears the log.
+  "action", "account"}]}`` in arrival order (the account the credentials act in); ``POST /_launcher/calls/reset`` clears the log.
 - ``POST /_launcher/faults`` with ``{"service", "action", "count", "status", "code",
   "message"}``: the next ``count`` matching requests fail with that error, in the wire
   format of the service's protocol. ``DELETE /_launcher/faults`` clears them.
@@ -34,6 +34,7 @@ import uuid
 from urllib.parse import parse_qs
 
 from moto.autoscaling.responses import AutoScalingResponse
+from moto.iam.models import get_account_id_from
 from moto.kms.models import kms_backends
 from moto.kms.responses import KmsResponse
 from moto.moto_server.werkzeug_app import (
@@ -103,7 +104,7 @@ KmsResponse.kms_backend = property(_kms_backend)
 
 # --- test hooks: call log and fault injection ------------------------------------------
 
-CREDENTIAL_SCOPE = re.compile(r"Credential=[^/]+/\d{8}/[^/]+/([^/]+)/aws4_request")
+CREDENTIAL_SCOPE = re.compile(r"Credential=([^/]+)/\d{8}/[^/]+/([^/]+)/aws4_request")
 JSON_PROTOCOL = {"kms"}
 
 
@@ -121,9 +122,10 @@ class Hooks:
             return self.control(environ, start_response)
         body = _read_body(environ)
         environ["wsgi.input"] = io.BytesIO(body)
-        service, action = _identify(environ, body)
+        service, action, access_key = _identify(environ, body)
+        account = get_account_id_from(access_key) if access_key else None
         with self.lock:
-            self.calls.append({"service": service, "action": action})
+            self.calls.append({"service": service, "action": action, "account": account})
             fault = self._take_fault(service, action)
         if fault:
             return _error(fault, service, start_response)
@@ -165,15 +167,16 @@ def _read_body(environ):
 
 
 def _identify(environ, body):
+    """(service, action, access key) of an AWS request."""
     m = CREDENTIAL_SCOPE.search(environ.get("HTTP_AUTHORIZATION", ""))
-    service = m.group(1) if m else "unknown"
+    access_key, service = (m.group(1), m.group(2)) if m else (None, "unknown")
     target = environ.get("HTTP_X_AMZ_TARGET", "")
     if target:
-        return service, target.rpartition(".")[2]
+        return service, target.rpartition(".")[2], access_key
     params = parse_qs(environ.get("QUERY_STRING", ""))
     if environ.get("CONTENT_TYPE", "").startswith("application/x-www-form-urlencoded"):
         params.update(parse_qs(body.decode("utf-8", "replace")))
-    return service, (params.get("Action") or ["unknown"])[0]
+    return service, (params.get("Action") or ["unknown"])[0], access_key
 
 
 def _json(start_response, value, status="200 OK"):

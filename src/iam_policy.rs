@@ -1,0 +1,252 @@
+//! `iam-policy`: the least-privilege IAM policy for the operator's identity in one account,
+//! derived from the config alone (no AWS call).
+//!
+//! An account can play three parts, and gets the statements of each it plays:
+//! - **home**: the account whose credentials the operator runs with (any account not
+//!   listed under `accounts`); it assumes the listed roles;
+//! - **ASG account**: it owns bindings' ASGs, so it manages their service-linked roles, the
+//!   groups, its own keys' policies (case 1), and the grants on other accounts' keys
+//!   (case 2);
+//! - **key owner**: it owns keys that other accounts' ASGs use (case 2), so it manages their
+//!   policies and lists their grants.
+
+use std::collections::BTreeSet;
+
+use serde_json::{json, Value};
+
+use crate::config::Desired;
+use crate::model::{AccountId, AUTOSCALING_SERVICE};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IamPolicyError {
+    #[error("bindings use ASGs in several accounts ({0}); choose one with --account")]
+    Ambiguous(String),
+    #[error("the config has no bindings")]
+    Empty,
+    #[error("account {0} owns no ASG and no key in this config")]
+    NotInConfig(AccountId),
+}
+
+/// Picks the account: the given one, or the single ASG account of all bindings.
+pub fn default_account(desired: &Desired, given: Option<AccountId>) -> Result<AccountId, IamPolicyError> {
+    if let Some(a) = given {
+        return Ok(a);
+    }
+    let asg_accounts: BTreeSet<&AccountId> = desired.bindings.iter().map(|b| &b.asg.account).collect();
+    match asg_accounts.len() {
+        0 => Err(IamPolicyError::Empty),
+        1 => Ok(asg_accounts.into_iter().next().expect("one").clone()),
+        _ => Err(IamPolicyError::Ambiguous(asg_accounts.iter().map(|a| a.as_str()).collect::<Vec<_>>().join(", "))),
+    }
+}
+
+fn statement(sid: &str, actions: &[&str], resources: &BTreeSet<String>, condition: Option<Value>) -> Value {
+    let mut s = json!({ "Sid": sid, "Effect": "Allow", "Action": actions, "Resource": resources });
+    if let Some(c) = condition {
+        s["Condition"] = c;
+    }
+    s
+}
+
+/// The policy document for `account`.
+pub fn policy(desired: &Desired, account: &AccountId) -> Result<Value, IamPolicyError> {
+    let in_asg = |a: &AccountId| a == account;
+    let mine: Vec<_> = desired.bindings.iter().filter(|b| in_asg(&b.asg.account)).collect();
+    let owned_keys_used_elsewhere: BTreeSet<String> = desired
+        .bindings
+        .iter()
+        .filter(|b| b.key.account() == account && b.is_cross_account())
+        .map(|b| b.key.to_string())
+        .collect();
+    // Any account not listed under `accounts` may be the one the operator runs in; it
+    // assumes the listed roles.
+    let assumes_roles = !desired.accounts.contains_key(account) && !desired.accounts.is_empty();
+    if mine.is_empty() && owned_keys_used_elsewhere.is_empty() && !assumes_roles {
+        return Err(IamPolicyError::NotInConfig(account.clone()));
+    }
+
+    let mut statements = Vec::new();
+    if !mine.is_empty() {
+        let slrs: BTreeSet<String> = mine.iter().map(|b| b.slr().arn()).collect();
+        let asgs: BTreeSet<String> = mine
+            .iter()
+            .map(|b| {
+                format!(
+                    "arn:{}:autoscaling:{}:{}:autoScalingGroup:*:autoScalingGroupName/{}",
+                    b.key.partition(),
+                    b.asg.region,
+                    b.asg.account,
+                    b.asg.name
+                )
+            })
+            .collect();
+        let own_keys: BTreeSet<String> =
+            mine.iter().filter(|b| !b.is_cross_account()).map(|b| b.key.to_string()).collect();
+        let other_keys: BTreeSet<String> =
+            mine.iter().filter(|b| b.is_cross_account()).map(|b| b.key.to_string()).collect();
+        statements.push(statement("ReadServiceLinkedRoles", &["iam:GetRole"], &slrs, None));
+        statements.push(statement(
+            "CreateAutoScalingServiceLinkedRoles",
+            &["iam:CreateServiceLinkedRole"],
+            &slrs,
+            Some(json!({"StringEquals": {"iam:AWSServiceName": AUTOSCALING_SERVICE}})),
+        ));
+        statements.push(statement(
+            "PassServiceLinkedRolesToAutoScaling",
+            &["iam:PassRole"],
+            &slrs,
+            Some(json!({"StringEquals": {"iam:PassedToService": AUTOSCALING_SERVICE}})),
+        ));
+        statements.push(statement(
+            "DescribeAutoScalingGroups",
+            &["autoscaling:DescribeAutoScalingGroups"],
+            &BTreeSet::from(["*".to_owned()]),
+            None,
+        ));
+        statements.push(statement(
+            "UpdateConfiguredAutoScalingGroups",
+            &["autoscaling:UpdateAutoScalingGroup"],
+            &asgs,
+            None,
+        ));
+        if !own_keys.is_empty() {
+            statements.push(statement(
+                "ManageOwnKeyPolicies",
+                &["kms:GetKeyPolicy", "kms:PutKeyPolicy", "kms:DescribeKey", "kms:ListGrants"],
+                &own_keys,
+                None,
+            ));
+        }
+        if !other_keys.is_empty() {
+            statements.push(statement("CreateGrantsOnOtherAccountsKeys", &["kms:CreateGrant"], &other_keys, None));
+        }
+    }
+    if !owned_keys_used_elsewhere.is_empty() {
+        statements.push(statement(
+            "ManageKeyPoliciesAndReadGrantsForOtherAccounts",
+            &["kms:GetKeyPolicy", "kms:PutKeyPolicy", "kms:ListGrants"],
+            &owned_keys_used_elsewhere,
+            None,
+        ));
+    }
+    if assumes_roles {
+        let roles: BTreeSet<String> = desired.accounts.values().cloned().collect();
+        statements.push(statement("AssumeRolesInOtherAccounts", &["sts:AssumeRole"], &roles, None));
+    }
+    Ok(json!({ "Version": "2012-10-17", "Statement": statements }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn desired() -> Desired {
+        crate::config::parse(
+            "version: 1\naccounts:\n  - {id: \"444455556666\", roleArn: arn:aws:iam::444455556666:role/key-admin}\nbindings:\n  - {asg: web, account: \"111122223333\", key: arn:aws:kms:us-west-2:111122223333:key/11111111-1111-1111-1111-111111111111, serviceLinkedRoleSuffix: CMK}\n  - {asg: api, account: \"111122223333\", key: arn:aws:kms:us-west-2:444455556666:key/22222222-2222-2222-2222-222222222222}\n",
+            "t",
+        )
+        .unwrap()
+    }
+
+    fn acct(s: &str) -> AccountId {
+        AccountId::parse(s).unwrap()
+    }
+
+    fn sids(p: &Value) -> Vec<&str> {
+        p["Statement"].as_array().unwrap().iter().map(|s| s["Sid"].as_str().unwrap()).collect()
+    }
+
+    fn find<'a>(p: &'a Value, sid: &str) -> &'a Value {
+        p["Statement"].as_array().unwrap().iter().find(|s| s["Sid"] == sid).unwrap()
+    }
+
+    #[test]
+    fn asg_account_gets_roles_groups_own_keys_grants_and_assume_role() {
+        let d = desired();
+        let p = policy(&d, &default_account(&d, None).unwrap()).unwrap();
+        assert_eq!(
+            sids(&p),
+            [
+                "ReadServiceLinkedRoles",
+                "CreateAutoScalingServiceLinkedRoles",
+                "PassServiceLinkedRolesToAutoScaling",
+                "DescribeAutoScalingGroups",
+                "UpdateConfiguredAutoScalingGroups",
+                "ManageOwnKeyPolicies",
+                "CreateGrantsOnOtherAccountsKeys",
+                "AssumeRolesInOtherAccounts",
+            ]
+        );
+        assert_eq!(
+            find(&p, "ReadServiceLinkedRoles")["Resource"],
+            json!([
+                "arn:aws:iam::111122223333:role/aws-service-role/autoscaling.amazonaws.com/AWSServiceRoleForAutoScaling",
+                "arn:aws:iam::111122223333:role/aws-service-role/autoscaling.amazonaws.com/AWSServiceRoleForAutoScaling_CMK"
+            ])
+        );
+        assert_eq!(
+            find(&p, "CreateAutoScalingServiceLinkedRoles")["Condition"]["StringEquals"]["iam:AWSServiceName"],
+            "autoscaling.amazonaws.com"
+        );
+        assert_eq!(
+            find(&p, "UpdateConfiguredAutoScalingGroups")["Resource"],
+            json!([
+                "arn:aws:autoscaling:us-west-2:111122223333:autoScalingGroup:*:autoScalingGroupName/api",
+                "arn:aws:autoscaling:us-west-2:111122223333:autoScalingGroup:*:autoScalingGroupName/web"
+            ])
+        );
+        assert_eq!(
+            find(&p, "CreateGrantsOnOtherAccountsKeys")["Resource"],
+            json!(["arn:aws:kms:us-west-2:444455556666:key/22222222-2222-2222-2222-222222222222"])
+        );
+        assert_eq!(
+            find(&p, "AssumeRolesInOtherAccounts")["Resource"],
+            json!(["arn:aws:iam::444455556666:role/key-admin"])
+        );
+    }
+
+    #[test]
+    fn key_owner_account_gets_only_its_keys() {
+        let p = policy(&desired(), &acct("444455556666")).unwrap();
+        assert_eq!(sids(&p), ["ManageKeyPoliciesAndReadGrantsForOtherAccounts"]);
+        let s = find(&p, "ManageKeyPoliciesAndReadGrantsForOtherAccounts");
+        assert_eq!(s["Action"], json!(["kms:GetKeyPolicy", "kms:PutKeyPolicy", "kms:ListGrants"]));
+        assert_eq!(
+            s["Resource"],
+            json!(["arn:aws:kms:us-west-2:444455556666:key/22222222-2222-2222-2222-222222222222"])
+        );
+    }
+
+    #[test]
+    fn no_wildcard_actions_and_only_describe_on_star() {
+        for account in ["111122223333", "444455556666"] {
+            let p = policy(&desired(), &acct(account)).unwrap();
+            for s in p["Statement"].as_array().unwrap() {
+                for a in s["Action"].as_array().unwrap() {
+                    assert!(!a.as_str().unwrap().contains('*'), "{a}");
+                }
+                if s["Resource"] == json!(["*"]) {
+                    assert_eq!(s["Action"], json!(["autoscaling:DescribeAutoScalingGroups"]), "{s}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn several_asg_accounts_need_an_explicit_account() {
+        let mut d = desired();
+        let mut other = d.bindings[0].clone();
+        other.asg.account = acct("999988887777");
+        d.bindings.push(other);
+        assert_eq!(default_account(&d, None), Err(IamPolicyError::Ambiguous("111122223333, 999988887777".into())));
+    }
+
+    #[test]
+    fn a_hub_account_that_owns_nothing_only_assumes_roles() {
+        let p = policy(&desired(), &acct("123412341234")).unwrap();
+        assert_eq!(sids(&p), ["AssumeRolesInOtherAccounts"]);
+        let mut d = desired();
+        d.accounts.clear();
+        assert_eq!(policy(&d, &acct("123412341234")), Err(IamPolicyError::NotInConfig(acct("123412341234"))));
+    }
+}
