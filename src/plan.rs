@@ -355,8 +355,8 @@ pub fn plan(desired: &Desired, observed: &Observed, caller: &AccountId) -> Plan 
         if r.asg.service_linked_role_arn.as_deref() != Some(want.as_str()) {
             let have = r.asg.service_linked_role_arn.as_deref().unwrap_or("unset");
             changes.push(PlannedChange {
+                reason: format!("ServiceLinkedRoleARN is {have}; want {}", r.slr.name()),
                 change: Change::UpdateAutoScalingGroup { asg: r.binding.asg.clone(), service_linked_role_arn: want },
-                reason: format!("ServiceLinkedRoleARN is {have}"),
                 bindings: vec![r.binding.asg.clone()],
             });
         }

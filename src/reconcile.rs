@@ -114,7 +114,7 @@ pub async fn apply(aws: &Arc<Aws>, desired: &Desired, max_passes: u32, settings:
     loop {
         out.passes += 1;
         let live = without(desired, &terminal);
-        let span = tracing::info_span!("pass", pass = out.passes, bindings = live.bindings.len());
+        let span = tracing::info_span!("round", round = out.passes);
         let (observed, plan) = observe_and_plan(aws, &live).instrument(span.clone()).await;
         let blocked: BTreeMap<AsgRef, Failure> =
             plan.blocked.iter().map(|b| (b.binding.clone(), b.failure.clone())).collect();

@@ -116,13 +116,18 @@ pub fn ensure(doc: &PolicyDocument, key_arn: &str, needs: &[Need]) -> Result<Mer
             }
         };
         let who = need.who.canonical().to_owned();
+        // Several bindings can share one need (ASGs on the same role and key): say it once.
+        let mut add = |slot: Slot, text: String| {
+            if !added.contains(&text) {
+                additions[slot as usize].push(who.clone());
+                added.push(text);
+            }
+        };
         if use_missing {
-            additions[Slot::Use as usize].push(who.clone());
-            added.push(format!("allow {who} to use the key"));
+            add(Slot::Use, format!("allow {who} to use the key"));
         }
         if grant_missing {
-            additions[grant_slot as usize].push(who.clone());
-            added.push(format!("allow {who} to {grant_text}"));
+            add(grant_slot, format!("allow {who} to {grant_text}"));
         }
     }
 
@@ -292,6 +297,17 @@ mod tests {
         let merged = m.document.unwrap();
         assert_eq!(merged.statements()[0]["Action"], json!(USE_ACTION_PATTERNS));
         assert_eq!(merged.statements()[1], doc.statements()[1]);
+    }
+
+    #[test]
+    fn a_need_shared_by_several_bindings_is_added_and_reported_once() {
+        let m = ensure(&parse(CONSOLE_POLICY), KEY, &[slr_need(), slr_need(), slr_need()]).unwrap();
+        assert_eq!(
+            m.added,
+            [format!("allow {SLR} to use the key"), format!("allow {SLR} to create grants for AWS resources")]
+        );
+        let merged = m.document.unwrap();
+        assert_eq!(merged.statements()[3]["Principal"]["AWS"], json!([SLR]));
     }
 
     #[test]
