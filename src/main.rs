@@ -55,6 +55,10 @@ enum Command {
         /// How many rounds of writes to try before giving up.
         #[arg(long, default_value_t = 5)]
         max_passes: u32,
+        /// Also write the AWS calls this apply made, by service, operation and outcome,
+        /// as JSON to this file.
+        #[arg(long)]
+        stats_json: Option<PathBuf>,
     },
     /// Print the least-privilege IAM policy (JSON) for the operator's identity in one
     /// account. Makes no AWS call.
@@ -113,9 +117,9 @@ fn main() -> ExitCode {
             let Some(desired) = load(&config) else { return ExitCode::FAILURE };
             runtime().block_on(plan(desired, output))
         }
-        Command::Apply { config, max_passes } => {
+        Command::Apply { config, max_passes, stats_json } => {
             let Some(desired) = load(&config) else { return ExitCode::FAILURE };
-            runtime().block_on(apply(desired, max_passes))
+            runtime().block_on(apply(desired, max_passes, stats_json))
         }
         Command::IamPolicy { config, account } => {
             let Some(desired) = load(&config) else { return ExitCode::FAILURE };
@@ -214,9 +218,24 @@ async fn plan(desired: Desired, output: Output) -> ExitCode {
     }
 }
 
-async fn apply(desired: Desired, max_passes: u32) -> ExitCode {
+async fn apply(desired: Desired, max_passes: u32, stats_json: Option<PathBuf>) -> ExitCode {
     let Some(aws) = connect(&desired).await else { return ExitCode::FAILURE };
     let out = reconcile::apply(&aws, &desired, max_passes, &ExecSettings::default()).await;
+    if let Some(path) = stats_json {
+        let calls: Vec<serde_json::Value> = aws
+            .stats
+            .snapshot()
+            .into_iter()
+            .map(|((service, operation, outcome), count)| {
+                serde_json::json!({"service": service, "operation": operation, "outcome": outcome, "count": count})
+            })
+            .collect();
+        let doc = serde_json::json!({"passes": out.passes, "applied": out.applied.len(), "calls": calls});
+        if let Err(e) = std::fs::write(&path, doc.to_string()) {
+            eprintln!("error: cannot write {}: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
+    }
     let n = out.applied.len();
     println!(
         "{} change{} applied; {} of {} binding{} converged.",

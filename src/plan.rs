@@ -280,19 +280,30 @@ pub fn plan(desired: &Desired, observed: &Observed, caller: &AccountId) -> Plan 
     let mut policies: Vec<PlannedChange> = Vec::new();
     for (key, rs) in by_key {
         let text = lookup(&observed.key_policies, key, "get key policy").expect("checked in step 1");
-        let needs: Vec<Need> = rs
-            .iter()
-            .map(|r| match r.binding.is_cross_account() {
-                false => Need {
-                    who: PrincipalIds::role(&r.slr.arn(), r.role.map(|x| x.role_id.as_str())),
-                    kind: NeedKind::ServiceLinkedRole,
-                },
-                true => Need {
-                    who: PrincipalIds::account_root(&r.binding.asg.account, key.partition()),
-                    kind: NeedKind::AccountRoot,
-                },
-            })
-            .collect();
+        // Many bindings share one need (ASGs on the same role or account): evaluate each
+        // distinct need once, and remember which bindings it stands for.
+        let mut needs: Vec<Need> = Vec::new();
+        let mut owners: Vec<Vec<usize>> = Vec::new();
+        let mut index: BTreeMap<(bool, String), usize> = BTreeMap::new();
+        for (i, r) in rs.iter().enumerate() {
+            let cross = r.binding.is_cross_account();
+            let who = if cross { r.binding.asg.account.root_arn(key.partition()) } else { r.slr.arn() };
+            let at = *index.entry((cross, who)).or_insert_with(|| {
+                needs.push(match cross {
+                    false => Need {
+                        who: PrincipalIds::role(&r.slr.arn(), r.role.map(|x| x.role_id.as_str())),
+                        kind: NeedKind::ServiceLinkedRole,
+                    },
+                    true => Need {
+                        who: PrincipalIds::account_root(&r.binding.asg.account, key.partition()),
+                        kind: NeedKind::AccountRoot,
+                    },
+                });
+                owners.push(Vec::new());
+                needs.len() - 1
+            });
+            owners[at].push(i);
+        }
         let merged = PolicyDocument::parse(text).and_then(|doc| policy::ensure(&doc, key.as_str(), &needs));
         match merged {
             Err(e) => {
@@ -301,8 +312,10 @@ pub fn plan(desired: &Desired, observed: &Observed, caller: &AccountId) -> Plan 
                 }
             }
             Ok(m) => {
-                for (i, why) in &m.denied {
-                    blocked.insert(rs[*i].binding.asg.clone(), Failure::terminal(why.clone()));
+                for (n, why) in &m.denied {
+                    for &i in &owners[*n] {
+                        blocked.insert(rs[i].binding.asg.clone(), Failure::terminal(why.clone()));
+                    }
                 }
                 if let Some(doc) = m.document {
                     let bindings =

@@ -271,6 +271,20 @@ fn rows() -> Vec<Case> {
             want_blocked: vec![("a", "\"NoAsg\" denies")],
         },
         Case {
+            reason: "a Deny for a role two ASGs share → both blocked, no policy write",
+            bindings: vec![binding("a", OWN_KEY), binding("b", OWN_KEY)],
+            observed: |d| {
+                let mut o = fresh(d);
+                o.key_policies.insert(
+                    KeyArn::parse(OWN_KEY).unwrap(),
+                    Ok(format!(r#"{{"Statement":[{{"Sid":"NoAsg","Effect":"Deny","Principal":{{"AWS":"{SLR_ARN}"}},"Action":"kms:Decrypt","Resource":"*"}}]}}"#)),
+                );
+                o
+            },
+            want: vec![],
+            want_blocked: vec![("a", "\"NoAsg\" denies kms:Decrypt"), ("b", "\"NoAsg\" denies kms:Decrypt")],
+        },
+        Case {
             reason: "ASG on another role → only the ASG update",
             bindings: vec![binding("a", OWN_KEY)],
             observed: |d| {

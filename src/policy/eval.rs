@@ -100,27 +100,27 @@ fn principal_matches(m: &serde_json::Map<String, Value>, who: &PrincipalIds, is_
 fn principal_value_contains(p: &Value, who: &PrincipalIds) -> bool {
     match p {
         Value::String(s) => s == "*",
-        Value::Object(map) => map.get("AWS").is_some_and(|aws| strings(aws).iter().any(|s| s == "*" || who.matches(s))),
+        Value::Object(map) => map.get("AWS").is_some_and(|aws| items(aws).any(|s| s == "*" || who.matches(s))),
         _ => false,
     }
 }
 
 fn action_matches(m: &serde_json::Map<String, Value>, action: &str) -> bool {
     if let Some(a) = m.get("Action") {
-        return strings(a).iter().any(|p| glob(p, action));
+        return items(a).any(|p| glob(p, action));
     }
     if let Some(na) = m.get("NotAction") {
-        return !strings(na).iter().any(|p| glob(p, action));
+        return !items(na).any(|p| glob(p, action));
     }
     false
 }
 
 fn resource_matches(m: &serde_json::Map<String, Value>, key_arn: &str, is_deny: bool) -> bool {
     if let Some(r) = m.get("Resource") {
-        return strings(r).iter().any(|p| glob(p, key_arn));
+        return items(r).any(|p| glob(p, key_arn));
     }
     if let Some(nr) = m.get("NotResource") {
-        return !strings(nr).iter().any(|p| glob(p, key_arn));
+        return !items(nr).any(|p| glob(p, key_arn));
     }
     // No resource at all: KMS would reject it; assume the worst in each direction.
     is_deny
@@ -139,16 +139,17 @@ fn is_grant_for_aws_resource(c: &Value) -> bool {
 }
 
 /// IAM-style wildcard match: `*` any run, `?` one character, ASCII case-insensitive.
+/// Works on bytes without allocating; a `?` may match one byte of a multi-byte
+/// character, which no KMS action, ARN or account id contains.
 pub(crate) fn glob(pattern: &str, text: &str) -> bool {
-    let p: Vec<char> = pattern.chars().map(|c| c.to_ascii_lowercase()).collect();
-    let t: Vec<char> = text.chars().map(|c| c.to_ascii_lowercase()).collect();
+    let (p, t) = (pattern.as_bytes(), text.as_bytes());
     let (mut pi, mut ti) = (0, 0);
     let mut star: Option<(usize, usize)> = None;
     while ti < t.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+        if pi < p.len() && (p[pi] == b'?' || p[pi].eq_ignore_ascii_case(&t[ti])) {
             pi += 1;
             ti += 1;
-        } else if pi < p.len() && p[pi] == '*' {
+        } else if pi < p.len() && p[pi] == b'*' {
             star = Some((pi, ti));
             pi += 1;
         } else if let Some((sp, st)) = star {
@@ -159,7 +160,17 @@ pub(crate) fn glob(pattern: &str, text: &str) -> bool {
             return false;
         }
     }
-    p[pi..].iter().all(|&c| c == '*')
+    p[pi..].iter().all(|&c| c == b'*')
+}
+
+/// The strings of a string-or-array field, without copying them.
+fn items(v: &Value) -> impl Iterator<Item = &str> {
+    let (one, many) = match v {
+        Value::String(s) => (Some(s.as_str()), None),
+        Value::Array(a) => (None, Some(a.iter().filter_map(Value::as_str))),
+        _ => (None, None),
+    };
+    one.into_iter().chain(many.into_iter().flatten())
 }
 
 #[cfg(test)]

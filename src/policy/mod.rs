@@ -108,7 +108,8 @@ impl PolicyDocument {
 
     fn normalised(&self) -> Value {
         let mut statements: Vec<Value> = self.statements().into_iter().map(normalise_statement).collect();
-        statements.sort_by_key(|s| s.to_string());
+        // Serialising is the costly part: once per statement, not once per comparison.
+        statements.sort_by_cached_key(|s| s.to_string());
         let mut rest: Map<String, Value> = self.root.clone();
         rest.remove("Statement");
         serde_json::json!({ "rest": Value::Object(rest.into_iter().collect()), "statements": statements })

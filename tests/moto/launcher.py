@@ -14,8 +14,8 @@ both with small patches applied at import time (site-packages is never edited):
 It also serves two test hooks under ``/_launcher/`` (a path no AWS API uses):
 
 - ``GET /_launcher/calls``: every AWS request received, as ``{"calls": [{"service",
-  "action", "account"}]}`` in arrival order, where ``account`` is the account the
-  credentials act in. ``POST /_launcher/calls/reset`` clears the log.
+  "action", "account", "t"}]}`` in arrival order, where ``account`` is the account the
+  credentials act in and ``t`` the arrival time in seconds (monotonic clock). ``POST /_launcher/calls/reset`` clears the log.
 - ``POST /_launcher/faults`` with ``{"service", "action", "count", "status", "code",
   "message"}``: the next ``count`` matching requests fail with that error, in the wire
   format of the request's protocol (JSON or query XML). Failed requests are still
@@ -35,6 +35,7 @@ import re
 import signal
 import sys
 import threading
+import time
 import uuid
 from http import HTTPStatus
 from urllib.parse import parse_qs
@@ -140,7 +141,7 @@ class Hooks:
         environ["CONTENT_LENGTH"] = str(len(body))
         service, action, account = _identify(environ, body)
         with self.lock:
-            self.calls.append({"service": service, "action": action, "account": account})
+            self.calls.append({"service": service, "action": action, "account": account, "t": time.monotonic()})
             fault = self._take_fault(service, action)
         if fault:
             return _error(fault, environ, start_response)

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Benchmarks. With no argument: the end-to-end table (the operator against the local
+# emulator, next to the article's aws CLI procedure and the lower bound on calls).
+#   scripts/bench.sh                 N = 24 and 1,000; daemon at 1,000
+#   scripts/bench.sh --with-10k      also N = 10,000 and the daemon at 10,000 (slow)
+#   scripts/bench.sh core            the pure-core criterion benchmarks (cargo bench)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ "${1:-}" = core ]; then
+  shift
+  exec cargo bench --locked --bench core -- "$@"
+fi
+. scripts/venv.sh
+ensure_venv
+cargo build --locked --release --quiet
+export PATH="$PWD/.venv/bin:$PATH"
+if [ "${1:-}" = --with-10k ]; then
+  shift
+  exec python bench/e2e.py --sizes 24,1000,10000 --daemon-sizes 1000,10000 "$@"
+fi
+exec python bench/e2e.py "$@"
