@@ -1,35 +1,75 @@
-//! A smooth rate limiter: each caller gets the next free slot, `1/rate` after the last.
+//! A rate limiter that bounds calls per one-second window as the server counts them.
+//!
+//! The server sees a call when it arrives, which is some time after the client starts it
+//! and before the client has its answer. So a call may start only when fewer than `limit`
+//! calls are still in flight or ended less than a second ago. Any `limit + 1` calls
+//! then arrive more than a second apart, whatever the network and server delays, so no
+//! one-second window at the server holds more than `limit` of them.
 //!
 //! Used to keep writes under AWS quotas (KMS allows PutKeyPolicy at 15/s and CreateGrant
-//! at 50/s per account and region) however many bindings a pass touches.
+//! at 50/s per account and region) however many bindings a pass touches. A small burst
+//! (six keys, say) still goes out at once.
 
+use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
+const WINDOW: Duration = Duration::from_secs(1);
+const POLL: Duration = Duration::from_millis(10);
+
+#[derive(Debug, Default)]
+struct State {
+    in_flight: usize,
+    /// End times of finished calls, oldest first, trimmed to the last second.
+    ended: VecDeque<Instant>,
+}
+
 #[derive(Debug)]
 pub struct RateLimiter {
-    interval: Duration,
-    next: Mutex<Option<Instant>>,
+    limit: usize,
+    state: Mutex<State>,
+}
+
+/// Held for the duration of one call; dropping it records the call's end.
+#[must_use = "the call counts as in flight until the permit is dropped"]
+pub struct Permit<'a> {
+    limiter: &'a RateLimiter,
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        let mut s = self.limiter.state.lock().expect("rate limiter lock");
+        s.in_flight -= 1;
+        s.ended.push_back(Instant::now());
+    }
 }
 
 impl RateLimiter {
-    /// At most `per_second` acquisitions per second.
+    /// At most `per_second` calls in any one-second window, as the server sees them.
     pub fn per_second(per_second: u32) -> Self {
-        Self { interval: Duration::from_secs(1) / per_second.max(1), next: Mutex::new(None) }
+        Self { limit: per_second.max(1) as usize, state: Mutex::default() }
     }
 
-    /// Waits for this caller's slot.
-    pub async fn acquire(&self) {
-        let slot = {
-            let now = Instant::now();
-            let mut next = self.next.lock().expect("rate limiter lock");
-            let slot = next.map_or(now, |n| n.max(now));
-            *next = Some(slot + self.interval);
-            slot
-        };
-        tokio::time::sleep_until(slot).await;
+    /// Waits until a call may start; hold the permit until the call has returned.
+    pub async fn acquire(&self) -> Permit<'_> {
+        loop {
+            let wait = {
+                let now = Instant::now();
+                let mut s = self.state.lock().expect("rate limiter lock");
+                while s.ended.front().is_some_and(|t| *t + WINDOW <= now) {
+                    s.ended.pop_front();
+                }
+                if s.in_flight + s.ended.len() < self.limit {
+                    s.in_flight += 1;
+                    return Permit { limiter: self };
+                }
+                // Wake when the oldest end leaves the window, or soon if all are in flight.
+                s.ended.front().map_or(POLL, |t| (*t + WINDOW).saturating_duration_since(now).min(POLL * 10))
+            };
+            tokio::time::sleep(wait.max(Duration::from_millis(1))).await;
+        }
     }
 }
 
@@ -37,28 +77,50 @@ impl RateLimiter {
 mod tests {
     use super::*;
 
-    #[tokio::test(start_paused = true)]
-    async fn thirty_calls_at_ten_per_second_take_three_seconds() {
-        let rl = std::sync::Arc::new(RateLimiter::per_second(10));
+    /// `calls` calls of `latency` each; returns (start, end) per call, sorted by start.
+    async fn run(limit: u32, calls: usize, latency: Duration) -> Vec<(Duration, Duration)> {
+        let rl = std::sync::Arc::new(RateLimiter::per_second(limit));
         let start = Instant::now();
         let mut set = tokio::task::JoinSet::new();
-        for _ in 0..30 {
+        for _ in 0..calls {
             let rl = rl.clone();
             set.spawn(async move {
-                rl.acquire().await;
-                Instant::now()
+                let _p = rl.acquire().await;
+                let s = Instant::now();
+                tokio::time::sleep(latency).await;
+                (s - start, Instant::now() - start)
             });
         }
-        let mut times = Vec::new();
+        let mut out = Vec::new();
         while let Some(t) = set.join_next().await {
-            times.push(t.unwrap() - start);
+            out.push(t.unwrap());
         }
-        times.sort();
-        assert_eq!(times[0], Duration::ZERO);
-        assert_eq!(times[29], Duration::from_millis(2900));
-        // No one-second window holds more than ten calls.
-        for w in times.windows(11) {
-            assert!(w[10] - w[0] >= Duration::from_secs(1), "{w:?}");
+        out.sort();
+        out
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_within_the_limit_goes_at_once() {
+        let t = run(12, 6, Duration::from_millis(50)).await;
+        assert!(t.iter().all(|(s, _)| *s == Duration::ZERO), "{t:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn calls_limit_places_apart_are_more_than_a_second_apart_end_to_start() {
+        let latency = Duration::from_millis(300);
+        let t = run(10, 45, latency).await;
+        // Whenever the server sees each call (between its start and end), no one-second
+        // window can hold more than ten: call i+10 starts a second after call i ended.
+        for i in 0..t.len() - 10 {
+            assert!(
+                t[i + 10].0 >= t[i].1 + WINDOW,
+                "call {} starts {:?}, call {i} ended {:?}",
+                i + 10,
+                t[i + 10].0,
+                t[i].1
+            );
         }
+        // And it keeps moving: ten calls per (latency + one second), give or take a poll.
+        assert!(t[44].0 <= Duration::from_millis(4 * 1300 + 100), "{:?}", t[44]);
     }
 }

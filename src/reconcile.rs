@@ -46,17 +46,25 @@ pub async fn execute_plan(
         if !done.failed.is_empty() {
             current = plan::plan(&without(desired, &done.failed), observed, aws.caller());
         }
+        // At most WRITE_CONCURRENCY tasks exist at once: a spawned task reserves room for
+        // the whole SDK call's state up front, so a thousand waiting tasks would hold
+        // tens of MiB before any of them ran.
+        let mut pending = current.changes.iter().filter(|c| c.change.phase() == phase).cloned();
         let mut set = JoinSet::new();
-        let limit = Arc::new(tokio::sync::Semaphore::new(WRITE_CONCURRENCY));
-        for c in current.changes.iter().filter(|c| c.change.phase() == phase) {
-            let (aws, c, settings, limit) = (aws.clone(), c.clone(), settings.clone(), limit.clone());
+        let spawn = |set: &mut JoinSet<_>, c: PlannedChange| {
+            let (aws, settings) = (aws.clone(), settings.clone());
             set.spawn(async move {
-                let _permit = limit.acquire_owned().await;
                 let r = aws::execute(&aws, &c.change, &settings).await;
                 (c, r)
             });
+        };
+        for c in pending.by_ref().take(WRITE_CONCURRENCY) {
+            spawn(&mut set, c);
         }
         while let Some(joined) = set.join_next().await {
+            if let Some(next) = pending.next() {
+                spawn(&mut set, next);
+            }
             let (c, r) = match joined {
                 Ok(x) => x,
                 Err(e) => {

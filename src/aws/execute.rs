@@ -29,7 +29,7 @@ impl Default for ExecSettings {
 pub async fn execute(aws: &Aws, change: &Change, settings: &ExecSettings) -> Result<(), Failure> {
     match change {
         Change::CreateServiceLinkedRole { slr } => {
-            aws.limits.create_role.acquire().await;
+            let _permit = aws.limits.create_role.acquire().await;
             let out = aws
                 .iam(&slr.account)
                 .create_service_linked_role()
@@ -59,10 +59,12 @@ pub async fn execute(aws: &Aws, change: &Change, settings: &ExecSettings) -> Res
             let client = aws.kms(key.account(), key.region());
             let mut delays = settings.propagation_delays.iter();
             loop {
-                aws.limits.put_key_policy.acquire().await;
-                // BypassPolicyLockoutSafetyCheck is never set: KMS keeps its lockout check.
-                let out =
-                    client.put_key_policy().key_id(key.as_str()).policy_name("default").policy(policy).send().await;
+                // The permit covers the call only, not the wait before a retry.
+                let out = {
+                    let _permit = aws.limits.put_key_policy.acquire().await;
+                    // BypassPolicyLockoutSafetyCheck is never set: KMS keeps its lockout check.
+                    client.put_key_policy().key_id(key.as_str()).policy_name("default").policy(policy).send().await
+                };
                 aws.stats.record("kms", "PutKeyPolicy", out.is_ok());
                 match out {
                     Ok(_) => return Ok(()),
@@ -83,7 +85,7 @@ pub async fn execute(aws: &Aws, change: &Change, settings: &ExecSettings) -> Res
             }
         }
         Change::CreateGrant { key, account, grantee, name } => {
-            aws.limits.create_grant.acquire().await;
+            let _permit = aws.limits.create_grant.acquire().await;
             let out = aws
                 .kms(account, key.region())
                 .create_grant()
@@ -97,7 +99,7 @@ pub async fn execute(aws: &Aws, change: &Change, settings: &ExecSettings) -> Res
             out.map(|_| ()).map_err(|e| classify("CreateGrant", &e))
         }
         Change::UpdateAutoScalingGroup { asg, service_linked_role_arn } => {
-            aws.limits.update_asg.acquire().await;
+            let _permit = aws.limits.update_asg.acquire().await;
             let out = aws
                 .autoscaling(&asg.account, &asg.region)
                 .update_auto_scaling_group()

@@ -58,7 +58,8 @@ impl CallStats {
     }
 }
 
-/// Write rates, kept below the AWS quotas (KMS: PutKeyPolicy 15/s, CreateGrant 50/s).
+/// Write rates per one-second window, kept below the AWS quotas (KMS: PutKeyPolicy 15/s,
+/// CreateGrant 50/s; IAM and Auto Scaling publish none, so those stay modest).
 #[derive(Debug)]
 pub struct WriteLimits {
     pub create_role: RateLimiter,
@@ -71,9 +72,9 @@ impl Default for WriteLimits {
     fn default() -> Self {
         Self {
             create_role: RateLimiter::per_second(5),
-            put_key_policy: RateLimiter::per_second(10),
+            put_key_policy: RateLimiter::per_second(12),
             create_grant: RateLimiter::per_second(40),
-            update_asg: RateLimiter::per_second(20),
+            update_asg: RateLimiter::per_second(40),
         }
     }
 }

@@ -4,7 +4,6 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use super::error::{classify, code};
@@ -17,6 +16,31 @@ use crate::plan::{Observed, Reads};
 pub const READ_CONCURRENCY: usize = 16;
 /// DescribeAutoScalingGroups accepts up to 100 names per call.
 const ASG_BATCH: usize = 100;
+
+enum Job {
+    Role(Slr),
+    Policy(KeyArn),
+    Grants(KeyArn),
+    Asgs(AccountId, String, Vec<String>),
+}
+
+async fn run(aws: Arc<Aws>, job: Job) -> Read {
+    match job {
+        Job::Role(slr) => {
+            let r = get_role(&aws, &slr).await;
+            Read::Role(slr, r)
+        }
+        Job::Policy(key) => {
+            let r = get_key_policy(&aws, &key).await;
+            Read::Policy(key, r)
+        }
+        Job::Grants(key) => {
+            let r = list_grants(&aws, &key).await;
+            Read::Grants(key, r)
+        }
+        Job::Asgs(account, region, names) => Read::Asgs(describe_asgs(&aws, &account, &region, names).await),
+    }
+}
 
 enum Read {
     Role(Slr, Result<Option<Role>, Failure>),
@@ -43,44 +67,28 @@ pub async fn observe(aws: &Arc<Aws>, desired: &Desired, reads: &Reads) -> Observ
     }
     let usable = |a: &AccountId| !observed.account_errors.contains_key(a);
 
-    let limit = Arc::new(Semaphore::new(READ_CONCURRENCY));
-    let mut set: JoinSet<Read> = JoinSet::new();
-    for slr in reads.roles.iter().filter(|s| usable(&s.account)) {
-        let (aws, slr, limit) = (aws.clone(), slr.clone(), limit.clone());
-        set.spawn(async move {
-            let _permit = limit.acquire_owned().await;
-            let r = get_role(&aws, &slr).await;
-            Read::Role(slr, r)
-        });
-    }
-    for key in reads.keys.iter().filter(|k| usable(k.account())) {
-        let (aws, key, limit) = (aws.clone(), key.clone(), limit.clone());
-        set.spawn(async move {
-            let _permit = limit.acquire_owned().await;
-            let r = get_key_policy(&aws, &key).await;
-            Read::Policy(key, r)
-        });
-    }
-    for key in reads.grant_keys.iter().filter(|k| usable(k.account())) {
-        let (aws, key, limit) = (aws.clone(), key.clone(), limit.clone());
-        set.spawn(async move {
-            let _permit = limit.acquire_owned().await;
-            let r = list_grants(&aws, &key).await;
-            Read::Grants(key, r)
-        });
-    }
+    // Work is described first and spawned READ_CONCURRENCY at a time: a spawned task
+    // reserves room for its whole SDK call up front, so spawning every read at once
+    // would cost memory in proportion to the fleet.
+    let mut jobs: Vec<Job> = Vec::new();
+    jobs.extend(reads.roles.iter().filter(|s| usable(&s.account)).cloned().map(Job::Role));
+    jobs.extend(reads.keys.iter().filter(|k| usable(k.account())).cloned().map(Job::Policy));
+    jobs.extend(reads.grant_keys.iter().filter(|k| usable(k.account())).cloned().map(Job::Grants));
     for ((account, region), names) in reads.asgs.iter().filter(|((a, _), _)| usable(a)) {
         let names: Vec<String> = names.iter().cloned().collect();
         for chunk in names.chunks(ASG_BATCH) {
-            let (aws, account, region, chunk, limit) =
-                (aws.clone(), account.clone(), region.clone(), chunk.to_vec(), limit.clone());
-            set.spawn(async move {
-                let _permit = limit.acquire_owned().await;
-                Read::Asgs(describe_asgs(&aws, &account, &region, chunk).await)
-            });
+            jobs.push(Job::Asgs(account.clone(), region.clone(), chunk.to_vec()));
         }
     }
+    let mut jobs = jobs.into_iter();
+    let mut set: JoinSet<Read> = JoinSet::new();
+    for job in jobs.by_ref().take(READ_CONCURRENCY) {
+        set.spawn(run(aws.clone(), job));
+    }
     while let Some(joined) = set.join_next().await {
+        if let Some(job) = jobs.next() {
+            set.spawn(run(aws.clone(), job));
+        }
         match joined {
             Ok(Read::Role(slr, r)) => {
                 observed.roles.insert((slr.account.clone(), slr.name()), r);
@@ -102,7 +110,8 @@ pub async fn observe(aws: &Arc<Aws>, desired: &Desired, reads: &Reads) -> Observ
 
 async fn get_role(aws: &Aws, slr: &Slr) -> Result<Option<Role>, Failure> {
     let out = aws.iam(&slr.account).get_role().role_name(slr.name()).send().await;
-    aws.stats.record("iam", "GetRole", out.is_ok() || code(out.as_ref().unwrap_err()) == Some("NoSuchEntity"));
+    let absent = matches!(&out, Err(e) if code(e) == Some("NoSuchEntity"));
+    aws.stats.record("iam", "GetRole", out.is_ok() || absent);
     match out {
         Ok(o) => Ok(o.role().map(|r| Role { arn: r.arn().to_owned(), role_id: r.role_id().to_owned() })),
         Err(e) if code(&e) == Some("NoSuchEntity") => Ok(None),
