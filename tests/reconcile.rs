@@ -23,12 +23,7 @@ fn owned_principals(policy: &Value, sid: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn case_1_converges_and_a_second_apply_only_reads() {
-    let moto = Moto::start();
-    let own = moto.own().await;
-    let key = create_key(&own, None).await;
-    create_asgs(&own, &["web"]).await;
-    let dir = TempDir::new();
-    let cfg = dir.write("c.yaml", &config(&[("web", &key, Some("CMK"))]));
+    let OneAsg { moto, own, key, dir: _dir, cfg } = one_asg_on_own_key(Some("CMK")).await;
     moto.reset_calls();
 
     let out = moto.operator(&["apply", "--config", &cfg]);
@@ -237,12 +232,7 @@ async fn many_asgs_on_one_key_cost_one_policy_write_and_batched_describes() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn unpropagated_principal_is_retried_with_backoff() {
-    let moto = Moto::start();
-    let own = moto.own().await;
-    let key = create_key(&own, None).await;
-    create_asgs(&own, &["web"]).await;
-    let dir = TempDir::new();
-    let cfg = dir.write("c.yaml", &config(&[("web", &key, None)]));
+    let OneAsg { moto, own: _, key: _, dir: _dir, cfg } = one_asg_on_own_key(None).await;
     moto.reset_calls();
     moto.fault(
         "kms",
@@ -267,12 +257,7 @@ async fn role_taken_between_observe_and_create_is_adopted_whatever_the_error_say
             "Service role name AWSServiceRoleForAutoScaling has been taken in this account, please try a different suffix.",
         ),
     ] {
-        let moto = Moto::start();
-        let own = moto.own().await;
-        let key = create_key(&own, None).await;
-        create_asgs(&own, &["web"]).await;
-        let dir = TempDir::new();
-        let cfg = dir.write("c.yaml", &config(&[("web", &key, None)]));
+        let OneAsg { moto, own: _, key: _, dir: _dir, cfg } = one_asg_on_own_key(None).await;
         // The role is absent when observed; the create is answered as if someone had
         // just made it.
         moto.fault("iam", "CreateServiceLinkedRole", 1, 400, code, message);
@@ -285,12 +270,7 @@ async fn role_taken_between_observe_and_create_is_adopted_whatever_the_error_say
 
 #[tokio::test(flavor = "multi_thread")]
 async fn plan_reports_pending_changes_as_json_and_changes_nothing() {
-    let moto = Moto::start();
-    let own = moto.own().await;
-    let key = create_key(&own, None).await;
-    create_asgs(&own, &["web"]).await;
-    let dir = TempDir::new();
-    let cfg = dir.write("c.yaml", &config(&[("web", &key, Some("CMK"))]));
+    let OneAsg { moto, own: _, key: _, dir: _dir, cfg } = one_asg_on_own_key(Some("CMK")).await;
     moto.reset_calls();
     let out = moto.operator(&["plan", "--config", &cfg, "--output", "json"]);
     assert_eq!(out.status.code(), Some(2));

@@ -65,17 +65,6 @@ pub(super) async fn probe(p: &SharedCredentialsProvider) -> Result<(), Failure> 
             provider::error::CredentialsError::ProviderError(_) => ErrorClass::Retryable,
             _ => ErrorClass::Terminal,
         };
-        Failure { class, message: format!("failed to assume role: {}", error_chain(&e)) }
+        Failure { class, message: format!("failed to assume role: {}", super::error::chain(&e)) }
     })
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(inner) = cur {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        cur = inner.source();
-    }
-    s
 }

@@ -88,7 +88,8 @@ pub(crate) fn message<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> Optio
     }
 }
 
-fn chain(e: &dyn std::error::Error) -> String {
+/// An error and its sources, joined with ": ".
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(inner) = cur {

@@ -434,3 +434,22 @@ impl Moto {
         Self::spawn(&["--host", "127.0.0.1", "--port", &port.to_string(), "--exit-with-stdin"])
     }
 }
+
+/// The common start: an emulator, an own-account key, ASG "web" and a config binding them.
+pub struct OneAsg {
+    pub moto: Moto,
+    pub own: SdkConfig,
+    pub key: String,
+    pub dir: TempDir,
+    pub cfg: String,
+}
+
+pub async fn one_asg_on_own_key(suffix: Option<&str>) -> OneAsg {
+    let moto = Moto::start();
+    let own = moto.own().await;
+    let key = create_key(&own, None).await;
+    create_asgs(&own, &["web"]).await;
+    let dir = TempDir::new();
+    let cfg = dir.write("c.yaml", &config(&[("web", &key, suffix)]));
+    OneAsg { moto, own, key, dir, cfg }
+}
