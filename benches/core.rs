@@ -28,11 +28,11 @@ fn fleet(n: usize, k: usize) -> (Desired, Observed, AccountId) {
     let mut o = Observed::default();
     for i in 0..n {
         let b = Binding {
-            asg: AsgRef { account: own.clone(), region: "us-west-2".into(), name: format!("asg-{i:06}") },
+            asg: AsgRef::new(own, "us-west-2", format!("asg-{i:06}")),
             key: key(i % k),
-            slr_suffix: Some(format!("S{}", i % 4)),
+            slr_suffix: Some(format!("S{}", i % 4).into()),
         };
-        o.roles.insert((own.clone(), b.slr().name()), Ok(None));
+        o.roles.insert((own, b.slr().name()), Ok(None));
         o.key_policies.entry(b.key.clone()).or_insert_with(|| {
             Ok(format!(
                 r#"{{"Version":"2012-10-17","Statement":[{{"Sid":"Enable IAM User Permissions","Effect":"Allow","Principal":{{"AWS":"arn:aws:iam::{}:root"}},"Action":"kms:*","Resource":"*"}}]}}"#,

@@ -311,8 +311,8 @@ impl Daemon {
             }
             self.metrics.errors.get_or_create(&ClassLabel { class: f.class.as_str().into() }).inc();
         }
-        for c in &outcome.applied {
-            self.metrics.changes.get_or_create(&ActionLabel { action: c.change.action().into() }).inc();
+        for (action, n) in outcome.applied.by_action() {
+            self.metrics.changes.get_or_create(&ActionLabel { action: action.into() }).inc_by(n);
         }
         for k in &pass.keys {
             match failed_keys.get(k) {
@@ -345,7 +345,7 @@ impl Daemon {
                 tracing::info!("first full pass finished; ready");
             }
         }
-        let (applied, failed) = (outcome.applied.len(), outcome.failed.len());
+        let (applied, failed) = (outcome.applied.total(), outcome.failed.len() as u64);
         if applied > 0 || failed > 0 {
             tracing::info!(
                 keys = pass.keys.len(),

@@ -35,7 +35,7 @@ pub fn default_account(desired: &Desired, given: Option<AccountId>) -> Result<Ac
     let asg_accounts: BTreeSet<&AccountId> = desired.bindings.iter().map(|b| &b.asg.account).collect();
     match asg_accounts.len() {
         0 => Err(IamPolicyError::Empty),
-        1 => Ok(asg_accounts.into_iter().next().expect("one").clone()),
+        1 => Ok(*asg_accounts.into_iter().next().expect("one")),
         _ => Err(IamPolicyError::Ambiguous(asg_accounts.iter().map(|a| a.as_str()).collect::<Vec<_>>().join(", "))),
     }
 }
@@ -62,7 +62,7 @@ pub fn policy(desired: &Desired, account: &AccountId) -> Result<Value, IamPolicy
     // assumes the listed roles.
     let assumes_roles = !desired.accounts.contains_key(account) && !desired.accounts.is_empty();
     if mine.is_empty() && owned_keys_used_elsewhere.is_empty() && !assumes_roles {
-        return Err(IamPolicyError::NotInConfig(account.clone()));
+        return Err(IamPolicyError::NotInConfig(*account));
     }
 
     let mut statements = Vec::new();
@@ -236,7 +236,7 @@ mod tests {
     fn several_asg_accounts_need_an_explicit_account() {
         let mut d = desired();
         let mut other = d.bindings[0].clone();
-        other.asg.account = acct("999988887777");
+        other.asg = crate::model::AsgRef::new(acct("999988887777"), other.asg.region.clone(), other.asg.name.clone());
         d.bindings.push(other);
         assert_eq!(default_account(&d, None), Err(IamPolicyError::Ambiguous("111122223333, 999988887777".into())));
     }

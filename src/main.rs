@@ -230,13 +230,13 @@ async fn apply(desired: Desired, max_passes: u32, stats_json: Option<PathBuf>) -
                 serde_json::json!({"service": service, "operation": operation, "outcome": outcome, "count": count})
             })
             .collect();
-        let doc = serde_json::json!({"passes": out.passes, "applied": out.applied.len(), "calls": calls});
+        let doc = serde_json::json!({"passes": out.passes, "applied": out.applied.total(), "calls": calls});
         if let Err(e) = std::fs::write(&path, doc.to_string()) {
             eprintln!("error: cannot write {}: {e}", path.display());
             return ExitCode::FAILURE;
         }
     }
-    let n = out.applied.len();
+    let n = out.applied.total() as usize;
     println!(
         "{} change{} applied; {} of {} binding{} converged.",
         n,

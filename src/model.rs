@@ -1,46 +1,67 @@
 //! SDK-free domain types shared by the config, the planner and the AWS layer.
 
 use std::fmt;
+use std::ops::Deref;
+use std::sync::Arc;
 
 /// The AWS service principal that owns Auto Scaling service-linked roles.
 pub const AUTOSCALING_SERVICE: &str = "autoscaling.amazonaws.com";
 /// Name of the default Auto Scaling service-linked role.
 pub const DEFAULT_SLR_NAME: &str = "AWSServiceRoleForAutoScaling";
 
-/// A 12-digit AWS account id.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct AccountId(String);
+/// A 12-digit AWS account id. It is in every binding, ARN and map key, so it is stored
+/// inline and copied rather than allocated.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct AccountId([u8; 12]);
 
 impl AccountId {
     /// Accepts exactly twelve ASCII digits.
     pub fn parse(s: &str) -> Option<Self> {
-        (s.len() == 12 && s.bytes().all(|b| b.is_ascii_digit())).then(|| Self(s.to_owned()))
+        let digits: [u8; 12] = s.as_bytes().try_into().ok()?;
+        digits.iter().all(u8::is_ascii_digit).then_some(Self(digits))
     }
 
     pub fn as_str(&self) -> &str {
-        &self.0
+        std::str::from_utf8(&self.0).expect("parse admits only ASCII digits")
     }
 
     /// The account root principal, `arn:<partition>:iam::<id>:root`.
     pub fn root_arn(&self, partition: &str) -> String {
-        format!("arn:{partition}:iam::{}:root", self.0)
+        format!("arn:{partition}:iam::{}:root", self.as_str())
+    }
+}
+
+impl fmt::Debug for AccountId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "AccountId({:?})", self.as_str())
     }
 }
 
 impl fmt::Display for AccountId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
     }
 }
 
+/// The partitions a key ARN may name.
+const PARTITIONS: [&str; 5] = ["aws", "aws-cn", "aws-us-gov", "aws-iso", "aws-iso-b"];
+
 /// A full KMS key ARN: `arn:<partition>:kms:<region>:<account>:key/<key-id>`.
+///
+/// Cloning is a reference count: the same key is named by many bindings, reads, plans and
+/// scheduler entries.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct KeyArn {
+pub struct KeyArn(Arc<KeyArnParts>);
+
+/// Ordered by the ARN text first, so keys sort as their ARNs do.
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+struct KeyArnParts {
     arn: String,
-    partition: String,
-    region: String,
+    partition: &'static str,
     account: AccountId,
-    key_id: String,
+    /// Byte ranges of the region and key id within `arn`.
+    region: (usize, usize),
+    key_id: usize,
 }
 
 impl KeyArn {
@@ -52,9 +73,9 @@ impl KeyArn {
             return Err("must be a full KMS key ARN (arn:aws:kms:<region>:<account>:key/<id>)".into());
         }
         let (partition, service, region, account, resource) = (parts[1], parts[2], parts[3], parts[4], parts[5]);
-        if !matches!(partition, "aws" | "aws-cn" | "aws-us-gov" | "aws-iso" | "aws-iso-b") {
+        let Some(partition) = PARTITIONS.iter().copied().find(|p| *p == partition) else {
             return Err(format!("unknown partition {partition:?} in key ARN"));
-        }
+        };
         if service != "kms" {
             return Err(format!("service is {service:?}, expected \"kms\""));
         }
@@ -63,43 +84,45 @@ impl KeyArn {
         }
         let account =
             AccountId::parse(account).ok_or_else(|| format!("account {account:?} in key ARN is not 12 digits"))?;
-        let key_id = match resource.strip_prefix("key/") {
-            Some(id) if is_key_id(id) => id,
+        match resource.strip_prefix("key/") {
+            Some(id) if is_key_id(id) => {}
             Some(_) => return Err("key id must be a UUID or an mrk- multi-Region key id".into()),
             None if resource.starts_with("alias/") => {
                 return Err("aliases are not accepted: use the key ARN the alias points to".into())
             }
             None => return Err("resource must be key/<key-id>".into()),
-        };
-        Ok(Self {
+        }
+        // "arn:" + partition + ":kms:" comes before the region.
+        let region_start = 4 + partition.len() + 5;
+        Ok(Self(Arc::new(KeyArnParts {
             arn: s.to_owned(),
-            partition: partition.to_owned(),
-            region: region.to_owned(),
-            key_id: key_id.to_owned(),
+            partition,
             account,
-        })
+            region: (region_start, region_start + region.len()),
+            key_id: s.len() - (resource.len() - "key/".len()),
+        })))
     }
 
     pub fn as_str(&self) -> &str {
-        &self.arn
+        &self.0.arn
     }
-    pub fn partition(&self) -> &str {
-        &self.partition
+    pub fn partition(&self) -> &'static str {
+        self.0.partition
     }
     pub fn region(&self) -> &str {
-        &self.region
+        &self.0.arn[self.0.region.0..self.0.region.1]
     }
     pub fn account(&self) -> &AccountId {
-        &self.account
+        &self.0.account
     }
     pub fn key_id(&self) -> &str {
-        &self.key_id
+        &self.0.arn[self.0.key_id..]
     }
 }
 
 impl fmt::Display for KeyArn {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.arn)
+        f.write_str(self.as_str())
     }
 }
 
@@ -140,8 +163,9 @@ pub fn check_slr_suffix(suffix: &str) -> Result<(), String> {
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Slr {
     pub account: AccountId,
-    pub partition: String,
-    pub suffix: Option<String>,
+    pub partition: &'static str,
+    /// Shared with every binding that names the same suffix.
+    pub suffix: Option<Arc<str>>,
 }
 
 impl Slr {
@@ -163,11 +187,31 @@ impl Slr {
 }
 
 /// Identifies one configured binding: the ASG's account, region and name.
+///
+/// Cloning is a reference count: the same ASG is named by the config, the daemon's state,
+/// the reads, the observation and the plan. Its fields read through `Deref`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct AsgRef {
+pub struct AsgRef(Arc<AsgId>);
+
+/// The fields of an [`AsgRef`].
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct AsgId {
     pub account: AccountId,
     pub region: String,
     pub name: String,
+}
+
+impl AsgRef {
+    pub fn new(account: AccountId, region: impl Into<String>, name: impl Into<String>) -> Self {
+        Self(Arc::new(AsgId { account, region: region.into(), name: name.into() }))
+    }
+}
+
+impl Deref for AsgRef {
+    type Target = AsgId;
+    fn deref(&self) -> &AsgId {
+        &self.0
+    }
 }
 
 impl fmt::Display for AsgRef {
@@ -256,6 +300,30 @@ mod tests {
     }
 
     #[test]
+    fn key_arn_parts_are_read_from_the_arn_in_every_partition() {
+        let k = KeyArn::parse("arn:aws-us-gov:kms:us-gov-west-1:111122223333:key/mrk-1234abcd12ab34cd56ef1234567890ab")
+            .unwrap();
+        assert_eq!(k.partition(), "aws-us-gov");
+        assert_eq!(k.region(), "us-gov-west-1");
+        assert_eq!(k.account().as_str(), "111122223333");
+        assert_eq!(k.key_id(), "mrk-1234abcd12ab34cd56ef1234567890ab");
+        assert_eq!(k.to_string(), k.as_str());
+        assert!(
+            KeyArn::parse("arn:aws-xx:kms:us-west-2:111122223333:key/mrk-1234abcd12ab34cd56ef1234567890ab").is_err()
+        );
+    }
+
+    #[test]
+    fn account_ids_are_twelve_ascii_digits() {
+        assert_eq!(AccountId::parse("012345678901").unwrap().as_str(), "012345678901");
+        assert!(AccountId::parse("01234567890").is_none());
+        assert!(AccountId::parse("0123456789012").is_none());
+        // Twelve bytes, but not twelve ASCII digits.
+        assert!(AccountId::parse("\u{ff11}\u{ff12}\u{ff13}\u{ff14}").is_none());
+        assert!(AccountId::parse("111122223333").unwrap() < AccountId::parse("444455556666").unwrap());
+    }
+
+    #[test]
     fn key_arn_rejects_aliases_bare_ids_and_other_services() {
         for bad in [
             "1234abcd-12ab-34cd-56ef-1234567890ab",
@@ -282,11 +350,8 @@ mod tests {
 
     #[test]
     fn slr_arn_has_the_service_role_path() {
-        let slr = Slr {
-            account: AccountId::parse("111122223333").unwrap(),
-            partition: "aws".into(),
-            suffix: Some("CMK".into()),
-        };
+        let slr =
+            Slr { account: AccountId::parse("111122223333").unwrap(), partition: "aws", suffix: Some("CMK".into()) };
         assert_eq!(
             slr.arn(),
             "arn:aws:iam::111122223333:role/aws-service-role/autoscaling.amazonaws.com/AWSServiceRoleForAutoScaling_CMK"

@@ -8,7 +8,7 @@ use crate::policy::GRANT_OPERATIONS;
 fn details(c: &Change) -> Value {
     match c {
         Change::CreateServiceLinkedRole { slr } => json!({
-            "roleName": slr.name(), "roleArn": slr.arn(), "customSuffix": slr.suffix,
+            "roleName": slr.name(), "roleArn": slr.arn(), "customSuffix": slr.suffix.as_deref(),
         }),
         Change::PutKeyPolicy { policy, .. } => {
             json!({ "policy": serde_json::from_str::<Value>(policy).unwrap_or(Value::String(policy.clone())) })
@@ -98,12 +98,12 @@ mod tests {
 
     fn sample() -> Plan {
         let account = AccountId::parse("111122223333").unwrap();
-        let asg = AsgRef { account: account.clone(), region: "us-west-2".into(), name: "web".into() };
+        let asg = AsgRef::new(account, "us-west-2", "web");
         Plan {
             changes: vec![
                 PlannedChange {
                     change: Change::CreateServiceLinkedRole {
-                        slr: Slr { account: account.clone(), partition: "aws".into(), suffix: Some("CMK".into()) },
+                        slr: Slr { account, partition: "aws", suffix: Some("CMK".into()) },
                     },
                     reason: "service-linked role AWSServiceRoleForAutoScaling_CMK does not exist".into(),
                     bindings: vec![asg.clone()],
@@ -118,7 +118,7 @@ mod tests {
                 },
             ],
             blocked: vec![Blocked {
-                binding: AsgRef { name: "ghost".into(), ..asg },
+                binding: AsgRef::new(account, "us-west-2", "ghost"),
                 failure: Failure::terminal("ASG ghost not found"),
             }],
         }

@@ -124,8 +124,8 @@ pub struct Reads {
     pub keys: BTreeSet<KeyArn>,
     /// Keys whose grants must be listed (used from another account).
     pub grant_keys: BTreeSet<KeyArn>,
-    /// ASG names per (account, region).
-    pub asgs: BTreeMap<(AccountId, String), BTreeSet<String>>,
+    /// ASGs per (account, region).
+    pub asgs: BTreeMap<(AccountId, String), BTreeSet<AsgRef>>,
     /// Every account that must be acted in, with its role when it is not the caller's.
     pub accounts: BTreeSet<AccountId>,
 }
@@ -156,9 +156,9 @@ pub fn reads(desired: &Desired, caller: &AccountId) -> Reads {
         if b.is_cross_account() {
             r.grant_keys.insert(b.key.clone());
         }
-        r.asgs.entry((b.asg.account.clone(), b.asg.region.clone())).or_default().insert(b.asg.name.clone());
-        r.accounts.insert(b.asg.account.clone());
-        r.accounts.insert(b.key.account().clone());
+        r.asgs.entry((b.asg.account, b.asg.region.clone())).or_default().insert(b.asg.clone());
+        r.accounts.insert(b.asg.account);
+        r.accounts.insert(*b.key.account());
     }
     r
 }
@@ -230,7 +230,7 @@ pub fn plan(desired: &Desired, observed: &Observed, caller: &AccountId) -> Plan 
                     b.asg.name, b.asg.account, b.asg.region
                 ))
             })?;
-            let role = lookup(&observed.roles, &(slr.account.clone(), slr.name()), "get service-linked role")?.as_ref();
+            let role = lookup(&observed.roles, &(slr.account, slr.name()), "get service-linked role")?.as_ref();
             lookup(&observed.key_policies, &b.key, "get key policy")?;
             if b.is_cross_account() {
                 lookup(&observed.grants, &b.key, "list grants")?;
@@ -353,12 +353,7 @@ pub fn plan(desired: &Desired, observed: &Observed, caller: &AccountId) -> Plan 
             continue;
         }
         changes.push(PlannedChange {
-            change: Change::CreateGrant {
-                name: grant_name(&slr),
-                grantee: slr.arn(),
-                account: slr.account.clone(),
-                key,
-            },
+            change: Change::CreateGrant { name: grant_name(&slr), grantee: slr.arn(), account: slr.account, key },
             reason,
             bindings,
         });

@@ -22,10 +22,36 @@ pub async fn observe_and_plan(aws: &Arc<Aws>, desired: &Desired) -> (Observed, P
     (observed, p)
 }
 
+/// Applied changes, counted by action. Only the counts are kept: a cold pass over a large
+/// fleet applies a change per binding, and the log already has each one.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Applied(BTreeMap<&'static str, u64>);
+
+impl Applied {
+    pub fn add(&mut self, action: &'static str, n: u64) {
+        *self.0.entry(action).or_default() += n;
+    }
+
+    pub fn total(&self) -> u64 {
+        self.0.values().sum()
+    }
+
+    /// (action, count), by action name.
+    pub fn by_action(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        self.0.iter().map(|(a, n)| (*a, *n))
+    }
+
+    pub fn extend(&mut self, other: &Applied) {
+        for (a, n) in other.by_action() {
+            self.add(a, n);
+        }
+    }
+}
+
 /// What executing one plan did.
 #[derive(Debug, Default)]
 pub struct Executed {
-    pub applied: Vec<PlannedChange>,
+    pub applied: Applied,
     /// Bindings whose changes failed, with the first failure.
     pub failed: BTreeMap<AsgRef, Failure>,
 }
@@ -81,7 +107,7 @@ pub async fn execute_plan(
             match r {
                 Ok(()) => {
                     tracing::info!(action, %account, region, %target, reason = %c.reason, "applied change");
-                    done.applied.push(c);
+                    done.applied.add(action, 1);
                 }
                 Err(f) => {
                     tracing::warn!(action, %account, region, %target, error = %f, class = f.class.as_str(), "change failed");
@@ -108,7 +134,7 @@ pub fn without(desired: &Desired, drop: &BTreeMap<AsgRef, Failure>) -> Desired {
 pub struct Outcome {
     /// Observe-and-plan rounds, the last of which found nothing more to do (or ran out).
     pub passes: u32,
-    pub applied: Vec<PlannedChange>,
+    pub applied: Applied,
     pub converged: Vec<AsgRef>,
     pub failed: BTreeMap<AsgRef, Failure>,
 }
@@ -157,6 +183,6 @@ pub async fn apply(aws: &Arc<Aws>, desired: &Desired, max_passes: u32, settings:
             }
         }
         last_failed = executed.failed;
-        out.applied.extend(executed.applied);
+        out.applied.extend(&executed.applied);
     }
 }

@@ -34,7 +34,7 @@ pub async fn execute(aws: &Aws, change: &Change, settings: &ExecSettings) -> Res
                 .iam(&slr.account)
                 .create_service_linked_role()
                 .aws_service_name(AUTOSCALING_SERVICE)
-                .set_custom_suffix(slr.suffix.clone())
+                .set_custom_suffix(slr.suffix.as_deref().map(str::to_owned))
                 .description("Auto Scaling service-linked role managed by asg-cmk-operator")
                 .send()
                 .await;

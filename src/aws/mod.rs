@@ -165,7 +165,7 @@ impl Aws {
                 self.assumed
                     .lock()
                     .expect("account lock")
-                    .insert(account.clone(), (role_arn.to_owned(), config, provider.clone()));
+                    .insert(*account, (role_arn.to_owned(), config, provider.clone()));
                 self.iam.lock().expect("client lock").remove(account);
                 self.kms.lock().expect("client lock").retain(|(a, _), _| a != account);
                 self.asg.lock().expect("client lock").retain(|(a, _), _| a != account);
@@ -193,11 +193,11 @@ impl Aws {
         }
         // Built outside the lock: config() takes the account lock.
         let client = aws_sdk_iam::Client::new(&self.config(account));
-        self.iam.lock().expect("client lock").entry(account.clone()).or_insert(client).clone()
+        self.iam.lock().expect("client lock").entry(*account).or_insert(client).clone()
     }
 
     pub(crate) fn kms(&self, account: &AccountId, region: &str) -> aws_sdk_kms::Client {
-        let k = (account.clone(), region.to_owned());
+        let k = (*account, region.to_owned());
         if let Some(c) = self.kms.lock().expect("client lock").get(&k) {
             return c.clone();
         }
@@ -208,7 +208,7 @@ impl Aws {
     }
 
     pub(crate) fn autoscaling(&self, account: &AccountId, region: &str) -> aws_sdk_autoscaling::Client {
-        let k = (account.clone(), region.to_owned());
+        let k = (*account, region.to_owned());
         if let Some(c) = self.asg.lock().expect("client lock").get(&k) {
             return c.clone();
         }

@@ -1,7 +1,7 @@
 //! Reads only. Turns AWS state into plain [`Observed`] data; a missing resource is
 //! `Ok(None)`, and a failed read is recorded as data rather than aborting the pass.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use tokio::task::JoinSet;
@@ -21,7 +21,8 @@ enum Job {
     Role(Slr),
     Policy(KeyArn),
     Grants(KeyArn),
-    Asgs(AccountId, String, Vec<String>),
+    /// Up to 100 ASGs of one account and region.
+    Asgs(Vec<AsgRef>),
 }
 
 async fn run(aws: Arc<Aws>, job: Job) -> Read {
@@ -38,7 +39,7 @@ async fn run(aws: Arc<Aws>, job: Job) -> Read {
             let r = list_grants(&aws, &key).await;
             Read::Grants(key, r)
         }
-        Job::Asgs(account, region, names) => Read::Asgs(describe_asgs(&aws, &account, &region, names).await),
+        Job::Asgs(asgs) => Read::Asgs(describe_asgs(&aws, asgs).await),
     }
 }
 
@@ -54,7 +55,7 @@ pub async fn observe(aws: &Arc<Aws>, desired: &Desired, reads: &Reads) -> Observ
     let mut observed = Observed::default();
     let mut accounts = JoinSet::new();
     for account in &reads.accounts {
-        let (aws, account, role) = (aws.clone(), account.clone(), desired.accounts.get(account).cloned());
+        let (aws, account, role) = (aws.clone(), *account, desired.accounts.get(account).cloned());
         accounts.spawn(async move {
             let r = aws.ensure_account(&account, role.as_deref()).await;
             (account, r)
@@ -74,10 +75,10 @@ pub async fn observe(aws: &Arc<Aws>, desired: &Desired, reads: &Reads) -> Observ
     jobs.extend(reads.roles.iter().filter(|s| usable(&s.account)).cloned().map(Job::Role));
     jobs.extend(reads.keys.iter().filter(|k| usable(k.account())).cloned().map(Job::Policy));
     jobs.extend(reads.grant_keys.iter().filter(|k| usable(k.account())).cloned().map(Job::Grants));
-    for ((account, region), names) in reads.asgs.iter().filter(|((a, _), _)| usable(a)) {
-        let names: Vec<String> = names.iter().cloned().collect();
-        for chunk in names.chunks(ASG_BATCH) {
-            jobs.push(Job::Asgs(account.clone(), region.clone(), chunk.to_vec()));
+    for (_, asgs) in reads.asgs.iter().filter(|((a, _), _)| usable(a)) {
+        let asgs: Vec<&AsgRef> = asgs.iter().collect();
+        for chunk in asgs.chunks(ASG_BATCH) {
+            jobs.push(Job::Asgs(chunk.iter().map(|a| (*a).clone()).collect()));
         }
     }
     let mut jobs = jobs.into_iter();
@@ -91,7 +92,7 @@ pub async fn observe(aws: &Arc<Aws>, desired: &Desired, reads: &Reads) -> Observ
         }
         match joined {
             Ok(Read::Role(slr, r)) => {
-                observed.roles.insert((slr.account.clone(), slr.name()), r);
+                observed.roles.insert((slr.account, slr.name()), r);
             }
             Ok(Read::Policy(k, r)) => {
                 observed.key_policies.insert(k, r);
@@ -157,15 +158,12 @@ async fn list_grants(aws: &Aws, key: &KeyArn) -> Result<Vec<Grant>, Failure> {
     }
 }
 
-/// One batch of up to 100 names; every name gets an answer.
-async fn describe_asgs(
-    aws: &Aws,
-    account: &AccountId,
-    region: &str,
-    names: Vec<String>,
-) -> Vec<(AsgRef, Result<Option<Asg>, Failure>)> {
-    let client = aws.autoscaling(account, region);
-    let mut found: std::collections::BTreeMap<String, Asg> = Default::default();
+/// One batch of up to 100 ASGs of one account and region; every one gets an answer.
+async fn describe_asgs(aws: &Aws, asgs: Vec<AsgRef>) -> Vec<(AsgRef, Result<Option<Asg>, Failure>)> {
+    let Some(first) = asgs.first() else { return Vec::new() };
+    let client = aws.autoscaling(&first.account, &first.region);
+    let names: Vec<String> = asgs.iter().map(|a| a.name.clone()).collect();
+    let mut found: BTreeMap<String, Asg> = BTreeMap::new();
     let mut token: Option<String> = None;
     let result = loop {
         let out = client
@@ -193,15 +191,13 @@ async fn describe_asgs(
             Err(e) => break Err(classify("DescribeAutoScalingGroups", &e)),
         }
     };
-    let wanted: BTreeSet<String> = names.into_iter().collect();
-    wanted
-        .into_iter()
-        .map(|name| {
+    asgs.into_iter()
+        .map(|asg| {
             let r = match &result {
-                Ok(()) => Ok(found.remove(&name)),
+                Ok(()) => Ok(found.remove(&asg.name)),
                 Err(f) => Err(f.clone()),
             };
-            (AsgRef { account: account.clone(), region: region.to_owned(), name }, r)
+            (asg, r)
         })
         .collect()
 }

@@ -10,6 +10,7 @@ pub mod watch;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::Path;
+use std::sync::Arc;
 
 use serde_norway::{Mapping, Value};
 
@@ -52,7 +53,7 @@ impl fmt::Display for ConfigErrors {
 pub struct Binding {
     pub asg: AsgRef,
     pub key: KeyArn,
-    pub slr_suffix: Option<String>,
+    pub slr_suffix: Option<Arc<str>>,
 }
 
 impl Binding {
@@ -63,8 +64,8 @@ impl Binding {
 
     pub fn slr(&self) -> crate::model::Slr {
         crate::model::Slr {
-            account: self.asg.account.clone(),
-            partition: self.key.partition().to_owned(),
+            account: self.asg.account,
+            partition: self.key.partition(),
             suffix: self.slr_suffix.clone(),
         }
     }
@@ -126,13 +127,15 @@ fn strip_location(msg: &str) -> String {
 #[derive(Default)]
 struct Validator {
     errors: Vec<ConfigError>,
+    /// Keys parsed so far: bindings that name the same key share one `KeyArn`.
+    keys: BTreeMap<String, KeyArn>,
 }
 
 /// Default values read from the `defaults` section.
 #[derive(Default)]
 struct Defaults {
     region: Option<String>,
-    suffix: Option<String>,
+    suffix: Option<Arc<str>>,
 }
 
 impl Validator {
@@ -236,7 +239,7 @@ impl Validator {
                 self.err("defaults.region", format!("{r:?} is not a region name"));
             }
         }
-        d.suffix = self.string(map, "defaults", "serviceLinkedRoleSuffix", false);
+        d.suffix = self.string(map, "defaults", "serviceLinkedRoleSuffix", false).map(Arc::from);
         if let Some(s) = &d.suffix {
             if let Err(e) = check_slr_suffix(s) {
                 self.err("defaults.serviceLinkedRoleSuffix", e);
@@ -264,7 +267,7 @@ impl Validator {
             if let (Some(id), Some(role)) = (id, role) {
                 match out.entry(id) {
                     std::collections::btree_map::Entry::Occupied(e) => {
-                        let id = e.key().clone();
+                        let id = *e.key();
                         self.err(join(&path, "id"), format!("account {id} is listed twice"));
                     }
                     std::collections::btree_map::Entry::Vacant(e) => {
@@ -300,19 +303,13 @@ impl Validator {
                 self.err(join(path, "region"), format!("{r:?} is not a region name"));
             }
         }
-        let key = self.string(map, path, "key", true).and_then(|s| match KeyArn::parse(&s) {
-            Ok(k) => Some(k),
-            Err(e) => {
-                self.err(join(path, "key"), e);
-                None
-            }
-        });
+        let key = self.string(map, path, "key", true).and_then(|s| self.key(s, path));
         let suffix = match self.string(map, path, "serviceLinkedRoleSuffix", false) {
             Some(s) => {
                 if let Err(e) = check_slr_suffix(&s) {
                     self.err(join(path, "serviceLinkedRoleSuffix"), e);
                 }
-                Some(s)
+                Some(Arc::from(s))
             }
             None => defaults.suffix.clone(),
         };
@@ -331,7 +328,23 @@ impl Validator {
         }
         let (asg, account, key) = (asg?, account?, key?);
         let region = region.unwrap_or_else(|| key.region().to_owned());
-        Some(Binding { asg: AsgRef { account, region, name: asg }, key, slr_suffix: suffix })
+        Some(Binding { asg: AsgRef::new(account, region, asg), key, slr_suffix: suffix })
+    }
+
+    fn key(&mut self, text: String, path: &str) -> Option<KeyArn> {
+        if let Some(k) = self.keys.get(&text) {
+            return Some(k.clone());
+        }
+        match KeyArn::parse(&text) {
+            Ok(k) => {
+                self.keys.insert(text, k.clone());
+                Some(k)
+            }
+            Err(e) => {
+                self.err(join(path, "key"), e);
+                None
+            }
+        }
     }
 }
 
@@ -376,7 +389,7 @@ fn show(v: &Value) -> String {
 
 /// Every account the desired state touches, for callers that need the set.
 pub fn accounts_touched(desired: &Desired) -> BTreeSet<AccountId> {
-    desired.bindings.iter().flat_map(|b| [b.asg.account.clone(), b.key.account().clone()]).collect()
+    desired.bindings.iter().flat_map(|b| [b.asg.account, *b.key.account()]).collect()
 }
 
 #[cfg(test)]

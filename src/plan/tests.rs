@@ -17,11 +17,7 @@ fn acct(s: &str) -> AccountId {
 }
 
 fn binding(asg: &str, key: &str) -> Binding {
-    Binding {
-        asg: AsgRef { account: acct(ASG_ACCT), region: "us-west-2".into(), name: asg.into() },
-        key: KeyArn::parse(key).unwrap(),
-        slr_suffix: None,
-    }
+    Binding { asg: AsgRef::new(acct(ASG_ACCT), "us-west-2", asg), key: KeyArn::parse(key).unwrap(), slr_suffix: None }
 }
 
 fn desired(bindings: Vec<Binding>) -> Desired {
@@ -61,7 +57,7 @@ fn full_grant(grantee: &str) -> Grant {
 fn fresh(d: &Desired) -> Observed {
     let mut o = Observed::default();
     for b in &d.bindings {
-        o.roles.insert((b.asg.account.clone(), b.slr().name()), Ok(None));
+        o.roles.insert((b.asg.account, b.slr().name()), Ok(None));
         o.key_policies.insert(b.key.clone(), Ok(default_policy(b.key.account().as_str())));
         if b.is_cross_account() {
             o.grants.insert(b.key.clone(), Ok(vec![]));
@@ -76,7 +72,7 @@ fn converged(d: &Desired) -> Observed {
     let mut o = fresh(d);
     for b in &d.bindings {
         o.roles.insert(
-            (b.asg.account.clone(), b.slr().name()),
+            (b.asg.account, b.slr().name()),
             Ok(Some(Role { arn: b.slr().arn(), role_id: "AROAEXAMPLE".into() })),
         );
         let p = if b.is_cross_account() { converged_policy_other() } else { converged_policy_own() };
@@ -341,10 +337,7 @@ fn applying_the_plan_converges() {
     for c in plan(&d, &o, &acct(ASG_ACCT)).changes {
         match c.change {
             Change::CreateServiceLinkedRole { slr } => {
-                o.roles.insert(
-                    (slr.account.clone(), slr.name()),
-                    Ok(Some(Role { arn: slr.arn(), role_id: "AROAX".into() })),
-                );
+                o.roles.insert((slr.account, slr.name()), Ok(Some(Role { arn: slr.arn(), role_id: "AROAX".into() })));
             }
             Change::PutKeyPolicy { key, policy } => {
                 o.key_policies.insert(key, Ok(policy));
