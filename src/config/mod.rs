@@ -1,9 +1,13 @@
 //! The desired-state file: parsing and validation.
 //!
-//! The YAML is first read into a generic value (syntax errors carry line and column), then
-//! walked field by field so that every problem is reported at once, each named by its
-//! field path (`bindings[1].key`). Serde's derive stops at the first error, which is why
-//! the walk is written out here.
+//! The YAML is read section by section into generic values (syntax errors carry line and
+//! column), which are walked field by field so that every problem is reported at once,
+//! each named by its field path (`bindings[1].key`). Serde's derive stops at the first
+//! error, which is why the walk is written out here.
+//!
+//! Bindings are streamed: each one is read as a small value and validated at once, so
+//! a config of ten thousand bindings never exists as one value tree. A generic tree
+//! costs about 2 KB a binding, many times the validated `Binding`.
 
 pub mod watch;
 
@@ -12,6 +16,7 @@ use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
 
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, VariantAccess, Visitor};
 use serde_norway::{Mapping, Value};
 
 use crate::model::{check_slr_suffix, is_region, AccountId, AsgRef, KeyArn};
@@ -94,8 +99,9 @@ pub fn load(path: &Path) -> Result<Desired, ConfigErrors> {
 /// Parses and validates config text. `source_name` names the text in errors.
 pub fn parse(text: &str, source_name: &str) -> Result<Desired, ConfigErrors> {
     let fail = |errors| ConfigErrors { source_name: source_name.to_owned(), errors };
-    let value: Value = match serde_norway::from_str(text) {
-        Ok(v) => v,
+    let mut v = Validator::default();
+    let desired = match (Document { v: &mut v }).deserialize(serde_norway::Deserializer::from_str(text)) {
+        Ok(d) => d,
         Err(e) => {
             let location = match e.location() {
                 Some(l) => format!("line {}, column {}", l.line(), l.column()),
@@ -104,12 +110,220 @@ pub fn parse(text: &str, source_name: &str) -> Result<Desired, ConfigErrors> {
             return Err(fail(vec![ConfigError { location, message: strip_location(&e.to_string()) }]));
         }
     };
-    let mut v = Validator::default();
-    let desired = v.document(&value);
     if v.errors.is_empty() {
         Ok(desired)
     } else {
         Err(fail(v.errors))
+    }
+}
+
+/// What a value turned out to be when it was read as a mapping or a list.
+enum Shape<T> {
+    Expected(T),
+    Null,
+    Other(&'static str),
+}
+
+/// Visitor methods for every shape other than the expected one. Each consumes the value
+/// and names its kind, in the words of [`kind`].
+macro_rules! other_shapes {
+    () => {
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(Shape::Null)
+        }
+        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(Shape::Null)
+        }
+        fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+            Ok(Shape::Other("a boolean"))
+        }
+        fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+            Ok(Shape::Other("a number"))
+        }
+        fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+            Ok(Shape::Other("a number"))
+        }
+        fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+            Ok(Shape::Other("a number"))
+        }
+        fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+            Ok(Shape::Other("a string"))
+        }
+        fn visit_enum<A: de::EnumAccess<'de>>(self, data: A) -> Result<Self::Value, A::Error> {
+            let (IgnoredAny, variant) = data.variant::<IgnoredAny>()?;
+            variant.newtype_variant::<IgnoredAny>()?;
+            Ok(Shape::Other("a tagged value"))
+        }
+    };
+}
+
+/// Reads the whole file: the top-level mapping, its sections, and the bindings streamed.
+struct Document<'a> {
+    v: &'a mut Validator,
+}
+
+impl<'de> DeserializeSeed<'de> for Document<'_> {
+    type Value = Desired;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Desired, D::Error> {
+        let v = &mut *self.v;
+        match deserializer.deserialize_any(DocumentVisitor { v: &mut *v })? {
+            Shape::Expected(d) => Ok(d),
+            Shape::Null => {
+                v.err("file", "is empty; expected at least `version: 1` and `bindings`");
+                Ok(Desired::default())
+            }
+            Shape::Other(k) => {
+                v.err("file", format!("expected a mapping, found {k}"));
+                Ok(Desired::default())
+            }
+        }
+    }
+}
+
+const TOP_LEVEL: [&str; 4] = ["version", "defaults", "accounts", "bindings"];
+
+struct DocumentVisitor<'a> {
+    v: &'a mut Validator,
+}
+
+impl<'de> Visitor<'de> for DocumentVisitor<'_> {
+    type Value = Shape<Desired>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a mapping")
+    }
+
+    other_shapes!();
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Shape::Other("a list"))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let v = self.v;
+        let mut desired = Desired::default();
+        let mut seen: BTreeSet<String> = BTreeSet::new();
+        let mut version: Option<Value> = None;
+        let mut defaults: Option<Defaults> = None;
+        let mut bindings = Bindings::default();
+        let mut bindings_shape: Option<Shape<()>> = None;
+        while let Some(key) = map.next_key::<Value>()? {
+            let Some(name) = key.as_str() else {
+                v.err("file", format!("field names must be strings, found {}", kind(&key)));
+                map.next_value::<IgnoredAny>()?;
+                continue;
+            };
+            if !seen.insert(name.to_owned()) {
+                return Err(de::Error::custom(format!("duplicate entry with key \"{name}\"")));
+            }
+            match name {
+                "version" => version = Some(map.next_value()?),
+                "defaults" => {
+                    let value: Value = map.next_value()?;
+                    defaults = Some(if value.is_null() { Defaults::default() } else { v.defaults(&value) });
+                }
+                "accounts" => {
+                    let value: Value = map.next_value()?;
+                    if !value.is_null() {
+                        desired.accounts = v.accounts(&value);
+                    }
+                }
+                "bindings" => {
+                    let seed = BindingsSeed { v: &mut *v, defaults: defaults.as_ref(), bindings: &mut bindings };
+                    bindings_shape = Some(map.next_value_seed(seed)?);
+                }
+                other => {
+                    v.err(other, format!("unknown field; expected one of {}", TOP_LEVEL.join(", ")));
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        match &version {
+            None => v.err("version", "is required and must be 1"),
+            Some(Value::Number(n)) if n.as_u64() == Some(1) => {}
+            Some(other) => {
+                v.err("version", format!("unsupported version {}; this operator reads version 1", show(other)))
+            }
+        }
+        match bindings_shape {
+            None | Some(Shape::Null) => v.err("bindings", "is required"),
+            Some(Shape::Other(k)) => v.err("bindings", format!("expected a list, found {k}")),
+            Some(Shape::Expected(())) => {
+                // Bindings read before `defaults` wait for it.
+                let defaults = defaults.unwrap_or_default();
+                for (i, item) in std::mem::take(&mut bindings.pending) {
+                    bindings.add(v, i, &item, &defaults);
+                }
+            }
+        }
+        desired.bindings = bindings.list;
+        Ok(Shape::Expected(desired))
+    }
+}
+
+/// The bindings validated so far.
+#[derive(Default)]
+struct Bindings {
+    list: Vec<Binding>,
+    /// Where each ASG was first bound.
+    first: BTreeMap<AsgRef, usize>,
+    /// Bindings that came before `defaults` in the file, by index.
+    pending: Vec<(usize, Value)>,
+}
+
+impl Bindings {
+    fn add(&mut self, v: &mut Validator, i: usize, item: &Value, defaults: &Defaults) {
+        let path = format!("bindings[{i}]");
+        let Some(b) = v.binding(item, &path, defaults) else { return };
+        if let Some(first) = self.first.get(&b.asg) {
+            v.err(path, format!("duplicate of bindings[{first}]: ASG {} is already bound", b.asg));
+        } else {
+            self.first.insert(b.asg.clone(), i);
+            self.list.push(b);
+        }
+    }
+}
+
+struct BindingsSeed<'a> {
+    v: &'a mut Validator,
+    defaults: Option<&'a Defaults>,
+    bindings: &'a mut Bindings,
+}
+
+impl<'de> DeserializeSeed<'de> for BindingsSeed<'_> {
+    type Value = Shape<()>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Shape<()>, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for BindingsSeed<'_> {
+    type Value = Shape<()>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a list of bindings")
+    }
+
+    other_shapes!();
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(Shape::Other("a mapping"))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut i = 0;
+        while let Some(item) = seq.next_element::<Value>()? {
+            match self.defaults {
+                Some(d) => self.bindings.add(self.v, i, &item, d),
+                None => self.bindings.pending.push((i, item)),
+            }
+            i += 1;
+        }
+        Ok(Shape::Expected(()))
     }
 }
 
@@ -182,50 +396,6 @@ impl Validator {
                 None
             }
         }
-    }
-
-    fn document(&mut self, value: &Value) -> Desired {
-        let mut desired = Desired::default();
-        if matches!(value, Value::Null) {
-            self.err("file", "is empty; expected at least `version: 1` and `bindings`");
-            return desired;
-        }
-        let Some(top) = self.mapping(value, "file", &["version", "defaults", "accounts", "bindings"]) else {
-            return desired;
-        };
-        match top.get("version") {
-            None => self.err("version", "is required and must be 1"),
-            Some(Value::Number(n)) if n.as_u64() == Some(1) => {}
-            Some(other) => {
-                self.err("version", format!("unsupported version {}; this operator reads version 1", show(other)))
-            }
-        }
-        let defaults = match top.get("defaults") {
-            None | Some(Value::Null) => Defaults::default(),
-            Some(v) => self.defaults(v),
-        };
-        if let Some(v) = top.get("accounts").filter(|v| !v.is_null()) {
-            desired.accounts = self.accounts(v);
-        }
-        match top.get("bindings") {
-            None | Some(Value::Null) => self.err("bindings", "is required"),
-            Some(Value::Sequence(items)) => {
-                let mut seen: BTreeMap<AsgRef, usize> = BTreeMap::new();
-                for (i, item) in items.iter().enumerate() {
-                    let path = format!("bindings[{i}]");
-                    if let Some(b) = self.binding(item, &path, &defaults) {
-                        if let Some(first) = seen.get(&b.asg) {
-                            self.err(path, format!("duplicate of bindings[{first}]: ASG {} is already bound", b.asg));
-                        } else {
-                            seen.insert(b.asg.clone(), i);
-                            desired.bindings.push(b);
-                        }
-                    }
-                }
-            }
-            Some(other) => self.err("bindings", format!("expected a list, found {}", kind(other))),
-        }
-        desired
     }
 
     fn defaults(&mut self, value: &Value) -> Defaults {
@@ -501,6 +671,52 @@ mod tests {
         assert!(joined.contains("defaults.serviceLinkedRoleSuffix: character ' ' is not allowed"), "{joined}");
         assert!(joined.contains("accounts[0].roleArn: role is in account 999999999999"), "{joined}");
         assert!(joined.contains("bindings[0].serviceLinkedRoleSuffix: role name"), "{joined}");
+    }
+
+    #[test]
+    fn defaults_after_the_bindings_still_apply_to_them() {
+        let d = parse(
+            &format!("version: 1\nbindings:\n  - {{asg: a, account: \"111122223333\", key: {KEY_A}}}\ndefaults:\n  serviceLinkedRoleSuffix: Late\n"),
+            "t",
+        )
+        .unwrap();
+        assert_eq!(d.bindings[0].slr_suffix.as_deref(), Some("Late"));
+        let errs = errors(&format!(
+            "version: 1\nbindings:\n  - {{asg: a, account: \"111122223333\", key: {KEY_A}}}\ndefaults:\n  region: eu-west-1\n"
+        ));
+        assert_eq!(errs, vec!["bindings[0].key: key is in region us-west-2, but the binding's region is eu-west-1"]);
+    }
+
+    #[test]
+    fn sections_of_the_wrong_shape_are_named() {
+        assert_eq!(errors("- a\n- b\n"), vec!["file: expected a mapping, found a list"]);
+        assert_eq!(errors("just text\n"), vec!["file: expected a mapping, found a string"]);
+        assert_eq!(errors("version: 1\nbindings: x\n"), vec!["bindings: expected a list, found a string"]);
+        assert_eq!(errors("version: 1\nbindings: {a: 1}\n"), vec!["bindings: expected a list, found a mapping"]);
+        assert_eq!(errors("version: 1\nbindings: !t [1]\n"), vec!["bindings: expected a list, found a tagged value"]);
+        assert_eq!(errors("version: 1\nbindings:\n"), vec!["bindings: is required"]);
+        assert_eq!(
+            errors("version: 1\n7: x\nbindings: []\n"),
+            vec!["file: field names must be strings, found a number"]
+        );
+        let dup = errors("version: 1\nbindings: []\nbindings: []\n");
+        assert_eq!(dup.len(), 1);
+        assert!(dup[0].ends_with("duplicate entry with key \"bindings\""), "{}", dup[0]);
+    }
+
+    #[test]
+    fn anchors_and_aliases_are_followed() {
+        let d = parse(
+            &format!("version: 1\nbindings:\n  - &a {{asg: a, account: \"111122223333\", key: {KEY_A}}}\n  - {{asg: b, account: \"111122223333\", key: {KEY_A}}}\n"),
+            "t",
+        )
+        .unwrap();
+        assert_eq!(d.bindings.len(), 2);
+        // An alias of a binding is the same ASG bound twice.
+        let errs = errors(&format!(
+            "version: 1\nbindings:\n  - &a {{asg: a, account: \"111122223333\", key: {KEY_A}}}\n  - *a\n"
+        ));
+        assert_eq!(errs, vec!["bindings[1]: duplicate of bindings[0]: ASG 111122223333/us-west-2/a is already bound"]);
     }
 
     #[test]
