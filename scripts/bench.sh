@@ -8,6 +8,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "${1:-}" = core ]; then
   shift
+  # Criterion's options follow, with or without a leading "--".
+  [ "${1:-}" = -- ] && shift
   exec cargo bench --locked --bench core -- "$@"
 fi
 . scripts/venv.sh
