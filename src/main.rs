@@ -223,7 +223,7 @@ async fn apply(desired: Desired, max_passes: u32, stats_json: Option<PathBuf>) -
     let out = reconcile::apply(&aws, &desired, max_passes, &ExecSettings::default()).await;
     if let Some(path) = stats_json {
         let calls: Vec<serde_json::Value> = aws
-            .stats
+            .stats()
             .snapshot()
             .into_iter()
             .map(|((service, operation, outcome), count)| {

@@ -25,21 +25,21 @@ impl Default for ExecSettings {
     }
 }
 
-/// Runs one change. Returns the failure, classified, when it does not succeed.
+/// Runs one change, with the credentials of the account that makes it. Returns the
+/// failure, classified, when it does not succeed.
 pub async fn execute(aws: &Aws, change: &Change, settings: &ExecSettings) -> Result<(), Failure> {
+    let account = aws.account(change.account())?;
+    let limits = account.limits();
     match change {
         Change::CreateServiceLinkedRole { slr } => {
-            let _permit = aws.limits.create_role.acquire().await;
-            let out = aws
-                .iam(&slr.account)
+            let request = account
+                .iam()
                 .create_service_linked_role()
                 .aws_service_name(AUTOSCALING_SERVICE)
                 .set_custom_suffix(slr.suffix.as_deref().map(str::to_owned))
                 .description("Auto Scaling service-linked role managed by asg-cmk-operator")
-                .send()
-                .await;
-            aws.stats.record("iam", "CreateServiceLinkedRole", out.is_ok());
-            match out {
+                .send();
+            match account.call(Some(&limits.create_role), "iam", "CreateServiceLinkedRole", &[], request).await {
                 Ok(_) => Ok(()),
                 // The role exists already (created since we looked): adopt it. Real IAM
                 // answers InvalidInput "...has been taken in this account...", moto
@@ -56,17 +56,12 @@ pub async fn execute(aws: &Aws, change: &Change, settings: &ExecSettings) -> Res
             }
         }
         Change::PutKeyPolicy { key, policy } => {
-            let client = aws.kms(key.account(), key.region());
+            let client = account.kms(key.region());
             let mut delays = settings.propagation_delays.iter();
             loop {
-                // The permit covers the call only, not the wait before a retry.
-                let out = {
-                    let _permit = aws.limits.put_key_policy.acquire().await;
-                    // BypassPolicyLockoutSafetyCheck is never set: KMS keeps its lockout check.
-                    client.put_key_policy().key_id(key.as_str()).policy_name("default").policy(policy).send().await
-                };
-                aws.stats.record("kms", "PutKeyPolicy", out.is_ok());
-                match out {
+                // BypassPolicyLockoutSafetyCheck is never set: KMS keeps its lockout check.
+                let request = client.put_key_policy().key_id(key.as_str()).policy_name("default").policy(policy).send();
+                match account.call(Some(&limits.put_key_policy), "kms", "PutKeyPolicy", &[], request).await {
                     Ok(_) => return Ok(()),
                     Err(e) if is_unpropagated_principal(code(&e), message(&e)) => match delays.next() {
                         Some(d) => {
@@ -84,30 +79,27 @@ pub async fn execute(aws: &Aws, change: &Change, settings: &ExecSettings) -> Res
                 }
             }
         }
-        Change::CreateGrant { key, account, grantee, name } => {
-            let _permit = aws.limits.create_grant.acquire().await;
-            let out = aws
-                .kms(account, key.region())
+        Change::CreateGrant { key, grantee, name, .. } => {
+            let request = account
+                .kms(key.region())
                 .create_grant()
                 .key_id(key.as_str())
                 .grantee_principal(grantee)
                 .name(name)
                 .set_operations(Some(GRANT_OPERATIONS.iter().map(|o| GrantOperation::from(*o)).collect()))
-                .send()
-                .await;
-            aws.stats.record("kms", "CreateGrant", out.is_ok());
+                .send();
+            let out = account.call(Some(&limits.create_grant), "kms", "CreateGrant", &[], request).await;
             out.map(|_| ()).map_err(|e| classify("CreateGrant", &e))
         }
         Change::UpdateAutoScalingGroup { asg, service_linked_role_arn } => {
-            let _permit = aws.limits.update_asg.acquire().await;
-            let out = aws
-                .autoscaling(&asg.account, &asg.region)
+            let request = account
+                .autoscaling(&asg.region)
                 .update_auto_scaling_group()
                 .auto_scaling_group_name(&asg.name)
                 .service_linked_role_arn(service_linked_role_arn)
-                .send()
-                .await;
-            aws.stats.record("autoscaling", "UpdateAutoScalingGroup", out.is_ok());
+                .send();
+            let out =
+                account.call(Some(&limits.update_asg), "autoscaling", "UpdateAutoScalingGroup", &[], request).await;
             out.map(|_| ()).map_err(|e| classify("UpdateAutoScalingGroup", &e))
         }
     }

@@ -1,8 +1,11 @@
 //! The imperative shell: the only module that imports the AWS SDK.
 //!
-//! [`Aws`] holds one SDK configuration per account (ours from the default credential
-//! chain, the others through `sts:AssumeRole` with cached credentials), builds clients per
-//! account and region on first use, and records every call it makes.
+//! [`Aws`] knows who the operator is and hands out an [`Account`] for each account whose
+//! credentials have resolved: our own from the default credential chain, the others
+//! through `sts:AssumeRole` with cached credentials. Every client comes from an `Account`,
+//! so no call can be made in an account whose credentials were not resolved, and none can
+//! fall back to the operator's own credentials. Every call goes through [`Account::call`],
+//! which takes the write permit, makes the call and records it.
 
 mod creds;
 mod error;
@@ -10,11 +13,15 @@ mod execute;
 mod observe;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::future::Future;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_credential_types::provider::SharedCredentialsProvider;
+use aws_sdk_iam::error::ProvideErrorMetadata;
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use aws_smithy_runtime_api::client::result::SdkError;
 
 pub use error::{classify, classify_message};
 pub use execute::{execute, ExecSettings};
@@ -24,7 +31,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 
 use crate::metrics::CallLabels;
-use crate::model::{AccountId, Failure};
+use crate::model::{AccountId, ErrorClass, Failure};
 use crate::ratelimit::RateLimiter;
 
 /// Counts of AWS calls by (service, operation, outcome), kept for the command line and
@@ -79,18 +86,112 @@ impl Default for WriteLimits {
     }
 }
 
+/// What every account's calls share: the call counts and the write limits.
+#[derive(Debug, Default)]
+pub struct Shared {
+    pub stats: Arc<CallStats>,
+    pub limits: WriteLimits,
+}
+
+/// One account whose credentials have resolved, and the clients that act in it. Only
+/// [`Aws`] makes these, and only after the credentials were had.
+pub struct Account {
+    id: AccountId,
+    config: SdkConfig,
+    shared: Arc<Shared>,
+    iam: OnceLock<aws_sdk_iam::Client>,
+    kms: Mutex<HashMap<String, aws_sdk_kms::Client>>,
+    asg: Mutex<HashMap<String, aws_sdk_autoscaling::Client>>,
+}
+
+impl std::fmt::Debug for Account {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Account").field("id", &self.id).finish_non_exhaustive()
+    }
+}
+
+impl Account {
+    fn new(id: AccountId, config: SdkConfig, shared: Arc<Shared>) -> Self {
+        Self { id, config, shared, iam: OnceLock::new(), kms: Mutex::default(), asg: Mutex::default() }
+    }
+
+    pub fn id(&self) -> &AccountId {
+        &self.id
+    }
+
+    pub(crate) fn limits(&self) -> &WriteLimits {
+        &self.shared.limits
+    }
+
+    pub(crate) fn iam(&self) -> aws_sdk_iam::Client {
+        self.iam.get_or_init(|| aws_sdk_iam::Client::new(&self.config)).clone()
+    }
+
+    pub(crate) fn kms(&self, region: &str) -> aws_sdk_kms::Client {
+        let mut clients = self.kms.lock().expect("client lock");
+        clients
+            .entry(region.to_owned())
+            .or_insert_with(|| {
+                let conf =
+                    aws_sdk_kms::config::Builder::from(&self.config).region(Region::new(region.to_owned())).build();
+                aws_sdk_kms::Client::from_conf(conf)
+            })
+            .clone()
+    }
+
+    pub(crate) fn autoscaling(&self, region: &str) -> aws_sdk_autoscaling::Client {
+        let mut clients = self.asg.lock().expect("client lock");
+        clients
+            .entry(region.to_owned())
+            .or_insert_with(|| {
+                let conf = aws_sdk_autoscaling::config::Builder::from(&self.config)
+                    .region(Region::new(region.to_owned()))
+                    .build();
+                aws_sdk_autoscaling::Client::from_conf(conf)
+            })
+            .clone()
+    }
+
+    /// One AWS call: waits for a permit from `limit` (writes), makes the call and records
+    /// it. An error whose code is in `expected` (a read's "not found") counts as a success.
+    pub(crate) async fn call<T, E>(
+        &self,
+        limit: Option<&RateLimiter>,
+        service: &'static str,
+        operation: &'static str,
+        expected: &[&str],
+        request: impl Future<Output = Result<T, SdkError<E, HttpResponse>>>,
+    ) -> Result<T, SdkError<E, HttpResponse>>
+    where
+        E: ProvideErrorMetadata,
+    {
+        let out = match limit {
+            Some(l) => {
+                // The permit covers the call only.
+                let _permit = l.acquire().await;
+                request.await
+            }
+            None => request.await,
+        };
+        let ok = match &out {
+            Ok(_) => true,
+            Err(e) => error::code(e).is_some_and(|c| expected.contains(&c)),
+        };
+        self.shared.stats.record(service, operation, ok);
+        out
+    }
+}
+
 /// AWS access for all accounts the operator acts in.
 pub struct Aws {
     base: SdkConfig,
-    caller: AccountId,
-    partition: String,
-    /// Per other account: the role assumed and the configuration using its credentials.
-    assumed: Mutex<HashMap<AccountId, (String, SdkConfig, SharedCredentialsProvider)>>,
-    iam: Mutex<HashMap<AccountId, aws_sdk_iam::Client>>,
-    kms: Mutex<HashMap<(AccountId, String), aws_sdk_kms::Client>>,
-    asg: Mutex<HashMap<(AccountId, String), aws_sdk_autoscaling::Client>>,
-    pub stats: Arc<CallStats>,
-    pub limits: WriteLimits,
+    own: Arc<Account>,
+    shared: Arc<Shared>,
+    /// Credential providers by role ARN, kept across passes so each role is assumed once
+    /// per session, not once per pass.
+    providers: Mutex<HashMap<String, SharedCredentialsProvider>>,
+    /// Other accounts whose credentials resolved, with the role they were had through.
+    others: Mutex<HashMap<AccountId, (String, Arc<Account>)>>,
 }
 
 /// Failure to start talking to AWS at all.
@@ -111,111 +212,70 @@ impl Aws {
             .operation_timeout(Duration::from_secs(90))
             .build();
         let base = aws_config::defaults(BehaviorVersion::latest()).region(region).timeout_config(timeouts).load().await;
-        let sts = aws_sdk_sts::Client::new(&base);
-        let who = sts.get_caller_identity().send().await;
+        let who = aws_sdk_sts::Client::new(&base).get_caller_identity().send().await;
         stats.record("sts", "GetCallerIdentity", who.is_ok());
         let who = who.map_err(|e| ConnectError(classify("GetCallerIdentity", &e)))?;
         let caller = who
             .account()
             .and_then(AccountId::parse)
             .ok_or_else(|| ConnectError(Failure::terminal("GetCallerIdentity returned no account id")))?;
-        let partition = who.arn().and_then(|a| a.split(':').nth(1)).unwrap_or("aws").to_owned();
+        let shared = Arc::new(Shared { stats, limits: WriteLimits::default() });
         Ok(Self {
+            own: Arc::new(Account::new(caller, base.clone(), shared.clone())),
             base,
-            caller,
-            partition,
-            assumed: Mutex::default(),
-            iam: Mutex::default(),
-            kms: Mutex::default(),
-            asg: Mutex::default(),
-            stats,
-            limits: WriteLimits::default(),
+            shared,
+            providers: Mutex::default(),
+            others: Mutex::default(),
         })
     }
 
     /// The account our own credentials act in.
     pub fn caller(&self) -> &AccountId {
-        &self.caller
+        self.own.id()
     }
 
-    pub fn partition(&self) -> &str {
-        &self.partition
+    pub fn stats(&self) -> &Arc<CallStats> {
+        &self.shared.stats
     }
 
-    /// Makes sure the credentials of `account` can be had, assuming its role if needed.
-    /// Credentials are cached until shortly before they expire, so this costs one
-    /// AssumeRole per account per session, not one per call.
-    pub async fn ensure_account(&self, account: &AccountId, role_arn: Option<&str>) -> Result<(), Failure> {
-        if account == &self.caller {
-            return Ok(());
+    /// Resolves the credentials of `account`, assuming `role_arn` when it is not our own,
+    /// and returns the handle to act in it. Credentials are cached until shortly before
+    /// they expire, so this costs one AssumeRole per account per session, not one per call.
+    pub async fn ensure_account(&self, account: &AccountId, role_arn: Option<&str>) -> Result<Arc<Account>, Failure> {
+        if account == self.caller() {
+            return Ok(self.own.clone());
         }
         let role_arn = role_arn.ok_or_else(|| Failure::terminal(format!("no role to assume in account {account}")))?;
-        let known = self
-            .assumed
-            .lock()
-            .expect("account lock")
-            .get(account)
-            .filter(|(arn, ..)| arn == role_arn)
-            .map(|(.., p)| p.clone());
+        let known = self.providers.lock().expect("provider lock").get(role_arn).cloned();
         let provider = match known {
             Some(p) => p,
             None => {
-                let provider = creds::assume_role(&self.base, role_arn, self.stats.clone()).await;
-                let config = self.base.to_builder().credentials_provider(provider.clone()).build();
-                self.assumed
-                    .lock()
-                    .expect("account lock")
-                    .insert(*account, (role_arn.to_owned(), config, provider.clone()));
-                self.iam.lock().expect("client lock").remove(account);
-                self.kms.lock().expect("client lock").retain(|(a, _), _| a != account);
-                self.asg.lock().expect("client lock").retain(|(a, _), _| a != account);
-                provider
+                let p = creds::assume_role(&self.base, role_arn, self.shared.stats.clone()).await;
+                self.providers.lock().expect("provider lock").entry(role_arn.to_owned()).or_insert(p).clone()
             }
         };
-        creds::probe(&provider).await
+        creds::probe(&provider).await?;
+        let mut others = self.others.lock().expect("account lock");
+        if let Some((role, handle)) = others.get(account) {
+            if role == role_arn {
+                return Ok(handle.clone());
+            }
+        }
+        let config = self.base.to_builder().credentials_provider(provider).build();
+        let handle = Arc::new(Account::new(*account, config, self.shared.clone()));
+        others.insert(*account, (role_arn.to_owned(), handle.clone()));
+        Ok(handle)
     }
 
-    fn config(&self, account: &AccountId) -> SdkConfig {
-        if account == &self.caller {
-            return self.base.clone();
+    /// The handle of an account whose credentials have resolved (our own always has).
+    /// Fails, rather than falling back to our own credentials, for any other account.
+    pub fn account(&self, account: &AccountId) -> Result<Arc<Account>, Failure> {
+        if account == self.caller() {
+            return Ok(self.own.clone());
         }
-        match self.assumed.lock().expect("account lock").get(account) {
-            Some((_, config, _)) => config.clone(),
-            // ensure_account runs first for every account; fall back to our own
-            // credentials, which AWS will refuse with a clear error.
-            None => self.base.clone(),
-        }
-    }
-
-    pub(crate) fn iam(&self, account: &AccountId) -> aws_sdk_iam::Client {
-        if let Some(c) = self.iam.lock().expect("client lock").get(account) {
-            return c.clone();
-        }
-        // Built outside the lock: config() takes the account lock.
-        let client = aws_sdk_iam::Client::new(&self.config(account));
-        self.iam.lock().expect("client lock").entry(*account).or_insert(client).clone()
-    }
-
-    pub(crate) fn kms(&self, account: &AccountId, region: &str) -> aws_sdk_kms::Client {
-        let k = (*account, region.to_owned());
-        if let Some(c) = self.kms.lock().expect("client lock").get(&k) {
-            return c.clone();
-        }
-        let conf =
-            aws_sdk_kms::config::Builder::from(&self.config(account)).region(Region::new(region.to_owned())).build();
-        let client = aws_sdk_kms::Client::from_conf(conf);
-        self.kms.lock().expect("client lock").entry(k).or_insert(client).clone()
-    }
-
-    pub(crate) fn autoscaling(&self, account: &AccountId, region: &str) -> aws_sdk_autoscaling::Client {
-        let k = (*account, region.to_owned());
-        if let Some(c) = self.asg.lock().expect("client lock").get(&k) {
-            return c.clone();
-        }
-        let conf = aws_sdk_autoscaling::config::Builder::from(&self.config(account))
-            .region(Region::new(region.to_owned()))
-            .build();
-        let client = aws_sdk_autoscaling::Client::from_conf(conf);
-        self.asg.lock().expect("client lock").entry(k).or_insert(client).clone()
+        self.others.lock().expect("account lock").get(account).map(|(_, a)| a.clone()).ok_or_else(|| Failure {
+            class: ErrorClass::Retryable,
+            message: format!("the credentials of account {account} have not been resolved"),
+        })
     }
 }

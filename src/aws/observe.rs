@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tokio::task::JoinSet;
 
 use super::error::{classify, code};
-use super::Aws;
+use super::{Account, Aws};
 use crate::config::Desired;
 use crate::model::{AccountId, Asg, AsgRef, Failure, Grant, KeyArn, Role, Slr};
 use crate::plan::{Observed, Reads};
@@ -25,21 +25,30 @@ enum Job {
     Asgs(Vec<AsgRef>),
 }
 
-async fn run(aws: Arc<Aws>, job: Job) -> Read {
+/// The account whose credentials a job reads with.
+fn job_account(job: &Job) -> AccountId {
+    match job {
+        Job::Role(slr) => slr.account,
+        Job::Policy(key) | Job::Grants(key) => *key.account(),
+        Job::Asgs(asgs) => asgs.first().map(|a| a.account).expect("batches are never empty"),
+    }
+}
+
+async fn run(account: Arc<Account>, job: Job) -> Read {
     match job {
         Job::Role(slr) => {
-            let r = get_role(&aws, &slr).await;
+            let r = get_role(&account, &slr).await;
             Read::Role(slr, r)
         }
         Job::Policy(key) => {
-            let r = get_key_policy(&aws, &key).await;
+            let r = get_key_policy(&account, &key).await;
             Read::Policy(key, r)
         }
         Job::Grants(key) => {
-            let r = list_grants(&aws, &key).await;
+            let r = list_grants(&account, &key).await;
             Read::Grants(key, r)
         }
-        Job::Asgs(asgs) => Read::Asgs(describe_asgs(&aws, asgs).await),
+        Job::Asgs(asgs) => Read::Asgs(describe_asgs(&account, asgs).await),
     }
 }
 
@@ -61,12 +70,21 @@ pub async fn observe(aws: &Arc<Aws>, desired: &Desired, reads: &Reads) -> Observ
             (account, r)
         });
     }
+    let mut handles: BTreeMap<AccountId, Arc<Account>> = BTreeMap::new();
     while let Some(joined) = accounts.join_next().await {
-        if let Ok((account, Err(f))) = joined {
-            observed.account_errors.insert(account, f);
+        match joined {
+            Ok((account, Ok(handle))) => {
+                handles.insert(account, handle);
+            }
+            Ok((account, Err(f))) => {
+                observed.account_errors.insert(account, f);
+            }
+            // A panicked task leaves its account without a handle: its reads are not
+            // made, and the planner blocks the bindings that needed them.
+            Err(e) => tracing::error!(error = %e, "credentials task failed"),
         }
     }
-    let usable = |a: &AccountId| !observed.account_errors.contains_key(a);
+    let usable = |a: &AccountId| handles.contains_key(a);
 
     // Work is described first and spawned READ_CONCURRENCY at a time: a spawned task
     // reserves room for its whole SDK call up front, so spawning every read at once
@@ -83,12 +101,16 @@ pub async fn observe(aws: &Arc<Aws>, desired: &Desired, reads: &Reads) -> Observ
     }
     let mut jobs = jobs.into_iter();
     let mut set: JoinSet<Read> = JoinSet::new();
+    let spawn = |set: &mut JoinSet<Read>, job: Job| {
+        let account = handles[&job_account(&job)].clone();
+        set.spawn(run(account, job));
+    };
     for job in jobs.by_ref().take(READ_CONCURRENCY) {
-        set.spawn(run(aws.clone(), job));
+        spawn(&mut set, job);
     }
     while let Some(joined) = set.join_next().await {
         if let Some(job) = jobs.next() {
-            set.spawn(run(aws.clone(), job));
+            spawn(&mut set, job);
         }
         match joined {
             Ok(Read::Role(slr, r)) => {
@@ -109,22 +131,18 @@ pub async fn observe(aws: &Arc<Aws>, desired: &Desired, reads: &Reads) -> Observ
     observed
 }
 
-async fn get_role(aws: &Aws, slr: &Slr) -> Result<Option<Role>, Failure> {
-    let out = aws.iam(&slr.account).get_role().role_name(slr.name()).send().await;
-    let absent = matches!(&out, Err(e) if code(e) == Some("NoSuchEntity"));
-    aws.stats.record("iam", "GetRole", out.is_ok() || absent);
-    match out {
+async fn get_role(account: &Account, slr: &Slr) -> Result<Option<Role>, Failure> {
+    let request = account.iam().get_role().role_name(slr.name()).send();
+    match account.call(None, "iam", "GetRole", &["NoSuchEntity"], request).await {
         Ok(o) => Ok(o.role().map(|r| Role { arn: r.arn().to_owned(), role_id: r.role_id().to_owned() })),
         Err(e) if code(&e) == Some("NoSuchEntity") => Ok(None),
         Err(e) => Err(classify("GetRole", &e)),
     }
 }
 
-async fn get_key_policy(aws: &Aws, key: &KeyArn) -> Result<String, Failure> {
-    let out =
-        aws.kms(key.account(), key.region()).get_key_policy().key_id(key.as_str()).policy_name("default").send().await;
-    aws.stats.record("kms", "GetKeyPolicy", out.is_ok());
-    match out {
+pub(super) async fn get_key_policy(account: &Account, key: &KeyArn) -> Result<String, Failure> {
+    let request = account.kms(key.region()).get_key_policy().key_id(key.as_str()).policy_name("default").send();
+    match account.call(None, "kms", "GetKeyPolicy", &[], request).await {
         Ok(o) => o.policy.ok_or_else(|| Failure::terminal("GetKeyPolicy returned no policy")),
         Err(e) => Err(classify("GetKeyPolicy", &e)),
     }
@@ -133,13 +151,13 @@ async fn get_key_policy(aws: &Aws, key: &KeyArn) -> Result<String, Failure> {
 /// Lists grants with the key owner's credentials: the owner may always read its key's
 /// grants, while the ASG account would need kms:ListGrants in the owner's key policy,
 /// which the procedure does not add.
-async fn list_grants(aws: &Aws, key: &KeyArn) -> Result<Vec<Grant>, Failure> {
-    let client = aws.kms(key.account(), key.region());
+async fn list_grants(account: &Account, key: &KeyArn) -> Result<Vec<Grant>, Failure> {
+    let client = account.kms(key.region());
     let mut grants = Vec::new();
     let mut marker: Option<String> = None;
     loop {
-        let out = client.list_grants().key_id(key.as_str()).limit(100).set_marker(marker.take()).send().await;
-        aws.stats.record("kms", "ListGrants", out.is_ok());
+        let request = client.list_grants().key_id(key.as_str()).limit(100).set_marker(marker.take()).send();
+        let out = account.call(None, "kms", "ListGrants", &[], request).await;
         let out = out.map_err(|e| classify("ListGrants", &e))?;
         grants.extend(out.grants().iter().map(|g| Grant {
             grant_id: g.grant_id().unwrap_or_default().to_owned(),
@@ -159,22 +177,20 @@ async fn list_grants(aws: &Aws, key: &KeyArn) -> Result<Vec<Grant>, Failure> {
 }
 
 /// One batch of up to 100 ASGs of one account and region; every one gets an answer.
-async fn describe_asgs(aws: &Aws, asgs: Vec<AsgRef>) -> Vec<(AsgRef, Result<Option<Asg>, Failure>)> {
+async fn describe_asgs(account: &Account, asgs: Vec<AsgRef>) -> Vec<(AsgRef, Result<Option<Asg>, Failure>)> {
     let Some(first) = asgs.first() else { return Vec::new() };
-    let client = aws.autoscaling(&first.account, &first.region);
+    let client = account.autoscaling(&first.region);
     let names: Vec<String> = asgs.iter().map(|a| a.name.clone()).collect();
     let mut found: BTreeMap<String, Asg> = BTreeMap::new();
     let mut token: Option<String> = None;
     let result = loop {
-        let out = client
+        let request = client
             .describe_auto_scaling_groups()
             .set_auto_scaling_group_names(Some(names.clone()))
             .max_records(ASG_BATCH as i32)
             .set_next_token(token.take())
-            .send()
-            .await;
-        aws.stats.record("autoscaling", "DescribeAutoScalingGroups", out.is_ok());
-        match out {
+            .send();
+        match account.call(None, "autoscaling", "DescribeAutoScalingGroups", &[], request).await {
             Ok(o) => {
                 for g in o.auto_scaling_groups() {
                     let arn = g.service_linked_role_arn().map(str::to_owned);
