@@ -195,7 +195,18 @@ fn lookup<'a, K: Ord, T>(map: &'a BTreeMap<K, Result<T, Failure>>, k: &K, what: 
     }
 }
 
-/// What one binding needs, once everything it depends on was observed.
+/// Bindings that cannot progress this pass, each with the first reason found. Every step
+/// of the planner reads it, and steps add to it only through the pipeline in [`plan`].
+pub type BlockedSet = BTreeMap<AsgRef, Failure>;
+
+/// What one step of the planner found: changes, and bindings it blocks.
+#[derive(Debug, Default)]
+struct Step {
+    changes: Vec<PlannedChange>,
+    blocked: Vec<(AsgRef, Failure)>,
+}
+
+/// A binding whose reads all succeeded: what the later steps plan from.
 struct Ready<'a> {
     binding: &'a Binding,
     slr: Slr,
@@ -203,16 +214,38 @@ struct Ready<'a> {
     asg: &'a Asg,
 }
 
-/// Compares desired with observed and returns the changes, in execution order, and the
-/// bindings that cannot progress.
-pub fn plan(desired: &Desired, observed: &Observed, caller: &AccountId) -> Plan {
-    let mut blocked: BTreeMap<AsgRef, Failure> = BTreeMap::new();
-    let mut ready: Vec<Ready> = Vec::new();
+impl Ready<'_> {
+    fn asg(&self) -> &AsgRef {
+        &self.binding.asg
+    }
+}
 
-    // 1. Every read the binding depends on must have succeeded.
+/// Compares desired with observed and returns the changes, in execution order, and the
+/// bindings that cannot progress. A pipeline of small steps; each one sees the bindings
+/// that the steps before it blocked, and plans nothing for them.
+pub fn plan(desired: &Desired, observed: &Observed, caller: &AccountId) -> Plan {
+    let mut blocked = BlockedSet::new();
+    let mut changes = Vec::new();
+    let (ready, checked) = check_observed(desired, observed, caller);
+    blocked.extend(checked.blocked);
+    for step in [plan_grants, plan_key_policies, plan_roles_and_asgs] {
+        let out = step(&ready, observed, &blocked);
+        for (b, f) in out.blocked {
+            blocked.entry(b).or_insert(f);
+        }
+        changes.extend(out.changes);
+    }
+    assemble(changes, blocked)
+}
+
+/// Step 1: a binding whose account, ASG, role, key policy or grants could not be read is
+/// blocked with that read's failure; the others are ready.
+fn check_observed<'a>(desired: &'a Desired, observed: &'a Observed, caller: &AccountId) -> (Vec<Ready<'a>>, Step) {
+    let mut ready = Vec::new();
+    let mut step = Step::default();
     for b in &desired.bindings {
         let slr = b.slr();
-        let check = || -> Result<Ready, Failure> {
+        let check = || -> Result<Ready<'a>, Failure> {
             if let Some(f) = access_error(b, desired, caller) {
                 return Err(f);
             }
@@ -239,15 +272,18 @@ pub fn plan(desired: &Desired, observed: &Observed, caller: &AccountId) -> Plan 
         };
         match check() {
             Ok(r) => ready.push(r),
-            Err(f) => {
-                blocked.insert(b.asg.clone(), f);
-            }
+            Err(f) => step.blocked.push((b.asg.clone(), f)),
         }
     }
+    (ready, step)
+}
 
-    // 2. Grants: an existing grant for the role that falls short is never duplicated.
+/// Step 2, case 2 only: one grant per (key, role) that has none. An existing grant for
+/// the role that falls short is never duplicated: the binding is blocked instead.
+fn plan_grants(ready: &[Ready], observed: &Observed, blocked: &BlockedSet) -> Step {
+    let mut step = Step::default();
     let mut grants: BTreeMap<(KeyArn, Slr), (String, Vec<AsgRef>)> = BTreeMap::new();
-    for r in ready.iter().filter(|r| r.binding.is_cross_account()) {
+    for r in ready.iter().filter(|r| r.binding.is_cross_account() && !blocked.contains_key(r.asg())) {
         let ids = PrincipalIds::role(&r.slr.arn(), r.role.map(|x| x.role_id.as_str()));
         let listed = lookup(&observed.grants, &r.binding.key, "list grants").expect("checked in step 1");
         let mine: Vec<&Grant> = listed.iter().filter(|g| ids.matches(&g.grantee_principal)).collect();
@@ -255,29 +291,38 @@ pub fn plan(desired: &Desired, observed: &Observed, caller: &AccountId) -> Plan 
             continue;
         }
         if let Some(g) = mine.first() {
-            blocked.insert(
-                r.binding.asg.clone(),
+            step.blocked.push((
+                r.asg().clone(),
                 Failure::terminal(format!(
                     "grant {} on {} for {} lacks operations or has constraints; it is not the operator's to change: revoke it so the operator can create a complete one",
                     g.grant_id, r.binding.key, r.slr.arn()
                 )),
-            );
+            ));
             continue;
         }
         let reason = format!("no grant on this key for {}; a key of another account needs one (case 2)", r.slr.arn());
-        grants
-            .entry((r.binding.key.clone(), r.slr.clone()))
-            .or_insert((reason, Vec::new()))
-            .1
-            .push(r.binding.asg.clone());
+        grants.entry((r.binding.key.clone(), r.slr.clone())).or_insert((reason, Vec::new())).1.push(r.asg().clone());
     }
+    step.changes = grants
+        .into_iter()
+        .map(|((key, slr), (reason, bindings))| PlannedChange {
+            change: Change::CreateGrant { name: grant_name(&slr), grantee: slr.arn(), account: slr.account, key },
+            reason,
+            bindings,
+        })
+        .collect();
+    step
+}
 
-    // 3. Key policies: one merged document per key for all its bindings.
+/// Step 3: one merged document per key for all its bindings, when anything is missing.
+/// A Deny for a binding's principal blocks that binding; an unreadable policy blocks the
+/// key's bindings.
+fn plan_key_policies(ready: &[Ready], observed: &Observed, blocked: &BlockedSet) -> Step {
+    let mut step = Step::default();
     let mut by_key: BTreeMap<&KeyArn, Vec<&Ready>> = BTreeMap::new();
-    for r in ready.iter().filter(|r| !blocked.contains_key(&r.binding.asg)) {
+    for r in ready.iter().filter(|r| !blocked.contains_key(r.asg())) {
         by_key.entry(&r.binding.key).or_default().push(r);
     }
-    let mut policies: Vec<PlannedChange> = Vec::new();
     for (key, rs) in by_key {
         let text = lookup(&observed.key_policies, key, "get key policy").expect("checked in step 1");
         // Many bindings share one need (ASGs on the same role or account): evaluate each
@@ -308,19 +353,20 @@ pub fn plan(desired: &Desired, observed: &Observed, caller: &AccountId) -> Plan 
         match merged {
             Err(e) => {
                 for r in &rs {
-                    blocked.insert(r.binding.asg.clone(), Failure::terminal(format!("key policy of {key}: {e}")));
+                    step.blocked.push((r.asg().clone(), Failure::terminal(format!("key policy of {key}: {e}"))));
                 }
             }
             Ok(m) => {
+                let mut denied: BTreeSet<&AsgRef> = BTreeSet::new();
                 for (n, why) in &m.denied {
                     for &i in &owners[*n] {
-                        blocked.insert(rs[i].binding.asg.clone(), Failure::terminal(why.clone()));
+                        denied.insert(rs[i].asg());
+                        step.blocked.push((rs[i].asg().clone(), Failure::terminal(why.clone())));
                     }
                 }
                 if let Some(doc) = m.document {
-                    let bindings =
-                        rs.iter().map(|r| r.binding.asg.clone()).filter(|a| !blocked.contains_key(a)).collect();
-                    policies.push(PlannedChange {
+                    let bindings = rs.iter().map(|r| r.asg()).filter(|a| !denied.contains(a)).cloned().collect();
+                    step.changes.push(PlannedChange {
                         change: Change::PutKeyPolicy { key: key.clone(), policy: doc.to_json() },
                         reason: m.added.join("; "),
                         bindings,
@@ -329,32 +375,22 @@ pub fn plan(desired: &Desired, observed: &Observed, caller: &AccountId) -> Plan 
             }
         }
     }
+    step
+}
 
-    // 4. Roles and ASGs, for bindings still unblocked.
-    let live: Vec<&Ready> = ready.iter().filter(|r| !blocked.contains_key(&r.binding.asg)).collect();
+/// Step 4: the service-linked roles that do not exist yet, and the ASGs not yet on their
+/// role.
+fn plan_roles_and_asgs(ready: &[Ready], _observed: &Observed, blocked: &BlockedSet) -> Step {
+    let mut step = Step::default();
+    let live: Vec<&Ready> = ready.iter().filter(|r| !blocked.contains_key(r.asg())).collect();
     let mut roles: BTreeMap<&Slr, Vec<AsgRef>> = BTreeMap::new();
-    let mut changes: Vec<PlannedChange> = Vec::new();
-    for r in &live {
-        if r.role.is_none() {
-            roles.entry(&r.slr).or_default().push(r.binding.asg.clone());
-        }
+    for r in live.iter().filter(|r| r.role.is_none()) {
+        roles.entry(&r.slr).or_default().push(r.asg().clone());
     }
     for (slr, bindings) in roles {
-        changes.push(PlannedChange {
+        step.changes.push(PlannedChange {
             change: Change::CreateServiceLinkedRole { slr: slr.clone() },
             reason: format!("service-linked role {} does not exist in account {}", slr.name(), slr.account),
-            bindings,
-        });
-    }
-    changes.extend(policies);
-    for ((key, slr), (reason, bindings)) in grants {
-        let bindings: Vec<AsgRef> = bindings.into_iter().filter(|a| !blocked.contains_key(a)).collect();
-        if bindings.is_empty() {
-            continue;
-        }
-        changes.push(PlannedChange {
-            change: Change::CreateGrant { name: grant_name(&slr), grantee: slr.arn(), account: slr.account, key },
-            reason,
             bindings,
         });
     }
@@ -362,13 +398,26 @@ pub fn plan(desired: &Desired, observed: &Observed, caller: &AccountId) -> Plan 
         let want = r.slr.arn();
         if r.asg.service_linked_role_arn.as_deref() != Some(want.as_str()) {
             let have = r.asg.service_linked_role_arn.as_deref().unwrap_or("unset");
-            changes.push(PlannedChange {
+            step.changes.push(PlannedChange {
                 reason: format!("ServiceLinkedRoleARN is {have}; want {}", r.slr.name()),
-                change: Change::UpdateAutoScalingGroup { asg: r.binding.asg.clone(), service_linked_role_arn: want },
-                bindings: vec![r.binding.asg.clone()],
+                change: Change::UpdateAutoScalingGroup { asg: r.asg().clone(), service_linked_role_arn: want },
+                bindings: vec![r.asg().clone()],
             });
         }
     }
+    step
+}
+
+/// The plan: each change keeps only the bindings that are still unblocked (a change with
+/// none left is dropped), in execution order.
+fn assemble(changes: Vec<PlannedChange>, blocked: BlockedSet) -> Plan {
+    let mut changes: Vec<PlannedChange> = changes
+        .into_iter()
+        .filter_map(|mut c| {
+            c.bindings.retain(|b| !blocked.contains_key(b));
+            (!c.bindings.is_empty()).then_some(c)
+        })
+        .collect();
     changes.sort_by_key(|c| c.change.phase());
     Plan { changes, blocked: blocked.into_iter().map(|(binding, failure)| Blocked { binding, failure }).collect() }
 }

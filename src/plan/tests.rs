@@ -388,3 +388,295 @@ fn grant_names_are_deterministic_and_valid() {
     slr.suffix = Some("a,b@c".into());
     assert_ne!(n, grant_name(&slr));
 }
+
+// Each step of the pipeline on its own. A row gives the bindings, what was observed,
+// and which bindings earlier steps blocked; it wants the step's changes (action, target,
+// bindings served) and the bindings it blocks.
+
+type StepFn = fn(&[Ready], &Observed, &BlockedSet) -> Step;
+
+struct StepCase {
+    reason: &'static str,
+    bindings: Vec<Binding>,
+    observed: fn(&Desired) -> Observed,
+    blocked_before: Vec<&'static str>,
+    want: Vec<(&'static str, &'static str, Vec<&'static str>)>,
+    want_blocked: Vec<(&'static str, &'static str)>,
+}
+
+fn run_step(step: StepFn, cases: Vec<StepCase>) {
+    for case in cases {
+        let d = desired(case.bindings);
+        let o = (case.observed)(&d);
+        let (ready, checked) = check_observed(&d, &o, &acct(ASG_ACCT));
+        assert!(checked.blocked.is_empty(), "{}: fixture reads failed: {:?}", case.reason, checked.blocked);
+        let before: BlockedSet = d
+            .bindings
+            .iter()
+            .filter(|b| case.blocked_before.contains(&b.asg.name.as_str()))
+            .map(|b| (b.asg.clone(), Failure::terminal("blocked earlier")))
+            .collect();
+        let out = step(&ready, &o, &before);
+        let got: Vec<(&str, String, Vec<String>)> = out
+            .changes
+            .iter()
+            .map(|c| (c.change.action(), c.change.target(), c.bindings.iter().map(|b| b.name.clone()).collect()))
+            .collect();
+        let want: Vec<(&str, String, Vec<String>)> = case
+            .want
+            .iter()
+            .map(|(a, t, bs)| (*a, t.to_string(), bs.iter().map(|b| b.to_string()).collect()))
+            .collect();
+        assert_eq!(got, want, "{}", case.reason);
+        let got_blocked: Vec<&str> = out.blocked.iter().map(|(b, _)| b.name.as_str()).collect();
+        let want_blocked: Vec<&str> = case.want_blocked.iter().map(|(b, _)| *b).collect();
+        assert_eq!(got_blocked, want_blocked, "{}: {:?}", case.reason, out.blocked);
+        for ((_, f), (_, text)) in out.blocked.iter().zip(&case.want_blocked) {
+            assert!(f.message.contains(text), "{}: {}", case.reason, f.message);
+        }
+    }
+}
+
+#[test]
+fn check_observed_table() {
+    struct Row {
+        reason: &'static str,
+        bindings: Vec<Binding>,
+        observed: fn(&Desired) -> Observed,
+        want_ready: Vec<&'static str>,
+        want_blocked: Vec<(&'static str, &'static str)>,
+    }
+    let rows = vec![
+        Row {
+            reason: "every read succeeded, nothing exists yet → every binding is ready",
+            bindings: vec![binding("a", OWN_KEY), binding("b", OTHER_KEY)],
+            observed: fresh,
+            want_ready: vec!["a", "b"],
+            want_blocked: vec![],
+        },
+        Row {
+            reason: "the ASG does not exist → that binding is blocked, terminally",
+            bindings: vec![binding("a", OWN_KEY), binding("b", OWN_KEY)],
+            observed: |d| {
+                let mut o = fresh(d);
+                o.asgs.insert(d.bindings[0].asg.clone(), Ok(None));
+                o
+            },
+            want_ready: vec!["b"],
+            want_blocked: vec![("a", "ASG a not found")],
+        },
+        Row {
+            reason: "a failed role read blocks the bindings on that role with the read's error",
+            bindings: vec![binding("a", OWN_KEY)],
+            observed: |d| {
+                let mut o = fresh(d);
+                o.roles.insert((acct(ASG_ACCT), SLR_NAME.into()), Err(failure("Throttling")));
+                o
+            },
+            want_ready: vec![],
+            want_blocked: vec![("a", "get service-linked role: Throttling")],
+        },
+        Row {
+            reason: "case 2 whose grants were not listed → blocked, not observed",
+            bindings: vec![binding("a", OTHER_KEY)],
+            observed: |d| {
+                let mut o = fresh(d);
+                o.grants.clear();
+                o
+            },
+            want_ready: vec![],
+            want_blocked: vec![("a", "list grants: not observed")],
+        },
+        Row {
+            reason: "the key owner's credentials failed → its case 2 binding is blocked",
+            bindings: vec![binding("a", OWN_KEY), binding("b", OTHER_KEY)],
+            observed: |d| {
+                let mut o = fresh(d);
+                o.account_errors.insert(acct(KEY_ACCT), failure("AccessDenied"));
+                o
+            },
+            want_ready: vec!["a"],
+            want_blocked: vec![("b", "credentials for account 444455556666: AccessDenied")],
+        },
+        Row {
+            reason: "a key owner neither ours nor listed → blocked before any read is looked at",
+            bindings: vec![binding("a", "arn:aws:kms:us-west-2:999999999999:key/33333333-3333-3333-3333-333333333333")],
+            observed: |_| Observed::default(),
+            want_ready: vec![],
+            want_blocked: vec![("a", "neither the operator's own account")],
+        },
+    ];
+    for row in rows {
+        let d = desired(row.bindings);
+        let o = (row.observed)(&d);
+        let (ready, step) = check_observed(&d, &o, &acct(ASG_ACCT));
+        let names: Vec<&str> = ready.iter().map(|r| r.binding.asg.name.as_str()).collect();
+        assert_eq!(names, row.want_ready, "{}", row.reason);
+        assert!(step.changes.is_empty(), "{}", row.reason);
+        let blocked: Vec<&str> = step.blocked.iter().map(|(b, _)| b.name.as_str()).collect();
+        let want: Vec<&str> = row.want_blocked.iter().map(|(b, _)| *b).collect();
+        assert_eq!(blocked, want, "{}", row.reason);
+        for ((_, f), (_, text)) in step.blocked.iter().zip(&row.want_blocked) {
+            assert!(f.message.contains(text), "{}: {}", row.reason, f.message);
+        }
+    }
+}
+
+#[test]
+fn plan_grants_table() {
+    run_step(
+        plan_grants,
+        vec![
+            StepCase {
+                reason: "case 1 needs no grant",
+                bindings: vec![binding("a", OWN_KEY)],
+                observed: fresh,
+                blocked_before: vec![],
+                want: vec![],
+                want_blocked: vec![],
+            },
+            StepCase {
+                reason: "two case 2 ASGs on one role and key → one grant serving both",
+                bindings: vec![binding("a", OTHER_KEY), binding("b", OTHER_KEY)],
+                observed: fresh,
+                blocked_before: vec![],
+                want: vec![("CreateGrant", OTHER_KEY, vec!["a", "b"])],
+                want_blocked: vec![],
+            },
+            StepCase {
+                reason: "a complete grant listed by the role's unique id → nothing",
+                bindings: vec![binding("a", OTHER_KEY)],
+                observed: |d| {
+                    let mut o = converged(d);
+                    o.grants.insert(KeyArn::parse(OTHER_KEY).unwrap(), Ok(vec![full_grant("AROAEXAMPLE")]));
+                    o
+                },
+                blocked_before: vec![],
+                want: vec![],
+                want_blocked: vec![],
+            },
+            StepCase {
+                reason: "a constrained grant for the role that is not the operator's → blocked, not duplicated",
+                bindings: vec![binding("a", OTHER_KEY)],
+                observed: |d| {
+                    let mut o = converged(d);
+                    let mut g = full_grant(SLR_ARN);
+                    g.constrained = true;
+                    o.grants.insert(KeyArn::parse(OTHER_KEY).unwrap(), Ok(vec![g]));
+                    o
+                },
+                blocked_before: vec![],
+                want: vec![],
+                want_blocked: vec![("a", "lacks operations or has constraints")],
+            },
+            StepCase {
+                reason: "a binding blocked by an earlier step gets no grant",
+                bindings: vec![binding("a", OTHER_KEY), binding("b", OTHER_KEY)],
+                observed: fresh,
+                blocked_before: vec!["a"],
+                want: vec![("CreateGrant", OTHER_KEY, vec!["b"])],
+                want_blocked: vec![],
+            },
+        ],
+    );
+}
+
+#[test]
+fn plan_key_policies_table() {
+    run_step(
+        plan_key_policies,
+        vec![
+            StepCase {
+                reason: "converged policies → nothing",
+                bindings: vec![binding("a", OWN_KEY), binding("b", OTHER_KEY)],
+                observed: converged,
+                blocked_before: vec![],
+                want: vec![],
+                want_blocked: vec![],
+            },
+            StepCase {
+                reason: "case 1 and case 2 on two keys → one write per key",
+                bindings: vec![binding("a", OWN_KEY), binding("b", OTHER_KEY), binding("c", OTHER_KEY)],
+                observed: fresh,
+                blocked_before: vec![],
+                want: vec![("PutKeyPolicy", OWN_KEY, vec!["a"]), ("PutKeyPolicy", OTHER_KEY, vec!["b", "c"])],
+                want_blocked: vec![],
+            },
+            StepCase {
+                reason: "a Deny on the role blocks its bindings and writes nothing for them",
+                bindings: vec![binding("a", OWN_KEY)],
+                observed: |d| {
+                    let mut o = fresh(d);
+                    o.key_policies.insert(
+                        KeyArn::parse(OWN_KEY).unwrap(),
+                        Ok(format!(r#"{{"Statement":[{{"Sid":"NoAsg","Effect":"Deny","Principal":{{"AWS":"{SLR_ARN}"}},"Action":"kms:*","Resource":"*"}}]}}"#)),
+                    );
+                    o
+                },
+                blocked_before: vec![],
+                want: vec![],
+                want_blocked: vec![("a", "\"NoAsg\" denies")],
+            },
+            StepCase {
+                reason: "a policy that is not JSON blocks every binding on the key",
+                bindings: vec![binding("a", OWN_KEY), binding("b", OWN_KEY)],
+                observed: |d| {
+                    let mut o = fresh(d);
+                    o.key_policies.insert(KeyArn::parse(OWN_KEY).unwrap(), Ok("[".into()));
+                    o
+                },
+                blocked_before: vec![],
+                want: vec![],
+                want_blocked: vec![("a", "not valid JSON"), ("b", "not valid JSON")],
+            },
+            StepCase {
+                reason: "a binding blocked earlier adds nothing to the merged policy",
+                bindings: vec![binding("a", OWN_KEY), binding("b", OTHER_KEY)],
+                observed: fresh,
+                blocked_before: vec!["b"],
+                want: vec![("PutKeyPolicy", OWN_KEY, vec!["a"])],
+                want_blocked: vec![],
+            },
+        ],
+    );
+}
+
+#[test]
+fn plan_roles_and_asgs_table() {
+    run_step(
+        plan_roles_and_asgs,
+        vec![
+            StepCase {
+                reason: "the role is absent → created once for every ASG on it, and each ASG updated",
+                bindings: vec![binding("a", OWN_KEY), binding("b", OTHER_KEY)],
+                observed: fresh,
+                blocked_before: vec![],
+                want: vec![
+                    ("CreateServiceLinkedRole", SLR_NAME, vec!["a", "b"]),
+                    ("UpdateAutoScalingGroup", "a", vec!["a"]),
+                    ("UpdateAutoScalingGroup", "b", vec!["b"]),
+                ],
+                want_blocked: vec![],
+            },
+            StepCase {
+                reason: "converged → nothing",
+                bindings: vec![binding("a", OWN_KEY)],
+                observed: converged,
+                blocked_before: vec![],
+                want: vec![],
+                want_blocked: vec![],
+            },
+            StepCase {
+                reason: "a blocked binding neither creates its role nor switches its ASG",
+                bindings: vec![binding("a", OWN_KEY), binding("b", OWN_KEY)],
+                observed: fresh,
+                blocked_before: vec!["a"],
+                want: vec![
+                    ("CreateServiceLinkedRole", SLR_NAME, vec!["b"]),
+                    ("UpdateAutoScalingGroup", "b", vec!["b"]),
+                ],
+                want_blocked: vec![],
+            },
+        ],
+    );
+}
