@@ -10,10 +10,20 @@ use serde_json::Value;
 
 use super::{strings, PolicyDocument};
 
-/// Every spelling under which one principal can appear in a key policy.
+/// Every spelling under which one principal can appear in a key policy, and the wider
+/// principals whose Deny also reaches it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PrincipalIds {
+    /// Spellings that name exactly this principal; the first is the one the operator
+    /// writes. Only these count for an Allow.
     forms: Vec<String>,
+    /// The principal's account, as its root ARN and its bare id. A Deny on the account
+    /// covers every identity in it (IAM User Guide, "AWS JSON policy elements:
+    /// Principal" and "NotPrincipal").
+    account: [String; 2],
+    /// For a role, the prefix of its sessions' ARNs (`arn:…:sts::ACCOUNT:assumed-role/NAME/`):
+    /// a service acts through such a session, so a Deny on one reaches the role's use.
+    session_prefix: Option<String>,
 }
 
 impl PrincipalIds {
@@ -22,12 +32,24 @@ impl PrincipalIds {
     pub fn role(arn: &str, role_id: Option<&str>) -> Self {
         let mut forms = vec![arn.to_owned()];
         forms.extend(role_id.map(str::to_owned));
-        Self { forms }
+        // arn:<partition>:iam::<account>:role/<path/>name
+        let parts: Vec<&str> = arn.splitn(6, ':').collect();
+        let (partition, account) = match parts[..] {
+            [_, p, _, _, a, _] => (p, a),
+            _ => ("aws", ""),
+        };
+        let name = arn.rsplit('/').next().unwrap_or(arn);
+        Self {
+            forms,
+            account: [format!("arn:{partition}:iam::{account}:root"), account.to_owned()],
+            session_prefix: Some(format!("arn:{partition}:sts::{account}:assumed-role/{name}/")),
+        }
     }
 
     /// An account's root principal: `arn:<partition>:iam::<id>:root` or the bare id.
     pub fn account_root(account: &crate::model::AccountId, partition: &str) -> Self {
-        Self { forms: vec![account.root_arn(partition), account.as_str().to_owned()] }
+        let forms = vec![account.root_arn(partition), account.as_str().to_owned()];
+        Self { account: [forms[0].clone(), forms[1].clone()], forms, session_prefix: None }
     }
 
     /// The canonical spelling, the one the operator writes.
@@ -35,8 +57,28 @@ impl PrincipalIds {
         &self.forms[0]
     }
 
+    /// The role's unique id, when it is a role and the id is known.
+    pub fn unique_id(&self) -> Option<&str> {
+        self.session_prefix.as_ref().and(self.forms.get(1)).map(String::as_str)
+    }
+
+    /// True when `s` names exactly this principal.
     pub fn matches(&self, s: &str) -> bool {
         self.forms.iter().any(|f| f == s)
+    }
+
+    /// True when `s` names this principal, one of its sessions, or its account: what a
+    /// Deny's Principal must name to reach it.
+    fn reached_by(&self, s: &str) -> bool {
+        self.matches(s) || self.in_account(s) || self.is_session(s)
+    }
+
+    fn in_account(&self, s: &str) -> bool {
+        self.account.iter().any(|a| a == s)
+    }
+
+    fn is_session(&self, s: &str) -> bool {
+        self.session_prefix.as_deref().is_some_and(|p| s.starts_with(p))
     }
 }
 
@@ -88,20 +130,38 @@ pub fn coverage(doc: &PolicyDocument, who: &PrincipalIds, action: &str, key_arn:
 
 fn principal_matches(m: &serde_json::Map<String, Value>, who: &PrincipalIds, is_deny: bool) -> bool {
     if let Some(p) = m.get("Principal") {
-        return principal_value_contains(p, who);
+        return match p {
+            Value::String(s) => s == "*",
+            Value::Object(map) => map.get("AWS").is_some_and(|aws| {
+                items(aws).any(|s| s == "*" || if is_deny { who.reached_by(s) } else { who.matches(s) })
+            }),
+            _ => false,
+        };
     }
     if let Some(np) = m.get("NotPrincipal") {
-        // "everyone but these": counts for a Deny, never for an Allow.
-        return is_deny && !principal_value_contains(np, who);
+        // "Everyone but these" never counts for an Allow. A Deny reaches the principal
+        // unless it is excluded, and AWS checks the account first, then the role, then
+        // the session: a role is excluded only when its account is listed too (IAM User
+        // Guide, "AWS JSON policy elements: NotPrincipal").
+        return is_deny && !not_principal_excludes(np, who);
     }
     false
 }
 
-fn principal_value_contains(p: &Value, who: &PrincipalIds) -> bool {
-    match p {
-        Value::String(s) => s == "*",
-        Value::Object(map) => map.get("AWS").is_some_and(|aws| items(aws).any(|s| s == "*" || who.matches(s))),
-        _ => false,
+fn not_principal_excludes(np: &Value, who: &PrincipalIds) -> bool {
+    let listed: Vec<&str> = match np {
+        Value::String(s) => vec![s.as_str()],
+        Value::Object(map) => map.get("AWS").map(|aws| items(aws).collect()).unwrap_or_default(),
+        _ => Vec::new(),
+    };
+    if listed.contains(&"*") {
+        return true;
+    }
+    let account = listed.iter().any(|s| who.in_account(s));
+    match &who.session_prefix {
+        // An account root: listing the account is enough.
+        None => account,
+        Some(_) => account && listed.iter().any(|s| who.matches(s) || who.is_session(s)),
     }
 }
 
@@ -267,5 +327,60 @@ mod tests {
             r#"{{"Effect":"Allow","Principal":{{"AWS":"{SLR}"}},"Action":"kms:Encrypt","Resource":"arn:aws:kms:us-west-2:111122223333:key/other"}}"#
         ));
         assert_eq!(coverage(&d, &slr(), "kms:Encrypt", KEY, Conditions::None), Coverage::Missing);
+    }
+
+    fn deny(principal: &str) -> PolicyDocument {
+        doc(&format!(
+            r#"{{"Effect":"Allow","Principal":{{"AWS":"{SLR}"}},"Action":"kms:*","Resource":"*"}},
+               {{"Sid":"Fence","Effect":"Deny",{principal},"Action":"kms:Decrypt","Resource":"*"}}"#
+        ))
+    }
+
+    #[test]
+    fn a_deny_on_the_account_reaches_its_roles_as_aws_reads_it() {
+        let denied = Coverage::Denied(Some("Fence".into()));
+        for (principal, want) in [
+            (r#""Principal":{"AWS":"arn:aws:iam::111122223333:root"}"#, &denied),
+            (r#""Principal":{"AWS":["111122223333"]}"#, &denied),
+            (
+                r#""Principal":{"AWS":"arn:aws:sts::111122223333:assumed-role/AWSServiceRoleForAutoScaling/AutoScaling"}"#,
+                &denied,
+            ),
+            (r#""Principal":{"AWS":"arn:aws:iam::999988887777:root"}"#, &Coverage::Allowed),
+            (r#""Principal":{"AWS":"arn:aws:iam::111122223333:role/someone-else"}"#, &Coverage::Allowed),
+        ] {
+            assert_eq!(&coverage(&deny(principal), &slr(), "kms:Decrypt", KEY, Conditions::None), want, "{principal}");
+        }
+    }
+
+    #[test]
+    fn a_not_principal_deny_reaches_the_role_unless_it_excludes_the_role_and_its_account() {
+        let denied = Coverage::Denied(Some("Fence".into()));
+        for (listed, want) in [
+            // Some other principal only: everyone else, the role included, is denied.
+            (r#"["arn:aws:iam::111122223333:role/admin"]"#.to_owned(), &denied),
+            // The role without its account: AWS checks the account first, so still denied.
+            (format!(r#"["{SLR}"]"#), &denied),
+            // The account without the role: the role is checked next, and denied.
+            (r#"["arn:aws:iam::111122223333:root"]"#.to_owned(), &denied),
+            // Both: excluded.
+            (format!(r#"["{SLR}","arn:aws:iam::111122223333:root"]"#), &Coverage::Allowed),
+            (r#"["AROAEXAMPLEID","111122223333"]"#.to_owned(), &Coverage::Allowed),
+        ] {
+            let d = deny(&format!(r#""NotPrincipal":{{"AWS":{listed}}}"#));
+            assert_eq!(&coverage(&d, &slr(), "kms:Decrypt", KEY, Conditions::None), want, "{listed}");
+        }
+        // For an account root, listing the account is enough.
+        let root = PrincipalIds::account_root(&AccountId::parse("111122223333").unwrap(), "aws");
+        let d = deny(r#""NotPrincipal":{"AWS":"111122223333"}"#);
+        assert_eq!(coverage(&d, &root, "kms:Decrypt", KEY, Conditions::None), Coverage::Missing);
+    }
+
+    #[test]
+    fn an_allow_for_the_account_or_a_session_does_not_count_for_the_role() {
+        let d = doc(
+            r#"{"Effect":"Allow","Principal":{"AWS":["111122223333","arn:aws:sts::111122223333:assumed-role/AWSServiceRoleForAutoScaling/AutoScaling"]},"Action":"kms:*","Resource":"*"}"#,
+        );
+        assert_eq!(coverage(&d, &slr(), "kms:Decrypt", KEY, Conditions::None), Coverage::Missing);
     }
 }

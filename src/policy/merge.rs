@@ -10,12 +10,18 @@
 //!
 //! A principal is added only when the policy, read by meaning, does not already allow it
 //! what it needs. Principals already in an owned statement stay there, so removing a
-//! binding never revokes access another binding may rely on.
+//! binding never revokes access another binding may rely on, with one exception: when
+//! the operator writes, it drops from its own statements the unique ids (`AROA…`) that
+//! KMS shows in place of deleted principals. KMS refuses every PutKeyPolicy while a
+//! policy names one (AWS Knowledge Center, "kms-policy-error-invalid-principals"), and
+//! a deleted principal grants nothing.
 
 use serde_json::{json, Value};
 
 use super::eval::{coverage, Conditions, Coverage, PrincipalIds};
-use super::{strings, PolicyDocument, PolicyError, MAX_POLICY_BYTES, SID_PREFIX, USE_ACTIONS, USE_ACTION_PATTERNS};
+use super::{
+    is_unique_id, strings, PolicyDocument, PolicyError, MAX_POLICY_BYTES, SID_PREFIX, USE_ACTIONS, USE_ACTION_PATTERNS,
+};
 
 /// Who needs access, and in which role of the procedure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,6 +47,29 @@ pub struct Merge {
     pub added: Vec<String>,
     /// Needs that an unconditional Deny blocks, by index into the needs, with the reason.
     pub denied: Vec<(usize, String)>,
+    /// Needs that were missing something, by index: the ones the document is for.
+    pub missing: Vec<usize>,
+    /// Unique ids of deleted principals in statements the operator did not write, as
+    /// (statement, id). While any is there KMS refuses every write of this policy.
+    pub foreign_orphans: Vec<(String, String)>,
+}
+
+impl Merge {
+    /// Why the document cannot be written, when a statement the operator may not edit
+    /// names a deleted principal.
+    pub fn unwritable(&self) -> Option<String> {
+        if self.document.is_none() || self.foreign_orphans.is_empty() {
+            return None;
+        }
+        let named: Vec<String> = self.foreign_orphans.iter().map(|(st, id)| format!("{st} names {id}")).collect();
+        Some(format!(
+            "{}: the unique id of a deleted IAM principal. KMS refuses every PutKeyPolicy on this key until it is \
+             removed (\"Policy contains a statement with one or more invalid principals\"). The operator does not \
+             edit statements it did not write: ask the key's administrators to remove that principal from the \
+             statement, or put back the principal it stood for",
+            named.join("; ")
+        ))
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -88,6 +117,7 @@ pub fn ensure(doc: &PolicyDocument, key_arn: &str, needs: &[Need]) -> Result<Mer
     let mut additions: [Vec<String>; 3] = Default::default();
     let mut added = Vec::new();
     let mut denied = Vec::new();
+    let mut missing = Vec::new();
 
     'needs: for (i, need) in needs.iter().enumerate() {
         let (grant_slot, grant_conditions, grant_text) = match need.kind {
@@ -129,10 +159,14 @@ pub fn ensure(doc: &PolicyDocument, key_arn: &str, needs: &[Need]) -> Result<Mer
         if grant_missing {
             add(grant_slot, format!("allow {who} to {grant_text}"));
         }
+        if use_missing || grant_missing {
+            missing.push(i);
+        }
     }
 
+    let foreign_orphans = foreign_orphans(doc);
     if additions.iter().all(Vec::is_empty) {
-        return Ok(Merge { document: None, added, denied });
+        return Ok(Merge { document: None, added, denied, missing, foreign_orphans });
     }
     let mut merged = doc.clone();
     for slot in Slot::ALL {
@@ -141,11 +175,64 @@ pub fn ensure(doc: &PolicyDocument, key_arn: &str, needs: &[Need]) -> Result<Mer
             upsert_owned(&mut merged, slot, extra);
         }
     }
+    let current: Vec<&str> = needs.iter().filter_map(|n| n.who.unique_id()).collect();
+    drop_orphans_from_owned(&mut merged, &current);
     let size = merged.to_json().len();
     if size > MAX_POLICY_BYTES {
         return Err(PolicyError::TooLarge { size });
     }
-    Ok(Merge { document: Some(merged), added, denied })
+    Ok(Merge { document: Some(merged), added, denied, missing, foreign_orphans })
+}
+
+/// The first unconditional Deny in `doc` that keeps `who` from an action EBS needs through
+/// a grant (the use actions and CreateGrant), as a sentence. A key policy's Deny overrides
+/// any grant, so in case 2 the service-linked role itself is checked against the owner's
+/// policy, not only the account root that the policy allows.
+pub fn denial(doc: &PolicyDocument, who: &PrincipalIds, key_arn: &str) -> Option<String> {
+    USE_ACTIONS.iter().chain(["kms:CreateGrant"].iter()).find_map(|action| {
+        match coverage(doc, who, action, key_arn, Conditions::None) {
+            Coverage::Denied(sid) => Some(denied_text(who, action, sid)),
+            _ => None,
+        }
+    })
+}
+
+/// (statement, id) for every unique id in a statement the operator did not write.
+fn foreign_orphans(doc: &PolicyDocument) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for (i, st) in doc.statements().iter().enumerate() {
+        let sid = st.get("Sid").and_then(Value::as_str);
+        if sid.is_some_and(|s| s.starts_with(SID_PREFIX)) {
+            continue;
+        }
+        let label = sid.map_or_else(|| format!("statement {} (no Sid)", i + 1), |s| format!("statement {s:?}"));
+        for field in ["Principal", "NotPrincipal"] {
+            let Some(aws) = st.get(field).and_then(|p| p.get("AWS")) else { continue };
+            for p in strings(aws).into_iter().filter(|p| is_unique_id(p)) {
+                out.push((label.clone(), p));
+            }
+        }
+    }
+    out
+}
+
+/// Removes from the operator's statements every unique id that is not one of `current`
+/// (the ids of the roles this policy is written for), and any owned statement left with
+/// no principal.
+fn drop_orphans_from_owned(doc: &mut PolicyDocument, current: &[&str]) {
+    let owned = |s: &Value| s.get("Sid").and_then(Value::as_str).is_some_and(|s| s.starts_with(SID_PREFIX));
+    let statements = doc.statements_mut();
+    for st in statements.iter_mut().filter(|s| owned(s)) {
+        let Some(aws) = st.get_mut("Principal").and_then(|p| p.get_mut("AWS")) else { continue };
+        let kept: Vec<String> =
+            strings(aws).into_iter().filter(|p| !is_unique_id(p) || current.contains(&p.as_str())).collect();
+        if kept.len() != strings(aws).len() {
+            *aws = json!(kept);
+        }
+    }
+    statements.retain(|s| {
+        !owned(s) || s.get("Principal").and_then(|p| p.get("AWS")).is_none_or(|aws| !strings(aws).is_empty())
+    });
 }
 
 /// Rewrites the owned statement of `slot` in place (or appends it), keeping the principals
@@ -339,5 +426,91 @@ mod tests {
         );
         let merged = ensure(&doc, KEY, &[slr_need()]).unwrap().document.unwrap();
         assert_eq!(sids(&merged), ["only", "AsgCmkOperatorUse", "AsgCmkOperatorAttachment"]);
+    }
+
+    const GONE: &str = "AROAZZZZZZZZZZZZZZZZZ";
+    const CURRENT: &str = "AROAAAAAAAAAAAAAAAAAA";
+
+    #[test]
+    fn writing_drops_orphaned_ids_from_owned_statements_only() {
+        let doc = parse(&format!(
+            r#"{{"Statement":[
+              {{"Sid":"Admins","Effect":"Allow","Principal":{{"AWS":"arn:aws:iam::111122223333:root"}},"Action":"kms:*","Resource":"*"}},
+              {{"Sid":"AsgCmkOperatorUse","Effect":"Allow","Principal":{{"AWS":["{GONE}","arn:aws:iam::444455556666:root"]}},"Action":"kms:Encrypt","Resource":"*"}},
+              {{"Sid":"AsgCmkOperatorAttachment","Effect":"Allow","Principal":{{"AWS":"{GONE}"}},"Action":"kms:CreateGrant","Resource":"*","Condition":{{"Bool":{{"kms:GrantIsForAWSResource":true}}}}}}]}}"#
+        ));
+        let need = Need { who: PrincipalIds::role(SLR, Some(CURRENT)), kind: NeedKind::ServiceLinkedRole };
+        let m = ensure(&doc, KEY, &[need]).unwrap();
+        assert!(m.foreign_orphans.is_empty());
+        let merged = m.document.unwrap();
+        let st = merged.statements();
+        assert_eq!(st[0], doc.statements()[0], "foreign statement untouched");
+        assert_eq!(st[1]["Principal"]["AWS"], json!([SLR, "arn:aws:iam::444455556666:root"]));
+        assert_eq!(st[2]["Principal"]["AWS"], json!([SLR]), "the orphan is replaced, not kept beside the role");
+        assert!(!merged.to_json().contains(GONE), "{}", merged.to_json());
+    }
+
+    #[test]
+    fn an_owned_statement_left_without_principals_is_removed() {
+        let doc = parse(&format!(
+            r#"{{"Statement":[
+              {{"Sid":"AsgCmkOperatorCrossAccountGrant","Effect":"Allow","Principal":{{"AWS":"{GONE}"}},"Action":"kms:CreateGrant","Resource":"*"}}]}}"#
+        ));
+        let merged = ensure(&doc, KEY, &[slr_need()]).unwrap().document.unwrap();
+        assert_eq!(sids(&merged), ["AsgCmkOperatorUse", "AsgCmkOperatorAttachment"]);
+    }
+
+    #[test]
+    fn the_current_role_id_is_kept() {
+        let doc = parse(&format!(
+            r#"{{"Statement":[{{"Sid":"AsgCmkOperatorUse","Effect":"Allow","Principal":{{"AWS":"{CURRENT}"}},"Action":["kms:Encrypt","kms:Decrypt","kms:ReEncrypt*","kms:GenerateDataKey*","kms:DescribeKey"],"Resource":"*"}}]}}"#
+        ));
+        let need = Need { who: PrincipalIds::role(SLR, Some(CURRENT)), kind: NeedKind::ServiceLinkedRole };
+        let merged = ensure(&doc, KEY, &[need]).unwrap().document.expect("the attachment statement is missing");
+        assert_eq!(merged.statements()[0]["Principal"]["AWS"], json!(CURRENT));
+    }
+
+    #[test]
+    fn an_orphaned_id_in_a_foreign_statement_makes_the_policy_unwritable() {
+        let doc = parse(&format!(
+            r#"{{"Statement":[
+              {{"Sid":"Legacy","Effect":"Allow","Principal":{{"AWS":["{GONE}","arn:aws:iam::111122223333:role/app"]}},"Action":"kms:Decrypt","Resource":"*"}},
+              {{"Effect":"Deny","NotPrincipal":{{"AWS":"AIDAYYYYYYYYYYYYYYYYY"}},"Action":"kms:ScheduleKeyDeletion","Resource":"*"}}]}}"#
+        ));
+        let m = ensure(&doc, KEY, &[slr_need()]).unwrap();
+        assert_eq!(
+            m.foreign_orphans,
+            [
+                ("statement \"Legacy\"".to_owned(), GONE.to_owned()),
+                ("statement 2 (no Sid)".to_owned(), "AIDAYYYYYYYYYYYYYYYYY".to_owned())
+            ]
+        );
+        let why = m.unwritable().unwrap();
+        assert!(why.contains(&format!("statement \"Legacy\" names {GONE}")), "{why}");
+        assert!(why.contains("ask the key's administrators"), "{why}");
+        // Nothing to write: nothing to refuse.
+        let done = ensure(&m.document.unwrap(), KEY, &[slr_need()]).unwrap();
+        assert_eq!(done.unwritable(), None);
+    }
+
+    #[test]
+    fn only_the_needs_that_were_missing_are_reported() {
+        let doc = parse(
+            r#"{"Statement":[{"Effect":"Allow","Principal":{"AWS":"444455556666"},"Action":"kms:*","Resource":"*"}]}"#,
+        );
+        let m = ensure(&doc, KEY, &[root_need("444455556666"), slr_need()]).unwrap();
+        assert_eq!(m.missing, [1]);
+    }
+
+    #[test]
+    fn denial_finds_a_deny_on_the_role_in_the_owners_policy() {
+        let doc = parse(&format!(
+            r#"{{"Statement":[
+              {{"Effect":"Allow","Principal":{{"AWS":"444455556666"}},"Action":"kms:*","Resource":"*"}},
+              {{"Sid":"NoAsg","Effect":"Deny","Principal":{{"AWS":"{SLR}"}},"Action":"kms:CreateGrant","Resource":"*"}}]}}"#
+        ));
+        let why = denial(&doc, &PrincipalIds::role(SLR, None), KEY).unwrap();
+        assert!(why.contains("\"NoAsg\" denies kms:CreateGrant"), "{why}");
+        assert_eq!(denial(&parse(CONSOLE_POLICY), &PrincipalIds::role(SLR, None), KEY), None);
     }
 }

@@ -9,7 +9,7 @@ mod eval;
 mod merge;
 
 pub use eval::{Coverage, PrincipalIds};
-pub use merge::{ensure, Merge, Need, NeedKind};
+pub use merge::{denial, ensure, Merge, Need, NeedKind};
 
 use serde_json::{Map, Value};
 
@@ -46,6 +46,18 @@ pub const GRANT_OPERATIONS: [&str; 8] = [
     "DescribeKey",
     "CreateGrant",
 ];
+
+/// True for an IAM unique id such as `AROA…` (role) or `AIDA…` (user): four capitals
+/// starting with `A`, then capitals and digits. KMS shows one in place of a principal's
+/// ARN once that principal is deleted (AWS Knowledge Center,
+/// "kms-policy-error-invalid-principals").
+pub fn is_unique_id(s: &str) -> bool {
+    let b = s.as_bytes();
+    (16..=128).contains(&b.len())
+        && b[0] == b'A'
+        && b[..4].iter().all(u8::is_ascii_uppercase)
+        && b.iter().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PolicyError {
