@@ -2,7 +2,7 @@
 
 use serde_json::{json, Value};
 
-use crate::plan::{Change, Plan, PlannedChange};
+use crate::plan::{grant_name, Change, Plan, PlannedChange};
 use crate::policy::GRANT_OPERATIONS;
 
 fn details(c: &Change) -> Value {
@@ -13,9 +13,12 @@ fn details(c: &Change) -> Value {
         Change::PutKeyPolicy { policy, .. } => {
             json!({ "policy": serde_json::from_str::<Value>(policy).unwrap_or(Value::String(policy.clone())) })
         }
-        Change::CreateGrant { grantee, name, account, .. } => json!({
-            "granteePrincipal": grantee, "name": name, "operations": GRANT_OPERATIONS, "createdBy": account.as_str(),
+        // The name carries the role's unique id; null until the role exists.
+        Change::CreateGrant { slr, role_id, .. } => json!({
+            "granteePrincipal": slr.arn(), "name": role_id.as_deref().map(|id| grant_name(slr, id)),
+            "operations": GRANT_OPERATIONS, "createdBy": slr.account.as_str(),
         }),
+        Change::RetireGrant { slr, grant_id, .. } => json!({ "grantId": grant_id, "retiredBy": slr.account.as_str() }),
         Change::UpdateAutoScalingGroup { service_linked_role_arn, .. } => {
             json!({ "serviceLinkedRoleArn": service_linked_role_arn })
         }
@@ -60,10 +63,10 @@ pub fn plan_text(plan: &Plan, bindings: usize) -> String {
         s.push_str("asg-cmk-operator will make these changes:\n\n");
         let w = plan.changes.iter().map(|c| c.change.action().len()).max().unwrap_or(0);
         for c in &plan.changes {
-            let sign = if matches!(c.change, Change::CreateServiceLinkedRole { .. } | Change::CreateGrant { .. }) {
-                '+'
-            } else {
-                '~'
+            let sign = match c.change {
+                Change::CreateServiceLinkedRole { .. } | Change::CreateGrant { .. } => '+',
+                Change::RetireGrant { .. } => '-',
+                _ => '~',
             };
             s.push_str(&format!(
                 "  {sign} {:<w$}  {}  {:<14} {}\n      # {}\n",

@@ -29,16 +29,30 @@ pub enum Change {
     CreateServiceLinkedRole {
         slr: Slr,
     },
+    /// The policy is read again right before it is written, and `needs` are merged into
+    /// what is read then: PutKeyPolicy has no condition, so an edit made since the pass
+    /// observed the key must not be lost. `policy` is the merge of the observed policy,
+    /// shown by `plan`.
     PutKeyPolicy {
         key: KeyArn,
+        needs: Vec<Need>,
         policy: String,
     },
-    /// Created with the credentials of `account`, the ASG account (procedure case 2).
+    /// Created with the credentials of the role's account, the ASG account (procedure
+    /// case 2), under the operator's name for the role. `role_id` is None only while the
+    /// role does not exist yet; the grant is named once it does.
     CreateGrant {
         key: KeyArn,
-        account: AccountId,
-        grantee: String,
-        name: String,
+        slr: Slr,
+        role_id: Option<String>,
+    },
+    /// One of the operator's own grants that no longer does its job (it falls short, or
+    /// its grantee was deleted), retired with the credentials of the account that created
+    /// it: the ASG account.
+    RetireGrant {
+        key: KeyArn,
+        slr: Slr,
+        grant_id: String,
     },
     UpdateAutoScalingGroup {
         asg: AsgRef,
@@ -47,11 +61,15 @@ pub enum Change {
 }
 
 impl Change {
+    /// How many phases a plan runs in; see [`Change::phase`].
+    pub const PHASES: u8 = 5;
+
     pub fn action(&self) -> &'static str {
         match self {
             Change::CreateServiceLinkedRole { .. } => "CreateServiceLinkedRole",
             Change::PutKeyPolicy { .. } => "PutKeyPolicy",
             Change::CreateGrant { .. } => "CreateGrant",
+            Change::RetireGrant { .. } => "RetireGrant",
             Change::UpdateAutoScalingGroup { .. } => "UpdateAutoScalingGroup",
         }
     }
@@ -61,7 +79,7 @@ impl Change {
         match self {
             Change::CreateServiceLinkedRole { slr } => &slr.account,
             Change::PutKeyPolicy { key, .. } => key.account(),
-            Change::CreateGrant { account, .. } => account,
+            Change::CreateGrant { slr, .. } | Change::RetireGrant { slr, .. } => &slr.account,
             Change::UpdateAutoScalingGroup { asg, .. } => &asg.account,
         }
     }
@@ -70,7 +88,9 @@ impl Change {
     pub fn region(&self) -> Option<&str> {
         match self {
             Change::CreateServiceLinkedRole { .. } => None,
-            Change::PutKeyPolicy { key, .. } | Change::CreateGrant { key, .. } => Some(key.region()),
+            Change::PutKeyPolicy { key, .. } | Change::CreateGrant { key, .. } | Change::RetireGrant { key, .. } => {
+                Some(key.region())
+            }
             Change::UpdateAutoScalingGroup { asg, .. } => Some(&asg.region),
         }
     }
@@ -78,19 +98,23 @@ impl Change {
     pub fn target(&self) -> String {
         match self {
             Change::CreateServiceLinkedRole { slr } => slr.name(),
-            Change::PutKeyPolicy { key, .. } | Change::CreateGrant { key, .. } => key.to_string(),
+            Change::PutKeyPolicy { key, .. } | Change::CreateGrant { key, .. } | Change::RetireGrant { key, .. } => {
+                key.to_string()
+            }
             Change::UpdateAutoScalingGroup { asg, .. } => asg.name.clone(),
         }
     }
 
-    /// Changes run in phases: a role must exist before a policy or grant names it, and an
-    /// ASG is switched to its role only once the role can use the key.
+    /// Changes run in phases: a role must exist before a policy or grant names it, an ASG
+    /// is switched to its role only once the role can use the key, and a grant is retired
+    /// only after its replacement exists.
     pub fn phase(&self) -> u8 {
         match self {
             Change::CreateServiceLinkedRole { .. } => 0,
             Change::PutKeyPolicy { .. } => 1,
             Change::CreateGrant { .. } => 2,
             Change::UpdateAutoScalingGroup { .. } => 3,
+            Change::RetireGrant { .. } => 4,
         }
     }
 }
@@ -163,11 +187,18 @@ pub fn reads(desired: &Desired, caller: &AccountId) -> Reads {
     r
 }
 
-/// The deterministic grant name for one service-linked role. KMS returns the existing
-/// grant for a retried CreateGrant with the same name and parameters, so a retry after a
-/// lost response does not make a second grant. Grant names allow `[a-zA-Z0-9:/_-]`; other
+/// The operator's name for its grant to one service-linked role: the role's name and
+/// unique id, so a role that was deleted and created again (a new principal to KMS) gets
+/// a grant of its own. KMS returns the existing grant for a retried CreateGrant with the
+/// same name and parameters (KMS API Reference, CreateGrant, `Name`), so a retry after a
+/// lost answer makes no second grant.
+pub fn grant_name(slr: &Slr, role_id: &str) -> String {
+    format!("{}-{role_id}", grant_name_prefix(slr))
+}
+
+/// `asg-cmk-operator-<account>-<role name>`. Grant names allow `[a-zA-Z0-9:/_-]`; other
 /// characters of the role name are replaced and a hash of the original keeps names apart.
-pub fn grant_name(slr: &Slr) -> String {
+fn grant_name_prefix(slr: &Slr) -> String {
     let name = slr.name();
     let clean: String =
         name.chars().map(|c| if c.is_ascii_alphanumeric() || "_-:/".contains(c) { c } else { '-' }).collect();
@@ -176,6 +207,14 @@ pub fn grant_name(slr: &Slr) -> String {
         out.push_str(&format!("-{:08x}", fnv1a(name.as_bytes())));
     }
     out
+}
+
+/// True when a grant carries the operator's name for `slr`: it is the operator's own,
+/// whichever role id it was made for (and with none, as earlier versions named it).
+pub fn is_operators_grant(name: Option<&str>, slr: &Slr) -> bool {
+    let prefix = grant_name_prefix(slr);
+    name.and_then(|n| n.strip_prefix(prefix.as_str()))
+        .is_some_and(|rest| rest.is_empty() || rest.strip_prefix('-').is_some_and(policy::is_unique_id))
 }
 
 fn fnv1a(bytes: &[u8]) -> u32 {
@@ -278,39 +317,63 @@ fn check_observed<'a>(desired: &'a Desired, observed: &'a Observed, caller: &Acc
     (ready, step)
 }
 
-/// Step 2, case 2 only: one grant per (key, role) that has none. An existing grant for
-/// the role that falls short is never duplicated: the binding is blocked instead.
+/// Step 2, case 2 only: one complete grant per (key, role). A grant that carries the
+/// operator's name belongs to the operator: if it falls short, or its grantee is no longer
+/// the role (deleted, or deleted and created again), it is retired and a complete one made.
+/// A grant for the role that someone else made and that falls short is never duplicated:
+/// the binding is blocked instead, naming it.
 fn plan_grants(ready: &[Ready], observed: &Observed, blocked: &BlockedSet) -> Step {
     let mut step = Step::default();
-    let mut grants: BTreeMap<(KeyArn, Slr), (String, Vec<AsgRef>)> = BTreeMap::new();
+    // The bindings of each (key, role) pair, and the role as observed.
+    type Pair<'a> = (&'a KeyArn, &'a Slr);
+    let mut pairs: BTreeMap<Pair, (Option<&Role>, Vec<AsgRef>)> = BTreeMap::new();
     for r in ready.iter().filter(|r| r.binding.is_cross_account() && !blocked.contains_key(r.asg())) {
-        let ids = PrincipalIds::role(&r.slr.arn(), r.role.map(|x| x.role_id.as_str()));
-        let listed = lookup(&observed.grants, &r.binding.key, "list grants").expect("checked in step 1");
-        let mine: Vec<&Grant> = listed.iter().filter(|g| ids.matches(&g.grantee_principal)).collect();
-        if mine.iter().any(|g| grant_is_sufficient(g)) {
-            continue;
-        }
-        if let Some(g) = mine.first() {
-            step.blocked.push((
-                r.asg().clone(),
-                Failure::terminal(format!(
-                    "grant {} on {} for {} lacks operations or has constraints; it is not the operator's to change: revoke it so the operator can create a complete one",
-                    g.grant_id, r.binding.key, r.slr.arn()
-                )),
-            ));
-            continue;
-        }
-        let reason = format!("no grant on this key for {}; a key of another account needs one (case 2)", r.slr.arn());
-        grants.entry((r.binding.key.clone(), r.slr.clone())).or_insert((reason, Vec::new())).1.push(r.asg().clone());
+        pairs.entry((&r.binding.key, &r.slr)).or_insert((r.role, Vec::new())).1.push(r.asg().clone());
     }
-    step.changes = grants
-        .into_iter()
-        .map(|((key, slr), (reason, bindings))| PlannedChange {
-            change: Change::CreateGrant { name: grant_name(&slr), grantee: slr.arn(), account: slr.account, key },
-            reason,
-            bindings,
-        })
-        .collect();
+    for ((key, slr), (role, bindings)) in pairs {
+        let ids = PrincipalIds::role(&slr.arn(), role.map(|x| x.role_id.as_str()));
+        let listed = lookup(&observed.grants, key, "list grants").expect("checked in step 1");
+        let ours = |g: &Grant| is_operators_grant(g.name.as_deref(), slr);
+        let complete = |g: &Grant| ids.matches(&g.grantee_principal) && grant_is_sufficient(g);
+        if !listed.iter().any(complete) {
+            let short = listed.iter().find(|g| ids.matches(&g.grantee_principal) && !ours(g));
+            if let Some(g) = short {
+                let f = Failure::terminal(format!(
+                    "grant {} on {key} for {} lacks operations or has constraints; it is not the operator's to change: revoke it so the operator can create a complete one",
+                    g.grant_id, slr.arn()
+                ));
+                step.blocked.extend(bindings.iter().map(|b| (b.clone(), f.clone())));
+                continue;
+            }
+            step.changes.push(PlannedChange {
+                change: Change::CreateGrant {
+                    key: key.clone(),
+                    slr: slr.clone(),
+                    role_id: role.map(|x| x.role_id.clone()),
+                },
+                reason: format!(
+                    "no complete grant on this key for {}; a key of another account needs one (case 2)",
+                    slr.arn()
+                ),
+                bindings: bindings.clone(),
+            });
+        }
+        for g in listed.iter().filter(|g| ours(g) && !complete(g)) {
+            let why = if ids.matches(&g.grantee_principal) {
+                "lacks operations or has constraints".to_owned()
+            } else {
+                format!(
+                    "is for {}, which is no longer the role (deleted, or deleted and created again)",
+                    g.grantee_principal
+                )
+            };
+            step.changes.push(PlannedChange {
+                change: Change::RetireGrant { key: key.clone(), slr: slr.clone(), grant_id: g.grant_id.clone() },
+                reason: format!("the operator's grant {} {why}", g.grant_id),
+                bindings: bindings.clone(),
+            });
+        }
+    }
     step
 }
 
@@ -349,31 +412,61 @@ fn plan_key_policies(ready: &[Ready], observed: &Observed, blocked: &BlockedSet)
             });
             owners[at].push(i);
         }
-        let merged = PolicyDocument::parse(text).and_then(|doc| policy::ensure(&doc, key.as_str(), &needs));
-        match merged {
+        let doc = match PolicyDocument::parse(text) {
+            Ok(doc) => doc,
             Err(e) => {
-                for r in &rs {
-                    step.blocked.push((r.asg().clone(), Failure::terminal(format!("key policy of {key}: {e}"))));
-                }
+                let f = Failure::terminal(format!("key policy of {key}: {e}"));
+                step.blocked.extend(rs.iter().map(|r| (r.asg().clone(), f.clone())));
+                continue;
             }
-            Ok(m) => {
-                let mut denied: BTreeSet<&AsgRef> = BTreeSet::new();
-                for (n, why) in &m.denied {
-                    for &i in &owners[*n] {
-                        denied.insert(rs[i].asg());
-                        step.blocked.push((rs[i].asg().clone(), Failure::terminal(why.clone())));
-                    }
-                }
-                if let Some(doc) = m.document {
-                    let bindings = rs.iter().map(|r| r.asg()).filter(|a| !denied.contains(a)).cloned().collect();
-                    step.changes.push(PlannedChange {
-                        change: Change::PutKeyPolicy { key: key.clone(), policy: doc.to_json() },
-                        reason: m.added.join("; "),
-                        bindings,
-                    });
-                }
+        };
+        // In case 2 the role uses the key through the grant, and a Deny on it in the
+        // owner's policy overrides any grant.
+        let mut stopped: BTreeSet<&AsgRef> = BTreeSet::new();
+        for r in rs.iter().filter(|r| r.binding.is_cross_account()) {
+            let ids = PrincipalIds::role(&r.slr.arn(), r.role.map(|x| x.role_id.as_str()));
+            if let Some(why) = policy::denial(&doc, &ids, key.as_str()) {
+                stopped.insert(r.asg());
+                step.blocked.push((r.asg().clone(), Failure::terminal(why)));
             }
         }
+        let m = match policy::ensure(&doc, key.as_str(), &needs) {
+            Ok(m) => m,
+            Err(e) => {
+                let f = Failure::terminal(format!("key policy of {key}: {e}"));
+                step.blocked.extend(rs.iter().map(|r| (r.asg().clone(), f.clone())));
+                continue;
+            }
+        };
+        for (n, why) in &m.denied {
+            for &i in &owners[*n] {
+                stopped.insert(rs[i].asg());
+                step.blocked.push((rs[i].asg().clone(), Failure::terminal(why.clone())));
+            }
+        }
+        let Some(merged) = &m.document else { continue };
+        // The write is for the needs that were missing, and serves their bindings.
+        let served: Vec<usize> = m.missing.iter().copied().filter(|n| !m.denied.iter().any(|(d, _)| d == n)).collect();
+        let bindings: Vec<AsgRef> = served
+            .iter()
+            .flat_map(|n| owners[*n].iter().map(|&i| rs[i].asg()))
+            .filter(|a| !stopped.contains(a))
+            .cloned()
+            .collect();
+        if let Some(why) = m.unwritable() {
+            let f = Failure::terminal(format!("key policy of {key}: {why}"));
+            step.blocked.extend(bindings.into_iter().map(|b| (b, f.clone())));
+            continue;
+        }
+        step.changes.push(PlannedChange {
+            change: Change::PutKeyPolicy {
+                key: key.clone(),
+                needs: served.iter().map(|n| needs[*n].clone()).collect(),
+                policy: merged.to_json(),
+            },
+            reason: m.added.join("; "),
+            bindings,
+        });
     }
     step
 }

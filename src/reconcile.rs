@@ -6,10 +6,11 @@ use std::sync::Arc;
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
-use crate::aws::{self, Aws, ExecSettings};
+use crate::aws::{self, Aws, Done, ExecSettings};
 use crate::config::Desired;
 use crate::model::{AsgRef, ErrorClass, Failure};
-use crate::plan::{self, Observed, Plan, PlannedChange};
+use crate::plan::{self, Change, Observed, Plan, PlannedChange};
+use crate::scheduler::Jitter;
 
 /// Writes in flight at once within one phase.
 pub const WRITE_CONCURRENCY: usize = 8;
@@ -56,21 +57,24 @@ pub struct Executed {
     pub failed: BTreeMap<AsgRef, Failure>,
 }
 
-/// Runs a plan phase by phase. When a change fails, the bindings it served are dropped
-/// and the later phases are planned again without them (a pure step on the same
-/// observation), so a failed role never leaves a key policy naming it.
+/// Runs a plan phase by phase. After a phase in which a change failed or a role came to
+/// exist, the later phases are planned again (a pure step): the failed change's bindings
+/// are dropped, so a failed role never leaves a key policy naming it, and a new role's
+/// unique id names its grant.
 pub async fn execute_plan(
     aws: &Arc<Aws>,
     desired: &Desired,
-    observed: &Observed,
+    mut observed: Observed,
     first: Plan,
     settings: &ExecSettings,
 ) -> Executed {
     let mut done = Executed::default();
     let mut current = first;
-    for phase in 0..=3u8 {
-        if !done.failed.is_empty() {
-            current = plan::plan(&without(desired, &done.failed), observed, aws.caller());
+    let mut replan = false;
+    for phase in 0..Change::PHASES {
+        if replan {
+            current = plan::plan(&without(desired, &done.failed), &observed, aws.caller());
+            replan = false;
         }
         // At most WRITE_CONCURRENCY tasks exist at once: a spawned task reserves room for
         // the whole SDK call's state up front, so a thousand waiting tasks would hold
@@ -105,15 +109,23 @@ pub async fn execute_plan(
                 c.change.target(),
             );
             match r {
-                Ok(()) => {
+                Ok(Done::NotNeeded(why)) => {
+                    tracing::info!(action, %account, region, %target, why, "change not needed any more; nothing written");
+                }
+                Ok(d) => {
                     tracing::info!(action, %account, region, %target, reason = %c.reason, "applied change");
                     done.applied.add(action, 1);
+                    if let (Done::Role(Some(role)), Change::CreateServiceLinkedRole { slr }) = (d, &c.change) {
+                        observed.roles.insert((slr.account, slr.name()), Ok(Some(role)));
+                        replan = true;
+                    }
                 }
                 Err(f) => {
                     tracing::warn!(action, %account, region, %target, error = %f, class = f.class.as_str(), "change failed");
                     for b in &c.bindings {
                         done.failed.entry(b.clone()).or_insert_with(|| f.clone());
                     }
+                    replan = true;
                 }
             }
         }
@@ -139,31 +151,38 @@ pub struct Outcome {
     pub failed: BTreeMap<AsgRef, Failure>,
 }
 
-/// Reconciles until every binding has converged or failed, or `max_passes` run out.
-/// Terminal failures are not retried within the same apply; retryable ones are.
+/// Reconciles until every binding has converged or failed terminally, or `max_passes`
+/// rounds of work have run; a last round observes the result. Each round observes, plans
+/// and executes. What failed for a transient reason, a read or a write, is tried again in
+/// the next round, after a backoff when the round before had such failures. A terminal
+/// failure is not retried within the same apply.
 pub async fn apply(aws: &Arc<Aws>, desired: &Desired, max_passes: u32, settings: &ExecSettings) -> Outcome {
     let mut out = Outcome::default();
     let mut terminal: BTreeMap<AsgRef, Failure> = BTreeMap::new();
     let mut last_failed: BTreeMap<AsgRef, Failure> = BTreeMap::new();
+    let mut jitter = Jitter::from_clock();
+    let mut troubled_rounds = 0;
     loop {
         out.passes += 1;
+        if troubled_rounds > 0 {
+            let wait = settings.round_backoff.delay(troubled_rounds, jitter.sample());
+            tracing::debug!(wait = ?wait, "transient failures in the last round; waiting before the next");
+            tokio::time::sleep(wait).await;
+        }
         let live = without(desired, &terminal);
         let span = tracing::info_span!("round", round = out.passes);
         let (observed, plan) = observe_and_plan(aws, &live).instrument(span.clone()).await;
-        let blocked: BTreeMap<AsgRef, Failure> =
-            plan.blocked.iter().map(|b| (b.binding.clone(), b.failure.clone())).collect();
-        if plan.changes.is_empty() || out.passes > max_passes {
+        let retry = plan.blocked.iter().any(|b| b.failure.class != ErrorClass::Terminal);
+        if (plan.changes.is_empty() && !retry) || out.passes > max_passes {
             let mut failed = terminal;
-            failed.extend(blocked);
-            if !plan.changes.is_empty() {
-                for c in &plan.changes {
-                    for b in &c.bindings {
-                        let why = last_failed.get(b).map_or("not converged", |f| f.message.as_str());
-                        failed.entry(b.clone()).or_insert_with(|| Failure {
-                            class: ErrorClass::Retryable,
-                            message: format!("{why} after {max_passes} passes; still pending: {}", c.change.action()),
-                        });
-                    }
+            failed.extend(plan.blocked.iter().map(|b| (b.binding.clone(), b.failure.clone())));
+            for c in &plan.changes {
+                for b in &c.bindings {
+                    let why = last_failed.get(b).map_or("not converged", |f| f.message.as_str());
+                    failed.entry(b.clone()).or_insert_with(|| Failure {
+                        class: ErrorClass::Retryable,
+                        message: format!("{why} after {max_passes} passes; still pending: {}", c.change.action()),
+                    });
                 }
             }
             out.converged =
@@ -171,17 +190,17 @@ pub async fn apply(aws: &Arc<Aws>, desired: &Desired, max_passes: u32, settings:
             out.failed = failed;
             return out;
         }
-        for b in &plan.blocked {
-            if b.failure.class == ErrorClass::Terminal {
-                terminal.insert(b.binding.clone(), b.failure.clone());
-            }
+        for b in plan.blocked.iter().filter(|b| b.failure.class == ErrorClass::Terminal) {
+            terminal.insert(b.binding.clone(), b.failure.clone());
         }
-        let executed = execute_plan(aws, &live, &observed, plan, settings).instrument(span).await;
+        let executed = execute_plan(aws, &live, observed, plan, settings).instrument(span).await;
         for (b, f) in &executed.failed {
             if f.class == ErrorClass::Terminal {
                 terminal.insert(b.clone(), f.clone());
             }
         }
+        let troubled = retry || executed.failed.values().any(|f| f.class != ErrorClass::Terminal);
+        troubled_rounds = if troubled { troubled_rounds + 1 } else { 0 };
         last_failed = executed.failed;
         out.applied.extend(&executed.applied);
     }

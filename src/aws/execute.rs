@@ -1,33 +1,67 @@
-//! Writes: exactly one AWS call per [`Change`] (plus bounded retries of the same call).
+//! Writes: one AWS write per [`Change`], with the bounded retries each one needs.
+//!
+//! Two kinds of retry live here, both bounded. IAM propagates a role created moments ago
+//! to KMS and Auto Scaling with a delay, and until then they refuse to name it; those
+//! refusals are retried over [`ExecSettings::propagation_delays`]. And PutKeyPolicy, which
+//! has no condition, re-reads the policy before every attempt (so it runs with the SDK's
+//! own retries off and retries transient errors itself).
 
+use std::future::Future;
 use std::time::Duration;
 
+use aws_sdk_iam::error::ProvideErrorMetadata;
 use aws_sdk_kms::types::GrantOperation;
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_types::retry::RetryConfig;
 
 use super::error::{classify, code, message};
-use super::Aws;
-use crate::model::{ErrorClass, Failure, AUTOSCALING_SERVICE};
-use crate::plan::Change;
-use crate::policy::GRANT_OPERATIONS;
+use super::observe::{get_key_policy, get_role};
+use super::{Account, Aws};
+use crate::model::{ErrorClass, Failure, KeyArn, Role, AUTOSCALING_SERVICE};
+use crate::plan::{grant_name, Change};
+use crate::policy::{self, Need, PolicyDocument, GRANT_OPERATIONS};
+use crate::scheduler::Backoff;
 
-/// How long to keep retrying a write that fails only because IAM has not yet propagated a
-/// role that was just created.
 #[derive(Debug, Clone)]
 pub struct ExecSettings {
+    /// Waits between attempts of a write that fails only because IAM has not yet
+    /// propagated a role created moments ago.
     pub propagation_delays: Vec<Duration>,
+    /// Waits between attempts of a PutKeyPolicy refused for a transient reason
+    /// (throttling, a 5xx, a lost answer).
+    pub transient_delays: Vec<Duration>,
+    /// The wait before a round of `apply` that follows a round with transient failures.
+    pub round_backoff: Backoff,
 }
 
 impl Default for ExecSettings {
     fn default() -> Self {
         // 1 + 2 + 4 + 8 + 15 = 30 s, the usual bound for IAM propagation to KMS.
         let secs = [1, 2, 4, 8, 15];
-        Self { propagation_delays: secs.into_iter().map(Duration::from_secs).collect() }
+        Self {
+            propagation_delays: secs.into_iter().map(Duration::from_secs).collect(),
+            transient_delays: [200, 800].into_iter().map(Duration::from_millis).collect(),
+            round_backoff: Backoff { base: Duration::from_secs(1), max: Duration::from_secs(10) },
+        }
     }
+}
+
+/// What a change did, when it did not fail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Done {
+    /// The call was made.
+    Applied,
+    /// The role exists now (created, or found created by someone else): its identity,
+    /// which the later phases of the same pass name.
+    Role(Option<Role>),
+    /// Nothing was written: what was read just before the write showed it not needed.
+    NotNeeded(&'static str),
 }
 
 /// Runs one change, with the credentials of the account that makes it. Returns the
 /// failure, classified, when it does not succeed.
-pub async fn execute(aws: &Aws, change: &Change, settings: &ExecSettings) -> Result<(), Failure> {
+pub async fn execute(aws: &Aws, change: &Change, settings: &ExecSettings) -> Result<Done, Failure> {
     let account = aws.account(change.account())?;
     let limits = account.limits();
     match change {
@@ -40,7 +74,9 @@ pub async fn execute(aws: &Aws, change: &Change, settings: &ExecSettings) -> Res
                 .description("Auto Scaling service-linked role managed by asg-cmk-operator")
                 .send();
             match account.call(Some(&limits.create_role), "iam", "CreateServiceLinkedRole", &[], request).await {
-                Ok(_) => Ok(()),
+                Ok(out) => Ok(Done::Role(
+                    out.role().map(|r| Role { arn: r.arn().to_owned(), role_id: r.role_id().to_owned() }),
+                )),
                 // The role exists already (created since we looked): adopt it. Real IAM
                 // answers InvalidInput "...has been taken in this account...", moto
                 // answers EntityAlreadyExists.
@@ -50,59 +86,171 @@ pub async fn execute(aws: &Aws, change: &Change, settings: &ExecSettings) -> Res
                             && message(&e).is_some_and(|m| m.contains("has been taken"))) =>
                 {
                     tracing::info!(role = %slr.name(), account = %slr.account, "service-linked role already exists; adopting it");
-                    Ok(())
+                    Ok(Done::Role(get_role(&account, slr).await.ok().flatten()))
                 }
                 Err(e) => Err(classify("CreateServiceLinkedRole", &e)),
             }
         }
-        Change::PutKeyPolicy { key, policy } => {
-            let client = account.kms(key.region());
-            let mut delays = settings.propagation_delays.iter();
-            loop {
-                // BypassPolicyLockoutSafetyCheck is never set: KMS keeps its lockout check.
-                let request = client.put_key_policy().key_id(key.as_str()).policy_name("default").policy(policy).send();
-                match account.call(Some(&limits.put_key_policy), "kms", "PutKeyPolicy", &[], request).await {
-                    Ok(_) => return Ok(()),
-                    Err(e) if is_unpropagated_principal(code(&e), message(&e)) => match delays.next() {
-                        Some(d) => {
-                            tracing::info!(key = %key, retry_in = ?d, "key policy names a principal IAM has not propagated yet; retrying");
-                            tokio::time::sleep(*d).await;
-                        }
-                        None => {
-                            let mut f = classify("PutKeyPolicy", &e);
-                            f.class = ErrorClass::Terminal;
-                            f.message.push_str(" (still refused after waiting for IAM propagation)");
-                            return Err(f);
-                        }
-                    },
-                    Err(e) => return Err(classify("PutKeyPolicy", &e)),
-                }
+        Change::PutKeyPolicy { key, needs, .. } => put_key_policy(&account, key, needs, settings).await,
+        Change::CreateGrant { key, slr, role_id } => {
+            let Some(role_id) = role_id else {
+                return Err(Failure {
+                    class: ErrorClass::Retryable,
+                    message: format!("the unique id of {} is not known yet; the grant is named after it", slr.name()),
+                });
+            };
+            let (client, name, grantee) = (account.kms(key.region()), grant_name(slr, role_id), slr.arn());
+            // A role created moments ago is refused as grantee with InvalidArnException
+            // until IAM has propagated it; terraform-provider-aws retries kms_grant on it
+            // for the same reason.
+            let unpropagated = |e: &SdkError<_, _>| code(e) == Some("InvalidArnException");
+            let out = retry_propagation(settings, "CreateGrant", key.as_str(), unpropagated, || {
+                let request = client
+                    .create_grant()
+                    .key_id(key.as_str())
+                    .grantee_principal(&grantee)
+                    .name(&name)
+                    .set_operations(Some(GRANT_OPERATIONS.iter().map(|o| GrantOperation::from(*o)).collect()))
+                    .send();
+                account.call(Some(&limits.create_grant), "kms", "CreateGrant", &[], request)
+            })
+            .await;
+            out.map(|_| Done::Applied)
+        }
+        Change::RetireGrant { key, grant_id, .. } => {
+            // The account that created a grant may retire it, also on a key of another
+            // account (KMS API Reference, RetireGrant).
+            let request = account.kms(key.region()).retire_grant().key_id(key.as_str()).grant_id(grant_id).send();
+            match account.call(Some(&limits.create_grant), "kms", "RetireGrant", &["NotFoundException"], request).await
+            {
+                Ok(_) => Ok(Done::Applied),
+                Err(e) if code(&e) == Some("NotFoundException") => Ok(Done::NotNeeded("the grant is gone already")),
+                Err(e) => Err(classify("RetireGrant", &e)),
             }
         }
-        Change::CreateGrant { key, grantee, name, .. } => {
-            let request = account
-                .kms(key.region())
-                .create_grant()
-                .key_id(key.as_str())
-                .grantee_principal(grantee)
-                .name(name)
-                .set_operations(Some(GRANT_OPERATIONS.iter().map(|o| GrantOperation::from(*o)).collect()))
-                .send();
-            let out = account.call(Some(&limits.create_grant), "kms", "CreateGrant", &[], request).await;
-            out.map(|_| ()).map_err(|e| classify("CreateGrant", &e))
-        }
         Change::UpdateAutoScalingGroup { asg, service_linked_role_arn } => {
-            let request = account
-                .autoscaling(&asg.region)
-                .update_auto_scaling_group()
-                .auto_scaling_group_name(&asg.name)
-                .service_linked_role_arn(service_linked_role_arn)
-                .send();
-            let out =
-                account.call(Some(&limits.update_asg), "autoscaling", "UpdateAutoScalingGroup", &[], request).await;
-            out.map(|_| ()).map_err(|e| classify("UpdateAutoScalingGroup", &e))
+            let client = account.autoscaling(&asg.region);
+            // Auto Scaling answers "ValidationError: ARN specified for Service-Linked Role
+            // does not exist." for a role IAM has not propagated yet (as recorded in
+            // terraform-aws-autoscaling's examples). The role exists, or we would not get
+            // here: GetRole saw it, or this pass created it.
+            let unpropagated = |e: &SdkError<_, _>| {
+                code(e) == Some("ValidationError") && message(e).is_some_and(|m| m.contains("Service-Linked Role"))
+            };
+            let out = retry_propagation(settings, "UpdateAutoScalingGroup", &asg.name, unpropagated, || {
+                let request = client
+                    .update_auto_scaling_group()
+                    .auto_scaling_group_name(&asg.name)
+                    .service_linked_role_arn(service_linked_role_arn)
+                    .send();
+                account.call(Some(&limits.update_asg), "autoscaling", "UpdateAutoScalingGroup", &[], request)
+            })
+            .await;
+            out.map(|_| Done::Applied)
         }
     }
+}
+
+/// Re-reads the key policy, merges `needs` into what it reads, and writes that; again on
+/// each retry. Someone's edit made after the pass observed the key survives: the window in
+/// which a concurrent edit can be lost shrinks to one round trip.
+async fn put_key_policy(
+    account: &Account,
+    key: &KeyArn,
+    needs: &[Need],
+    settings: &ExecSettings,
+) -> Result<Done, Failure> {
+    let client = account.kms(key.region());
+    let mut propagation = settings.propagation_delays.iter();
+    let mut transient = settings.transient_delays.iter();
+    // The SDK would retry the same document; each attempt here merges into a fresh read.
+    let one_attempt = aws_sdk_kms::config::Builder::default().retry_config(RetryConfig::disabled());
+    loop {
+        let text = get_key_policy(account, key).await?;
+        let doc = PolicyDocument::parse(&text).map_err(|e| Failure::terminal(format!("key policy of {key}: {e}")))?;
+        let m = policy::ensure(&doc, key.as_str(), needs)
+            .map_err(|e| Failure::terminal(format!("key policy of {key}: {e}")))?;
+        if let Some((_, why)) = m.denied.first() {
+            // A Deny appeared since the pass observed the key: plan again from a new read.
+            return Err(Failure {
+                class: ErrorClass::Retryable,
+                message: format!("key policy of {key} changed since it was observed: {why}"),
+            });
+        }
+        if let Some(why) = m.unwritable() {
+            return Err(Failure::terminal(format!("key policy of {key}: {why}")));
+        }
+        let Some(merged) = m.document else { return Ok(Done::NotNeeded("the key policy allows it already")) };
+        // BypassPolicyLockoutSafetyCheck is never set: KMS keeps its lockout check.
+        let request = client
+            .put_key_policy()
+            .key_id(key.as_str())
+            .policy_name("default")
+            .policy(merged.to_json())
+            .customize()
+            .config_override(one_attempt.clone())
+            .send();
+        let e = match account.call(Some(&account.limits().put_key_policy), "kms", "PutKeyPolicy", &[], request).await {
+            Ok(_) => return Ok(Done::Applied),
+            Err(e) => e,
+        };
+        let wait = if is_unpropagated_principal(code(&e), message(&e)) {
+            let Some(d) = propagation.next() else { return Err(still_refused("PutKeyPolicy", &e)) };
+            tracing::info!(key = %key, retry_in = ?d, "key policy names a principal IAM has not propagated yet; retrying");
+            d
+        } else {
+            let f = classify("PutKeyPolicy", &e);
+            match transient.next() {
+                Some(d) if f.class != ErrorClass::Terminal => {
+                    tracing::info!(key = %key, retry_in = ?d, error = %f, "PutKeyPolicy failed for a transient reason; reading the policy again and retrying");
+                    d
+                }
+                _ => return Err(f),
+            }
+        };
+        tokio::time::sleep(*wait).await;
+    }
+}
+
+/// Makes `attempt` until it succeeds, fails otherwise than by `unpropagated`, or the
+/// propagation delays run out.
+async fn retry_propagation<T, E, Fut>(
+    settings: &ExecSettings,
+    operation: &'static str,
+    target: &str,
+    unpropagated: impl Fn(&SdkError<E, HttpResponse>) -> bool,
+    mut attempt: impl FnMut() -> Fut,
+) -> Result<T, Failure>
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    Fut: Future<Output = Result<T, SdkError<E, HttpResponse>>>,
+{
+    let mut delays = settings.propagation_delays.iter();
+    loop {
+        match attempt().await {
+            Ok(v) => return Ok(v),
+            Err(e) if unpropagated(&e) => match delays.next() {
+                Some(d) => {
+                    tracing::info!(operation, target, retry_in = ?d, "the role is not visible yet (IAM propagation); retrying");
+                    tokio::time::sleep(*d).await;
+                }
+                None => return Err(still_refused(operation, &e)),
+            },
+            Err(e) => return Err(classify(operation, &e)),
+        }
+    }
+}
+
+/// The failure once the propagation window is over: terminal, since waiting longer has
+/// not helped.
+fn still_refused<E>(operation: &str, e: &SdkError<E, HttpResponse>) -> Failure
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    let mut f = classify(operation, e);
+    f.class = ErrorClass::Terminal;
+    f.message.push_str(" (still refused after waiting for IAM propagation)");
+    f
 }
 
 /// KMS refuses a policy naming a principal it cannot resolve yet with

@@ -24,7 +24,7 @@ use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
 
 pub use error::{classify, classify_message};
-pub use execute::{execute, ExecSettings};
+pub use execute::{execute, Done, ExecSettings};
 pub use observe::observe;
 
 use prometheus_client::metrics::counter::Counter;

@@ -131,7 +131,7 @@ pub async fn observe(aws: &Arc<Aws>, desired: &Desired, reads: &Reads) -> Observ
     observed
 }
 
-async fn get_role(account: &Account, slr: &Slr) -> Result<Option<Role>, Failure> {
+pub(super) async fn get_role(account: &Account, slr: &Slr) -> Result<Option<Role>, Failure> {
     let request = account.iam().get_role().role_name(slr.name()).send();
     match account.call(None, "iam", "GetRole", &["NoSuchEntity"], request).await {
         Ok(o) => Ok(o.role().map(|r| Role { arn: r.arn().to_owned(), role_id: r.role_id().to_owned() })),

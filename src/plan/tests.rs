@@ -11,6 +11,24 @@ const OTHER_KEY: &str = "arn:aws:kms:us-west-2:444455556666:key/22222222-2222-22
 const SLR_NAME: &str = "AWSServiceRoleForAutoScaling";
 const SLR_ARN: &str =
     "arn:aws:iam::111122223333:role/aws-service-role/autoscaling.amazonaws.com/AWSServiceRoleForAutoScaling";
+/// The role's unique id, as IAM makes them, and the id of a role of the same name that
+/// was deleted.
+const ROLE_ID: &str = "AROAQAAAAAAAAAAAAAAAA";
+const OLD_ROLE_ID: &str = "AROAQZZZZZZZZZZZZZZZZ";
+
+/// The operator's own grant for the role, as it names it.
+fn our_grant(grantee: &str, role_id: &str) -> Grant {
+    let slr = binding("x", OTHER_KEY).slr();
+    Grant { grant_id: "g-ours".into(), name: Some(grant_name(&slr, role_id)), ..full_grant(grantee) }
+}
+
+fn with_grants(o: &mut Observed, grants: Vec<Grant>) {
+    o.grants.insert(KeyArn::parse(OTHER_KEY).unwrap(), Ok(grants));
+}
+
+fn with_policy(o: &mut Observed, key: &str, policy: String) {
+    o.key_policies.insert(KeyArn::parse(key).unwrap(), Ok(policy));
+}
 
 fn acct(s: &str) -> AccountId {
     AccountId::parse(s).unwrap()
@@ -71,10 +89,7 @@ fn fresh(d: &Desired) -> Observed {
 fn converged(d: &Desired) -> Observed {
     let mut o = fresh(d);
     for b in &d.bindings {
-        o.roles.insert(
-            (b.asg.account, b.slr().name()),
-            Ok(Some(Role { arn: b.slr().arn(), role_id: "AROAEXAMPLE".into() })),
-        );
+        o.roles.insert((b.asg.account, b.slr().name()), Ok(Some(Role { arn: b.slr().arn(), role_id: ROLE_ID.into() })));
         let p = if b.is_cross_account() { converged_policy_other() } else { converged_policy_own() };
         o.key_policies.insert(b.key.clone(), Ok(p));
         if b.is_cross_account() {
@@ -147,7 +162,7 @@ fn rows() -> Vec<Case> {
             bindings: vec![binding("web", OTHER_KEY)],
             observed: |d| {
                 let mut o = converged(d);
-                o.grants.insert(KeyArn::parse(OTHER_KEY).unwrap(), Ok(vec![full_grant("AROAEXAMPLE")]));
+                o.grants.insert(KeyArn::parse(OTHER_KEY).unwrap(), Ok(vec![full_grant(ROLE_ID)]));
                 o
             },
             want: vec![],
@@ -295,6 +310,118 @@ fn rows() -> Vec<Case> {
             want_blocked: vec![],
         },
         Case {
+            reason: "the operator's grant lacking an operation → a complete one created, then the short one retired",
+            bindings: vec![binding("web", OTHER_KEY)],
+            observed: |d| {
+                let mut o = converged(d);
+                let mut g = our_grant(SLR_ARN, ROLE_ID);
+                g.operations.retain(|op| op != "ReEncryptTo");
+                with_grants(&mut o, vec![g]);
+                o
+            },
+            want: vec![("CreateGrant", OTHER_KEY), ("RetireGrant", OTHER_KEY)],
+            want_blocked: vec![],
+        },
+        Case {
+            reason:
+                "the operator's grant for a deleted role (grantee shown as its old id) → new grant, old one retired",
+            bindings: vec![binding("web", OTHER_KEY)],
+            observed: |d| {
+                let mut o = converged(d);
+                with_grants(&mut o, vec![our_grant(OLD_ROLE_ID, OLD_ROLE_ID)]);
+                o
+            },
+            want: vec![("CreateGrant", OTHER_KEY), ("RetireGrant", OTHER_KEY)],
+            want_blocked: vec![],
+        },
+        Case {
+            reason: "a complete grant named as earlier versions named it → nothing to do",
+            bindings: vec![binding("web", OTHER_KEY)],
+            observed: |d| {
+                let mut o = converged(d);
+                let g = Grant {
+                    name: Some("asg-cmk-operator-111122223333-AWSServiceRoleForAutoScaling".into()),
+                    ..full_grant(SLR_ARN)
+                };
+                with_grants(&mut o, vec![g]);
+                o
+            },
+            want: vec![],
+            want_blocked: vec![],
+        },
+        Case {
+            reason: "a complete grant beside a stale one of the operator's → only the stale one retired",
+            bindings: vec![binding("web", OTHER_KEY)],
+            observed: |d| {
+                let mut o = converged(d);
+                with_grants(&mut o, vec![full_grant(SLR_ARN), our_grant(OLD_ROLE_ID, OLD_ROLE_ID)]);
+                o
+            },
+            want: vec![("RetireGrant", OTHER_KEY)],
+            want_blocked: vec![],
+        },
+        Case {
+            reason: "case 2 owner policy with a Deny on the role's ARN → blocked, although the root is allowed",
+            bindings: vec![binding("web", OTHER_KEY)],
+            observed: |d| {
+                let mut o = converged(d);
+                with_policy(
+                    &mut o,
+                    OTHER_KEY,
+                    format!(
+                        r#"{{"Statement":[{{"Effect":"Allow","Principal":{{"AWS":"111122223333"}},"Action":"kms:*","Resource":"*"}},
+                       {{"Sid":"NoAsgRole","Effect":"Deny","Principal":{{"AWS":"{SLR_ARN}"}},"Action":"kms:Decrypt","Resource":"*"}}]}}"#
+                    ),
+                );
+                o
+            },
+            want: vec![],
+            want_blocked: vec![("web", "\"NoAsgRole\" denies kms:Decrypt")],
+        },
+        Case {
+            reason: "case 1 policy with a Deny on the ASG account's root → the role is covered, blocked",
+            bindings: vec![binding("web", OWN_KEY)],
+            observed: |d| {
+                let mut o = fresh(d);
+                with_policy(&mut o, OWN_KEY, r#"{"Statement":[{"Sid":"Lockdown","Effect":"Deny","Principal":{"AWS":"111122223333"},"Action":"kms:Encrypt","Resource":"*"}]}"#.into());
+                o
+            },
+            want: vec![],
+            want_blocked: vec![("web", "\"Lockdown\" denies kms:Encrypt")],
+        },
+        Case {
+            reason: "a foreign statement naming a deleted principal, and a write needed → blocked at once, naming both",
+            bindings: vec![binding("web", OWN_KEY)],
+            observed: |d| {
+                let mut o = converged(d);
+                with_policy(
+                    &mut o,
+                    OWN_KEY,
+                    format!(
+                        r#"{{"Statement":[{{"Sid":"Legacy","Effect":"Allow","Principal":{{"AWS":"{OLD_ROLE_ID}"}},"Action":"kms:Decrypt","Resource":"*"}}]}}"#
+                    ),
+                );
+                o
+            },
+            want: vec![],
+            want_blocked: vec![("web", "statement \"Legacy\" names AROAQZZZZZZZZZZZZZZZZ")],
+        },
+        Case {
+            reason: "the same foreign orphan on a key that needs no write → converged, nothing blocked",
+            bindings: vec![binding("web", OWN_KEY)],
+            observed: |d| {
+                let mut o = converged(d);
+                let mut p: serde_json::Value = serde_json::from_str(&converged_policy_own()).unwrap();
+                p["Statement"].as_array_mut().unwrap().push(serde_json::json!(
+                    {"Sid":"Legacy","Effect":"Allow","Principal":{"AWS":OLD_ROLE_ID},"Action":"kms:Decrypt","Resource":"*"}
+                ));
+                with_policy(&mut o, OWN_KEY, p.to_string());
+                o
+            },
+            want: vec![],
+            want_blocked: vec![],
+        },
+        Case {
             reason: "key policy that is not JSON → blocked with the parse error",
             bindings: vec![binding("a", OWN_KEY)],
             observed: |d| {
@@ -337,13 +464,16 @@ fn applying_the_plan_converges() {
     for c in plan(&d, &o, &acct(ASG_ACCT)).changes {
         match c.change {
             Change::CreateServiceLinkedRole { slr } => {
-                o.roles.insert((slr.account, slr.name()), Ok(Some(Role { arn: slr.arn(), role_id: "AROAX".into() })));
+                o.roles.insert((slr.account, slr.name()), Ok(Some(Role { arn: slr.arn(), role_id: ROLE_ID.into() })));
             }
-            Change::PutKeyPolicy { key, policy } => {
+            Change::PutKeyPolicy { key, policy, .. } => {
                 o.key_policies.insert(key, Ok(policy));
             }
-            Change::CreateGrant { key, grantee, .. } => {
-                o.grants.insert(key, Ok(vec![full_grant(&grantee)]));
+            Change::CreateGrant { key, slr, .. } => {
+                o.grants.insert(key, Ok(vec![full_grant(&slr.arn())]));
+            }
+            Change::RetireGrant { key, grant_id, .. } => {
+                o.grants.get_mut(&key).unwrap().as_mut().unwrap().retain(|g| g.grant_id != grant_id);
             }
             Change::UpdateAutoScalingGroup { asg, service_linked_role_arn } => {
                 o.asgs.insert(asg, Ok(Some(Asg { service_linked_role_arn: Some(service_linked_role_arn) })));
@@ -378,15 +508,34 @@ fn reads_are_shared_across_bindings() {
 }
 
 #[test]
-fn grant_names_are_deterministic_and_valid() {
+fn grant_names_carry_the_role_id_and_are_valid() {
     let mut slr = binding("a", OTHER_KEY).slr();
-    assert_eq!(grant_name(&slr), "asg-cmk-operator-111122223333-AWSServiceRoleForAutoScaling");
+    assert_eq!(
+        grant_name(&slr, ROLE_ID),
+        format!("asg-cmk-operator-111122223333-AWSServiceRoleForAutoScaling-{ROLE_ID}")
+    );
+    assert_ne!(grant_name(&slr, ROLE_ID), grant_name(&slr, OLD_ROLE_ID), "a recreated role gets its own grant");
     slr.suffix = Some("a.b@c".into());
-    let n = grant_name(&slr);
-    assert_eq!(n, grant_name(&slr));
+    let n = grant_name(&slr, ROLE_ID);
+    assert_eq!(n, grant_name(&slr, ROLE_ID));
     assert!(n.chars().all(|c| c.is_ascii_alphanumeric() || "_-:/".contains(c)), "{n}");
     slr.suffix = Some("a,b@c".into());
-    assert_ne!(n, grant_name(&slr));
+    assert_ne!(n, grant_name(&slr, ROLE_ID));
+}
+
+#[test]
+fn the_operators_grants_are_known_by_name_whatever_role_id_they_carry() {
+    let slr = binding("a", OTHER_KEY).slr();
+    let mut suffixed = slr.clone();
+    suffixed.suffix = Some("CMK".into());
+    assert!(is_operators_grant(Some(&grant_name(&slr, ROLE_ID)), &slr));
+    assert!(is_operators_grant(Some(&grant_name(&slr, OLD_ROLE_ID)), &slr));
+    // As versions before the role id named them.
+    assert!(is_operators_grant(Some("asg-cmk-operator-111122223333-AWSServiceRoleForAutoScaling"), &slr));
+    assert!(!is_operators_grant(Some(&grant_name(&suffixed, ROLE_ID)), &slr), "another role's grant");
+    assert!(!is_operators_grant(Some(&grant_name(&slr, ROLE_ID)), &suffixed));
+    assert!(!is_operators_grant(Some("asg-cmk-operator-111122223333-AWSServiceRoleForAutoScaling-x"), &slr));
+    assert!(!is_operators_grant(None, &slr));
 }
 
 // Each step of the pipeline on its own. A row gives the bindings, what was observed,
@@ -548,7 +697,7 @@ fn plan_grants_table() {
                 bindings: vec![binding("a", OTHER_KEY)],
                 observed: |d| {
                     let mut o = converged(d);
-                    o.grants.insert(KeyArn::parse(OTHER_KEY).unwrap(), Ok(vec![full_grant("AROAEXAMPLE")]));
+                    o.grants.insert(KeyArn::parse(OTHER_KEY).unwrap(), Ok(vec![full_grant(ROLE_ID)]));
                     o
                 },
                 blocked_before: vec![],
