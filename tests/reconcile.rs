@@ -132,6 +132,9 @@ async fn case_2_uses_the_owner_policy_and_one_grant_and_reapplies_without_writes
 async fn console_key_policy_keeps_every_statement_id_and_version() {
     let moto = Moto::start();
     let own = moto.own().await;
+    // KMS refuses a policy naming principals that do not exist.
+    create_role(&own, "admin").await;
+    create_role(&own, "app").await;
     // What the KMS console writes, including the AWS doc's Sids for another principal.
     let console = format!(
         r#"{{
@@ -176,14 +179,9 @@ async fn existing_role_and_partly_converged_state_issue_only_the_missing_calls()
     let own = moto.own().await;
     let other = moto.other().await;
     let key = create_key(&other, None).await;
+    // The role exists already: as in AWS, the first group made without a role brought the
+    // default one. And the owner already allows our root (in its own words).
     create_asgs(&own, &["api"]).await;
-    // The role exists already, and the owner already allows our root (in its own words).
-    aws_sdk_iam::Client::new(&own)
-        .create_service_linked_role()
-        .aws_service_name("autoscaling.amazonaws.com")
-        .send()
-        .await
-        .unwrap();
     let policy = format!(
         r#"{{"Version":"2012-10-17","Statement":[
           {{"Sid":"Owner","Effect":"Allow","Principal":{{"AWS":"arn:aws:iam::{OTHER}:root"}},"Action":"kms:*","Resource":"*"}},
@@ -252,16 +250,16 @@ async fn unpropagated_principal_is_retried_with_backoff() {
 #[tokio::test(flavor = "multi_thread")]
 async fn role_taken_between_observe_and_create_is_adopted_whatever_the_error_says() {
     for (code, message) in [
-        ("EntityAlreadyExists", "Role with name AWSServiceRoleForAutoScaling already exists."),
+        ("EntityAlreadyExists", "Role with name AWSServiceRoleForAutoScaling_CMK already exists."),
         (
             "InvalidInput",
-            "Service role name AWSServiceRoleForAutoScaling has been taken in this account, please try a different suffix.",
+            "Service role name AWSServiceRoleForAutoScaling_CMK has been taken in this account, please try a different suffix.",
         ),
     ] {
-        let OneAsg { moto, own: _, key: _, dir: _dir, cfg } = one_asg_on_own_key(None).await;
-        // The role is absent when observed; the create is answered as if someone had
-        // just made it.
-        moto.fault("iam", "CreateServiceLinkedRole", 1, 400, code, message);
+        let OneAsg { moto, own: _, key: _, dir: _dir, cfg } = one_asg_on_own_key(Some("CMK")).await;
+        // The role is absent when observed; someone makes it just as the operator does, so
+        // the operator's create is refused although the role now exists.
+        moto.fault_after_apply("iam", "CreateServiceLinkedRole", 400, code, message);
         let out = moto.operator(&["apply", "--config", &cfg]);
         assert!(out.status.success(), "{code}");
         assert!(stderr(&out).contains("already exists; adopting it"), "{code}: {}", stderr(&out));

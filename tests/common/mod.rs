@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_credential_types::Credentials;
+use serde_json::{json, Value};
 
 pub const OWN: &str = "123456789012";
 pub const OTHER: &str = "444455556666";
@@ -27,63 +28,106 @@ fn python() -> PathBuf {
     venv
 }
 
-/// A running moto server; stopped when dropped.
-pub struct Moto {
+/// A Python helper under tests/moto that prints `READY <url>` once it listens; killed
+/// when dropped. With `--exit-with-stdin` it also exits when this process dies, since the
+/// pipe it holds open then closes.
+pub struct Script {
     pub url: String,
-    port: u16,
     child: Child,
-    // Holding stdin open keeps the launcher alive; it exits when this closes.
     _stdin: ChildStdin,
 }
 
-impl Moto {
-    pub fn start() -> Moto {
-        Self::spawn(&["--host", "127.0.0.1", "--port", "0", "--exit-with-stdin"])
-    }
-
-    fn spawn(args: &[&str]) -> Moto {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/moto/launcher.py");
+impl Script {
+    pub fn start(name: &str, args: &[&str]) -> Script {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/moto").join(name);
         let mut child = Command::new(python())
             .arg(script)
             .args(args)
+            .arg("--exit-with-stdin")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
-            .expect("failed to start the moto launcher");
+            .unwrap_or_else(|e| panic!("failed to start {name}: {e}"));
         let stdin = child.stdin.take().unwrap();
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let url = loop {
             match lines.next() {
                 Some(Ok(l)) if l.starts_with("READY ") => break l["READY ".len()..].trim().to_owned(),
                 Some(Ok(_)) => continue,
-                _ => panic!("moto launcher exited before it was ready"),
+                _ => panic!("{name} exited before it was ready"),
             }
         };
-        let port = url.rsplit(':').next().unwrap().parse().unwrap();
-        Moto { url, port, child, _stdin: stdin }
+        Script { url, child, _stdin: stdin }
     }
 
-    fn http(&self, method: &str, path: &str, body: &str) -> String {
-        let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        write!(
-            s,
-            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        )
-        .unwrap();
-        let mut resp = String::new();
-        s.read_to_string(&mut resp).unwrap();
-        let (head, body) = resp.split_once("\r\n\r\n").unwrap();
-        assert!(head.starts_with("HTTP/1.1 2") || head.starts_with("HTTP/1.0 2"), "{method} {path}: {head}");
-        body.to_owned()
+    /// A JSON call to one of the helper's hooks, which must succeed.
+    pub fn hook(&self, method: &str, path: &str, body: Value) -> Value {
+        let text = if body.is_null() { String::new() } else { body.to_string() };
+        let (status, answer) = http(&self.url, method, path, &text);
+        assert_eq!(status, 200, "{method} {path}: {answer}");
+        serde_json::from_str(&answer).unwrap()
+    }
+}
+
+impl Drop for Script {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One HTTP/1.1 request to a loopback `url` ("http://HOST:PORT"): (status, body).
+pub fn http(url: &str, method: &str, path: &str, body: &str) -> (u16, String) {
+    let addr = url.trim_start_matches("http://");
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let (head, body) = resp.split_once("\r\n\r\n").unwrap();
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, body.to_owned())
+}
+
+/// The project's launcher: moto's server, as strict as AWS where this project depends on
+/// it (tests/moto/strict.py). Stopped when dropped.
+pub struct Moto {
+    script: Script,
+    pub url: String,
+}
+
+impl Moto {
+    pub fn start() -> Moto {
+        Self::start_with(&[])
+    }
+
+    /// Starts the launcher with extra flags (`--lenient`, `--propagation-seconds S`).
+    pub fn start_with(args: &[&str]) -> Moto {
+        let mut all = vec!["--host", "127.0.0.1", "--port", "0"];
+        all.extend_from_slice(args);
+        let script = Script::start("launcher.py", &all);
+        Moto { url: script.url.clone(), script }
+    }
+
+    /// Starts the launcher on a given port.
+    pub fn start_on(port: u16) -> Moto {
+        let script = Script::start("launcher.py", &["--host", "127.0.0.1", "--port", &port.to_string()]);
+        Moto { url: script.url.clone(), script }
+    }
+
+    pub fn hook(&self, method: &str, path: &str, body: Value) -> Value {
+        self.script.hook(method, path, body)
     }
 
     /// Every AWS call since the last reset, as (account, service, action).
     pub fn calls_by_account(&self) -> Vec<(String, String, String)> {
-        let v: serde_json::Value = serde_json::from_str(&self.http("GET", "/_launcher/calls", "")).unwrap();
-        v["calls"]
+        self.hook("GET", "/_launcher/calls", Value::Null)["calls"]
             .as_array()
             .unwrap()
             .iter()
@@ -96,26 +140,40 @@ impl Moto {
 
     /// Every AWS call the server received since the last reset, as (service, action).
     pub fn calls(&self) -> Vec<(String, String)> {
-        let v: serde_json::Value = serde_json::from_str(&self.http("GET", "/_launcher/calls", "")).unwrap();
-        v["calls"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|c| (c["service"].as_str().unwrap().to_owned(), c["action"].as_str().unwrap().to_owned()))
-            .collect()
+        self.calls_by_account().into_iter().map(|(_, s, a)| (s, a)).collect()
     }
 
     pub fn reset_calls(&self) {
-        self.http("POST", "/_launcher/calls/reset", "");
+        self.hook("POST", "/_launcher/calls/reset", Value::Null);
     }
 
     /// Makes the next `count` calls of `service`/`action` fail with `code`.
     pub fn fault(&self, service: &str, action: &str, count: u32, status: u16, code: &str, message: &str) {
-        let body = serde_json::json!({
-            "service": service, "action": action, "count": count,
-            "status": status, "code": code, "message": message,
-        });
-        self.http("POST", "/_launcher/faults", &body.to_string());
+        self.hook(
+            "POST",
+            "/_launcher/faults",
+            json!({"service": service, "action": action, "count": count, "status": status, "code": code, "message": message}),
+        );
+    }
+
+    /// Like [`Moto::fault`], but the request is carried out before its answer is replaced.
+    pub fn fault_after_apply(&self, service: &str, action: &str, status: u16, code: &str, message: &str) {
+        self.hook(
+            "POST",
+            "/_launcher/faults",
+            json!({"service": service, "action": action, "count": 1, "status": status, "code": code,
+                   "message": message, "apply": true}),
+        );
+    }
+
+    /// Changes the strict settings (tests/moto/strict.py); returns the new ones.
+    pub fn strict(&self, changes: Value) -> Value {
+        self.hook("POST", "/_launcher/strict", changes)
+    }
+
+    /// Right after the next read of `key`'s policy, someone appends `statement` to it.
+    pub fn edit_after_next_read(&self, key: &str, statement: Value) {
+        self.hook("POST", "/_launcher/edits", json!({"key": key, "statement": statement}));
     }
 
     /// SDK configuration for the operator's own account (plain keys).
@@ -178,13 +236,6 @@ pub fn operator_command(endpoint: &str, args: &[&str]) -> Command {
         .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
         .env("RUST_LOG", "info");
     cmd
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// Writes calls that change something (anything but Get/List/Describe and STS).
@@ -428,13 +479,6 @@ pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-impl Moto {
-    /// Starts the launcher on a given port.
-    pub fn start_on(port: u16) -> Moto {
-        Self::spawn(&["--host", "127.0.0.1", "--port", &port.to_string(), "--exit-with-stdin"])
-    }
-}
-
 /// The common start: an emulator, an own-account key, ASG "web" and a config binding them.
 pub struct OneAsg {
     pub moto: Moto,
@@ -452,4 +496,59 @@ pub async fn one_asg_on_own_key(suffix: Option<&str>) -> OneAsg {
     let dir = TempDir::new();
     let cfg = dir.write("c.yaml", &config(&[("web", &key, suffix)]));
     OneAsg { moto, own, key, dir, cfg }
+}
+
+/// The fault proxy (tests/moto/faultproxy.py) in front of a launcher; stopped when dropped.
+pub struct FaultProxy {
+    script: Script,
+    pub url: String,
+}
+
+impl FaultProxy {
+    /// Starts the proxy in front of `moto`, with extra flags (`--throttle 0.2`, ...).
+    pub fn start(moto: &Moto, args: &[&str]) -> FaultProxy {
+        let mut all = vec!["--upstream", moto.url.as_str(), "--port", "0"];
+        all.extend_from_slice(args);
+        let script = Script::start("faultproxy.py", &all);
+        FaultProxy { url: script.url.clone(), script }
+    }
+
+    /// What the proxy saw and injected: requests, throttled, server_errors, lost_writes,
+    /// quota_throttled, and by_action.
+    pub fn stats(&self) -> Value {
+        self.script.hook("GET", "/_proxy/stats", Value::Null)
+    }
+
+    /// Changes the fault rates (`throttle`, `server_error`, `lost_write`, `latency_ms`).
+    pub fn set(&self, changes: Value) -> Value {
+        self.script.hook("POST", "/_proxy/config", changes)
+    }
+}
+
+/// Creates an IAM role (trusted by EC2) in the account of `conf`: (ARN, unique id).
+pub async fn create_role(conf: &SdkConfig, name: &str) -> (String, String) {
+    let iam = aws_sdk_iam::Client::new(conf);
+    let trust = json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow",
+        "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}]});
+    let out = iam.create_role().role_name(name).assume_role_policy_document(trust.to_string()).send().await.unwrap();
+    let role = out.role().unwrap();
+    (role.arn().to_owned(), role.role_id().to_owned())
+}
+
+pub async fn delete_role(conf: &SdkConfig, name: &str) {
+    aws_sdk_iam::Client::new(conf).delete_role().role_name(name).send().await.unwrap();
+}
+
+/// Creates `AWSServiceRoleForAutoScaling_<suffix>`: (ARN, unique id).
+pub async fn create_slr(conf: &SdkConfig, suffix: &str) -> (String, String) {
+    let iam = aws_sdk_iam::Client::new(conf);
+    let out = iam
+        .create_service_linked_role()
+        .aws_service_name("autoscaling.amazonaws.com")
+        .custom_suffix(suffix)
+        .send()
+        .await
+        .unwrap();
+    let role = out.role().unwrap();
+    (role.arn().to_owned(), role.role_id().to_owned())
 }

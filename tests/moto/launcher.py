@@ -11,20 +11,54 @@ both with small patches applied at import time (site-packages is never edited):
    address a key by its full ARN for grant and cryptographic operations. After the patch
    those operations run against the key owner's backend.
 
-It also serves two test hooks under ``/_launcher/`` (a path no AWS API uses):
+It also serves test hooks under ``/_launcher/`` (a path no AWS API uses):
 
 - ``GET /_launcher/calls``: every AWS request received, as ``{"calls": [{"service",
   "action", "account", "t"}]}`` in arrival order, where ``account`` is the account the
   credentials act in and ``t`` the arrival time in seconds (monotonic clock). ``POST /_launcher/calls/reset`` clears the log.
 - ``POST /_launcher/faults`` with ``{"service", "action", "count", "status", "code",
-  "message"}``: the next ``count`` matching requests fail with that error, in the wire
-  format of the request's protocol (JSON or query XML). Failed requests are still
-  logged. ``DELETE /_launcher/faults`` clears them.
+  "message", "apply"}``: the next ``count`` matching requests fail with that error, in the
+  wire format of the request's protocol (JSON or query XML). With ``"apply": true`` the
+  request is carried out first and only its answer is replaced: what a caller sees when
+  someone else made the same change at the same moment, or when an answer is lost.
+  Failed requests are still logged. ``DELETE /_launcher/faults`` clears them.
+- ``GET /_launcher/strict``: the strict settings below, as JSON. ``POST /_launcher/strict``
+  with a JSON object holding any subset of them changes them and answers the new settings
+  (400 and nothing changed for an unknown key or a bad value).
+- ``POST /_launcher/edits`` with ``{"key": "<key ARN>", "statement": {...}}`` queues a
+  one-shot concurrent edit: the next successful GetKeyPolicy of that key (by anyone),
+  once its answer is produced, appends the statement to the stored policy (no
+  validation). ``GET /_launcher/edits`` answers ``{"pending": n, "applied": n}``.
 
-Usage: ``launcher.py [--host 127.0.0.1] [--port 0] [--exit-with-stdin]``. Port 0 picks a
-free port. Once listening it prints ``READY http://HOST:PORT`` on stdout. It stops on
-SIGTERM/SIGINT and, with ``--exit-with-stdin``, when its stdin reaches end of file (so a
-test harness that holds the pipe open leaves no orphan behind when it dies).
+Strict mode (``strict.py``) makes moto as strict as AWS where this project depends on it.
+Rejected requests are answered in the protocol's wire format and logged like any other.
+Settings and defaults:
+
+- ``principals`` (true): CreateKey/PutKeyPolicy reject a policy with an invalid ``AWS``
+  principal (not ``*``, an account, an existing role/user/assumed-role, or the unique id
+  of an existing role/user) with MalformedPolicyDocumentException; CreateGrant rejects an
+  invalid GranteePrincipal/RetiringPrincipal with InvalidArnException. Role and user
+  principals are remembered by unique id: GetKeyPolicy and ListGrants show a deleted (or
+  recreated) one as its old id.
+- ``propagation_seconds`` (0.0): roles and users younger than this are invisible to KMS and
+  Auto Scaling (IAM sees them at once). Takes effect through ``principals`` and
+  ``asg_roles``.
+- ``grant_names`` (true): CreateGrant with the Name and parameters of an existing grant on
+  the key returns that grant's id and creates nothing.
+- ``key_state`` (true): CreateGrant and cryptographic operations on a Disabled key fail with
+  DisabledException, on a key pending deletion with KMSInvalidStateException.
+- ``grant_paging`` (true): ListGrants honours Limit (1-100, default 50) and Marker, answers
+  Truncated/NextMarker, rejects bad limits (ValidationException) and unknown markers
+  (InvalidMarkerException), and shows each grant's IssuingAccount.
+- ``asg_roles`` (true): Create/UpdateAutoScalingGroup with a ServiceLinkedRoleARN whose role
+  does not exist (or has not propagated) fail with ValidationError; the group is unchanged.
+
+Usage: ``launcher.py [--host 127.0.0.1] [--port 0] [--exit-with-stdin] [--lenient]
+[--propagation-seconds S]``. Port 0 picks a free port. ``--lenient`` starts with every
+strict switch off (moto's own behaviour); ``--propagation-seconds`` sets the window.
+Once listening it prints ``READY http://HOST:PORT`` on stdout. It stops on SIGTERM/SIGINT
+and, with ``--exit-with-stdin``, when its stdin reaches end of file (so a test harness that
+holds the pipe open leaves no orphan behind when it dies).
 """
 
 import argparse
@@ -36,9 +70,6 @@ import signal
 import sys
 import threading
 import time
-import uuid
-from http import HTTPStatus
-from urllib.parse import parse_qs
 
 from moto.autoscaling.responses import AutoScalingResponse
 from moto.iam.models import get_account_id_from
@@ -50,6 +81,9 @@ from moto.moto_server.werkzeug_app import (
     create_backend_app,
 )
 from werkzeug.serving import make_server
+
+import strict
+import wire
 
 # --- gap 1: Auto Scaling keeps ServiceLinkedRoleARN ------------------------------------
 # The group model already has ``service_linked_role_arn`` (set to the default role and
@@ -99,35 +133,44 @@ CROSS_ACCOUNT_KMS = {
     "GenerateDataKeyPairWithoutPlaintext": "KeyId",
 }
 KEY_ARN = re.compile(r"^arn:[\w-]+:kms:([\w-]+):(\d{12}):key/.+$")
-_own_kms_backend = KmsResponse.kms_backend.fget
+
+
+def kms_backend_for(action, params, account, region):
+    """The KMS backend a request works in: the key owner's for a cross-account key ARN."""
+    param = CROSS_ACCOUNT_KMS.get(action)
+    key_id = params.get(param) if param else None
+    m = KEY_ARN.match(key_id) if isinstance(key_id, str) else None
+    if m and m.group(2) != account:
+        return kms_backends[m.group(2)][m.group(1)]
+    return kms_backends[account][region]
 
 
 def _kms_backend(self):
-    param = CROSS_ACCOUNT_KMS.get(self.headers.get("X-Amz-Target", "").rpartition(".")[2])
-    if param:
+    action = self.headers.get("X-Amz-Target", "").rpartition(".")[2]
+    params = {}
+    if action in CROSS_ACCOUNT_KMS:  # only these read the body
         try:
-            key_id = json.loads(self.body or "{}").get(param) or ""
-        except (ValueError, AttributeError):
-            key_id = ""
-        m = KEY_ARN.match(key_id) if isinstance(key_id, str) else None
-        if m and m.group(2) != self.current_account:
-            return kms_backends[m.group(2)][m.group(1)]
-    return _own_kms_backend(self)
+            params = json.loads(self.body or "{}")
+        except ValueError:
+            pass
+    if not isinstance(params, dict):
+        params = {}
+    return kms_backend_for(action, params, self.current_account, self.region)
 
 
 KmsResponse.kms_backend = property(_kms_backend)
 
-# --- test hooks: call log and fault injection ------------------------------------------
-
-# SigV4: "Credential=AKID/20240101/us-west-2/kms/aws4_request" -> access key, service.
-CREDENTIAL_SCOPE = re.compile(r"Credential=([^/\s]+)/\d{8}/[^/]+/([^/]+)/aws4_request")
+# --- test hooks: call log, fault injection, strict mode ---------------------------------
+# Wire helpers (request identification, protocol-matched errors) live in wire.py; the
+# strict checks and their hooks in strict.py.
 
 
 class Hooks:
-    """WSGI middleware in front of moto's app."""
+    """WSGI middleware in front of moto's app: test hooks, then strict checks, then moto."""
 
-    def __init__(self, app):
+    def __init__(self, app, strict_layer):
         self.app = app
+        self.strict = strict_layer
         self.lock = threading.Lock()
         self.calls = []  # [{"service", "action", "account"}], arrival order
         self.faults = []  # [{"service", "action", "count", "status", "code", "message"}]
@@ -136,16 +179,22 @@ class Hooks:
         if environ.get("PATH_INFO", "").startswith("/_launcher/"):
             return self.control(environ, start_response)
         # Buffer the body to read the action, then hand moto an unread copy.
-        body = _read_body(environ)
+        body = wire.read_body(environ)
         environ["wsgi.input"] = io.BytesIO(body)
         environ["CONTENT_LENGTH"] = str(len(body))
-        service, action, account = _identify(environ, body)
+        service, action, account = wire.identify(environ, body, get_account_id_from)
         with self.lock:
             self.calls.append({"service": service, "action": action, "account": account, "t": time.monotonic()})
             fault = self._take_fault(service, action)
+        request = strict.Request(environ, body, service, action, account)
         if fault:
-            return _error(fault, environ, start_response)
-        return self.app(environ, start_response)
+            if fault["apply"]:
+                answer = self.strict.serve(request, self.app, lambda *_: None)
+                b"".join(answer)  # the request runs to its end; its answer is dropped
+                if hasattr(answer, "close"):
+                    answer.close()
+            return wire.error(fault, environ, start_response)
+        return self.strict.serve(request, self.app, start_response)
 
     def _take_fault(self, service, action):
         for f in self.faults:
@@ -156,13 +205,16 @@ class Hooks:
 
     def control(self, environ, start_response):
         path, method = environ["PATH_INFO"], environ["REQUEST_METHOD"]
-        body = _read_body(environ)
+        body = wire.read_body(environ)
+        answer = self.strict.control(path, method, body, start_response)
+        if answer is not None:
+            return answer
         with self.lock:
             if path == "/_launcher/calls" and method == "GET":
-                return _json(start_response, {"calls": list(self.calls)})
+                return wire.json_response(start_response, {"calls": list(self.calls)})
             if path == "/_launcher/calls/reset" and method == "POST":
                 self.calls.clear()
-                return _json(start_response, {})
+                return wire.json_response(start_response, {})
             if path == "/_launcher/faults" and method == "POST":
                 try:
                     fault = json.loads(body)
@@ -173,92 +225,16 @@ class Hooks:
                         "status": int(fault.get("status", 400)),
                         "code": str(fault["code"]),
                         "message": str(fault.get("message", "")),
+                        "apply": bool(fault.get("apply", False)),
                     }
                 except (ValueError, KeyError, TypeError) as e:
-                    return _json(start_response, {"error": f"bad fault: {e!r}"}, 400)
+                    return wire.json_response(start_response, {"error": f"bad fault: {e!r}"}, 400)
                 self.faults.append(fault)
-                return _json(start_response, {})
+                return wire.json_response(start_response, {})
             if path == "/_launcher/faults" and method == "DELETE":
                 self.faults.clear()
-                return _json(start_response, {})
-        return _json(start_response, {"error": "not found"}, 404)
-
-
-def _read_body(environ):
-    stream = environ["wsgi.input"]
-    if environ.get("wsgi.input_terminated"):  # chunked: werkzeug ends the stream itself
-        return stream.read()
-    try:
-        length = int(environ.get("CONTENT_LENGTH") or 0)
-    except ValueError:
-        length = 0
-    return stream.read(length) if length > 0 else b""
-
-
-def _identify(environ, body):
-    """(service, action, account) of an AWS request; "unknown"/None where not given."""
-    m = CREDENTIAL_SCOPE.search(environ.get("HTTP_AUTHORIZATION", ""))
-    access_key, service = (m.group(1), m.group(2)) if m else (None, "unknown")
-    # Same precedence as moto's BaseResponse.get_current_account.
-    account = (
-        os.environ.get("MOTO_ACCOUNT_ID")
-        or environ.get("HTTP_X_MOTO_ACCOUNT_ID")
-        or (get_account_id_from(access_key) if access_key else None)
-    )
-    target = environ.get("HTTP_X_AMZ_TARGET", "")
-    if target:  # JSON protocols: "TrentService.CreateGrant"
-        return service, target.rpartition(".")[2], account
-    # Query protocol: Action= in the form body (or, for GETs, the query string).
-    params = parse_qs(environ.get("QUERY_STRING", ""))
-    if environ.get("CONTENT_TYPE", "").startswith("application/x-www-form-urlencoded"):
-        params.update(parse_qs(body.decode("utf-8", "replace")))
-    return service, (params.get("Action") or ["unknown"])[0], account
-
-
-def _status_line(status):
-    try:
-        return f"{status} {HTTPStatus(status).phrase}"
-    except ValueError:
-        return f"{status} Error"
-
-
-def _json(start_response, value, status=200):
-    data = json.dumps(value).encode()
-    start_response(
-        _status_line(status),
-        [("Content-Type", "application/json"), ("Content-Length", str(len(data)))],
-    )
-    return [data]
-
-
-def _error(fault, environ, start_response):
-    """The fault as the service would send it: JSON for JSON protocols, else query XML."""
-    code, message, status = fault["code"], fault["message"], fault["status"]
-    request_id = str(uuid.uuid4())
-    content_type = environ.get("CONTENT_TYPE", "")
-    if environ.get("HTTP_X_AMZ_TARGET") or content_type.startswith("application/x-amz-json"):
-        # awsJson1_0 / awsJson1_1 (KMS is 1.1): answer in the version the client used.
-        version = "1.0" if content_type.startswith("application/x-amz-json-1.0") else "1.1"
-        data = json.dumps({"__type": code, "message": message}).encode()
-        headers = [
-            ("Content-Type", f"application/x-amz-json-{version}"),
-            ("x-amzn-ErrorType", code),
-            ("x-amzn-RequestId", request_id),
-        ]
-    else:
-        kind = "Receiver" if status >= 500 else "Sender"
-        data = (
-            "<ErrorResponse><Error>"
-            f"<Type>{kind}</Type><Code>{_xml(code)}</Code><Message>{_xml(message)}</Message>"
-            f"</Error><RequestId>{request_id}</RequestId></ErrorResponse>"
-        ).encode()
-        headers = [("Content-Type", "text/xml"), ("x-amzn-RequestId", request_id)]
-    start_response(_status_line(status), headers + [("Content-Length", str(len(data)))])
-    return [data]
-
-
-def _xml(s):
-    return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+                return wire.json_response(start_response, {})
+        return wire.json_response(start_response, {"error": "not found"}, 404)
 
 
 # --- server ----------------------------------------------------------------------------
@@ -269,10 +245,18 @@ def main():
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--exit-with-stdin", action="store_true", help="exit when stdin reaches EOF")
+    parser.add_argument("--lenient", action="store_true", help="start with every strict switch off")
+    parser.add_argument(
+        "--propagation-seconds", type=float, default=0.0, help="IAM propagation window seen by KMS/Auto Scaling"
+    )
     args = parser.parse_args()
+    try:
+        settings = strict.Settings(lenient=args.lenient, propagation_seconds=args.propagation_seconds)
+    except ValueError as e:
+        parser.error(str(e))
 
     # The same app and server moto's ThreadedMotoServer builds, with the hooks in front.
-    app = Hooks(DomainDispatcherApplication(create_backend_app))
+    app = Hooks(DomainDispatcherApplication(create_backend_app), strict.install(settings, kms_backend_for))
     server = make_server(args.host, args.port, app, threaded=True, request_handler=MotoRequestHandler)
 
     def stop(*_):
