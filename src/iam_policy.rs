@@ -118,7 +118,14 @@ pub fn policy(desired: &Desired, account: &AccountId) -> Result<Value, IamPolicy
             ));
         }
         if !other_keys.is_empty() {
-            statements.push(statement("CreateGrantsOnOtherAccountsKeys", &["kms:CreateGrant"], &other_keys, None));
+            // RetireGrant: the operator retires its own grants that fall short or whose
+            // role was deleted, with the credentials that created them.
+            statements.push(statement(
+                "CreateGrantsOnOtherAccountsKeys",
+                &["kms:CreateGrant", "kms:RetireGrant"],
+                &other_keys,
+                None,
+            ));
         }
     }
     if !owned_keys_used_elsewhere.is_empty() {

@@ -5,22 +5,6 @@ mod common;
 use common::*;
 use serde_json::Value;
 
-fn statements(policy: &Value) -> Vec<Value> {
-    match &policy["Statement"] {
-        Value::Array(a) => a.clone(),
-        other => vec![other.clone()],
-    }
-}
-
-fn owned_principals(policy: &Value, sid: &str) -> Vec<String> {
-    let st = statements(policy).into_iter().find(|s| s["Sid"] == sid).unwrap_or_else(|| panic!("no {sid} in {policy}"));
-    match &st["Principal"]["AWS"] {
-        Value::String(s) => vec![s.clone()],
-        Value::Array(a) => a.iter().map(|v| v.as_str().unwrap().to_owned()).collect(),
-        other => panic!("principal {other}"),
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn case_1_converges_and_a_second_apply_only_reads() {
     let OneAsg { moto, own, key, dir: _dir, cfg } = one_asg_on_own_key(Some("CMK")).await;

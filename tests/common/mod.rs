@@ -221,9 +221,17 @@ impl Moto {
     }
 }
 
+/// The operator binary: this build's, or the one `ASG_CMK_OPERATOR_BIN` names (to run the
+/// end-to-end tests against another build, such as the one before a change).
+pub fn operator_binary() -> PathBuf {
+    std::env::var_os("ASG_CMK_OPERATOR_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_asg-cmk-operator")))
+}
+
 /// The operator binary with a clean environment pointing at `endpoint`.
 pub fn operator_command(endpoint: &str, args: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_asg-cmk-operator"));
+    let mut cmd = Command::new(operator_binary());
     cmd.args(args)
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
@@ -552,3 +560,66 @@ pub async fn create_slr(conf: &SdkConfig, suffix: &str) -> (String, String) {
     let role = out.role().unwrap();
     (role.arn().to_owned(), role.role_id().to_owned())
 }
+
+/// The statements of a key policy, whether it holds an array or one object.
+pub fn statements(policy: &Value) -> Vec<Value> {
+    match &policy["Statement"] {
+        Value::Array(a) => a.clone(),
+        other => vec![other.clone()],
+    }
+}
+
+/// The AWS principals of the statement with Sid `sid`.
+pub fn owned_principals(policy: &Value, sid: &str) -> Vec<String> {
+    let st = statements(policy).into_iter().find(|s| s["Sid"] == sid).unwrap_or_else(|| panic!("no {sid} in {policy}"));
+    match &st["Principal"]["AWS"] {
+        Value::String(s) => vec![s.clone()],
+        Value::Array(a) => a.iter().map(|v| v.as_str().unwrap().to_owned()).collect(),
+        other => panic!("principal {other}"),
+    }
+}
+
+/// A grant as ListGrants shows it: (id, name, grantee, operations sorted).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrantSeen {
+    pub id: String,
+    pub name: Option<String>,
+    pub grantee: String,
+    pub operations: Vec<String>,
+}
+
+/// Every grant on `key`, page by page, listed with the credentials of `conf`.
+pub async fn grants(conf: &SdkConfig, key: &str) -> Vec<GrantSeen> {
+    let kms = aws_sdk_kms::Client::new(conf);
+    let mut out = Vec::new();
+    let mut marker = None;
+    loop {
+        let page = kms.list_grants().key_id(key).set_marker(marker.take()).send().await.unwrap();
+        for g in page.grants() {
+            let mut operations: Vec<String> = g.operations().iter().map(|o| o.as_str().to_owned()).collect();
+            operations.sort();
+            out.push(GrantSeen {
+                id: g.grant_id().unwrap_or_default().to_owned(),
+                name: g.name().map(str::to_owned),
+                grantee: g.grantee_principal().unwrap_or_default().to_owned(),
+                operations,
+            });
+        }
+        match page.next_marker() {
+            Some(m) if page.truncated() => marker = Some(m.to_owned()),
+            _ => return out,
+        }
+    }
+}
+
+/// The eight operations of the procedure's grant, sorted.
+pub const GRANT_OPERATIONS: [&str; 8] = [
+    "CreateGrant",
+    "Decrypt",
+    "DescribeKey",
+    "Encrypt",
+    "GenerateDataKey",
+    "GenerateDataKeyWithoutPlaintext",
+    "ReEncryptFrom",
+    "ReEncryptTo",
+];
