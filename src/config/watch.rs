@@ -27,7 +27,10 @@ pub fn watch(path: &Path, debounce: Duration) -> notify::Result<ConfigWatch> {
     };
     let (raw_tx, mut raw_rx) = mpsc::unbounded_channel::<()>();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if event.is_ok() {
+        // Opening and reading a file is an event too (inotify's IN_OPEN, IN_CLOSE_NOWRITE),
+        // and the daemon reads the file on every notification: counting reads as changes
+        // would wake it again and again, forever.
+        if event.is_ok_and(|e| !matches!(e.kind, notify::EventKind::Access(_))) {
             let _ = raw_tx.send(());
         }
     })?;
@@ -83,6 +86,21 @@ mod tests {
         }
         expect_one(&mut w).await;
         expect_none(&mut w).await;
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[tokio::test]
+    async fn reading_the_file_is_not_a_change() {
+        let d = tempdir("read");
+        let f = d.join("config.yaml");
+        std::fs::write(&f, "a").unwrap();
+        let mut w = watch(&f, Duration::from_millis(100)).unwrap();
+        for _ in 0..3 {
+            assert_eq!(std::fs::read_to_string(&f).unwrap(), "a");
+        }
+        expect_none(&mut w).await;
+        std::fs::write(&f, "b").unwrap();
+        expect_one(&mut w).await;
         std::fs::remove_dir_all(&d).unwrap();
     }
 
