@@ -1,11 +1,16 @@
 //! `run`: the long-running operator.
 //!
-//! One loop owns all state and turns at least once a second. It reacts to config edits,
-//! resync ticks, finished passes and shutdown. Work items are keys: a key's pass covers
-//! every binding that uses it, so a key policy is never read-modified-written by two
-//! passes at once. Every item that is due is taken into the same pass, so reads are
-//! shared (one describe per 100 ASGs, one GetRole per role) and only one pass is in
-//! flight at a time.
+//! One loop owns all state. It reacts to config edits, resync ticks, a finished
+//! connection attempt or pass, and shutdown, and polls the config file once a second in
+//! case an edit's event was missed. Work items are keys: a key's pass covers every binding
+//! that uses it, so a key policy is never read-modified-written by two passes at once.
+//! Every item that is due is taken into the same pass, so reads are shared (one describe
+//! per 100 ASGs, one GetRole per role), and only one pass is in flight at a time.
+//!
+//! The daemon's state is two small machines, [`Connection`] and [`PassState`], and each
+//! state says when it needs waking. As in kube-runtime's scheduler, the loop wakes only
+//! for work it can start now: a key that falls due while a pass is in flight, or while
+//! AWS is unreachable, waits for that to end rather than waking the loop.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -18,10 +23,10 @@ use tokio::task::JoinHandle;
 use tokio::time::{sleep_until, Instant};
 use tracing::Instrument;
 
-use crate::aws::{Aws, CallStats, ConnectError, ExecSettings};
+use crate::aws::{Aws, CallStats, ExecSettings};
 use crate::config::{self, Desired};
 use crate::metrics::{self, ActionLabel, ClassLabel, Health, Metrics};
-use crate::model::{AsgRef, KeyArn};
+use crate::model::{AsgRef, Failure, KeyArn};
 use crate::reconcile::{self, Outcome};
 use crate::scheduler::{Backoff, Jitter, Scheduler};
 
@@ -41,6 +46,12 @@ pub struct Settings {
 
 impl Settings {
     pub fn new(config: PathBuf, listen: SocketAddr, resync: Duration) -> Self {
+        // A pass holds every key due at once: it waits only briefly before reading again
+        // after a transient failure, and leaves longer waits to the per-key backoff.
+        let exec = ExecSettings {
+            round_backoff: Backoff { base: Duration::from_millis(250), max: Duration::from_secs(2) },
+            ..ExecSettings::default()
+        };
         Self {
             config,
             listen,
@@ -48,7 +59,7 @@ impl Settings {
             debounce: Duration::from_millis(200),
             shutdown_grace: Duration::from_secs(10),
             backoff: Backoff::default(),
-            exec: ExecSettings::default(),
+            exec,
             max_passes: 3,
         }
     }
@@ -68,12 +79,72 @@ pub enum DaemonError {
     Watch(#[from] notify::Error),
 }
 
-/// Where a binding stands, for the `bindings` gauge.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum State {
-    Pending,
-    Converged,
-    Failed,
+/// What the loop needs from the outside world: a connection, and a pass over some
+/// bindings. [`AwsReconciler`] is the real one; tests put in their own to drive the loop
+/// on a paused clock.
+pub trait Reconciler: Send + Sync + 'static {
+    type Client: Send + Sync + 'static;
+    /// Connects; `region` is the fallback for global calls.
+    fn connect(&self, region: String) -> impl Future<Output = Result<Self::Client, String>> + Send + 'static;
+    /// Reconciles `desired` (the bindings of the keys due) once.
+    fn reconcile(&self, client: Arc<Self::Client>, desired: Desired) -> impl Future<Output = Outcome> + Send + 'static;
+}
+
+/// Passes against AWS: [`reconcile::apply`] with the daemon's settings.
+pub struct AwsReconciler {
+    pub stats: Arc<CallStats>,
+    pub exec: ExecSettings,
+    pub max_passes: u32,
+}
+
+impl Reconciler for AwsReconciler {
+    type Client = Aws;
+
+    fn connect(&self, region: String) -> impl Future<Output = Result<Aws, String>> + Send + 'static {
+        let stats = self.stats.clone();
+        async move {
+            let aws = Aws::connect(&region, stats).await.map_err(|e| e.to_string())?;
+            tracing::info!(account = %aws.caller(), "connected to AWS");
+            Ok(aws)
+        }
+    }
+
+    fn reconcile(&self, aws: Arc<Aws>, desired: Desired) -> impl Future<Output = Outcome> + Send + 'static {
+        let (exec, max_passes) = (self.exec.clone(), self.max_passes);
+        async move { reconcile::apply(&aws, &desired, max_passes, &exec).await }
+    }
+}
+
+/// How the daemon stands with AWS.
+enum Connection<C> {
+    /// Not connected: the next attempt is due at `retry_at`.
+    Down {
+        retry_at: Instant,
+        failures: u32,
+    },
+    /// An attempt is under way; its end wakes the loop.
+    Connecting {
+        handle: JoinHandle<Result<C, String>>,
+        failures: u32,
+    },
+    Up(Arc<C>),
+}
+
+impl<C> Connection<C> {
+    /// When the loop must wake for the connection: only to retry it.
+    fn wake_at(&self) -> Option<Instant> {
+        match self {
+            Connection::Down { retry_at, .. } => Some(*retry_at),
+            Connection::Connecting { .. } | Connection::Up(_) => None,
+        }
+    }
+}
+
+/// The one pass that may be in flight.
+enum PassState {
+    Idle,
+    /// Its end wakes the loop; nothing else about it does.
+    Running(Pass),
 }
 
 struct Pass {
@@ -82,34 +153,75 @@ struct Pass {
     handle: JoinHandle<Outcome>,
 }
 
-struct Daemon {
-    settings: Settings,
-    metrics: Arc<Metrics>,
-    health: Arc<Health>,
-    stats: Arc<CallStats>,
+/// When the next full pass (every key) is due, and whether the first one has finished.
+struct Resync {
+    every: Duration,
+    next_at: Instant,
+    first_done: bool,
+}
+
+/// Where a binding stands, for the `bindings` gauge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Pending,
+    Converged,
+    Failed,
+}
+
+/// The desired state and what the daemon knows of each binding.
+struct Config {
     desired: Arc<Desired>,
+    /// The file's text as last read, to tell a real edit from a touch.
     last_text: String,
     states: BTreeMap<AsgRef, State>,
+}
+
+/// What the daemon reports: metrics and health.
+struct Telemetry {
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+}
+
+struct Daemon<R: Reconciler> {
+    settings: Settings,
+    reconciler: Arc<R>,
+    config: Config,
+    telemetry: Telemetry,
+    connection: Connection<R::Client>,
+    pass: PassState,
     scheduler: Scheduler<KeyArn>,
-    aws: Option<Arc<Aws>>,
-    connecting: Option<JoinHandle<Result<Aws, ConnectError>>>,
-    connect_failures: u32,
-    next_connect: Instant,
-    pass: Option<Pass>,
-    /// The next pass must cover every key (start-up and resync).
-    full_due: bool,
-    first_full_done: bool,
-    next_resync: Instant,
+    resync: Resync,
     jitter: Jitter,
 }
 
-/// Runs until `shutdown` resolves. Fails only at start: invalid config, or the listen
-/// address or the config directory cannot be used.
+/// What a run did, for tests: how often the loop turned.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunReport {
+    pub turns: u64,
+}
+
+/// Runs against AWS until `shutdown` resolves. Fails only at start: invalid config, or
+/// the listen address or the config directory cannot be used.
 pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
+    let metrics = Arc::new(Metrics::new());
+    let reconciler = AwsReconciler {
+        stats: Arc::new(CallStats::with_family(metrics.aws_calls.clone())),
+        exec: settings.exec.clone(),
+        max_passes: settings.max_passes,
+    };
+    run_with(settings, reconciler, metrics, shutdown).await.map(|_| ())
+}
+
+/// Runs with any [`Reconciler`] until `shutdown` resolves.
+pub async fn run_with<R: Reconciler>(
+    settings: Settings,
+    reconciler: R,
+    metrics: Arc<Metrics>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<RunReport, DaemonError> {
     let desired = config::load(&settings.config)?;
     // If the file changes between these two reads, the once-a-second poll sees it.
     let last_text = std::fs::read_to_string(&settings.config).unwrap_or_default();
-    let metrics = Arc::new(Metrics::new());
     let health = Arc::new(Health::default());
     health.beat();
     let listener = tokio::net::TcpListener::bind(settings.listen)
@@ -121,49 +233,47 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
     tracing::info!(%addr, config = %settings.config.display(), bindings = desired.bindings.len(), resync = ?settings.resync, "listening");
 
     let now = Instant::now();
-    let stats = Arc::new(CallStats::with_family(metrics.aws_calls.clone()));
     let mut d = Daemon {
         scheduler: Scheduler::new(settings.backoff, Jitter::from_clock()),
-        states: desired.bindings.iter().map(|b| (b.asg.clone(), State::Pending)).collect(),
-        desired: Arc::new(desired),
+        config: Config {
+            states: desired.bindings.iter().map(|b| (b.asg.clone(), State::Pending)).collect(),
+            desired: Arc::new(desired),
+            last_text,
+        },
+        telemetry: Telemetry { metrics, health },
+        connection: Connection::Down { retry_at: now, failures: 0 },
+        pass: PassState::Idle,
+        resync: Resync { every: settings.resync, next_at: now, first_done: false },
+        reconciler: Arc::new(reconciler),
         settings,
-        metrics,
-        health,
-        stats,
-        last_text,
-        aws: None,
-        connecting: None,
-        connect_failures: 0,
-        next_connect: now,
-        pass: None,
-        full_due: true,
-        first_full_done: false,
-        next_resync: now,
         jitter: Jitter::from_clock(),
     };
-    d.metrics.reloads.get_or_create(&metrics::ResultLabel { result: "success".into() }).inc();
+    Metrics::count(&d.telemetry.metrics.reloads, "success");
     d.update_gauge();
 
+    let mut report = RunReport::default();
     tokio::pin!(shutdown);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        d.health.beat();
+        report.turns += 1;
+        d.telemetry.health.beat();
         d.start_work();
         let wake = d.next_wake();
         tokio::select! {
+            biased;
             _ = &mut shutdown => break,
+            r = join_connection(&mut d.connection) => d.connected(r),
+            r = join_pass(&mut d.pass) => d.finished(r),
             Some(()) = watch.changes.recv() => d.reload(),
             _ = tick.tick() => d.poll_file(),
-            r = join_opt(&mut d.connecting) => d.connected(r),
-            r = join_pass(&mut d.pass) => d.finished(r),
-            _ = sleep_until(wake) => {}
+            _ = sleep_until(wake.unwrap_or_else(Instant::now)), if wake.is_some() => {}
         }
     }
 
     tracing::info!("shutting down: no new work; waiting for in-flight AWS calls");
-    d.health.set_ready(false);
-    if let Some(mut pass) = d.pass.take() {
+    d.telemetry.health.set_ready(false);
+    if let PassState::Running(mut pass) = std::mem::replace(&mut d.pass, PassState::Idle) {
         match tokio::time::timeout(d.settings.shutdown_grace, &mut pass.handle).await {
             Ok(_) => tracing::info!("in-flight pass finished"),
             Err(_) => {
@@ -174,145 +284,137 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
     }
     server.abort();
     tracing::info!("stopped");
-    Ok(())
+    Ok(report)
 }
 
-async fn join_opt<T>(h: &mut Option<JoinHandle<T>>) -> Result<T, tokio::task::JoinError> {
-    match h {
-        Some(handle) => {
-            let r = handle.await;
-            *h = None;
-            r
-        }
-        None => std::future::pending().await,
+/// Resolves when a connection attempt ends; never while there is none.
+async fn join_connection<C>(c: &mut Connection<C>) -> Result<Result<C, String>, tokio::task::JoinError> {
+    match c {
+        Connection::Connecting { handle, .. } => handle.await,
+        _ => std::future::pending().await,
     }
 }
 
-async fn join_pass(p: &mut Option<Pass>) -> (Pass, Result<Outcome, tokio::task::JoinError>) {
-    match p {
-        Some(pass) => {
-            let r = (&mut pass.handle).await;
-            (p.take().expect("pass present"), r)
-        }
-        None => std::future::pending().await,
-    }
+/// Resolves when the pass in flight ends; never while there is none.
+async fn join_pass(p: &mut PassState) -> (Pass, Result<Outcome, tokio::task::JoinError>) {
+    let PassState::Running(pass) = p else { return std::future::pending().await };
+    let r = (&mut pass.handle).await;
+    let PassState::Running(pass) = std::mem::replace(p, PassState::Idle) else { unreachable!("running above") };
+    (pass, r)
 }
 
-impl Daemon {
+impl<R: Reconciler> Daemon<R> {
     fn keys(&self) -> BTreeSet<KeyArn> {
-        self.desired.bindings.iter().map(|b| b.key.clone()).collect()
+        self.config.desired.bindings.iter().map(|b| b.key.clone()).collect()
     }
 
-    fn next_wake(&self) -> Instant {
-        let far = Instant::now() + Duration::from_secs(3600);
-        let mut wake = self.next_resync.min(far);
-        if let Some(t) = self.scheduler.next_due() {
-            wake = wake.min(t);
+    /// When the loop must wake by itself: for a connection retry, or, when connected and
+    /// idle, for the next key due or the next resync. Never while a pass is in flight or
+    /// an attempt to connect is under way: their ends wake the loop.
+    fn next_wake(&self) -> Option<Instant> {
+        match (&self.connection, &self.pass) {
+            (Connection::Up(_), PassState::Idle) => {
+                let due = self.scheduler.next_due().map_or(self.resync.next_at, |t| t.min(self.resync.next_at));
+                Some(due)
+            }
+            (Connection::Up(_), PassState::Running(_)) => None,
+            (c, _) => c.wake_at(),
         }
-        if self.aws.is_none() && self.connecting.is_none() {
-            wake = wake.min(self.next_connect);
-        }
-        wake
     }
 
-    /// Starts a connection attempt or a pass when one is due.
+    /// Starts a connection attempt or a pass, when one can start now.
     fn start_work(&mut self) {
         let now = Instant::now();
-        if now >= self.next_resync {
-            self.full_due = true;
-            self.next_resync = now + self.settings.resync;
-        }
-        if self.aws.is_none() {
-            if self.connecting.is_none() && now >= self.next_connect {
-                let region = self.desired.bindings.first().map_or("us-east-1".to_owned(), |b| b.asg.region.clone());
-                let stats = self.stats.clone();
-                self.connecting = Some(tokio::spawn(async move { Aws::connect(&region, stats).await }));
+        match &self.connection {
+            Connection::Down { retry_at, failures } if *retry_at <= now => {
+                let region =
+                    self.config.desired.bindings.first().map_or("us-east-1".to_owned(), |b| b.asg.region.clone());
+                let handle = tokio::spawn(self.reconciler.connect(region));
+                self.connection = Connection::Connecting { handle, failures: *failures };
             }
-            return;
-        }
-        if self.pass.is_some() {
-            return;
-        }
-        if self.full_due {
-            self.full_due = false;
-            for k in self.keys() {
-                self.scheduler.schedule(k, now);
+            Connection::Up(client) if matches!(self.pass, PassState::Idle) => {
+                let client = client.clone();
+                let full = self.resync.next_at <= now;
+                if full {
+                    self.resync.next_at = now + self.resync.every;
+                    for k in self.keys() {
+                        self.scheduler.schedule(k, now);
+                    }
+                }
+                let keys = self.scheduler.take_due(now);
+                if full || !keys.is_empty() {
+                    self.spawn_pass(client, keys, full);
+                }
             }
-            let keys = self.scheduler.take_due(now);
-            self.spawn_pass(keys, true);
-            return;
-        }
-        let keys = self.scheduler.take_due(now);
-        if !keys.is_empty() {
-            self.spawn_pass(keys, false);
+            _ => {}
         }
     }
 
-    fn spawn_pass(&mut self, keys: Vec<KeyArn>, full: bool) {
-        let aws = self.aws.clone().expect("connected");
+    fn spawn_pass(&mut self, client: Arc<R::Client>, keys: Vec<KeyArn>, full: bool) {
         let wanted: BTreeSet<&KeyArn> = keys.iter().collect();
+        let desired = &self.config.desired;
         let subset = Desired {
-            accounts: self.desired.accounts.clone(),
-            bindings: self.desired.bindings.iter().filter(|b| wanted.contains(&b.key)).cloned().collect(),
+            accounts: desired.accounts.clone(),
+            bindings: desired.bindings.iter().filter(|b| wanted.contains(&b.key)).cloned().collect(),
         };
-        let (exec, max_passes) = (self.settings.exec.clone(), self.settings.max_passes);
-        let trigger = match (full, self.first_full_done) {
+        let trigger = match (full, self.resync.first_done) {
             (true, false) => "start",
             (true, true) => "resync",
             (false, _) if keys.iter().any(|k| self.scheduler.failures(k) > 0) => "retry",
             (false, _) => "config",
         };
-        let span = tracing::info_span!("reconcile", trigger, keys = keys.len(), bindings = subset.bindings.len());
+        let span = tracing::info_span!("reconcile", trigger, keys = keys.len(), pass_bindings = subset.bindings.len());
         tracing::debug!(parent: &span, "pass started");
-        let handle =
-            tokio::spawn(async move { reconcile::apply(&aws, &subset, max_passes, &exec).await }.instrument(span));
-        self.pass = Some(Pass { keys, full, handle });
+        let handle = tokio::spawn(self.reconciler.reconcile(client, subset).instrument(span));
+        self.pass = PassState::Running(Pass { keys, full, handle });
     }
 
-    fn connected(&mut self, r: Result<Result<Aws, ConnectError>, tokio::task::JoinError>) {
-        match r {
-            Ok(Ok(aws)) => {
-                tracing::info!(account = %aws.caller(), "connected to AWS");
-                self.aws = Some(Arc::new(aws));
-                self.connect_failures = 0;
+    fn connected(&mut self, r: Result<Result<R::Client, String>, tokio::task::JoinError>) {
+        let failures = match &self.connection {
+            Connection::Connecting { failures, .. } => *failures,
+            _ => 0,
+        };
+        let error = match r {
+            Ok(Ok(client)) => {
+                self.connection = Connection::Up(Arc::new(client));
+                return;
             }
-            Ok(Err(e)) => self.connect_failed(e.to_string()),
-            Err(e) => self.connect_failed(format!("connect task failed: {e}")),
-        }
-    }
-
-    fn connect_failed(&mut self, error: String) {
-        self.connect_failures += 1;
+            Ok(Err(e)) => e,
+            Err(e) => format!("connect task failed: {e}"),
+        };
+        let failures = failures + 1;
         let capped = Backoff { max: Duration::from_secs(60), ..self.settings.backoff };
-        let delay = capped.delay(self.connect_failures, self.jitter.sample());
-        self.next_connect = Instant::now() + delay;
-        self.metrics.errors.get_or_create(&ClassLabel { class: "connect".into() }).inc();
+        let delay = capped.delay(failures, self.jitter.sample());
+        self.connection = Connection::Down { retry_at: Instant::now() + delay, failures };
+        self.telemetry.metrics.errors.get_or_create(&ClassLabel { class: "connect".into() }).inc();
         tracing::error!(error = %error, retry_in = ?delay, "cannot reach AWS; not ready");
     }
 
     fn finished(&mut self, (pass, r): (Pass, Result<Outcome, tokio::task::JoinError>)) {
         let now = Instant::now();
+        let metrics = &self.telemetry.metrics;
         let outcome = match r {
             Ok(o) => o,
             Err(e) => {
                 tracing::error!(error = %e, "pass task failed");
-                Metrics::count(&self.metrics.passes, "error");
+                Metrics::count(&metrics.passes, "error");
                 for k in pass.keys {
                     self.scheduler.failed(k, now);
                 }
                 return;
             }
         };
-        let mut failed_keys: BTreeMap<&KeyArn, Vec<(&AsgRef, &crate::model::Failure)>> = BTreeMap::new();
-        let key_of: BTreeMap<&AsgRef, &KeyArn> = self.desired.bindings.iter().map(|b| (&b.asg, &b.key)).collect();
+        let mut failed_keys: BTreeMap<&KeyArn, Vec<(&AsgRef, &Failure)>> = BTreeMap::new();
+        let key_of: BTreeMap<&AsgRef, &KeyArn> =
+            self.config.desired.bindings.iter().map(|b| (&b.asg, &b.key)).collect();
         for (b, f) in &outcome.failed {
             if let Some(k) = key_of.get(b) {
                 failed_keys.entry(k).or_default().push((b, f));
             }
-            self.metrics.errors.get_or_create(&ClassLabel { class: f.class.as_str().into() }).inc();
+            metrics.errors.get_or_create(&ClassLabel { class: f.class.as_str().into() }).inc();
         }
         for (action, n) in outcome.applied.by_action() {
-            self.metrics.changes.get_or_create(&ActionLabel { action: action.into() }).inc_by(n);
+            metrics.changes.get_or_create(&ActionLabel { action: action.into() }).inc_by(n);
         }
         for k in &pass.keys {
             match failed_keys.get(k) {
@@ -325,55 +427,45 @@ impl Daemon {
                 }
             }
         }
-        for b in &outcome.converged {
-            if let Some(s) = self.states.get_mut(b) {
-                *s = State::Converged;
-            }
-        }
-        for b in outcome.failed.keys() {
-            if let Some(s) = self.states.get_mut(b) {
-                *s = State::Failed;
+        for (b, s) in outcome
+            .converged
+            .iter()
+            .map(|b| (b, State::Converged))
+            .chain(outcome.failed.keys().map(|b| (b, State::Failed)))
+        {
+            if let Some(state) = self.config.states.get_mut(b) {
+                *state = s;
             }
         }
         self.update_gauge();
-        Metrics::count(&self.metrics.passes, if outcome.failed.is_empty() { "success" } else { "error" });
+        Metrics::count(&metrics.passes, if outcome.failed.is_empty() { "success" } else { "error" });
         if pass.full {
-            self.metrics.last_resync.set(metrics::unix_now());
-            if !self.first_full_done {
-                self.first_full_done = true;
-                self.health.set_ready(true);
+            metrics.last_resync.set(metrics::unix_now());
+            if !self.resync.first_done {
+                self.resync.first_done = true;
+                self.telemetry.health.set_ready(true);
                 tracing::info!("first full pass finished; ready");
             }
         }
         let (applied, failed) = (outcome.applied.total(), outcome.failed.len() as u64);
+        let converged_total = self.config.states.values().filter(|s| **s == State::Converged).count();
+        let (keys, pass_converged, full) = (pass.keys.len(), outcome.converged.len(), pass.full);
         if applied > 0 || failed > 0 {
-            tracing::info!(
-                keys = pass.keys.len(),
-                applied,
-                failed,
-                converged = outcome.converged.len(),
-                full = pass.full,
-                "pass finished"
-            );
+            tracing::info!(keys, applied, failed, pass_converged, converged_total, full, "pass finished");
         } else {
-            tracing::debug!(
-                keys = pass.keys.len(),
-                converged = outcome.converged.len(),
-                full = pass.full,
-                "pass finished; converged"
-            );
+            tracing::debug!(keys, pass_converged, converged_total, full, "pass finished; converged");
         }
     }
 
     fn update_gauge(&self) {
-        let count = |s| self.states.values().filter(|v| **v == s).count();
-        self.metrics.set_bindings(count(State::Converged), count(State::Pending), count(State::Failed));
+        let count = |s| self.config.states.values().filter(|v| **v == s).count();
+        self.telemetry.metrics.set_bindings(count(State::Converged), count(State::Pending), count(State::Failed));
     }
 
     /// Fallback for missed events: compare the file's content once a second.
     fn poll_file(&mut self) {
         if let Ok(text) = std::fs::read_to_string(&self.settings.config) {
-            if text != self.last_text {
+            if text != self.config.last_text {
                 self.apply_text(text);
             }
         }
@@ -381,7 +473,7 @@ impl Daemon {
 
     fn reload(&mut self) {
         match std::fs::read_to_string(&self.settings.config) {
-            Ok(text) if text == self.last_text => {}
+            Ok(text) if text == self.config.last_text => {}
             Ok(text) => self.apply_text(text),
             Err(e) => {
                 // Mid-swap the file can be briefly missing; the next event or poll retries.
@@ -393,42 +485,41 @@ impl Daemon {
     fn apply_text(&mut self, text: String) {
         let name = self.settings.config.display().to_string();
         let parsed = config::parse(&text, &name);
-        self.last_text = text;
-        match parsed {
+        self.config.last_text = text;
+        let metrics = &self.telemetry.metrics;
+        let new = match parsed {
+            Ok(new) => new,
             Err(e) => {
-                Metrics::count(&self.metrics.reloads, "error");
+                Metrics::count(&metrics.reloads, "error");
                 for err in &e.errors {
                     tracing::error!(location = %err.location, error = %err.message, "invalid config; keeping the last good one");
                 }
+                return;
             }
-            Ok(new) => {
-                Metrics::count(&self.metrics.reloads, "success");
-                let changed = changed_keys(&self.desired, &new);
-                let now = Instant::now();
-                for k in &changed {
-                    self.scheduler.schedule(k.clone(), now);
-                }
-                let keys: BTreeSet<KeyArn> = new.bindings.iter().map(|b| b.key.clone()).collect();
-                self.scheduler.retain(|k| keys.contains(k));
-                let old: BTreeSet<&config::Binding> = self.desired.bindings.iter().collect();
-                self.states = new
-                    .bindings
-                    .iter()
-                    .map(|b| {
-                        let keep = old.contains(b) && !changed.contains(&b.key);
-                        let s = if keep {
-                            self.states.get(&b.asg).copied().unwrap_or(State::Pending)
-                        } else {
-                            State::Pending
-                        };
-                        (b.asg.clone(), s)
-                    })
-                    .collect();
-                tracing::info!(bindings = new.bindings.len(), changed_keys = changed.len(), "config reloaded");
-                self.desired = Arc::new(new);
-                self.update_gauge();
-            }
+        };
+        Metrics::count(&metrics.reloads, "success");
+        let changed = changed_keys(&self.config.desired, &new);
+        let now = Instant::now();
+        for k in &changed {
+            self.scheduler.schedule(k.clone(), now);
         }
+        let keys: BTreeSet<KeyArn> = new.bindings.iter().map(|b| b.key.clone()).collect();
+        self.scheduler.retain(|k| keys.contains(k));
+        let old: BTreeSet<&config::Binding> = self.config.desired.bindings.iter().collect();
+        let states = &self.config.states;
+        let states = new
+            .bindings
+            .iter()
+            .map(|b| {
+                let keep = old.contains(b) && !changed.contains(&b.key);
+                let s = if keep { states.get(&b.asg).copied().unwrap_or(State::Pending) } else { State::Pending };
+                (b.asg.clone(), s)
+            })
+            .collect();
+        self.config.states = states;
+        tracing::info!(bindings = new.bindings.len(), changed_keys = changed.len(), "config reloaded");
+        self.config.desired = Arc::new(new);
+        self.update_gauge();
     }
 }
 
@@ -446,33 +537,4 @@ pub fn changed_keys(old: &Desired, new: &Desired) -> BTreeSet<KeyArn> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const K1: &str = "arn:aws:kms:us-west-2:111122223333:key/11111111-1111-1111-1111-111111111111";
-    const K2: &str = "arn:aws:kms:us-west-2:444455556666:key/22222222-2222-2222-2222-222222222222";
-
-    fn cfg(extra: &str) -> Desired {
-        config::parse(
-            &format!(
-                "version: 1\naccounts:\n  - {{id: \"444455556666\", roleArn: arn:aws:iam::444455556666:role/{extra}}}\nbindings:\n  - {{asg: a, account: \"111122223333\", key: {K1}}}\n  - {{asg: b, account: \"111122223333\", key: {K2}}}\n"
-            ),
-            "t",
-        )
-        .unwrap()
-    }
-
-    #[test]
-    fn only_keys_of_changed_bindings_are_requeued() {
-        let old = cfg("r");
-        assert!(changed_keys(&old, &old).is_empty());
-        let mut new = old.clone();
-        new.bindings[0].slr_suffix = Some("CMK".into());
-        assert_eq!(changed_keys(&old, &new), BTreeSet::from([KeyArn::parse(K1).unwrap()]));
-    }
-
-    #[test]
-    fn a_changed_account_role_requeues_the_keys_that_touch_it() {
-        assert_eq!(changed_keys(&cfg("r"), &cfg("other")), BTreeSet::from([KeyArn::parse(K2).unwrap()]));
-    }
-}
+mod tests;

@@ -52,8 +52,8 @@ enum Command {
     Apply {
         #[arg(long)]
         config: PathBuf,
-        /// How many rounds of writes to try before giving up.
-        #[arg(long, default_value_t = 5)]
+        /// How many rounds of work to try before giving up (1 to 100).
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
         max_passes: u32,
         /// Also write the AWS calls this apply made, by service, operation and outcome,
         /// as JSON to this file.
@@ -78,26 +78,39 @@ enum Command {
         #[arg(long, default_value = "0.0.0.0:8080")]
         listen: SocketAddr,
         /// How often to observe everything and repair drift (e.g. 30s, 5m, 1h).
-        #[arg(long, default_value = "5m", value_parser = parse_duration)]
+        #[arg(long, default_value = "5m", value_parser = resync_interval)]
         resync_interval: Duration,
     },
 }
 
-/// `1500ms`, `30s`, `5m`, `1h`, or a plain number of seconds.
+/// `1500ms`, `30s`, `5m`, `1h`, or a plain number of seconds. Arithmetic is checked: a
+/// number too large for its unit is an error, never a wrapped value or a panic.
 fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
     let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a duration such as 30s, 5m or 1h"))?;
+    let too_long = || format!("{s:?} is too long");
     let d = match unit {
         "ms" => Duration::from_millis(n),
         "" | "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n * 60),
-        "h" => Duration::from_secs(n * 3600),
+        "m" => Duration::from_secs(n.checked_mul(60).ok_or_else(too_long)?),
+        "h" => Duration::from_secs(n.checked_mul(3600).ok_or_else(too_long)?),
         _ => return Err(format!("unknown unit {unit:?}; use ms, s, m or h")),
     };
     if d.is_zero() {
         return Err("must be more than zero".into());
+    }
+    Ok(d)
+}
+
+/// The resync interval: from a second (more often would spend the AWS read quotas on
+/// repeating the same answer) to a week.
+fn resync_interval(s: &str) -> Result<Duration, String> {
+    const RANGE: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(7 * 24 * 3600));
+    let d = parse_duration(s)?;
+    if d < RANGE.0 || d > RANGE.1 {
+        return Err(format!("must be between 1s and 168h (a week), not {s}"));
     }
     Ok(d)
 }
@@ -269,5 +282,36 @@ mod tests {
         assert!(parse_duration("0s").is_err());
         assert!(parse_duration("5 minutes").is_err());
         assert!(parse_duration("m").is_err());
+    }
+
+    #[test]
+    fn durations_that_overflow_are_errors_not_panics() {
+        assert_eq!(parse_duration("18446744073709551615h"), Err("\"18446744073709551615h\" is too long".into()));
+        assert!(parse_duration("307445734561825861m").is_err());
+        assert!(parse_duration("99999999999999999999s").is_err(), "more digits than a u64 holds");
+        assert_eq!(parse_duration("18446744073709551615s"), Ok(Duration::from_secs(u64::MAX)));
+    }
+
+    #[test]
+    fn the_resync_interval_is_range_checked() {
+        assert_eq!(resync_interval("1s"), Ok(Duration::from_secs(1)));
+        assert_eq!(resync_interval("168h"), Ok(Duration::from_secs(168 * 3600)));
+        assert!(resync_interval("999ms").unwrap_err().contains("between 1s and 168h"));
+        assert!(resync_interval("169h").is_err());
+        // Would overflow Instant arithmetic in the daemon if let through.
+        assert!(resync_interval("18446744073709551615s").is_err());
+    }
+
+    #[test]
+    fn the_command_line_refuses_out_of_range_values() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+        for args in [
+            &["asg-cmk-operator", "run", "--config", "c.yaml", "--resync-interval", "99999999999999999h"][..],
+            &["asg-cmk-operator", "run", "--config", "c.yaml", "--resync-interval", "0s"],
+            &["asg-cmk-operator", "apply", "--config", "c.yaml", "--max-passes", "0"],
+        ] {
+            assert!(Cli::try_parse_from(args).is_err(), "{args:?}");
+        }
     }
 }

@@ -1,0 +1,201 @@
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::task::Poll;
+
+use super::*;
+use crate::model::ErrorClass;
+
+const K1: &str = "arn:aws:kms:us-west-2:111122223333:key/11111111-1111-1111-1111-111111111111";
+const K2: &str = "arn:aws:kms:us-west-2:444455556666:key/22222222-2222-2222-2222-222222222222";
+
+fn cfg(extra: &str) -> Desired {
+    config::parse(
+        &format!(
+            "version: 1\naccounts:\n  - {{id: \"444455556666\", roleArn: arn:aws:iam::444455556666:role/{extra}}}\nbindings:\n  - {{asg: a, account: \"111122223333\", key: {K1}}}\n  - {{asg: b, account: \"111122223333\", key: {K2}}}\n"
+        ),
+        "t",
+    )
+    .unwrap()
+}
+
+#[test]
+fn only_keys_of_changed_bindings_are_requeued() {
+    let old = cfg("r");
+    assert!(changed_keys(&old, &old).is_empty());
+    let mut new = old.clone();
+    new.bindings[0].slr_suffix = Some("CMK".into());
+    assert_eq!(changed_keys(&old, &new), BTreeSet::from([KeyArn::parse(K1).unwrap()]));
+}
+
+#[test]
+fn a_changed_account_role_requeues_the_keys_that_touch_it() {
+    assert_eq!(changed_keys(&cfg("r"), &cfg("other")), BTreeSet::from([KeyArn::parse(K2).unwrap()]));
+}
+
+// The loop on a paused clock, with a reconciler whose passes take time and whose
+// connection may fail: it must wake only for work it can start.
+
+/// Passes that take `pass_time`; connections that fail the first `connect_failures`
+/// times; every pass fails its bindings when `fail` is set.
+struct Slow {
+    pass_time: Duration,
+    connect_failures: AtomicU32,
+    connects: Arc<AtomicU32>,
+    passes: Arc<AtomicU32>,
+    fail: bool,
+}
+
+impl Slow {
+    fn new(pass_time: Duration, connect_failures: u32) -> Self {
+        Self {
+            pass_time,
+            connect_failures: AtomicU32::new(connect_failures),
+            connects: Arc::default(),
+            passes: Arc::default(),
+            fail: false,
+        }
+    }
+}
+
+impl Reconciler for Slow {
+    type Client = ();
+
+    fn connect(&self, _region: String) -> impl Future<Output = Result<(), String>> + Send + 'static {
+        self.connects.fetch_add(1, Ordering::SeqCst);
+        let refuse =
+            self.connect_failures.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok();
+        async move {
+            if refuse {
+                Err("connection refused".to_owned())
+            } else {
+                Ok(())
+            }
+        }
+    }
+
+    fn reconcile(&self, _client: Arc<()>, desired: Desired) -> impl Future<Output = Outcome> + Send + 'static {
+        self.passes.fetch_add(1, Ordering::SeqCst);
+        let (pass_time, fail) = (self.pass_time, self.fail);
+        async move {
+            tokio::time::sleep(pass_time).await;
+            let mut out = Outcome::default();
+            for b in desired.bindings {
+                if fail {
+                    out.failed.insert(b.asg.clone(), Failure { class: ErrorClass::Retryable, message: "x".into() });
+                } else {
+                    out.converged.push(b.asg.clone());
+                }
+            }
+            out
+        }
+    }
+}
+
+struct Fixture {
+    dir: PathBuf,
+    config: PathBuf,
+}
+
+impl Fixture {
+    fn new(tag: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("acmk-daemon-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = dir.join("config.yaml");
+        std::fs::write(&config, Self::text(1)).unwrap();
+        Fixture { dir, config }
+    }
+
+    /// A config with `n` bindings, each on a key of its own.
+    fn text(n: usize) -> String {
+        let mut s = "version: 1\nbindings:\n".to_owned();
+        for i in 0..n {
+            s.push_str(&format!(
+                "  - {{asg: g{i}, account: \"111122223333\", key: arn:aws:kms:us-west-2:111122223333:key/{i:08}-1111-1111-1111-111111111111}}\n"
+            ));
+        }
+        s
+    }
+
+    fn settings(&self, resync: Duration) -> Settings {
+        Settings::new(self.config.clone(), "127.0.0.1:0".parse().unwrap(), resync)
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Resolves after `after` of (virtual) time, or, if the loop spins and time stands still,
+/// once it has been polled `max_polls` times. The loop polls it once a turn.
+fn stop_after(after: Duration, max_polls: u64) -> (impl Future<Output = ()>, Arc<AtomicU64>) {
+    let polls = Arc::new(AtomicU64::new(0));
+    let counter = polls.clone();
+    let mut sleep = Box::pin(tokio::time::sleep(after));
+    let fut = std::future::poll_fn(move |cx| {
+        if counter.fetch_add(1, Ordering::SeqCst) + 1 >= max_polls {
+            return Poll::Ready(());
+        }
+        sleep.as_mut().poll(cx)
+    });
+    (fut, polls)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_key_due_while_a_pass_runs_does_not_wake_the_loop() {
+    let f = Fixture::new("busy");
+    let slow = Slow::new(Duration::from_secs(60), 0);
+    let passes = slow.passes.clone();
+    let started = Instant::now();
+    let (stop, _) = stop_after(Duration::from_secs(90), 100_000);
+    let edit = {
+        let path = f.config.clone();
+        async move {
+            // Ten seconds into the first (sixty-second) pass, a new binding falls due.
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            std::fs::write(&path, Fixture::text(2)).unwrap();
+        }
+    };
+    let (report, ()) = tokio::join!(run_with(f.settings(Duration::from_secs(3600)), slow, Arc::default(), stop), edit);
+    let report = report.unwrap();
+    let elapsed = started.elapsed();
+    assert!(elapsed >= Duration::from_secs(90), "the loop spun: {} turns in {elapsed:?}", report.turns);
+    // About one turn a second for the file check, a few for the edit, the end of the
+    // first pass and the start of the second.
+    assert!(report.turns <= 120, "{} turns in {elapsed:?}", report.turns);
+    assert_eq!(passes.load(Ordering::SeqCst), 2, "the edit's key ran once the first pass ended");
+}
+
+#[tokio::test(start_paused = true)]
+async fn keys_due_while_aws_is_unreachable_do_not_wake_the_loop() {
+    let f = Fixture::new("down");
+    std::fs::write(&f.config, Fixture::text(50)).unwrap();
+    // AWS answers only on the sixth attempt.
+    let slow = Slow::new(Duration::from_secs(1), 5);
+    let (connects, passes) = (slow.connects.clone(), slow.passes.clone());
+    let started = Instant::now();
+    let (stop, _) = stop_after(Duration::from_secs(120), 100_000);
+    let report = run_with(f.settings(Duration::from_secs(3600)), slow, Arc::default(), stop).await.unwrap();
+    let elapsed = started.elapsed();
+    assert!(elapsed >= Duration::from_secs(120), "the loop spun: {} turns in {elapsed:?}", report.turns);
+    assert!(report.turns <= 160, "{} turns in {elapsed:?}", report.turns);
+    assert_eq!(connects.load(Ordering::SeqCst), 6, "retried with backoff until it answered");
+    assert_eq!(passes.load(Ordering::SeqCst), 1, "one pass for all fifty keys once connected");
+}
+
+#[tokio::test(start_paused = true)]
+async fn failing_keys_are_retried_by_backoff_not_by_spinning() {
+    let f = Fixture::new("failing");
+    let mut slow = Slow::new(Duration::from_millis(100), 0);
+    slow.fail = true;
+    let passes = slow.passes.clone();
+    let started = Instant::now();
+    let (stop, _) = stop_after(Duration::from_secs(120), 100_000);
+    let report = run_with(f.settings(Duration::from_secs(3600)), slow, Arc::default(), stop).await.unwrap();
+    assert!(started.elapsed() >= Duration::from_secs(120), "the loop spun: {} turns", report.turns);
+    // Backoff 2 s doubling (halved at most by jitter): at most about seven retries in two minutes.
+    let n = passes.load(Ordering::SeqCst);
+    assert!((4..=9).contains(&n), "{n} passes");
+    assert!(report.turns <= 160, "{} turns", report.turns);
+}
