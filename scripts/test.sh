@@ -5,4 +5,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/venv.sh
 ensure_venv
+rm -rf target/fault-suite
 cargo test --locked "$@"
+# The fault-injection suite's figures (tests/faults.rs), as the README's table.
+if compgen -G "target/fault-suite/*.md" >/dev/null; then
+  echo
+  echo "Fault-injection suite (tests/faults.rs):"
+  echo "| scenario | setting | time to converge | calls | faults injected | result |"
+  echo "|---|---|---|---|---|---|"
+  cat target/fault-suite/*.md
+fi

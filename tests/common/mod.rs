@@ -623,3 +623,118 @@ pub const GRANT_OPERATIONS: [&str; 8] = [
     "ReEncryptFrom",
     "ReEncryptTo",
 ];
+
+/// A two-account fleet whose groups cannot launch yet: in the operator's own account, key
+/// `own[0]` (whose policy also lets role `app` decrypt) and `own[1]`; in the other
+/// account, key `other[0]` (whose policy also lets role `partner` decrypt) and
+/// `other[1]`; and `per_key` groups on each key, bound with the `CMK` suffix.
+pub struct Fleet {
+    pub own_conf: SdkConfig,
+    pub other_conf: SdkConfig,
+    pub own: Vec<String>,
+    pub other: Vec<String>,
+    /// (group, key) of every binding.
+    pub bindings: Vec<(String, String)>,
+}
+
+impl Fleet {
+    pub async fn seed(moto: &Moto, per_key: usize) -> Fleet {
+        let (own_conf, other_conf) = (moto.own().await, moto.other().await);
+        let (app, _) = create_role(&own_conf, "app").await;
+        let (partner, _) = create_role(&other_conf, "partner").await;
+        let with_reader = |owner: &str, reader: &str| {
+            json!({"Version": "2012-10-17", "Id": "fleet", "Statement": [
+                {"Sid": "Admins", "Effect": "Allow", "Principal": {"AWS": format!("arn:aws:iam::{owner}:root")},
+                 "Action": "kms:*", "Resource": "*"},
+                {"Sid": "Readers", "Effect": "Allow", "Principal": {"AWS": reader},
+                 "Action": ["kms:Decrypt", "kms:DescribeKey"], "Resource": "*"}]})
+            .to_string()
+        };
+        let own = vec![create_key(&own_conf, Some(&with_reader(OWN, &app))).await, create_key(&own_conf, None).await];
+        let other = vec![
+            create_key(&other_conf, Some(&with_reader(OTHER, &partner))).await,
+            create_key(&other_conf, None).await,
+        ];
+        let mut bindings = Vec::new();
+        for (i, key) in own.iter().chain(&other).enumerate() {
+            for j in 0..per_key {
+                bindings.push((format!("asg-{i}-{j}"), key.clone()));
+            }
+        }
+        let names: Vec<&str> = bindings.iter().map(|(g, _)| g.as_str()).collect();
+        create_asgs(&own_conf, &names).await;
+        Fleet { own_conf, other_conf, own, other, bindings }
+    }
+
+    pub fn config(&self) -> String {
+        let rows: Vec<(&str, &str, Option<&str>)> =
+            self.bindings.iter().map(|(g, k)| (g.as_str(), k.as_str(), Some("CMK"))).collect();
+        config(&rows)
+    }
+
+    fn conf_of(&self, key: &str) -> &SdkConfig {
+        if self.own.iter().any(|k| k == key) {
+            &self.own_conf
+        } else {
+            &self.other_conf
+        }
+    }
+
+    /// Every statement the operator did not write, by key.
+    pub async fn foreign_statements(&self) -> Vec<(String, Vec<Value>)> {
+        let mut out = Vec::new();
+        for key in self.own.iter().chain(&self.other) {
+            let p = key_policy(self.conf_of(key), key).await;
+            let foreign = statements(&p)
+                .into_iter()
+                .filter(|s| !s["Sid"].as_str().unwrap_or("").starts_with("AsgCmkOperator"))
+                .collect();
+            out.push((key.clone(), foreign));
+        }
+        out
+    }
+
+    /// Panics unless every group can launch: `plan` (straight to the emulator) has
+    /// nothing to do, and each key of the other account has exactly one grant, complete,
+    /// for the role.
+    pub async fn assert_converged(&self, moto: &Moto, cfg: &str) {
+        let plan = moto.operator_command(&["plan", "--config", cfg]).output().unwrap();
+        assert_eq!(plan.status.code(), Some(0), "{}", stdout(&plan));
+        for key in &self.other {
+            let g = grants(&self.other_conf, key).await;
+            assert_eq!(g.len(), 1, "exactly one grant on {key}: {g:?}");
+            assert_eq!(g[0].grantee, slr_arn(OWN, Some("CMK")));
+            assert_eq!(g[0].operations, GRANT_OPERATIONS);
+        }
+        for (group, _) in &self.bindings {
+            assert_eq!(asg_role(&self.own_conf, group).await, Some(slr_arn(OWN, Some("CMK"))), "{group}");
+        }
+    }
+
+    /// True once `plan` against the emulator itself has nothing to do.
+    pub fn converged(&self, moto: &Moto, cfg: &str) -> bool {
+        let plan = moto.operator_command(&["plan", "--config", cfg]).output().unwrap();
+        plan.status.code() == Some(0)
+    }
+}
+
+/// One row of the fault suite's report: written to target/fault-suite/NAME.md, which
+/// scripts/test.sh prints as a table after the tests.
+pub fn report_row(name: &str, cells: &[String]) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/fault-suite");
+    std::fs::create_dir_all(&dir).unwrap();
+    let row = format!("| {name} | {} |\n", cells.join(" | "));
+    eprintln!("{row}");
+    std::fs::write(dir.join(format!("{name}.md")), row).unwrap();
+}
+
+/// CPU time the process `pid` has used so far (user + system), from /proc.
+pub fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command (which may hold spaces) start after the last ')'.
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line, in clock ticks of
+    // USER_HZ, which Linux fixes at 100 for user space.
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    Duration::from_millis(ticks * 10)
+}
