@@ -41,10 +41,7 @@ import argparse
 import http.client
 import json
 import math
-import os
 import random
-import signal
-import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -357,31 +354,7 @@ def main():
     args = parse_args()
     faults = Faults(args.seed, args.throttle, args.server_error, args.lost_write, args.latency, args.quota)
     server = ProxyServer((args.host, args.port), args.upstream, faults)
-
-    def stop(*_):
-        # shutdown() waits for serve_forever() to return: never call it on that thread.
-        threading.Thread(target=server.shutdown, daemon=True).start()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    if args.exit_with_stdin:
-
-        def watch_stdin():
-            # os.read, not sys.stdin: a daemon thread blocked in sys.stdin's buffer lock
-            # can abort interpreter shutdown.
-            fd = sys.stdin.fileno()
-            while os.read(fd, 4096):
-                pass
-            stop()
-
-        threading.Thread(target=watch_stdin, daemon=True).start()
-
-    print(f"READY http://{args.host}:{server.server_port}", flush=True)
-    try:
-        server.serve_forever()
-    finally:
-        server.server_close()
-
+    wire.serve_until_stopped(server, args.host, args.exit_with_stdin)
 
 if __name__ == "__main__":
     main()

@@ -64,10 +64,7 @@ holds the pipe open leaves no orphan behind when it dies).
 import argparse
 import io
 import json
-import os
 import re
-import signal
-import sys
 import threading
 import time
 
@@ -258,32 +255,7 @@ def main():
     # The same app and server moto's ThreadedMotoServer builds, with the hooks in front.
     app = Hooks(DomainDispatcherApplication(create_backend_app), strict.install(settings, kms_backend_for))
     server = make_server(args.host, args.port, app, threaded=True, request_handler=MotoRequestHandler)
-
-    def stop(*_):
-        # shutdown() waits for serve_forever() to return, so it can't run on the thread
-        # serving (signal handlers run on the main thread, which is the serving one).
-        threading.Thread(target=server.shutdown, daemon=True).start()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    if args.exit_with_stdin:
-
-        def watch_stdin():
-            # os.read, not sys.stdin: a daemon thread blocked inside sys.stdin's buffer
-            # lock can abort interpreter shutdown.
-            fd = sys.stdin.fileno()
-            while os.read(fd, 4096):
-                pass
-            stop()
-
-        threading.Thread(target=watch_stdin, daemon=True).start()
-
-    print(f"READY http://{args.host}:{server.server_port}", flush=True)
-    try:
-        server.serve_forever()
-    finally:
-        server.server_close()
-
+    wire.serve_until_stopped(server, args.host, args.exit_with_stdin)
 
 if __name__ == "__main__":
     main()

@@ -514,7 +514,20 @@ class Strict:
     def _create_key(self, req, app, start_response):
         """KMS API Reference, CreateKey, Policy: principals must exist
         (MalformedPolicyDocumentException)."""
-        policy = req.params.get("Policy")
+        arn = lambda reply: reply.json()["KeyMetadata"]["Arn"]  # noqa: E731
+        return self._store_policy(req, app, start_response, req.params.get("Policy"), arn)
+
+    def _put_key_policy(self, req, app, start_response):
+        """KMS API Reference, PutKeyPolicy: MalformedPolicyDocumentException for invalid
+        principals; works in every key state (Developer Guide, "Key states")."""
+        key = self._key(req)
+        if key is None:
+            return app(req.environ, start_response)
+        return self._store_policy(req, app, start_response, req.params.get("Policy"), lambda _: key.arn)
+
+    def _store_policy(self, req, app, start_response, policy, key_arn):
+        """Refuses ``policy`` if a principal in it is invalid; otherwise lets moto store it
+        and remembers its principals under ``key_arn(reply)``."""
         if not isinstance(policy, str):
             return app(req.environ, start_response)
         rejected, records = self._analyse(policy)
@@ -522,21 +535,7 @@ class Strict:
             return _reject(req, start_response, "MalformedPolicyDocumentException", INVALID_PRINCIPALS)
         reply = _call(app, req.environ)
         if reply.ok:
-            self.policy_records[reply.json()["KeyMetadata"]["Arn"]] = records
-        return _send(reply, start_response)
-
-    def _put_key_policy(self, req, app, start_response):
-        """KMS API Reference, PutKeyPolicy: MalformedPolicyDocumentException for invalid
-        principals; works in every key state (Developer Guide, "Key states")."""
-        key, policy = self._key(req), req.params.get("Policy")
-        if key is None or not isinstance(policy, str):
-            return app(req.environ, start_response)
-        rejected, records = self._analyse(policy)
-        if rejected:
-            return _reject(req, start_response, "MalformedPolicyDocumentException", INVALID_PRINCIPALS)
-        reply = _call(app, req.environ)
-        if reply.ok:
-            self.policy_records[key.arn] = records
+            self.policy_records[key_arn(reply)] = records
         return _send(reply, start_response)
 
     def _get_key_policy(self, req, app, start_response):

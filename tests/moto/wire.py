@@ -8,6 +8,9 @@ fault proxy uses it and has to start fast.
 import json
 import os
 import re
+import signal
+import sys
+import threading
 import uuid
 from http import HTTPStatus
 from urllib.parse import parse_qs
@@ -156,3 +159,34 @@ def environ_from_headers(method, target, headers):
 
 def xml_escape(s):
     return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def serve_until_stopped(server, host, exit_with_stdin):
+    """Prints ``READY http://HOST:PORT`` and serves until SIGTERM/SIGINT, or, with
+    ``exit_with_stdin``, until stdin reaches end of file (so a harness that holds the pipe
+    open leaves no orphan behind when it dies)."""
+
+    def stop(*_):
+        # shutdown() waits for serve_forever() to return, so it can't run on the thread
+        # serving (signal handlers run on the main thread, which is the serving one).
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    if exit_with_stdin:
+
+        def watch_stdin():
+            # os.read, not sys.stdin: a daemon thread blocked inside sys.stdin's buffer
+            # lock can abort interpreter shutdown.
+            fd = sys.stdin.fileno()
+            while os.read(fd, 4096):
+                pass
+            stop()
+
+        threading.Thread(target=watch_stdin, daemon=True).start()
+
+    print(f"READY http://{host}:{server.server_port}", flush=True)
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
