@@ -3,7 +3,6 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use crate::aws::{self, Aws, Done, ExecSettings};
@@ -76,30 +75,20 @@ pub async fn execute_plan(
             current = plan::plan(&without(desired, &done.failed), &observed, aws.caller());
             replan = false;
         }
-        // At most WRITE_CONCURRENCY tasks exist at once: a spawned task reserves room for
-        // the whole SDK call's state up front, so a thousand waiting tasks would hold
-        // tens of MiB before any of them ran.
-        let mut pending = current.changes.iter().filter(|c| c.change.phase() == phase).cloned();
-        let mut set = JoinSet::new();
-        let spawn = |set: &mut JoinSet<_>, c: PlannedChange| {
+        let pending = Phase { changes: current.changes.iter(), phase };
+        let start = |c: PlannedChange| {
             let (aws, settings) = (aws.clone(), settings.clone());
-            set.spawn(async move {
+            async move {
                 let r = aws::execute(&aws, &c.change, &settings).await;
                 (c, r)
-            });
-        };
-        for c in pending.by_ref().take(WRITE_CONCURRENCY) {
-            spawn(&mut set, c);
-        }
-        while let Some(joined) = set.join_next().await {
-            if let Some(next) = pending.next() {
-                spawn(&mut set, next);
             }
+        };
+        crate::bounded::for_each(pending, WRITE_CONCURRENCY, start, |joined| {
             let (c, r) = match joined {
                 Ok(x) => x,
                 Err(e) => {
                     tracing::error!(error = %e, "write task failed");
-                    continue;
+                    return;
                 }
             };
             let (action, account, region, target) = (
@@ -128,9 +117,25 @@ pub async fn execute_plan(
                     replan = true;
                 }
             }
-        }
+        })
+        .await;
     }
     done
+}
+
+/// The changes of one phase, cloned one at a time as write slots free.
+struct Phase<'a> {
+    changes: std::slice::Iter<'a, PlannedChange>,
+    phase: u8,
+}
+
+impl Iterator for Phase<'_> {
+    type Item = PlannedChange;
+
+    fn next(&mut self) -> Option<PlannedChange> {
+        let phase = self.phase;
+        self.changes.find(|c| c.change.phase() == phase).cloned()
+    }
 }
 
 /// The desired state without some bindings.

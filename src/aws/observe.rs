@@ -4,8 +4,6 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use tokio::task::JoinSet;
-
 use super::error::{classify, code};
 use super::{Account, Aws};
 use crate::config::Desired;
@@ -62,33 +60,26 @@ enum Read {
 /// Performs every read in `reads`, concurrently and bounded, and returns what was seen.
 pub async fn observe(aws: &Arc<Aws>, desired: &Desired, reads: &Reads) -> Observed {
     let mut observed = Observed::default();
-    let mut accounts = JoinSet::new();
-    for account in &reads.accounts {
-        let (aws, account, role) = (aws.clone(), *account, desired.accounts.get(account).cloned());
-        accounts.spawn(async move {
-            let r = aws.ensure_account(&account, role.as_deref()).await;
-            (account, r)
-        });
-    }
     let mut handles: BTreeMap<AccountId, Arc<Account>> = BTreeMap::new();
-    while let Some(joined) = accounts.join_next().await {
-        match joined {
-            Ok((account, Ok(handle))) => {
-                handles.insert(account, handle);
-            }
-            Ok((account, Err(f))) => {
-                observed.account_errors.insert(account, f);
-            }
-            // A panicked task leaves its account without a handle: its reads are not
-            // made, and the planner blocks the bindings that needed them.
-            Err(e) => tracing::error!(error = %e, "credentials task failed"),
+    let credentials = |account: AccountId| {
+        let (aws, role) = (aws.clone(), desired.accounts.get(&account).cloned());
+        async move { (account, aws.ensure_account(&account, role.as_deref()).await) }
+    };
+    crate::bounded::for_each(reads.accounts.iter().copied(), READ_CONCURRENCY, credentials, |joined| match joined {
+        Ok((account, Ok(handle))) => {
+            handles.insert(account, handle);
         }
-    }
+        Ok((account, Err(f))) => {
+            observed.account_errors.insert(account, f);
+        }
+        // A panicked task leaves its account without a handle: its reads are not made,
+        // and the planner blocks the bindings that needed them.
+        Err(e) => tracing::error!(error = %e, "credentials task failed"),
+    })
+    .await;
     let usable = |a: &AccountId| handles.contains_key(a);
 
-    // Work is described first and spawned READ_CONCURRENCY at a time: a spawned task
-    // reserves room for its whole SDK call up front, so spawning every read at once
-    // would cost memory in proportion to the fleet.
+    // Work is described first and spawned READ_CONCURRENCY at a time.
     let mut jobs: Vec<Job> = Vec::new();
     jobs.extend(reads.roles.iter().filter(|s| usable(&s.account)).cloned().map(Job::Role));
     jobs.extend(reads.keys.iter().filter(|k| usable(k.account())).cloned().map(Job::Policy));
@@ -99,42 +90,30 @@ pub async fn observe(aws: &Arc<Aws>, desired: &Desired, reads: &Reads) -> Observ
             jobs.push(Job::Asgs(chunk.iter().map(|a| (*a).clone()).collect()));
         }
     }
-    let mut jobs = jobs.into_iter();
-    let mut set: JoinSet<Read> = JoinSet::new();
-    let spawn = |set: &mut JoinSet<Read>, job: Job| {
-        let account = handles[&job_account(&job)].clone();
-        set.spawn(run(account, job));
-    };
-    for job in jobs.by_ref().take(READ_CONCURRENCY) {
-        spawn(&mut set, job);
-    }
-    while let Some(joined) = set.join_next().await {
-        if let Some(job) = jobs.next() {
-            spawn(&mut set, job);
+    let start = |job: Job| run(handles[&job_account(&job)].clone(), job);
+    crate::bounded::for_each(jobs, READ_CONCURRENCY, start, |joined| match joined {
+        Ok(Read::Role(slr, r)) => {
+            observed.roles.insert((slr.account, slr.name()), r);
         }
-        match joined {
-            Ok(Read::Role(slr, r)) => {
-                observed.roles.insert((slr.account, slr.name()), r);
-            }
-            Ok(Read::Policy(k, r)) => {
-                observed.key_policies.insert(k, r);
-            }
-            Ok(Read::Grants(k, r)) => {
-                observed.grants.insert(k, r);
-            }
-            Ok(Read::Asgs(rows)) => observed.asgs.extend(rows),
-            // A panicked read leaves its entries unobserved; the planner blocks the
-            // bindings that needed them.
-            Err(e) => tracing::error!(error = %e, "read task failed"),
+        Ok(Read::Policy(k, r)) => {
+            observed.key_policies.insert(k, r);
         }
-    }
+        Ok(Read::Grants(k, r)) => {
+            observed.grants.insert(k, r);
+        }
+        Ok(Read::Asgs(rows)) => observed.asgs.extend(rows),
+        // A panicked read leaves its entries unobserved; the planner blocks the
+        // bindings that needed them.
+        Err(e) => tracing::error!(error = %e, "read task failed"),
+    })
+    .await;
     observed
 }
 
 pub(super) async fn get_role(account: &Account, slr: &Slr) -> Result<Option<Role>, Failure> {
     let request = account.iam().get_role().role_name(slr.name()).send();
     match account.call(None, "iam", "GetRole", &["NoSuchEntity"], request).await {
-        Ok(o) => Ok(o.role().map(|r| Role { arn: r.arn().to_owned(), role_id: r.role_id().to_owned() })),
+        Ok(o) => Ok(o.role().map(|r| Role { role_id: r.role_id().to_owned() })),
         Err(e) if code(&e) == Some("NoSuchEntity") => Ok(None),
         Err(e) => Err(classify("GetRole", &e)),
     }
