@@ -1,4 +1,4 @@
-//! Pure-core benchmarks: `plan()` at fleet scale, and key-policy merge and compare.
+//! Pure-core benchmarks: `plan()` at fleet scale, and key-policy merge.
 //!
 //! `cargo bench --bench core`. Sizes: 1k, 10k and 50k bindings over 10 to 1,000 keys;
 //! policies of 1 to 200 statements. Time should grow about linearly with size.
@@ -91,16 +91,6 @@ fn bench_policy(c: &mut Criterion) {
         });
     }
     merge.finish();
-    let mut compare = c.benchmark_group("policy_compare");
-    for n in [1, 10, 50, 200] {
-        let a = policy_with(n);
-        let merged = ensure(&a, key.as_str(), &needs).unwrap().document.unwrap();
-        compare.throughput(Throughput::Elements(n as u64));
-        compare.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
-            b.iter(|| black_box(black_box(&merged).equivalent(black_box(&merged))))
-        });
-    }
-    compare.finish();
 }
 
 criterion_group!(benches, bench_plan, bench_policy);

@@ -232,11 +232,12 @@ pub struct Grant {
     pub constrained: bool,
 }
 
-/// An IAM role as observed.
+/// An IAM role as observed: its ARN is known from its name, so only its unique id is
+/// kept.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Role {
-    pub arn: String,
-    /// The role's unique id (`AROA...`); KMS may show a grantee by it.
+    /// The role's unique id (`AROA...`): KMS shows a deleted role by it, and the
+    /// operator's grant names carry it.
     pub role_id: String,
 }
 

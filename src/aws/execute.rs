@@ -74,9 +74,7 @@ pub async fn execute(aws: &Aws, change: &Change, settings: &ExecSettings) -> Res
                 .description("Auto Scaling service-linked role managed by asg-cmk-operator")
                 .send();
             match account.call(Some(&limits.create_role), "iam", "CreateServiceLinkedRole", &[], request).await {
-                Ok(out) => Ok(Done::Role(
-                    out.role().map(|r| Role { arn: r.arn().to_owned(), role_id: r.role_id().to_owned() }),
-                )),
+                Ok(out) => Ok(Done::Role(out.role().map(|r| Role { role_id: r.role_id().to_owned() }))),
                 // The role exists already (created since we looked): adopt it. Real IAM
                 // answers InvalidInput "...has been taken in this account...", moto
                 // answers EntityAlreadyExists.

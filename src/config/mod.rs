@@ -557,11 +557,6 @@ fn show(v: &Value) -> String {
     serde_norway::to_string(v).map(|s| s.trim().to_owned()).unwrap_or_else(|_| kind(v).to_owned())
 }
 
-/// Every account the desired state touches, for callers that need the set.
-pub fn accounts_touched(desired: &Desired) -> BTreeSet<AccountId> {
-    desired.bindings.iter().flat_map(|b| [b.asg.account, *b.key.account()]).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -89,7 +89,7 @@ fn fresh(d: &Desired) -> Observed {
 fn converged(d: &Desired) -> Observed {
     let mut o = fresh(d);
     for b in &d.bindings {
-        o.roles.insert((b.asg.account, b.slr().name()), Ok(Some(Role { arn: b.slr().arn(), role_id: ROLE_ID.into() })));
+        o.roles.insert((b.asg.account, b.slr().name()), Ok(Some(Role { role_id: ROLE_ID.into() })));
         let p = if b.is_cross_account() { converged_policy_other() } else { converged_policy_own() };
         o.key_policies.insert(b.key.clone(), Ok(p));
         if b.is_cross_account() {
@@ -464,7 +464,7 @@ fn applying_the_plan_converges() {
     for c in plan(&d, &o, &acct(ASG_ACCT)).changes {
         match c.change {
             Change::CreateServiceLinkedRole { slr } => {
-                o.roles.insert((slr.account, slr.name()), Ok(Some(Role { arn: slr.arn(), role_id: ROLE_ID.into() })));
+                o.roles.insert((slr.account, slr.name()), Ok(Some(Role { role_id: ROLE_ID.into() })));
             }
             Change::PutKeyPolicy { key, policy, .. } => {
                 o.key_policies.insert(key, Ok(policy));

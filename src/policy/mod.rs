@@ -1,6 +1,5 @@
-//! KMS key-policy documents: parse, evaluate "does this policy let P do A", compare by
-//! meaning, and merge the operator's own statements into a policy without touching anyone
-//! else's.
+//! KMS key-policy documents: parse, evaluate "does this policy let P do A" by meaning,
+//! and merge the operator's own statements into a policy without touching anyone else's.
 //!
 //! A document is kept as an order-preserving JSON object, so every field the operator does
 //! not understand (and every statement it did not write) goes back to KMS as it came.
@@ -110,44 +109,6 @@ impl PolicyDocument {
     pub fn to_json(&self) -> String {
         serde_json::to_string(&Value::Object(self.root.clone())).expect("a JSON value always serialises")
     }
-
-    /// True when both documents mean the same: same Version and Id, and the same set of
-    /// statements once each is normalised (string vs array, order, principal forms, action
-    /// case, boolean spelling in conditions).
-    pub fn equivalent(&self, other: &PolicyDocument) -> bool {
-        self.normalised() == other.normalised()
-    }
-
-    fn normalised(&self) -> Value {
-        let mut statements: Vec<Value> = self.statements().into_iter().map(normalise_statement).collect();
-        // Serialising is the costly part: once per statement, not once per comparison.
-        statements.sort_by_cached_key(|s| s.to_string());
-        let mut rest: Map<String, Value> = self.root.clone();
-        rest.remove("Statement");
-        serde_json::json!({ "rest": Value::Object(rest.into_iter().collect()), "statements": statements })
-    }
-}
-
-/// Turns a statement into a canonical value: list fields become sorted sets, actions lower
-/// case, bare account ids in AWS principals become root ARNs, `"*"` principals become
-/// `{"AWS": ["*"]}`, and condition values become sorted lists of strings.
-fn normalise_statement(st: &Value) -> Value {
-    let Value::Object(map) = st else { return st.clone() };
-    let mut out = Map::new();
-    let mut keys: Vec<&String> = map.keys().collect();
-    keys.sort();
-    for k in keys {
-        let v = &map[k];
-        let nv = match k.as_str() {
-            "Action" | "NotAction" => sorted_set(v, |s| s.to_ascii_lowercase()),
-            "Resource" | "NotResource" => sorted_set(v, str::to_owned),
-            "Principal" | "NotPrincipal" => normalise_principal(v),
-            "Condition" => normalise_condition(v),
-            _ => v.clone(),
-        };
-        out.insert(k.clone(), nv);
-    }
-    Value::Object(out)
 }
 
 fn strings(v: &Value) -> Vec<String> {
@@ -165,94 +126,9 @@ fn scalar_string(v: &Value) -> String {
     }
 }
 
-fn sorted_set(v: &Value, f: impl Fn(&str) -> String) -> Value {
-    let mut items: Vec<String> = strings(v).iter().map(|s| f(s)).collect();
-    items.sort();
-    items.dedup();
-    Value::Array(items.into_iter().map(Value::String).collect())
-}
-
-fn normalise_principal(v: &Value) -> Value {
-    match v {
-        Value::String(s) if s == "*" => serde_json::json!({ "AWS": ["*"] }),
-        Value::Object(map) => {
-            let mut out = Map::new();
-            let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort();
-            for k in keys {
-                let canon = |s: &str| match (k.as_str(), crate::model::AccountId::parse(s)) {
-                    ("AWS", Some(id)) => id.root_arn("aws"),
-                    _ => s.to_owned(),
-                };
-                out.insert(k.clone(), sorted_set(&map[k], canon));
-            }
-            Value::Object(out)
-        }
-        other => other.clone(),
-    }
-}
-
-fn normalise_condition(v: &Value) -> Value {
-    let Value::Object(ops) = v else { return v.clone() };
-    let mut out = Map::new();
-    for (op, keys) in ops {
-        let Value::Object(keys) = keys else {
-            out.insert(op.clone(), keys.clone());
-            continue;
-        };
-        let mut nk = Map::new();
-        for (k, vals) in keys {
-            // Condition keys are case-insensitive; "true" and true mean the same.
-            nk.insert(k.to_ascii_lowercase(), sorted_set(vals, |s| s.to_ascii_lowercase()));
-        }
-        out.insert(op.to_ascii_lowercase(), Value::Object(nk.into_iter().collect()));
-    }
-    Value::Object(out.into_iter().collect())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn equivalent_ignores_order_string_vs_array_and_principal_forms() {
-        let a = PolicyDocument::parse(
-            r#"{"Version":"2012-10-17","Statement":[
-                {"Sid":"A","Effect":"Allow","Principal":{"AWS":"111122223333"},"Action":"kms:*","Resource":"*"},
-                {"Sid":"B","Effect":"Allow","Principal":{"AWS":["arn:aws:iam::1:role/x","arn:aws:iam::1:role/y"]},
-                 "Action":["kms:Decrypt","kms:Encrypt"],"Resource":"*",
-                 "Condition":{"Bool":{"kms:GrantIsForAWSResource":true}}}]}"#,
-        )
-        .unwrap();
-        let b = PolicyDocument::parse(
-            r#"{"Statement":[
-                {"Effect":"Allow","Sid":"B","Principal":{"AWS":["arn:aws:iam::1:role/y","arn:aws:iam::1:role/x"]},
-                 "Action":["KMS:Encrypt","kms:Decrypt"],"Resource":["*"],
-                 "Condition":{"Bool":{"kms:GrantIsForAWSResource":"true"}}},
-                {"Sid":"A","Effect":"Allow","Principal":{"AWS":["arn:aws:iam::111122223333:root"]},"Action":["kms:*"],"Resource":"*"}],
-                "Version":"2012-10-17"}"#,
-        )
-        .unwrap();
-        assert!(a.equivalent(&b));
-    }
-
-    #[test]
-    fn equivalent_sees_a_changed_action_or_id() {
-        let a = PolicyDocument::parse(
-            r#"{"Id":"k","Statement":[{"Effect":"Allow","Principal":"*","Action":"kms:Encrypt","Resource":"*"}]}"#,
-        )
-        .unwrap();
-        let b = PolicyDocument::parse(
-            r#"{"Id":"k","Statement":[{"Effect":"Allow","Principal":"*","Action":"kms:Decrypt","Resource":"*"}]}"#,
-        )
-        .unwrap();
-        let c = PolicyDocument::parse(
-            r#"{"Id":"other","Statement":[{"Effect":"Allow","Principal":"*","Action":"kms:Encrypt","Resource":"*"}]}"#,
-        )
-        .unwrap();
-        assert!(!a.equivalent(&b));
-        assert!(!a.equivalent(&c));
-    }
 
     #[test]
     fn parse_rejects_non_policies() {
