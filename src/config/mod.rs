@@ -1,13 +1,15 @@
 //! The desired-state file: parsing and validation.
 //!
-//! The YAML is read section by section into generic values (syntax errors carry line and
-//! column), which are walked field by field so that every problem is reported at once,
-//! each named by its field path (`bindings[1].key`). Serde's derive stops at the first
-//! error, which is why the walk is written out here.
+//! One path: the file is streamed section by section, and every value is read as a small
+//! generic value and walked field by field by one [`Validator`], so that every problem is
+//! reported at once, each named by its field path (`bindings[1].key`), or, for YAML
+//! syntax, by line and column. Serde's derive stops at the first error, which is why the
+//! walk is written out here.
 //!
-//! Bindings are streamed: each one is read as a small value and validated at once, so
-//! a config of ten thousand bindings never exists as one value tree. A generic tree
-//! costs about 2 KB a binding, many times the validated `Binding`.
+//! The list sections (`accounts`, `bindings`) are streamed through one [`List`] seed:
+//! each item is read as a small value and validated at once, so a config of ten thousand
+//! bindings never exists as one value tree. A generic tree costs about 2 KB a binding,
+//! many times the validated `Binding`.
 
 pub mod watch;
 
@@ -225,14 +227,19 @@ impl<'de> Visitor<'de> for DocumentVisitor<'_> {
                     defaults = Some(if value.is_null() { Defaults::default() } else { v.defaults(&value) });
                 }
                 "accounts" => {
-                    let value: Value = map.next_value()?;
-                    if !value.is_null() {
-                        desired.accounts = v.accounts(&value);
+                    let accounts = &mut desired.accounts;
+                    match map.next_value_seed(List(|i, item: Value| v.account(i, &item, accounts)))? {
+                        Shape::Expected(()) | Shape::Null => {}
+                        Shape::Other(k) => v.err("accounts", format!("expected a list, found {k}")),
                     }
                 }
                 "bindings" => {
-                    let seed = BindingsSeed { v: &mut *v, defaults: defaults.as_ref(), bindings: &mut bindings };
-                    bindings_shape = Some(map.next_value_seed(seed)?);
+                    let (defaults, bindings) = (defaults.as_ref(), &mut bindings);
+                    let each = |i, item: Value| match defaults {
+                        Some(d) => bindings.add(v, i, &item, d),
+                        None => bindings.pending.push((i, item)),
+                    };
+                    bindings_shape = Some(map.next_value_seed(List(each))?);
                 }
                 other => {
                     v.err(other, format!("unknown field; expected one of {}", TOP_LEVEL.join(", ")));
@@ -286,13 +293,11 @@ impl Bindings {
     }
 }
 
-struct BindingsSeed<'a> {
-    v: &'a mut Validator,
-    defaults: Option<&'a Defaults>,
-    bindings: &'a mut Bindings,
-}
+/// Streams a list: each item is read as a small value and handed, with its index, to the
+/// function; anything but a list is reported by its kind.
+struct List<F>(F);
 
-impl<'de> DeserializeSeed<'de> for BindingsSeed<'_> {
+impl<'de, F: FnMut(usize, Value)> DeserializeSeed<'de> for List<F> {
     type Value = Shape<()>;
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Shape<()>, D::Error> {
@@ -300,11 +305,11 @@ impl<'de> DeserializeSeed<'de> for BindingsSeed<'_> {
     }
 }
 
-impl<'de> Visitor<'de> for BindingsSeed<'_> {
+impl<'de, F: FnMut(usize, Value)> Visitor<'de> for List<F> {
     type Value = Shape<()>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a list of bindings")
+        f.write_str("a list")
     }
 
     other_shapes!();
@@ -314,13 +319,10 @@ impl<'de> Visitor<'de> for BindingsSeed<'_> {
         Ok(Shape::Other("a mapping"))
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+    fn visit_seq<A: SeqAccess<'de>>(mut self, mut seq: A) -> Result<Self::Value, A::Error> {
         let mut i = 0;
         while let Some(item) = seq.next_element::<Value>()? {
-            match self.defaults {
-                Some(d) => self.bindings.add(self.v, i, &item, d),
-                None => self.bindings.pending.push((i, item)),
-            }
+            (self.0)(i, item);
             i += 1;
         }
         Ok(Shape::Expected(()))
@@ -418,35 +420,24 @@ impl Validator {
         d
     }
 
-    fn accounts(&mut self, value: &Value) -> BTreeMap<AccountId, String> {
-        let mut out = BTreeMap::new();
-        let Value::Sequence(items) = value else {
-            self.err("accounts", format!("expected a list, found {}", kind(value)));
-            return out;
-        };
-        for (i, item) in items.iter().enumerate() {
-            let path = format!("accounts[{i}]");
-            let Some(map) = self.mapping(item, &path, &["id", "roleArn"]) else { continue };
-            let id = self.string(map, &path, "id", true).and_then(|s| self.account_id(&s, &join(&path, "id")));
-            let role = self.string(map, &path, "roleArn", true);
-            if let (Some(id), Some(role)) = (&id, &role) {
-                if let Err(e) = check_role_arn(role, id) {
-                    self.err(join(&path, "roleArn"), e);
-                }
+    /// One entry of `accounts`, added to `out` when valid.
+    fn account(&mut self, i: usize, item: &Value, out: &mut BTreeMap<AccountId, String>) {
+        let path = format!("accounts[{i}]");
+        let Some(map) = self.mapping(item, &path, &["id", "roleArn"]) else { return };
+        let id = self.string(map, &path, "id", true).and_then(|s| self.account_id(&s, &join(&path, "id")));
+        let role = self.string(map, &path, "roleArn", true);
+        let (Some(id), Some(role)) = (id, role) else { return };
+        if let Err(e) = check_role_arn(&role, &id) {
+            return self.err(join(&path, "roleArn"), e);
+        }
+        match out.entry(id) {
+            std::collections::btree_map::Entry::Occupied(_) => {
+                self.err(join(&path, "id"), format!("account {id} is listed twice"))
             }
-            if let (Some(id), Some(role)) = (id, role) {
-                match out.entry(id) {
-                    std::collections::btree_map::Entry::Occupied(e) => {
-                        let id = *e.key();
-                        self.err(join(&path, "id"), format!("account {id} is listed twice"));
-                    }
-                    std::collections::btree_map::Entry::Vacant(e) => {
-                        e.insert(role);
-                    }
-                }
+            std::collections::btree_map::Entry::Vacant(e) => {
+                e.insert(role);
             }
         }
-        out
     }
 
     fn account_id(&mut self, s: &str, at: &str) -> Option<AccountId> {
@@ -712,6 +703,31 @@ mod tests {
             "version: 1\nbindings:\n  - &a {{asg: a, account: \"111122223333\", key: {KEY_A}}}\n  - *a\n"
         ));
         assert_eq!(errs, vec!["bindings[1]: duplicate of bindings[0]: ASG 111122223333/us-west-2/a is already bound"]);
+    }
+
+    #[test]
+    fn accounts_are_streamed_like_bindings_and_located_the_same_way() {
+        let bindings = format!("bindings:\n  - {{asg: a, account: \"111122223333\", key: {KEY_A}}}\n");
+        assert_eq!(
+            errors(&format!("version: 1\naccounts: {{a: 1}}\n{bindings}")),
+            vec!["accounts: expected a list, found a mapping"]
+        );
+        assert_eq!(
+            errors(&format!("version: 1\naccounts: 7\n{bindings}")),
+            vec!["accounts: expected a list, found a number"]
+        );
+        assert!(parse(&format!("version: 1\naccounts:\n{bindings}"), "t").unwrap().accounts.is_empty());
+        let errs = errors(&format!(
+            "version: 1\naccounts:\n  - {{id: \"444455556666\", roleArn: arn:aws:iam::444455556666:role/a}}\n  - [not, a, mapping]\n  - {{id: \"444455556666\", roleArn: arn:aws:iam::444455556666:role/b}}\n  - {{id: \"999988887777\"}}\n{bindings}"
+        ));
+        assert_eq!(
+            errs,
+            vec![
+                "accounts[1]: expected a mapping, found a list",
+                "accounts[2].id: account 444455556666 is listed twice",
+                "accounts[3].roleArn: is required",
+            ]
+        );
     }
 
     #[test]
