@@ -20,11 +20,9 @@ Times vary on shared machines; compare the ratios. Run it through scripts/bench.
 """
 
 import argparse
-import concurrent.futures
 import json
 import math
 import os
-import re
 import shutil
 import statistics
 import subprocess
@@ -33,14 +31,13 @@ import tempfile
 import time
 import urllib.request
 
-import boto3
-
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "tests", "moto"))
+import seed  # noqa: E402
+
 BIN = os.path.join(ROOT, "target", "release", "asg-cmk-operator")
 LAUNCHER = os.path.join(ROOT, "tests", "moto", "launcher.py")
-OWN, OTHER = "123456789012", "444455556666"
-ROLE = f"arn:aws:iam::{OTHER}:role/key-admin"
-REGION = "us-west-2"
+OWN, OTHER, ROLE, REGION = seed.OWN, seed.OTHER, seed.OTHER_ROLE, seed.REGION
 SUFFIX = "CMK"
 SLR = f"arn:aws:iam::{OWN}:role/aws-service-role/autoscaling.amazonaws.com/AWSServiceRoleForAutoScaling_{SUFFIX}"
 READ_PREFIXES = ("Get", "List", "Describe")
@@ -91,15 +88,7 @@ class Emulator:
         return env
 
     def sessions(self):
-        own = boto3.Session(aws_access_key_id="bench", aws_secret_access_key="bench", region_name=REGION)
-        c = own.client("sts", endpoint_url=self.url).assume_role(RoleArn=ROLE, RoleSessionName="bench")["Credentials"]
-        other = boto3.Session(
-            aws_access_key_id=c["AccessKeyId"],
-            aws_secret_access_key=c["SecretAccessKey"],
-            aws_session_token=c["SessionToken"],
-            region_name=REGION,
-        )
-        return own, other
+        return seed.sessions(self.url, access_key="bench")
 
     def close(self):
         self.proc.stdin.close()
@@ -113,26 +102,9 @@ class Fleet:
     def __init__(self, emu, n, k, extra=0):
         self.emu, self.n, self.k = emu, n, k
         own, other = emu.sessions()
-        self.keys = []
-        for i in range(k):
-            session = other if i % 3 == 0 else own
-            self.keys.append(session.client("kms", endpoint_url=emu.url).create_key()["KeyMetadata"]["Arn"])
-        asc = own.client("autoscaling", endpoint_url=emu.url)
-        asc.create_launch_configuration(LaunchConfigurationName="bench", ImageId="ami-12c6146b", InstanceType="t3.micro")
+        self.keys = [seed.create_key(other if i % 3 == 0 else own, emu.url) for i in range(k)]
         self.names = [f"asg-{i:05d}" for i in range(n + extra)]
-
-        def create(name):
-            asc.create_auto_scaling_group(
-                AutoScalingGroupName=name,
-                LaunchConfigurationName="bench",
-                AvailabilityZones=[f"{REGION}a"],
-                MinSize=0,
-                MaxSize=1,
-            )
-
-        with concurrent.futures.ThreadPoolExecutor(8) as pool:
-            list(pool.map(create, self.names))
-        self.asc = asc
+        self.asc = seed.create_asgs(own, emu.url, self.names, launch_configuration="bench")
 
     def key_of(self, i):
         return self.keys[i % self.k]

@@ -11,12 +11,10 @@ batch is left out, for you to onboard.
 
 import argparse
 import os
+import sys
 
-import boto3
-
-OWN, OTHER = "123456789012", "444455556666"
-ROLE = f"arn:aws:iam::{OTHER}:role/key-admin"
-REGION = "us-west-2"
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "moto"))
+from seed import OTHER, OTHER_ROLE as ROLE, OWN, REGION, create_asgs, create_key, sessions  # noqa: E402
 
 
 def main():
@@ -25,30 +23,10 @@ def main():
     p.add_argument("--config", required=True, help="where to write the operator's config")
     args = p.parse_args()
 
-    own = boto3.Session(aws_access_key_id="demo", aws_secret_access_key="demo", region_name=REGION)
-    creds = own.client("sts", endpoint_url=args.endpoint).assume_role(RoleArn=ROLE, RoleSessionName="demo-seed")[
-        "Credentials"
-    ]
-    other = boto3.Session(
-        aws_access_key_id=creds["AccessKeyId"],
-        aws_secret_access_key=creds["SecretAccessKey"],
-        aws_session_token=creds["SessionToken"],
-        region_name=REGION,
-    )
-    own_key = own.client("kms", endpoint_url=args.endpoint).create_key(Description="demo: EBS key, own account")
-    other_key = other.client("kms", endpoint_url=args.endpoint).create_key(Description="demo: EBS key, key account")
-    own_arn, other_arn = own_key["KeyMetadata"]["Arn"], other_key["KeyMetadata"]["Arn"]
-
-    asc = own.client("autoscaling", endpoint_url=args.endpoint)
-    asc.create_launch_configuration(LaunchConfigurationName="demo", ImageId="ami-12c6146b", InstanceType="t3.micro")
-    for name in ["web", "api", "worker", "batch"]:
-        asc.create_auto_scaling_group(
-            AutoScalingGroupName=name,
-            LaunchConfigurationName="demo",
-            AvailabilityZones=[f"{REGION}a"],
-            MinSize=0,
-            MaxSize=2,
-        )
+    own, other = sessions(args.endpoint, access_key="demo")
+    own_arn = create_key(own, args.endpoint, "demo: EBS key, own account")
+    other_arn = create_key(other, args.endpoint, "demo: EBS key, key account")
+    create_asgs(own, args.endpoint, ["web", "api", "worker", "batch"], launch_configuration="demo", max_size=2)
 
     os.makedirs(os.path.dirname(os.path.abspath(args.config)), exist_ok=True)
     with open(args.config, "w", encoding="utf-8") as f:

@@ -53,13 +53,8 @@ async fn a_key_policy_edit_made_after_the_operator_read_it_survives() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_cold_case_2_apply_waits_for_the_new_role_to_reach_kms_before_the_grant() {
-    let moto = Moto::start();
+    let CrossAccount { moto, own, other, key, dir: _dir, cfg } = one_asg_on_other_key(CMK).await;
     moto.strict(json!({"propagation_seconds": 3.0}));
-    let (own, other) = (moto.own().await, moto.other().await);
-    let key = create_key(&other, None).await;
-    create_asgs(&own, &["api"]).await;
-    let dir = TempDir::new();
-    let cfg = dir.write("c.yaml", &config(&[("api", &key, CMK)]));
     moto.reset_calls();
 
     let out = moto.operator(&["apply", "--config", &cfg]);
@@ -195,12 +190,7 @@ async fn a_deny_on_the_account_covers_its_service_linked_role() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_operators_grant_that_falls_short_is_replaced_and_retired() {
-    let moto = Moto::start();
-    let (own, other) = (moto.own().await, moto.other().await);
-    let key = create_key(&other, None).await;
-    create_asgs(&own, &["api"]).await;
-    let dir = TempDir::new();
-    let cfg = dir.write("c.yaml", &config(&[("api", &key, CMK)]));
+    let CrossAccount { moto, own, other, key, dir: _dir, cfg } = one_asg_on_other_key(CMK).await;
     assert!(moto.operator(&["apply", "--config", &cfg]).status.success());
     // An earlier run's grant, under the operator's name, that lacks ReEncryptTo.
     let first = grants(&other, &key).await;
@@ -233,12 +223,7 @@ async fn the_operators_grant_that_falls_short_is_replaced_and_retired() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_role_made_again_gets_a_grant_of_its_own_and_the_stale_one_is_retired() {
-    let moto = Moto::start();
-    let (own, other) = (moto.own().await, moto.other().await);
-    let key = create_key(&other, None).await;
-    create_asgs(&own, &["api"]).await;
-    let dir = TempDir::new();
-    let cfg = dir.write("c.yaml", &config(&[("api", &key, CMK)]));
+    let CrossAccount { moto, own, other, key, dir: _dir, cfg } = one_asg_on_other_key(CMK).await;
     assert!(moto.operator(&["apply", "--config", &cfg]).status.success());
     let (_, old_id) = {
         let g = grants(&other, &key).await;

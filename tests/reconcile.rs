@@ -147,13 +147,9 @@ async fn console_key_policy_keeps_every_statement_id_and_version() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn existing_role_and_partly_converged_state_issue_only_the_missing_calls() {
-    let moto = Moto::start();
-    let own = moto.own().await;
-    let other = moto.other().await;
-    let key = create_key(&other, None).await;
     // The role exists already: as in AWS, the first group made without a role brought the
     // default one. And the owner already allows our root (in its own words).
-    create_asgs(&own, &["api"]).await;
+    let CrossAccount { moto, own, other, key, dir: _dir, cfg } = one_asg_on_other_key(None).await;
     let policy = format!(
         r#"{{"Version":"2012-10-17","Statement":[
           {{"Sid":"Owner","Effect":"Allow","Principal":{{"AWS":"arn:aws:iam::{OTHER}:root"}},"Action":"kms:*","Resource":"*"}},
@@ -169,8 +165,6 @@ async fn existing_role_and_partly_converged_state_issue_only_the_missing_calls()
         .unwrap();
     moto.reset_calls();
 
-    let dir = TempDir::new();
-    let cfg = dir.write("c.yaml", &config(&[("api", &key, None)]));
     assert!(moto.operator(&["apply", "--config", &cfg]).status.success());
     // An ASG created without a role already runs under the default one.
     assert_eq!(writes(&moto.calls()), ["CreateGrant"]);

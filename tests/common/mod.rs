@@ -738,3 +738,24 @@ pub fn cpu_time(pid: u32) -> Duration {
     let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
     Duration::from_millis(ticks * 10)
 }
+
+/// The common case 2 start: an emulator, a key in the other account, ASG "api" in ours,
+/// and a config binding them.
+pub struct CrossAccount {
+    pub moto: Moto,
+    pub own: SdkConfig,
+    pub other: SdkConfig,
+    pub key: String,
+    pub dir: TempDir,
+    pub cfg: String,
+}
+
+pub async fn one_asg_on_other_key(suffix: Option<&str>) -> CrossAccount {
+    let moto = Moto::start();
+    let (own, other) = (moto.own().await, moto.other().await);
+    let key = create_key(&other, None).await;
+    create_asgs(&own, &["api"]).await;
+    let dir = TempDir::new();
+    let cfg = dir.write("c.yaml", &config(&[("api", &key, suffix)]));
+    CrossAccount { moto, own, other, key, dir, cfg }
+}
