@@ -421,13 +421,17 @@ fn plan_key_policies(ready: &[Ready], observed: &Observed, blocked: &BlockedSet)
             }
         };
         // In case 2 the role uses the key through the grant, and a Deny on it in the
-        // owner's policy overrides any grant.
+        // owner's policy overrides any grant. Each role is checked once per key.
         let mut stopped: BTreeSet<&AsgRef> = BTreeSet::new();
+        let mut denials: BTreeMap<&Slr, Option<String>> = BTreeMap::new();
         for r in rs.iter().filter(|r| r.binding.is_cross_account()) {
-            let ids = PrincipalIds::role(&r.slr.arn(), r.role.map(|x| x.role_id.as_str()));
-            if let Some(why) = policy::denial(&doc, &ids, key.as_str()) {
+            let why = denials.entry(&r.slr).or_insert_with(|| {
+                let ids = PrincipalIds::role(&r.slr.arn(), r.role.map(|x| x.role_id.as_str()));
+                policy::denial(&doc, &ids, key.as_str())
+            });
+            if let Some(why) = why {
                 stopped.insert(r.asg());
-                step.blocked.push((r.asg().clone(), Failure::terminal(why)));
+                step.blocked.push((r.asg().clone(), Failure::terminal(why.clone())));
             }
         }
         let m = match policy::ensure(&doc, key.as_str(), &needs) {
