@@ -26,7 +26,7 @@ use tracing::Instrument;
 use crate::aws::{Aws, CallStats, ExecSettings};
 use crate::config::{self, Desired};
 use crate::metrics::{self, ActionLabel, ClassLabel, Health, Metrics};
-use crate::model::{AsgRef, Failure, KeyArn};
+use crate::model::{BindingId, Failure, KeyArn};
 use crate::reconcile::{self, Outcome};
 use crate::scheduler::{Backoff, Jitter, Scheduler};
 
@@ -173,7 +173,7 @@ struct Config {
     desired: Arc<Desired>,
     /// The file's text as last read, to tell a real edit from a touch.
     last_text: String,
-    states: BTreeMap<AsgRef, State>,
+    states: BTreeMap<BindingId, State>,
 }
 
 /// What the daemon reports: metrics and health.
@@ -236,7 +236,7 @@ pub async fn run_with<R: Reconciler>(
     let mut d = Daemon {
         scheduler: Scheduler::new(settings.backoff, Jitter::from_clock()),
         config: Config {
-            states: desired.bindings.iter().map(|b| (b.asg.clone(), State::Pending)).collect(),
+            states: desired.bindings.iter().map(|b| (b.id(), State::Pending)).collect(),
             desired: Arc::new(desired),
             last_text,
         },
@@ -404,13 +404,9 @@ impl<R: Reconciler> Daemon<R> {
                 return;
             }
         };
-        let mut failed_keys: BTreeMap<&KeyArn, Vec<(&AsgRef, &Failure)>> = BTreeMap::new();
-        let key_of: BTreeMap<&AsgRef, &KeyArn> =
-            self.config.desired.bindings.iter().map(|b| (&b.asg, &b.key)).collect();
+        let mut failed_keys: BTreeMap<&KeyArn, Vec<(&BindingId, &Failure)>> = BTreeMap::new();
         for (b, f) in &outcome.failed {
-            if let Some(k) = key_of.get(b) {
-                failed_keys.entry(k).or_default().push((b, f));
-            }
+            failed_keys.entry(&b.key).or_default().push((b, f));
             metrics.errors.get_or_create(&ClassLabel { class: f.class.as_str().into() }).inc();
         }
         for (action, n) in outcome.applied.by_action() {
@@ -512,8 +508,8 @@ impl<R: Reconciler> Daemon<R> {
             .iter()
             .map(|b| {
                 let keep = old.contains(b) && !changed.contains(&b.key);
-                let s = if keep { states.get(&b.asg).copied().unwrap_or(State::Pending) } else { State::Pending };
-                (b.asg.clone(), s)
+                let s = if keep { states.get(&b.id()).copied().unwrap_or(State::Pending) } else { State::Pending };
+                (b.id(), s)
             })
             .collect();
         self.config.states = states;

@@ -10,12 +10,12 @@
 //! - **key owner**: it owns keys that other accounts' ASGs use (case 2), so it manages their
 //!   policies and lists their grants.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{json, Value};
 
 use crate::config::Desired;
-use crate::model::{AccountId, AUTOSCALING_SERVICE};
+use crate::model::{AccountId, KeyArn, AUTOSCALING_SERVICE};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IamPolicyError {
@@ -48,15 +48,36 @@ fn statement(sid: &str, actions: &[&str], resources: &BTreeSet<String>, conditio
     s
 }
 
+/// Statements allowing `actions` on `keys`: key ARNs by name, and keys named by an alias
+/// (whose key is not known without asking AWS) through the `kms:ResourceAliases`
+/// condition, which matches a key by the aliases it has (KMS Developer Guide, "Using
+/// aliases to control access to KMS keys").
+fn key_statements(out: &mut Vec<Value>, sid: &str, actions: &[&str], keys: &BTreeSet<&KeyArn>) {
+    let direct: BTreeSet<String> = keys.iter().filter(|k| !k.is_alias()).map(|k| k.to_string()).collect();
+    if !direct.is_empty() {
+        out.push(statement(sid, actions, &direct, None));
+    }
+    let mut by_place: BTreeMap<String, BTreeSet<&str>> = BTreeMap::new();
+    for k in keys.iter().filter(|k| k.is_alias()) {
+        let any_key = format!("arn:{}:kms:{}:{}:key/*", k.partition(), k.region(), k.account());
+        by_place.entry(any_key).or_default().insert(k.key_id());
+    }
+    for (i, (any_key, aliases)) in by_place.into_iter().enumerate() {
+        let condition = json!({"ForAnyValue:StringEquals": {"kms:ResourceAliases": aliases}});
+        let sid = format!("{sid}ByAlias{}", if i == 0 { String::new() } else { (i + 1).to_string() });
+        out.push(statement(&sid, actions, &BTreeSet::from([any_key]), Some(condition)));
+    }
+}
+
 /// The policy document for `account`.
 pub fn policy(desired: &Desired, account: &AccountId) -> Result<Value, IamPolicyError> {
     let in_asg = |a: &AccountId| a == account;
     let mine: Vec<_> = desired.bindings.iter().filter(|b| in_asg(&b.asg.account)).collect();
-    let owned_keys_used_elsewhere: BTreeSet<String> = desired
+    let owned_keys_used_elsewhere: BTreeSet<&KeyArn> = desired
         .bindings
         .iter()
         .filter(|b| b.key.account() == account && b.is_cross_account())
-        .map(|b| b.key.to_string())
+        .map(|b| &b.key)
         .collect();
     // Any account not listed under `accounts` may be the one the operator runs in; it
     // assumes the listed roles.
@@ -80,10 +101,8 @@ pub fn policy(desired: &Desired, account: &AccountId) -> Result<Value, IamPolicy
                 )
             })
             .collect();
-        let own_keys: BTreeSet<String> =
-            mine.iter().filter(|b| !b.is_cross_account()).map(|b| b.key.to_string()).collect();
-        let other_keys: BTreeSet<String> =
-            mine.iter().filter(|b| b.is_cross_account()).map(|b| b.key.to_string()).collect();
+        let own_keys: BTreeSet<&KeyArn> = mine.iter().filter(|b| !b.is_cross_account()).map(|b| &b.key).collect();
+        let other_keys: BTreeSet<&KeyArn> = mine.iter().filter(|b| b.is_cross_account()).map(|b| &b.key).collect();
         statements.push(statement("ReadServiceLinkedRoles", &["iam:GetRole"], &slrs, None));
         statements.push(statement(
             "CreateAutoScalingServiceLinkedRoles",
@@ -109,33 +128,27 @@ pub fn policy(desired: &Desired, account: &AccountId) -> Result<Value, IamPolicy
             &asgs,
             None,
         ));
-        if !own_keys.is_empty() {
-            statements.push(statement(
-                "ManageOwnKeyPolicies",
-                &["kms:GetKeyPolicy", "kms:PutKeyPolicy", "kms:DescribeKey", "kms:ListGrants"],
-                &own_keys,
-                None,
-            ));
-        }
-        if !other_keys.is_empty() {
-            // RetireGrant: the operator retires its own grants that fall short or whose
-            // role was deleted, with the credentials that created them.
-            statements.push(statement(
-                "CreateGrantsOnOtherAccountsKeys",
-                &["kms:CreateGrant", "kms:RetireGrant"],
-                &other_keys,
-                None,
-            ));
-        }
+        key_statements(
+            &mut statements,
+            "ManageOwnKeyPolicies",
+            &["kms:GetKeyPolicy", "kms:PutKeyPolicy", "kms:DescribeKey", "kms:ListGrants"],
+            &own_keys,
+        );
+        // RetireGrant: the operator retires its own grants that fall short or whose role
+        // was deleted, with the credentials that created them.
+        key_statements(
+            &mut statements,
+            "CreateGrantsOnOtherAccountsKeys",
+            &["kms:CreateGrant", "kms:RetireGrant"],
+            &other_keys,
+        );
     }
-    if !owned_keys_used_elsewhere.is_empty() {
-        statements.push(statement(
-            "ManageKeyPoliciesAndReadGrantsForOtherAccounts",
-            &["kms:GetKeyPolicy", "kms:PutKeyPolicy", "kms:ListGrants"],
-            &owned_keys_used_elsewhere,
-            None,
-        ));
-    }
+    key_statements(
+        &mut statements,
+        "ManageKeyPoliciesAndReadGrantsForOtherAccounts",
+        &["kms:DescribeKey", "kms:GetKeyPolicy", "kms:PutKeyPolicy", "kms:ListGrants"],
+        &owned_keys_used_elsewhere,
+    );
     if assumes_roles {
         let roles: BTreeSet<String> = desired.accounts.values().cloned().collect();
         statements.push(statement("AssumeRolesInOtherAccounts", &["sts:AssumeRole"], &roles, None));
@@ -217,7 +230,7 @@ mod tests {
         let p = policy(&desired(), &acct("444455556666")).unwrap();
         assert_eq!(sids(&p), ["ManageKeyPoliciesAndReadGrantsForOtherAccounts"]);
         let s = find(&p, "ManageKeyPoliciesAndReadGrantsForOtherAccounts");
-        assert_eq!(s["Action"], json!(["kms:GetKeyPolicy", "kms:PutKeyPolicy", "kms:ListGrants"]));
+        assert_eq!(s["Action"], json!(["kms:DescribeKey", "kms:GetKeyPolicy", "kms:PutKeyPolicy", "kms:ListGrants"]));
         assert_eq!(
             s["Resource"],
             json!(["arn:aws:kms:us-west-2:444455556666:key/22222222-2222-2222-2222-222222222222"])
@@ -255,5 +268,25 @@ mod tests {
         let mut d = desired();
         d.accounts.clear();
         assert_eq!(policy(&d, &acct("123412341234")), Err(IamPolicyError::NotInConfig(acct("123412341234"))));
+    }
+
+    #[test]
+    fn a_key_named_by_an_alias_is_allowed_through_the_alias_condition() {
+        let d = crate::config::parse(
+            "version: 1\nbindings:\n  - {asg: web, account: \"111122223333\", keys: [arn:aws:kms:us-west-2:111122223333:alias/ebs-data, arn:aws:kms:us-west-2:111122223333:key/11111111-1111-1111-1111-111111111111]}\n",
+            "t",
+        )
+        .unwrap();
+        let p = policy(&d, &acct("111122223333")).unwrap();
+        assert_eq!(
+            find(&p, "ManageOwnKeyPolicies")["Resource"],
+            json!(["arn:aws:kms:us-west-2:111122223333:key/11111111-1111-1111-1111-111111111111"])
+        );
+        let by_alias = find(&p, "ManageOwnKeyPoliciesByAlias");
+        assert_eq!(by_alias["Resource"], json!(["arn:aws:kms:us-west-2:111122223333:key/*"]));
+        assert_eq!(
+            by_alias["Condition"],
+            json!({"ForAnyValue:StringEquals": {"kms:ResourceAliases": ["alias/ebs-data"]}})
+        );
     }
 }

@@ -46,7 +46,9 @@ impl fmt::Display for AccountId {
 /// The partitions a key ARN may name.
 const PARTITIONS: [&str; 5] = ["aws", "aws-cn", "aws-us-gov", "aws-iso", "aws-iso-b"];
 
-/// A full KMS key ARN: `arn:<partition>:kms:<region>:<account>:key/<key-id>`.
+/// A full KMS key ARN, `arn:<partition>:kms:<region>:<account>:key/<key-id>`, or the ARN
+/// of an alias, `arn:<partition>:kms:<region>:<account>:alias/<name>`, which AWS resolves
+/// to the key it points to at the time (DescribeKey).
 ///
 /// Cloning is a reference count: the same key is named by many bindings, reads, plans and
 /// scheduler entries.
@@ -59,18 +61,22 @@ struct KeyArnParts {
     arn: String,
     partition: &'static str,
     account: AccountId,
-    /// Byte ranges of the region and key id within `arn`.
+    /// Byte ranges of the region and key id (or `alias/NAME`) within `arn`.
     region: (usize, usize),
     key_id: usize,
+    alias: bool,
 }
 
 impl KeyArn {
-    /// Parses a key ARN. Aliases and bare key ids are rejected: the operator must know the
-    /// owner account and region of every key without asking AWS.
+    /// Parses a key or alias ARN. Bare key ids and alias names are rejected: the operator
+    /// must know the owner account and region of every key without asking AWS.
     pub fn parse(s: &str) -> Result<Self, String> {
         let parts: Vec<&str> = s.splitn(6, ':').collect();
         if parts.len() != 6 || parts[0] != "arn" {
-            return Err("must be a full KMS key ARN (arn:aws:kms:<region>:<account>:key/<id>)".into());
+            return Err(
+                "must be a full KMS key ARN (arn:aws:kms:<region>:<account>:key/<id>) or alias ARN (…:alias/<name>)"
+                    .into(),
+            );
         }
         let (partition, service, region, account, resource) = (parts[1], parts[2], parts[3], parts[4], parts[5]);
         let Some(partition) = PARTITIONS.iter().copied().find(|p| *p == partition) else {
@@ -84,14 +90,20 @@ impl KeyArn {
         }
         let account =
             AccountId::parse(account).ok_or_else(|| format!("account {account:?} in key ARN is not 12 digits"))?;
-        match resource.strip_prefix("key/") {
-            Some(id) if is_key_id(id) => {}
-            Some(_) => return Err("key id must be a UUID or an mrk- multi-Region key id".into()),
-            None if resource.starts_with("alias/") => {
-                return Err("aliases are not accepted: use the key ARN the alias points to".into())
+        let (alias, id) = match (resource.strip_prefix("key/"), resource.strip_prefix("alias/")) {
+            (Some(id), _) if is_key_id(id) => (false, id),
+            (Some(_), _) => return Err("key id must be a UUID or an mrk- multi-Region key id".into()),
+            // KMS API Reference, CreateAlias: 1-256 of [a-zA-Z0-9:/_-].
+            (None, Some(name))
+                if !name.is_empty()
+                    && name.len() <= 256
+                    && name.bytes().all(|b| b.is_ascii_alphanumeric() || b":/_-".contains(&b)) =>
+            {
+                (true, resource)
             }
-            None => return Err("resource must be key/<key-id>".into()),
-        }
+            (None, Some(_)) => return Err("alias name must be 1 to 256 of the characters a-z A-Z 0-9 : / _ -".into()),
+            (None, None) => return Err("resource must be key/<key-id> or alias/<name>".into()),
+        };
         // "arn:" + partition + ":kms:" comes before the region.
         let region_start = 4 + partition.len() + 5;
         Ok(Self(Arc::new(KeyArnParts {
@@ -99,8 +111,14 @@ impl KeyArn {
             partition,
             account,
             region: (region_start, region_start + region.len()),
-            key_id: s.len() - (resource.len() - "key/".len()),
+            key_id: s.len() - id.len(),
+            alias,
         })))
+    }
+
+    /// True for an alias ARN, which must be resolved to the key it points to.
+    pub fn is_alias(&self) -> bool {
+        self.0.alias
     }
 
     pub fn as_str(&self) -> &str {
@@ -115,6 +133,7 @@ impl KeyArn {
     pub fn account(&self) -> &AccountId {
         &self.0.account
     }
+    /// The key id, or `alias/NAME` for an alias.
     pub fn key_id(&self) -> &str {
         &self.0.arn[self.0.key_id..]
     }
@@ -220,6 +239,28 @@ impl fmt::Display for AsgRef {
     }
 }
 
+/// One binding: an ASG that must be able to use one key. A group that needs several keys
+/// (its data volume's and its AMI's snapshots') has a binding for each.
+///
+/// Cloning is two reference counts.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct BindingId {
+    pub asg: AsgRef,
+    pub key: KeyArn,
+}
+
+impl fmt::Display for BindingId {
+    /// `ACCOUNT/REGION/ASG [key/ID]`, with the key's account when it is another's:
+    /// `[444455556666:key/ID]`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.account() == &self.asg.account {
+            write!(f, "{} [{}]", self.asg, self.key.key_id())
+        } else {
+            write!(f, "{} [{}:{}]", self.asg, self.key.account(), self.key.key_id())
+        }
+    }
+}
+
 /// A KMS grant as observed (only the fields the planner reads).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Grant {
@@ -230,6 +271,26 @@ pub struct Grant {
     /// True when the grant carries encryption-context constraints, which would keep EBS
     /// from using it for arbitrary volumes.
     pub constrained: bool,
+}
+
+/// Who manages a key: a customer managed key's policy is the operator's to extend; an
+/// AWS managed key (such as `aws/ebs`) needs no authorization and cannot be changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyManager {
+    Customer,
+    Aws,
+}
+
+/// A KMS key as DescribeKey shows it (only the fields the planner reads).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyInfo {
+    /// The key's own ARN: for an alias, the key it points to now.
+    pub arn: KeyArn,
+    /// `Enabled`, `Disabled`, `PendingDeletion`, `PendingImport`, `Unavailable`, ...
+    pub state: String,
+    /// `SYMMETRIC_DEFAULT` is the only spec EBS can use.
+    pub spec: String,
+    pub manager: KeyManager,
 }
 
 /// An IAM role as observed: its ARN is known from its name, so only its unique id is
@@ -325,10 +386,37 @@ mod tests {
     }
 
     #[test]
-    fn key_arn_rejects_aliases_bare_ids_and_other_services() {
+    fn alias_arns_are_accepted_and_known_as_aliases() {
+        let a = KeyArn::parse("arn:aws:kms:us-west-2:444455556666:alias/team/ebs-data").unwrap();
+        assert!(a.is_alias());
+        assert_eq!(a.key_id(), "alias/team/ebs-data");
+        assert_eq!(a.account().as_str(), "444455556666");
+        assert_eq!(a.region(), "us-west-2");
+        assert!(!KeyArn::parse("arn:aws:kms:us-west-2:444455556666:key/1234abcd-12ab-34cd-56ef-1234567890ab")
+            .unwrap()
+            .is_alias());
+        for bad in ["arn:aws:kms:us-west-2:444455556666:alias/", "arn:aws:kms:us-west-2:444455556666:alias/sp ace"] {
+            assert!(KeyArn::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_binding_names_its_group_and_its_key() {
+        let asg = AsgRef::new(AccountId::parse("111122223333").unwrap(), "us-west-2", "web");
+        let own = KeyArn::parse("arn:aws:kms:us-west-2:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab").unwrap();
+        let other = KeyArn::parse("arn:aws:kms:us-west-2:444455556666:alias/ebs").unwrap();
+        assert_eq!(
+            BindingId { asg: asg.clone(), key: own }.to_string(),
+            "111122223333/us-west-2/web [1234abcd-12ab-34cd-56ef-1234567890ab]"
+        );
+        assert_eq!(BindingId { asg, key: other }.to_string(), "111122223333/us-west-2/web [444455556666:alias/ebs]");
+    }
+
+    #[test]
+    fn key_arn_rejects_bare_ids_alias_names_and_other_services() {
         for bad in [
             "1234abcd-12ab-34cd-56ef-1234567890ab",
-            "arn:aws:kms:us-west-2:444455556666:alias/ebs",
+            "alias/ebs",
             "arn:aws:s3:us-west-2:444455556666:key/1234abcd-12ab-34cd-56ef-1234567890ab",
             "arn:aws:kms:us-west-2:4444:key/1234abcd-12ab-34cd-56ef-1234567890ab",
             "arn:aws:kms:uswest2:444455556666:key/1234abcd-12ab-34cd-56ef-1234567890ab",

@@ -37,7 +37,7 @@ fn action_json(c: &PlannedChange) -> Value {
     })
 }
 
-/// `{"actions": [...], "errors": [...]}`.
+/// `{"actions": [...], "errors": [...], "notes": [...]}`.
 pub fn plan_json(plan: &Plan) -> String {
     let v = json!({
         "actions": plan.changes.iter().map(action_json).collect::<Vec<_>>(),
@@ -45,6 +45,10 @@ pub fn plan_json(plan: &Plan) -> String {
             "binding": b.binding.to_string(),
             "class": b.failure.class.as_str(),
             "error": b.failure.message,
+        })).collect::<Vec<_>>(),
+        "notes": plan.notes.iter().map(|n| json!({
+            "binding": n.binding.to_string(),
+            "note": n.message,
         })).collect::<Vec<_>>(),
     });
     serde_json::to_string_pretty(&v).expect("plan JSON serialises")
@@ -80,6 +84,12 @@ pub fn plan_text(plan: &Plan, bindings: usize) -> String {
         let n = plan.changes.len();
         s.push_str(&format!("\nPlan: {n} change{}.\n", if n == 1 { "" } else { "s" }));
     }
+    if !plan.notes.is_empty() {
+        s.push_str("\nNotes:\n");
+        for n in &plan.notes {
+            s.push_str(&format!("  - {}: {}\n", n.binding, n.message));
+        }
+    }
     if !plan.blocked.is_empty() {
         s.push_str(&format!(
             "\n{} binding{} cannot progress:\n",
@@ -96,12 +106,14 @@ pub fn plan_text(plan: &Plan, bindings: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{AccountId, AsgRef, Failure, Slr};
-    use crate::plan::Blocked;
+    use crate::model::{AccountId, AsgRef, BindingId, Failure, KeyArn, Slr};
+    use crate::plan::{Blocked, Note};
 
     fn sample() -> Plan {
         let account = AccountId::parse("111122223333").unwrap();
+        let key = KeyArn::parse("arn:aws:kms:us-west-2:111122223333:key/11111111-1111-1111-1111-111111111111").unwrap();
         let asg = AsgRef::new(account, "us-west-2", "web");
+        let web = BindingId { asg: asg.clone(), key: key.clone() };
         Plan {
             changes: vec![
                 PlannedChange {
@@ -109,7 +121,7 @@ mod tests {
                         slr: Slr { account, partition: "aws", suffix: Some("CMK".into()) },
                     },
                     reason: "service-linked role AWSServiceRoleForAutoScaling_CMK does not exist".into(),
-                    bindings: vec![asg.clone()],
+                    bindings: vec![web.clone()],
                 },
                 PlannedChange {
                     change: Change::UpdateAutoScalingGroup {
@@ -117,12 +129,16 @@ mod tests {
                         service_linked_role_arn: "arn:x".into(),
                     },
                     reason: "ServiceLinkedRoleARN is unset".into(),
-                    bindings: vec![asg.clone()],
+                    bindings: vec![web.clone()],
                 },
             ],
             blocked: vec![Blocked {
-                binding: AsgRef::new(account, "us-west-2", "ghost"),
+                binding: BindingId { asg: AsgRef::new(account, "us-west-2", "ghost"), key: key.clone() },
                 failure: Failure::terminal("ASG ghost not found"),
+            }],
+            notes: vec![Note {
+                binding: BindingId { asg: AsgRef::new(account, "us-west-2", "batch"), key },
+                message: "an AWS managed key".into(),
             }],
         }
     }
@@ -137,7 +153,8 @@ mod tests {
         assert_eq!(a["target"], "AWSServiceRoleForAutoScaling_CMK");
         assert!(a["reason"].as_str().unwrap().contains("does not exist"));
         assert_eq!(v["actions"][1]["region"], "us-west-2");
-        assert_eq!(v["errors"][0]["binding"], "111122223333/us-west-2/ghost");
+        assert_eq!(v["notes"][0]["note"], "an AWS managed key");
+        assert_eq!(v["errors"][0]["binding"], "111122223333/us-west-2/ghost [11111111-1111-1111-1111-111111111111]");
     }
 
     #[test]
@@ -146,7 +163,16 @@ mod tests {
         assert!(t.contains("  + CreateServiceLinkedRole  111122223333  global"), "{t}");
         assert!(t.contains("  ~ UpdateAutoScalingGroup   111122223333  us-west-2      web"), "{t}");
         assert!(t.contains("Plan: 2 changes."), "{t}");
-        assert!(t.contains("  ! 111122223333/us-west-2/ghost: ASG ghost not found"), "{t}");
+        assert!(
+            t.contains(
+                "Notes:\n  - 111122223333/us-west-2/batch [11111111-1111-1111-1111-111111111111]: an AWS managed key"
+            ),
+            "{t}"
+        );
+        assert!(
+            t.contains("  ! 111122223333/us-west-2/ghost [11111111-1111-1111-1111-111111111111]: ASG ghost not found"),
+            "{t}"
+        );
         assert_eq!(plan_text(&Plan::default(), 3), "No changes. 3 of 3 bindings are up to date.\n");
     }
 }

@@ -4,7 +4,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::config::{Binding, Desired};
-use crate::model::{AccountId, Asg, AsgRef, ErrorClass, Failure, Grant, KeyArn, Role, Slr};
+use crate::model::{
+    AccountId, Asg, AsgRef, BindingId, ErrorClass, Failure, Grant, KeyArn, KeyInfo, KeyManager, Role, Slr,
+};
 use crate::policy::{self, Need, NeedKind, PolicyDocument, PrincipalIds, GRANT_OPERATIONS};
 
 /// What one pass of observation saw. Each entry is the result of one read; a failed read
@@ -15,9 +17,11 @@ pub struct Observed {
     pub account_errors: BTreeMap<AccountId, Failure>,
     /// Service-linked roles by (account, role name); `Ok(None)` when absent.
     pub roles: BTreeMap<(AccountId, String), Result<Option<Role>, Failure>>,
-    /// Key policy text by key.
+    /// Each key as configured (a key or alias ARN), as DescribeKey shows it.
+    pub keys: BTreeMap<KeyArn, Result<KeyInfo, Failure>>,
+    /// Key policy text by key (its own ARN, an alias resolved).
     pub key_policies: BTreeMap<KeyArn, Result<String, Failure>>,
-    /// Grants by key, for keys used across accounts.
+    /// Grants by key (its own ARN), for keys used across accounts.
     pub grants: BTreeMap<KeyArn, Result<Vec<Grant>, Failure>>,
     /// ASGs; `Ok(None)` when the group does not exist.
     pub asgs: BTreeMap<AsgRef, Result<Option<Asg>, Failure>>,
@@ -124,14 +128,22 @@ impl Change {
 pub struct PlannedChange {
     pub change: Change,
     pub reason: String,
-    pub bindings: Vec<AsgRef>,
+    pub bindings: Vec<BindingId>,
 }
 
 /// A binding that cannot progress this pass, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Blocked {
-    pub binding: AsgRef,
+    pub binding: BindingId,
     pub failure: Failure,
+}
+
+/// Something true of a binding that is neither a change nor a failure, for `plan`'s
+/// output and the logs (an AWS managed key needs nothing, for example).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Note {
+    pub binding: BindingId,
+    pub message: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -139,14 +151,16 @@ pub struct Plan {
     /// In execution order (by phase).
     pub changes: Vec<PlannedChange>,
     pub blocked: Vec<Blocked>,
+    pub notes: Vec<Note>,
 }
 
 /// The reads one pass needs, derived from the desired state.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Reads {
     pub roles: BTreeSet<Slr>,
+    /// Keys as configured (key or alias ARNs): each is described, and its policy read.
     pub keys: BTreeSet<KeyArn>,
-    /// Keys whose grants must be listed (used from another account).
+    /// Keys whose grants must be listed (used from another account), as configured.
     pub grant_keys: BTreeSet<KeyArn>,
     /// ASGs per (account, region).
     pub asgs: BTreeMap<(AccountId, String), BTreeSet<AsgRef>>,
@@ -236,27 +250,26 @@ fn lookup<'a, K: Ord, T>(map: &'a BTreeMap<K, Result<T, Failure>>, k: &K, what: 
 
 /// Bindings that cannot progress this pass, each with the first reason found. Every step
 /// of the planner reads it, and steps add to it only through the pipeline in [`plan`].
-pub type BlockedSet = BTreeMap<AsgRef, Failure>;
+pub type BlockedSet = BTreeMap<BindingId, Failure>;
 
 /// What one step of the planner found: changes, and bindings it blocks.
 #[derive(Debug, Default)]
 struct Step {
     changes: Vec<PlannedChange>,
-    blocked: Vec<(AsgRef, Failure)>,
+    blocked: Vec<(BindingId, Failure)>,
+    notes: Vec<Note>,
 }
 
 /// A binding whose reads all succeeded: what the later steps plan from.
 struct Ready<'a> {
     binding: &'a Binding,
+    id: BindingId,
+    /// The key's own ARN (the binding's alias resolved).
+    key: &'a KeyArn,
     slr: Slr,
     role: Option<&'a Role>,
-    asg: &'a Asg,
-}
-
-impl Ready<'_> {
-    fn asg(&self) -> &AsgRef {
-        &self.binding.asg
-    }
+    /// The group as observed.
+    group: &'a Asg,
 }
 
 /// Compares desired with observed and returns the changes, in execution order, and the
@@ -267,6 +280,7 @@ pub fn plan(desired: &Desired, observed: &Observed, caller: &AccountId) -> Plan 
     let mut changes = Vec::new();
     let (ready, checked) = check_observed(desired, observed, caller);
     blocked.extend(checked.blocked);
+    let notes = checked.notes;
     for step in [plan_grants, plan_key_policies, plan_roles_and_asgs] {
         let out = step(&ready, observed, &blocked);
         for (b, f) in out.blocked {
@@ -274,17 +288,21 @@ pub fn plan(desired: &Desired, observed: &Observed, caller: &AccountId) -> Plan 
         }
         changes.extend(out.changes);
     }
-    assemble(changes, blocked)
+    let mut plan = assemble(changes, blocked);
+    plan.notes = notes;
+    plan
 }
 
-/// Step 1: a binding whose account, ASG, role, key policy or grants could not be read is
-/// blocked with that read's failure; the others are ready.
+/// Step 1: a binding whose account, ASG, role, key, key policy or grants could not be read
+/// is blocked with that read's failure, and so is one whose key EBS cannot use (not
+/// Enabled, or not symmetric); one whose key is AWS managed needs nothing (a note); the
+/// others are ready.
 fn check_observed<'a>(desired: &'a Desired, observed: &'a Observed, caller: &AccountId) -> (Vec<Ready<'a>>, Step) {
     let mut ready = Vec::new();
     let mut step = Step::default();
     for b in &desired.bindings {
         let slr = b.slr();
-        let check = || -> Result<Ready<'a>, Failure> {
+        let check = || -> Result<Option<Ready<'a>>, Failure> {
             if let Some(f) = access_error(b, desired, caller) {
                 return Err(f);
             }
@@ -302,19 +320,53 @@ fn check_observed<'a>(desired: &'a Desired, observed: &'a Observed, caller: &Acc
                     b.asg.name, b.asg.account, b.asg.region
                 ))
             })?;
-            let role = lookup(&observed.roles, &(slr.account, slr.name()), "get service-linked role")?.as_ref();
-            lookup(&observed.key_policies, &b.key, "get key policy")?;
-            if b.is_cross_account() {
-                lookup(&observed.grants, &b.key, "list grants")?;
+            let info = lookup(&observed.keys, &b.key, "describe key")?;
+            if let Some(f) = unusable(&b.key, info) {
+                return Err(f);
             }
-            Ok(Ready { binding: b, slr, role, asg })
+            if info.manager == KeyManager::Aws {
+                return Ok(None);
+            }
+            let role = lookup(&observed.roles, &(slr.account, slr.name()), "get service-linked role")?.as_ref();
+            lookup(&observed.key_policies, &info.arn, "get key policy")?;
+            if b.is_cross_account() {
+                lookup(&observed.grants, &info.arn, "list grants")?;
+            }
+            Ok(Some(Ready { binding: b, id: b.id(), key: &info.arn, slr, role, group: asg }))
         };
         match check() {
-            Ok(r) => ready.push(r),
-            Err(f) => step.blocked.push((b.asg.clone(), f)),
+            Ok(Some(r)) => ready.push(r),
+            Ok(None) => step.notes.push(Note {
+                binding: b.id(),
+                message: format!(
+                    "{} is an AWS managed key: Auto Scaling may use it with no key policy statement or grant; nothing to do",
+                    b.key
+                ),
+            }),
+            Err(f) => step.blocked.push((b.id(), f)),
         }
     }
     (ready, step)
+}
+
+/// Why EBS cannot use a key, if it cannot: it must be Enabled (KMS Developer Guide, "Key
+/// states of AWS KMS keys") and symmetric (EBS supports only symmetric keys). Nothing is
+/// written for such a key; the failure is terminal until someone changes the key.
+fn unusable(configured: &KeyArn, info: &KeyInfo) -> Option<Failure> {
+    let named = if configured.is_alias() { format!("{configured} (key {})", info.arn) } else { configured.to_string() };
+    let why = match info.state.as_str() {
+        "Enabled" => None,
+        "PendingDeletion" => {
+            Some("it is pending deletion: cancel the deletion (CancelKeyDeletion) and enable it".to_owned())
+        }
+        "Disabled" => Some("it is disabled: enable it (EnableKey)".to_owned()),
+        other => Some(format!("its state is {other}; EBS needs it Enabled")),
+    };
+    let why = why.or_else(|| {
+        (info.spec != "SYMMETRIC_DEFAULT")
+            .then(|| format!("its key spec is {}; EBS supports only symmetric keys (SYMMETRIC_DEFAULT)", info.spec))
+    })?;
+    Some(Failure::terminal(format!("key {named} cannot encrypt EBS volumes: {why}; nothing is written for it")))
 }
 
 /// Step 2, case 2 only: one complete grant per (key, role). A grant that carries the
@@ -326,9 +378,9 @@ fn plan_grants(ready: &[Ready], observed: &Observed, blocked: &BlockedSet) -> St
     let mut step = Step::default();
     // The bindings of each (key, role) pair, and the role as observed.
     type Pair<'a> = (&'a KeyArn, &'a Slr);
-    let mut pairs: BTreeMap<Pair, (Option<&Role>, Vec<AsgRef>)> = BTreeMap::new();
-    for r in ready.iter().filter(|r| r.binding.is_cross_account() && !blocked.contains_key(r.asg())) {
-        pairs.entry((&r.binding.key, &r.slr)).or_insert((r.role, Vec::new())).1.push(r.asg().clone());
+    let mut pairs: BTreeMap<Pair, (Option<&Role>, Vec<BindingId>)> = BTreeMap::new();
+    for r in ready.iter().filter(|r| r.binding.is_cross_account() && !blocked.contains_key(&r.id)) {
+        pairs.entry((r.key, &r.slr)).or_insert((r.role, Vec::new())).1.push(r.id.clone());
     }
     for ((key, slr), (role, bindings)) in pairs {
         let ids = PrincipalIds::role(&slr.arn(), role.map(|x| x.role_id.as_str()));
@@ -383,8 +435,8 @@ fn plan_grants(ready: &[Ready], observed: &Observed, blocked: &BlockedSet) -> St
 fn plan_key_policies(ready: &[Ready], observed: &Observed, blocked: &BlockedSet) -> Step {
     let mut step = Step::default();
     let mut by_key: BTreeMap<&KeyArn, Vec<&Ready>> = BTreeMap::new();
-    for r in ready.iter().filter(|r| !blocked.contains_key(r.asg())) {
-        by_key.entry(&r.binding.key).or_default().push(r);
+    for r in ready.iter().filter(|r| !blocked.contains_key(&r.id)) {
+        by_key.entry(r.key).or_default().push(r);
     }
     for (key, rs) in by_key {
         let text = lookup(&observed.key_policies, key, "get key policy").expect("checked in step 1");
@@ -416,13 +468,13 @@ fn plan_key_policies(ready: &[Ready], observed: &Observed, blocked: &BlockedSet)
             Ok(doc) => doc,
             Err(e) => {
                 let f = Failure::terminal(format!("key policy of {key}: {e}"));
-                step.blocked.extend(rs.iter().map(|r| (r.asg().clone(), f.clone())));
+                step.blocked.extend(rs.iter().map(|r| (r.id.clone(), f.clone())));
                 continue;
             }
         };
         // In case 2 the role uses the key through the grant, and a Deny on it in the
         // owner's policy overrides any grant. Each role is checked once per key.
-        let mut stopped: BTreeSet<&AsgRef> = BTreeSet::new();
+        let mut stopped: BTreeSet<&BindingId> = BTreeSet::new();
         let mut denials: BTreeMap<&Slr, Option<String>> = BTreeMap::new();
         for r in rs.iter().filter(|r| r.binding.is_cross_account()) {
             let why = denials.entry(&r.slr).or_insert_with(|| {
@@ -430,30 +482,30 @@ fn plan_key_policies(ready: &[Ready], observed: &Observed, blocked: &BlockedSet)
                 policy::denial(&doc, &ids, key.as_str())
             });
             if let Some(why) = why {
-                stopped.insert(r.asg());
-                step.blocked.push((r.asg().clone(), Failure::terminal(why.clone())));
+                stopped.insert(&r.id);
+                step.blocked.push((r.id.clone(), Failure::terminal(why.clone())));
             }
         }
         let m = match policy::ensure(&doc, key.as_str(), &needs) {
             Ok(m) => m,
             Err(e) => {
                 let f = Failure::terminal(format!("key policy of {key}: {e}"));
-                step.blocked.extend(rs.iter().map(|r| (r.asg().clone(), f.clone())));
+                step.blocked.extend(rs.iter().map(|r| (r.id.clone(), f.clone())));
                 continue;
             }
         };
         for (n, why) in &m.denied {
             for &i in &owners[*n] {
-                stopped.insert(rs[i].asg());
-                step.blocked.push((rs[i].asg().clone(), Failure::terminal(why.clone())));
+                stopped.insert(&rs[i].id);
+                step.blocked.push((rs[i].id.clone(), Failure::terminal(why.clone())));
             }
         }
         let Some(merged) = &m.document else { continue };
         // The write is for the needs that were missing, and serves their bindings.
         let served: Vec<usize> = m.missing.iter().copied().filter(|n| !m.denied.iter().any(|(d, _)| d == n)).collect();
-        let bindings: Vec<AsgRef> = served
+        let bindings: Vec<BindingId> = served
             .iter()
-            .flat_map(|n| owners[*n].iter().map(|&i| rs[i].asg()))
+            .flat_map(|n| owners[*n].iter().map(|&i| &rs[i].id))
             .filter(|a| !stopped.contains(a))
             .cloned()
             .collect();
@@ -475,14 +527,18 @@ fn plan_key_policies(ready: &[Ready], observed: &Observed, blocked: &BlockedSet)
     step
 }
 
-/// Step 4: the service-linked roles that do not exist yet, and the ASGs not yet on their
-/// role.
+/// Step 4: the service-linked roles that do not exist yet, and the groups not yet on
+/// their role (one update per group, however many keys it is bound to).
 fn plan_roles_and_asgs(ready: &[Ready], _observed: &Observed, blocked: &BlockedSet) -> Step {
     let mut step = Step::default();
-    let live: Vec<&Ready> = ready.iter().filter(|r| !blocked.contains_key(r.asg())).collect();
-    let mut roles: BTreeMap<&Slr, Vec<AsgRef>> = BTreeMap::new();
-    for r in live.iter().filter(|r| r.role.is_none()) {
-        roles.entry(&r.slr).or_default().push(r.asg().clone());
+    let live: Vec<&Ready> = ready.iter().filter(|r| !blocked.contains_key(&r.id)).collect();
+    let mut roles: BTreeMap<&Slr, Vec<BindingId>> = BTreeMap::new();
+    let mut groups: BTreeMap<&AsgRef, Vec<&Ready>> = BTreeMap::new();
+    for r in &live {
+        if r.role.is_none() {
+            roles.entry(&r.slr).or_default().push(r.id.clone());
+        }
+        groups.entry(&r.binding.asg).or_default().push(r);
     }
     for (slr, bindings) in roles {
         step.changes.push(PlannedChange {
@@ -491,14 +547,13 @@ fn plan_roles_and_asgs(ready: &[Ready], _observed: &Observed, blocked: &BlockedS
             bindings,
         });
     }
-    for r in &live {
-        let want = r.slr.arn();
-        if r.asg.service_linked_role_arn.as_deref() != Some(want.as_str()) {
-            let have = r.asg.service_linked_role_arn.as_deref().unwrap_or("unset");
+    for (asg, rs) in groups {
+        let (want, have) = (rs[0].slr.arn(), rs[0].group.service_linked_role_arn.as_deref());
+        if have != Some(want.as_str()) {
             step.changes.push(PlannedChange {
-                reason: format!("ServiceLinkedRoleARN is {have}; want {}", r.slr.name()),
-                change: Change::UpdateAutoScalingGroup { asg: r.asg().clone(), service_linked_role_arn: want },
-                bindings: vec![r.asg().clone()],
+                reason: format!("ServiceLinkedRoleARN is {}; want {}", have.unwrap_or("unset"), rs[0].slr.name()),
+                change: Change::UpdateAutoScalingGroup { asg: asg.clone(), service_linked_role_arn: want },
+                bindings: rs.iter().map(|r| r.id.clone()).collect(),
             });
         }
     }
@@ -516,7 +571,8 @@ fn assemble(changes: Vec<PlannedChange>, blocked: BlockedSet) -> Plan {
         })
         .collect();
     changes.sort_by_key(|c| c.change.phase());
-    Plan { changes, blocked: blocked.into_iter().map(|(binding, failure)| Blocked { binding, failure }).collect() }
+    let blocked = blocked.into_iter().map(|(binding, failure)| Blocked { binding, failure }).collect();
+    Plan { changes, blocked, notes: Vec::new() }
 }
 
 #[cfg(test)]

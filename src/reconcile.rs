@@ -7,7 +7,7 @@ use tracing::Instrument;
 
 use crate::aws::{self, Aws, Done, ExecSettings};
 use crate::config::Desired;
-use crate::model::{AsgRef, ErrorClass, Failure};
+use crate::model::{BindingId, ErrorClass, Failure};
 use crate::plan::{self, Change, Observed, Plan, PlannedChange};
 use crate::scheduler::Jitter;
 
@@ -53,7 +53,7 @@ impl Applied {
 pub struct Executed {
     pub applied: Applied,
     /// Bindings whose changes failed, with the first failure.
-    pub failed: BTreeMap<AsgRef, Failure>,
+    pub failed: BTreeMap<BindingId, Failure>,
 }
 
 /// Runs a plan phase by phase. After a phase in which a change failed or a role came to
@@ -139,10 +139,10 @@ impl Iterator for Phase<'_> {
 }
 
 /// The desired state without some bindings.
-pub fn without(desired: &Desired, drop: &BTreeMap<AsgRef, Failure>) -> Desired {
+pub fn without(desired: &Desired, drop: &BTreeMap<BindingId, Failure>) -> Desired {
     Desired {
         accounts: desired.accounts.clone(),
-        bindings: desired.bindings.iter().filter(|b| !drop.contains_key(&b.asg)).cloned().collect(),
+        bindings: desired.bindings.iter().filter(|b| !drop.contains_key(&b.id())).cloned().collect(),
     }
 }
 
@@ -152,8 +152,8 @@ pub struct Outcome {
     /// Observe-and-plan rounds, the last of which found nothing more to do (or ran out).
     pub passes: u32,
     pub applied: Applied,
-    pub converged: Vec<AsgRef>,
-    pub failed: BTreeMap<AsgRef, Failure>,
+    pub converged: Vec<BindingId>,
+    pub failed: BTreeMap<BindingId, Failure>,
 }
 
 /// Reconciles until every binding has converged or failed terminally, or `max_passes`
@@ -163,8 +163,8 @@ pub struct Outcome {
 /// failure is not retried within the same apply.
 pub async fn apply(aws: &Arc<Aws>, desired: &Desired, max_passes: u32, settings: &ExecSettings) -> Outcome {
     let mut out = Outcome::default();
-    let mut terminal: BTreeMap<AsgRef, Failure> = BTreeMap::new();
-    let mut last_failed: BTreeMap<AsgRef, Failure> = BTreeMap::new();
+    let mut terminal: BTreeMap<BindingId, Failure> = BTreeMap::new();
+    let mut last_failed: BTreeMap<BindingId, Failure> = BTreeMap::new();
     let mut jitter = Jitter::from_clock();
     let mut troubled_rounds = 0;
     loop {
@@ -190,8 +190,7 @@ pub async fn apply(aws: &Arc<Aws>, desired: &Desired, max_passes: u32, settings:
                     });
                 }
             }
-            out.converged =
-                desired.bindings.iter().map(|b| b.asg.clone()).filter(|a| !failed.contains_key(a)).collect();
+            out.converged = desired.bindings.iter().map(|b| b.id()).filter(|a| !failed.contains_key(a)).collect();
             out.failed = failed;
             return out;
         }

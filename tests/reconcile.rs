@@ -35,11 +35,12 @@ async fn case_1_converges_and_a_second_apply_only_reads() {
     assert!(stdout(&plan).starts_with("No changes."), "{}", stdout(&plan));
     let calls = moto.calls();
     assert_eq!(writes(&calls), Vec::<String>::new(), "{calls:?}");
-    // apply: STS identity, one GetRole, one GetKeyPolicy, one describe; plan the same.
-    for action in ["GetCallerIdentity", "GetRole", "GetKeyPolicy", "DescribeAutoScalingGroups"] {
+    // apply: STS identity, one GetRole, one DescribeKey, one GetKeyPolicy, one describe;
+    // plan the same.
+    for action in ["GetCallerIdentity", "GetRole", "DescribeKey", "GetKeyPolicy", "DescribeAutoScalingGroups"] {
         assert_eq!(count(&calls, action), 2, "{action}: {calls:?}");
     }
-    assert_eq!(calls.len(), 8, "{calls:?}");
+    assert_eq!(calls.len(), 10, "{calls:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -88,13 +89,21 @@ async fn case_2_uses_the_owner_policy_and_one_grant_and_reapplies_without_writes
     assert!(moto.operator(&["apply", "--config", &cfg]).status.success());
     let calls = moto.calls();
     assert_eq!(writes(&calls), Vec::<String>::new(), "{calls:?}");
-    // The lower bound: identity, one AssumeRole, one role, one policy, one grant list,
-    // one describe for both ASGs.
+    // The lower bound: identity, one AssumeRole, one role, one key, one policy, one grant
+    // list, one describe for both ASGs.
     let mut seen: Vec<&str> = calls.iter().map(|(_, a)| a.as_str()).collect();
     seen.sort();
     assert_eq!(
         seen,
-        ["AssumeRole", "DescribeAutoScalingGroups", "GetCallerIdentity", "GetKeyPolicy", "GetRole", "ListGrants"]
+        [
+            "AssumeRole",
+            "DescribeAutoScalingGroups",
+            "DescribeKey",
+            "GetCallerIdentity",
+            "GetKeyPolicy",
+            "GetRole",
+            "ListGrants"
+        ]
     );
     let grants = aws_sdk_kms::Client::new(&other).list_grants().key_id(&key).send().await.unwrap();
     assert_eq!(grants.grants().len(), 1, "never a second grant");
@@ -263,7 +272,8 @@ async fn one_bad_binding_fails_alone_and_is_named() {
     assert_eq!(out.status.code(), Some(1));
     let text = stdout(&out);
     assert!(text.contains("1 of 3 bindings converged"), "{text}");
-    assert!(text.contains(&format!("{OWN}/us-west-2/ghost: ASG ghost not found")), "{text}");
+    let key_id = key.rsplit('/').next().unwrap();
+    assert!(text.contains(&format!("{OWN}/us-west-2/ghost [{key_id}]: ASG ghost not found")), "{text}");
     assert!(text.contains("key owner account 999999999999 is neither"), "{text}");
     assert_eq!(asg_role(&own, "web").await, Some(slr_arn(OWN, None)));
 }

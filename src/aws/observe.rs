@@ -7,7 +7,7 @@ use std::sync::Arc;
 use super::error::{classify, code};
 use super::{Account, Aws};
 use crate::config::Desired;
-use crate::model::{AccountId, Asg, AsgRef, Failure, Grant, KeyArn, Role, Slr};
+use crate::model::{AccountId, Asg, AsgRef, Failure, Grant, KeyArn, KeyInfo, KeyManager, Role, Slr};
 use crate::plan::{Observed, Reads};
 
 /// At most this many reads in flight at once, across all accounts and regions.
@@ -17,6 +17,8 @@ const ASG_BATCH: usize = 100;
 
 enum Job {
     Role(Slr),
+    /// DescribeKey, by the key or alias ARN as configured.
+    Describe(KeyArn),
     Policy(KeyArn),
     Grants(KeyArn),
     /// Up to 100 ASGs of one account and region.
@@ -27,7 +29,7 @@ enum Job {
 fn job_account(job: &Job) -> AccountId {
     match job {
         Job::Role(slr) => slr.account,
-        Job::Policy(key) | Job::Grants(key) => *key.account(),
+        Job::Describe(key) | Job::Policy(key) | Job::Grants(key) => *key.account(),
         Job::Asgs(asgs) => asgs.first().map(|a| a.account).expect("batches are never empty"),
     }
 }
@@ -37,6 +39,10 @@ async fn run(account: Arc<Account>, job: Job) -> Read {
         Job::Role(slr) => {
             let r = get_role(&account, &slr).await;
             Read::Role(slr, r)
+        }
+        Job::Describe(key) => {
+            let r = describe_key(&account, &key).await;
+            Read::Described(key, r)
         }
         Job::Policy(key) => {
             let r = get_key_policy(&account, &key).await;
@@ -52,6 +58,7 @@ async fn run(account: Arc<Account>, job: Job) -> Read {
 
 enum Read {
     Role(Slr, Result<Option<Role>, Failure>),
+    Described(KeyArn, Result<KeyInfo, Failure>),
     Policy(KeyArn, Result<String, Failure>),
     Grants(KeyArn, Result<Vec<Grant>, Failure>),
     Asgs(Vec<(AsgRef, Result<Option<Asg>, Failure>)>),
@@ -79,21 +86,59 @@ pub async fn observe(aws: &Arc<Aws>, desired: &Desired, reads: &Reads) -> Observ
     .await;
     let usable = |a: &AccountId| handles.contains_key(a);
 
-    // Work is described first and spawned READ_CONCURRENCY at a time.
+    // The keys are described while everything else is read. A key named by an alias is
+    // known only once described, so its policy and grants are read in a second round.
     let mut jobs: Vec<Job> = Vec::new();
     jobs.extend(reads.roles.iter().filter(|s| usable(&s.account)).cloned().map(Job::Role));
-    jobs.extend(reads.keys.iter().filter(|k| usable(k.account())).cloned().map(Job::Policy));
-    jobs.extend(reads.grant_keys.iter().filter(|k| usable(k.account())).cloned().map(Job::Grants));
+    let keys = reads.keys.iter().filter(|k| usable(k.account()));
+    for key in keys {
+        jobs.push(Job::Describe(key.clone()));
+        if !key.is_alias() {
+            jobs.push(Job::Policy(key.clone()));
+            if reads.grant_keys.contains(key) {
+                jobs.push(Job::Grants(key.clone()));
+            }
+        }
+    }
     for (_, asgs) in reads.asgs.iter().filter(|((a, _), _)| usable(a)) {
         let asgs: Vec<&AsgRef> = asgs.iter().collect();
         for chunk in asgs.chunks(ASG_BATCH) {
             jobs.push(Job::Asgs(chunk.iter().map(|a| (*a).clone()).collect()));
         }
     }
+    run_jobs(&handles, jobs, &mut observed).await;
+
+    let mut resolved: Vec<Job> = Vec::new();
+    for (alias, info) in observed.keys.iter().filter(|(k, _)| k.is_alias()) {
+        // A key EBS cannot use, or one AWS manages, is not read any further.
+        let Ok(info) = info else { continue };
+        if info.manager == KeyManager::Aws || info.state != "Enabled" {
+            continue;
+        }
+        if !observed.key_policies.contains_key(&info.arn)
+            && !resolved.iter().any(|j| matches!(j, Job::Policy(k) if *k == info.arn))
+        {
+            resolved.push(Job::Policy(info.arn.clone()));
+        }
+        let grants_wanted = reads.grant_keys.contains(alias) && !observed.grants.contains_key(&info.arn);
+        if grants_wanted && !resolved.iter().any(|j| matches!(j, Job::Grants(k) if *k == info.arn)) {
+            resolved.push(Job::Grants(info.arn.clone()));
+        }
+    }
+    run_jobs(&handles, resolved, &mut observed).await;
+    observed
+}
+
+/// Runs `jobs`, READ_CONCURRENCY at a time, each with its account's credentials, and
+/// records what each saw.
+async fn run_jobs(handles: &BTreeMap<AccountId, Arc<Account>>, jobs: Vec<Job>, observed: &mut Observed) {
     let start = |job: Job| run(handles[&job_account(&job)].clone(), job);
     crate::bounded::for_each(jobs, READ_CONCURRENCY, start, |joined| match joined {
         Ok(Read::Role(slr, r)) => {
             observed.roles.insert((slr.account, slr.name()), r);
+        }
+        Ok(Read::Described(k, r)) => {
+            observed.keys.insert(k, r);
         }
         Ok(Read::Policy(k, r)) => {
             observed.key_policies.insert(k, r);
@@ -102,12 +147,30 @@ pub async fn observe(aws: &Arc<Aws>, desired: &Desired, reads: &Reads) -> Observ
             observed.grants.insert(k, r);
         }
         Ok(Read::Asgs(rows)) => observed.asgs.extend(rows),
-        // A panicked read leaves its entries unobserved; the planner blocks the
-        // bindings that needed them.
+        // A panicked read leaves its entries unobserved; the planner blocks the bindings
+        // that needed them.
         Err(e) => tracing::error!(error = %e, "read task failed"),
     })
     .await;
-    observed
+}
+
+/// DescribeKey, by key or alias ARN, with the key owner's credentials. It works in every
+/// key state (KMS Developer Guide, "Key states of AWS KMS keys").
+async fn describe_key(account: &Account, key: &KeyArn) -> Result<KeyInfo, Failure> {
+    let request = account.kms(key.region()).describe_key().key_id(key.as_str()).send();
+    let out = account.call(None, "kms", "DescribeKey", &[], request).await.map_err(|e| classify("DescribeKey", &e))?;
+    let meta = out.key_metadata().ok_or_else(|| Failure::terminal("DescribeKey returned no key metadata"))?;
+    let arn = meta.arn().ok_or_else(|| Failure::terminal("DescribeKey returned no key ARN"))?;
+    let arn = KeyArn::parse(arn).map_err(|e| Failure::terminal(format!("DescribeKey returned {arn:?}: {e}")))?;
+    Ok(KeyInfo {
+        arn,
+        state: meta.key_state().map_or("Unknown", |s| s.as_str()).to_owned(),
+        spec: meta.key_spec().map_or("Unknown", |s| s.as_str()).to_owned(),
+        manager: match meta.key_manager() {
+            Some(aws_sdk_kms::types::KeyManagerType::Aws) => KeyManager::Aws,
+            _ => KeyManager::Customer,
+        },
+    })
 }
 
 pub(super) async fn get_role(account: &Account, slr: &Slr) -> Result<Option<Role>, Failure> {

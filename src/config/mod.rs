@@ -21,7 +21,7 @@ use std::sync::Arc;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, VariantAccess, Visitor};
 use serde_norway::{Mapping, Value};
 
-use crate::model::{check_slr_suffix, is_region, AccountId, AsgRef, KeyArn};
+use crate::model::{check_slr_suffix, is_region, AccountId, AsgRef, BindingId, KeyArn};
 
 /// One located problem in a config file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,7 +55,8 @@ impl fmt::Display for ConfigErrors {
     }
 }
 
-/// A validated binding: one ASG that must be able to use one key.
+/// A validated binding: one ASG that must be able to use one key. A config entry with
+/// `keys:` makes one per key, all with the same group and role.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Binding {
     pub asg: AsgRef,
@@ -64,6 +65,10 @@ pub struct Binding {
 }
 
 impl Binding {
+    pub fn id(&self) -> BindingId {
+        BindingId { asg: self.asg.clone(), key: self.key.clone() }
+    }
+
     /// Case 2 of the procedure: the key lives in another account than the ASG.
     pub fn is_cross_account(&self) -> bool {
         self.key.account() != &self.asg.account
@@ -281,14 +286,18 @@ struct Bindings {
 }
 
 impl Bindings {
+    /// One entry of `bindings`: a binding per key it lists. A group is bound in one entry
+    /// only, so that all its keys share one service-linked role.
     fn add(&mut self, v: &mut Validator, i: usize, item: &Value, defaults: &Defaults) {
         let path = format!("bindings[{i}]");
-        let Some(b) = v.binding(item, &path, defaults) else { return };
-        if let Some(first) = self.first.get(&b.asg) {
-            v.err(path, format!("duplicate of bindings[{first}]: ASG {} is already bound", b.asg));
+        let Some(bindings) = v.binding(item, &path, defaults) else { return };
+        let Some(asg) = bindings.first().map(|b| b.asg.clone()) else { return };
+        if let Some(first) = self.first.get(&asg) {
+            let hint = "list all of its keys under `keys` in one binding";
+            v.err(path, format!("duplicate of bindings[{first}]: ASG {asg} is already bound; {hint}"));
         } else {
-            self.first.insert(b.asg.clone(), i);
-            self.list.push(b);
+            self.first.insert(asg, i);
+            self.list.extend(bindings);
         }
     }
 }
@@ -448,8 +457,10 @@ impl Validator {
         id
     }
 
-    fn binding(&mut self, value: &Value, path: &str, defaults: &Defaults) -> Option<Binding> {
-        let map = self.mapping(value, path, &["asg", "account", "key", "region", "serviceLinkedRoleSuffix"])?;
+    /// One entry of `bindings`, as a binding per key (`key`, or each of `keys`).
+    fn binding(&mut self, value: &Value, path: &str, defaults: &Defaults) -> Option<Vec<Binding>> {
+        let fields = ["asg", "account", "key", "keys", "region", "serviceLinkedRoleSuffix"];
+        let map = self.mapping(value, path, &fields)?;
         let before = self.errors.len();
         let asg = self.string(map, path, "asg", true);
         if let Some(a) = &asg {
@@ -464,7 +475,7 @@ impl Validator {
                 self.err(join(path, "region"), format!("{r:?} is not a region name"));
             }
         }
-        let key = self.string(map, path, "key", true).and_then(|s| self.key(s, path));
+        let keys = self.keys_of(map, path);
         let suffix = match self.string(map, path, "serviceLinkedRoleSuffix", false) {
             Some(s) => {
                 if let Err(e) = check_slr_suffix(&s) {
@@ -474,12 +485,13 @@ impl Validator {
             }
             None => defaults.suffix.clone(),
         };
-        // Region: the binding's own, else the default, else the key's.
+        // Region: the binding's own, else the default, else the (first) key's.
         let region = region_field.or_else(|| defaults.region.clone());
-        if let (Some(region), Some(key)) = (&region, &key) {
-            if key.region() != region {
+        let region = region.or_else(|| keys.first().map(|(_, k)| k.region().to_owned()));
+        for (at, key) in &keys {
+            if let Some(region) = region.as_deref().filter(|r| *r != key.region()) {
                 self.err(
-                    join(path, "key"),
+                    at.clone(),
                     format!("key is in region {}, but the binding's region is {region}", key.region()),
                 );
             }
@@ -487,12 +499,65 @@ impl Validator {
         if self.errors.len() != before {
             return None;
         }
-        let (asg, account, key) = (asg?, account?, key?);
-        let region = region.unwrap_or_else(|| key.region().to_owned());
-        Some(Binding { asg: AsgRef::new(account, region, asg), key, slr_suffix: suffix })
+        let asg = AsgRef::new(account?, region?, asg?);
+        let bindings =
+            keys.into_iter().map(|(_, key)| Binding { asg: asg.clone(), key, slr_suffix: suffix.clone() }).collect();
+        Some(bindings)
     }
 
-    fn key(&mut self, text: String, path: &str) -> Option<KeyArn> {
+    /// The keys of a binding entry, each with its field path: exactly one of `key` (one
+    /// ARN) and `keys` (a list of them, for a group that needs several).
+    fn keys_of(&mut self, map: &Mapping, path: &str) -> Vec<(String, KeyArn)> {
+        let one = self.string(map, path, "key", false);
+        let at = join(path, "keys");
+        let many = match map.get("keys") {
+            None | Some(Value::Null) => None,
+            Some(Value::Sequence(items)) => Some(items),
+            Some(other) => {
+                self.err(at, format!("expected a list of key ARNs, found {}", kind(other)));
+                return Vec::new();
+            }
+        };
+        let texts: Vec<(String, String)> = match (one, many) {
+            (Some(_), Some(_)) => {
+                self.err(path, "has both `key` and `keys`; use `keys` to list several");
+                return Vec::new();
+            }
+            (None, None) => {
+                self.err(join(path, "key"), "is required (or `keys`, a list, for a group that needs several keys)");
+                return Vec::new();
+            }
+            (Some(k), None) => vec![(join(path, "key"), k)],
+            (None, Some(items)) if items.is_empty() => {
+                self.err(at, "must list at least one key ARN");
+                return Vec::new();
+            }
+            (None, Some(items)) => {
+                let mut out = Vec::new();
+                for (j, item) in items.iter().enumerate() {
+                    let here = format!("{at}[{j}]");
+                    match item {
+                        Value::String(k) => out.push((here, k.clone())),
+                        other => self.err(here, format!("expected a key ARN, found {}", kind(other))),
+                    }
+                }
+                out
+            }
+        };
+        let mut keys: Vec<(String, KeyArn)> = Vec::new();
+        for (here, text) in texts {
+            let Some(key) = self.key(text, &here) else { continue };
+            if keys.iter().any(|(_, k)| *k == key) {
+                self.err(here, format!("{key} is listed twice"));
+            } else {
+                keys.push((here, key));
+            }
+        }
+        keys
+    }
+
+    /// A key ARN at field path `at`, shared with every binding that names the same text.
+    fn key(&mut self, text: String, at: &str) -> Option<KeyArn> {
         if let Some(k) = self.keys.get(&text) {
             return Some(k.clone());
         }
@@ -502,7 +567,7 @@ impl Validator {
                 Some(k)
             }
             Err(e) => {
-                self.err(join(path, "key"), e);
+                self.err(at, e);
                 None
             }
         }
@@ -588,11 +653,11 @@ mod tests {
     #[test]
     fn every_error_is_collected_with_its_field_path() {
         let errs = errors(&format!(
-            "version: 1\nbindings:\n  - asg: a\n    account: \"1111\"\n    key: {KEY_A}\n  - asg: b\n    account: \"111122223333\"\n    key: arn:aws:kms:eu-west-1:111122223333:alias/x\n    colour: red\n  - account: 111122223333\n    key: {KEY_A}\n    region: eu-west-1\n"
+            "version: 1\nbindings:\n  - asg: a\n    account: \"1111\"\n    key: {KEY_A}\n  - asg: b\n    account: \"111122223333\"\n    key: alias/x\n    colour: red\n  - account: 111122223333\n    key: {KEY_A}\n    region: eu-west-1\n"
         ));
         let joined = errs.join("\n");
         assert!(joined.contains("bindings[0].account: \"1111\" is not an account id"), "{joined}");
-        assert!(joined.contains("bindings[1].key: aliases are not accepted"), "{joined}");
+        assert!(joined.contains("bindings[1].key: must be a full KMS key ARN"), "{joined}");
         assert!(joined.contains("bindings[1].colour: unknown field"), "{joined}");
         assert!(joined.contains("bindings[2].asg: is required"), "{joined}");
         assert!(joined.contains("bindings[2].account: expected a quoted string"), "{joined}");
@@ -604,11 +669,56 @@ mod tests {
     }
 
     #[test]
+    fn a_group_that_needs_several_keys_lists_them_under_keys() {
+        let d = parse(
+            &format!("version: 1\nbindings:\n  - asg: a\n    account: \"111122223333\"\n    serviceLinkedRoleSuffix: CMK\n    keys:\n      - {KEY_A}\n      - {KEY_B}\n"),
+            "t",
+        )
+        .unwrap();
+        assert_eq!(d.bindings.len(), 2);
+        assert_eq!(d.bindings[0].asg, d.bindings[1].asg);
+        assert_eq!([d.bindings[0].key.as_str(), d.bindings[1].key.as_str()], [KEY_A, KEY_B]);
+        assert!(d.bindings.iter().all(|b| b.slr_suffix.as_deref() == Some("CMK")));
+        assert_ne!(d.bindings[0].id(), d.bindings[1].id());
+    }
+
+    #[test]
+    fn keys_errors_are_located_in_the_list() {
+        let other_region = "arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+        let errs = errors(&format!(
+            "version: 1\nbindings:\n  - {{asg: a, account: \"111122223333\", keys: [{KEY_A}, 7, {KEY_A}, {other_region}]}}\n  - {{asg: b, account: \"111122223333\", key: {KEY_A}, keys: [{KEY_B}]}}\n  - {{asg: c, account: \"111122223333\", keys: []}}\n  - {{asg: d, account: \"111122223333\", keys: {KEY_A}}}\n  - {{asg: e, account: \"111122223333\"}}\n"
+        ));
+        assert_eq!(
+            errs,
+            vec![
+                "bindings[0].keys[1]: expected a key ARN, found a number".to_owned(),
+                format!("bindings[0].keys[2]: {KEY_A} is listed twice"),
+                "bindings[0].keys[3]: key is in region eu-west-1, but the binding's region is us-west-2".to_owned(),
+                "bindings[1]: has both `key` and `keys`; use `keys` to list several".to_owned(),
+                "bindings[2].keys: must list at least one key ARN".to_owned(),
+                "bindings[3].keys: expected a list of key ARNs, found a string".to_owned(),
+                "bindings[4].key: is required (or `keys`, a list, for a group that needs several keys)".to_owned(),
+            ]
+        );
+    }
+
+    #[test]
+    fn an_alias_arn_is_a_key() {
+        let d = parse(
+            "version: 1\nbindings:\n  - {asg: a, account: \"111122223333\", key: arn:aws:kms:us-west-2:111122223333:alias/ebs}\n",
+            "t",
+        )
+        .unwrap();
+        assert!(d.bindings[0].key.is_alias());
+        assert_eq!(d.bindings[0].asg.region, "us-west-2");
+    }
+
+    #[test]
     fn duplicate_asg_in_same_account_and_region_is_rejected() {
         let errs = errors(&format!(
             "version: 1\nbindings:\n  - {{asg: a, account: \"111122223333\", key: {KEY_A}}}\n  - {{asg: a, account: \"111122223333\", key: {KEY_B}}}\n"
         ));
-        assert_eq!(errs, vec!["bindings[1]: duplicate of bindings[0]: ASG 111122223333/us-west-2/a is already bound"]);
+        assert_eq!(errs, vec!["bindings[1]: duplicate of bindings[0]: ASG 111122223333/us-west-2/a is already bound; list all of its keys under `keys` in one binding"]);
     }
 
     #[test]
@@ -702,7 +812,7 @@ mod tests {
         let errs = errors(&format!(
             "version: 1\nbindings:\n  - &a {{asg: a, account: \"111122223333\", key: {KEY_A}}}\n  - *a\n"
         ));
-        assert_eq!(errs, vec!["bindings[1]: duplicate of bindings[0]: ASG 111122223333/us-west-2/a is already bound"]);
+        assert_eq!(errs, vec!["bindings[1]: duplicate of bindings[0]: ASG 111122223333/us-west-2/a is already bound; list all of its keys under `keys` in one binding"]);
     }
 
     #[test]

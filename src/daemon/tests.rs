@@ -80,9 +80,9 @@ impl Reconciler for Slow {
             let mut out = Outcome::default();
             for b in desired.bindings {
                 if fail {
-                    out.failed.insert(b.asg.clone(), Failure { class: ErrorClass::Retryable, message: "x".into() });
+                    out.failed.insert(b.id(), Failure { class: ErrorClass::Retryable, message: "x".into() });
                 } else {
-                    out.converged.push(b.asg.clone());
+                    out.converged.push(b.id());
                 }
             }
             out

@@ -2,12 +2,13 @@
 
 use super::*;
 use crate::config::{Binding, Desired};
-use crate::model::{AccountId, Asg, AsgRef, Grant, KeyArn, Role};
+use crate::model::{AccountId, Asg, AsgRef, Grant, KeyArn, KeyInfo, KeyManager, Role};
 
 const ASG_ACCT: &str = "111122223333";
 const KEY_ACCT: &str = "444455556666";
 const OWN_KEY: &str = "arn:aws:kms:us-west-2:111122223333:key/11111111-1111-1111-1111-111111111111";
 const OTHER_KEY: &str = "arn:aws:kms:us-west-2:444455556666:key/22222222-2222-2222-2222-222222222222";
+const OTHER_ALIAS: &str = "arn:aws:kms:us-west-2:444455556666:alias/ebs";
 const SLR_NAME: &str = "AWSServiceRoleForAutoScaling";
 const SLR_ARN: &str =
     "arn:aws:iam::111122223333:role/aws-service-role/autoscaling.amazonaws.com/AWSServiceRoleForAutoScaling";
@@ -75,12 +76,23 @@ fn full_grant(grantee: &str) -> Grant {
 fn fresh(d: &Desired) -> Observed {
     let mut o = Observed::default();
     for b in &d.bindings {
+        o.keys.insert(b.key.clone(), Ok(key_info(&b.key, "Enabled")));
         o.roles.insert((b.asg.account, b.slr().name()), Ok(None));
         o.key_policies.insert(b.key.clone(), Ok(default_policy(b.key.account().as_str())));
         if b.is_cross_account() {
             o.grants.insert(b.key.clone(), Ok(vec![]));
         }
         o.asgs.insert(b.asg.clone(), Ok(Some(Asg { service_linked_role_arn: None })));
+    }
+    o
+}
+
+/// Converged but for the groups, still on another role.
+fn converged_but_asgs_on_another_role(d: &Desired) -> Observed {
+    let mut o = converged(d);
+    for b in &d.bindings {
+        let other = "arn:aws:iam::111122223333:role/aws-service-role/autoscaling.amazonaws.com/AWSServiceRoleForAutoScaling_Old";
+        o.asgs.insert(b.asg.clone(), Ok(Some(Asg { service_linked_role_arn: Some(other.into()) })));
     }
     o
 }
@@ -98,6 +110,18 @@ fn converged(d: &Desired) -> Observed {
         o.asgs.insert(b.asg.clone(), Ok(Some(Asg { service_linked_role_arn: Some(b.slr().arn()) })));
     }
     o
+}
+
+/// A symmetric customer managed key in `state`, as DescribeKey shows it.
+fn key_info(key: &KeyArn, state: &str) -> KeyInfo {
+    KeyInfo { arn: key.clone(), state: state.into(), spec: "SYMMETRIC_DEFAULT".into(), manager: KeyManager::Customer }
+}
+
+fn with_key(o: &mut Observed, key: &str, f: impl FnOnce(&mut KeyInfo)) {
+    let k = KeyArn::parse(key).unwrap();
+    let mut info = key_info(&k, "Enabled");
+    f(&mut info);
+    o.keys.insert(k, Ok(info));
 }
 
 fn failure(msg: &str) -> Failure {
@@ -422,6 +446,87 @@ fn rows() -> Vec<Case> {
             want_blocked: vec![],
         },
         Case {
+            reason: "a disabled key → blocked, naming the state, and nothing written (not even the role)",
+            bindings: vec![binding("web", OWN_KEY), binding("api", OTHER_KEY)],
+            observed: |d| {
+                let mut o = fresh(d);
+                with_key(&mut o, OWN_KEY, |k| k.state = "Disabled".into());
+                o
+            },
+            want: vec![
+                ("CreateServiceLinkedRole", SLR_NAME),
+                ("PutKeyPolicy", OTHER_KEY),
+                ("CreateGrant", OTHER_KEY),
+                ("UpdateAutoScalingGroup", "api"),
+            ],
+            want_blocked: vec![("web", "is disabled: enable it")],
+        },
+        Case {
+            reason: "a key pending deletion → blocked, saying how to undo it",
+            bindings: vec![binding("web", OWN_KEY)],
+            observed: |d| {
+                let mut o = converged(d);
+                with_key(&mut o, OWN_KEY, |k| k.state = "PendingDeletion".into());
+                o
+            },
+            want: vec![],
+            want_blocked: vec![("web", "pending deletion: cancel the deletion")],
+        },
+        Case {
+            reason: "an asymmetric key → blocked: EBS uses only symmetric keys",
+            bindings: vec![binding("web", OWN_KEY)],
+            observed: |d| {
+                let mut o = fresh(d);
+                with_key(&mut o, OWN_KEY, |k| k.spec = "RSA_2048".into());
+                o
+            },
+            want: vec![],
+            want_blocked: vec![("web", "key spec is RSA_2048; EBS supports only symmetric keys")],
+        },
+        Case {
+            reason: "an AWS managed key → nothing to do, nothing blocked",
+            bindings: vec![binding("web", OWN_KEY)],
+            observed: |d| {
+                let mut o = fresh(d);
+                with_key(&mut o, OWN_KEY, |k| k.manager = KeyManager::Aws);
+                o
+            },
+            want: vec![],
+            want_blocked: vec![],
+        },
+        Case {
+            reason: "a key that could not be described → blocked with the read's error",
+            bindings: vec![binding("web", OWN_KEY)],
+            observed: |d| {
+                let mut o = fresh(d);
+                o.keys.insert(KeyArn::parse(OWN_KEY).unwrap(), Err(failure("AccessDeniedException")));
+                o
+            },
+            want: vec![],
+            want_blocked: vec![("web", "describe key: AccessDeniedException")],
+        },
+        Case {
+            reason: "a case 2 alias → the key it points to gets the policy and the grant",
+            bindings: vec![binding("web", OTHER_ALIAS)],
+            observed: |d| {
+                let mut o = fresh(d);
+                let alias = KeyArn::parse(OTHER_ALIAS).unwrap();
+                let key = KeyArn::parse(OTHER_KEY).unwrap();
+                o.keys.insert(alias.clone(), Ok(key_info(&key, "Enabled")));
+                let (p, g) = (o.key_policies.remove(&alias).unwrap(), o.grants.remove(&alias).unwrap());
+                o.key_policies.insert(key.clone(), p);
+                o.grants.insert(key, g);
+                o
+            },
+            want: vec![
+                ("CreateServiceLinkedRole", SLR_NAME),
+                ("PutKeyPolicy", OTHER_KEY),
+                ("CreateGrant", OTHER_KEY),
+                ("UpdateAutoScalingGroup", "web"),
+            ],
+            want_blocked: vec![],
+        },
+        Case {
             reason: "key policy that is not JSON → blocked with the parse error",
             bindings: vec![binding("a", OWN_KEY)],
             observed: |d| {
@@ -449,11 +554,21 @@ fn plan_table() {
             let b = p
                 .blocked
                 .iter()
-                .find(|b| b.binding.name == asg)
+                .find(|b| b.binding.asg.name == asg)
                 .unwrap_or_else(|| panic!("{}: {asg} not blocked", case.reason));
             assert!(b.failure.message.contains(text), "{}: {}", case.reason, b.failure.message);
         }
     }
+}
+
+#[test]
+fn an_aws_managed_key_is_noted_as_needing_nothing() {
+    let d = desired(vec![binding("web", OWN_KEY)]);
+    let mut o = fresh(&d);
+    with_key(&mut o, OWN_KEY, |k| k.manager = KeyManager::Aws);
+    let p = plan(&d, &o, &acct(ASG_ACCT));
+    assert_eq!(p.notes.len(), 1);
+    assert!(p.notes[0].message.contains("is an AWS managed key"), "{}", p.notes[0].message);
 }
 
 #[test]
@@ -563,13 +678,13 @@ fn run_step(step: StepFn, cases: Vec<StepCase>) {
             .bindings
             .iter()
             .filter(|b| case.blocked_before.contains(&b.asg.name.as_str()))
-            .map(|b| (b.asg.clone(), Failure::terminal("blocked earlier")))
+            .map(|b| (b.id(), Failure::terminal("blocked earlier")))
             .collect();
         let out = step(&ready, &o, &before);
         let got: Vec<(&str, String, Vec<String>)> = out
             .changes
             .iter()
-            .map(|c| (c.change.action(), c.change.target(), c.bindings.iter().map(|b| b.name.clone()).collect()))
+            .map(|c| (c.change.action(), c.change.target(), c.bindings.iter().map(|b| b.asg.name.clone()).collect()))
             .collect();
         let want: Vec<(&str, String, Vec<String>)> = case
             .want
@@ -577,7 +692,7 @@ fn run_step(step: StepFn, cases: Vec<StepCase>) {
             .map(|(a, t, bs)| (*a, t.to_string(), bs.iter().map(|b| b.to_string()).collect()))
             .collect();
         assert_eq!(got, want, "{}", case.reason);
-        let got_blocked: Vec<&str> = out.blocked.iter().map(|(b, _)| b.name.as_str()).collect();
+        let got_blocked: Vec<&str> = out.blocked.iter().map(|(b, _)| b.asg.name.as_str()).collect();
         let want_blocked: Vec<&str> = case.want_blocked.iter().map(|(b, _)| *b).collect();
         assert_eq!(got_blocked, want_blocked, "{}: {:?}", case.reason, out.blocked);
         for ((_, f), (_, text)) in out.blocked.iter().zip(&case.want_blocked) {
@@ -662,7 +777,7 @@ fn check_observed_table() {
         let names: Vec<&str> = ready.iter().map(|r| r.binding.asg.name.as_str()).collect();
         assert_eq!(names, row.want_ready, "{}", row.reason);
         assert!(step.changes.is_empty(), "{}", row.reason);
-        let blocked: Vec<&str> = step.blocked.iter().map(|(b, _)| b.name.as_str()).collect();
+        let blocked: Vec<&str> = step.blocked.iter().map(|(b, _)| b.asg.name.as_str()).collect();
         let want: Vec<&str> = row.want_blocked.iter().map(|(b, _)| *b).collect();
         assert_eq!(blocked, want, "{}", row.reason);
         for ((_, f), (_, text)) in step.blocked.iter().zip(&row.want_blocked) {
@@ -795,6 +910,14 @@ fn plan_roles_and_asgs_table() {
     run_step(
         plan_roles_and_asgs,
         vec![
+            StepCase {
+                reason: "a group bound to two keys → one update, serving both bindings",
+                bindings: vec![binding("a", OWN_KEY), binding("a", OTHER_KEY)],
+                observed: converged_but_asgs_on_another_role,
+                blocked_before: vec![],
+                want: vec![("UpdateAutoScalingGroup", "a", vec!["a", "a"])],
+                want_blocked: vec![],
+            },
             StepCase {
                 reason: "the role is absent → created once for every ASG on it, and each ASG updated",
                 bindings: vec![binding("a", OWN_KEY), binding("b", OTHER_KEY)],
