@@ -8,6 +8,13 @@ use std::time::{Duration, Instant};
 
 use aws_config::retry::RetryConfig;
 use aws_config::SdkConfig;
+use aws_sdk_autoscaling::types::{
+    LaunchTemplate as AsgLaunchTemplate, LaunchTemplateOverrides, LaunchTemplateSpecification, MixedInstancesPolicy,
+};
+use aws_sdk_ec2::types::{
+    BlockDeviceMapping as Ec2Mapping, EbsBlockDevice, LaunchTemplateBlockDeviceMappingRequest,
+    LaunchTemplateEbsBlockDeviceRequest, RequestLaunchTemplateData,
+};
 use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::{DataKeySpec, GrantOperation};
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
@@ -151,7 +158,7 @@ async fn strict_settings_default_on_and_change_at_runtime() {
     assert_eq!(
         defaults,
         json!({"principals": true, "propagation_seconds": 0.0, "grant_names": true,
-               "key_state": true, "grant_paging": true, "asg_roles": true})
+               "key_state": true, "grant_paging": true, "asg_roles": true, "launches": true})
     );
     let changed = strict(&moto, json!({"key_state": false, "propagation_seconds": 1.5}));
     assert_eq!(changed["key_state"], false);
@@ -172,7 +179,7 @@ async fn lenient_launcher_starts_with_every_switch_off() {
     assert_eq!(
         settings,
         json!({"principals": false, "propagation_seconds": 3.0, "grant_names": false,
-               "key_state": false, "grant_paging": false, "asg_roles": false})
+               "key_state": false, "grant_paging": false, "asg_roles": false, "launches": false})
     );
 }
 
@@ -601,4 +608,606 @@ async fn fault_proxy_decisions_repeat_for_the_same_seed() {
     assert_eq!(runs[0], runs[1]);
     let kinds = |want: Option<&str>| runs[0].iter().filter(|o| o.as_deref() == want).count();
     assert!(kinds(None) > 0 && kinds(Some("ThrottlingException")) > 0 && kinds(Some("KMSInternalException")) > 0);
+}
+
+// --- 1. AWS managed keys and aliases --------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_aws_ebs_key_is_aws_managed_by_alias_name_and_alias_arn() {
+    let moto = Moto::start();
+    let own = moto.own().await;
+    let kms = aws_sdk_kms::Client::new(&own);
+    let by_name = kms.describe_key().key_id("alias/aws/ebs").send().await.unwrap();
+    let by_name = by_name.key_metadata().unwrap();
+    assert_eq!(by_name.key_manager(), Some(&aws_sdk_kms::types::KeyManagerType::Aws));
+    let alias_arn = format!("arn:aws:kms:{REGION}:{OWN}:alias/aws/ebs");
+    let by_arn = kms.describe_key().key_id(&alias_arn).send().await.unwrap();
+    assert_eq!(by_arn.key_metadata().unwrap().arn(), by_name.arn());
+    assert!(by_name.arn().unwrap().starts_with(&format!("arn:aws:kms:{REGION}:{OWN}:key/")));
+    // A key of one's own is customer managed.
+    let mine = kms.describe_key().key_id(create_key(&own, None).await).send().await.unwrap();
+    assert_eq!(mine.key_metadata().unwrap().key_manager(), Some(&aws_sdk_kms::types::KeyManagerType::Customer));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn describe_key_by_a_customer_alias_arn_follows_update_alias() {
+    let moto = Moto::start();
+    let own = moto.own().await;
+    let kms = aws_sdk_kms::Client::new(&own);
+    let (first, second) = (create_key(&own, None).await, create_key(&own, None).await);
+    kms.create_alias().alias_name("alias/ebs-data").target_key_id(key_id(&first)).send().await.unwrap();
+    let alias_arn = format!("arn:aws:kms:{REGION}:{OWN}:alias/ebs-data");
+    let arn = |out: aws_sdk_kms::operation::describe_key::DescribeKeyOutput| {
+        out.key_metadata().unwrap().arn().unwrap().to_owned()
+    };
+    assert_eq!(arn(kms.describe_key().key_id(&alias_arn).send().await.unwrap()), first);
+    kms.update_alias().alias_name("alias/ebs-data").target_key_id(key_id(&second)).send().await.unwrap();
+    assert_eq!(arn(kms.describe_key().key_id(&alias_arn).send().await.unwrap()), second);
+    assert_eq!(arn(kms.describe_key().key_id("alias/ebs-data").send().await.unwrap()), second);
+}
+
+// --- 2. EBS encryption by default -----------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_ebs_default_key_is_alias_aws_ebs_until_modified_and_again_after_reset() {
+    let moto = Moto::start();
+    let own = moto.own().await;
+    let ec2 = aws_sdk_ec2::Client::new(&own);
+    let default = |o: aws_sdk_ec2::operation::get_ebs_default_kms_key_id::GetEbsDefaultKmsKeyIdOutput| {
+        o.kms_key_id().unwrap().to_owned()
+    };
+    assert_eq!(default(ec2.get_ebs_default_kms_key_id().send().await.unwrap()), "alias/aws/ebs");
+    assert_eq!(ec2.get_ebs_encryption_by_default().send().await.unwrap().ebs_encryption_by_default(), Some(false));
+    ec2.enable_ebs_encryption_by_default().send().await.unwrap();
+    assert_eq!(ec2.get_ebs_encryption_by_default().send().await.unwrap().ebs_encryption_by_default(), Some(true));
+
+    // Modify takes any form of the key and answers (and keeps) its ARN.
+    let key = create_key(&own, None).await;
+    let modified = ec2.modify_ebs_default_kms_key_id().kms_key_id(key_id(&key)).send().await.unwrap();
+    assert_eq!(modified.kms_key_id(), Some(key.as_str()));
+    assert_eq!(default(ec2.get_ebs_default_kms_key_id().send().await.unwrap()), key);
+    // A key of another account is taken as given.
+    let foreign = format!("arn:aws:kms:{REGION}:{OTHER}:key/1234abcd-12ab-34cd-56ef-1234567890ab");
+    ec2.modify_ebs_default_kms_key_id().kms_key_id(&foreign).send().await.unwrap();
+    assert_eq!(default(ec2.get_ebs_default_kms_key_id().send().await.unwrap()), foreign);
+
+    // Reset answers the AWS managed key's ARN; Get then answers the alias again.
+    let reset = ec2.reset_ebs_default_kms_key_id().send().await.unwrap();
+    let kms = aws_sdk_kms::Client::new(&own);
+    let managed = kms.describe_key().key_id("alias/aws/ebs").send().await.unwrap();
+    assert_eq!(reset.kms_key_id(), managed.key_metadata().unwrap().arn());
+    assert_eq!(default(ec2.get_ebs_default_kms_key_id().send().await.unwrap()), "alias/aws/ebs");
+}
+
+// --- 3. encrypted volumes, snapshots and images ---------------------------------------------
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_image_from_an_encrypted_snapshot_shows_it_encrypted_and_the_snapshot_its_key() {
+    let moto = Moto::start();
+    let own = moto.own().await;
+    let ec2 = aws_sdk_ec2::Client::new(&own);
+    let key = create_key(&own, None).await;
+    let snapshot = encrypted_snapshot(&own, key_id(&key)).await; // by key id: shown as ARN
+    let out = ec2.describe_snapshots().snapshot_ids(&snapshot).send().await.unwrap();
+    let s = &out.snapshots()[0];
+    assert_eq!((s.encrypted(), s.kms_key_id()), (Some(true), Some(key.as_str())));
+
+    let image = image_from_snapshot(&own, "encrypted-root", &snapshot).await;
+    let out = ec2.describe_images().image_ids(&image).send().await.unwrap();
+    let img = &out.images()[0];
+    assert_eq!(img.root_device_name(), Some("/dev/xvda"));
+    let mappings = img.block_device_mappings();
+    assert_eq!(mappings.len(), 1, "{mappings:?}");
+    let ebs = mappings[0].ebs().unwrap();
+    // As AWS: the image says encrypted; the key is the snapshot's to show.
+    assert_eq!((ebs.snapshot_id(), ebs.encrypted(), ebs.kms_key_id()), (Some(snapshot.as_str()), Some(true), None));
+
+    // CreateImage adds the given mappings to the instance's.
+    let run = ec2.run_instances().image_id(AMI).min_count(1).max_count(1).send().await.unwrap();
+    let instance = run.instances()[0].instance_id().unwrap();
+    let data =
+        Ec2Mapping::builder().device_name("/dev/sdb").ebs(EbsBlockDevice::builder().snapshot_id(&snapshot).build());
+    let created = ec2.create_image().instance_id(instance).name("with-data").block_device_mappings(data.build()).send();
+    let created = created.await.unwrap().image_id().unwrap().to_owned();
+    let out = ec2.describe_images().image_ids(&created).send().await.unwrap();
+    let sdb = out.images()[0].block_device_mappings().iter().find(|m| m.device_name() == Some("/dev/sdb")).unwrap();
+    assert_eq!(
+        (sdb.ebs().unwrap().snapshot_id(), sdb.ebs().unwrap().encrypted()),
+        (Some(snapshot.as_str()), Some(true))
+    );
+}
+
+// --- 4. launch templates ----------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread")]
+async fn launch_template_versions_resolve_default_latest_and_numbers_by_id_and_by_name() {
+    let moto = Moto::start();
+    let own = moto.own().await;
+    let ec2 = aws_sdk_ec2::Client::new(&own);
+    let id = launch_template(&own, "web", None, Some("alias/one")).await;
+    let foreign = format!("arn:aws:kms:{REGION}:{OTHER}:key/1234abcd-12ab-34cd-56ef-1234567890ab");
+    let alias_arn = format!("arn:aws:kms:{REGION}:{OWN}:alias/three");
+    ec2.create_launch_template_version()
+        .launch_template_id(&id)
+        .launch_template_data(template_data(None, Some(&foreign)))
+        .send()
+        .await
+        .unwrap();
+    // Version 3 is based on version 1 and replaces only its block device mappings.
+    let mapping_only = RequestLaunchTemplateData::builder()
+        .block_device_mappings(
+            LaunchTemplateBlockDeviceMappingRequest::builder()
+                .device_name("/dev/sdb")
+                .ebs(LaunchTemplateEbsBlockDeviceRequest::builder().encrypted(true).kms_key_id(&alias_arn).build())
+                .build(),
+        )
+        .build();
+    let v3 = ec2.create_launch_template_version().launch_template_name("web").source_version("1");
+    v3.launch_template_data(mapping_only).send().await.unwrap();
+    ec2.modify_launch_template().launch_template_id(&id).default_version("2").send().await.unwrap();
+
+    for by_name in [false, true] {
+        for (wanted, number, key) in [
+            ("$Default", 2, foreign.as_str()),
+            ("$Latest", 3, alias_arn.as_str()),
+            ("2", 2, foreign.as_str()),
+            ("1", 1, "alias/one"),
+        ] {
+            let req = ec2.describe_launch_template_versions().versions(wanted);
+            let req = if by_name { req.launch_template_name("web") } else { req.launch_template_id(&id) };
+            let out = req.send().await.unwrap();
+            let versions = out.launch_template_versions();
+            assert_eq!(versions.len(), 1, "{wanted}");
+            assert_eq!(versions[0].version_number(), Some(number), "{wanted}");
+            assert_eq!(versions[0].default_version(), Some(number == 2), "{wanted}");
+            let data = versions[0].launch_template_data().unwrap();
+            assert_eq!(data.image_id(), Some(AMI), "{wanted}");
+            let ebs = data.block_device_mappings()[0].ebs().unwrap();
+            assert_eq!((ebs.encrypted(), ebs.kms_key_id()), (Some(true), Some(key)), "{wanted}");
+        }
+    }
+}
+
+// --- 5. groups on launch templates and launch configurations ---------------------------------
+
+#[tokio::test(flavor = "multi_thread")]
+async fn groups_keep_their_launch_templates_mixed_policies_and_launch_configurations() {
+    let moto = Moto::start();
+    let own = moto.own().await;
+    let asc = aws_sdk_autoscaling::Client::new(&own);
+    let id = launch_template(&own, "web", None, None).await;
+    let base = |name: &str| {
+        asc.create_auto_scaling_group()
+            .auto_scaling_group_name(name)
+            .availability_zones("us-west-2a")
+            .min_size(0)
+            .max_size(2)
+    };
+    let by_name = |v: Option<&str>| {
+        LaunchTemplateSpecification::builder().launch_template_name("web").set_version(v.map(str::to_owned)).build()
+    };
+    base("default").launch_template(template_spec(&id, Some("$Default"))).send().await.unwrap();
+    base("latest").launch_template(by_name(Some("$Latest"))).send().await.unwrap();
+    base("numbered").launch_template(by_name(Some("1"))).send().await.unwrap();
+    base("unversioned").launch_template(template_spec(&id, None)).send().await.unwrap();
+    let policy = MixedInstancesPolicy::builder()
+        .launch_template(
+            AsgLaunchTemplate::builder()
+                .launch_template_specification(by_name(Some("1")))
+                .overrides(LaunchTemplateOverrides::builder().instance_type("t3.small").build())
+                .overrides(
+                    LaunchTemplateOverrides::builder()
+                        .instance_type("t3.large")
+                        .launch_template_specification(template_spec(&id, Some("$Latest")))
+                        .build(),
+                )
+                .build(),
+        )
+        .build();
+    base("mixed").mixed_instances_policy(policy).send().await.unwrap();
+
+    let described = |name: &'static str| {
+        let asc = asc.clone();
+        async move {
+            let out = asc.describe_auto_scaling_groups().auto_scaling_group_names(name).send().await.unwrap();
+            out.auto_scaling_groups()[0].clone()
+        }
+    };
+    for (name, version) in
+        [("default", Some("$Default")), ("latest", Some("$Latest")), ("numbered", Some("1")), ("unversioned", None)]
+    {
+        let g = described(name).await;
+        let lt = g.launch_template().unwrap_or_else(|| panic!("{name}: {g:?}"));
+        assert_eq!((lt.launch_template_id(), lt.launch_template_name()), (Some(id.as_str()), Some("web")), "{name}");
+        assert_eq!(lt.version(), version, "{name}");
+    }
+    // Setting the role leaves the mixed instances policy as it was.
+    let (slr, _) = create_slr(&own, "Mixed").await;
+    update_asg_role(&own, "mixed", &slr).await.unwrap();
+    let g = described("mixed").await;
+    assert!(g.launch_template().is_none());
+    let lt = g.mixed_instances_policy().unwrap().launch_template().unwrap();
+    let spec = lt.launch_template_specification().unwrap();
+    assert_eq!((spec.launch_template_id(), spec.version()), (Some(id.as_str()), Some("1")));
+    let overrides = lt.overrides();
+    assert_eq!(overrides.len(), 2);
+    assert_eq!(overrides[0].instance_type(), Some("t3.small"));
+    let over = overrides[1].launch_template_specification().unwrap();
+    assert_eq!((over.launch_template_id(), over.version()), (Some(id.as_str()), Some("$Latest")));
+
+    // A launch configuration keeps its mappings (no KmsKeyId exists there), image and price.
+    let data = aws_sdk_autoscaling::types::BlockDeviceMapping::builder()
+        .device_name("/dev/sdb")
+        .ebs(aws_sdk_autoscaling::types::Ebs::builder().encrypted(true).snapshot_id("snap-0123456789abcdef0").build())
+        .build();
+    let lc = asc.create_launch_configuration().launch_configuration_name("spot").image_id(AMI);
+    lc.instance_type("t3.micro").spot_price("0.05").block_device_mappings(data).send().await.unwrap();
+    let out = asc.describe_launch_configurations().launch_configuration_names("spot").send().await.unwrap();
+    let lc = &out.launch_configurations()[0];
+    assert_eq!((lc.image_id(), lc.spot_price()), (Some(AMI), Some("0.05")));
+    let ebs = lc.block_device_mappings()[0].ebs().unwrap();
+    assert_eq!((ebs.encrypted(), ebs.snapshot_id()), (Some(true), Some("snap-0123456789abcdef0")));
+}
+
+// --- 6. scaling activities --------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread")]
+async fn scaling_activities_come_most_recent_first_in_pages_from_the_hook() {
+    let moto = Moto::start();
+    let own = moto.own().await;
+    let asc = aws_sdk_autoscaling::Client::new(&own);
+    assert!(activities(&own, "web").await.is_empty());
+    let first = moto.hook("POST", "/_launcher/activities", json!({"asg": "web", "seconds_ago": 600}));
+    assert_eq!(first["StatusCode"], "Failed");
+    assert_eq!(first["StatusMessage"], LAUNCH_FAILURE);
+    assert!(first["Description"].as_str().unwrap().starts_with("Launching a new EC2 instance: i-"));
+    for d in ["second", "third"] {
+        moto.hook(
+            "POST",
+            "/_launcher/activities",
+            json!({"asg": "web", "status_code": "Successful", "description": d}),
+        );
+    }
+    moto.hook("POST", "/_launcher/activities", json!({"asg": "api", "description": "elsewhere"}));
+    let bad = json!({"asg": "web", "status_code": "Fine"}).to_string();
+    assert_eq!(http(&moto.url, "POST", "/_launcher/activities", &bad).0, 400);
+
+    let page = asc.describe_scaling_activities().auto_scaling_group_name("web").max_records(2).send().await.unwrap();
+    let descriptions: Vec<_> = page.activities().iter().map(|a| a.description().unwrap().to_owned()).collect();
+    assert_eq!(descriptions, ["third", "second"]);
+    let a = &page.activities()[0];
+    assert_eq!((a.auto_scaling_group_name(), a.progress()), (Some("web"), Some(100)));
+    assert!(a.activity_id().is_some() && a.cause().is_some() && a.start_time().is_some() && a.end_time().is_some());
+    let token = page.next_token().expect("a second page").to_owned();
+    let rest = asc.describe_scaling_activities().auto_scaling_group_name("web").max_records(2).next_token(&token);
+    let rest = rest.send().await.unwrap();
+    assert_eq!(rest.activities().len(), 1);
+    assert_eq!(rest.activities()[0].activity_id(), first["ActivityId"].as_str());
+    assert_eq!(rest.activities()[0].status_code().unwrap().as_str(), "Failed");
+    assert!(rest.next_token().is_none());
+
+    // Without a group name: every group of the account and region.
+    assert_eq!(asc.describe_scaling_activities().send().await.unwrap().activities().len(), 4);
+    let r = asc.describe_scaling_activities().max_records(101).send().await;
+    assert_eq!(code(r), "ValidationError");
+    let r = asc.describe_scaling_activities().auto_scaling_group_name("web").next_token("never-issued").send().await;
+    assert_eq!(code(r), "InvalidNextToken");
+}
+
+// --- 7. launches --------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_case_1_key_launches_once_its_policy_names_the_groups_role() {
+    let moto = Moto::start();
+    let own = moto.own().await;
+    let key = create_key(&own, None).await; // the default policy: the account root only
+    let id = launch_template(&own, "web", None, Some(&key)).await;
+    group_on_template(&own, "web", &id, 1, None).await;
+    assert_eq!(activities(&own, "web").await, [failed()]);
+    assert_eq!(instance_count(&own, "web").await, 0, "the failed instance does not stay");
+    let verdict = can_launch(&moto, "web");
+    assert_eq!(verdict["can_launch"], false);
+    assert_eq!(verdict["keys"][0]["key"], key.as_str());
+    assert!(verdict["keys"][0]["source"].as_str().unwrap().contains(&id), "{verdict}");
+
+    // The statements name a role of the group's own; the group is still on the default role.
+    let (slr, _) = create_slr(&own, "Web").await;
+    put_policy(&own, &key, &key_policy_with(OWN, case1_statements(&slr))).await.unwrap();
+    set_desired(&own, "web", 1).await;
+    assert_eq!(activities(&own, "web").await, [failed(), failed()]);
+
+    update_asg_role(&own, "web", &slr).await.unwrap();
+    assert_eq!(can_launch(&moto, "web")["can_launch"], true);
+    set_desired(&own, "web", 2).await;
+    assert_eq!(activities(&own, "web").await, [successful(), successful(), failed(), failed()]);
+    assert_eq!(instance_count(&own, "web").await, 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn key_policy_actions_are_read_with_wildcards_in_string_or_list_form() {
+    let moto = Moto::start();
+    let own = moto.own().await;
+    let (slr, _) = create_slr(&own, "Web").await;
+    let key = create_key(&own, None).await;
+    let id = launch_template(&own, "web", None, Some(&key)).await;
+    group_on_template(&own, "web", &id, 0, Some(&slr)).await;
+    let allow = |principal: &str, action: Value| json!({"Effect": "Allow", "Principal": {"AWS": principal}, "Action": action, "Resource": "*"});
+    let cases = [
+        (vec![allow(&slr, json!("kms:*"))], true),
+        (vec![json!({"Effect": "Allow", "Principal": "*", "Action": ["kms:*"], "Resource": ["*"]})], true),
+        (
+            vec![allow(
+                &slr,
+                json!([
+                    "KMS:encrypt",
+                    "kms:Decrypt",
+                    "kms:ReEncrypt*",
+                    "kms:GenerateDataKey*",
+                    "kms:DescribeKey",
+                    "kms:CreateGrant"
+                ]),
+            )],
+            true,
+        ),
+        // ReEncryptFrom alone leaves kms:ReEncryptTo out.
+        (
+            vec![allow(
+                &slr,
+                json!([
+                    "kms:Encrypt",
+                    "kms:Decrypt",
+                    "kms:ReEncryptFrom",
+                    "kms:GenerateDataKey*",
+                    "kms:DescribeKey",
+                    "kms:CreateGrant"
+                ]),
+            )],
+            false,
+        ),
+        // A condition it does not know makes the Allow not count.
+        (
+            vec![
+                allow(
+                    &slr,
+                    json!(["kms:Encrypt", "kms:Decrypt", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:DescribeKey"]),
+                ),
+                json!({"Effect": "Allow", "Principal": {"AWS": &slr}, "Action": "kms:CreateGrant", "Resource": "*",
+                     "Condition": {"StringEquals": {"kms:ViaService": "ec2.us-west-2.amazonaws.com"}}}),
+            ],
+            false,
+        ),
+        // The root delegates to IAM: it does not count for the role.
+        (vec![allow(OWN, json!("kms:*"))], false),
+    ];
+    for (statements, want) in cases {
+        let text = json!({"Version": "2012-10-17", "Statement": statements}).to_string();
+        put_policy(&own, &key, &text).await.unwrap();
+        let verdict = can_launch(&moto, "web");
+        assert_eq!(verdict["can_launch"], want, "{text}: {verdict}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_case_2_key_needs_the_owners_policy_and_a_grant_for_the_role() {
+    let moto = Moto::start();
+    let (own, other) = (moto.own().await, moto.other().await);
+    let (slr, _) = create_slr(&own, "Api").await;
+    let key = create_key(&other, None).await;
+    let id = launch_template(&own, "api", None, Some(&key)).await;
+    group_on_template(&own, "api", &id, 0, Some(&slr)).await;
+    assert!(whys(&can_launch(&moto, "api"))[0].starts_with("owner's key policy does not allow account"));
+
+    let account_use = json!({"Sid": "Account", "Effect": "Allow", "Principal": {"AWS": format!("arn:aws:iam::{OWN}:root")},
+        "Action": ["kms:Encrypt", "kms:Decrypt", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:DescribeKey",
+                   "kms:CreateGrant"], "Resource": "*"});
+    put_policy(&other, &key, &key_policy_with(OTHER, vec![account_use])).await.unwrap();
+    assert!(whys(&can_launch(&moto, "api"))[0].starts_with("no grant"));
+    // A grant missing an operation does not do.
+    use GrantOperation::*;
+    let most =
+        [Encrypt, Decrypt, ReEncryptFrom, ReEncryptTo, GenerateDataKey, GenerateDataKeyWithoutPlaintext, DescribeKey];
+    grant(&own, &key, &slr, Some("partial"), &most).await.unwrap();
+    set_desired(&own, "api", 1).await;
+    assert_eq!(activities(&own, "api").await, [failed()]);
+
+    let all: Vec<GrantOperation> = most.iter().cloned().chain([CreateGrant]).collect();
+    grant(&own, &key, &slr, Some("asg"), &all).await.unwrap();
+    assert_eq!(can_launch(&moto, "api")["can_launch"], true);
+    set_desired(&own, "api", 1).await;
+    assert_eq!(activities(&own, "api").await, [successful(), failed()]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unconditional_deny_on_the_account_root_makes_the_launch_fail() {
+    let moto = Moto::start();
+    let own = moto.own().await;
+    let (slr, _) = create_slr(&own, "Web").await;
+    let key = create_key(&own, None).await;
+    let id = launch_template(&own, "web", None, Some(&key)).await;
+    group_on_template(&own, "web", &id, 0, Some(&slr)).await;
+    let deny = |condition: Option<Value>| {
+        let mut st = json!({"Sid": "NoGrants", "Effect": "Deny", "Principal": {"AWS": format!("arn:aws:iam::{OWN}:root")},
+                            "Action": "kms:CreateGrant", "Resource": "*"});
+        if let Some(c) = condition {
+            st["Condition"] = c;
+        }
+        st
+    };
+    let mut statements = case1_statements(&slr);
+    statements.push(deny(Some(json!({"Bool": {"aws:ViaAWSService": "false"}}))));
+    put_policy(&own, &key, &key_policy_with(OWN, statements)).await.unwrap();
+    assert_eq!(can_launch(&moto, "web")["can_launch"], true, "a conditional Deny does not apply");
+
+    let mut statements = case1_statements(&slr);
+    statements.push(deny(None));
+    put_policy(&own, &key, &key_policy_with(OWN, statements)).await.unwrap();
+    assert_eq!(whys(&can_launch(&moto, "web")), ["key policy statement NoGrants denies kms:CreateGrant"]);
+    set_desired(&own, "web", 1).await;
+    assert_eq!(activities(&own, "web").await, [failed()]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_key_of_an_images_snapshot_is_checked_too() {
+    let moto = Moto::start();
+    let own = moto.own().await;
+    let (slr, _) = create_slr(&own, "Web").await;
+    let key = create_key(&own, None).await;
+    let snapshot = encrypted_snapshot(&own, &key).await;
+    let image = image_from_snapshot(&own, "encrypted-root", &snapshot).await;
+    let id = launch_template(&own, "web", Some(&image), None).await;
+    group_on_template(&own, "web", &id, 1, Some(&slr)).await;
+    assert_eq!(activities(&own, "web").await, [failed()]);
+    let verdict = can_launch(&moto, "web");
+    assert_eq!(verdict["keys"][0]["key"], key.as_str());
+    assert!(verdict["keys"][0]["source"].as_str().unwrap().contains(&snapshot), "{verdict}");
+
+    put_policy(&own, &key, &key_policy_with(OWN, case1_statements(&slr))).await.unwrap();
+    set_desired(&own, "web", 1).await;
+    assert_eq!(activities(&own, "web").await, [successful(), failed()]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn aws_managed_keys_need_nothing_but_a_customer_default_key_is_checked() {
+    let moto = Moto::start();
+    let own = moto.own().await;
+    let by_alias = launch_template(&own, "managed", None, Some("alias/aws/ebs")).await;
+    group_on_template(&own, "managed", &by_alias, 1, None).await;
+    assert_eq!(activities(&own, "managed").await, [successful()]);
+    assert_eq!(whys(&can_launch(&moto, "managed")), ["AWS managed key: needs nothing"]);
+
+    // Encrypted without a key: the account's default key, alias/aws/ebs until changed.
+    let unkeyed = launch_template(&own, "unkeyed", None, Some("")).await;
+    group_on_template(&own, "unkeyed", &unkeyed, 1, None).await;
+    assert_eq!(activities(&own, "unkeyed").await, [successful()]);
+    let ec2 = aws_sdk_ec2::Client::new(&own);
+    let key = create_key(&own, None).await;
+    ec2.modify_ebs_default_kms_key_id().kms_key_id(&key).send().await.unwrap();
+    set_desired(&own, "unkeyed", 2).await;
+    assert_eq!(activities(&own, "unkeyed").await, [failed(), successful()]);
+
+    // Encryption by default: even a group with no encrypted mapping uses the default key.
+    let plain = launch_template(&own, "plain", None, None).await;
+    group_on_template(&own, "plain", &plain, 0, None).await;
+    assert_eq!(
+        can_launch(&moto, "plain"),
+        json!({"can_launch": true, "role": slr_arn(OWN, None), "keys": [], "problems": []})
+    );
+    ec2.enable_ebs_encryption_by_default().send().await.unwrap();
+    let verdict = can_launch(&moto, "plain");
+    assert_eq!((verdict["can_launch"].clone(), verdict["keys"][0]["key"].clone()), (json!(false), json!(key)));
+    // So does a launch configuration's encrypted mapping (which cannot name a key).
+    let asc = aws_sdk_autoscaling::Client::new(&own);
+    let data = aws_sdk_autoscaling::types::BlockDeviceMapping::builder()
+        .device_name("/dev/sdb")
+        .ebs(aws_sdk_autoscaling::types::Ebs::builder().encrypted(true).volume_size(8).build())
+        .build();
+    let lc = asc.create_launch_configuration().launch_configuration_name("lc").image_id(AMI).instance_type("t3.micro");
+    lc.block_device_mappings(data).send().await.unwrap();
+    let group = asc.create_auto_scaling_group().auto_scaling_group_name("on-lc").launch_configuration_name("lc");
+    group.availability_zones("us-west-2a").min_size(0).max_size(2).desired_capacity(1).send().await.unwrap();
+    let verdict = can_launch(&moto, "on-lc");
+    assert_eq!(verdict["keys"][0]["key"], key.as_str());
+    assert!(verdict["keys"][0]["source"].as_str().unwrap().contains("launch configuration lc"), "{verdict}");
+    // Back to the AWS managed key: nothing to check.
+    ec2.reset_ebs_default_kms_key_id().send().await.unwrap();
+    set_desired(&own, "on-lc", 1).await;
+    assert_eq!(activities(&own, "on-lc").await, [successful(), failed()]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_disabled_key_fails_the_launch() {
+    let moto = Moto::start();
+    let own = moto.own().await;
+    let (slr, _) = create_slr(&own, "Web").await;
+    let key = create_key(&own, None).await;
+    put_policy(&own, &key, &key_policy_with(OWN, case1_statements(&slr))).await.unwrap();
+    let id = launch_template(&own, "web", None, Some(&key)).await;
+    group_on_template(&own, "web", &id, 1, Some(&slr)).await;
+    let kms = aws_sdk_kms::Client::new(&own);
+    kms.disable_key().key_id(key_id(&key)).send().await.unwrap();
+    set_desired(&own, "web", 2).await;
+    assert_eq!(activities(&own, "web").await, [failed(), successful()]);
+    assert_eq!(whys(&can_launch(&moto, "web")), ["key is Disabled"]);
+    assert_eq!(instance_count(&own, "web").await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_role_younger_than_the_propagation_window_cannot_launch() {
+    let moto = Moto::start();
+    let own = moto.own().await;
+    let key = create_key(&own, None).await;
+    let anyone = json!({"Effect": "Allow", "Principal": "*", "Action": "kms:*", "Resource": "*"});
+    put_policy(&own, &key, &key_policy_with(OWN, vec![anyone])).await.unwrap();
+    let id = launch_template(&own, "web", None, Some(&key)).await;
+    group_on_template(&own, "web", &id, 0, None).await;
+    strict(&moto, json!({"propagation_seconds": 1.5, "asg_roles": false}));
+    let (slr, _) = create_slr(&own, "Fresh").await;
+    let born = Instant::now();
+    update_asg_role(&own, "web", &slr).await.unwrap();
+    let verdict = can_launch(&moto, "web");
+    assert!(born.elapsed() < Duration::from_millis(1500), "the check took longer than the window");
+    assert_eq!(verdict["can_launch"], false);
+    assert!(whys(&verdict)[0].ends_with("does not exist or has not propagated"), "{verdict}");
+    tokio::time::sleep(Duration::from_millis(1600).saturating_sub(born.elapsed())).await;
+    assert_eq!(can_launch(&moto, "web")["can_launch"], true);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_launches_off_nothing_is_recorded_and_instances_stay() {
+    let moto = Moto::start();
+    let own = moto.own().await;
+    strict(&moto, json!({"launches": false}));
+    let key = create_key(&own, None).await;
+    let id = launch_template(&own, "web", None, Some(&key)).await;
+    group_on_template(&own, "web", &id, 2, None).await;
+    assert!(activities(&own, "web").await.is_empty());
+    assert_eq!(instance_count(&own, "web").await, 2);
+    // The evaluation is still there to ask.
+    assert_eq!(can_launch(&moto, "web")["can_launch"], false);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_launch_uses_the_template_version_the_group_names_and_a_mixed_policys_templates() {
+    let moto = Moto::start();
+    let own = moto.own().await;
+    let (ec2, asc) = (aws_sdk_ec2::Client::new(&own), aws_sdk_autoscaling::Client::new(&own));
+    let key = create_key(&own, None).await;
+    let id = launch_template(&own, "web", None, None).await; // version 1: no encrypted volume
+    let v2 = ec2.create_launch_template_version().launch_template_id(&id);
+    v2.launch_template_data(template_data(None, Some(&key))).send().await.unwrap();
+    let base = |name: &str| {
+        asc.create_auto_scaling_group()
+            .auto_scaling_group_name(name)
+            .availability_zones("us-west-2a")
+            .min_size(0)
+            .max_size(1)
+    };
+    for (name, version) in
+        [("default", Some("$Default")), ("unversioned", None), ("latest", Some("$Latest")), ("two", Some("2"))]
+    {
+        base(name).launch_template(template_spec(&id, version)).send().await.unwrap();
+    }
+    let judged = |name: &str| can_launch(&moto, name)["can_launch"].as_bool().unwrap();
+    let now: Vec<bool> = ["default", "unversioned", "latest", "two"].iter().map(|n| judged(n)).collect();
+    assert_eq!(now, [true, true, false, false]);
+    ec2.modify_launch_template().launch_template_id(&id).default_version("2").send().await.unwrap();
+    assert!(!judged("default") && !judged("unversioned"));
+    ec2.modify_launch_template().launch_template_id(&id).default_version("1").send().await.unwrap();
+
+    // A mixed instances group launches from its template and from its overrides' templates.
+    let mixed = |overrides: Vec<LaunchTemplateOverrides>| {
+        let lt = AsgLaunchTemplate::builder().launch_template_specification(template_spec(&id, Some("1")));
+        MixedInstancesPolicy::builder().launch_template(lt.set_overrides(Some(overrides)).build()).build()
+    };
+    let plain = LaunchTemplateOverrides::builder().instance_type("t3.small").build();
+    base("mixed-plain").mixed_instances_policy(mixed(vec![plain.clone()])).send().await.unwrap();
+    let keyed = LaunchTemplateOverrides::builder()
+        .instance_type("t3.large")
+        .launch_template_specification(template_spec(&id, Some("2")))
+        .build();
+    base("mixed-keyed").mixed_instances_policy(mixed(vec![plain, keyed])).send().await.unwrap();
+    assert!(judged("mixed-plain"));
+    let verdict = can_launch(&moto, "mixed-keyed");
+    assert_eq!(verdict["can_launch"], false);
+    assert_eq!(verdict["keys"][0]["source"], format!("launch template {id} version 2 /dev/sdb"));
 }

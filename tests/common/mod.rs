@@ -759,3 +759,151 @@ pub async fn one_asg_on_other_key(suffix: Option<&str>) -> CrossAccount {
     let cfg = dir.write("c.yaml", &config(&[("api", &key, suffix)]));
     CrossAccount { moto, own, other, key, dir, cfg }
 }
+
+// --- EC2, launch sources and launches -------------------------------------------------------
+
+use aws_sdk_autoscaling::types::LaunchTemplateSpecification;
+use aws_sdk_ec2::types::{
+    BlockDeviceMapping as Ec2Mapping, EbsBlockDevice, LaunchTemplateBlockDeviceMappingRequest,
+    LaunchTemplateEbsBlockDeviceRequest, RequestLaunchTemplateData,
+};
+
+/// An image that moto knows in every account and region.
+pub const AMI: &str = "ami-12c6146b";
+
+/// The error code the launch of a group whose role cannot use a key ends with.
+pub const LAUNCH_FAILURE: &str = "Client.InternalError: Client error on launch";
+
+/// Launch template data: `image` (else [`AMI`]) and, with `key`, an encrypted data volume
+/// /dev/sdb under that key (`Some("")`: encrypted without a key).
+pub fn template_data(image: Option<&str>, key: Option<&str>) -> RequestLaunchTemplateData {
+    let mut data = RequestLaunchTemplateData::builder()
+        .image_id(image.unwrap_or(AMI))
+        .instance_type(aws_sdk_ec2::types::InstanceType::T3Micro);
+    if let Some(k) = key {
+        let ebs = LaunchTemplateEbsBlockDeviceRequest::builder().volume_size(8).encrypted(true);
+        let ebs = if k.is_empty() { ebs } else { ebs.kms_key_id(k) };
+        data = data.block_device_mappings(
+            LaunchTemplateBlockDeviceMappingRequest::builder().device_name("/dev/sdb").ebs(ebs.build()).build(),
+        );
+    }
+    data.build()
+}
+
+/// Creates launch template `name` (see [`template_data`]); its id.
+pub async fn launch_template(conf: &SdkConfig, name: &str, image: Option<&str>, key: Option<&str>) -> String {
+    let ec2 = aws_sdk_ec2::Client::new(conf);
+    let out =
+        ec2.create_launch_template().launch_template_name(name).launch_template_data(template_data(image, key)).send();
+    out.await.unwrap().launch_template().unwrap().launch_template_id().unwrap().to_owned()
+}
+
+pub fn template_spec(id: &str, version: Option<&str>) -> LaunchTemplateSpecification {
+    LaunchTemplateSpecification::builder().launch_template_id(id).set_version(version.map(str::to_owned)).build()
+}
+
+/// Creates group `name` on launch template `id` ($Default), with `desired` instances and
+/// service-linked role `role` (else the default one).
+pub async fn group_on_template(conf: &SdkConfig, name: &str, id: &str, desired: i32, role: Option<&str>) {
+    let asc = aws_sdk_autoscaling::Client::new(conf);
+    asc.create_auto_scaling_group()
+        .auto_scaling_group_name(name)
+        .launch_template(template_spec(id, None))
+        .availability_zones("us-west-2a")
+        .min_size(0)
+        .max_size(5)
+        .desired_capacity(desired)
+        .set_service_linked_role_arn(role.map(str::to_owned))
+        .send()
+        .await
+        .unwrap();
+}
+
+pub async fn set_desired(conf: &SdkConfig, group: &str, desired: i32) {
+    let asc = aws_sdk_autoscaling::Client::new(conf);
+    asc.set_desired_capacity().auto_scaling_group_name(group).desired_capacity(desired).send().await.unwrap();
+}
+
+/// The group's scaling activities, most recent first: (status code, status message).
+pub async fn activities(conf: &SdkConfig, group: &str) -> Vec<(String, Option<String>)> {
+    let asc = aws_sdk_autoscaling::Client::new(conf);
+    let out = asc.describe_scaling_activities().auto_scaling_group_name(group).send().await.unwrap();
+    out.activities()
+        .iter()
+        .map(|a| (a.status_code().unwrap().as_str().to_owned(), a.status_message().map(str::to_owned)))
+        .collect()
+}
+
+pub fn failed() -> (String, Option<String>) {
+    ("Failed".to_owned(), Some(LAUNCH_FAILURE.to_owned()))
+}
+
+pub fn successful() -> (String, Option<String>) {
+    ("Successful".to_owned(), None)
+}
+
+/// How many instances the group has.
+pub async fn instance_count(conf: &SdkConfig, group: &str) -> usize {
+    let asc = aws_sdk_autoscaling::Client::new(conf);
+    let out = asc.describe_auto_scaling_groups().auto_scaling_group_names(group).send().await.unwrap();
+    out.auto_scaling_groups()[0].instances().len()
+}
+
+/// The launcher's own evaluation of a group in the own account and region.
+pub fn can_launch(moto: &Moto, group: &str) -> Value {
+    moto.hook("GET", &format!("/_launcher/can-launch?asg={group}"), Value::Null)
+}
+
+/// The "why" of every key of a can-launch answer.
+pub fn whys(verdict: &Value) -> Vec<String> {
+    verdict["keys"].as_array().unwrap().iter().map(|k| k["why"].as_str().unwrap().to_owned()).collect()
+}
+
+/// The case 1 statements for `role` (EC2 Auto Scaling User Guide, "Required AWS KMS key
+/// policy for use with encrypted volumes", example 1).
+pub fn case1_statements(role: &str) -> Vec<Value> {
+    vec![
+        json!({"Sid": "Use", "Effect": "Allow", "Principal": {"AWS": role},
+               "Action": ["kms:Encrypt", "kms:Decrypt", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:DescribeKey"],
+               "Resource": "*"}),
+        json!({"Sid": "Grant", "Effect": "Allow", "Principal": {"AWS": role}, "Action": "kms:CreateGrant",
+               "Resource": "*", "Condition": {"Bool": {"kms:GrantIsForAWSResource": true}}}),
+    ]
+}
+
+/// A key policy: `owner`'s root may administer the key, plus `more` statements.
+pub fn key_policy_with(owner: &str, more: Vec<Value>) -> String {
+    let mut statements = vec![json!({"Sid": "Root", "Effect": "Allow",
+        "Principal": {"AWS": format!("arn:aws:iam::{owner}:root")}, "Action": "kms:*", "Resource": "*"})];
+    statements.extend(more);
+    json!({"Version": "2012-10-17", "Statement": statements}).to_string()
+}
+
+/// Creates an encrypted volume under `key` and a snapshot of it; the snapshot id.
+pub async fn encrypted_snapshot(conf: &SdkConfig, key: &str) -> String {
+    let ec2 = aws_sdk_ec2::Client::new(conf);
+    let volume = ec2.create_volume().availability_zone("us-west-2a").size(8).encrypted(true).kms_key_id(key).send();
+    let volume = volume.await.unwrap().volume_id().unwrap().to_owned();
+    let snapshot = ec2.create_snapshot().volume_id(&volume).send().await.unwrap();
+    snapshot.snapshot_id().unwrap().to_owned()
+}
+
+/// Registers an image whose root volume comes from `snapshot`; the image id.
+pub async fn image_from_snapshot(conf: &SdkConfig, name: &str, snapshot: &str) -> String {
+    let ec2 = aws_sdk_ec2::Client::new(conf);
+    let root = Ec2Mapping::builder()
+        .device_name("/dev/xvda")
+        .ebs(EbsBlockDevice::builder().snapshot_id(snapshot).build())
+        .build();
+    let out = ec2
+        .register_image()
+        .name(name)
+        .root_device_name("/dev/xvda")
+        .architecture(aws_sdk_ec2::types::ArchitectureValues::X8664)
+        .virtualization_type("hvm")
+        .block_device_mappings(root)
+        .send()
+        .await
+        .unwrap();
+    out.image_id().unwrap().to_owned()
+}

@@ -11,6 +11,10 @@ both with small patches applied at import time (site-packages is never edited):
    address a key by its full ARN for grant and cryptographic operations. After the patch
    those operations run against the key owner's backend.
 
+``gaps.py`` closes more (AWS managed keys, the EBS default key, encrypted snapshots and
+images, launch template source versions, launch sources kept on group updates), and
+``launches.py`` models launches and scaling activities; each module's docstring lists them.
+
 It also serves test hooks under ``/_launcher/`` (a path no AWS API uses):
 
 - ``GET /_launcher/calls``: every AWS request received, as ``{"calls": [{"service",
@@ -29,6 +33,19 @@ It also serves test hooks under ``/_launcher/`` (a path no AWS API uses):
   one-shot concurrent edit: the next successful GetKeyPolicy of that key (by anyone),
   once its answer is produced, appends the statement to the stored policy (no
   validation). ``GET /_launcher/edits`` answers ``{"pending": n, "applied": n}``.
+- ``POST /_launcher/activities`` with ``{"asg", "account", "region", "status_code",
+  "status_message", "description", "cause", "seconds_ago"}`` (all but ``asg`` optional;
+  defaults: 123456789012, us-west-2, ``Failed``, "Client.InternalError: Client error on
+  launch" when Failed, "Launching a new EC2 instance: i-<random>", a capacity-change cause,
+  0) appends one scaling activity, started that many seconds ago, to the group's store
+  (the group need not exist); answers the activity (``ActivityId``, ``StartTime``, ...).
+  400 for a bad body or an unknown status code.
+- ``GET /_launcher/can-launch?asg=NAME&account=A&region=R`` (account and region as above by
+  default): whether a launch of the group would succeed now, without launching:
+  ``{"can_launch": bool, "role": ARN, "keys": [{"key": ARN (as written if it names no
+  key), "source": "...", "ok": bool, "why": "..."}], "problems": ["..."]}`` (one entry per
+  key and place it is used; ``problems`` lists launch templates or versions that do not
+  exist). 404 for an unknown group.
 
 Strict mode (``strict.py``) makes moto as strict as AWS where this project depends on it.
 Rejected requests are answered in the protocol's wire format and logged like any other.
@@ -41,8 +58,8 @@ Settings and defaults:
   principals are remembered by unique id: GetKeyPolicy and ListGrants show a deleted (or
   recreated) one as its old id.
 - ``propagation_seconds`` (0.0): roles and users younger than this are invisible to KMS and
-  Auto Scaling (IAM sees them at once). Takes effect through ``principals`` and
-  ``asg_roles``.
+  Auto Scaling (IAM sees them at once). Takes effect through ``principals``,
+  ``asg_roles`` and ``launches``.
 - ``grant_names`` (true): CreateGrant with the Name and parameters of an existing grant on
   the key returns that grant's id and creates nothing.
 - ``key_state`` (true): CreateGrant and cryptographic operations on a Disabled key fail with
@@ -52,6 +69,12 @@ Settings and defaults:
   (InvalidMarkerException), and shows each grant's IssuingAccount.
 - ``asg_roles`` (true): Create/UpdateAutoScalingGroup with a ServiceLinkedRoleARN whose role
   does not exist (or has not propagated) fail with ValidationError; the group is unchanged.
+- ``launches`` (true): each instance moto starts for a group (its desired capacity rose) is
+  a launch, recorded as a scaling activity: ``Successful`` if the group's service-linked
+  role may use every customer managed key the launch uses, else ``Failed`` with
+  "Client.InternalError: Client error on launch" and the instance terminated (launches.py,
+  kms_access.py). Roles younger than ``propagation_seconds`` may use no such key. Off: no
+  activities are recorded and every instance stays (moto's behaviour).
 
 Usage: ``launcher.py [--host 127.0.0.1] [--port 0] [--exit-with-stdin] [--lenient]
 [--propagation-seconds S]``. Port 0 picks a free port. ``--lenient`` starts with every
@@ -79,6 +102,8 @@ from moto.moto_server.werkzeug_app import (
 )
 from werkzeug.serving import make_server
 
+import gaps
+import launches
 import strict
 import wire
 
@@ -163,11 +188,13 @@ KmsResponse.kms_backend = property(_kms_backend)
 
 
 class Hooks:
-    """WSGI middleware in front of moto's app: test hooks, then strict checks, then moto."""
+    """WSGI middleware in front of moto's app: test hooks, then strict checks, then moto;
+    then the launches moto started while answering are judged (launches.py)."""
 
-    def __init__(self, app, strict_layer):
+    def __init__(self, app, strict_layer, launch_store):
         self.app = app
         self.strict = strict_layer
+        self.launches = launch_store
         self.lock = threading.Lock()
         self.calls = []  # [{"service", "action", "account"}], arrival order
         self.faults = []  # [{"service", "action", "count", "status", "code", "message"}]
@@ -184,14 +211,17 @@ class Hooks:
             self.calls.append({"service": service, "action": action, "account": account, "t": time.monotonic()})
             fault = self._take_fault(service, action)
         request = strict.Request(environ, body, service, action, account)
-        if fault:
-            if fault["apply"]:
-                answer = self.strict.serve(request, self.app, lambda *_: None)
-                b"".join(answer)  # the request runs to its end; its answer is dropped
-                if hasattr(answer, "close"):
-                    answer.close()
-            return wire.error(fault, environ, start_response)
-        return self.strict.serve(request, self.app, start_response)
+        try:
+            if fault:
+                if fault["apply"]:
+                    answer = self.strict.serve(request, self.app, lambda *_: None)
+                    b"".join(answer)  # the request runs to its end; its answer is dropped
+                    if hasattr(answer, "close"):
+                        answer.close()
+                return wire.error(fault, environ, start_response)
+            return self.strict.serve(request, self.app, start_response)
+        finally:
+            self.launches.settle()  # moto has answered: its answer is buffered by now
 
     def _take_fault(self, service, action):
         for f in self.faults:
@@ -204,6 +234,9 @@ class Hooks:
         path, method = environ["PATH_INFO"], environ["REQUEST_METHOD"]
         body = wire.read_body(environ)
         answer = self.strict.control(path, method, body, start_response)
+        if answer is None:
+            query = wire.query_params({"QUERY_STRING": environ.get("QUERY_STRING", "")}, b"")
+            answer = self.launches.control(path, method, body, query, start_response)
         if answer is not None:
             return answer
         with self.lock:
@@ -253,7 +286,10 @@ def main():
         parser.error(str(e))
 
     # The same app and server moto's ThreadedMotoServer builds, with the hooks in front.
-    app = Hooks(DomainDispatcherApplication(create_backend_app), strict.install(settings, kms_backend_for))
+    gaps.install()
+    strict_layer = strict.install(settings, kms_backend_for)
+    launch_store = launches.install(settings, strict_layer)
+    app = Hooks(DomainDispatcherApplication(create_backend_app), strict_layer, launch_store)
     server = make_server(args.host, args.port, app, threaded=True, request_handler=MotoRequestHandler)
     wire.serve_until_stopped(server, args.host, args.exit_with_stdin)
 

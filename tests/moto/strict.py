@@ -27,7 +27,7 @@ import wire
 
 # --- settings --------------------------------------------------------------------------
 
-BOOLEAN_SETTINGS = ("principals", "grant_names", "key_state", "grant_paging", "asg_roles")
+BOOLEAN_SETTINGS = ("principals", "grant_names", "key_state", "grant_paging", "asg_roles", "launches")
 
 
 class Settings:
@@ -42,6 +42,7 @@ class Settings:
             "key_state": True,
             "grant_paging": True,
             "asg_roles": True,
+            "launches": True,
         }
         changes = {name: not lenient for name in BOOLEAN_SETTINGS}
         changes["propagation_seconds"] = propagation_seconds
@@ -133,6 +134,15 @@ def _role_named(partition, account, name):
     if backend is None:
         return None
     return next((r for r in list(backend.roles.values()) if r.name == name), None)
+
+
+def visible_role(arn, window):
+    """The role ``arn`` names if it exists and is older than ``window`` seconds; else None."""
+    m = ENTITY_ARN.match(arn or "")
+    if not m or m.group(3) != "role":
+        return None
+    role = _role_named(m.group(1), m.group(2), m.group(4))
+    return role if role is not None and _visible(role, window) else None
 
 
 def _user_named(partition, account, name):
@@ -658,11 +668,25 @@ class Strict:
             return
         if paging:
             entry["IssuingAccount"] = info.issuing_account
-        # A deleted (or deleted and recreated) grantee shows as its old unique id
-        # (terraform-provider-aws, kms grant reader: "a non-ARN principal").
+        if "GranteePrincipal" in entry:
+            entry["GranteePrincipal"] = self.shown_grantee(entry["GrantId"], entry["GranteePrincipal"])
+
+    def shown_grantee(self, grant_id, grantee):
+        """A grant's grantee as KMS shows (and evaluates) it: a deleted (or deleted and
+        recreated) grantee shows as its old unique id (terraform-provider-aws, kms grant
+        reader: "a non-ARN principal")."""
+        info = self.grants.get(grant_id)
+        if info is None or not self.settings.get("principals") or grantee != info.grantee:
+            return grantee
         orphaned = info.grantee_id is not None and _entity_with_id(info.grantee_id) is None
-        if self.settings.get("principals") and orphaned and entry.get("GranteePrincipal") == info.grantee:
-            entry["GranteePrincipal"] = info.grantee_id
+        return info.grantee_id if orphaned else grantee
+
+    def shown_policy(self, key):
+        """A key's policy as KMS shows (and evaluates) it: see ``display_policy``."""
+        records = self.policy_records.get(key.arn)
+        if self.settings.get("principals") and records:
+            return display_policy(key.policy, records)
+        return key.policy
 
     def _page(self, key, body, limit, marker):
         """At most ``limit`` grants in creation order, with Truncated/NextMarker
@@ -709,10 +733,8 @@ class Strict:
 
     def _role_visible(self, arn, account):
         m = ENTITY_ARN.match(arn)
-        if not m or m.group(3) != "role" or m.group(2) != account:
-            return False
-        role = _role_named(m.group(1), account, m.group(4))
-        return role is not None and _visible(role, self.settings.get("propagation_seconds"))
+        in_account = bool(m) and m.group(2) == account
+        return in_account and visible_role(arn, self.settings.get("propagation_seconds")) is not None
 
     # --- concurrent edits ---
 

@@ -1,0 +1,277 @@
+"""More gaps between moto 5.2.5 and AWS, closed by patches applied at import time (as in the
+launcher, site-packages is never edited). The operator's ``discover`` command and its
+launch-failure reporting read these; each patch names the AWS documentation it follows.
+
+3. KMS: keys behind the reserved ``alias/aws/...`` aliases are AWS managed keys.
+4. EC2: GetEbsDefaultKmsKeyId and ResetEbsDefaultKmsKeyId exist.
+5. EC2: volumes and snapshots show their KMS key as an ARN; snapshots show one at all.
+6. EC2: RegisterImage and CreateImage keep the BlockDeviceMappings they are given, and an
+   image's EBS mapping shows its snapshot's encryption.
+7. EC2: CreateLaunchTemplateVersion honours SourceVersion.
+8. Auto Scaling: UpdateAutoScalingGroup keeps the group's MixedInstancesPolicy unless it
+   is given another launch source, and a new launch source replaces the old one.
+
+``resolve_key`` and ``ebs_default_key`` are shared with the launch model (launches.py).
+"""
+
+import contextvars
+import copy
+import re
+
+from moto.autoscaling.models import FakeAutoScalingGroup
+from moto.core.responses import ActionResult
+from moto.ec2.models.amis import Ami
+from moto.ec2.models.elastic_block_store import EBSBackend
+from moto.ec2.models.launch_templates import LaunchTemplate
+from moto.ec2.responses.amis import AmisResponse
+from moto.ec2.responses.launch_templates import LaunchTemplates
+from moto.ec2.responses.settings import Settings as Ec2SettingsResponse
+from moto.kms.models import KmsBackend, kms_backends
+
+# arn:PARTITION:kms:REGION:ACCOUNT:key/ID or :alias/NAME
+KMS_ARN = re.compile(r"^arn:[\w-]+:kms:([\w-]+):(\d{12}):(key|alias)/.+$")
+AWS_ALIAS_PREFIX = "alias/aws/"
+EBS_ALIAS = "alias/aws/ebs"
+
+
+def resolve_key(account, region, key_id):
+    """The moto key that ``key_id`` (key id, key ARN, alias name or alias ARN) names, as
+    seen from ``account`` in ``region``; None when it names no key.
+
+    An ARN names its own account and region. A reserved ``alias/aws/...`` alias creates
+    its AWS managed key on first use, as moto (and AWS) do.
+    """
+    if not isinstance(key_id, str) or not key_id:
+        return None
+    m = KMS_ARN.match(key_id)
+    if m:
+        region, account = m.group(1), m.group(2)
+    backend = kms_backends[account][region]
+    try:
+        return backend.keys.get(backend.any_id_to_key_id(key_id))
+    except (AttributeError, KeyError, TypeError):
+        return None
+
+
+def key_arn(account, region, key_id):
+    """The ARN of the key ``key_id`` names; ``key_id`` itself when it names none."""
+    key = resolve_key(account, region, key_id)
+    return key.arn if key is not None else key_id
+
+
+# --- 3. AWS managed keys ----------------------------------------------------------------
+# KMS Developer Guide, "AWS managed keys": the keys AWS services create in an account, with
+# aliases "alias/aws/<service>", report KeyManager "AWS". moto creates them (lazily, when
+# such an alias is first named, or for EBS encryption) as customer managed keys.
+
+
+def _marking_aws_managed(create_alias):
+    def wrapper(self, target_key_id, alias_name):
+        alias = create_alias(self, target_key_id, alias_name)
+        if alias_name.startswith(AWS_ALIAS_PREFIX):
+            self.keys[alias.target_key_id].key_manager = "AWS"
+        return alias
+
+    return wrapper
+
+
+# --- 4. EBS encryption by default: the default key ----------------------------------------
+# EC2 API Reference, GetEbsDefaultKmsKeyId: "the default KMS key for EBS encryption by
+# default"; the AWS CLI example answers "alias/aws/ebs" while none was chosen.
+# ModifyEbsDefaultKmsKeyId answers (and stores) the key's ARN; a key of another account is
+# taken as given, since EC2 checks the key asynchronously (same reference, KmsKeyId).
+# ResetEbsDefaultKmsKeyId goes back to the AWS managed key and answers its ARN.
+
+
+def ebs_default_key(ec2_backend):
+    """The account's EBS default key in ``ec2_backend``'s region, as GetEbsDefaultKmsKeyId
+    answers it."""
+    return getattr(ec2_backend, "chosen_default_kms_key_id", None) or EBS_ALIAS
+
+
+def _remembering_default_key(modify):
+    def wrapper(self, kms_key_id):
+        m = KMS_ARN.match(kms_key_id or "")
+        if m and m.group(2) != self.account_id:
+            self.default_kms_key_id = kms_key_id
+            arn = kms_key_id
+        else:
+            arn = modify(self, kms_key_id)
+        self.chosen_default_kms_key_id = arn
+        return arn
+
+    return wrapper
+
+
+def _get_ebs_default_kms_key_id(self):
+    self.error_on_dryrun()
+    return ActionResult({"KmsKeyId": ebs_default_key(self.ec2_backend)})
+
+
+def _reset_ebs_default_kms_key_id(self):
+    self.error_on_dryrun()
+    backend = self.ec2_backend
+    backend.chosen_default_kms_key_id = None
+    backend.default_kms_key_id = ""  # moto's own: encrypted volumes fall back to aws/ebs
+    return ActionResult({"KmsKeyId": key_arn(backend.account_id, backend.region_name, EBS_ALIAS)})
+
+
+# --- 5. volume and snapshot keys ----------------------------------------------------------
+# EC2 API Reference, Volume and Snapshot, KmsKeyId: "The Amazon Resource Name (ARN) of the
+# KMS key that was used to protect the volume encryption key"; a snapshot is encrypted
+# with its volume's key (Amazon EBS User Guide, "How EBS encryption works").
+
+
+def _volume_key_as_arn(create_volume):
+    def wrapper(self, *args, **kwargs):
+        volume = create_volume(self, *args, **kwargs)
+        if volume.kms_key_id:
+            volume.kms_key_id = key_arn(self.account_id, self.region_name, volume.kms_key_id)
+        return volume
+
+    return wrapper
+
+
+def _snapshot_keeps_volume_key(create_snapshot):
+    def wrapper(self, *args, **kwargs):
+        snapshot = create_snapshot(self, *args, **kwargs)
+        if snapshot.encrypted and snapshot.kms_key_id is None:
+            snapshot.kms_key_id = snapshot.volume.kms_key_id
+        return snapshot
+
+    return wrapper
+
+
+# --- 6. image block device mappings ---------------------------------------------------------
+# EC2 API Reference, RegisterImage / CreateImage, BlockDeviceMapping: the image has the
+# mappings given (CreateImage: the instance's volumes, with the given ones added or
+# replacing them by device name), each showing whether its snapshot is Encrypted. The
+# snapshot's key is not shown on an image: EbsBlockDevice's KmsKeyId is "only supported on
+# BlockDeviceMapping objects called by RunInstances, RequestSpotFleet, and
+# RequestSpotInstances", so a reader takes the key from DescribeSnapshots. moto ignores the
+# parameter and shows one made-up root volume.
+
+_moto_image_mappings = Ami.block_device_mappings
+
+
+def _with_snapshot_encryption(ec2_backend, mapping):
+    mapping = copy.deepcopy(mapping)
+    ebs = mapping.get("Ebs")
+    snapshot = ec2_backend.snapshots.get(ebs.get("SnapshotId") or "") if isinstance(ebs, dict) else None
+    if snapshot is None:
+        return mapping
+    ebs.setdefault("VolumeSize", snapshot.volume.size)
+    ebs["Encrypted"] = bool(snapshot.encrypted)
+    ebs.pop("KmsKeyId", None)
+    return mapping
+
+
+def _image_mappings(self):
+    given = getattr(self, "given_block_device_mappings", None)
+    if given is None:
+        return _moto_image_mappings.fget(self)
+    base = [] if self.registered else _moto_image_mappings.fget(self)
+    by_device = {m["DeviceName"]: m for m in base}
+    for mapping in given:
+        by_device[mapping.get("DeviceName")] = _with_snapshot_encryption(self.ec2_backend, mapping)
+    return list(by_device.values())
+
+
+def _keeping_block_device_mappings(handler, registered):
+    def wrapper(self):
+        result = handler(self)
+        mappings = self._get_param("BlockDeviceMappings")
+        if mappings:
+            image = self.ec2_backend.amis[result.result["ImageId"]]
+            image.given_block_device_mappings = mappings
+            image.registered = registered
+            root = self._get_param("RootDeviceName")
+            if registered and root:
+                image.root_device_name, image.root_device_type = root, "ebs"
+        return result
+
+    return wrapper
+
+
+# --- 7. launch template versions from a source version -------------------------------------
+# EC2 API Reference, CreateLaunchTemplateVersion, SourceVersion: "The new version inherits
+# the same launch parameters as the source version, except for parameters that you
+# specify in LaunchTemplateData." moto ignores it.
+
+_source_version = contextvars.ContextVar("source_version", default=None)
+
+
+def _with_source_version(handler):
+    def wrapper(self):
+        token = _source_version.set(self._get_param("SourceVersion"))
+        try:
+            return handler(self)
+        finally:
+            _source_version.reset(token)
+
+    return wrapper
+
+
+def _inheriting_source(create_version):
+    def wrapper(self, data, description):
+        source = _source_version.get()
+        if source is not None:
+            merged = copy.deepcopy(self.get_version(source).data)
+            merged.update({k: v for k, v in data.items() if v is not None})
+            data = merged
+        return create_version(self, data, description)
+
+    return wrapper
+
+
+# --- 8. a group's launch source on update ---------------------------------------------------
+# EC2 Auto Scaling API Reference, UpdateAutoScalingGroup: "If you specify
+# LaunchTemplate, MixedInstancesPolicy, or LaunchConfigurationName in your update request,
+# the group uses the new launch source"; parameters not given are unchanged. moto drops
+# MixedInstancesPolicy on every update that does not repeat it.
+
+
+def _respecified(policy):
+    """A copy of a stored mixed instances policy that moto can read back as a request
+    (its LaunchTemplateSpecification by id only)."""
+    policy = copy.deepcopy(policy)
+    spec = policy["LaunchTemplate"]["LaunchTemplateSpecification"]
+    policy["LaunchTemplate"]["LaunchTemplateSpecification"] = {
+        k: v for k, v in spec.items() if k in ("LaunchTemplateId", "Version") and v
+    }
+    return policy
+
+
+def _keeping_launch_source(update):
+    def wrapper(self, *args, **kwargs):
+        policy = kwargs.get("mixed_instances_policy")
+        template = kwargs.get("launch_template")
+        config = kwargs.get("launch_config_name")
+        if not (policy or template or config) and self.mixed_instances_policy:
+            kwargs["mixed_instances_policy"] = _respecified(self.mixed_instances_policy)
+        update(self, *args, **kwargs)
+        if config:
+            self.ec2_launch_template = None
+        if policy or template:
+            self.launch_config = None
+            self.launch_configuration_name = None
+
+    return wrapper
+
+
+def install():
+    """Applies the patches above (once, at the launcher's start)."""
+    KmsBackend.create_alias = _marking_aws_managed(KmsBackend.create_alias)
+    EBSBackend.modify_ebs_default_kms_key_id = _remembering_default_key(EBSBackend.modify_ebs_default_kms_key_id)
+    Ec2SettingsResponse.get_ebs_default_kms_key_id = _get_ebs_default_kms_key_id
+    Ec2SettingsResponse.reset_ebs_default_kms_key_id = _reset_ebs_default_kms_key_id
+    EBSBackend.create_volume = _volume_key_as_arn(EBSBackend.create_volume)
+    EBSBackend.create_snapshot = _snapshot_keeps_volume_key(EBSBackend.create_snapshot)
+    Ami.block_device_mappings = property(_image_mappings)
+    AmisResponse.register_image = _keeping_block_device_mappings(AmisResponse.register_image, registered=True)
+    AmisResponse.create_image = _keeping_block_device_mappings(AmisResponse.create_image, registered=False)
+    LaunchTemplates.create_launch_template_version = _with_source_version(
+        LaunchTemplates.create_launch_template_version
+    )
+    LaunchTemplate.create_version = _inheriting_source(LaunchTemplate.create_version)
+    FakeAutoScalingGroup.update = _keeping_launch_source(FakeAutoScalingGroup.update)

@@ -1,0 +1,182 @@
+"""Whether an Auto Scaling service-linked role may use a customer managed KMS key for the
+encrypted EBS volumes of a launch: an independent reading of the rules, kept small.
+
+It is the emulator's check of the operator (which has its own evaluator), so it follows
+only the rules below and nothing more:
+
+- EC2 Auto Scaling User Guide, "Required AWS KMS key policy for use with encrypted
+  volumes": the role needs kms:Encrypt, kms:Decrypt, kms:ReEncrypt*, kms:GenerateDataKey*,
+  kms:DescribeKey and kms:CreateGrant (the latter may carry the condition
+  ``Bool kms:GrantIsForAWSResource: true``).
+  - Case 1, the key is in the group's account: the key policy allows the role (by ARN, or
+    ``*``) those actions. An Allow for the account root does not count (KMS Developer
+    Guide, "Key policies": a root principal delegates to IAM, and the service-linked
+    role's IAM policy grants no use of customer managed keys).
+  - Case 2, the key is in another account: the owner's key policy allows the group's
+    account (root ARN or bare id, or ``*``; or the role itself) those actions, and a grant
+    on the key gives the role the operations of ``GRANT_OPERATIONS`` without constraints
+    (same page, example 2; KMS Developer Guide, "Grants in AWS KMS").
+- In both cases an unconditional Deny naming the role, its account (root ARN or bare id) or
+  ``*`` for any of those actions wins (IAM User Guide, "Policy evaluation logic").
+- Action patterns use ``*`` and ``?`` and are case-insensitive; Action, Resource and
+  Principal.AWS may be a string or a list (IAM User Guide, "IAM JSON policy elements").
+
+A condition other than the one above makes an Allow not count and a Deny not apply; so do
+NotAction, NotResource and NotPrincipal.
+"""
+
+import json
+import re
+
+USE_ACTIONS = (
+    "kms:Encrypt",
+    "kms:Decrypt",
+    "kms:ReEncryptFrom",
+    "kms:ReEncryptTo",
+    "kms:GenerateDataKey",
+    "kms:GenerateDataKeyWithoutPlaintext",
+    "kms:DescribeKey",
+)
+GRANT_ACTION = "kms:CreateGrant"
+REQUIRED_ACTIONS = USE_ACTIONS + (GRANT_ACTION,)
+
+# KMS API Reference, CreateGrant, Operations: what the case 2 grant must give the role.
+GRANT_OPERATIONS = frozenset(a.split(":")[1] for a in REQUIRED_ACTIONS)
+
+ROOT_ARN = re.compile(r"^arn:([\w-]+):iam::(\d{12}):root$")
+
+
+def as_list(value):
+    """A policy element that may be one value or a list of them, as a list."""
+    if value is None:
+        return []
+    return list(value) if isinstance(value, list) else [value]
+
+
+def pattern_matches(pattern, value):
+    """IAM wildcard match: ``*`` any run of characters, ``?`` one; case-insensitive."""
+    if not isinstance(pattern, str):
+        return False
+    regex = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
+    return re.fullmatch(regex, value, re.IGNORECASE) is not None
+
+
+def statements(doc):
+    found = doc.get("Statement", []) if isinstance(doc, dict) else []
+    return [s for s in as_list(found) if isinstance(s, dict)]
+
+
+def aws_principals(statement):
+    """The AWS principals a statement names; empty for NotPrincipal or no principal."""
+    if "NotPrincipal" in statement:
+        return []
+    principal = statement.get("Principal")
+    if principal == "*":
+        return ["*"]
+    if isinstance(principal, dict):
+        return [p for p in as_list(principal.get("AWS")) if isinstance(p, str)]
+    return []
+
+
+def condition_kind(statement):
+    """None (no condition), "aws-resource" (only Bool kms:GrantIsForAWSResource true), or
+    "unknown"."""
+    condition = statement.get("Condition")
+    if not condition:
+        return None
+    if not isinstance(condition, dict) or list(condition) != ["Bool"]:
+        return "unknown"
+    test = condition["Bool"]
+    if not isinstance(test, dict) or len(test) != 1:
+        return "unknown"
+    key, value = next(iter(test.items()))
+    values = as_list(value)
+    true = len(values) == 1 and str(values[0]).lower() == "true"
+    return "aws-resource" if key.lower() == "kms:grantisforawsresource" and true else "unknown"
+
+
+def covers(statement, action, key_arn):
+    """Whether the statement's Action and Resource take in ``action`` on ``key_arn``."""
+    if "NotAction" in statement or "NotResource" in statement:
+        return False
+    actions = as_list(statement.get("Action"))
+    resources = as_list(statement.get("Resource", "*"))
+    return any(pattern_matches(a, action) for a in actions) and any(pattern_matches(r, key_arn) for r in resources)
+
+
+def allowed(doc, key_arn, names):
+    """The required actions some Allow grants to any principal in ``names``."""
+    granted = set()
+    for st in statements(doc):
+        if st.get("Effect") != "Allow" or not names.intersection(aws_principals(st)):
+            continue
+        kind = condition_kind(st)
+        for action in REQUIRED_ACTIONS:
+            counts = kind is None or (kind == "aws-resource" and action == GRANT_ACTION)
+            if counts and covers(st, action, key_arn):
+                granted.add(action)
+    return granted
+
+
+def denial(doc, key_arn, names):
+    """(statement label, action) of the first unconditional Deny on ``names``; else None."""
+    for i, st in enumerate(statements(doc)):
+        if st.get("Effect") != "Deny" or st.get("Condition") or not names.intersection(aws_principals(st)):
+            continue
+        for action in REQUIRED_ACTIONS:
+            if covers(st, action, key_arn):
+                return st.get("Sid") or f"#{i}", action
+    return None
+
+
+def account_names(role_arn):
+    """How a key policy may name the role's account: root ARN, bare id, or "*"."""
+    partition, account = role_arn.split(":")[1], role_arn.split(":")[4]
+    return {f"arn:{partition}:iam::{account}:root", account, "*"}
+
+
+def parse(policy_text):
+    try:
+        doc = json.loads(policy_text)
+    except (TypeError, ValueError):
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
+def missing_text(granted):
+    return ", ".join(a for a in REQUIRED_ACTIONS if a not in granted)
+
+
+def same_account_use(doc, key_arn, role_arn):
+    """Case 1: (ok, why)."""
+    denied = denial(doc, key_arn, {role_arn} | account_names(role_arn))
+    if denied:
+        return False, f"key policy statement {denied[0]} denies {denied[1]}"
+    granted = allowed(doc, key_arn, {role_arn, "*"})
+    if len(granted) < len(REQUIRED_ACTIONS):
+        return False, f"key policy does not allow the role {missing_text(granted)}"
+    return True, "key policy allows the role"
+
+
+def cross_account_use(doc, key_arn, role_arn, grants):
+    """Case 2: (ok, why). ``grants``: [(grant id, grantee, operations, constraints)] of
+    the key, grantees as KMS shows them."""
+    names = account_names(role_arn)
+    denied = denial(doc, key_arn, {role_arn} | names)
+    if denied:
+        return False, f"key policy statement {denied[0]} denies {denied[1]}"
+    granted = allowed(doc, key_arn, names | {role_arn})
+    if len(granted) < len(REQUIRED_ACTIONS):
+        return False, f"owner's key policy does not allow account {role_arn.split(':')[4]} {missing_text(granted)}"
+    for grant_id, grantee, operations, constraints in grants:
+        if grantee == role_arn and GRANT_OPERATIONS <= set(operations or ()) and not constraints:
+            return True, f"owner's key policy allows the account and grant {grant_id} gives the role its operations"
+    return False, "no grant on the key gives the role " + ", ".join(sorted(GRANT_OPERATIONS)) + " without constraints"
+
+
+def role_may_use(policy_text, key_arn, role_arn, grants):
+    """(ok, why): whether the role may use the enabled customer managed key ``key_arn``."""
+    doc = parse(policy_text)
+    if key_arn.split(":")[4] == role_arn.split(":")[4]:
+        return same_account_use(doc, key_arn, role_arn)
+    return cross_account_use(doc, key_arn, role_arn, grants)
