@@ -6,7 +6,7 @@
 use std::hint::black_box;
 
 use asg_cmk_operator::config::{Binding, Desired};
-use asg_cmk_operator::model::{AccountId, Asg, AsgRef, KeyArn};
+use asg_cmk_operator::model::{AccountId, Asg, AsgRef, KeyArn, KeyInfo, KeyManager};
 use asg_cmk_operator::plan::{plan, Observed};
 use asg_cmk_operator::policy::{ensure, Need, NeedKind, PolicyDocument, PrincipalIds};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
@@ -42,7 +42,15 @@ fn fleet(n: usize, k: usize) -> (Desired, Observed, AccountId) {
         if b.is_cross_account() {
             o.grants.insert(b.key.clone(), Ok(vec![]));
         }
-        o.asgs.insert(b.asg.clone(), Ok(Some(Asg { service_linked_role_arn: None })));
+        o.keys.entry(b.key.clone()).or_insert_with(|| {
+            Ok(KeyInfo {
+                arn: b.key.clone(),
+                state: "Enabled".into(),
+                spec: "SYMMETRIC_DEFAULT".into(),
+                manager: KeyManager::Customer,
+            })
+        });
+        o.asgs.insert(b.asg.clone(), Ok(Some(Asg { service_linked_role_arn: None, sources: vec![] })));
         d.bindings.push(b);
     }
     (d, o, own)
@@ -53,6 +61,8 @@ fn bench_plan(c: &mut Criterion) {
     g.sample_size(10);
     for (n, k) in [(1_000, 10), (1_000, 100), (10_000, 100), (10_000, 1_000), (50_000, 100), (50_000, 1_000)] {
         let (d, o, own) = fleet(n, k);
+        let p = plan(&d, &o, &own);
+        assert!(p.blocked.is_empty() && p.changes.len() > n, "the fixture must plan work for every binding");
         g.throughput(Throughput::Elements(n as u64));
         g.bench_with_input(BenchmarkId::new(format!("{k}_keys"), n), &n, |b, _| {
             b.iter(|| black_box(plan(black_box(&d), black_box(&o), &own)))

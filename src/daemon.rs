@@ -25,10 +25,12 @@ use tracing::Instrument;
 
 use crate::aws::{Aws, CallStats, ExecSettings};
 use crate::config::{self, Desired};
-use crate::metrics::{self, ActionLabel, ClassLabel, Health, Metrics};
+use crate::metrics::{self, ActionLabel, ClassLabel, GroupLabel, Health, Metrics, StatusBoard};
 use crate::model::{BindingId, Failure, KeyArn};
+use crate::plan::Depth;
 use crate::reconcile::{self, Outcome};
 use crate::scheduler::{Backoff, Jitter, Scheduler};
+use crate::status::{self, BindingStatus};
 
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -86,8 +88,14 @@ pub trait Reconciler: Send + Sync + 'static {
     type Client: Send + Sync + 'static;
     /// Connects; `region` is the fallback for global calls.
     fn connect(&self, region: String) -> impl Future<Output = Result<Self::Client, String>> + Send + 'static;
-    /// Reconciles `desired` (the bindings of the keys due) once.
-    fn reconcile(&self, client: Arc<Self::Client>, desired: Desired) -> impl Future<Output = Outcome> + Send + 'static;
+    /// Reconciles `desired` (the bindings of the keys due) once; a full pass also reads
+    /// what changes rarely (the groups' recent launches).
+    fn reconcile(
+        &self,
+        client: Arc<Self::Client>,
+        desired: Desired,
+        depth: Depth,
+    ) -> impl Future<Output = Outcome> + Send + 'static;
 }
 
 /// Passes against AWS: [`reconcile::apply`] with the daemon's settings.
@@ -109,9 +117,14 @@ impl Reconciler for AwsReconciler {
         }
     }
 
-    fn reconcile(&self, aws: Arc<Aws>, desired: Desired) -> impl Future<Output = Outcome> + Send + 'static {
+    fn reconcile(
+        &self,
+        aws: Arc<Aws>,
+        desired: Desired,
+        depth: Depth,
+    ) -> impl Future<Output = Outcome> + Send + 'static {
         let (exec, max_passes) = (self.exec.clone(), self.max_passes);
-        async move { reconcile::apply(&aws, &desired, max_passes, &exec).await }
+        async move { reconcile::apply(&aws, &desired, max_passes, &exec, depth).await }
     }
 }
 
@@ -176,10 +189,12 @@ struct Config {
     states: BTreeMap<BindingId, State>,
 }
 
-/// What the daemon reports: metrics and health.
+/// What the daemon reports: metrics, health, and each binding's status (/status).
 struct Telemetry {
     metrics: Arc<Metrics>,
     health: Arc<Health>,
+    board: Arc<StatusBoard>,
+    statuses: BTreeMap<BindingId, BindingStatus>,
 }
 
 struct Daemon<R: Reconciler> {
@@ -224,11 +239,12 @@ pub async fn run_with<R: Reconciler>(
     let last_text = std::fs::read_to_string(&settings.config).unwrap_or_default();
     let health = Arc::new(Health::default());
     health.beat();
+    let board = Arc::new(StatusBoard::default());
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .map_err(|source| DaemonError::Listen { addr: settings.listen, source })?;
     let addr = listener.local_addr().unwrap_or(settings.listen);
-    let server = tokio::spawn(crate::server::serve(listener, metrics.clone(), health.clone()));
+    let server = tokio::spawn(crate::server::serve(listener, metrics.clone(), health.clone(), board.clone()));
     let mut watch = config::watch::watch(&settings.config, settings.debounce)?;
     tracing::info!(%addr, config = %settings.config.display(), bindings = desired.bindings.len(), resync = ?settings.resync, "listening");
 
@@ -240,7 +256,7 @@ pub async fn run_with<R: Reconciler>(
             desired: Arc::new(desired),
             last_text,
         },
-        telemetry: Telemetry { metrics, health },
+        telemetry: Telemetry { metrics, health, board, statuses: BTreeMap::new() },
         connection: Connection::Down { retry_at: now, failures: 0 },
         pass: PassState::Idle,
         resync: Resync { every: settings.resync, next_at: now, first_done: false },
@@ -365,7 +381,8 @@ impl<R: Reconciler> Daemon<R> {
         };
         let span = tracing::info_span!("reconcile", trigger, keys = keys.len(), pass_bindings = subset.bindings.len());
         tracing::debug!(parent: &span, "pass started");
-        let handle = tokio::spawn(self.reconciler.reconcile(client, subset).instrument(span));
+        let depth = if full { Depth::Full } else { Depth::Quick };
+        let handle = tokio::spawn(self.reconciler.reconcile(client, subset, depth).instrument(span));
         self.pass = PassState::Running(Pass { keys, full, handle });
     }
 
@@ -434,6 +451,9 @@ impl<R: Reconciler> Daemon<R> {
             }
         }
         self.update_gauge();
+        self.report_launches(&outcome);
+        self.update_statuses(outcome.status);
+        let metrics = &self.telemetry.metrics;
         Metrics::count(&metrics.passes, if outcome.failed.is_empty() { "success" } else { "error" });
         if pass.full {
             metrics.last_resync.set(metrics::unix_now());
@@ -451,6 +471,42 @@ impl<R: Reconciler> Daemon<R> {
         } else {
             tracing::debug!(keys, pass_converged, converged_total, full, "pass finished; converged");
         }
+    }
+
+    /// The groups' most recent launches (full passes only): the metric, and a warning for
+    /// each group whose most recent launch failed, quoting AWS's reason.
+    fn report_launches(&self, outcome: &Outcome) {
+        for (asg, launch) in &outcome.launches {
+            let failed = match launch {
+                Ok(Some(a)) if a.failed() => {
+                    let message = a.status_message.as_deref().unwrap_or("no status message");
+                    tracing::warn!(asg = %asg, started = a.start_time.as_deref().unwrap_or("unknown"), status_message = message, "the group's most recent launch failed");
+                    1
+                }
+                Ok(_) => 0,
+                Err(_) => continue,
+            };
+            let label =
+                GroupLabel { asg: asg.name.clone(), account: asg.account.to_string(), region: asg.region.clone() };
+            self.telemetry.metrics.launch_failures.get_or_create(&label).set(failed);
+        }
+    }
+
+    /// Takes in the pass's statuses (keeping transition times and, on a quick pass, the
+    /// launches last read) and publishes every binding's on /status.
+    fn update_statuses(&mut self, statuses: Vec<BindingStatus>) {
+        for mut s in statuses {
+            if let Some(before) = self.telemetry.statuses.get(&s.binding) {
+                s.carry_over(before);
+            }
+            self.telemetry.statuses.insert(s.binding.clone(), s);
+        }
+        self.publish_statuses();
+    }
+
+    fn publish_statuses(&self) {
+        let all: Vec<BindingStatus> = self.telemetry.statuses.values().cloned().collect();
+        self.telemetry.board.set(status::document(&all));
     }
 
     fn update_gauge(&self) {
@@ -513,6 +569,9 @@ impl<R: Reconciler> Daemon<R> {
             })
             .collect();
         self.config.states = states;
+        let bound: BTreeSet<BindingId> = new.bindings.iter().map(|b| b.id()).collect();
+        self.telemetry.statuses.retain(|b, _| bound.contains(b));
+        self.publish_statuses();
         tracing::info!(bindings = new.bindings.len(), changed_keys = changed.len(), "config reloaded");
         self.config.desired = Arc::new(new);
         self.update_gauge();

@@ -116,10 +116,29 @@ pub fn policy(desired: &Desired, account: &AccountId) -> Result<Value, IamPolicy
             &slrs,
             Some(json!({"StringEquals": {"iam:PassedToService": AUTOSCALING_SERVICE}})),
         ));
+        // These reads take no resource: their Resource must be "*".
         statements.push(statement(
-            "DescribeAutoScalingGroups",
-            &["autoscaling:DescribeAutoScalingGroups"],
+            "ReadGroupsAndWhatTheyLaunchWith",
+            &[
+                "autoscaling:DescribeAutoScalingGroups",
+                "autoscaling:DescribeScalingActivities",
+                "autoscaling:DescribeLaunchConfigurations",
+                "ec2:DescribeLaunchTemplateVersions",
+                "ec2:DescribeImages",
+                "ec2:DescribeSnapshots",
+                "ec2:GetEbsEncryptionByDefault",
+                "ec2:GetEbsDefaultKmsKeyId",
+            ],
             &BTreeSet::from(["*".to_owned()]),
+            None,
+        ));
+        // The keys the groups launch with are found in their launch templates and AMIs,
+        // so they are not known here: DescribeKey (metadata only) on any key.
+        let partition = mine[0].key.partition();
+        statements.push(statement(
+            "DescribeKeysGroupsLaunchWith",
+            &["kms:DescribeKey"],
+            &BTreeSet::from([format!("arn:{partition}:kms:*:*:key/*")]),
             None,
         ));
         statements.push(statement(
@@ -190,7 +209,8 @@ mod tests {
                 "ReadServiceLinkedRoles",
                 "CreateAutoScalingServiceLinkedRoles",
                 "PassServiceLinkedRolesToAutoScaling",
-                "DescribeAutoScalingGroups",
+                "ReadGroupsAndWhatTheyLaunchWith",
+                "DescribeKeysGroupsLaunchWith",
                 "UpdateConfiguredAutoScalingGroups",
                 "ManageOwnKeyPolicies",
                 "CreateGrantsOnOtherAccountsKeys",
@@ -238,15 +258,19 @@ mod tests {
     }
 
     #[test]
-    fn no_wildcard_actions_and_only_describe_on_star() {
+    fn no_wildcard_actions_and_only_reads_on_star() {
         for account in ["111122223333", "444455556666"] {
             let p = policy(&desired(), &acct(account)).unwrap();
             for s in p["Statement"].as_array().unwrap() {
                 for a in s["Action"].as_array().unwrap() {
-                    assert!(!a.as_str().unwrap().contains('*'), "{a}");
-                }
-                if s["Resource"] == json!(["*"]) {
-                    assert_eq!(s["Action"], json!(["autoscaling:DescribeAutoScalingGroups"]), "{s}");
+                    let a = a.as_str().unwrap();
+                    assert!(!a.contains('*'), "{a}");
+                    let read = ["Describe", "Get", "List"].iter().any(|r| a.split(':').nth(1).unwrap().starts_with(r));
+                    let anywhere = s["Resource"].as_array().unwrap().iter().any(|r| {
+                        let r = r.as_str().unwrap();
+                        r == "*" || r.ends_with(":key/*")
+                    });
+                    assert!(read || !anywhere || s.get("Condition").is_some(), "a write on a wildcard resource: {s}");
                 }
             }
         }

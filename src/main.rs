@@ -1,4 +1,4 @@
-//! Command line: `validate`, `plan`, `apply` and `run`.
+//! Command line: `validate`, `plan`, `apply`, `status`, `discover`, `run` and `iam-policy`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -8,11 +8,13 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use asg_cmk_operator::aws::{Aws, ExecSettings};
+use asg_cmk_operator::aws::{self, Aws, ExecSettings};
 use asg_cmk_operator::config::{self, Desired};
+use asg_cmk_operator::model::is_region;
 use asg_cmk_operator::model::AccountId;
+use asg_cmk_operator::plan::{self, Depth};
 use asg_cmk_operator::telemetry::{self, LogFormat};
-use asg_cmk_operator::{daemon, iam_policy, output, reconcile};
+use asg_cmk_operator::{daemon, iam_policy, launch, output, reconcile, status};
 
 /// Keeps EC2 Auto Scaling groups able to launch instances whose EBS volumes are
 /// encrypted with customer managed KMS keys.
@@ -59,6 +61,29 @@ enum Command {
         /// as JSON to this file.
         #[arg(long)]
         stats_json: Option<PathBuf>,
+    },
+    /// Print a config for the groups of one region: each with the customer managed keys
+    /// its launches use (launch templates and configurations, AMI snapshots, the EBS
+    /// default key), and where each was found. Only reads.
+    Discover {
+        /// The region whose groups to read.
+        #[arg(long)]
+        region: String,
+        /// Only these groups (repeat the flag); all of the region's by default.
+        #[arg(long = "asg", value_name = "NAME")]
+        asgs: Vec<String>,
+        /// The account; it must be the one the credentials act in (the default).
+        #[arg(long)]
+        account: Option<String>,
+    },
+    /// Show whether each binding's group can launch, as conditions (KeyUsable, RoleReady,
+    /// KeyPolicyReady, GrantReady, AsgUsesRole, LaunchesHealthy). Only reads.
+    /// Exit 0: every binding ready; 2: some are not; 1: error.
+    Status {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
     },
     /// Print the least-privilege IAM policy (JSON) for the operator's identity in one
     /// account. Makes no AWS call.
@@ -133,6 +158,11 @@ fn main() -> ExitCode {
         Command::Apply { config, max_passes, stats_json } => {
             let Some(desired) = load(&config) else { return ExitCode::FAILURE };
             runtime().block_on(apply(desired, max_passes, stats_json))
+        }
+        Command::Discover { region, asgs, account } => runtime().block_on(discover(region, asgs, account)),
+        Command::Status { config, output } => {
+            let Some(desired) = load(&config) else { return ExitCode::FAILURE };
+            runtime().block_on(status(desired, output))
         }
         Command::IamPolicy { config, account } => {
             let Some(desired) = load(&config) else { return ExitCode::FAILURE };
@@ -217,7 +247,7 @@ async fn connect(desired: &Desired) -> Option<Arc<Aws>> {
 
 async fn plan(desired: Desired, output: Output) -> ExitCode {
     let Some(aws) = connect(&desired).await else { return ExitCode::FAILURE };
-    let (_, p) = reconcile::observe_and_plan(&aws, &desired).await;
+    let (_, p) = reconcile::observe_and_plan(&aws, &desired, Depth::Full).await;
     match output {
         Output::Text => print!("{}", output::plan_text(&p, desired.bindings.len())),
         Output::Json => println!("{}", output::plan_json(&p)),
@@ -231,9 +261,68 @@ async fn plan(desired: Desired, output: Output) -> ExitCode {
     }
 }
 
+async fn discover(region: String, asgs: Vec<String>, account: Option<String>) -> ExitCode {
+    if !is_region(&region) {
+        eprintln!("error: --region {region:?} is not a region name");
+        return ExitCode::FAILURE;
+    }
+    let aws = match Aws::connect(&region, Default::default()).await {
+        Ok(aws) => aws,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let caller = *aws.caller();
+    if let Some(a) = account.filter(|a| a != caller.as_str()) {
+        eprintln!("error: --account {a} is not the account the credentials act in ({caller}); run discover with that account's credentials");
+        return ExitCode::FAILURE;
+    }
+    let own = aws.account(&caller).expect("our own account always resolves");
+    let groups = match aws::discover::describe_groups(&own, &region, &asgs).await {
+        Ok(g) => g,
+        Err(f) => {
+            eprintln!("error: {f}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let sources: Vec<_> = groups.iter().map(|(a, g)| (a.clone(), g.sources.clone())).collect();
+    let launches = aws::discover::group_launches(&own, &region, &sources).await;
+    let rows: Vec<(String, Result<_, String>)> =
+        launches.into_iter().map(|(a, r)| (a.name.clone(), r.map_err(|f| f.message))).collect();
+    print!("{}", launch::render_config(&caller, &region, &rows, &status::rfc3339(status::now())));
+    ExitCode::SUCCESS
+}
+
+async fn status(desired: Desired, output: Output) -> ExitCode {
+    let Some(aws) = connect(&desired).await else { return ExitCode::FAILURE };
+    let reads = plan::reads(&desired, aws.caller(), Depth::Full);
+    let observed = aws::observe(&aws, &desired, &reads).await;
+    let statuses = status::evaluate(&desired, &observed, aws.caller(), status::now());
+    match output {
+        Output::Text => print!("{}", status::text(&statuses)),
+        Output::Json => {
+            println!("{}", serde_json::to_string_pretty(&status::document(&statuses)).expect("status JSON serialises"))
+        }
+    }
+    if statuses.iter().all(|s| s.ready()) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    }
+}
+
 async fn apply(desired: Desired, max_passes: u32, stats_json: Option<PathBuf>) -> ExitCode {
     let Some(aws) = connect(&desired).await else { return ExitCode::FAILURE };
-    let out = reconcile::apply(&aws, &desired, max_passes, &ExecSettings::default()).await;
+    let out = reconcile::apply(&aws, &desired, max_passes, &ExecSettings::default(), Depth::Full).await;
+    for (asg, launch) in &out.launches {
+        if let Ok(Some(a)) = launch.as_ref().map(Option::as_ref) {
+            if a.failed() {
+                let message = a.status_message.as_deref().unwrap_or("no status message");
+                tracing::warn!(asg = %asg, status_message = message, "the group's most recent launch failed");
+            }
+        }
+    }
     if let Some(path) = stats_json {
         let calls: Vec<serde_json::Value> = aws
             .stats()

@@ -36,6 +36,13 @@ pub struct StateLabel {
     pub state: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GroupLabel {
+    pub asg: String,
+    pub account: String,
+    pub region: String,
+}
+
 /// Every metric the daemon exports (names get the `asg_cmk_operator_` prefix).
 pub struct Metrics {
     registry: Registry,
@@ -46,6 +53,7 @@ pub struct Metrics {
     pub bindings: Family<StateLabel, Gauge>,
     pub reloads: Family<ResultLabel, Counter>,
     pub last_resync: Gauge<i64, AtomicI64>,
+    pub launch_failures: Family<GroupLabel, Gauge>,
 }
 
 impl Default for Metrics {
@@ -65,6 +73,7 @@ impl Metrics {
             bindings: Family::default(),
             reloads: Family::default(),
             last_resync: Gauge::default(),
+            launch_failures: Family::default(),
             registry: Registry::default(),
         };
         registry.register("reconcile_passes", "Reconcile passes, by result", m.passes.clone());
@@ -77,6 +86,11 @@ impl Metrics {
             "last_successful_resync_timestamp_seconds",
             "Unix time when the last full resync pass finished",
             m.last_resync.clone(),
+        );
+        registry.register(
+            "launch_failures",
+            "1 when the group's most recent launch failed (read at start and on resync), else 0",
+            m.launch_failures.clone(),
         );
         // Known label values start at zero, so dashboards see them before the first event.
         for r in ["success", "error"] {
@@ -102,6 +116,29 @@ impl Metrics {
 
     pub fn count(family: &Family<ResultLabel, Counter>, result: &str) {
         family.get_or_create(&ResultLabel { result: result.into() }).inc();
+    }
+}
+
+/// The status document served on `/status`, replaced after every pass.
+#[derive(Debug, Default)]
+pub struct StatusBoard {
+    doc: std::sync::RwLock<String>,
+}
+
+impl StatusBoard {
+    pub fn set(&self, doc: serde_json::Value) {
+        let text = serde_json::to_string_pretty(&doc).expect("a JSON value serialises");
+        *self.doc.write().expect("status lock") = text;
+    }
+
+    /// The document, or an empty one before the first pass.
+    pub fn get(&self) -> String {
+        let doc = self.doc.read().expect("status lock");
+        if doc.is_empty() {
+            r#"{"ready": false, "bindings": []}"#.to_owned()
+        } else {
+            doc.clone()
+        }
     }
 }
 
@@ -161,6 +198,13 @@ mod tests {
         m.changes.get_or_create(&ActionLabel { action: "PutKeyPolicy".into() }).inc();
         m.errors.get_or_create(&ClassLabel { class: "terminal".into() }).inc();
         m.last_resync.set(1_700_000_000);
+        m.launch_failures
+            .get_or_create(&GroupLabel {
+                asg: "web".into(),
+                account: "111122223333".into(),
+                region: "us-west-2".into(),
+            })
+            .set(1);
         let text = m.encode();
         for needle in [
             "asg_cmk_operator_reconcile_passes_total{result=\"success\"} 1",
@@ -171,6 +215,7 @@ mod tests {
             "asg_cmk_operator_config_reloads_total{result=\"error\"} 0",
             "asg_cmk_operator_changes_applied_total{action=\"PutKeyPolicy\"} 1",
             "asg_cmk_operator_reconcile_errors_total{class=\"terminal\"} 1",
+            "asg_cmk_operator_launch_failures{asg=\"web\",account=\"111122223333\",region=\"us-west-2\"} 1",
         ] {
             assert!(text.contains(needle), "missing {needle} in\n{text}");
         }

@@ -306,6 +306,37 @@ pub struct Role {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Asg {
     pub service_linked_role_arn: Option<String>,
+    /// What its instances are launched from.
+    pub sources: Vec<LaunchSource>,
+}
+
+/// Where a group's instances come from: what `discover` reads to find the keys it uses.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum LaunchSource {
+    /// A launch template, by id or name, at the version the group names (`$Default`
+    /// when it names none); `via` says where: the group itself, its mixed instances
+    /// policy, or one of that policy's overrides.
+    Template { id: Option<String>, name: Option<String>, version: String, via: &'static str },
+    /// A launch configuration, by name.
+    Configuration(String),
+}
+
+/// A group's most recent launch, from its scaling activities.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LaunchActivity {
+    /// `Successful`, `Failed`, `InProgress`, `Cancelled`, ...
+    pub status_code: String,
+    /// For a failed launch, AWS's reason, such as `Client.InternalError: Client error on
+    /// launch` when the group's role cannot use a key.
+    pub status_message: Option<String>,
+    pub start_time: Option<String>,
+    pub description: String,
+}
+
+impl LaunchActivity {
+    pub fn failed(&self) -> bool {
+        self.status_code == "Failed"
+    }
 }
 
 /// How an error should be handled: change the config, or try again later.

@@ -107,7 +107,7 @@ pub fn plan_text(plan: &Plan, bindings: usize) -> String {
 mod tests {
     use super::*;
     use crate::model::{AccountId, AsgRef, BindingId, Failure, KeyArn, Slr};
-    use crate::plan::{Blocked, Note};
+    use crate::plan::{Blocked, Note, NoteKind};
 
     fn sample() -> Plan {
         let account = AccountId::parse("111122223333").unwrap();
@@ -138,6 +138,7 @@ mod tests {
             }],
             notes: vec![Note {
                 binding: BindingId { asg: AsgRef::new(account, "us-west-2", "batch"), key },
+                kind: NoteKind::AwsManaged,
                 message: "an AWS managed key".into(),
             }],
         }

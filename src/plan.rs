@@ -4,8 +4,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::config::{Binding, Desired};
+use crate::launch::GroupLaunch;
 use crate::model::{
-    AccountId, Asg, AsgRef, BindingId, ErrorClass, Failure, Grant, KeyArn, KeyInfo, KeyManager, Role, Slr,
+    AccountId, Asg, AsgRef, BindingId, ErrorClass, Failure, Grant, KeyArn, KeyInfo, KeyManager, LaunchActivity, Role,
+    Slr,
 };
 use crate::policy::{self, Need, NeedKind, PolicyDocument, PrincipalIds, GRANT_OPERATIONS};
 
@@ -25,6 +27,26 @@ pub struct Observed {
     pub grants: BTreeMap<KeyArn, Result<Vec<Grant>, Failure>>,
     /// ASGs; `Ok(None)` when the group does not exist.
     pub asgs: BTreeMap<AsgRef, Result<Option<Asg>, Failure>>,
+    /// Each group's most recent launch (`Ok(None)`: none among its recent activities).
+    /// Read only on full passes (start, resync, one-shot commands); absent otherwise.
+    pub launches: BTreeMap<AsgRef, Result<Option<LaunchActivity>, Failure>>,
+    /// The keys each group's launches use (full passes only).
+    pub launch_keys: BTreeMap<AsgRef, Result<GroupLaunch, Failure>>,
+}
+
+impl Observed {
+    /// Takes in a newer observation: what it saw replaces what this one saw.
+    pub fn absorb(&mut self, newer: Observed) {
+        // Credentials are had per round: the newer round's failures are the current ones.
+        self.account_errors = newer.account_errors;
+        self.roles.extend(newer.roles);
+        self.keys.extend(newer.keys);
+        self.key_policies.extend(newer.key_policies);
+        self.grants.extend(newer.grants);
+        self.asgs.extend(newer.asgs);
+        self.launches.extend(newer.launches);
+        self.launch_keys.extend(newer.launch_keys);
+    }
 }
 
 /// One AWS write call.
@@ -139,11 +161,34 @@ pub struct Blocked {
 }
 
 /// Something true of a binding that is neither a change nor a failure, for `plan`'s
-/// output and the logs (an AWS managed key needs nothing, for example).
+/// output and the logs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Note {
     pub binding: BindingId,
+    pub kind: NoteKind,
     pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoteKind {
+    /// The key is AWS managed: nothing to do.
+    AwsManaged,
+    /// The group's most recent launch failed.
+    LaunchFailed,
+    /// The group launches with a customer managed key that no binding covers.
+    UnboundKey,
+    /// The group launches Spot instances through a launch configuration.
+    Spot,
+    /// A volume's key could not be known.
+    UnknownKey,
+}
+
+impl NoteKind {
+    /// Drift the operator warns of once a pass: a group that will fail to launch, or
+    /// might, for a reason outside its bindings.
+    pub fn is_drift(self) -> bool {
+        matches!(self, NoteKind::UnboundKey | NoteKind::Spot | NoteKind::UnknownKey)
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -166,6 +211,17 @@ pub struct Reads {
     pub asgs: BTreeMap<(AccountId, String), BTreeSet<AsgRef>>,
     /// Every account that must be acted in, with its role when it is not the caller's.
     pub accounts: BTreeSet<AccountId>,
+    /// Groups whose recent launches are read (full passes only).
+    pub launches: BTreeSet<AsgRef>,
+}
+
+/// How much a pass reads. A full pass (at start, on resync, and for the one-shot
+/// commands) also reads what changes rarely but matters to whether a group can launch:
+/// its recent launches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Depth {
+    Quick,
+    Full,
 }
 
 /// Why a binding cannot be acted on with the credentials at hand, if it cannot.
@@ -186,7 +242,7 @@ pub fn access_error(b: &Binding, desired: &Desired, caller: &AccountId) -> Optio
 
 /// Lists every read a pass needs: one per role, per key, per cross-account key's grants,
 /// and per (account, region) for ASGs, however many bindings share them.
-pub fn reads(desired: &Desired, caller: &AccountId) -> Reads {
+pub fn reads(desired: &Desired, caller: &AccountId, depth: Depth) -> Reads {
     let mut r = Reads::default();
     for b in desired.bindings.iter().filter(|b| access_error(b, desired, caller).is_none()) {
         r.roles.insert(b.slr());
@@ -197,6 +253,9 @@ pub fn reads(desired: &Desired, caller: &AccountId) -> Reads {
         r.asgs.entry((b.asg.account, b.asg.region.clone())).or_default().insert(b.asg.clone());
         r.accounts.insert(b.asg.account);
         r.accounts.insert(*b.key.account());
+        if depth == Depth::Full {
+            r.launches.insert(b.asg.clone());
+        }
     }
     r
 }
@@ -236,7 +295,7 @@ fn fnv1a(bytes: &[u8]) -> u32 {
 }
 
 /// True when the grant lets the grantee do all that EBS needs, with no constraints.
-fn grant_is_sufficient(g: &Grant) -> bool {
+pub(crate) fn grant_is_sufficient(g: &Grant) -> bool {
     !g.constrained && GRANT_OPERATIONS.iter().all(|op| g.operations.iter().any(|o| o == op))
 }
 
@@ -290,7 +349,80 @@ pub fn plan(desired: &Desired, observed: &Observed, caller: &AccountId) -> Plan 
     }
     let mut plan = assemble(changes, blocked);
     plan.notes = notes;
+    plan.notes.extend(failed_launches(desired, observed));
+    plan.notes.extend(drift(desired, observed));
     plan
+}
+
+/// For each bound group whose launches were read: a note for every customer managed key
+/// it launches with that none of its bindings covers (its launches will fail), for a
+/// volume whose key could not be known, and for Spot instances requested through a
+/// launch configuration, which EC2 launches through `AWSServiceRoleForEC2Spot` (EC2 Auto
+/// Scaling User Guide, service-linked roles): that role needs the keys too, and the
+/// operator does not manage it.
+pub fn drift(desired: &Desired, observed: &Observed) -> Vec<Note> {
+    let mut by_group: BTreeMap<&AsgRef, Vec<&Binding>> = BTreeMap::new();
+    for b in &desired.bindings {
+        by_group.entry(&b.asg).or_default().push(b);
+    }
+    let mut notes = Vec::new();
+    for (asg, bindings) in by_group {
+        let Some(Ok(launch)) = observed.launch_keys.get(asg) else { continue };
+        // What the bindings cover: each key as configured, and the key it resolves to.
+        let mut covered: BTreeSet<&str> = BTreeSet::new();
+        for b in &bindings {
+            covered.insert(b.key.as_str());
+            if let Some(Ok(info)) = observed.keys.get(&b.key) {
+                covered.insert(info.arn.as_str());
+            }
+        }
+        let first = bindings[0].id();
+        let note = |kind, message| Note { binding: first.clone(), kind, message };
+        for k in &launch.keys {
+            match &k.resolved {
+                Ok((_, KeyManager::Aws)) => {}
+                Ok((arn, KeyManager::Customer)) if covered.contains(arn.as_str()) => {}
+                Ok((arn, KeyManager::Customer)) => notes.push(note(
+                    NoteKind::UnboundKey,
+                    format!("the group launches with customer managed key {arn} ({}), which no binding covers: its launches will fail until it is bound", k.source),
+                )),
+                Err(_) if covered.contains(k.key_ref.as_str()) => {}
+                Err(why) => notes.push(note(
+                    NoteKind::UnknownKey,
+                    format!("the group launches with key {} ({}), which could not be described ({why}): bind it if it is customer managed", k.key_ref, k.source),
+                )),
+            }
+        }
+        for why in &launch.unknown {
+            notes.push(note(NoteKind::UnknownKey, format!("a volume's key could not be known: {why}")));
+        }
+        for lc in &launch.spot {
+            notes.push(note(
+                NoteKind::Spot,
+                format!("{lc} requests Spot instances, which EC2 launches through AWSServiceRoleForEC2Spot: that role needs the group's keys too, and the operator does not grant it"),
+            ));
+        }
+    }
+    notes
+}
+
+/// A note for each binding whose group's most recent launch failed (when launches were
+/// read): the symptom the operator is there to cure, quoted.
+fn failed_launches(desired: &Desired, observed: &Observed) -> Vec<Note> {
+    let mut notes = Vec::new();
+    for b in &desired.bindings {
+        if let Some(Ok(Some(a))) = observed.launches.get(&b.asg) {
+            if a.failed() {
+                let message = a.status_message.as_deref().unwrap_or("no status message");
+                notes.push(Note {
+                    binding: b.id(),
+                    kind: NoteKind::LaunchFailed,
+                    message: format!("the group's most recent launch failed: {message}"),
+                });
+            }
+        }
+    }
+    notes
 }
 
 /// Step 1: a binding whose account, ASG, role, key, key policy or grants could not be read
@@ -338,6 +470,7 @@ fn check_observed<'a>(desired: &'a Desired, observed: &'a Observed, caller: &Acc
             Ok(Some(r)) => ready.push(r),
             Ok(None) => step.notes.push(Note {
                 binding: b.id(),
+                kind: NoteKind::AwsManaged,
                 message: format!(
                     "{} is an AWS managed key: Auto Scaling may use it with no key policy statement or grant; nothing to do",
                     b.key
@@ -352,7 +485,7 @@ fn check_observed<'a>(desired: &'a Desired, observed: &'a Observed, caller: &Acc
 /// Why EBS cannot use a key, if it cannot: it must be Enabled (KMS Developer Guide, "Key
 /// states of AWS KMS keys") and symmetric (EBS supports only symmetric keys). Nothing is
 /// written for such a key; the failure is terminal until someone changes the key.
-fn unusable(configured: &KeyArn, info: &KeyInfo) -> Option<Failure> {
+pub(crate) fn unusable(configured: &KeyArn, info: &KeyInfo) -> Option<Failure> {
     let named = if configured.is_alias() { format!("{configured} (key {})", info.arn) } else { configured.to_string() };
     let why = match info.state.as_str() {
         "Enabled" => None,

@@ -7,16 +7,17 @@ use tracing::Instrument;
 
 use crate::aws::{self, Aws, Done, ExecSettings};
 use crate::config::Desired;
-use crate::model::{BindingId, ErrorClass, Failure};
-use crate::plan::{self, Change, Observed, Plan, PlannedChange};
+use crate::model::{AsgRef, BindingId, ErrorClass, Failure, LaunchActivity};
+use crate::plan::{self, Change, Depth, Observed, Plan, PlannedChange};
 use crate::scheduler::Jitter;
+use crate::status::{self, BindingStatus};
 
 /// Writes in flight at once within one phase.
 pub const WRITE_CONCURRENCY: usize = 8;
 
 /// Observes everything the desired state needs and plans against it.
-pub async fn observe_and_plan(aws: &Arc<Aws>, desired: &Desired) -> (Observed, Plan) {
-    let reads = plan::reads(desired, aws.caller());
+pub async fn observe_and_plan(aws: &Arc<Aws>, desired: &Desired, depth: Depth) -> (Observed, Plan) {
+    let reads = plan::reads(desired, aws.caller(), depth);
     let observed = aws::observe(aws, desired, &reads).await;
     let p = plan::plan(desired, &observed, aws.caller());
     (observed, p)
@@ -54,6 +55,8 @@ pub struct Executed {
     pub applied: Applied,
     /// Bindings whose changes failed, with the first failure.
     pub failed: BTreeMap<BindingId, Failure>,
+    /// The observation the plan came from, with the roles the writes created.
+    pub observed: Observed,
 }
 
 /// Runs a plan phase by phase. After a phase in which a change failed or a role came to
@@ -120,6 +123,7 @@ pub async fn execute_plan(
         })
         .await;
     }
+    done.observed = observed;
     done
 }
 
@@ -154,6 +158,11 @@ pub struct Outcome {
     pub applied: Applied,
     pub converged: Vec<BindingId>,
     pub failed: BTreeMap<BindingId, Failure>,
+    /// Whether each binding's group can launch, as of the last observation of each of
+    /// its parts.
+    pub status: Vec<BindingStatus>,
+    /// The groups' most recent launches, when this was a full pass.
+    pub launches: BTreeMap<AsgRef, Result<Option<LaunchActivity>, Failure>>,
 }
 
 /// Reconciles until every binding has converged or failed terminally, or `max_passes`
@@ -161,8 +170,19 @@ pub struct Outcome {
 /// and executes. What failed for a transient reason, a read or a write, is tried again in
 /// the next round, after a backoff when the round before had such failures. A terminal
 /// failure is not retried within the same apply.
-pub async fn apply(aws: &Arc<Aws>, desired: &Desired, max_passes: u32, settings: &ExecSettings) -> Outcome {
+///
+/// A full pass (`depth`) also reads the groups' recent launches, in its first round.
+pub async fn apply(
+    aws: &Arc<Aws>,
+    desired: &Desired,
+    max_passes: u32,
+    settings: &ExecSettings,
+    depth: Depth,
+) -> Outcome {
     let mut out = Outcome::default();
+    // The latest observation of every part, for the bindings' status: later rounds
+    // observe only the bindings still in play.
+    let mut seen = Observed::default();
     let mut terminal: BTreeMap<BindingId, Failure> = BTreeMap::new();
     let mut last_failed: BTreeMap<BindingId, Failure> = BTreeMap::new();
     let mut jitter = Jitter::from_clock();
@@ -176,9 +196,18 @@ pub async fn apply(aws: &Arc<Aws>, desired: &Desired, max_passes: u32, settings:
         }
         let live = without(desired, &terminal);
         let span = tracing::info_span!("round", round = out.passes);
-        let (observed, plan) = observe_and_plan(aws, &live).instrument(span.clone()).await;
+        let depth = if out.passes == 1 { depth } else { Depth::Quick };
+        let (observed, plan) = observe_and_plan(aws, &live, depth).instrument(span.clone()).await;
         let retry = plan.blocked.iter().any(|b| b.failure.class != ErrorClass::Terminal);
+        if depth == Depth::Full {
+            // Once a pass: groups that will fail to launch for a reason their bindings
+            // do not cover.
+            for n in plan.notes.iter().filter(|n| n.kind.is_drift()) {
+                tracing::warn!(binding = %n.binding, note = %n.message, "drift");
+            }
+        }
         if (plan.changes.is_empty() && !retry) || out.passes > max_passes {
+            seen.absorb(observed);
             let mut failed = terminal;
             failed.extend(plan.blocked.iter().map(|b| (b.binding.clone(), b.failure.clone())));
             for c in &plan.changes {
@@ -192,12 +221,15 @@ pub async fn apply(aws: &Arc<Aws>, desired: &Desired, max_passes: u32, settings:
             }
             out.converged = desired.bindings.iter().map(|b| b.id()).filter(|a| !failed.contains_key(a)).collect();
             out.failed = failed;
+            out.status = status::evaluate(desired, &seen, aws.caller(), status::now());
+            out.launches = std::mem::take(&mut seen.launches);
             return out;
         }
         for b in plan.blocked.iter().filter(|b| b.failure.class == ErrorClass::Terminal) {
             terminal.insert(b.binding.clone(), b.failure.clone());
         }
-        let executed = execute_plan(aws, &live, observed, plan, settings).instrument(span).await;
+        let mut executed = execute_plan(aws, &live, observed, plan, settings).instrument(span).await;
+        seen.absorb(std::mem::take(&mut executed.observed));
         for (b, f) in &executed.failed {
             if f.class == ErrorClass::Terminal {
                 terminal.insert(b.clone(), f.clone());

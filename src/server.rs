@@ -1,4 +1,4 @@
-//! The HTTP endpoints: `/healthz`, `/readyz` and `/metrics`.
+//! The HTTP endpoints: `/healthz`, `/readyz`, `/metrics` and `/status`.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -9,7 +9,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
-use crate::metrics::{Health, Metrics};
+use crate::metrics::{Health, Metrics, StatusBoard};
 
 fn respond(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
     Response::builder()
@@ -19,7 +19,7 @@ fn respond(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Re
         .expect("static response parts are valid")
 }
 
-fn route(req: &Request<Incoming>, metrics: &Metrics, health: &Health) -> Response<Full<Bytes>> {
+fn route(req: &Request<Incoming>, metrics: &Metrics, health: &Health, board: &StatusBoard) -> Response<Full<Bytes>> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return respond(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "method not allowed\n");
     }
@@ -34,12 +34,13 @@ fn route(req: &Request<Incoming>, metrics: &Metrics, health: &Health) -> Respons
         "/healthz" => check(health.alive(), "ok\n", "reconcile loop is stuck\n"),
         "/readyz" => check(health.ready(), "ready\n", "not ready: waiting for the first full pass\n"),
         "/metrics" => respond(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", metrics.encode()),
+        "/status" => respond(StatusCode::OK, "application/json", board.get()),
         _ => respond(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
     }
 }
 
 /// Serves until the task is dropped or aborted.
-pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, health: Arc<Health>) {
+pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, health: Arc<Health>, board: Arc<StatusBoard>) {
     loop {
         let stream = match listener.accept().await {
             Ok((s, _)) => s,
@@ -49,10 +50,10 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, health: Arc<Hea
                 continue;
             }
         };
-        let (metrics, health) = (metrics.clone(), health.clone());
+        let (metrics, health, board) = (metrics.clone(), health.clone(), board.clone());
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                let r = route(&req, &metrics, &health);
+                let r = route(&req, &metrics, &health, &board);
                 async move { Ok::<_, Infallible>(r) }
             });
             if let Err(e) = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await

@@ -105,3 +105,233 @@ async fn a_group_that_needs_two_keys_gets_both_and_one_role_update() {
     assert_eq!(asg_role(&own, "web").await, Some(slr_arn(OWN, CMK)));
     assert_eq!(grants(&other, &image).await.len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn status_says_what_keeps_a_group_from_launching_and_then_that_it_can() {
+    let CrossAccount { moto, own: _, other: _, key, dir: _dir, cfg } = one_asg_on_other_key(CMK).await;
+    moto.reset_calls();
+    let before = moto.operator(&["status", "--config", &cfg, "--output", "json"]);
+    assert_eq!(before.status.code(), Some(2));
+    assert!(writes(&moto.calls()).is_empty(), "status only reads");
+    let doc: serde_json::Value = serde_json::from_str(&stdout(&before)).unwrap();
+    assert_eq!(doc["ready"], false);
+    let b = &doc["bindings"][0];
+    assert_eq!(
+        (b["asg"].as_str(), b["account"].as_str(), b["key"].as_str()),
+        (Some("api"), Some(OWN), Some(key.as_str()))
+    );
+    let status = |kind: &str| {
+        let c = b["conditions"].as_array().unwrap().iter().find(|c| c["type"] == kind).unwrap().clone();
+        (c["status"].as_str().unwrap().to_owned(), c["reason"].as_str().unwrap().to_owned())
+    };
+    assert_eq!(status("KeyUsable"), ("True".into(), "Enabled".into()));
+    assert_eq!(status("RoleReady"), ("False".into(), "NotFound".into()));
+    assert_eq!(status("KeyPolicyReady"), ("False".into(), "Missing".into()));
+    assert_eq!(status("GrantReady"), ("False".into(), "Missing".into()));
+    assert_eq!(status("AsgUsesRole"), ("False".into(), "OtherRole".into()));
+    assert_eq!(status("LaunchesHealthy"), ("True".into(), "NoRecentLaunch".into()));
+
+    assert!(moto.operator(&["apply", "--config", &cfg]).status.success());
+    let after = moto.operator(&["status", "--config", &cfg]);
+    assert_eq!(after.status.code(), Some(0), "{}", stdout(&after));
+    assert!(stdout(&after).contains("1 of 1 binding ready."), "{}", stdout(&after));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_daemon_serves_every_bindings_status() {
+    let OneAsg { moto, own: _, key: _, dir: _dir, cfg } = one_asg_on_own_key(CMK).await;
+    let d = Daemon::start(&moto, &cfg, "5m");
+    d.wait_ready(std::time::Duration::from_secs(20));
+    let (code, body) = d.get("/status");
+    assert_eq!(code, 200);
+    let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(doc["ready"], true, "{doc}");
+    let conditions = doc["bindings"][0]["conditions"].as_array().unwrap();
+    let kinds: Vec<&str> = conditions.iter().map(|c| c["type"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["KeyUsable", "RoleReady", "KeyPolicyReady", "AsgUsesRole", "LaunchesHealthy"]);
+    assert!(conditions.iter().all(|c| c["status"] == "True"), "{doc}");
+}
+
+/// A launch configuration that requests Spot instances, and a group on it.
+async fn spot_group(conf: &aws_config::SdkConfig, name: &str) {
+    let asc = aws_sdk_autoscaling::Client::new(conf);
+    asc.create_launch_configuration()
+        .launch_configuration_name(name)
+        .image_id(AMI)
+        .instance_type("t3.micro")
+        .spot_price("0.05")
+        .send()
+        .await
+        .unwrap();
+    asc.create_auto_scaling_group()
+        .auto_scaling_group_name(name)
+        .launch_configuration_name(name)
+        .availability_zones("us-west-2a")
+        .min_size(0)
+        .max_size(1)
+        .send()
+        .await
+        .unwrap();
+}
+
+/// A group "web" whose launch template's data volume uses `data` (named by the alias
+/// alias/data) and whose AMI's root snapshot is encrypted with `image`.
+async fn web_on_two_keys(own: &aws_config::SdkConfig, data: &str, image: &str, desired: i32) {
+    let kms = aws_sdk_kms::Client::new(own);
+    kms.create_alias().alias_name("alias/data").target_key_id(key_id(data)).send().await.unwrap();
+    let snapshot = encrypted_snapshot(own, image).await;
+    let ami = image_from_snapshot(own, "encrypted-root", &snapshot).await;
+    let lt = launch_template(own, "web", Some(&ami), Some("alias/data")).await;
+    group_on_template(own, "web", &lt, desired, None).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn discover_prints_a_valid_config_of_the_keys_groups_launch_with_and_where_they_are_from() {
+    let moto = Moto::start();
+    let own = moto.own().await;
+    let (data, image) = (create_key(&own, None).await, create_key(&own, None).await);
+    web_on_two_keys(&own, &data, &image, 0).await;
+    spot_group(&own, "spot").await;
+    let plain = launch_template(&own, "plain", None, Some("")).await; // encrypted, no key named
+    group_on_template(&own, "plain", &plain, 0, None).await;
+    moto.reset_calls();
+
+    let out = moto.operator(&["discover", "--region", REGION]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(writes(&moto.calls()), Vec::<String>::new(), "discover only reads");
+    let text = stdout(&out);
+    assert!(text.contains(&format!("      - {data}  # launch template ")), "{text}");
+    assert!(text.contains(": /dev/sdb\n"), "{text}");
+    assert!(text.contains(&format!("      - {image}  # AMI ami-")), "{text}");
+    assert!(text.contains("# plain: launches with no customer managed key"), "{text}");
+    assert!(text.contains("alias/aws/ebs is AWS managed and needs nothing"), "{text}");
+    assert!(text.contains("AWSServiceRoleForEC2Spot"), "{text}");
+    let dir = TempDir::new();
+    let cfg = dir.write("discovered.yaml", &text);
+    let valid = moto.operator(&["validate", "--config", &cfg]);
+    assert!(stdout(&valid).contains("valid, 2 bindings"), "{}", stdout(&valid));
+
+    let one = moto.operator(&["discover", "--region", REGION, "--asg", "spot"]);
+    assert!(one.status.success());
+    assert!(!stdout(&one).contains("web") && stdout(&one).contains("bindings: []"), "{}", stdout(&one));
+    let ghost = moto.operator(&["discover", "--region", REGION, "--asg", "ghost"]);
+    assert_eq!(ghost.status.code(), Some(1));
+    assert!(stderr(&ghost).contains("no Auto Scaling group ghost in us-west-2"), "{}", stderr(&ghost));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_group_that_cannot_launch_is_reported_bound_fully_and_then_launches() {
+    let moto = Moto::start();
+    let own = moto.own().await;
+    let (data, image) = (create_key(&own, None).await, create_key(&own, None).await);
+    // It tries to launch at once, under the default role, which may use neither key.
+    web_on_two_keys(&own, &data, &image, 1).await;
+    assert_eq!(activities(&own, "web").await, [failed()]);
+    let dir = TempDir::new();
+    // Only the data volume's key is bound: the AMI's is forgotten.
+    let cfg = dir.write("c.yaml", &config(&[("web", &data, CMK)]));
+
+    let plan = moto.operator(&["plan", "--config", &cfg]);
+    assert_eq!(plan.status.code(), Some(2));
+    let text = stdout(&plan);
+    assert!(
+        text.contains("the group's most recent launch failed: Client.InternalError: Client error on launch"),
+        "{text}"
+    );
+    assert!(text.contains(&format!("launches with customer managed key {image} (AMI ami-")), "{text}");
+    assert!(text.contains("which no binding covers"), "{text}");
+    let status = moto.operator(&["status", "--config", &cfg]);
+    assert_eq!(status.status.code(), Some(2));
+    assert!(stdout(&status).contains("LaunchesHealthy False (LaunchFailed)"), "{}", stdout(&status));
+
+    let apply = moto.operator(&["apply", "--config", &cfg]);
+    assert!(apply.status.success());
+    assert!(stderr(&apply).contains("which no binding covers"), "warned once: {}", stderr(&apply));
+    set_desired(&own, "web", 1).await;
+    assert_eq!(activities(&own, "web").await[0], failed(), "still one key short");
+
+    // Both keys bound: the emulator's own check of the key policies lets it launch.
+    let both = format!(
+        "version: 1\nbindings:\n  - asg: web\n    account: \"{OWN}\"\n    serviceLinkedRoleSuffix: CMK\n    keys: [{data}, {image}]\n"
+    );
+    let cfg = dir.write("both.yaml", &both);
+    assert!(moto.operator(&["apply", "--config", &cfg]).status.success());
+    assert!(moto.operator(&["plan", "--config", &cfg]).status.code() == Some(0));
+    set_desired(&own, "web", 2).await;
+    assert_eq!(activities(&own, "web").await[0], successful());
+    let status = moto.operator(&["status", "--config", &cfg]);
+    assert_eq!(status.status.code(), Some(0), "{}", stdout(&status));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_case_2_group_launches_once_the_operator_has_converged() {
+    let moto = Moto::start();
+    let (own, other) = (moto.own().await, moto.other().await);
+    let key = create_key(&other, None).await;
+    let lt = launch_template(&own, "api", None, Some(&key)).await;
+    group_on_template(&own, "api", &lt, 1, None).await;
+    assert_eq!(activities(&own, "api").await, [failed()]);
+    let dir = TempDir::new();
+    let cfg = dir.write("c.yaml", &config(&[("api", &key, CMK)]));
+
+    assert!(moto.operator(&["apply", "--config", &cfg]).status.success());
+    set_desired(&own, "api", 1).await;
+    assert_eq!(activities(&own, "api").await[0], successful(), "{:?}", can_launch(&moto, "api"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_daemon_counts_and_quotes_a_failed_launch() {
+    let moto = Moto::start();
+    let own = moto.own().await;
+    let key = create_key(&own, None).await;
+    let lt = launch_template(&own, "web", None, Some(&key)).await;
+    group_on_template(&own, "web", &lt, 1, None).await;
+    let dir = TempDir::new();
+    let cfg = dir.write("c.yaml", &config(&[("web", &key, CMK)]));
+
+    let d = Daemon::start(&moto, &cfg, "5m");
+    d.wait_ready(std::time::Duration::from_secs(20));
+    let warned =
+        d.wait_log(|v| v["message"] == "the group's most recent launch failed", std::time::Duration::from_secs(5));
+    assert_eq!(warned["status_message"], "Client.InternalError: Client error on launch");
+    let metrics = d.get("/metrics").1;
+    assert!(
+        metrics.contains(&format!(
+            "asg_cmk_operator_launch_failures{{asg=\"web\",account=\"{OWN}\",region=\"{REGION}\"}} 1"
+        )),
+        "{metrics}"
+    );
+    let status: serde_json::Value = serde_json::from_str(&d.get("/status").1).unwrap();
+    let launches = status["bindings"][0]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "LaunchesHealthy")
+        .unwrap()
+        .clone();
+    assert_eq!(launches["status"], "False");
+    assert!(launches["message"].as_str().unwrap().contains("Client error on launch"), "{launches}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_group_on_the_aws_managed_ebs_key_needs_nothing() {
+    let moto = Moto::start();
+    let own = moto.own().await;
+    create_asgs(&own, &["web"]).await;
+    let aws_ebs = format!("arn:aws:kms:{REGION}:{OWN}:alias/aws/ebs");
+    let dir = TempDir::new();
+    let cfg = dir.write("c.yaml", &config(&[("web", &aws_ebs, CMK)]));
+    moto.reset_calls();
+
+    let plan = moto.operator(&["plan", "--config", &cfg]);
+    assert_eq!(plan.status.code(), Some(0), "{}", stdout(&plan));
+    assert!(
+        stdout(&plan).contains("is an AWS managed key: Auto Scaling may use it with no key policy statement or grant"),
+        "{}",
+        stdout(&plan)
+    );
+    let apply = moto.operator(&["apply", "--config", &cfg]);
+    assert!(apply.status.success());
+    assert_eq!(writes(&moto.calls()), Vec::<String>::new(), "nothing to write for an AWS managed key");
+    assert_eq!(moto.operator(&["status", "--config", &cfg]).status.code(), Some(0));
+}

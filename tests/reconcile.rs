@@ -35,12 +35,25 @@ async fn case_1_converges_and_a_second_apply_only_reads() {
     assert!(stdout(&plan).starts_with("No changes."), "{}", stdout(&plan));
     let calls = moto.calls();
     assert_eq!(writes(&calls), Vec::<String>::new(), "{calls:?}");
-    // apply: STS identity, one GetRole, one DescribeKey, one GetKeyPolicy, one describe;
-    // plan the same.
-    for action in ["GetCallerIdentity", "GetRole", "DescribeKey", "GetKeyPolicy", "DescribeAutoScalingGroups"] {
+    // apply and plan each: STS identity, one GetRole, one DescribeKey, one GetKeyPolicy,
+    // one describe of the group; and, being full passes, its recent launches and what it
+    // launches with (its launch configuration, the AMI, its snapshot, the EBS defaults).
+    for action in [
+        "GetCallerIdentity",
+        "GetRole",
+        "DescribeKey",
+        "GetKeyPolicy",
+        "DescribeAutoScalingGroups",
+        "DescribeScalingActivities",
+        "DescribeLaunchConfigurations",
+        "DescribeImages",
+        "DescribeSnapshots",
+        "GetEbsEncryptionByDefault",
+        "GetEbsDefaultKmsKeyId",
+    ] {
         assert_eq!(count(&calls, action), 2, "{action}: {calls:?}");
     }
-    assert_eq!(calls.len(), 10, "{calls:?}");
+    assert_eq!(calls.len(), 22, "{calls:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -90,7 +103,9 @@ async fn case_2_uses_the_owner_policy_and_one_grant_and_reapplies_without_writes
     let calls = moto.calls();
     assert_eq!(writes(&calls), Vec::<String>::new(), "{calls:?}");
     // The lower bound: identity, one AssumeRole, one role, one key, one policy, one grant
-    // list, one describe for both ASGs.
+    // list, one describe for both ASGs; and, at start, each group's recent launches and
+    // what they launch with (one launch configuration, its AMI and snapshot, the EBS
+    // defaults).
     let mut seen: Vec<&str> = calls.iter().map(|(_, a)| a.as_str()).collect();
     seen.sort();
     assert_eq!(
@@ -98,8 +113,15 @@ async fn case_2_uses_the_owner_policy_and_one_grant_and_reapplies_without_writes
         [
             "AssumeRole",
             "DescribeAutoScalingGroups",
+            "DescribeImages",
             "DescribeKey",
+            "DescribeLaunchConfigurations",
+            "DescribeScalingActivities",
+            "DescribeScalingActivities",
+            "DescribeSnapshots",
             "GetCallerIdentity",
+            "GetEbsDefaultKmsKeyId",
+            "GetEbsEncryptionByDefault",
             "GetKeyPolicy",
             "GetRole",
             "ListGrants"

@@ -8,6 +8,7 @@
 //! which takes the write permit, makes the call and records it.
 
 mod creds;
+pub mod discover;
 mod error;
 mod execute;
 mod observe;
@@ -102,6 +103,7 @@ pub struct Account {
     iam: OnceLock<aws_sdk_iam::Client>,
     kms: Mutex<HashMap<String, aws_sdk_kms::Client>>,
     asg: Mutex<HashMap<String, aws_sdk_autoscaling::Client>>,
+    ec2: Mutex<HashMap<String, aws_sdk_ec2::Client>>,
 }
 
 impl std::fmt::Debug for Account {
@@ -112,7 +114,15 @@ impl std::fmt::Debug for Account {
 
 impl Account {
     fn new(id: AccountId, config: SdkConfig, shared: Arc<Shared>) -> Self {
-        Self { id, config, shared, iam: OnceLock::new(), kms: Mutex::default(), asg: Mutex::default() }
+        Self {
+            id,
+            config,
+            shared,
+            iam: OnceLock::new(),
+            kms: Mutex::default(),
+            asg: Mutex::default(),
+            ec2: Mutex::default(),
+        }
     }
 
     pub fn id(&self) -> &AccountId {
@@ -148,6 +158,18 @@ impl Account {
                     .region(Region::new(region.to_owned()))
                     .build();
                 aws_sdk_autoscaling::Client::from_conf(conf)
+            })
+            .clone()
+    }
+
+    pub(crate) fn ec2(&self, region: &str) -> aws_sdk_ec2::Client {
+        let mut clients = self.ec2.lock().expect("client lock");
+        clients
+            .entry(region.to_owned())
+            .or_insert_with(|| {
+                let conf =
+                    aws_sdk_ec2::config::Builder::from(&self.config).region(Region::new(region.to_owned())).build();
+                aws_sdk_ec2::Client::from_conf(conf)
             })
             .clone()
     }

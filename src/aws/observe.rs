@@ -7,7 +7,9 @@ use std::sync::Arc;
 use super::error::{classify, code};
 use super::{Account, Aws};
 use crate::config::Desired;
-use crate::model::{AccountId, Asg, AsgRef, Failure, Grant, KeyArn, KeyInfo, KeyManager, Role, Slr};
+use crate::model::{
+    AccountId, Asg, AsgRef, Failure, Grant, KeyArn, KeyInfo, KeyManager, LaunchActivity, LaunchSource, Role, Slr,
+};
 use crate::plan::{Observed, Reads};
 
 /// At most this many reads in flight at once, across all accounts and regions.
@@ -23,6 +25,8 @@ enum Job {
     Grants(KeyArn),
     /// Up to 100 ASGs of one account and region.
     Asgs(Vec<AsgRef>),
+    /// A group's recent scaling activities.
+    Launches(AsgRef),
 }
 
 /// The account whose credentials a job reads with.
@@ -31,6 +35,7 @@ fn job_account(job: &Job) -> AccountId {
         Job::Role(slr) => slr.account,
         Job::Describe(key) | Job::Policy(key) | Job::Grants(key) => *key.account(),
         Job::Asgs(asgs) => asgs.first().map(|a| a.account).expect("batches are never empty"),
+        Job::Launches(asg) => asg.account,
     }
 }
 
@@ -53,6 +58,10 @@ async fn run(account: Arc<Account>, job: Job) -> Read {
             Read::Grants(key, r)
         }
         Job::Asgs(asgs) => Read::Asgs(describe_asgs(&account, asgs).await),
+        Job::Launches(asg) => {
+            let r = last_launch(&account, &asg).await;
+            Read::Launches(asg, r)
+        }
     }
 }
 
@@ -62,6 +71,7 @@ enum Read {
     Policy(KeyArn, Result<String, Failure>),
     Grants(KeyArn, Result<Vec<Grant>, Failure>),
     Asgs(Vec<(AsgRef, Result<Option<Asg>, Failure>)>),
+    Launches(AsgRef, Result<Option<LaunchActivity>, Failure>),
 }
 
 /// Performs every read in `reads`, concurrently and bounded, and returns what was seen.
@@ -106,6 +116,7 @@ pub async fn observe(aws: &Arc<Aws>, desired: &Desired, reads: &Reads) -> Observ
             jobs.push(Job::Asgs(chunk.iter().map(|a| (*a).clone()).collect()));
         }
     }
+    jobs.extend(reads.launches.iter().filter(|a| usable(&a.account)).cloned().map(Job::Launches));
     run_jobs(&handles, jobs, &mut observed).await;
 
     let mut resolved: Vec<Job> = Vec::new();
@@ -126,7 +137,29 @@ pub async fn observe(aws: &Arc<Aws>, desired: &Desired, reads: &Reads) -> Observ
         }
     }
     run_jobs(&handles, resolved, &mut observed).await;
+    read_launch_keys(&handles, reads, &mut observed).await;
     observed
+}
+
+/// On full passes: what the bound groups launch with, per account and region, once their
+/// descriptions are in.
+async fn read_launch_keys(handles: &BTreeMap<AccountId, Arc<Account>>, reads: &Reads, observed: &mut Observed) {
+    type Groups = Vec<(AsgRef, Vec<LaunchSource>)>;
+    let mut places: BTreeMap<(AccountId, String), Groups> = BTreeMap::new();
+    for asg in &reads.launches {
+        if let (Some(Ok(Some(g))), true) = (observed.asgs.get(asg), handles.contains_key(&asg.account)) {
+            places.entry((asg.account, asg.region.clone())).or_default().push((asg.clone(), g.sources.clone()));
+        }
+    }
+    let start = |((account, region), groups): ((AccountId, String), Groups)| {
+        let handle = handles[&account].clone();
+        async move { super::discover::group_launches(&handle, &region, &groups).await }
+    };
+    crate::bounded::for_each(places, READ_CONCURRENCY, start, |joined| match joined {
+        Ok(rows) => observed.launch_keys.extend(rows),
+        Err(e) => tracing::error!(error = %e, "launch reads failed"),
+    })
+    .await;
 }
 
 /// Runs `jobs`, READ_CONCURRENCY at a time, each with its account's credentials, and
@@ -147,6 +180,9 @@ async fn run_jobs(handles: &BTreeMap<AccountId, Arc<Account>>, jobs: Vec<Job>, o
             observed.grants.insert(k, r);
         }
         Ok(Read::Asgs(rows)) => observed.asgs.extend(rows),
+        Ok(Read::Launches(asg, r)) => {
+            observed.launches.insert(asg, r);
+        }
         // A panicked read leaves its entries unobserved; the planner blocks the bindings
         // that needed them.
         Err(e) => tracing::error!(error = %e, "read task failed"),
@@ -154,10 +190,45 @@ async fn run_jobs(handles: &BTreeMap<AccountId, Arc<Account>>, jobs: Vec<Job>, o
     .await;
 }
 
+/// How many recent activities are looked through for the most recent launch.
+const ACTIVITIES: i32 = 20;
+
+/// The group's most recent launch among its recent scaling activities (most recent
+/// first). A launch is an activity described as "Launching a new EC2 instance…"; when
+/// an EBS volume's key cannot be used it fails with `Client.InternalError: Client error
+/// on launch` (EC2 Auto Scaling User Guide, troubleshooting).
+async fn last_launch(account: &Account, asg: &AsgRef) -> Result<Option<LaunchActivity>, Failure> {
+    let request = account
+        .autoscaling(&asg.region)
+        .describe_scaling_activities()
+        .auto_scaling_group_name(&asg.name)
+        .max_records(ACTIVITIES)
+        .send();
+    let out = account
+        .call(None, "autoscaling", "DescribeScalingActivities", &[], request)
+        .await
+        .map_err(|e| classify("DescribeScalingActivities", &e))?;
+    let launch = out
+        .activities()
+        .iter()
+        .find(|a| a.description().is_some_and(|d| d.starts_with("Launching a new EC2 instance")));
+    Ok(launch.map(|a| LaunchActivity {
+        status_code: a.status_code().map_or("Unknown", |s| s.as_str()).to_owned(),
+        status_message: a.status_message().map(str::to_owned),
+        start_time: a.start_time().map(|t| t.to_string()),
+        description: a.description().unwrap_or_default().to_owned(),
+    }))
+}
+
 /// DescribeKey, by key or alias ARN, with the key owner's credentials. It works in every
 /// key state (KMS Developer Guide, "Key states of AWS KMS keys").
 async fn describe_key(account: &Account, key: &KeyArn) -> Result<KeyInfo, Failure> {
-    let request = account.kms(key.region()).describe_key().key_id(key.as_str()).send();
+    describe_key_ref(account, key.region(), key.as_str()).await
+}
+
+/// DescribeKey by any key reference (id, ARN, alias name, alias ARN) in `region`.
+pub(super) async fn describe_key_ref(account: &Account, region: &str, key: &str) -> Result<KeyInfo, Failure> {
+    let request = account.kms(region).describe_key().key_id(key).send();
     let out = account.call(None, "kms", "DescribeKey", &[], request).await.map_err(|e| classify("DescribeKey", &e))?;
     let meta = out.key_metadata().ok_or_else(|| Failure::terminal("DescribeKey returned no key metadata"))?;
     let arn = meta.arn().ok_or_else(|| Failure::terminal("DescribeKey returned no key ARN"))?;
@@ -218,6 +289,35 @@ async fn list_grants(account: &Account, key: &KeyArn) -> Result<Vec<Grant>, Fail
     }
 }
 
+/// A described group as plain data: its role and where its instances come from.
+pub(super) fn asg_of(g: &aws_sdk_autoscaling::types::AutoScalingGroup) -> Asg {
+    use aws_sdk_autoscaling::types::LaunchTemplateSpecification as Spec;
+    let template = |t: &Spec, via: &'static str| LaunchSource::Template {
+        id: t.launch_template_id().map(str::to_owned),
+        name: t.launch_template_name().map(str::to_owned),
+        version: t.version().unwrap_or("$Default").to_owned(),
+        via,
+    };
+    let mut sources = Vec::new();
+    if let Some(t) = g.launch_template() {
+        sources.push(template(t, "the group's launch template"));
+    }
+    if let Some(lt) = g.mixed_instances_policy().and_then(|p| p.launch_template()) {
+        if let Some(t) = lt.launch_template_specification() {
+            sources.push(template(t, "its mixed instances policy"));
+        }
+        for o in lt.overrides() {
+            if let Some(t) = o.launch_template_specification() {
+                sources.push(template(t, "an override of its mixed instances policy"));
+            }
+        }
+    }
+    if let Some(lc) = g.launch_configuration_name() {
+        sources.push(LaunchSource::Configuration(lc.to_owned()));
+    }
+    Asg { service_linked_role_arn: g.service_linked_role_arn().map(str::to_owned), sources }
+}
+
 /// One batch of up to 100 ASGs of one account and region; every one gets an answer.
 async fn describe_asgs(account: &Account, asgs: Vec<AsgRef>) -> Vec<(AsgRef, Result<Option<Asg>, Failure>)> {
     let Some(first) = asgs.first() else { return Vec::new() };
@@ -235,11 +335,7 @@ async fn describe_asgs(account: &Account, asgs: Vec<AsgRef>) -> Vec<(AsgRef, Res
         match account.call(None, "autoscaling", "DescribeAutoScalingGroups", &[], request).await {
             Ok(o) => {
                 for g in o.auto_scaling_groups() {
-                    let arn = g.service_linked_role_arn().map(str::to_owned);
-                    found.insert(
-                        g.auto_scaling_group_name().unwrap_or_default().to_owned(),
-                        Asg { service_linked_role_arn: arn },
-                    );
+                    found.insert(g.auto_scaling_group_name().unwrap_or_default().to_owned(), asg_of(g));
                 }
                 match o.next_token() {
                     Some(t) if !t.is_empty() => token = Some(t.to_owned()),

@@ -72,7 +72,12 @@ impl Reconciler for Slow {
         }
     }
 
-    fn reconcile(&self, _client: Arc<()>, desired: Desired) -> impl Future<Output = Outcome> + Send + 'static {
+    fn reconcile(
+        &self,
+        _client: Arc<()>,
+        desired: Desired,
+        _depth: Depth,
+    ) -> impl Future<Output = Outcome> + Send + 'static {
         self.passes.fetch_add(1, Ordering::SeqCst);
         let (pass_time, fail) = (self.pass_time, self.fail);
         async move {

@@ -82,7 +82,7 @@ fn fresh(d: &Desired) -> Observed {
         if b.is_cross_account() {
             o.grants.insert(b.key.clone(), Ok(vec![]));
         }
-        o.asgs.insert(b.asg.clone(), Ok(Some(Asg { service_linked_role_arn: None })));
+        o.asgs.insert(b.asg.clone(), Ok(Some(Asg { service_linked_role_arn: None, sources: vec![] })));
     }
     o
 }
@@ -92,7 +92,7 @@ fn converged_but_asgs_on_another_role(d: &Desired) -> Observed {
     let mut o = converged(d);
     for b in &d.bindings {
         let other = "arn:aws:iam::111122223333:role/aws-service-role/autoscaling.amazonaws.com/AWSServiceRoleForAutoScaling_Old";
-        o.asgs.insert(b.asg.clone(), Ok(Some(Asg { service_linked_role_arn: Some(other.into()) })));
+        o.asgs.insert(b.asg.clone(), Ok(Some(Asg { service_linked_role_arn: Some(other.into()), sources: vec![] })));
     }
     o
 }
@@ -107,7 +107,7 @@ fn converged(d: &Desired) -> Observed {
         if b.is_cross_account() {
             o.grants.insert(b.key.clone(), Ok(vec![full_grant(&b.slr().arn())]));
         }
-        o.asgs.insert(b.asg.clone(), Ok(Some(Asg { service_linked_role_arn: Some(b.slr().arn()) })));
+        o.asgs.insert(b.asg.clone(), Ok(Some(Asg { service_linked_role_arn: Some(b.slr().arn()), sources: vec![] })));
     }
     o
 }
@@ -252,7 +252,10 @@ fn rows() -> Vec<Case> {
             observed: |d| {
                 let mut o = converged(d);
                 o.asgs.insert(d.bindings[0].asg.clone(), Ok(None));
-                o.asgs.insert(d.bindings[1].asg.clone(), Ok(Some(Asg { service_linked_role_arn: None })));
+                o.asgs.insert(
+                    d.bindings[1].asg.clone(),
+                    Ok(Some(Asg { service_linked_role_arn: None, sources: vec![] })),
+                );
                 o
             },
             want: vec![("UpdateAutoScalingGroup", "web")],
@@ -326,7 +329,10 @@ fn rows() -> Vec<Case> {
                 let mut o = converged(d);
                 o.asgs.insert(
                     d.bindings[0].asg.clone(),
-                    Ok(Some(Asg { service_linked_role_arn: Some("arn:aws:iam::111122223333:role/x".into()) })),
+                    Ok(Some(Asg {
+                        service_linked_role_arn: Some("arn:aws:iam::111122223333:role/x".into()),
+                        sources: vec![],
+                    })),
                 );
                 o
             },
@@ -591,7 +597,10 @@ fn applying_the_plan_converges() {
                 o.grants.get_mut(&key).unwrap().as_mut().unwrap().retain(|g| g.grant_id != grant_id);
             }
             Change::UpdateAutoScalingGroup { asg, service_linked_role_arn } => {
-                o.asgs.insert(asg, Ok(Some(Asg { service_linked_role_arn: Some(service_linked_role_arn) })));
+                o.asgs.insert(
+                    asg,
+                    Ok(Some(Asg { service_linked_role_arn: Some(service_linked_role_arn), sources: vec![] })),
+                );
             }
         }
     }
@@ -614,12 +623,13 @@ fn reads_are_shared_across_bindings() {
     let mut bs: Vec<Binding> =
         (0..250).map(|i| binding(&format!("asg-{i}"), if i % 2 == 0 { OWN_KEY } else { OTHER_KEY })).collect();
     bs.push(binding("unreachable", "arn:aws:kms:us-west-2:999999999999:key/33333333-3333-3333-3333-333333333333"));
-    let r = reads(&desired(bs), &acct(ASG_ACCT));
+    let r = reads(&desired(bs), &acct(ASG_ACCT), Depth::Quick);
     assert_eq!(r.roles.len(), 1);
     assert_eq!(r.keys.len(), 2);
     assert_eq!(r.grant_keys.len(), 1);
     assert_eq!(r.asgs.len(), 1);
     assert_eq!(r.asgs.values().next().unwrap().len(), 250);
+    assert!(r.launches.is_empty(), "launches are read on full passes only");
 }
 
 #[test]

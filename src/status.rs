@@ -1,0 +1,350 @@
+//! "Can the group launch?" per binding, in the style of Kubernetes conditions: each
+//! condition is `True`, `False` or `Unknown`, with a reason and a message, and a binding
+//! is ready when all of them are `True`. Pure: computed from an observation.
+//!
+//! The conditions, in the order a launch needs them:
+//! - `KeyUsable`: the key is Enabled and symmetric (or AWS managed);
+//! - `RoleReady`: the group's service-linked role exists;
+//! - `KeyPolicyReady`: the key policy lets the role (case 1) or the group's account (case
+//!   2) use the key and create grants, and no Deny stops it;
+//! - `GrantReady` (case 2 only): a complete grant for the role is on the key;
+//! - `AsgUsesRole`: the group's `ServiceLinkedRoleARN` is that role;
+//! - `LaunchesHealthy`: the group's most recent launch did not fail.
+
+use std::collections::BTreeMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde_json::{json, Value};
+
+use crate::config::{Binding, Desired};
+use crate::model::{AccountId, BindingId, Failure, KeyManager};
+use crate::plan::{self, Observed};
+use crate::policy::{self, Need, NeedKind, PolicyDocument, PrincipalIds};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    True,
+    False,
+    Unknown,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::True => "True",
+            State::False => "False",
+            State::Unknown => "Unknown",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Condition {
+    pub kind: &'static str,
+    pub status: State,
+    pub reason: String,
+    pub message: String,
+    /// When `status` last changed: Unix seconds.
+    pub since: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BindingStatus {
+    pub binding: BindingId,
+    pub conditions: Vec<Condition>,
+}
+
+impl BindingStatus {
+    pub fn ready(&self) -> bool {
+        self.conditions.iter().all(|c| c.status == State::True)
+    }
+
+    /// Keeps the transition times of conditions whose status did not change since
+    /// `before`, and the `LaunchesHealthy` of `before` when this observation did not read
+    /// launches (a quick pass).
+    pub fn carry_over(&mut self, before: &BindingStatus) {
+        for c in &mut self.conditions {
+            let Some(old) = before.conditions.iter().find(|o| o.kind == c.kind) else { continue };
+            if c.kind == "LaunchesHealthy" && c.reason == NOT_READ {
+                *c = old.clone();
+            } else if old.status == c.status {
+                c.since = old.since;
+            }
+        }
+    }
+
+    pub fn to_json(&self) -> Value {
+        json!({
+            "asg": self.binding.asg.name,
+            "account": self.binding.asg.account.as_str(),
+            "region": self.binding.asg.region,
+            "key": self.binding.key.as_str(),
+            "ready": self.ready(),
+            "conditions": self.conditions.iter().map(|c| json!({
+                "type": c.kind,
+                "status": c.status.as_str(),
+                "reason": c.reason,
+                "message": c.message,
+                "lastTransitionTime": rfc3339(c.since),
+            })).collect::<Vec<_>>(),
+        })
+    }
+}
+
+/// The reason of a `LaunchesHealthy` that this observation did not read.
+const NOT_READ: &str = "NotRead";
+
+/// The status of every binding of `desired`, as of `observed` (at `now`, Unix seconds).
+pub fn evaluate(desired: &Desired, observed: &Observed, caller: &AccountId, now: u64) -> Vec<BindingStatus> {
+    let mut memo = PolicyMemo::new();
+    desired.bindings.iter().map(|b| binding_status(b, desired, observed, caller, now, &mut memo)).collect()
+}
+
+/// `KeyPolicyReady` depends only on the key, the need and the role: many bindings share
+/// them, and each policy is parsed and read once.
+type PolicyMemo = BTreeMap<(String, bool, String), Condition>;
+
+fn binding_status(
+    b: &Binding,
+    desired: &Desired,
+    observed: &Observed,
+    caller: &AccountId,
+    now: u64,
+    memo: &mut PolicyMemo,
+) -> BindingStatus {
+    let c = |kind: &'static str, status: State, reason: &str, message: String| Condition {
+        kind,
+        status,
+        reason: reason.to_owned(),
+        message,
+        since: now,
+    };
+    let unknown = |kind: &'static str, f: &Failure| c(kind, State::Unknown, "ReadFailed", f.message.clone());
+    if let Some(f) = plan::access_error(b, desired, caller).or_else(|| account_error(b, observed)) {
+        let kinds = ["KeyUsable", "RoleReady", "KeyPolicyReady", "GrantReady", "AsgUsesRole", "LaunchesHealthy"];
+        let conditions = kinds.iter().filter(|k| **k != "GrantReady" || b.is_cross_account());
+        return BindingStatus { binding: b.id(), conditions: conditions.map(|k| unknown(k, &f)).collect() };
+    }
+    let mut out = Vec::new();
+    let slr = b.slr();
+    let info = observed.keys.get(&b.key);
+    let aws_managed = matches!(info, Some(Ok(i)) if i.manager == KeyManager::Aws);
+    out.push(match info {
+        None => c("KeyUsable", State::Unknown, NOT_READ, "the key was not described".into()),
+        Some(Err(f)) => unknown("KeyUsable", f),
+        Some(Ok(i)) if i.manager == KeyManager::Aws => c(
+            "KeyUsable",
+            State::True,
+            "AwsManaged",
+            format!("{} is AWS managed: it needs no key policy or grant", i.arn),
+        ),
+        Some(Ok(i)) => match plan::unusable(&b.key, i) {
+            Some(f) => c("KeyUsable", State::False, &key_state_reason(&i.state, &i.spec), f.message),
+            None => c("KeyUsable", State::True, "Enabled", format!("{} is Enabled and symmetric", i.arn)),
+        },
+    });
+    let role = observed.roles.get(&(slr.account, slr.name()));
+    let not_needed =
+        |kind| c(kind, State::True, "NotNeeded", "an AWS managed key needs nothing of the group's role".into());
+    out.push(match role {
+        _ if aws_managed => not_needed("RoleReady"),
+        None => c("RoleReady", State::Unknown, NOT_READ, "the role was not read".into()),
+        Some(Err(f)) => unknown("RoleReady", f),
+        Some(Ok(Some(_))) => c("RoleReady", State::True, "Exists", format!("{} exists", slr.arn())),
+        Some(Ok(None)) => c("RoleReady", State::False, "NotFound", format!("{} does not exist", slr.arn())),
+    });
+    let role_id = role.and_then(|r| r.as_ref().ok()).and_then(|r| r.as_ref()).map(|r| r.role_id.as_str());
+    let ids = PrincipalIds::role(&slr.arn(), role_id);
+    let resolved = match info {
+        Some(Ok(i)) => Some(&i.arn),
+        _ => None,
+    };
+    out.push(if aws_managed {
+        c("KeyPolicyReady", State::True, "NotNeeded", "an AWS managed key's policy allows its use".into())
+    } else {
+        match resolved.and_then(|k| observed.key_policies.get(k).map(|p| (k, p))) {
+            None => c("KeyPolicyReady", State::Unknown, NOT_READ, "the key policy was not read".into()),
+            Some((_, Err(f))) => unknown("KeyPolicyReady", f),
+            Some((key, Ok(text))) => memo
+                .entry((key.to_string(), b.is_cross_account(), ids.canonical().to_owned()))
+                .or_insert_with(|| key_policy_condition(b, key.as_str(), text, &ids, now))
+                .clone(),
+        }
+    });
+    if b.is_cross_account() {
+        out.push(if aws_managed {
+            c("GrantReady", State::True, "NotNeeded", "an AWS managed key needs no grant".into())
+        } else {
+            match resolved.and_then(|k| observed.grants.get(k)) {
+                None => c("GrantReady", State::Unknown, NOT_READ, "the grants were not listed".into()),
+                Some(Err(f)) => unknown("GrantReady", f),
+                Some(Ok(grants)) => {
+                    let mine = grants.iter().filter(|g| ids.matches(&g.grantee_principal));
+                    match mine.clone().find(|g| plan::grant_is_sufficient(g)) {
+                        Some(g) => c(
+                            "GrantReady",
+                            State::True,
+                            "Complete",
+                            format!("grant {} gives {} what EBS needs", g.grant_id, slr.arn()),
+                        ),
+                        None if mine.count() > 0 => c(
+                            "GrantReady",
+                            State::False,
+                            "Incomplete",
+                            format!("the grants for {} lack operations or carry constraints", slr.arn()),
+                        ),
+                        None => {
+                            c("GrantReady", State::False, "Missing", format!("no grant on the key for {}", slr.arn()))
+                        }
+                    }
+                }
+            }
+        });
+    }
+    out.push(match observed.asgs.get(&b.asg) {
+        _ if aws_managed => not_needed("AsgUsesRole"),
+        None => c("AsgUsesRole", State::Unknown, NOT_READ, "the group was not described".into()),
+        Some(Err(f)) => unknown("AsgUsesRole", f),
+        Some(Ok(None)) => {
+            c("AsgUsesRole", State::False, "AsgNotFound", format!("no group {} in {}", b.asg.name, b.asg.region))
+        }
+        Some(Ok(Some(g))) if g.service_linked_role_arn.as_deref() == Some(slr.arn().as_str()) => {
+            c("AsgUsesRole", State::True, "UsesRole", format!("the group launches with {}", slr.name()))
+        }
+        Some(Ok(Some(g))) => c(
+            "AsgUsesRole",
+            State::False,
+            "OtherRole",
+            format!(
+                "ServiceLinkedRoleARN is {}; want {}",
+                g.service_linked_role_arn.as_deref().unwrap_or("unset"),
+                slr.arn()
+            ),
+        ),
+    });
+    out.push(match observed.launches.get(&b.asg) {
+        None => c("LaunchesHealthy", State::Unknown, NOT_READ, "recent launches were not read".into()),
+        Some(Err(f)) => unknown("LaunchesHealthy", f),
+        Some(Ok(None)) => {
+            c("LaunchesHealthy", State::True, "NoRecentLaunch", "no launch among the recent scaling activities".into())
+        }
+        Some(Ok(Some(a))) if a.failed() => c(
+            "LaunchesHealthy",
+            State::False,
+            "LaunchFailed",
+            format!(
+                "the most recent launch{} failed: {}",
+                a.start_time.as_deref().map(|t| format!(" (at {t})")).unwrap_or_default(),
+                a.status_message.as_deref().unwrap_or("no status message")
+            ),
+        ),
+        Some(Ok(Some(a))) => {
+            c("LaunchesHealthy", State::True, "LastLaunch", format!("the most recent launch is {}", a.status_code))
+        }
+    });
+    BindingStatus { binding: b.id(), conditions: out }
+}
+
+fn account_error(b: &Binding, observed: &Observed) -> Option<Failure> {
+    [&b.asg.account, b.key.account()].into_iter().find_map(|a| {
+        observed
+            .account_errors
+            .get(a)
+            .map(|f| Failure { class: f.class, message: format!("credentials for account {a}: {}", f.message) })
+    })
+}
+
+fn key_state_reason(state: &str, spec: &str) -> String {
+    match state {
+        "Enabled" if spec != "SYMMETRIC_DEFAULT" => "NotSymmetric".into(),
+        other => format!("Key{other}"),
+    }
+}
+
+/// Whether the policy gives this binding's principal what it needs, read by meaning.
+fn key_policy_condition(b: &Binding, key: &str, text: &str, role: &PrincipalIds, now: u64) -> Condition {
+    let c = |status: State, reason: &str, message: String| Condition {
+        kind: "KeyPolicyReady",
+        status,
+        reason: reason.to_owned(),
+        message,
+        since: now,
+    };
+    let doc = match PolicyDocument::parse(text) {
+        Ok(d) => d,
+        Err(e) => return c(State::False, "Unreadable", e.to_string()),
+    };
+    let need = if b.is_cross_account() {
+        Need { who: PrincipalIds::account_root(&b.asg.account, b.key.partition()), kind: NeedKind::AccountRoot }
+    } else {
+        Need { who: role.clone(), kind: NeedKind::ServiceLinkedRole }
+    };
+    let denied = if b.is_cross_account() { policy::denial(&doc, role, key) } else { None };
+    match (denied, policy::ensure(&doc, key, std::slice::from_ref(&need))) {
+        (Some(why), _) => c(State::False, "Denied", why),
+        (None, Err(e)) => c(State::False, "Unwritable", e.to_string()),
+        (None, Ok(m)) if !m.denied.is_empty() => c(State::False, "Denied", m.denied[0].1.clone()),
+        (None, Ok(m)) if m.document.is_some() => c(State::False, "Missing", m.added.join("; ")),
+        (None, Ok(_)) => c(
+            State::True,
+            "Allows",
+            format!("the key policy lets {} use the key and create grants", need.who.canonical()),
+        ),
+    }
+}
+
+/// The document `status` prints and the daemon serves on /status.
+pub fn document(statuses: &[BindingStatus]) -> Value {
+    let ready = statuses.iter().filter(|s| s.ready()).count();
+    json!({
+        "ready": ready == statuses.len(),
+        "bindings": statuses.iter().map(BindingStatus::to_json).collect::<Vec<_>>(),
+    })
+}
+
+/// One line per binding and one per condition that is not `True`.
+pub fn text(statuses: &[BindingStatus]) -> String {
+    let mut s = String::new();
+    for b in statuses {
+        s.push_str(&format!("{} {}\n", if b.ready() { "ready    " } else { "NOT READY" }, b.binding));
+        for c in b.conditions.iter().filter(|c| c.status != State::True) {
+            s.push_str(&format!("    {} {} ({}): {}\n", c.kind, c.status.as_str(), c.reason, c.message));
+        }
+    }
+    let ready = statuses.iter().filter(|s| s.ready()).count();
+    s.push_str(&format!(
+        "\n{ready} of {} binding{} ready.\n",
+        statuses.len(),
+        if statuses.len() == 1 { "" } else { "s" }
+    ));
+    s
+}
+
+/// Unix seconds now.
+pub fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ` for Unix seconds (UTC; the civil-from-days algorithm of Howard
+/// Hinnant's date library).
+pub fn rfc3339(secs: u64) -> String {
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+/// The statuses of the bindings in `statuses`, by binding.
+pub fn by_binding(statuses: Vec<BindingStatus>) -> BTreeMap<BindingId, BindingStatus> {
+    statuses.into_iter().map(|s| (s.binding.clone(), s)).collect()
+}
+
+#[cfg(test)]
+mod tests;
