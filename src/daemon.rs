@@ -30,7 +30,6 @@ use crate::model::{BindingId, Failure, KeyArn};
 use crate::plan::Depth;
 use crate::reconcile::{self, Outcome};
 use crate::scheduler::{Backoff, Jitter, Scheduler};
-use crate::status::{self, BindingStatus};
 
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -194,7 +193,6 @@ struct Telemetry {
     metrics: Arc<Metrics>,
     health: Arc<Health>,
     board: Arc<StatusBoard>,
-    statuses: BTreeMap<BindingId, BindingStatus>,
 }
 
 struct Daemon<R: Reconciler> {
@@ -256,7 +254,7 @@ pub async fn run_with<R: Reconciler>(
             desired: Arc::new(desired),
             last_text,
         },
-        telemetry: Telemetry { metrics, health, board, statuses: BTreeMap::new() },
+        telemetry: Telemetry { metrics, health, board },
         connection: Connection::Down { retry_at: now, failures: 0 },
         pass: PassState::Idle,
         resync: Resync { every: settings.resync, next_at: now, first_done: false },
@@ -452,7 +450,7 @@ impl<R: Reconciler> Daemon<R> {
         }
         self.update_gauge();
         self.report_launches(&outcome);
-        self.update_statuses(outcome.status);
+        self.telemetry.board.update(outcome.status);
         let metrics = &self.telemetry.metrics;
         Metrics::count(&metrics.passes, if outcome.failed.is_empty() { "success" } else { "error" });
         if pass.full {
@@ -490,23 +488,6 @@ impl<R: Reconciler> Daemon<R> {
                 GroupLabel { asg: asg.name.clone(), account: asg.account.to_string(), region: asg.region.clone() };
             self.telemetry.metrics.launch_failures.get_or_create(&label).set(failed);
         }
-    }
-
-    /// Takes in the pass's statuses (keeping transition times and, on a quick pass, the
-    /// launches last read) and publishes every binding's on /status.
-    fn update_statuses(&mut self, statuses: Vec<BindingStatus>) {
-        for mut s in statuses {
-            if let Some(before) = self.telemetry.statuses.get(&s.binding) {
-                s.carry_over(before);
-            }
-            self.telemetry.statuses.insert(s.binding.clone(), s);
-        }
-        self.publish_statuses();
-    }
-
-    fn publish_statuses(&self) {
-        let all: Vec<BindingStatus> = self.telemetry.statuses.values().cloned().collect();
-        self.telemetry.board.set(status::document(&all));
     }
 
     fn update_gauge(&self) {
@@ -570,8 +551,7 @@ impl<R: Reconciler> Daemon<R> {
             .collect();
         self.config.states = states;
         let bound: BTreeSet<BindingId> = new.bindings.iter().map(|b| b.id()).collect();
-        self.telemetry.statuses.retain(|b, _| bound.contains(b));
-        self.publish_statuses();
+        self.telemetry.board.retain(|b| bound.contains(b));
         tracing::info!(bindings = new.bindings.len(), changed_keys = changed.len(), "config reloaded");
         self.config.desired = Arc::new(new);
         self.update_gauge();

@@ -302,7 +302,7 @@ async fn status(desired: Desired, output: Output) -> ExitCode {
     match output {
         Output::Text => print!("{}", status::text(&statuses)),
         Output::Json => {
-            println!("{}", serde_json::to_string_pretty(&status::document(&statuses)).expect("status JSON serialises"))
+            println!("{}", status::document(&statuses))
         }
     }
     if statuses.iter().all(|s| s.ready()) {

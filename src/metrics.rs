@@ -1,9 +1,13 @@
 //! Prometheus metrics, and the state behind `/healthz` and `/readyz`.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use prometheus_client::encoding::EncodeLabelSet;
+
+use crate::model::BindingId;
+use crate::status::{self, BindingStatus};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -119,26 +123,40 @@ impl Metrics {
     }
 }
 
-/// The status document served on `/status`, replaced after every pass.
+/// Every binding's latest status, served on `/status`. The document is written when it
+/// is asked for, not after every pass.
 #[derive(Debug, Default)]
 pub struct StatusBoard {
-    doc: std::sync::RwLock<String>,
+    statuses: std::sync::RwLock<BTreeMap<BindingId, BindingStatus>>,
+    /// Whether a pass has reported yet: before that the document says so.
+    reported: AtomicBool,
 }
 
 impl StatusBoard {
-    pub fn set(&self, doc: serde_json::Value) {
-        let text = serde_json::to_string_pretty(&doc).expect("a JSON value serialises");
-        *self.doc.write().expect("status lock") = text;
+    /// Takes in a pass's statuses, keeping each condition's transition time while its
+    /// status holds and, on a quick pass, the launches last read.
+    pub fn update(&self, statuses: Vec<BindingStatus>) {
+        let mut all = self.statuses.write().expect("status lock");
+        for mut s in statuses {
+            if let Some(before) = all.get(&s.binding) {
+                s.carry_over(before);
+            }
+            all.insert(s.binding.clone(), s);
+        }
+        self.reported.store(true, Ordering::Relaxed);
+    }
+
+    /// Forgets the bindings the config no longer has.
+    pub fn retain(&self, bound: impl Fn(&BindingId) -> bool) {
+        self.statuses.write().expect("status lock").retain(|b, _| bound(b));
     }
 
     /// The document, or an empty one before the first pass.
     pub fn get(&self) -> String {
-        let doc = self.doc.read().expect("status lock");
-        if doc.is_empty() {
-            r#"{"ready": false, "bindings": []}"#.to_owned()
-        } else {
-            doc.clone()
+        if !self.reported.load(Ordering::Relaxed) {
+            return r#"{"ready": false, "bindings": []}"#.to_owned();
         }
+        status::document(self.statuses.read().expect("status lock").values())
     }
 }
 

@@ -361,6 +361,9 @@ pub fn plan(desired: &Desired, observed: &Observed, caller: &AccountId) -> Plan 
 /// Scaling User Guide, service-linked roles): that role needs the keys too, and the
 /// operator does not manage it.
 pub fn drift(desired: &Desired, observed: &Observed) -> Vec<Note> {
+    if observed.launch_keys.is_empty() {
+        return Vec::new(); // a quick pass reads no launch sources
+    }
     let mut by_group: BTreeMap<&AsgRef, Vec<&Binding>> = BTreeMap::new();
     for b in &desired.bindings {
         by_group.entry(&b.asg).or_default().push(b);
@@ -410,6 +413,9 @@ pub fn drift(desired: &Desired, observed: &Observed) -> Vec<Note> {
 /// read): the symptom the operator is there to cure, quoted.
 fn failed_launches(desired: &Desired, observed: &Observed) -> Vec<Note> {
     let mut notes = Vec::new();
+    if observed.launches.is_empty() {
+        return notes; // a quick pass reads no launches
+    }
     for b in &desired.bindings {
         if let Some(Ok(Some(a))) = observed.launches.get(&b.asg) {
             if a.failed() {
@@ -486,7 +492,6 @@ fn check_observed<'a>(desired: &'a Desired, observed: &'a Observed, caller: &Acc
 /// states of AWS KMS keys") and symmetric (EBS supports only symmetric keys). Nothing is
 /// written for such a key; the failure is terminal until someone changes the key.
 pub(crate) fn unusable(configured: &KeyArn, info: &KeyInfo) -> Option<Failure> {
-    let named = if configured.is_alias() { format!("{configured} (key {})", info.arn) } else { configured.to_string() };
     let why = match info.state.as_str() {
         "Enabled" => None,
         "PendingDeletion" => {
@@ -499,6 +504,7 @@ pub(crate) fn unusable(configured: &KeyArn, info: &KeyInfo) -> Option<Failure> {
         (info.spec != "SYMMETRIC_DEFAULT")
             .then(|| format!("its key spec is {}; EBS supports only symmetric keys (SYMMETRIC_DEFAULT)", info.spec))
     })?;
+    let named = if configured.is_alias() { format!("{configured} (key {})", info.arn) } else { configured.to_string() };
     Some(Failure::terminal(format!("key {named} cannot encrypt EBS volumes: {why}; nothing is written for it")))
 }
 

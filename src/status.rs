@@ -14,7 +14,7 @@
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use serde_json::{json, Value};
+use serde::ser::{Serialize, SerializeStruct, Serializer};
 
 use crate::config::{Binding, Desired};
 use crate::model::{AccountId, BindingId, Failure, KeyManager};
@@ -72,22 +72,30 @@ impl BindingStatus {
             }
         }
     }
+}
 
-    pub fn to_json(&self) -> Value {
-        json!({
-            "asg": self.binding.asg.name,
-            "account": self.binding.asg.account.as_str(),
-            "region": self.binding.asg.region,
-            "key": self.binding.key.as_str(),
-            "ready": self.ready(),
-            "conditions": self.conditions.iter().map(|c| json!({
-                "type": c.kind,
-                "status": c.status.as_str(),
-                "reason": c.reason,
-                "message": c.message,
-                "lastTransitionTime": rfc3339(c.since),
-            })).collect::<Vec<_>>(),
-        })
+impl Serialize for Condition {
+    fn serialize<S: Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        let mut m = ser.serialize_struct("Condition", 5)?;
+        m.serialize_field("type", self.kind)?;
+        m.serialize_field("status", self.status.as_str())?;
+        m.serialize_field("reason", &self.reason)?;
+        m.serialize_field("message", &self.message)?;
+        m.serialize_field("lastTransitionTime", &rfc3339(self.since))?;
+        m.end()
+    }
+}
+
+impl Serialize for BindingStatus {
+    fn serialize<S: Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        let mut m = ser.serialize_struct("BindingStatus", 6)?;
+        m.serialize_field("asg", &self.binding.asg.name)?;
+        m.serialize_field("account", self.binding.asg.account.as_str())?;
+        m.serialize_field("region", &self.binding.asg.region)?;
+        m.serialize_field("key", self.binding.key.as_str())?;
+        m.serialize_field("ready", &self.ready())?;
+        m.serialize_field("conditions", &self.conditions)?;
+        m.end()
     }
 }
 
@@ -293,13 +301,30 @@ fn key_policy_condition(b: &Binding, key: &str, text: &str, role: &PrincipalIds,
     }
 }
 
-/// The document `status` prints and the daemon serves on /status.
-pub fn document(statuses: &[BindingStatus]) -> Value {
-    let ready = statuses.iter().filter(|s| s.ready()).count();
-    json!({
-        "ready": ready == statuses.len(),
-        "bindings": statuses.iter().map(BindingStatus::to_json).collect::<Vec<_>>(),
-    })
+/// The document `status` prints and the daemon serves on /status, written straight from
+/// the statuses (no intermediate JSON tree: with thousands of bindings that tree cost
+/// more memory than everything else the daemon keeps).
+pub fn document<'a, I>(statuses: I) -> String
+where
+    I: IntoIterator<Item = &'a BindingStatus>,
+    I::IntoIter: Clone,
+{
+    struct Doc<I>(I);
+    impl<'a, I: Iterator<Item = &'a BindingStatus> + Clone> Serialize for Doc<I> {
+        fn serialize<S: Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+            let mut m = ser.serialize_struct("Status", 2)?;
+            m.serialize_field("ready", &self.0.clone().all(BindingStatus::ready))?;
+            m.serialize_field("bindings", &Seq(self.0.clone()))?;
+            m.end()
+        }
+    }
+    struct Seq<I>(I);
+    impl<'a, I: Iterator<Item = &'a BindingStatus> + Clone> Serialize for Seq<I> {
+        fn serialize<S: Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+            ser.collect_seq(self.0.clone())
+        }
+    }
+    serde_json::to_string_pretty(&Doc(statuses.into_iter())).expect("statuses serialise: every key is a string")
 }
 
 /// One line per binding and one per condition that is not `True`.

@@ -277,7 +277,7 @@ fn transition_times_and_unread_launches_carry_over_from_the_last_pass() {
 fn the_document_has_the_documented_shape() {
     let d = desired(&[OWN_KEY]);
     let s = evaluate(&d, &converged(&d), &acct(ASG_ACCT), 1_764_377_000);
-    let doc = document(&s);
+    let doc: serde_json::Value = serde_json::from_str(&document(&s)).unwrap();
     assert_eq!(doc["ready"], true);
     let b = &doc["bindings"][0];
     assert_eq!(
