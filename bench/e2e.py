@@ -6,10 +6,12 @@ measures, each on a freshly seeded emulator:
 
 - cold convergence: wall time of one `apply`, and its reads and writes counted at the HTTP
   level by the emulator, checked against the operator's own call counts;
-- steady state: the calls of a second `apply`, against the lower bound
+- steady state: the calls of a second `apply`, against the lower bound (Fleet.lower_bound)
   1 GetCallerIdentity + 1 AssumeRole per other account + 1 GetRole per role
-  + 1 GetKeyPolicy per key + 1 ListGrants per cross-account key
-  + ceil(ASGs/100) DescribeAutoScalingGroups per account and region;
+  + 1 DescribeKey and 1 GetKeyPolicy per key + 1 ListGrants per cross-account key
+  + ceil(ASGs/100) DescribeAutoScalingGroups per account and region, and, since an apply
+  is a start (a full pass), 1 DescribeScalingActivities per ASG and the reads of what the
+  groups launch with (launch configuration, AMI, snapshot, two EBS defaults);
 - the highest PutKeyPolicy and CreateGrant rates in any one-second window;
 - the seed procedure: the article's aws CLI commands, once per key and once per ASG, on an
   identical fresh fleet (its time against the operator's cold apply);
@@ -123,8 +125,18 @@ class Fleet:
                 f.write(self.binding(i))
 
     def lower_bound(self):
+        """The reads an apply cannot do without, as a start (a full pass) of run.
+
+        Every pass: 1 GetCallerIdentity + 1 AssumeRole + 1 GetRole + per key a DescribeKey
+        and a GetKeyPolicy + a ListGrants per cross-account key + ceil(N/100) group
+        describes. At start and on resync: per group its recent scaling activities, and
+        what the groups launch with: their one launch configuration, its AMI and that
+        AMI's snapshot, and the two EBS defaults of the account and region.
+        """
         cross = sum(1 for i in range(self.k) if i % 3 == 0)
-        return 1 + 1 + 1 + self.k + cross + math.ceil(self.n / 100)
+        every_pass = 1 + 1 + 1 + 2 * self.k + cross + math.ceil(self.n / 100)
+        at_start = self.n + 1 + 1 + 1 + 2
+        return every_pass + at_start
 
 
 def split(calls):
