@@ -47,6 +47,19 @@ It also serves test hooks under ``/_launcher/`` (a path no AWS API uses):
   key and place it is used; ``problems`` lists launch templates or versions that do not
   exist). 404 for an unknown group.
 
+- ``POST /_launcher/identity-policies`` with ``{"caller": ARN, "policy": {...} | null}``
+  gives the caller (its ARN as GetCallerIdentity shows it: an IAM user, or an assumed-role
+  session) an identity-based policy, or takes it away; from then on every request of that
+  caller is authorized against it as AWS would, and refused with AccessDenied
+  (AccessDeniedException for KMS, UnauthorizedOperation for EC2) when it does not allow
+  it (``identity.py``). Callers without one are not checked. ``GET`` lists the callers.
+  ``GET /_launcher/authorizations`` answers every decision made, ``{"decisions":
+  [{"caller", "service", "operation", "action", "resource", "context", "allowed",
+  "statements"}]}`` (``statements``: the indices of the Allow statements that matched);
+  ``POST /_launcher/authorizations/reset`` clears them. ``GET /_launcher/sessions`` answers
+  every assumed-role session handed out, with its secret key and session token (for
+  tests that check that no log carries them).
+
 Strict mode (``strict.py``) makes moto as strict as AWS where this project depends on it.
 Rejected requests are answered in the protocol's wire format and logged like any other.
 Settings and defaults:
@@ -103,6 +116,7 @@ from moto.moto_server.werkzeug_app import (
 from werkzeug.serving import make_server
 
 import gaps
+import identity
 import launches
 import strict
 import wire
@@ -191,9 +205,10 @@ class Hooks:
     """WSGI middleware in front of moto's app: test hooks, then strict checks, then moto;
     then the launches moto started while answering are judged (launches.py)."""
 
-    def __init__(self, app, strict_layer, launch_store):
+    def __init__(self, app, strict_layer, launch_store, identity_layer):
         self.app = app
         self.strict = strict_layer
+        self.identity = identity_layer
         self.launches = launch_store
         self.lock = threading.Lock()
         self.calls = []  # [{"service", "action", "account"}], arrival order
@@ -212,6 +227,9 @@ class Hooks:
             fault = self._take_fault(service, action)
         request = strict.Request(environ, body, service, action, account)
         try:
+            refused = self.identity.check(request, wire.credential_scope(environ)[0], start_response)
+            if refused is not None:
+                return refused
             if fault:
                 if fault["apply"]:
                     answer = self.strict.serve(request, self.app, lambda *_: None)
@@ -234,6 +252,8 @@ class Hooks:
         path, method = environ["PATH_INFO"], environ["REQUEST_METHOD"]
         body = wire.read_body(environ)
         answer = self.strict.control(path, method, body, start_response)
+        if answer is None:
+            answer = self.identity.control(path, method, body, start_response)
         if answer is None:
             query = wire.query_params({"QUERY_STRING": environ.get("QUERY_STRING", "")}, b"")
             answer = self.launches.control(path, method, body, query, start_response)
@@ -289,7 +309,8 @@ def main():
     gaps.install()
     strict_layer = strict.install(settings, kms_backend_for)
     launch_store = launches.install(settings, strict_layer)
-    app = Hooks(DomainDispatcherApplication(create_backend_app), strict_layer, launch_store)
+    identity_layer = identity.install(kms_backend_for)
+    app = Hooks(DomainDispatcherApplication(create_backend_app), strict_layer, launch_store, identity_layer)
     server = make_server(args.host, args.port, app, threaded=True, request_handler=MotoRequestHandler)
     wire.serve_until_stopped(server, args.host, args.exit_with_stdin)
 

@@ -113,6 +113,14 @@ def render_error(code, message, status, environ):
             ("x-amzn-ErrorType", code),
             ("x-amzn-RequestId", request_id),
         ]
+    elif credential_scope(environ)[2] == "ec2":
+        # ec2Query: <Response><Errors><Error> (EC2 API Reference, "Error codes").
+        data = (
+            "<Response><Errors><Error>"
+            f"<Code>{xml_escape(code)}</Code><Message>{xml_escape(message)}</Message>"
+            f"</Error></Errors><RequestID>{request_id}</RequestID></Response>"
+        ).encode()
+        headers = [("Content-Type", "text/xml"), ("x-amzn-RequestId", request_id)]
     else:
         kind = "Receiver" if status >= 500 else "Sender"
         data = (
