@@ -26,7 +26,7 @@ use tracing::Instrument;
 use crate::aws::{Aws, CallStats, ExecSettings};
 use crate::config::{self, Desired};
 use crate::metrics::{self, ActionLabel, ClassLabel, GroupLabel, Health, Metrics, StatusBoard};
-use crate::model::{BindingId, Failure, KeyArn};
+use crate::model::{AsgRef, BindingId, Failure, KeyArn};
 use crate::plan::Depth;
 use crate::reconcile::{self, Outcome};
 use crate::scheduler::{Backoff, Jitter, Scheduler};
@@ -245,6 +245,7 @@ pub async fn run_with<R: Reconciler>(
     let server = tokio::spawn(crate::server::serve(listener, metrics.clone(), health.clone(), board.clone()));
     let mut watch = config::watch::watch(&settings.config, settings.debounce)?;
     tracing::info!(%addr, config = %settings.config.display(), bindings = desired.bindings.len(), resync = ?settings.resync, "listening");
+    warn_default_roles(&desired, None);
 
     let now = Instant::now();
     let mut d = Daemon {
@@ -553,8 +554,21 @@ impl<R: Reconciler> Daemon<R> {
         let bound: BTreeSet<BindingId> = new.bindings.iter().map(|b| b.id()).collect();
         self.telemetry.board.retain(|b| bound.contains(b));
         tracing::info!(bindings = new.bindings.len(), changed_keys = changed.len(), "config reloaded");
+        warn_default_roles(&new, Some(&self.config.desired));
         self.config.desired = Arc::new(new);
         self.update_gauge();
+    }
+}
+
+/// Warns once for each group that uses the default service-linked role: every such group
+/// at start, and on a reload only those that did not before.
+fn warn_default_roles(new: &Desired, old: Option<&Desired>) {
+    let on_default = |d: &Desired| -> BTreeSet<AsgRef> {
+        d.bindings.iter().filter(|b| b.slr_suffix.is_none()).map(|b| b.asg.clone()).collect()
+    };
+    let before = old.map(on_default).unwrap_or_default();
+    for asg in on_default(new).difference(&before) {
+        tracing::warn!(asg = %asg, "{}", config::default_role_warning(asg));
     }
 }
 

@@ -16,6 +16,7 @@ use serde_json::{json, Value};
 
 use crate::config::Desired;
 use crate::model::{AccountId, KeyArn, AUTOSCALING_SERVICE};
+use crate::policy::GRANT_OPERATIONS;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IamPolicyError {
@@ -48,14 +49,32 @@ fn statement(sid: &str, actions: &[&str], resources: &BTreeSet<String>, conditio
     s
 }
 
-/// Statements allowing `actions` on `keys`: key ARNs by name, and keys named by an alias
-/// (whose key is not known without asking AWS) through the `kms:ResourceAliases`
-/// condition, which matches a key by the aliases it has (KMS Developer Guide, "Using
-/// aliases to control access to KMS keys").
-fn key_statements(out: &mut Vec<Value>, sid: &str, actions: &[&str], keys: &BTreeSet<&KeyArn>) {
+/// The conditions of `a` and `b` together (every operator of both must hold; the two
+/// never share an operator here).
+fn both(a: Option<Value>, b: Option<Value>) -> Option<Value> {
+    match (a, b) {
+        (Some(Value::Object(mut a)), Some(Value::Object(b))) => {
+            a.extend(b);
+            Some(Value::Object(a))
+        }
+        (a, b) => a.or(b),
+    }
+}
+
+/// Statements allowing `actions` on `keys` under `condition`: key ARNs by name, and keys
+/// named by an alias (whose key is not known without asking AWS) through the
+/// `kms:ResourceAliases` condition, which matches a key by the aliases it has (KMS
+/// Developer Guide, "Using aliases to control access to KMS keys").
+fn key_statements(
+    out: &mut Vec<Value>,
+    sid: &str,
+    actions: &[&str],
+    keys: &BTreeSet<&KeyArn>,
+    condition: Option<Value>,
+) {
     let direct: BTreeSet<String> = keys.iter().filter(|k| !k.is_alias()).map(|k| k.to_string()).collect();
     if !direct.is_empty() {
-        out.push(statement(sid, actions, &direct, None));
+        out.push(statement(sid, actions, &direct, condition.clone()));
     }
     let mut by_place: BTreeMap<String, BTreeSet<&str>> = BTreeMap::new();
     for k in keys.iter().filter(|k| k.is_alias()) {
@@ -63,13 +82,14 @@ fn key_statements(out: &mut Vec<Value>, sid: &str, actions: &[&str], keys: &BTre
         by_place.entry(any_key).or_default().insert(k.key_id());
     }
     for (i, (any_key, aliases)) in by_place.into_iter().enumerate() {
-        let condition = json!({"ForAnyValue:StringEquals": {"kms:ResourceAliases": aliases}});
+        let by_alias = json!({"ForAnyValue:StringEquals": {"kms:ResourceAliases": aliases}});
         let sid = format!("{sid}ByAlias{}", if i == 0 { String::new() } else { (i + 1).to_string() });
-        out.push(statement(&sid, actions, &BTreeSet::from([any_key]), Some(condition)));
+        out.push(statement(&sid, actions, &BTreeSet::from([any_key]), both(Some(by_alias), condition.clone())));
     }
 }
 
-/// The policy document for `account`.
+/// The policy document for `account`: exactly the calls the operator makes with its
+/// credentials, each on the resources it makes them on.
 pub fn policy(desired: &Desired, account: &AccountId) -> Result<Value, IamPolicyError> {
     let in_asg = |a: &AccountId| a == account;
     let mine: Vec<_> = desired.bindings.iter().filter(|b| in_asg(&b.asg.account)).collect();
@@ -88,6 +108,7 @@ pub fn policy(desired: &Desired, account: &AccountId) -> Result<Value, IamPolicy
 
     let mut statements = Vec::new();
     if !mine.is_empty() {
+        let partition = mine[0].key.partition();
         let slrs: BTreeSet<String> = mine.iter().map(|b| b.slr().arn()).collect();
         let asgs: BTreeSet<String> = mine
             .iter()
@@ -102,7 +123,6 @@ pub fn policy(desired: &Desired, account: &AccountId) -> Result<Value, IamPolicy
             })
             .collect();
         let own_keys: BTreeSet<&KeyArn> = mine.iter().filter(|b| !b.is_cross_account()).map(|b| &b.key).collect();
-        let other_keys: BTreeSet<&KeyArn> = mine.iter().filter(|b| b.is_cross_account()).map(|b| &b.key).collect();
         statements.push(statement("ReadServiceLinkedRoles", &["iam:GetRole"], &slrs, None));
         statements.push(statement(
             "CreateAutoScalingServiceLinkedRoles",
@@ -110,12 +130,13 @@ pub fn policy(desired: &Desired, account: &AccountId) -> Result<Value, IamPolicy
             &slrs,
             Some(json!({"StringEquals": {"iam:AWSServiceName": AUTOSCALING_SERVICE}})),
         ));
-        statements.push(statement(
-            "PassServiceLinkedRolesToAutoScaling",
-            &["iam:PassRole"],
-            &slrs,
-            Some(json!({"StringEquals": {"iam:PassedToService": AUTOSCALING_SERVICE}})),
-        ));
+        // Scoped to the roles, with no iam:PassedToService condition: the EC2 Auto
+        // Scaling User Guide ("Control which service-linked role can be passed") scopes
+        // PassRole for these roles by ARN alone and documents no such key for them, so a
+        // condition on it could refuse the group update in AWS. It would add nothing
+        // either: a service-linked role's trust policy names its service only, and no one
+        // can edit it (IAM User Guide, "Using service-linked roles").
+        statements.push(statement("PassServiceLinkedRolesToAutoScaling", &["iam:PassRole"], &slrs, None));
         // These reads take no resource: their Resource must be "*".
         statements.push(statement(
             "ReadGroupsAndWhatTheyLaunchWith",
@@ -133,8 +154,8 @@ pub fn policy(desired: &Desired, account: &AccountId) -> Result<Value, IamPolicy
             None,
         ));
         // The keys the groups launch with are found in their launch templates and AMIs,
-        // so they are not known here: DescribeKey (metadata only) on any key.
-        let partition = mine[0].key.partition();
+        // so they are not known here: DescribeKey (metadata only) on any key. This also
+        // covers the configured keys of this account, which are described every pass.
         statements.push(statement(
             "DescribeKeysGroupsLaunchWith",
             &["kms:DescribeKey"],
@@ -150,29 +171,65 @@ pub fn policy(desired: &Desired, account: &AccountId) -> Result<Value, IamPolicy
         key_statements(
             &mut statements,
             "ManageOwnKeyPolicies",
-            &["kms:GetKeyPolicy", "kms:PutKeyPolicy", "kms:DescribeKey", "kms:ListGrants"],
+            &["kms:GetKeyPolicy", "kms:PutKeyPolicy"],
             &own_keys,
+            None,
         );
-        // RetireGrant: the operator retires its own grants that fall short or whose role
-        // was deleted, with the credentials that created them.
-        key_statements(
-            &mut statements,
-            "CreateGrantsOnOtherAccountsKeys",
-            &["kms:CreateGrant", "kms:RetireGrant"],
-            &other_keys,
-        );
+        grant_statements(&mut statements, &mine, account, partition);
     }
     key_statements(
         &mut statements,
         "ManageKeyPoliciesAndReadGrantsForOtherAccounts",
         &["kms:DescribeKey", "kms:GetKeyPolicy", "kms:PutKeyPolicy", "kms:ListGrants"],
         &owned_keys_used_elsewhere,
+        None,
     );
     if assumes_roles {
         let roles: BTreeSet<String> = desired.accounts.values().cloned().collect();
         statements.push(statement("AssumeRolesInOtherAccounts", &["sts:AssumeRole"], &roles, None));
     }
     Ok(json!({ "Version": "2012-10-17", "Statement": statements }))
+}
+
+/// Case 2: the grants this account makes on other accounts' keys, and retires.
+///
+/// CreateGrant is allowed only for the grant the operator makes (KMS Developer Guide,
+/// "AWS KMS condition keys"): to the service-linked roles that use those keys
+/// (`kms:GranteePrincipal`), for the eight operations a launch needs and no other
+/// (`ForAllValues:StringEquals kms:GrantOperations`), retirable by this account
+/// (`kms:RetiringPrincipal`). Keys are grouped by the roles that use them, so a role may
+/// be granted only the keys its groups are bound to.
+///
+/// RetireGrant has no such condition: KMS defines none that names the grant for it (the
+/// grant condition keys apply to CreateGrant), and `kms:RetireGrant` in an IAM policy
+/// only delegates what a grant already allows, here the grants that name this account as
+/// their retiring principal or that it created (KMS Developer Guide, "Retiring and
+/// revoking grants"). It is scoped to the same keys.
+fn grant_statements(out: &mut Vec<Value>, mine: &[&crate::config::Binding], account: &AccountId, partition: &str) {
+    let mut by_roles: BTreeMap<&KeyArn, BTreeSet<String>> = BTreeMap::new();
+    for b in mine.iter().filter(|b| b.is_cross_account()) {
+        by_roles.entry(&b.key).or_default().insert(b.slr().arn());
+    }
+    let mut groups: BTreeMap<BTreeSet<String>, BTreeSet<&KeyArn>> = BTreeMap::new();
+    for (key, roles) in by_roles {
+        groups.entry(roles).or_default().insert(key);
+    }
+    let all_keys: BTreeSet<&KeyArn> = groups.values().flatten().copied().collect();
+    for (i, (roles, keys)) in groups.iter().enumerate() {
+        let condition = json!({
+            "StringEquals": {
+                "kms:GranteePrincipal": roles,
+                "kms:RetiringPrincipal": account.root_arn(partition),
+            },
+            "ForAllValues:StringEquals": {"kms:GrantOperations": GRANT_OPERATIONS},
+        });
+        let sid = format!(
+            "GrantServiceLinkedRolesOtherAccountsKeys{}",
+            if i == 0 { String::new() } else { (i + 1).to_string() }
+        );
+        key_statements(out, &sid, &["kms:CreateGrant"], keys, Some(condition));
+    }
+    key_statements(out, "RetireOwnGrantsOnOtherAccountsKeys", &["kms:RetireGrant"], &all_keys, None);
 }
 
 #[cfg(test)]
@@ -213,7 +270,8 @@ mod tests {
                 "DescribeKeysGroupsLaunchWith",
                 "UpdateConfiguredAutoScalingGroups",
                 "ManageOwnKeyPolicies",
-                "CreateGrantsOnOtherAccountsKeys",
+                "GrantServiceLinkedRolesOtherAccountsKeys",
+                "RetireOwnGrantsOnOtherAccountsKeys",
                 "AssumeRolesInOtherAccounts",
             ]
         );
@@ -235,10 +293,14 @@ mod tests {
                 "arn:aws:autoscaling:us-west-2:111122223333:autoScalingGroup:*:autoScalingGroupName/web"
             ])
         );
-        assert_eq!(
-            find(&p, "CreateGrantsOnOtherAccountsKeys")["Resource"],
-            json!(["arn:aws:kms:us-west-2:444455556666:key/22222222-2222-2222-2222-222222222222"])
-        );
+        for sid in ["GrantServiceLinkedRolesOtherAccountsKeys", "RetireOwnGrantsOnOtherAccountsKeys"] {
+            assert_eq!(
+                find(&p, sid)["Resource"],
+                json!(["arn:aws:kms:us-west-2:444455556666:key/22222222-2222-2222-2222-222222222222"])
+            );
+        }
+        assert_eq!(find(&p, "ManageOwnKeyPolicies")["Action"], json!(["kms:GetKeyPolicy", "kms:PutKeyPolicy"]));
+        assert_eq!(find(&p, "PassServiceLinkedRolesToAutoScaling").get("Condition"), None);
         assert_eq!(
             find(&p, "AssumeRolesInOtherAccounts")["Resource"],
             json!(["arn:aws:iam::444455556666:role/key-admin"])
@@ -312,5 +374,48 @@ mod tests {
             by_alias["Condition"],
             json!({"ForAnyValue:StringEquals": {"kms:ResourceAliases": ["alias/ebs-data"]}})
         );
+    }
+
+    #[test]
+    fn create_grant_is_only_for_the_roles_the_eight_operations_and_this_account_as_retirer() {
+        let p = policy(&desired(), &acct("111122223333")).unwrap();
+        let s = find(&p, "GrantServiceLinkedRolesOtherAccountsKeys");
+        assert_eq!(s["Action"], json!(["kms:CreateGrant"]));
+        assert_eq!(
+            s["Condition"],
+            json!({
+                "StringEquals": {
+                    "kms:GranteePrincipal": ["arn:aws:iam::111122223333:role/aws-service-role/autoscaling.amazonaws.com/AWSServiceRoleForAutoScaling"],
+                    "kms:RetiringPrincipal": "arn:aws:iam::111122223333:root",
+                },
+                "ForAllValues:StringEquals": {"kms:GrantOperations": GRANT_OPERATIONS},
+            })
+        );
+        assert_eq!(find(&p, "RetireOwnGrantsOnOtherAccountsKeys")["Action"], json!(["kms:RetireGrant"]));
+    }
+
+    #[test]
+    fn keys_used_by_different_roles_get_separate_grant_statements() {
+        let d = crate::config::parse(
+            "version: 1\nbindings:\n  - {asg: a, account: \"111122223333\", key: arn:aws:kms:us-west-2:444455556666:key/22222222-2222-2222-2222-222222222222, serviceLinkedRoleSuffix: A}\n  - {asg: b, account: \"111122223333\", key: arn:aws:kms:us-west-2:444455556666:key/33333333-3333-3333-3333-333333333333, serviceLinkedRoleSuffix: B}\n  - {asg: c, account: \"111122223333\", key: arn:aws:kms:us-west-2:444455556666:alias/shared, serviceLinkedRoleSuffix: B}\n",
+            "t",
+        )
+        .unwrap();
+        let p = policy(&d, &acct("111122223333")).unwrap();
+        let grantee = |sid: &str| find(&p, sid)["Condition"]["StringEquals"]["kms:GranteePrincipal"].clone();
+        let slr = |suffix: &str| {
+            format!("arn:aws:iam::111122223333:role/aws-service-role/autoscaling.amazonaws.com/AWSServiceRoleForAutoScaling_{suffix}")
+        };
+        assert_eq!(grantee("GrantServiceLinkedRolesOtherAccountsKeys"), json!([slr("A")]));
+        assert_eq!(
+            find(&p, "GrantServiceLinkedRolesOtherAccountsKeys")["Resource"],
+            json!(["arn:aws:kms:us-west-2:444455556666:key/22222222-2222-2222-2222-222222222222"])
+        );
+        assert_eq!(grantee("GrantServiceLinkedRolesOtherAccountsKeys2"), json!([slr("B")]));
+        // A key named by an alias: the role condition and the alias condition together.
+        let by_alias = find(&p, "GrantServiceLinkedRolesOtherAccountsKeys2ByAlias");
+        assert_eq!(by_alias["Condition"]["StringEquals"]["kms:GranteePrincipal"], json!([slr("B")]));
+        assert_eq!(by_alias["Condition"]["ForAnyValue:StringEquals"]["kms:ResourceAliases"], json!(["alias/shared"]));
+        assert_eq!(by_alias["Resource"], json!(["arn:aws:kms:us-west-2:444455556666:key/*"]));
     }
 }

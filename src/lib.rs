@@ -5,6 +5,7 @@
 //! state, [`aws`] observes and writes (the only module that imports the AWS SDK), and
 //! [`plan`] is the pure comparison between the two.
 
+pub mod access;
 pub mod aws;
 pub mod bounded;
 pub mod config;

@@ -14,7 +14,7 @@ use asg_cmk_operator::model::is_region;
 use asg_cmk_operator::model::AccountId;
 use asg_cmk_operator::plan::{self, Depth};
 use asg_cmk_operator::telemetry::{self, LogFormat};
-use asg_cmk_operator::{daemon, iam_policy, launch, output, reconcile, status};
+use asg_cmk_operator::{access, daemon, iam_policy, launch, output, reconcile, status};
 
 /// Keeps EC2 Auto Scaling groups able to launch instances whose EBS volumes are
 /// encrypted with customer managed KMS keys.
@@ -144,7 +144,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     telemetry::init(cli.log_format);
     match cli.command {
-        Command::Validate { config } => match load(&config) {
+        Command::Validate { config } => match load_warning(&config) {
             Some(d) => {
                 println!("{}: valid, {} binding{}", config.display(), d.bindings.len(), plural(d.bindings.len()));
                 ExitCode::SUCCESS
@@ -152,11 +152,11 @@ fn main() -> ExitCode {
             None => ExitCode::FAILURE,
         },
         Command::Plan { config, output } => {
-            let Some(desired) = load(&config) else { return ExitCode::FAILURE };
+            let Some(desired) = load_warning(&config) else { return ExitCode::FAILURE };
             runtime().block_on(plan(desired, output))
         }
         Command::Apply { config, max_passes, stats_json } => {
-            let Some(desired) = load(&config) else { return ExitCode::FAILURE };
+            let Some(desired) = load_warning(&config) else { return ExitCode::FAILURE };
             runtime().block_on(apply(desired, max_passes, stats_json))
         }
         Command::Discover { region, asgs, account } => runtime().block_on(discover(region, asgs, account)),
@@ -221,6 +221,17 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 /// Loads the config, printing every error on stderr when it is invalid.
+/// Loads the config, printing its errors on stderr.
+/// [`load`], and a warning on stderr for each group on the default service-linked role
+/// (`validate`, `plan` and `apply`; `run` logs them).
+fn load_warning(path: &Path) -> Option<Desired> {
+    let d = load(path)?;
+    for w in config::default_role_warnings(&d) {
+        eprintln!("warning: {w}");
+    }
+    Some(d)
+}
+
 fn load(path: &Path) -> Option<Desired> {
     match config::load(path) {
         Ok(d) => Some(d),
@@ -247,10 +258,15 @@ async fn connect(desired: &Desired) -> Option<Arc<Aws>> {
 
 async fn plan(desired: Desired, output: Output) -> ExitCode {
     let Some(aws) = connect(&desired).await else { return ExitCode::FAILURE };
-    let (_, p) = reconcile::observe_and_plan(&aws, &desired, Depth::Full).await;
+    let (observed, p) = reconcile::observe_and_plan(&aws, &desired, Depth::Full).await;
+    // The operator acts as its own caller in its account, and as the configured role in
+    // every other.
+    let mut operators: std::collections::BTreeMap<AccountId, String> = desired.accounts.clone();
+    operators.insert(*aws.caller(), aws.caller_arn().to_owned());
+    let access = access::key_access(&desired, &observed, &operators);
     match output {
-        Output::Text => print!("{}", output::plan_text(&p, desired.bindings.len())),
-        Output::Json => println!("{}", output::plan_json(&p)),
+        Output::Text => print!("{}", output::plan_text(&p, desired.bindings.len(), &access)),
+        Output::Json => println!("{}", output::plan_json(&p, &access)),
     }
     if !p.blocked.is_empty() {
         ExitCode::FAILURE

@@ -2,6 +2,7 @@
 
 use serde_json::{json, Value};
 
+use crate::access::{Access, KeyAccess};
 use crate::plan::{grant_name, Change, Plan, PlannedChange};
 use crate::policy::GRANT_OPERATIONS;
 
@@ -16,7 +17,8 @@ fn details(c: &Change) -> Value {
         // The name carries the role's unique id; null until the role exists.
         Change::CreateGrant { slr, role_id, .. } => json!({
             "granteePrincipal": slr.arn(), "name": role_id.as_deref().map(|id| grant_name(slr, id)),
-            "operations": GRANT_OPERATIONS, "createdBy": slr.account.as_str(),
+            "operations": GRANT_OPERATIONS, "retiringPrincipal": slr.account.root_arn(slr.partition),
+            "createdBy": slr.account.as_str(),
         }),
         Change::RetireGrant { slr, grant_id, .. } => json!({ "grantId": grant_id, "retiredBy": slr.account.as_str() }),
         Change::UpdateAutoScalingGroup { service_linked_role_arn, .. } => {
@@ -37,8 +39,8 @@ fn action_json(c: &PlannedChange) -> Value {
     })
 }
 
-/// `{"actions": [...], "errors": [...], "notes": [...]}`.
-pub fn plan_json(plan: &Plan) -> String {
+/// `{"actions": [...], "errors": [...], "notes": [...], "keys": [...]}`.
+pub fn plan_json(plan: &Plan, access: &[KeyAccess]) -> String {
     let v = json!({
         "actions": plan.changes.iter().map(action_json).collect::<Vec<_>>(),
         "errors": plan.blocked.iter().map(|b| json!({
@@ -50,12 +52,20 @@ pub fn plan_json(plan: &Plan) -> String {
             "binding": n.binding.to_string(),
             "note": n.message,
         })).collect::<Vec<_>>(),
+        "keys": access.iter().map(|a| json!({
+            "key": a.key.as_str(),
+            "account": a.account.as_str(),
+            "operator": a.operator,
+            "access": a.kind(),
+            "message": a.message(),
+        })).collect::<Vec<_>>(),
     });
     serde_json::to_string_pretty(&v).expect("plan JSON serialises")
 }
 
-/// One line per change with its reason, then one line per binding that cannot progress.
-pub fn plan_text(plan: &Plan, bindings: usize) -> String {
+/// One line per change with its reason, then one line per binding that cannot progress,
+/// then what lets the operator manage each key.
+pub fn plan_text(plan: &Plan, bindings: usize, access: &[KeyAccess]) -> String {
     let mut s = String::new();
     if plan.changes.is_empty() {
         s.push_str(&format!(
@@ -98,6 +108,13 @@ pub fn plan_text(plan: &Plan, bindings: usize) -> String {
         ));
         for b in &plan.blocked {
             s.push_str(&format!("  ! {}: {}\n", b.binding, b.failure));
+        }
+    }
+    if !access.is_empty() {
+        s.push_str("\nWhat lets the operator manage each key:\n");
+        for a in access {
+            let sign = if matches!(a.access, Access::Account | Access::Operator(_)) { '=' } else { '!' };
+            s.push_str(&format!("  {sign} {}: {}\n", a.key, a.message()));
         }
     }
     s
@@ -146,7 +163,7 @@ mod tests {
 
     #[test]
     fn json_has_the_documented_shape() {
-        let v: Value = serde_json::from_str(&plan_json(&sample())).unwrap();
+        let v: Value = serde_json::from_str(&plan_json(&sample(), &[])).unwrap();
         let a = &v["actions"][0];
         assert_eq!(a["action"], "CreateServiceLinkedRole");
         assert_eq!(a["account"], "111122223333");
@@ -160,7 +177,7 @@ mod tests {
 
     #[test]
     fn text_has_one_line_per_change_and_per_blocked_binding() {
-        let t = plan_text(&sample(), 2);
+        let t = plan_text(&sample(), 2, &[]);
         assert!(t.contains("  + CreateServiceLinkedRole  111122223333  global"), "{t}");
         assert!(t.contains("  ~ UpdateAutoScalingGroup   111122223333  us-west-2      web"), "{t}");
         assert!(t.contains("Plan: 2 changes."), "{t}");
@@ -174,6 +191,6 @@ mod tests {
             t.contains("  ! 111122223333/us-west-2/ghost [11111111-1111-1111-1111-111111111111]: ASG ghost not found"),
             "{t}"
         );
-        assert_eq!(plan_text(&Plan::default(), 3), "No changes. 3 of 3 bindings are up to date.\n");
+        assert_eq!(plan_text(&Plan::default(), 3, &[]), "No changes. 3 of 3 bindings are up to date.\n");
     }
 }

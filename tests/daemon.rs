@@ -13,7 +13,7 @@ async fn converges_serves_endpoints_takes_an_appended_binding_and_stops_on_sigte
     let moto = Moto::start();
     let own = moto.own().await;
     let key = create_key(&own, None).await;
-    create_asgs(&own, &["first", "second"]).await;
+    create_asgs(&own, &["first", "second", "third"]).await;
     let dir = TempDir::new();
     let cfg = dir.write("config.yaml", &config(&[("first", &key, Some("CMK"))]));
     let slr = slr_arn(OWN, Some("CMK"));
@@ -58,6 +58,26 @@ async fn converges_serves_endpoints_takes_an_appended_binding_and_stops_on_sigte
     })
     .await;
     assert_eq!(d.get("/nope").0, 404);
+
+    // A group on the default service-linked role is warned about once, when it appears.
+    let on_default = |v: &serde_json::Value| {
+        v["level"] == "WARN"
+            && v["message"].as_str().is_some_and(|m| m.contains("uses the default service-linked role"))
+    };
+    assert!(!d.logs().iter().any(on_default), "no group was on the default role");
+    let mut text = std::fs::read_to_string(&cfg).unwrap();
+    text.push_str(&format!("  - asg: third\n    account: \"{OWN}\"\n    key: {key}\n"));
+    std::fs::write(&cfg, &text).unwrap();
+    let warned = d.wait_log(on_default, SECS(5));
+    assert_eq!(warned["asg"], format!("{OWN}/{REGION}/third"));
+    assert!(warned["message"].as_str().unwrap().contains("anyone who can create an Auto Scaling group"), "{warned}");
+    text.push_str("# touched\n");
+    std::fs::write(&cfg, &text).unwrap();
+    eventually("the touch reloaded", SECS(5), || async {
+        d.logs().iter().filter(|v| v["message"] == "config reloaded").count() == 3
+    })
+    .await;
+    assert_eq!(d.logs().iter().filter(|v| on_default(v)).count(), 1, "warned once");
 
     assert_eq!(d.terminate(SECS(15)), Some(0));
     d.wait_log(|v| v["message"] == "stopped", SECS(2));

@@ -325,6 +325,11 @@ async fn invalid_configs_are_rejected_before_any_aws_call() {
             vec!["bindings[1]: duplicate of bindings[0]"],
         ),
         (
+            "required suffix",
+            format!("version: 1\ndefaults: {{requireServiceLinkedRoleSuffix: true}}\nbindings:\n  - {{asg: a, account: \"{OWN}\", key: {key}}}\n"),
+            vec!["bindings[0].serviceLinkedRoleSuffix: is required (defaults.requireServiceLinkedRoleSuffix is true)"],
+        ),
+        (
             "suffix",
             format!("version: 1\ndefaults: {{serviceLinkedRoleSuffix: {}}}\nbindings:\n  - {{asg: a, account: \"{OWN}\", key: {key}}}\n", "s".repeat(36)),
             vec!["defaults.serviceLinkedRoleSuffix: role name AWSServiceRoleForAutoScaling_"],
@@ -343,6 +348,20 @@ async fn invalid_configs_are_rejected_before_any_aws_call() {
     }
     assert_eq!(moto.calls(), Vec::<(String, String)>::new(), "no AWS call for an invalid config");
     let ok = dir.write("ok.yaml", &config(&[("a", key, None)]));
-    assert!(moto.operator(&["validate", "--config", &ok]).status.success());
+    let valid = moto.operator(&["validate", "--config", &ok]);
+    assert!(valid.status.success());
+    // Valid, with a warning for the group on the default role, quoting why.
+    assert_eq!(
+        stderr(&valid)
+            .lines()
+            .filter(|l| l.starts_with("warning: ASG 123456789012/us-west-2/a uses the default service-linked role"))
+            .count(),
+        1,
+        "{}",
+        stderr(&valid)
+    );
+    assert!(
+        stderr(&valid).contains("anyone who can create an Auto Scaling group in the account can use the default one")
+    );
     assert_eq!(moto.calls().len(), 0, "validate makes no AWS call");
 }

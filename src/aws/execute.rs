@@ -98,6 +98,10 @@ pub async fn execute(aws: &Aws, change: &Change, settings: &ExecSettings) -> Res
                 });
             };
             let (client, name, grantee) = (account.kms(key.region()), grant_name(slr, role_id), slr.arn());
+            // The group's account may retire the grant: KMS lets the retiring principal's
+            // account delegate that to the operator through kms:RetireGrant (KMS Developer
+            // Guide, "Retiring and revoking grants").
+            let retiring = slr.account.root_arn(slr.partition);
             // A role created moments ago is refused as grantee with InvalidArnException
             // until IAM has propagated it; terraform-provider-aws retries kms_grant on it
             // for the same reason.
@@ -107,6 +111,7 @@ pub async fn execute(aws: &Aws, change: &Change, settings: &ExecSettings) -> Res
                     .create_grant()
                     .key_id(key.as_str())
                     .grantee_principal(&grantee)
+                    .retiring_principal(&retiring)
                     .name(&name)
                     .set_operations(Some(GRANT_OPERATIONS.iter().map(|o| GrantOperation::from(*o)).collect()))
                     .send();

@@ -208,6 +208,8 @@ impl Account {
 pub struct Aws {
     base: SdkConfig,
     own: Arc<Account>,
+    /// Who our own credentials are, as GetCallerIdentity says.
+    caller_arn: String,
     shared: Arc<Shared>,
     /// Credential providers by role ARN, kept across passes so each role is assumed once
     /// per session, not once per pass.
@@ -241,9 +243,11 @@ impl Aws {
             .account()
             .and_then(AccountId::parse)
             .ok_or_else(|| ConnectError(Failure::terminal("GetCallerIdentity returned no account id")))?;
+        let caller_arn = who.arn().unwrap_or_default().to_owned();
         let shared = Arc::new(Shared { stats, limits: WriteLimits::default() });
         Ok(Self {
             own: Arc::new(Account::new(caller, base.clone(), shared.clone())),
+            caller_arn,
             base,
             shared,
             providers: Mutex::default(),
@@ -254,6 +258,11 @@ impl Aws {
     /// The account our own credentials act in.
     pub fn caller(&self) -> &AccountId {
         self.own.id()
+    }
+
+    /// Our own identity's ARN (an IAM user or role, or an assumed-role session).
+    pub fn caller_arn(&self) -> &str {
+        &self.caller_arn
     }
 
     pub fn stats(&self) -> &Arc<CallStats> {

@@ -91,6 +91,31 @@ pub struct Desired {
     pub bindings: Vec<Binding>,
 }
 
+/// Why a group on the default service-linked role is worth a warning. The EC2 Auto Scaling
+/// User Guide ("Service-linked roles for Amazon EC2 Auto Scaling", and "Required AWS KMS
+/// key policy for use with encrypted volumes") advises a role with a custom suffix for
+/// granular access to a customer managed key: the default role is the one every group
+/// that names no role uses, so anyone who may create a group in the account can use the
+/// key through it.
+pub const DEFAULT_ROLE_REASON: &str = "AWS advises a service-linked role with a custom suffix for granular access to a customer managed key, because anyone who can create an Auto Scaling group in the account can use the default one (and with it this key)";
+
+/// One warning per group that uses the default service-linked role, in config order.
+pub fn default_role_warnings(desired: &Desired) -> Vec<String> {
+    let mut seen = std::collections::BTreeSet::new();
+    desired
+        .bindings
+        .iter()
+        .filter(|b| b.slr_suffix.is_none() && seen.insert(&b.asg))
+        .map(|b| default_role_warning(&b.asg))
+        .collect()
+}
+
+pub fn default_role_warning(asg: &crate::model::AsgRef) -> String {
+    format!(
+        "ASG {asg} uses the default service-linked role AWSServiceRoleForAutoScaling: {DEFAULT_ROLE_REASON}. Set serviceLinkedRoleSuffix (or defaults.serviceLinkedRoleSuffix); defaults.requireServiceLinkedRoleSuffix: true makes this an error"
+    )
+}
+
 /// Reads and validates a config file.
 pub fn load(path: &Path) -> Result<Desired, ConfigErrors> {
     let name = path.display().to_string();
@@ -361,6 +386,9 @@ struct Validator {
 struct Defaults {
     region: Option<String>,
     suffix: Option<Arc<str>>,
+    /// `requireServiceLinkedRoleSuffix`: a binding without a suffix is an error, not a
+    /// warning.
+    require_suffix: bool,
 }
 
 impl Validator {
@@ -411,9 +439,18 @@ impl Validator {
 
     fn defaults(&mut self, value: &Value) -> Defaults {
         let mut d = Defaults::default();
-        let Some(map) = self.mapping(value, "defaults", &["region", "serviceLinkedRoleSuffix"]) else {
+        let fields = ["region", "serviceLinkedRoleSuffix", "requireServiceLinkedRoleSuffix"];
+        let Some(map) = self.mapping(value, "defaults", &fields) else {
             return d;
         };
+        match map.get("requireServiceLinkedRoleSuffix") {
+            None | Some(Value::Null) => {}
+            Some(Value::Bool(b)) => d.require_suffix = *b,
+            Some(other) => self.err(
+                "defaults.requireServiceLinkedRoleSuffix",
+                format!("expected true or false, found {}", kind(other)),
+            ),
+        }
         d.region = self.string(map, "defaults", "region", false);
         if let Some(r) = &d.region {
             if !is_region(r) {
@@ -485,6 +522,12 @@ impl Validator {
             }
             None => defaults.suffix.clone(),
         };
+        if suffix.is_none() && defaults.require_suffix {
+            self.err(
+                join(path, "serviceLinkedRoleSuffix"),
+                "is required (defaults.requireServiceLinkedRoleSuffix is true): the group would use the default service-linked role",
+            );
+        }
         // Region: the binding's own, else the default, else the (first) key's.
         let region = region_field.or_else(|| defaults.region.clone());
         let region = region.or_else(|| keys.first().map(|(_, k)| k.region().to_owned()));
@@ -781,6 +824,40 @@ mod tests {
             "version: 1\nbindings:\n  - {{asg: a, account: \"111122223333\", key: {KEY_A}}}\ndefaults:\n  region: eu-west-1\n"
         ));
         assert_eq!(errs, vec!["bindings[0].key: key is in region us-west-2, but the binding's region is eu-west-1"]);
+    }
+
+    #[test]
+    fn a_required_suffix_turns_the_default_role_warning_into_a_located_error() {
+        let text = |require: &str| {
+            format!(
+                "version: 1\nbindings:\n  - {{asg: a, account: \"111122223333\", keys: [{KEY_A}, {KEY_B}]}}\n  - {{asg: b, account: \"111122223333\", key: {KEY_A}, serviceLinkedRoleSuffix: CMK}}\ndefaults:\n  requireServiceLinkedRoleSuffix: {require}\n"
+            )
+        };
+        // Off: valid, and one warning for the group on the default role (not one per key).
+        let d = parse(&text("false"), "t").unwrap();
+        let warnings = default_role_warnings(&d);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].starts_with("ASG 111122223333/us-west-2/a uses the default service-linked role"),
+            "{}",
+            warnings[0]
+        );
+        assert!(
+            warnings[0].contains("anyone who can create an Auto Scaling group in the account can use the default one")
+        );
+        // On: the same binding is an error where the suffix belongs; b is fine.
+        assert_eq!(
+            errors(&text("true")),
+            vec!["bindings[0].serviceLinkedRoleSuffix: is required (defaults.requireServiceLinkedRoleSuffix is true): the group would use the default service-linked role"]
+        );
+        assert_eq!(
+            errors(&text("\"yes\"")),
+            vec!["defaults.requireServiceLinkedRoleSuffix: expected true or false, found a string"]
+        );
+        let with_default = format!(
+            "version: 1\ndefaults:\n  requireServiceLinkedRoleSuffix: true\n  serviceLinkedRoleSuffix: CMK\nbindings:\n  - {{asg: a, account: \"111122223333\", key: {KEY_A}}}\n"
+        );
+        assert!(default_role_warnings(&parse(&with_default, "t").unwrap()).is_empty());
     }
 
     #[test]

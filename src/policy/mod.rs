@@ -7,7 +7,7 @@
 mod eval;
 mod merge;
 
-pub use eval::{Coverage, PrincipalIds};
+pub use eval::{coverage, Conditions, Coverage, PrincipalIds};
 pub use merge::{denial, ensure, Merge, Need, NeedKind};
 
 use serde_json::{Map, Value};
@@ -91,6 +91,11 @@ impl PolicyDocument {
             Some(one @ Value::Object(_)) => vec![one],
             _ => Vec::new(),
         }
+    }
+
+    /// Every `AWS` principal the statements name in `Principal`, as written.
+    pub fn principals(&self) -> Vec<String> {
+        self.statements().into_iter().filter_map(|s| s.get("Principal")?.get("AWS")).flat_map(strings).collect()
     }
 
     fn statements_mut(&mut self) -> &mut Vec<Value> {

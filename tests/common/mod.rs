@@ -206,19 +206,32 @@ impl Moto {
 
     /// Runs the operator binary with `args` against this server.
     pub fn operator(&self, args: &[&str]) -> Output {
-        let out = self.operator_command(args).output().expect("run operator");
-        eprintln!(
-            "--- operator {args:?} exit {:?}\n--- stdout\n{}--- stderr\n{}",
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
+        run_logged(self.operator_command(args), args)
+    }
+
+    /// Like [`Moto::operator`], with the credentials of access key `id` and `secret`.
+    pub fn operator_as(&self, id: &str, secret: &str, args: &[&str]) -> Output {
+        let mut cmd = self.operator_command(args);
+        cmd.env("AWS_ACCESS_KEY_ID", id).env("AWS_SECRET_ACCESS_KEY", secret);
+        run_logged(cmd, args)
     }
 
     pub fn operator_command(&self, args: &[&str]) -> Command {
         operator_command(&self.url, args)
     }
+}
+
+/// Runs `cmd` (the operator with `args`) and prints what it said, for a failing test's
+/// output.
+pub fn run_logged(mut cmd: Command, args: &[&str]) -> Output {
+    let out = cmd.output().expect("run operator");
+    eprintln!(
+        "--- operator {args:?} exit {:?}\n--- stdout\n{}--- stderr\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
 }
 
 /// The operator binary: this build's, or the one `ASG_CMK_OPERATOR_BIN` names (to run the

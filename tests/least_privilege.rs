@@ -1,0 +1,308 @@
+//! The generated IAM policies, checked both ways against a multi-account fleet: the
+//! emulator authorizes every call the operator makes against the policy of the account
+//! that makes it (tests/moto/identity.py, from each call's actual parameters), and every
+//! action each policy allows is used by some call.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::Output;
+
+use common::*;
+use serde_json::{json, Value};
+
+const OPERATOR_USER: &str = "asg-cmk-operator";
+
+/// The operator's own identity in OWN: an IAM user with an access key (moto maps the key
+/// to its account), so that its calls can be told from the test's.
+async fn operator_user(own: &aws_config::SdkConfig) -> (String, String, String) {
+    let iam = aws_sdk_iam::Client::new(own);
+    let user = iam.create_user().user_name(OPERATOR_USER).send().await.unwrap();
+    let arn = user.user().unwrap().arn().to_owned();
+    let key = iam.create_access_key().user_name(OPERATOR_USER).send().await.unwrap();
+    let key = key.access_key().unwrap();
+    (arn, key.access_key_id().to_owned(), key.secret_access_key().to_owned())
+}
+
+fn run_as(moto: &Moto, creds: &(String, String, String), args: &[&str]) -> Output {
+    moto.operator_as(&creds.1, &creds.2, args)
+}
+
+fn policy_of(moto: &Moto, cfg: &str, account: &str) -> Value {
+    let out = moto.operator(&["iam-policy", "--config", cfg, "--account", account]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    serde_json::from_str(&stdout(&out)).unwrap()
+}
+
+fn decisions(moto: &Moto) -> Vec<Value> {
+    moto.hook("GET", "/_launcher/authorizations", Value::Null)["decisions"].as_array().unwrap().clone()
+}
+
+/// A group on a launch template whose AMI's root snapshot is encrypted with `key`.
+async fn group_on_encrypted_ami(conf: &aws_config::SdkConfig, name: &str, key: &str) {
+    let snapshot = encrypted_snapshot(conf, key).await;
+    let ami = image_from_snapshot(conf, &format!("{name}-root"), &snapshot).await;
+    let lt = launch_template(conf, name, Some(&ami), None).await;
+    group_on_template(conf, name, &lt, 0, None).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_call_is_allowed_by_the_generated_policy_and_every_allowed_action_is_used() {
+    let moto = Moto::start();
+    let own = moto.own().await;
+    let other = moto.other().await;
+
+    // OWN: web (case 1, on an AMI encrypted with k1), api (case 1, its key named by an
+    // alias, on a launch configuration), batch (case 2, OTHER's key k3).
+    // OTHER: jobs (case 1 in OTHER, AMI encrypted with k4) and etl (k4, launch configuration).
+    let k1 = create_key(&own, None).await;
+    let k2 = create_key(&own, None).await;
+    let kms = aws_sdk_kms::Client::new(&own);
+    kms.create_alias().alias_name("alias/ebs-data").target_key_id(&k2).send().await.unwrap();
+    let k2_alias = format!("arn:aws:kms:{REGION}:{OWN}:alias/ebs-data");
+    let k3 = create_key(&other, None).await;
+    let k4 = create_key(&other, None).await;
+    group_on_encrypted_ami(&own, "web", &k1).await;
+    create_asgs(&own, &["api", "batch"]).await;
+    group_on_encrypted_ami(&other, "jobs", &k4).await;
+    create_asgs(&other, &["etl"]).await;
+
+    let dir = TempDir::new();
+    let mut text = format!("version: 1\naccounts:\n  - id: \"{OTHER}\"\n    roleArn: {OTHER_ROLE}\nbindings:\n");
+    for (asg, account, key) in
+        [("web", OWN, &k1), ("api", OWN, &k2_alias), ("batch", OWN, &k3), ("jobs", OTHER, &k4), ("etl", OTHER, &k4)]
+    {
+        text.push_str(&format!(
+            "  - {{asg: {asg}, account: \"{account}\", key: {key}, serviceLinkedRoleSuffix: CMK}}\n"
+        ));
+    }
+    let cfg = dir.write("fleet.yaml", &text);
+
+    let policies: BTreeMap<&str, Value> =
+        [(OWN, policy_of(&moto, &cfg, OWN)), (OTHER, policy_of(&moto, &cfg, OTHER))].into();
+    let operator = operator_user(&own).await;
+    let in_other =
+        format!("arn:aws:sts::{OTHER}:assumed-role/{}/asg-cmk-operator", OTHER_ROLE.rsplit('/').next().unwrap());
+    let callers = [(operator.0.clone(), OWN), (in_other.clone(), OTHER)];
+    for (caller, account) in &callers {
+        moto.hook("POST", "/_launcher/identity-policies", json!({"caller": caller, "policy": policies[account]}));
+    }
+
+    // Converge; then give the case 2 role a short grant under the operator's name, which
+    // the operator must retire; then read everything back the ways a user does.
+    assert!(run_as(&moto, &operator, &["apply", "--config", &cfg]).status.success());
+    let ours = grants(&other, &k3).await;
+    assert_eq!(ours.len(), 1, "{ours:?}");
+    kms_short_grant(&own, &k3, &ours[0].grantee, ours[0].name.as_deref().unwrap()).await;
+    assert_eq!(grants(&other, &k3).await.len(), 2);
+    assert!(run_as(&moto, &operator, &["apply", "--config", &cfg]).status.success());
+    assert_eq!(grants(&other, &k3).await.len(), 1, "the short grant was retired");
+    let status = run_as(&moto, &operator, &["status", "--config", &cfg]);
+    assert_eq!(status.status.code(), Some(0), "every binding is ready");
+    let discover = run_as(&moto, &operator, &["discover", "--region", REGION]);
+    assert!(discover.status.success());
+    assert!(stdout(&discover).contains(&k1), "{}", stdout(&discover));
+    let plan = run_as(&moto, &operator, &["plan", "--config", &cfg, "--output", "json"]);
+    let plan: Value = serde_json::from_str(&stdout(&plan)).unwrap();
+    assert_eq!(plan["actions"], json!([]));
+    // Every key's policy is the default one, which delegates to its account: the IAM
+    // policy is what lets the operator manage each.
+    let access: BTreeMap<&str, &str> = plan["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| (k["key"].as_str().unwrap(), k["access"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        access,
+        [(k1.as_str(), "account"), (k2.as_str(), "account"), (k3.as_str(), "account"), (k4.as_str(), "account")].into()
+    );
+
+    // One way: every call of the operator was authorized, and allowed.
+    let seen = decisions(&moto);
+    let refused: Vec<&Value> = seen.iter().filter(|d| d["allowed"] != true).collect();
+    assert!(refused.is_empty(), "refused: {refused:#?}");
+    for (caller, _) in &callers {
+        assert!(seen.iter().any(|d| d["caller"] == *caller.as_str()), "no call of {caller} was checked");
+    }
+    let conditioned = seen.iter().find(|d| d["action"] == "kms:CreateGrant").expect("a CreateGrant was checked");
+    assert_eq!(conditioned["context"]["kms:granteeprincipal"], json!([slr_arn(OWN, Some("CMK"))]));
+
+    // The other way: every action of every statement allowed some call of that account.
+    for (caller, account) in &callers {
+        let statements = policies[account]["Statement"].as_array().unwrap();
+        let mut used: BTreeSet<(usize, String)> = BTreeSet::new();
+        for d in seen.iter().filter(|d| d["caller"] == *caller.as_str()) {
+            for i in d["statements"].as_array().unwrap() {
+                used.insert((i.as_u64().unwrap() as usize, d["action"].as_str().unwrap().to_lowercase()));
+            }
+        }
+        for (i, s) in statements.iter().enumerate() {
+            for a in s["Action"].as_array().unwrap() {
+                let a = a.as_str().unwrap();
+                assert!(
+                    used.contains(&(i, a.to_lowercase())),
+                    "{account}: {a} in statement {} allowed no call of the operator",
+                    s["Sid"]
+                );
+            }
+        }
+    }
+}
+
+/// A grant for `grantee` on `key` named `name` that lacks most operations, made by OWN
+/// (the test's own credentials, which the emulator does not check).
+async fn kms_short_grant(own: &aws_config::SdkConfig, key: &str, grantee: &str, name: &str) {
+    aws_sdk_kms::Client::new(own)
+        .create_grant()
+        .key_id(key)
+        .grantee_principal(grantee)
+        .name(name)
+        .operations(aws_sdk_kms::types::GrantOperation::Decrypt)
+        .send()
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_operator_cannot_grant_the_key_to_anyone_else_nor_call_what_its_policy_lacks() {
+    let moto = Moto::start();
+    let own = moto.own().await;
+    let other = moto.other().await;
+    let k3 = create_key(&other, None).await;
+    create_asgs(&own, &["batch"]).await;
+    let dir = TempDir::new();
+    let cfg = dir.write("c.yaml", &config(&[("batch", &k3, Some("CMK"))]));
+    let policy = policy_of(&moto, &cfg, OWN);
+    let operator = operator_user(&own).await;
+    moto.hook("POST", "/_launcher/identity-policies", json!({"caller": operator.0, "policy": policy}));
+    // The owner's key policy lets OWN create grants (what the operator would write).
+    let owner_policy = key_policy_with(
+        OTHER,
+        vec![json!({"Sid": "Own", "Effect": "Allow", "Principal": {"AWS": format!("arn:aws:iam::{OWN}:root")},
+                    "Action": "kms:*", "Resource": "*"})],
+    );
+    aws_sdk_kms::Client::new(&other)
+        .put_key_policy()
+        .key_id(&k3)
+        .policy_name("default")
+        .policy(owner_policy)
+        .send()
+        .await
+        .unwrap();
+    let (role_arn, _) = create_slr(&own, "CMK").await;
+
+    let creds = aws_credential_types::Credentials::new(&operator.1, &operator.2, None, None, "operator");
+    let as_operator = own
+        .to_builder()
+        .credentials_provider(aws_credential_types::provider::SharedCredentialsProvider::new(creds))
+        .build();
+    let kms = aws_sdk_kms::Client::new(&as_operator);
+    let grant = |grantee: &str, ops: &[&str], retiring: Option<String>| {
+        kms.create_grant()
+            .key_id(&k3)
+            .grantee_principal(grantee)
+            .set_retiring_principal(retiring)
+            .set_operations(Some(ops.iter().map(|o| aws_sdk_kms::types::GrantOperation::from(*o)).collect()))
+            .send()
+    };
+    let eight = [
+        "Encrypt",
+        "Decrypt",
+        "ReEncryptFrom",
+        "ReEncryptTo",
+        "GenerateDataKey",
+        "GenerateDataKeyWithoutPlaintext",
+        "DescribeKey",
+        "CreateGrant",
+    ];
+    let root = Some(format!("arn:aws:iam::{OWN}:root"));
+    let denied =
+        |r: Result<_, aws_sdk_kms::error::SdkError<aws_sdk_kms::operation::create_grant::CreateGrantError>>| {
+            let e = r.expect_err("must be refused");
+            assert_eq!(aws_sdk_kms::error::ProvideErrorMetadata::code(&e), Some("AccessDeniedException"), "{e:?}");
+        };
+    // Another grantee, an extra operation, no retiring principal: each refused.
+    denied(grant(&format!("arn:aws:iam::{OWN}:user/{OPERATOR_USER}"), &eight, root.clone()).await);
+    let mut nine = eight.to_vec();
+    nine.push("RetireGrant");
+    denied(grant(&role_arn, &nine, root.clone()).await);
+    denied(grant(&role_arn, &eight, None).await);
+    // What the operator makes is allowed.
+    grant(&role_arn, &eight, root).await.expect("the operator's own grant is allowed");
+    // An action the policy does not hold.
+    let e = kms.schedule_key_deletion().key_id(&k3).send().await.expect_err("not in the policy");
+    assert_eq!(aws_sdk_kms::error::ProvideErrorMetadata::code(&e), Some("AccessDeniedException"));
+    assert!(format!("{e:?}").contains("kms:ScheduleKeyDeletion"), "{e:?}");
+}
+
+/// Every secret the emulator handed out: the operator user's secret key, and each
+/// assumed-role session's secret key and token.
+fn secrets(moto: &Moto, operator: &(String, String, String)) -> Vec<String> {
+    let sessions = moto.hook("GET", "/_launcher/sessions", Value::Null)["sessions"].as_array().unwrap().clone();
+    assert!(!sessions.is_empty(), "the operator assumed a role");
+    let mut all = vec![operator.2.clone()];
+    for s in &sessions {
+        all.push(s["secret_access_key"].as_str().unwrap().to_owned());
+        all.push(s["session_token"].as_str().unwrap().to_owned());
+    }
+    all
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn logs_carry_no_credentials_at_any_level_and_no_key_policy_at_info() {
+    let moto = Moto::start();
+    let own = moto.own().await;
+    let other = moto.other().await;
+    // The own key's policy names a third party; the operator adds to it (case 1).
+    let (auditor, _) = create_role(&own, "third-party-auditor").await;
+    let own_key = create_key(
+        &own,
+        Some(&key_policy_with(
+            OWN,
+            vec![json!({"Sid": "ThirdPartyAuditorReadOnly", "Effect": "Allow",
+            "Principal": {"AWS": auditor}, "Action": "kms:DescribeKey", "Resource": "*"})],
+        )),
+    )
+    .await;
+    let other_key = create_key(&other, None).await;
+    create_asgs(&own, &["web", "api"]).await;
+    let dir = TempDir::new();
+    let cfg = dir.write("c.yaml", &config(&[("web", &own_key, Some("CMK")), ("api", &other_key, Some("CMK"))]));
+    let operator = operator_user(&own).await;
+
+    // info: a first apply writes the key policy (and reads it twice).
+    let info = run_as(&moto, &operator, &["apply", "--config", &cfg]);
+    assert!(info.status.success());
+    let logs = format!("{}{}", stdout(&info), stderr(&info));
+    assert!(logs.contains("PutKeyPolicy"), "the run wrote a key policy: {logs}");
+    for needle in ["ThirdPartyAuditorReadOnly", auditor.as_str(), "\"Statement\""] {
+        assert!(!logs.contains(needle), "a key policy is logged at info ({needle})");
+    }
+
+    // trace, everything: a run that changes something again (a role to set back).
+    let asc = aws_sdk_autoscaling::Client::new(&own);
+    let default_role = slr_arn(OWN, None);
+    create_slr_default(&own).await;
+    asc.update_auto_scaling_group()
+        .auto_scaling_group_name("web")
+        .service_linked_role_arn(&default_role)
+        .send()
+        .await
+        .unwrap();
+    let mut cmd = operator_command(&moto.url, &["apply", "--config", &cfg]);
+    cmd.env("AWS_ACCESS_KEY_ID", &operator.1).env("AWS_SECRET_ACCESS_KEY", &operator.2).env("RUST_LOG", "trace");
+    let trace = cmd.output().unwrap();
+    assert!(trace.status.success(), "{}", String::from_utf8_lossy(&trace.stderr));
+    let logs = format!("{}{}", String::from_utf8_lossy(&trace.stdout), String::from_utf8_lossy(&trace.stderr));
+    assert!(logs.len() > 100_000 && logs.contains("TRACE"), "a trace-level run logs a lot ({} bytes)", logs.len());
+    assert!(logs.contains("UpdateAutoScalingGroup"));
+    for secret in secrets(&moto, &operator) {
+        assert!(!logs.contains(&secret), "a secret of length {} is in the trace logs", secret.len());
+    }
+}
+
+async fn create_slr_default(conf: &aws_config::SdkConfig) {
+    let iam = aws_sdk_iam::Client::new(conf);
+    let _ = iam.create_service_linked_role().aws_service_name("autoscaling.amazonaws.com").send().await;
+}
