@@ -37,7 +37,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests", "moto"))
 import seed  # noqa: E402
 
-BIN = os.path.join(ROOT, "target", "release", "asg-cmk-operator")
+# ASG_CMK_OPERATOR_BIN runs another build, as in the tests.
+BIN = os.environ.get("ASG_CMK_OPERATOR_BIN") or os.path.join(ROOT, "target", "release", "asg-cmk-operator")
 LAUNCHER = os.path.join(ROOT, "tests", "moto", "launcher.py")
 OWN, OTHER, ROLE, REGION = seed.OWN, seed.OTHER, seed.OTHER_ROLE, seed.REGION
 SUFFIX = "CMK"

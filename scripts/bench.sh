@@ -4,6 +4,8 @@
 #   scripts/bench.sh                 N = 24 and 1,000; daemon at 1,000
 #   scripts/bench.sh --with-10k      also N = 10,000 and the daemon at 10,000 (slow)
 #   scripts/bench.sh core            the pure-core criterion benchmarks (cargo bench)
+#   scripts/bench.sh quota [--cases N:RATE,...]
+#                                    a cold apply behind an undisclosed Auto Scaling quota
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "${1:-}" = core ]; then
@@ -16,6 +18,10 @@ fi
 ensure_venv
 cargo build --locked --release --quiet
 export PATH="$PWD/.venv/bin:$PATH"
+if [ "${1:-}" = quota ]; then
+  shift
+  exec python bench/quota.py "$@"
+fi
 if [ "${1:-}" = --with-10k ]; then
   shift
   exec python bench/e2e.py --sizes 24,1000,10000 --daemon-sizes 1000,10000 "$@"

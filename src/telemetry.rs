@@ -9,9 +9,14 @@ pub enum LogFormat {
     Json,
 }
 
-/// Installs the global subscriber. `RUST_LOG` overrides the default level `info`.
+/// The filter when RUST_LOG is unset: `info`, without the SDK credential chain's warning
+/// per source that gave nothing (raw error structures; when no source gives credentials,
+/// the operator says so in one plain error).
+pub const DEFAULT_FILTER: &str = "info,aws_config::meta::credentials::chain=error";
+
+/// Installs the global subscriber. `RUST_LOG` overrides [`DEFAULT_FILTER`].
 pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
     // Colours only on a terminal: log collectors would store the escape codes.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()

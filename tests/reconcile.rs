@@ -365,3 +365,28 @@ async fn invalid_configs_are_rejected_before_any_aws_call() {
     );
     assert_eq!(moto.calls().len(), 0, "validate makes no AWS call");
 }
+
+#[test]
+fn missing_credentials_are_one_plain_error_saying_where_it_looked_and_what_to_do() {
+    let dir = TempDir::new();
+    let key = "arn:aws:kms:us-west-2:123456789012:key/11111111-1111-1111-1111-111111111111";
+    let cfg = dir.write("c.yaml", &config(&[("a", key, Some("CMK"))]));
+    // Nothing to find: no keys, no profile files, no instance metadata.
+    let out = operator_command("http://127.0.0.1:9", &["plan", "--config", &cfg])
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env("HOME", &dir.0)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.starts_with("error: cannot start talking to AWS: no AWS credentials. Looked in, in order: the environment"),
+        "{err}"
+    );
+    for hint in ["AWS_PROFILE=NAME", "AWS_ENDPOINT_URL=http://HOST:PORT", "EC2 instance metadata"] {
+        assert!(err.contains(hint), "{hint} missing in {err}");
+    }
+    assert_eq!(err.lines().count(), 1, "one line, no SDK warnings: {err}");
+    assert!(!err.contains("Error {") && !err.contains("source:"), "no debug structures: {err}");
+}

@@ -63,7 +63,6 @@ pub enum Done {
 /// failure, classified, when it does not succeed.
 pub async fn execute(aws: &Aws, change: &Change, settings: &ExecSettings) -> Result<Done, Failure> {
     let account = aws.account(change.account())?;
-    let limits = account.limits();
     match change {
         Change::CreateServiceLinkedRole { slr } => {
             let request = account
@@ -73,7 +72,7 @@ pub async fn execute(aws: &Aws, change: &Change, settings: &ExecSettings) -> Res
                 .set_custom_suffix(slr.suffix.as_deref().map(str::to_owned))
                 .description("Auto Scaling service-linked role managed by asg-cmk-operator")
                 .send();
-            match account.call(Some(&limits.create_role), "iam", "CreateServiceLinkedRole", &[], request).await {
+            match account.call(None, "iam", "CreateServiceLinkedRole", &[], request).await {
                 Ok(out) => Ok(Done::Role(out.role().map(|r| Role { role_id: r.role_id().to_owned() }))),
                 // The role exists already (created since we looked): adopt it. Real IAM
                 // answers InvalidInput "...has been taken in this account...", moto
@@ -102,6 +101,7 @@ pub async fn execute(aws: &Aws, change: &Change, settings: &ExecSettings) -> Res
             // account delegate that to the operator through kms:RetireGrant (KMS Developer
             // Guide, "Retiring and revoking grants").
             let retiring = slr.account.root_arn(slr.partition);
+            let limits = account.kms_limits(key.region());
             // A role created moments ago is refused as grantee with InvalidArnException
             // until IAM has propagated it; terraform-provider-aws retries kms_grant on it
             // for the same reason.
@@ -115,7 +115,7 @@ pub async fn execute(aws: &Aws, change: &Change, settings: &ExecSettings) -> Res
                     .name(&name)
                     .set_operations(Some(GRANT_OPERATIONS.iter().map(|o| GrantOperation::from(*o)).collect()))
                     .send();
-                account.call(Some(&limits.create_grant), "kms", "CreateGrant", &[], request)
+                account.call(Some(&limits.grants), "kms", "CreateGrant", &[], request)
             })
             .await;
             out.map(|_| Done::Applied)
@@ -124,8 +124,8 @@ pub async fn execute(aws: &Aws, change: &Change, settings: &ExecSettings) -> Res
             // The account that created a grant may retire it, also on a key of another
             // account (KMS API Reference, RetireGrant).
             let request = account.kms(key.region()).retire_grant().key_id(key.as_str()).grant_id(grant_id).send();
-            match account.call(Some(&limits.create_grant), "kms", "RetireGrant", &["NotFoundException"], request).await
-            {
+            let limits = account.kms_limits(key.region());
+            match account.call(Some(&limits.grants), "kms", "RetireGrant", &["NotFoundException"], request).await {
                 Ok(_) => Ok(Done::Applied),
                 Err(e) if code(&e) == Some("NotFoundException") => Ok(Done::NotNeeded("the grant is gone already")),
                 Err(e) => Err(classify("RetireGrant", &e)),
@@ -146,7 +146,7 @@ pub async fn execute(aws: &Aws, change: &Change, settings: &ExecSettings) -> Res
                     .auto_scaling_group_name(&asg.name)
                     .service_linked_role_arn(service_linked_role_arn)
                     .send();
-                account.call(Some(&limits.update_asg), "autoscaling", "UpdateAutoScalingGroup", &[], request)
+                account.call(None, "autoscaling", "UpdateAutoScalingGroup", &[], request)
             })
             .await;
             out.map(|_| Done::Applied)
@@ -193,7 +193,8 @@ async fn put_key_policy(
             .customize()
             .config_override(one_attempt.clone())
             .send();
-        let e = match account.call(Some(&account.limits().put_key_policy), "kms", "PutKeyPolicy", &[], request).await {
+        let limits = account.kms_limits(key.region());
+        let e = match account.call(Some(&limits.put_key_policy), "kms", "PutKeyPolicy", &[], request).await {
             Ok(_) => return Ok(Done::Applied),
             Err(e) => e,
         };

@@ -7,6 +7,7 @@
 //! fall back to the operator's own credentials. Every call goes through [`Account::call`],
 //! which takes the write permit, makes the call and records it.
 
+pub mod adaptive;
 mod creds;
 pub mod discover;
 mod error;
@@ -34,6 +35,7 @@ use prometheus_client::metrics::family::Family;
 use crate::metrics::CallLabels;
 use crate::model::{AccountId, ErrorClass, Failure};
 use crate::ratelimit::RateLimiter;
+use adaptive::{KmsLimits, PacedClient, Paces};
 
 /// Counts of AWS calls by (service, operation, outcome), kept for the command line and
 /// fed to the Prometheus counter.
@@ -66,32 +68,10 @@ impl CallStats {
     }
 }
 
-/// Write rates per one-second window, kept below the AWS quotas (KMS: PutKeyPolicy 15/s,
-/// CreateGrant 50/s; IAM and Auto Scaling publish none, so those stay modest).
-#[derive(Debug)]
-pub struct WriteLimits {
-    pub create_role: RateLimiter,
-    pub put_key_policy: RateLimiter,
-    pub create_grant: RateLimiter,
-    pub update_asg: RateLimiter,
-}
-
-impl Default for WriteLimits {
-    fn default() -> Self {
-        Self {
-            create_role: RateLimiter::per_second(5),
-            put_key_policy: RateLimiter::per_second(12),
-            create_grant: RateLimiter::per_second(40),
-            update_asg: RateLimiter::per_second(40),
-        }
-    }
-}
-
-/// What every account's calls share: the call counts and the write limits.
+/// What every account's calls share: the call counts.
 #[derive(Debug, Default)]
 pub struct Shared {
     pub stats: Arc<CallStats>,
-    pub limits: WriteLimits,
 }
 
 /// One account whose credentials have resolved, and the clients that act in it. Only
@@ -102,6 +82,8 @@ pub struct Account {
     shared: Arc<Shared>,
     iam: OnceLock<aws_sdk_iam::Client>,
     kms: Mutex<HashMap<String, aws_sdk_kms::Client>>,
+    /// KMS write ceilings by region: KMS quotas are per account and region.
+    kms_limits: Mutex<HashMap<String, Arc<KmsLimits>>>,
     asg: Mutex<HashMap<String, aws_sdk_autoscaling::Client>>,
     ec2: Mutex<HashMap<String, aws_sdk_ec2::Client>>,
 }
@@ -120,6 +102,7 @@ impl Account {
             shared,
             iam: OnceLock::new(),
             kms: Mutex::default(),
+            kms_limits: Mutex::default(),
             asg: Mutex::default(),
             ec2: Mutex::default(),
         }
@@ -129,12 +112,34 @@ impl Account {
         &self.id
     }
 
-    pub(crate) fn limits(&self) -> &WriteLimits {
-        &self.shared.limits
+    /// The KMS write ceilings of this account in `region`.
+    pub(crate) fn kms_limits(&self, region: &str) -> Arc<KmsLimits> {
+        self.kms_limits.lock().expect("limits lock").entry(region.to_owned()).or_default().clone()
+    }
+
+    /// The HTTP client of a service with an undisclosed quota: every attempt paced by
+    /// [`Paces`] of its own (one per service, account and region: one client is built per
+    /// service and region here).
+    fn paced_http(&self) -> Option<PacedClient> {
+        let http = self.config.http_client();
+        if http.is_none() {
+            tracing::warn!("no HTTP client to pace: Auto Scaling and IAM calls are not paced");
+        }
+        http.map(|http| PacedClient::new(http, Arc::new(Paces::default())))
     }
 
     pub(crate) fn iam(&self) -> aws_sdk_iam::Client {
-        self.iam.get_or_init(|| aws_sdk_iam::Client::new(&self.config)).clone()
+        self.iam
+            .get_or_init(|| {
+                let mut conf = aws_sdk_iam::config::Builder::from(&self.config)
+                    .retry_config(adaptive::retry_config())
+                    .retry_partition(adaptive::partition("iam", &self.id, "global"));
+                if let Some(http) = self.paced_http() {
+                    conf = conf.http_client(http);
+                }
+                aws_sdk_iam::Client::from_conf(conf.build())
+            })
+            .clone()
     }
 
     pub(crate) fn kms(&self, region: &str) -> aws_sdk_kms::Client {
@@ -154,10 +159,14 @@ impl Account {
         clients
             .entry(region.to_owned())
             .or_insert_with(|| {
-                let conf = aws_sdk_autoscaling::config::Builder::from(&self.config)
+                let mut conf = aws_sdk_autoscaling::config::Builder::from(&self.config)
                     .region(Region::new(region.to_owned()))
-                    .build();
-                aws_sdk_autoscaling::Client::from_conf(conf)
+                    .retry_config(adaptive::retry_config())
+                    .retry_partition(adaptive::partition("autoscaling", &self.id, region));
+                if let Some(http) = self.paced_http() {
+                    conf = conf.http_client(http);
+                }
+                aws_sdk_autoscaling::Client::from_conf(conf.build())
             })
             .clone()
     }
@@ -174,7 +183,7 @@ impl Account {
             .clone()
     }
 
-    /// One AWS call: waits for a permit from `limit` (writes), makes the call and records
+    /// One AWS call: waits for a permit from `limit` (KMS writes), makes the call and records
     /// it. An error whose code is in `expected` (a read's "not found") counts as a success.
     pub(crate) async fn call<T, E>(
         &self,
@@ -218,9 +227,40 @@ pub struct Aws {
     others: Mutex<HashMap<AccountId, (String, Arc<Account>)>>,
 }
 
+/// What to say when the default credential chain gives nothing: where it looked, what the
+/// last source said (its error chain, without the SDK's debug structures), and how to
+/// point the operator at credentials or at a local emulator.
+fn credentials_error(e: &aws_credential_types::provider::error::CredentialsError) -> String {
+    use aws_credential_types::provider::error::CredentialsError;
+    // Nothing found anywhere says no more than the list below; a source that failed
+    // (instance metadata refusing, a profile naming a missing role) says why, on one line.
+    let said = if matches!(e, CredentialsError::CredentialsNotLoaded(_)) {
+        String::new()
+    } else {
+        let mut chain = e.to_string();
+        let mut source = std::error::Error::source(e);
+        while let Some(s) = source {
+            chain.push_str(": ");
+            chain.push_str(&s.to_string());
+            source = s.source();
+        }
+        let one_line: Vec<&str> = chain.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+        format!("; the last said: {}", one_line.join(" ").trim_end_matches('.'))
+    };
+    let profile = std::env::var("AWS_PROFILE").unwrap_or_else(|_| "default".into());
+    format!(
+        "no AWS credentials. Looked in, in order: the environment (AWS_ACCESS_KEY_ID and \
+         AWS_SECRET_ACCESS_KEY), the shared config and credentials files (profile {profile:?}), a \
+         web identity token (AWS_WEB_IDENTITY_TOKEN_FILE with AWS_ROLE_ARN), ECS container \
+         credentials, and EC2 instance metadata{said}. Use a profile with AWS_PROFILE=NAME, or \
+         keys in the environment; for a local emulator, set AWS_ENDPOINT_URL=http://HOST:PORT and \
+         any key pair (scripts/demo.sh starts one)"
+    )
+}
+
 /// Failure to start talking to AWS at all.
 #[derive(Debug, thiserror::Error)]
-#[error("failed to identify the operator's AWS account: {0}")]
+#[error("cannot start talking to AWS: {0}")]
 pub struct ConnectError(pub Failure);
 
 impl Aws {
@@ -236,6 +276,18 @@ impl Aws {
             .operation_timeout(Duration::from_secs(90))
             .build();
         let base = aws_config::defaults(BehaviorVersion::latest()).region(region).timeout_config(timeouts).load().await;
+        // Name the HTTP client, so that the paced clients can wrap it (the SDK would make
+        // a default one per client, out of reach).
+        let base = match base.http_client() {
+            Some(_) => base,
+            None => base.to_builder().http_client(adaptive::default_https_client()).build(),
+        };
+        if let Some(provider) = base.credentials_provider() {
+            use aws_credential_types::provider::ProvideCredentials;
+            if let Err(e) = provider.provide_credentials().await {
+                return Err(ConnectError(Failure::terminal(credentials_error(&e))));
+            }
+        }
         let who = aws_sdk_sts::Client::new(&base).get_caller_identity().send().await;
         stats.record("sts", "GetCallerIdentity", who.is_ok());
         let who = who.map_err(|e| ConnectError(classify("GetCallerIdentity", &e)))?;
@@ -244,7 +296,7 @@ impl Aws {
             .and_then(AccountId::parse)
             .ok_or_else(|| ConnectError(Failure::terminal("GetCallerIdentity returned no account id")))?;
         let caller_arn = who.arn().unwrap_or_default().to_owned();
-        let shared = Arc::new(Shared { stats, limits: WriteLimits::default() });
+        let shared = Arc::new(Shared { stats });
         Ok(Self {
             own: Arc::new(Account::new(caller, base.clone(), shared.clone())),
             caller_arn,
