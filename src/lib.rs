@@ -10,6 +10,7 @@ pub mod aws;
 pub mod bounded;
 pub mod config;
 pub mod daemon;
+pub mod healthcheck;
 pub mod iam_policy;
 pub mod launch;
 pub mod metrics;

@@ -1,4 +1,5 @@
-//! Command line: `validate`, `plan`, `apply`, `status`, `discover`, `run` and `iam-policy`.
+//! Command line: `validate`, `plan`, `apply`, `status`, `discover`, `run`, `iam-policy`,
+//! and the conventions around them (`healthcheck`, `completions`, `man`).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -6,7 +7,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 
 use asg_cmk_operator::aws::{self, Aws, ExecSettings};
 use asg_cmk_operator::config::{self, Desired};
@@ -14,7 +15,7 @@ use asg_cmk_operator::model::is_region;
 use asg_cmk_operator::model::AccountId;
 use asg_cmk_operator::plan::{self, Depth};
 use asg_cmk_operator::telemetry::{self, LogFormat};
-use asg_cmk_operator::{access, daemon, iam_policy, launch, output, reconcile, status};
+use asg_cmk_operator::{access, daemon, healthcheck, iam_policy, launch, output, reconcile, status};
 
 /// Keeps EC2 Auto Scaling groups able to launch instances whose EBS volumes are
 /// encrypted with customer managed KMS keys.
@@ -38,21 +39,25 @@ enum Output {
 enum Command {
     /// Check a config file without calling AWS. Exit 0 when valid, 1 with every error otherwise.
     Validate {
-        #[arg(long)]
+        /// The config file (YAML; see config/example.yaml and config/schema.json).
+        #[arg(long, value_name = "FILE")]
         config: PathBuf,
     },
     /// Show the changes that would be made, and change nothing.
     /// Exit 0: nothing to do; 2: changes pending; 1: error.
     Plan {
-        #[arg(long)]
+        /// The config file (YAML; see config/example.yaml and config/schema.json).
+        #[arg(long, value_name = "FILE")]
         config: PathBuf,
+        /// text for people, json for programs.
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
     /// Reconcile once: observe, plan, execute, and observe again until converged.
     /// Exit 0 when every binding has converged.
     Apply {
-        #[arg(long)]
+        /// The config file (YAML; see config/example.yaml and config/schema.json).
+        #[arg(long, value_name = "FILE")]
         config: PathBuf,
         /// How many rounds of work to try before giving up (1 to 100).
         #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
@@ -80,24 +85,45 @@ enum Command {
     /// KeyPolicyReady, GrantReady, AsgUsesRole, LaunchesHealthy). Only reads.
     /// Exit 0: every binding ready; 2: some are not; 1: error.
     Status {
-        #[arg(long)]
+        /// The config file (YAML; see config/example.yaml and config/schema.json).
+        #[arg(long, value_name = "FILE")]
         config: PathBuf,
+        /// text for people, json for programs.
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
     /// Print the least-privilege IAM policy (JSON) for the operator's identity in one
     /// account. Makes no AWS call.
     IamPolicy {
-        #[arg(long)]
+        /// The config file (YAML; see config/example.yaml and config/schema.json).
+        #[arg(long, value_name = "FILE")]
         config: PathBuf,
         /// The account; defaults to the ASG account when all bindings share one.
         #[arg(long)]
         account: Option<String>,
     },
+    /// Exit 0 when the daemon at URL answers 200, 1 otherwise: a container health check
+    /// for platforms without an HTTP probe (ECS), in images without curl.
+    Healthcheck {
+        /// The daemon's /healthz (or /readyz) URL, plain http.
+        #[arg(long, default_value = "http://127.0.0.1:8080/healthz")]
+        url: String,
+        /// How long to wait for the answer.
+        #[arg(long, default_value = "3s", value_parser = parse_duration)]
+        timeout: Duration,
+    },
+    /// Print a shell completion script (bash, zsh, fish, elvish or powershell).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), generated from this help.
+    Man,
     /// Run as a daemon: reconcile, watch the config file, resync periodically, and serve
-    /// /healthz, /readyz and /metrics.
+    /// /healthz, /readyz, /metrics and /status.
     Run {
-        #[arg(long)]
+        /// The config file (YAML; see config/example.yaml and config/schema.json).
+        #[arg(long, value_name = "FILE")]
         config: PathBuf,
         /// Address for /healthz, /readyz and /metrics.
         #[arg(long, default_value = "0.0.0.0:8080")]
@@ -185,6 +211,28 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Healthcheck { url, timeout } => match healthcheck::check(&url, timeout) {
+            Ok(200) => ExitCode::SUCCESS,
+            Ok(code) => {
+                eprintln!("unhealthy: {url} answered {code}");
+                ExitCode::FAILURE
+            }
+            Err(e) => {
+                eprintln!("unhealthy: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "asg-cmk-operator", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
+        Command::Man => match clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Run { config, listen, resync_interval } => {
             let settings = daemon::Settings::new(config, listen, resync_interval);
             match runtime().block_on(daemon::run(settings, shutdown_signal())) {

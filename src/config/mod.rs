@@ -213,7 +213,11 @@ impl<'de> DeserializeSeed<'de> for Document<'_> {
     }
 }
 
+// The fields of each section; config/schema.json must list the same (a test checks it).
 const TOP_LEVEL: [&str; 4] = ["version", "defaults", "accounts", "bindings"];
+const DEFAULTS_FIELDS: [&str; 3] = ["region", "serviceLinkedRoleSuffix", "requireServiceLinkedRoleSuffix"];
+const ACCOUNT_FIELDS: [&str; 2] = ["id", "roleArn"];
+const BINDING_FIELDS: [&str; 6] = ["asg", "account", "key", "keys", "region", "serviceLinkedRoleSuffix"];
 
 struct DocumentVisitor<'a> {
     v: &'a mut Validator,
@@ -439,8 +443,7 @@ impl Validator {
 
     fn defaults(&mut self, value: &Value) -> Defaults {
         let mut d = Defaults::default();
-        let fields = ["region", "serviceLinkedRoleSuffix", "requireServiceLinkedRoleSuffix"];
-        let Some(map) = self.mapping(value, "defaults", &fields) else {
+        let Some(map) = self.mapping(value, "defaults", &DEFAULTS_FIELDS) else {
             return d;
         };
         match map.get("requireServiceLinkedRoleSuffix") {
@@ -469,7 +472,7 @@ impl Validator {
     /// One entry of `accounts`, added to `out` when valid.
     fn account(&mut self, i: usize, item: &Value, out: &mut BTreeMap<AccountId, String>) {
         let path = format!("accounts[{i}]");
-        let Some(map) = self.mapping(item, &path, &["id", "roleArn"]) else { return };
+        let Some(map) = self.mapping(item, &path, &ACCOUNT_FIELDS) else { return };
         let id = self.string(map, &path, "id", true).and_then(|s| self.account_id(&s, &join(&path, "id")));
         let role = self.string(map, &path, "roleArn", true);
         let (Some(id), Some(role)) = (id, role) else { return };
@@ -496,8 +499,7 @@ impl Validator {
 
     /// One entry of `bindings`, as a binding per key (`key`, or each of `keys`).
     fn binding(&mut self, value: &Value, path: &str, defaults: &Defaults) -> Option<Vec<Binding>> {
-        let fields = ["asg", "account", "key", "keys", "region", "serviceLinkedRoleSuffix"];
-        let map = self.mapping(value, path, &fields)?;
+        let map = self.mapping(value, path, &BINDING_FIELDS)?;
         let before = self.errors.len();
         let asg = self.string(map, path, "asg", true);
         if let Some(a) = &asg {
@@ -858,6 +860,74 @@ mod tests {
             "version: 1\ndefaults:\n  requireServiceLinkedRoleSuffix: true\n  serviceLinkedRoleSuffix: CMK\nbindings:\n  - {{asg: a, account: \"111122223333\", key: {KEY_A}}}\n"
         );
         assert!(default_role_warnings(&parse(&with_default, "t").unwrap()).is_empty());
+    }
+
+    /// config/schema.json (for editors and check-jsonschema) says what the validator says:
+    /// the same fields in each section, and patterns that accept and refuse what it does.
+    #[test]
+    fn the_json_schema_matches_the_validator() {
+        let schema: serde_json::Value = serde_json::from_str(include_str!("../../config/schema.json")).unwrap();
+        let fields = |v: &serde_json::Value| -> Vec<String> {
+            let mut f: Vec<String> = v["properties"].as_object().unwrap().keys().cloned().collect();
+            f.sort();
+            f
+        };
+        let sorted = |a: &[&str]| -> Vec<String> {
+            let mut f: Vec<String> = a.iter().map(|s| s.to_string()).collect();
+            f.sort();
+            f
+        };
+        let props = &schema["properties"];
+        assert_eq!(fields(&schema), sorted(&TOP_LEVEL));
+        assert_eq!(fields(&props["defaults"]), sorted(&DEFAULTS_FIELDS));
+        assert_eq!(fields(&props["accounts"]["items"]), sorted(&ACCOUNT_FIELDS));
+        assert_eq!(fields(&props["bindings"]["items"]), sorted(&BINDING_FIELDS));
+        for section in [&schema, &props["defaults"], &props["accounts"]["items"], &props["bindings"]["items"]] {
+            assert_eq!(section["additionalProperties"], false, "unknown fields are errors");
+        }
+        let pattern = |name: &str| {
+            let p = schema["definitions"][name]["pattern"].as_str().unwrap();
+            move |s: &str| schema_regex(p, s)
+        };
+        let region = pattern("region");
+        for r in [
+            "us-west-2",
+            "eu-central-1",
+            "us-gov-west-1",
+            "cn-north-1",
+            "x",
+            "us-west",
+            "us-2",
+            "US-WEST-2",
+            "us--west-2",
+        ] {
+            assert_eq!(region(r), is_region(r), "{r}");
+        }
+        let key = pattern("key");
+        for k in [
+            KEY_A,
+            "arn:aws:kms:us-west-2:111122223333:alias/ebs-data",
+            "arn:aws-cn:kms:cn-north-1:111122223333:key/mrk-1234abcd12ab34cd56ef1234567890ab",
+            "arn:aws:kms:us-west-2:111122223333:key/not-a-uuid",
+            "arn:aws:kms:us-west-2:11112222333:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+            "arn:aws:kms:us-west-2:111122223333:alias/",
+            "arn:aws:s3:us-west-2:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+            "alias/ebs-data",
+        ] {
+            assert_eq!(key(k), KeyArn::parse(k).is_ok(), "{k}");
+        }
+        let suffix = pattern("suffix");
+        let max = schema["definitions"]["suffix"]["maxLength"].as_u64().unwrap() as usize;
+        for s in ["CMK", "a_b+c=d,e.f@g-h", "bad suffix", "ü", &"s".repeat(max), &"s".repeat(max + 1)] {
+            let by_schema = suffix(s) && s.chars().count() <= max;
+            assert_eq!(by_schema, crate::model::check_slr_suffix(s).is_ok(), "{s}");
+        }
+    }
+
+    /// Whether `s` matches a pattern of config/schema.json (ECMA-262 there; these simple
+    /// ones mean the same to the regex crate).
+    fn schema_regex(pattern: &str, s: &str) -> bool {
+        regex::Regex::new(pattern).unwrap().is_match(s)
     }
 
     #[test]
