@@ -8,7 +8,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/venv.sh
 ensure_venv
-cargo build --locked --quiet
+# cargo shows its own progress; the first build compiles the AWS SDK (minutes).
+cargo build --locked
 
 DEMO_DIR=target/demo
 LISTEN="${DEMO_LISTEN:-127.0.0.1:8080}"

@@ -55,7 +55,7 @@ bindings:
         )
     print(f"seeded: own key {own_arn}")
     print(f"seeded: other key {other_arn}")
-    print("seeded: ASGs web, api, worker, batch (no service-linked role set)")
+    print("seeded: ASGs web, api, worker, batch, on the default service-linked role AWSServiceRoleForAutoScaling")
 
 
 if __name__ == "__main__":

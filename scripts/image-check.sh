@@ -37,4 +37,10 @@ mnt=$("${B[@]}" mount "$ctr")
   /usr/local/bin/asg-cmk-operator validate --config /etc/asg-cmk-operator/config.yaml
 "${B[@]}" run --isolation chroot --user 65532:65532 "$ctr" -- \
   /usr/local/bin/asg-cmk-operator iam-policy --config /etc/asg-cmk-operator/config.yaml >/dev/null
+# The ECS health check runs this: no curl in the image, and nothing listening here.
+if "${B[@]}" run --isolation chroot --user 65532:65532 "$ctr" -- \
+  /usr/local/bin/asg-cmk-operator healthcheck --url http://127.0.0.1:9/healthz; then
+  echo "image-check: healthcheck succeeded with nothing listening" >&2
+  exit 1
+fi
 echo "image-check: the binary runs in a scratch image with only its ldd libraries"

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Static checks: formatting, clippy, the Dockerfile, the Kubernetes manifests, the ECS task.
+# Static checks: formatting, clippy, the Dockerfile, the Kubernetes manifests, the ECS task,
+# and the sample configs against config/schema.json.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/venv.sh
@@ -12,3 +13,9 @@ cargo clippy --locked --all-targets -- -D warnings
   deploy/kubernetes/namespace.yaml deploy/kubernetes/serviceaccount.yaml \
   deploy/kubernetes/configmap.yaml deploy/kubernetes/deployment.yaml deploy/kubernetes/service.yaml
 .venv/bin/python scripts/check_ecs_task.py deploy/ecs/task-definition.json
+# The example config, and the config the Kubernetes ConfigMap carries, against the schema.
+configmap_config=$(mktemp --suffix=.yaml)
+trap 'rm -f "$configmap_config"' EXIT
+.venv/bin/python -c 'import sys; from ruamel.yaml import YAML; print(YAML(typ="safe").load(open(sys.argv[1]))["data"]["config.yaml"])' \
+  deploy/kubernetes/configmap.yaml >"$configmap_config"
+.venv/bin/check-jsonschema --schemafile config/schema.json config/example.yaml "$configmap_config"

@@ -8,8 +8,8 @@ ensure_venv() {
   if [ -x "$VENV_DIR/bin/python" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
     return 0
   fi
-  echo "setting up $VENV_DIR from scripts/requirements.txt" >&2
+  echo "setting up $VENV_DIR from scripts/requirements.txt (moto's AWS emulator and the pinned tools; about a minute the first time)" >&2
   python3 -m venv "$VENV_DIR"
-  "$VENV_DIR/bin/pip" install --quiet --disable-pip-version-check -r scripts/requirements.txt
+  "$VENV_DIR/bin/pip" install --disable-pip-version-check -r scripts/requirements.txt >&2
   echo "$want" > "$stamp"
 }
