@@ -371,10 +371,16 @@ fn missing_credentials_are_one_plain_error_saying_where_it_looked_and_what_to_do
     let dir = TempDir::new();
     let key = "arn:aws:kms:us-west-2:123456789012:key/11111111-1111-1111-1111-111111111111";
     let cfg = dir.write("c.yaml", &config(&[("a", key, Some("CMK"))]));
-    // Nothing to find: no keys, no profile files, no instance metadata.
+    // Nothing to find: no keys, no profile files, no region, and instance metadata that
+    // answers 403 to everything, as it does where IMDS is disabled (where it answers at
+    // all, the SDK used to log raw debug structures before the one useful line).
+    let imds = forbidding_http_server();
     let out = operator_command("http://127.0.0.1:9", &["plan", "--config", &cfg])
         .env_remove("AWS_ACCESS_KEY_ID")
         .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env_remove("AWS_REGION")
+        .env_remove("AWS_EC2_METADATA_DISABLED")
+        .env("AWS_EC2_METADATA_SERVICE_ENDPOINT", &imds)
         .env("HOME", &dir.0)
         .output()
         .unwrap();
@@ -389,4 +395,26 @@ fn missing_credentials_are_one_plain_error_saying_where_it_looked_and_what_to_do
     }
     assert_eq!(err.lines().count(), 1, "one line, no SDK warnings: {err}");
     assert!(!err.contains("Error {") && !err.contains("source:"), "no debug structures: {err}");
+    assert!(err.contains("IMDS is disabled"), "the metadata service was asked, and answered: {err}");
+}
+
+/// An HTTP server on loopback that answers every request 403, with IMDS's own words; its URL.
+fn forbidding_http_server() -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf);
+            let body = "IMDS is disabled";
+            let _ = write!(
+                stream,
+                "HTTP/1.1 403 Forbidden\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    url
 }

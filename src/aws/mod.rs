@@ -268,8 +268,14 @@ impl Aws {
     /// or instance credentials; `AWS_ENDPOINT_URL` included) and asks STS who we are.
     /// `fallback_region` is used for STS and IAM when the environment names no region.
     pub async fn connect(fallback_region: &str, stats: Arc<CallStats>) -> Result<Self, ConnectError> {
-        let region = aws_config::meta::region::RegionProviderChain::default_provider()
-            .or_else(Region::new(fallback_region.to_owned()));
+        // The region of STS and IAM: the environment's or the profile's, else the config's.
+        // Not EC2 instance metadata, the SDK's last resort: off EC2 it costs a timeout and
+        // logs a raw SDK error, and every other call takes its region from the config.
+        let region = aws_config::meta::region::RegionProviderChain::first_try(
+            aws_config::environment::EnvironmentVariableRegionProvider::new(),
+        )
+        .or_else(aws_config::profile::ProfileFileRegionProvider::new())
+        .or_else(Region::new(fallback_region.to_owned()));
         let timeouts = aws_config::timeout::TimeoutConfig::builder()
             .connect_timeout(Duration::from_secs(5))
             .operation_attempt_timeout(Duration::from_secs(30))
