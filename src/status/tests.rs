@@ -248,7 +248,7 @@ fn conditions_table() {
         assert_eq!(kinds, want_kinds, "{}", row.reason);
         for (kind, status, reason, text) in &row.want {
             let c = of(&s[0], kind);
-            assert_eq!((c.status, c.reason.as_str()), (*status, *reason), "{}: {kind}: {}", row.reason, c.message);
+            assert_eq!((c.status, &*c.reason), (*status, *reason), "{}: {kind}: {}", row.reason, c.message);
             assert!(c.message.contains(text), "{}: {kind}: {}", row.reason, c.message);
         }
         assert_eq!(s[0].ready(), row.ready, "{}: {:?}", row.reason, s[0]);
@@ -299,4 +299,18 @@ fn rfc3339_counts_days_like_the_calendar() {
     assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
     assert_eq!(rfc3339(1_709_164_799), "2024-02-28T23:59:59Z");
     assert_eq!(rfc3339(4_102_444_800), "2100-01-01T00:00:00Z");
+}
+
+#[test]
+fn bindings_that_share_a_key_share_its_texts() {
+    // Two groups on one key: each condition's reason and message is one allocation.
+    let mut d = desired(&[OWN_KEY, OWN_KEY]);
+    d.bindings[1].asg = AsgRef::new(acct(ASG_ACCT), "us-west-2", "api");
+    let s = evaluate(&d, &converged(&d), &acct(ASG_ACCT), 1_000);
+    assert_eq!(s.len(), 2);
+    for (a, b) in s[0].conditions.iter().zip(&s[1].conditions) {
+        assert_eq!(a.kind, b.kind);
+        assert!(Arc::ptr_eq(&a.reason, &b.reason), "{}: {} and {}", a.kind, a.reason, b.reason);
+        assert!(Arc::ptr_eq(&a.message, &b.message), "{}: {} and {}", a.kind, a.message, b.message);
+    }
 }
