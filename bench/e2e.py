@@ -147,12 +147,16 @@ def split(calls):
 
 
 def max_per_second(calls, action):
-    ts = sorted(c["t"] for c in calls if c["action"] == action)
-    best, j = 0, 0
-    for i, t in enumerate(ts):
-        while ts[j] <= t - 1.0:
-            j += 1
-        best = max(best, i - j + 1)
+    """The most `action` calls in any one-second window of one account: KMS quotas are per
+    account and Region (the fleet is in one Region)."""
+    best = 0
+    for account in {c["account"] for c in calls}:
+        ts = sorted(c["t"] for c in calls if c["action"] == action and c["account"] == account)
+        j = 0
+        for i, t in enumerate(ts):
+            while ts[j] <= t - 1.0:
+                j += 1
+            best = max(best, i - j + 1)
     return best
 
 
@@ -298,8 +302,8 @@ def run_size(n, k, with_seed, tmp):
         rows.append((f"{tag}: cold apply, wall time", f"{cold:.2f} s", "", ""))
         rows.append((f"{tag}: cold apply, calls (HTTP)", f"{len(reads)} reads + {len(writes)} writes", f"operator's own count: {match}", ""))
         rows.append((f"{tag}: steady-state apply, calls", f"{len(s_reads)} reads + {len(s_writes)} writes", f"lower bound {bound}", f"{len(steady) / bound:.2f}"))
-        rows.append((f"{tag}: peak PutKeyPolicy per second", str(put_rate), "KMS quota 15", f"{put_rate / 15:.2f}"))
-        rows.append((f"{tag}: peak CreateGrant per second", str(grant_rate), "KMS quota 50", f"{grant_rate / 50:.2f}"))
+        rows.append((f"{tag}: peak PutKeyPolicy per second, one account", str(put_rate), "KMS quota 15", f"{put_rate / 15:.2f}"))
+        rows.append((f"{tag}: peak CreateGrant per second, one account", str(grant_rate), "KMS quota 50", f"{grant_rate / 50:.2f}"))
     finally:
         emu.close()
     if with_seed:
