@@ -167,6 +167,7 @@ fn resync_interval(s: &str) -> Result<Duration, String> {
 }
 
 fn main() -> ExitCode {
+    one_malloc_arena();
     let cli = Cli::parse();
     telemetry::init(cli.log_format);
     match cli.command {
@@ -264,12 +265,24 @@ fn plural(n: usize) -> &'static str {
     }
 }
 
+/// glibc gives each thread that allocates an arena of its own (up to eight per core) and
+/// keeps what is freed in it. The operator waits on AWS far more than it allocates, so one
+/// arena costs it no measurable time, and at 10,000 bindings it took the daemon's peak RSS
+/// from 62 to 43 MiB (`scripts/bench.sh`). A `MALLOC_ARENA_MAX` in the environment wins.
+fn one_malloc_arena() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: no other thread exists yet, and mallopt only sets an allocator parameter.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 1);
+        }
+    }
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("failed to start the tokio runtime")
 }
 
-/// Loads the config, printing every error on stderr when it is invalid.
-/// Loads the config, printing its errors on stderr.
 /// [`load`], and a warning on stderr for each group on the default service-linked role
 /// (`validate`, `plan` and `apply`; `run` logs them).
 fn load_warning(path: &Path) -> Option<Desired> {
