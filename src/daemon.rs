@@ -2,10 +2,15 @@
 //!
 //! One loop owns all state. It reacts to config edits, resync ticks, a finished
 //! connection attempt or pass, and shutdown, and polls the config file once a second in
-//! case an edit's event was missed. Work items are keys: a key's pass covers every binding
-//! that uses it, so a key policy is never read-modified-written by two passes at once.
-//! Every item that is due is taken into the same pass, so reads are shared (one describe
+//! case an edit's event was missed. Work is scheduled by key, and done by unit
+//! ([`Units`]): a pass over a key covers every group that uses it and every other key
+//! those groups use, so a key policy is never read-modified-written by two passes at
+//! once, and a group is never switched by a pass that did not read all of its keys.
+//! Every unit that is due is taken into the same pass, so reads are shared (one describe
 //! per 100 ASGs, one GetRole per role), and only one pass is in flight at a time.
+//!
+//! A pass's results belong to the config it was started from: they are applied only to
+//! bindings that are still in the config and whose keys have not changed since.
 //!
 //! The daemon's state is two small machines, [`Connection`] and [`PassState`], and each
 //! state says when it needs waking. As in kube-runtime's scheduler, the loop wakes only
@@ -26,10 +31,11 @@ use tracing::Instrument;
 use crate::aws::{Aws, CallStats, ExecSettings};
 use crate::config::{self, Desired};
 use crate::metrics::{self, ActionLabel, ClassLabel, GroupLabel, Health, Metrics, StatusBoard};
-use crate::model::{AsgRef, BindingId, Failure, KeyArn};
+use crate::model::{AsgRef, BindingId, ErrorClass, Failure, KeyArn};
 use crate::plan::Depth;
 use crate::reconcile::{self, Outcome};
 use crate::scheduler::{Backoff, Jitter, Scheduler};
+use crate::units::Units;
 
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -160,8 +166,11 @@ enum PassState {
 }
 
 struct Pass {
+    /// Whole units: every key of each unit that was due.
     keys: Vec<KeyArn>,
     full: bool,
+    /// The config generation the pass was planned from.
+    generation: u64,
     handle: JoinHandle<Outcome>,
 }
 
@@ -183,9 +192,22 @@ enum State {
 /// The desired state and what the daemon knows of each binding.
 struct Config {
     desired: Arc<Desired>,
+    units: Units,
     /// The file's text as last read, to tell a real edit from a touch.
     last_text: String,
     states: BTreeMap<BindingId, State>,
+    /// Counts the configs applied; a pass records the one it started from.
+    generation: u64,
+    /// The generation in which each key's bindings last changed.
+    changed_in: BTreeMap<KeyArn, u64>,
+}
+
+impl Config {
+    /// Whether a pass started from `generation` still speaks for `key`: the key is in the
+    /// config and its bindings have not changed since.
+    fn current(&self, key: &KeyArn, generation: u64) -> bool {
+        !self.units.unit_of(key).is_empty() && self.changed_in.get(key).is_none_or(|g| *g <= generation)
+    }
 }
 
 /// What the daemon reports: metrics, health, and each binding's status (/status).
@@ -232,9 +254,8 @@ pub async fn run_with<R: Reconciler>(
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<RunReport, DaemonError> {
-    let desired = config::load(&settings.config)?;
-    // If the file changes between these two reads, the once-a-second poll sees it.
-    let last_text = std::fs::read_to_string(&settings.config).unwrap_or_default();
+    // One read: the text compared with later reads is the text that was parsed.
+    let (desired, last_text) = config::load_with_text(&settings.config)?;
     let health = Arc::new(Health::default());
     health.beat();
     let board = Arc::new(StatusBoard::default());
@@ -252,8 +273,11 @@ pub async fn run_with<R: Reconciler>(
         scheduler: Scheduler::new(settings.backoff, Jitter::from_clock()),
         config: Config {
             states: desired.bindings.iter().map(|b| (b.id(), State::Pending)).collect(),
+            units: Units::of(&desired),
             desired: Arc::new(desired),
             last_text,
+            generation: 0,
+            changed_in: BTreeMap::new(),
         },
         telemetry: Telemetry { metrics, health, board },
         connection: Connection::Down { retry_at: now, failures: 0 },
@@ -356,7 +380,13 @@ impl<R: Reconciler> Daemon<R> {
                         self.scheduler.schedule(k, now);
                     }
                 }
-                let keys = self.scheduler.take_due(now);
+                let due = self.scheduler.take_due(now);
+                // Whole units: a group's other keys come along, even one waiting out its
+                // backoff, so the group's switch is planned with all of them in view.
+                let keys: Vec<KeyArn> = self.config.units.close(&due).into_iter().collect();
+                for k in &keys {
+                    self.scheduler.unschedule(k);
+                }
                 if full || !keys.is_empty() {
                     self.spawn_pass(client, keys, full);
                 }
@@ -382,7 +412,7 @@ impl<R: Reconciler> Daemon<R> {
         tracing::debug!(parent: &span, "pass started");
         let depth = if full { Depth::Full } else { Depth::Quick };
         let handle = tokio::spawn(self.reconciler.reconcile(client, subset, depth).instrument(span));
-        self.pass = PassState::Running(Pass { keys, full, handle });
+        self.pass = PassState::Running(Pass { keys, full, generation: self.config.generation, handle });
     }
 
     fn connected(&mut self, r: Result<Result<R::Client, String>, tokio::task::JoinError>) {
@@ -409,34 +439,55 @@ impl<R: Reconciler> Daemon<R> {
     fn finished(&mut self, (pass, r): (Pass, Result<Outcome, tokio::task::JoinError>)) {
         let now = Instant::now();
         let metrics = &self.telemetry.metrics;
-        let outcome = match r {
+        // Only the keys the config still has, unchanged since the pass began: a removed
+        // key is not queued again, and an edited one is already queued for a new pass.
+        let current: Vec<KeyArn> =
+            pass.keys.iter().filter(|k| self.config.current(k, pass.generation)).cloned().collect();
+        let mut outcome = match r {
             Ok(o) => o,
             Err(e) => {
                 tracing::error!(error = %e, "pass task failed");
                 Metrics::count(&metrics.passes, "error");
-                for k in pass.keys {
-                    self.scheduler.failed(k, now);
-                }
+                self.fail_units(&current, now);
                 return;
             }
         };
-        let mut failed_keys: BTreeMap<&KeyArn, Vec<(&BindingId, &Failure)>> = BTreeMap::new();
-        for (b, f) in &outcome.failed {
-            failed_keys.entry(&b.key).or_default().push((b, f));
+        for f in outcome.failed.values() {
             metrics.errors.get_or_create(&ClassLabel { class: f.class.as_str().into() }).inc();
         }
         for (action, n) in outcome.applied.by_action() {
             metrics.changes.get_or_create(&ActionLabel { action: action.into() }).inc_by(n);
         }
-        for k in &pass.keys {
-            match failed_keys.get(k) {
-                None => self.scheduler.succeeded(k),
-                Some(bindings) => {
-                    let delay = self.scheduler.failed(k.clone(), now);
-                    for (b, f) in bindings {
-                        tracing::warn!(binding = %b, key = %k, error = %f, class = f.class.as_str(), retry_in = ?delay, "binding failed");
-                    }
-                }
+        let transient = outcome.failed.values().any(|f| f.class != ErrorClass::Terminal);
+        let pass_failed = !outcome.failed.is_empty();
+        let failures = outcome.failed.len() as u64;
+        // What the pass found for bindings that have left or changed since is not theirs.
+        let keep = |b: &BindingId| self.config.current(&b.key, pass.generation) && self.config.states.contains_key(b);
+        outcome.converged.retain(&keep);
+        outcome.failed.retain(|b, _| keep(b));
+        outcome.status.retain(|s| keep(&s.binding));
+        let bound: BTreeSet<&AsgRef> = self.config.desired.bindings.iter().map(|b| &b.asg).collect();
+        outcome.launches.retain(|asg, _| bound.contains(asg));
+
+        let mut failed_keys: BTreeMap<&KeyArn, Vec<(&BindingId, &Failure)>> = BTreeMap::new();
+        for (b, f) in &outcome.failed {
+            failed_keys.entry(&b.key).or_default().push((b, f));
+        }
+        let mut done: BTreeSet<&KeyArn> = BTreeSet::new();
+        for k in &current {
+            if done.contains(k) {
+                continue;
+            }
+            let unit: Vec<KeyArn> =
+                self.config.units.unit_of(k).iter().filter(|u| current.contains(u)).cloned().collect();
+            done.extend(current.iter().filter(|c| unit.contains(c)));
+            if !unit.iter().any(|u| failed_keys.contains_key(u)) {
+                unit.iter().for_each(|u| self.scheduler.succeeded(u));
+                continue;
+            }
+            let delay = self.scheduler.failed_together(&unit, now);
+            for (b, f) in unit.iter().filter_map(|u| failed_keys.get(u)).flatten() {
+                tracing::warn!(binding = %b, key = %b.key, error = %f, class = f.class.as_str(), retry_in = ?delay, "binding failed");
             }
         }
         for (b, s) in outcome
@@ -453,22 +504,40 @@ impl<R: Reconciler> Daemon<R> {
         self.report_launches(&outcome);
         self.telemetry.board.update(outcome.status);
         let metrics = &self.telemetry.metrics;
-        Metrics::count(&metrics.passes, if outcome.failed.is_empty() { "success" } else { "error" });
+        Metrics::count(&metrics.passes, if pass_failed { "error" } else { "success" });
         if pass.full {
-            metrics.last_resync.set(metrics::unix_now());
+            // A resync succeeded when it reached everything it needed: a binding that
+            // fails for a reason only its config or its key's owner can fix (a Deny, a
+            // missing group) does not make the operator's resync stale.
+            if !transient {
+                metrics.last_resync.set(metrics::unix_now());
+            }
             if !self.resync.first_done {
                 self.resync.first_done = true;
                 self.telemetry.health.set_ready(true);
                 tracing::info!("first full pass finished; ready");
             }
         }
-        let (applied, failed) = (outcome.applied.total(), outcome.failed.len() as u64);
+        let (applied, failed) = (outcome.applied.total(), failures);
         let converged_total = self.config.states.values().filter(|s| **s == State::Converged).count();
         let (keys, pass_converged, full) = (pass.keys.len(), outcome.converged.len(), pass.full);
         if applied > 0 || failed > 0 {
             tracing::info!(keys, applied, failed, pass_converged, converged_total, full, "pass finished");
         } else {
             tracing::debug!(keys, pass_converged, converged_total, full, "pass finished; converged");
+        }
+    }
+
+    /// Requeues the units of `keys` after one backoff each.
+    fn fail_units(&mut self, keys: &[KeyArn], now: Instant) {
+        let mut seen: BTreeSet<KeyArn> = BTreeSet::new();
+        for k in keys {
+            if seen.contains(k) {
+                continue;
+            }
+            let unit: Vec<KeyArn> = self.config.units.unit_of(k).iter().filter(|u| keys.contains(u)).cloned().collect();
+            seen.extend(unit.iter().cloned());
+            self.scheduler.failed_together(&unit, now);
         }
     }
 
@@ -534,9 +603,13 @@ impl<R: Reconciler> Daemon<R> {
         Metrics::count(&metrics.reloads, "success");
         let changed = changed_keys(&self.config.desired, &new);
         let now = Instant::now();
+        self.config.generation += 1;
         for k in &changed {
             self.scheduler.schedule(k.clone(), now);
+            self.config.changed_in.insert(k.clone(), self.config.generation);
         }
+        self.config.units = Units::of(&new);
+        self.config.changed_in.retain(|k, _| !self.config.units.unit_of(k).is_empty());
         let keys: BTreeSet<KeyArn> = new.bindings.iter().map(|b| b.key.clone()).collect();
         self.scheduler.retain(|k| keys.contains(k));
         let old: BTreeSet<&config::Binding> = self.config.desired.bindings.iter().collect();

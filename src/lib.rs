@@ -24,3 +24,4 @@ pub mod scheduler;
 pub mod server;
 pub mod status;
 pub mod telemetry;
+pub mod units;

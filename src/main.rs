@@ -319,7 +319,7 @@ async fn connect(desired: &Desired) -> Option<Arc<Aws>> {
 
 async fn plan(desired: Desired, output: Output) -> ExitCode {
     let Some(aws) = connect(&desired).await else { return ExitCode::FAILURE };
-    let (observed, p) = reconcile::observe_and_plan(&aws, &desired, Depth::Full).await;
+    let (observed, p) = reconcile::observe_and_plan(&aws, &desired, &Default::default(), Depth::Full).await;
     // The operator acts as its own caller in its account, and as the configured role in
     // every other.
     let mut operators: std::collections::BTreeMap<AccountId, String> = desired.accounts.clone();

@@ -335,19 +335,32 @@ struct Ready<'a> {
 /// bindings that cannot progress. A pipeline of small steps; each one sees the bindings
 /// that the steps before it blocked, and plans nothing for them.
 pub fn plan(desired: &Desired, observed: &Observed, caller: &AccountId) -> Plan {
-    let mut blocked = BlockedSet::new();
+    plan_holding(desired, observed, caller, &BlockedSet::new())
+}
+
+/// [`plan`], with some bindings already known to be blocked (`held`: a write of theirs
+/// failed earlier in the same apply). They are planned for no further, and are not
+/// looked up in `observed`, but they still count as their groups' keys: a group is not
+/// switched to a role while one of its keys is held.
+pub fn plan_holding(desired: &Desired, observed: &Observed, caller: &AccountId, held: &BlockedSet) -> Plan {
+    let mut blocked = held.clone();
     let mut changes = Vec::new();
-    let (ready, checked) = check_observed(desired, observed, caller);
+    let (ready, checked) = check_observed(desired, observed, caller, held);
     blocked.extend(checked.blocked);
     let notes = checked.notes;
-    for step in [plan_grants, plan_key_policies, plan_roles_and_asgs] {
+    for step in [plan_grants, plan_key_policies] {
         let out = step(&ready, observed, &blocked);
         for (b, f) in out.blocked {
             blocked.entry(b).or_insert(f);
         }
         changes.extend(out.changes);
     }
+    let groups = plan_roles_and_asgs(desired, &ready, &blocked);
+    changes.extend(groups.changes);
     let mut plan = assemble(changes, blocked);
+    // A binding whose group is held back by another key still has its own key made
+    // ready (that changes nothing the group launches with today); only the switch waits.
+    plan.blocked.extend(groups.blocked.into_iter().map(|(binding, failure)| Blocked { binding, failure }));
     plan.notes = notes;
     plan.notes.extend(failed_launches(desired, observed));
     plan.notes.extend(drift(desired, observed));
@@ -435,10 +448,15 @@ fn failed_launches(desired: &Desired, observed: &Observed) -> Vec<Note> {
 /// is blocked with that read's failure, and so is one whose key EBS cannot use (not
 /// Enabled, or not symmetric); one whose key is AWS managed needs nothing (a note); the
 /// others are ready.
-fn check_observed<'a>(desired: &'a Desired, observed: &'a Observed, caller: &AccountId) -> (Vec<Ready<'a>>, Step) {
+fn check_observed<'a>(
+    desired: &'a Desired,
+    observed: &'a Observed,
+    caller: &AccountId,
+    held: &BlockedSet,
+) -> (Vec<Ready<'a>>, Step) {
     let mut ready = Vec::new();
     let mut step = Step::default();
-    for b in &desired.bindings {
+    for b in desired.bindings.iter().filter(|b| !held.contains_key(&b.id())) {
         let slr = b.slr();
         let check = || -> Result<Option<Ready<'a>>, Failure> {
             if let Some(f) = access_error(b, desired, caller) {
@@ -668,12 +686,17 @@ fn plan_key_policies(ready: &[Ready], observed: &Observed, blocked: &BlockedSet)
 
 /// Step 4: the service-linked roles that do not exist yet, and the groups not yet on
 /// their role (one update per group, however many keys it is bound to).
-fn plan_roles_and_asgs(ready: &[Ready], _observed: &Observed, blocked: &BlockedSet) -> Step {
+///
+/// A group is switched only when every key it uses is ready for the new role: if one of
+/// its bindings is blocked, the role it has today may be the one that can use that key,
+/// and the switch would break launches that work. The switch is held, and each of the
+/// group's other bindings is reported blocked by the key that holds it back, with that
+/// key's failure class (a Deny is terminal; a failed read is retried).
+fn plan_roles_and_asgs(desired: &Desired, ready: &[Ready], blocked: &BlockedSet) -> Step {
     let mut step = Step::default();
-    let live: Vec<&Ready> = ready.iter().filter(|r| !blocked.contains_key(&r.id)).collect();
     let mut roles: BTreeMap<&Slr, Vec<BindingId>> = BTreeMap::new();
     let mut groups: BTreeMap<&AsgRef, Vec<&Ready>> = BTreeMap::new();
-    for r in &live {
+    for r in ready.iter().filter(|r| !blocked.contains_key(&r.id)) {
         if r.role.is_none() {
             roles.entry(&r.slr).or_default().push(r.id.clone());
         }
@@ -686,15 +709,37 @@ fn plan_roles_and_asgs(ready: &[Ready], _observed: &Observed, blocked: &BlockedS
             bindings,
         });
     }
+    // The first blocked binding of each group that has one: what holds its switch.
+    let mut holders: BTreeMap<&AsgRef, (&KeyArn, &Failure)> = BTreeMap::new();
+    for b in &desired.bindings {
+        if let Some(f) = blocked.get(&b.id()) {
+            holders.entry(&b.asg).or_insert((&b.key, f));
+        }
+    }
     for (asg, rs) in groups {
         let (want, have) = (rs[0].slr.arn(), rs[0].group.service_linked_role_arn.as_deref());
-        if have != Some(want.as_str()) {
-            step.changes.push(PlannedChange {
-                reason: format!("ServiceLinkedRoleARN is {}; want {}", have.unwrap_or("unset"), rs[0].slr.name()),
-                change: Change::UpdateAutoScalingGroup { asg: asg.clone(), service_linked_role_arn: want },
-                bindings: rs.iter().map(|r| r.id.clone()).collect(),
-            });
+        if have == Some(want.as_str()) {
+            continue;
         }
+        if let Some((key, f)) = holders.get(asg) {
+            let held = Failure {
+                class: f.class,
+                message: format!(
+                    "group {} stays on {}: it is switched to {} only once every key it uses is ready for that role, and key {key} is not: {}",
+                    asg.name,
+                    have.unwrap_or("its current role"),
+                    rs[0].slr.name(),
+                    f.message
+                ),
+            };
+            step.blocked.extend(rs.iter().map(|r| (r.id.clone(), held.clone())));
+            continue;
+        }
+        step.changes.push(PlannedChange {
+            reason: format!("ServiceLinkedRoleARN is {}; want {}", have.unwrap_or("unset"), rs[0].slr.name()),
+            change: Change::UpdateAutoScalingGroup { asg: asg.clone(), service_linked_role_arn: want },
+            bindings: rs.iter().map(|r| r.id.clone()).collect(),
+        });
     }
     step
 }

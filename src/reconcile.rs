@@ -8,18 +8,20 @@ use tracing::Instrument;
 use crate::aws::{self, Aws, Done, ExecSettings};
 use crate::config::Desired;
 use crate::model::{AsgRef, BindingId, ErrorClass, Failure, LaunchActivity};
-use crate::plan::{self, Change, Depth, Observed, Plan, PlannedChange};
+use crate::plan::{self, BlockedSet, Change, Depth, Observed, Plan, PlannedChange};
 use crate::scheduler::Jitter;
 use crate::status::{self, BindingStatus};
 
 /// Writes in flight at once within one phase.
 pub const WRITE_CONCURRENCY: usize = 8;
 
-/// Observes everything the desired state needs and plans against it.
-pub async fn observe_and_plan(aws: &Arc<Aws>, desired: &Desired, depth: Depth) -> (Observed, Plan) {
-    let reads = plan::reads(desired, aws.caller(), depth);
-    let observed = aws::observe(aws, desired, &reads).await;
-    let p = plan::plan(desired, &observed, aws.caller());
+/// Observes everything the desired state needs and plans against it. The `held`
+/// bindings (already failed) are not read again, but still hold their groups' switches.
+pub async fn observe_and_plan(aws: &Arc<Aws>, desired: &Desired, held: &BlockedSet, depth: Depth) -> (Observed, Plan) {
+    let live = without(desired, held);
+    let reads = plan::reads(&live, aws.caller(), depth);
+    let observed = aws::observe(aws, &live, &reads).await;
+    let p = plan::plan_holding(desired, &observed, aws.caller(), held);
     (observed, p)
 }
 
@@ -61,11 +63,12 @@ pub struct Executed {
 
 /// Runs a plan phase by phase. After a phase in which a change failed or a role came to
 /// exist, the later phases are planned again (a pure step): the failed change's bindings
-/// are dropped, so a failed role never leaves a key policy naming it, and a new role's
-/// unique id names its grant.
+/// are held, so a failed role never leaves a key policy naming it, a group whose key
+/// failed is not switched, and a new role's unique id names its grant.
 pub async fn execute_plan(
     aws: &Arc<Aws>,
     desired: &Desired,
+    held: &BlockedSet,
     mut observed: Observed,
     first: Plan,
     settings: &ExecSettings,
@@ -75,7 +78,9 @@ pub async fn execute_plan(
     let mut replan = false;
     for phase in 0..Change::PHASES {
         if replan {
-            current = plan::plan(&without(desired, &done.failed), &observed, aws.caller());
+            let mut holding = held.clone();
+            holding.extend(done.failed.iter().map(|(b, f)| (b.clone(), f.clone())));
+            current = plan::plan_holding(desired, &observed, aws.caller(), &holding);
             replan = false;
         }
         let pending = Phase { changes: current.changes.iter(), phase };
@@ -194,10 +199,9 @@ pub async fn apply(
             tracing::debug!(wait = ?wait, "transient failures in the last round; waiting before the next");
             tokio::time::sleep(wait).await;
         }
-        let live = without(desired, &terminal);
         let span = tracing::info_span!("round", round = out.passes);
         let depth = if out.passes == 1 { depth } else { Depth::Quick };
-        let (observed, plan) = observe_and_plan(aws, &live, depth).instrument(span.clone()).await;
+        let (observed, plan) = observe_and_plan(aws, desired, &terminal, depth).instrument(span.clone()).await;
         let retry = plan.blocked.iter().any(|b| b.failure.class != ErrorClass::Terminal);
         if depth == Depth::Full {
             // Once a pass: groups that will fail to launch for a reason their bindings
@@ -228,7 +232,7 @@ pub async fn apply(
         for b in plan.blocked.iter().filter(|b| b.failure.class == ErrorClass::Terminal) {
             terminal.insert(b.binding.clone(), b.failure.clone());
         }
-        let mut executed = execute_plan(aws, &live, observed, plan, settings).instrument(span).await;
+        let mut executed = execute_plan(aws, desired, &terminal, observed, plan, settings).instrument(span).await;
         seen.absorb(std::mem::take(&mut executed.observed));
         for (b, f) in &executed.failed {
             if f.class == ErrorClass::Terminal {

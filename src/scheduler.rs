@@ -1,8 +1,9 @@
 //! When each work item is due, with per-item exponential backoff and jitter.
 //!
 //! Items are deduplicated: scheduling an item that is already queued keeps the earlier of
-//! the two times. The daemon takes every due item at once and runs them in one pass, so an
-//! item is never in two passes at the same time.
+//! the two times. The daemon takes every due item at once, with the rest of each one's
+//! unit of work, and runs them in one pass, so an item is never in two passes at the same
+//! time.
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::Hash;
@@ -107,6 +108,24 @@ impl<K: Clone + Eq + Hash + Ord> Scheduler<K> {
         delay
     }
 
+    /// Records a failure of items that are worked on together (a unit's keys): they
+    /// share one failure count, the highest of theirs plus one, and are requeued together
+    /// after one backoff; returns the delay.
+    pub fn failed_together(&mut self, items: &[K], now: Instant) -> Duration {
+        let n = items.iter().map(|k| self.failures(k)).max().unwrap_or(0) + 1;
+        let delay = self.backoff.delay(n, self.jitter.sample());
+        for k in items {
+            self.failures.insert(k.clone(), n);
+            self.schedule(k.clone(), now + delay);
+        }
+        delay
+    }
+
+    /// Takes `item` off the queue, if it is queued (it is being worked on now).
+    pub fn unschedule(&mut self, item: &K) {
+        self.due.remove(item);
+    }
+
     pub fn failures(&self, item: &K) -> u32 {
         self.failures.get(item).copied().unwrap_or(0)
     }
@@ -181,6 +200,21 @@ mod tests {
         assert_eq!(s.failures(&"a"), 0);
         let again = s.failed("a", Instant::now());
         assert!(again <= Duration::from_secs(1), "reset after success: {again:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn items_failed_together_share_one_count_and_one_due_time() {
+        let mut s = sched();
+        let now = Instant::now();
+        s.failed("a", now);
+        s.failed("a", now);
+        s.unschedule(&"a");
+        assert!(s.queued().is_empty());
+        let d = s.failed_together(&["a", "b"], now);
+        // The higher count (a's two, plus one) for both: 2 s to 4 s.
+        assert!(d >= Duration::from_secs(2) && d <= Duration::from_secs(4), "{d:?}");
+        assert_eq!((s.failures(&"a"), s.failures(&"b")), (3, 3));
+        assert_eq!(s.queued(), [("a", now + d), ("b", now + d)].into_iter().collect());
     }
 
     #[tokio::test(start_paused = true)]

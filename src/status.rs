@@ -18,7 +18,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::ser::{Serialize, SerializeStruct, Serializer};
 
 use crate::config::{Binding, Desired};
-use crate::model::{AccountId, BindingId, Failure, KeyManager};
+use crate::model::{AccountId, AsgRef, BindingId, Failure, KeyArn, KeyManager};
 use crate::plan::{self, Observed};
 use crate::policy::{self, Need, NeedKind, PolicyDocument, PrincipalIds};
 
@@ -109,18 +109,43 @@ const NOT_READ: &str = "NotRead";
 pub fn evaluate(desired: &Desired, observed: &Observed, caller: &AccountId, now: u64) -> Vec<BindingStatus> {
     let mut memo = PolicyMemo::new();
     let mut texts = Texts::default();
-    desired
-        .bindings
-        .iter()
-        .map(|b| {
-            let mut s = binding_status(b, desired, observed, caller, now, &mut memo);
-            for c in &mut s.conditions {
-                c.reason = texts.share(&c.reason);
-                c.message = texts.share(&c.message);
-            }
-            s
-        })
-        .collect()
+    let mut statuses: Vec<BindingStatus> =
+        desired.bindings.iter().map(|b| binding_status(b, desired, observed, caller, now, &mut memo)).collect();
+    hold_switches(desired, &mut statuses);
+    for s in &mut statuses {
+        for c in &mut s.conditions {
+            c.reason = texts.share(&c.reason);
+            c.message = texts.share(&c.message);
+        }
+    }
+    statuses
+}
+
+/// The conditions that say a key is ready for the group's role.
+const KEY_READY: [&str; 4] = ["KeyUsable", "RoleReady", "KeyPolicyReady", "GrantReady"];
+
+/// A group not yet on its role is switched only once every key it uses is ready for
+/// that role (see the planner): its `AsgUsesRole` names the key that holds it back.
+fn hold_switches(desired: &Desired, statuses: &mut [BindingStatus]) {
+    let mut holders: BTreeMap<&AsgRef, (&KeyArn, &'static str, State, Arc<str>)> = BTreeMap::new();
+    for (b, s) in desired.bindings.iter().zip(statuses.iter()) {
+        if let Some(c) = s.conditions.iter().find(|c| KEY_READY.contains(&c.kind) && c.status != State::True) {
+            holders.entry(&b.asg).or_insert((&b.key, c.kind, c.status, c.reason.clone()));
+        }
+    }
+    for (b, s) in desired.bindings.iter().zip(statuses.iter_mut()) {
+        let Some((key, kind, state, reason)) = holders.get(&b.asg) else { continue };
+        let Some(c) = s.conditions.iter_mut().find(|c| c.kind == "AsgUsesRole" && &*c.reason == "OtherRole") else {
+            continue;
+        };
+        c.reason = "HeldByKey".into();
+        c.message = format!(
+            "{}; the group is switched only once every key it uses is ready for the role, and key {key} is not ({kind} {}: {reason})",
+            c.message,
+            state.as_str()
+        )
+        .into();
+    }
 }
 
 /// One copy of each reason and message text. At 10,000 bindings, a copy per condition

@@ -258,3 +258,86 @@ async fn apply_reads_again_after_a_read_failed_through_the_sdks_own_retries() {
     assert!(count(&moto.calls(), "GetKeyPolicy") >= 5, "{:?}", moto.calls());
     assert_eq!(asg_role(&own, "web").await, Some(slr_arn(OWN, CMK)));
 }
+
+// --- A: a group with several keys is switched only when all of them are ready ------------
+
+/// `web` bound to an own key (ready, or made ready) and to another account's key whose
+/// owner denies the group's new role; `web` launches today with the default role.
+async fn a_group_whose_second_key_denies_the_new_role(moto: &Moto) -> (String, String, TempDir, String) {
+    let (own, other) = (moto.own().await, moto.other().await);
+    let (slr, _) = create_slr(&own, "CMK").await;
+    let own_key = create_key(&own, None).await;
+    let partner =
+        json!({"Sid": "Partner", "Effect": "Allow", "Principal": {"AWS": OWN}, "Action": "kms:*", "Resource": "*"});
+    let deny = json!({"Sid": "NotTheNewRole", "Effect": "Deny", "Principal": {"AWS": slr},
+                      "Action": "kms:Decrypt", "Resource": "*"});
+    let other_key = create_key(&other, Some(&policy_with(OTHER, &[partner, deny]))).await;
+    create_asgs(&own, &["web", "api"]).await;
+    let dir = TempDir::new();
+    let cfg = dir.write(
+        "c.yaml",
+        &format!(
+            "version: 1\naccounts:\n  - id: \"{OTHER}\"\n    roleArn: {OTHER_ROLE}\nbindings:\n  - asg: web\n    account: \"{OWN}\"\n    serviceLinkedRoleSuffix: CMK\n    keys:\n      - {own_key}\n      - {other_key}\n"
+        ),
+    );
+    (own_key, other_key, dir, cfg)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn apply_keeps_a_groups_role_while_another_of_its_keys_denies_the_new_one() {
+    let moto = Moto::start();
+    let own = moto.own().await;
+    let (own_key, other_key, _dir, cfg) = a_group_whose_second_key_denies_the_new_role(&moto).await;
+    let before = asg_role(&own, "web").await;
+    assert_eq!(before.as_deref(), Some(slr_arn(OWN, None).as_str()));
+
+    let out = moto.operator(&["apply", "--config", &cfg]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let text = stdout(&out);
+    assert!(text.contains("\"NotTheNewRole\" denies kms:Decrypt"), "names the Deny: {text}");
+    assert!(text.contains(&format!("key {other_key} is not")), "the held binding names the key: {text}");
+    assert_eq!(asg_role(&own, "web").await, before, "the group keeps the role it launches with");
+    assert_eq!(count(&moto.calls(), "UpdateAutoScalingGroup"), 0);
+    // The own key is still made ready for the new role: only the switch waits.
+    let policy = key_policy(&own, &own_key).await;
+    assert!(policy.to_string().contains(&slr_arn(OWN, CMK)), "{policy}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_daemon_keeps_a_groups_role_while_another_of_its_keys_denies_the_new_one() {
+    let moto = Moto::start();
+    let own = moto.own().await;
+    let (own_key, other_key, _dir, cfg) = a_group_whose_second_key_denies_the_new_role(&moto).await;
+    let before = asg_role(&own, "web").await;
+    let d = Daemon::start(&moto, &cfg, "5m");
+    d.wait_ready(Duration::from_secs(30));
+    let failed = d.wait_log(
+        |v| v["message"] == "binding failed" && v["error"].as_str().is_some_and(|e| e.contains("NotTheNewRole")),
+        Duration::from_secs(10),
+    );
+    assert!(failed["binding"].as_str().is_some_and(|b| b.contains("web")), "{failed}");
+    // An edit that touches only the own key (api joins it) runs a pass over that key:
+    // its unit brings the other key along, and web still keeps its role.
+    let mut text = std::fs::read_to_string(&cfg).unwrap();
+    text.push_str(&format!(
+        "  - asg: api\n    account: \"{OWN}\"\n    key: {own_key}\n    serviceLinkedRoleSuffix: CMK\n"
+    ));
+    std::fs::write(&cfg, text).unwrap();
+    eventually("api switched by the edit's pass", Duration::from_secs(15), || async {
+        asg_role(&own, "api").await.as_deref() == Some(slr_arn(OWN, CMK).as_str())
+    })
+    .await;
+    d.wait_log(|v| v["message"] == "pass finished" && v["full"] == false, Duration::from_secs(10));
+    assert_eq!(asg_role(&own, "web").await, before, "the group keeps the role it launches with");
+    let (_, status) = d.get("/status");
+    let status: Value = serde_json::from_str(&status).unwrap();
+    let web_own = status["bindings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["asg"] == "web" && b["key"] == own_key.as_str())
+        .expect("web's own-key binding in /status");
+    let uses = web_own["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "AsgUsesRole").unwrap();
+    assert_eq!(uses["reason"], "HeldByKey", "{uses}");
+    assert!(uses["message"].as_str().unwrap().contains(&other_key), "{uses}");
+}

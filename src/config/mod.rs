@@ -118,9 +118,15 @@ pub fn default_role_warning(asg: &crate::model::AsgRef) -> String {
 
 /// Reads and validates a config file.
 pub fn load(path: &Path) -> Result<Desired, ConfigErrors> {
+    load_with_text(path).map(|(desired, _)| desired)
+}
+
+/// Reads the file once, and returns what that text parses to, with the text: a caller
+/// that watches the file compares later reads with exactly what it parsed.
+pub fn load_with_text(path: &Path) -> Result<(Desired, String), ConfigErrors> {
     let name = path.display().to_string();
     match std::fs::read_to_string(path) {
-        Ok(text) => parse(&text, &name),
+        Ok(text) => parse(&text, &name).map(|d| (d, text)),
         Err(e) => Err(ConfigErrors {
             source_name: name,
             errors: vec![ConfigError { location: "file".into(), message: format!("cannot read: {e}") }],

@@ -42,6 +42,8 @@ struct Slow {
     connects: Arc<AtomicU32>,
     passes: Arc<AtomicU32>,
     fail: bool,
+    /// The groups of each pass, in the order the passes started.
+    groups: Arc<std::sync::Mutex<Vec<Vec<String>>>>,
 }
 
 impl Slow {
@@ -52,6 +54,7 @@ impl Slow {
             connects: Arc::default(),
             passes: Arc::default(),
             fail: false,
+            groups: Arc::default(),
         }
     }
 }
@@ -79,6 +82,7 @@ impl Reconciler for Slow {
         _depth: Depth,
     ) -> impl Future<Output = Outcome> + Send + 'static {
         self.passes.fetch_add(1, Ordering::SeqCst);
+        self.groups.lock().unwrap().push(desired.bindings.iter().map(|b| b.asg.name.clone()).collect());
         let (pass_time, fail) = (self.pass_time, self.fail);
         async move {
             tokio::time::sleep(pass_time).await;
@@ -203,4 +207,92 @@ async fn failing_keys_are_retried_by_backoff_not_by_spinning() {
     let n = passes.load(Ordering::SeqCst);
     assert!((4..=9).contains(&n), "{n} passes");
     assert!(report.turns <= 160, "{} turns", report.turns);
+}
+
+/// A config of groups in one account, each with its keys (by number).
+fn bindings_text(groups: &[(&str, &[u32])]) -> String {
+    let mut s = "version: 1\nbindings:\n".to_owned();
+    for (g, keys) in groups {
+        s.push_str(&format!("  - asg: {g}\n    account: \"111122223333\"\n    keys:\n"));
+        for k in *keys {
+            s.push_str(&format!("      - arn:aws:kms:us-west-2:111122223333:key/{k:08}-1111-1111-1111-111111111111\n"));
+        }
+    }
+    s
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_pass_over_a_key_covers_every_key_its_groups_use() {
+    // web uses keys 1 and 2; api uses key 3. An edit that touches key 1 (api2 joins it)
+    // brings key 2 along, for web's switch must see both; key 3 stays out.
+    let f = Fixture::new("units");
+    std::fs::write(&f.config, bindings_text(&[("web", &[1, 2]), ("api", &[3])])).unwrap();
+    let slow = Slow::new(Duration::from_secs(1), 0);
+    let groups = slow.groups.clone();
+    let (stop, _) = stop_after(Duration::from_secs(20), 100_000);
+    let edit = {
+        let path = f.config.clone();
+        async move {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            std::fs::write(&path, bindings_text(&[("web", &[1, 2]), ("api", &[3]), ("api2", &[1])])).unwrap();
+        }
+    };
+    let (report, ()) = tokio::join!(run_with(f.settings(Duration::from_secs(3600)), slow, Arc::default(), stop), edit);
+    report.unwrap();
+    let groups = groups.lock().unwrap().clone();
+    assert_eq!(groups.len(), 2, "{groups:?}");
+    let mut edit_pass = groups[1].clone();
+    edit_pass.sort();
+    assert_eq!(edit_pass, ["api2", "web", "web"], "key 1's unit: both of web's keys, not api's");
+}
+
+fn gauge(m: &Metrics, state: &str) -> i64 {
+    m.bindings.get_or_create(&metrics::StateLabel { state: state.into() }).get()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_pass_speaks_only_for_bindings_unchanged_since_it_began() {
+    // The first pass (60 s) starts from the config with g0 on key 0. Ten seconds in, g0's
+    // role suffix changes: the first pass's "converged" is about the old binding, and must
+    // not mark the new one converged.
+    let f = Fixture::new("generation");
+    let slow = Slow::new(Duration::from_secs(60), 0);
+    let metrics = Arc::new(Metrics::new());
+    let (stop, _) = stop_after(Duration::from_secs(100), 100_000);
+    let probe = {
+        let (path, metrics) = (f.config.clone(), metrics.clone());
+        async move {
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            std::fs::write(&path, Fixture::text(1).replace("}\n", ", serviceLinkedRoleSuffix: CMK}\n")).unwrap();
+            // The first pass ends at 60 s; the second, for the edit, at 120 s.
+            tokio::time::sleep(Duration::from_secs(55)).await;
+            (gauge(&metrics, "converged"), gauge(&metrics, "pending"))
+        }
+    };
+    let (report, seen) =
+        tokio::join!(run_with(f.settings(Duration::from_secs(3600)), slow, metrics.clone(), stop), probe);
+    report.unwrap();
+    assert_eq!(seen, (0, 1), "the edited binding stays pending until a pass of its own");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_key_removed_during_a_failing_pass_is_not_retried() {
+    let f = Fixture::new("removed");
+    std::fs::write(&f.config, Fixture::text(2)).unwrap();
+    let mut slow = Slow::new(Duration::from_secs(30), 0);
+    slow.fail = true;
+    let groups = slow.groups.clone();
+    let (stop, _) = stop_after(Duration::from_secs(120), 100_000);
+    let edit = {
+        let path = f.config.clone();
+        async move {
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            std::fs::write(&path, Fixture::text(1)).unwrap();
+        }
+    };
+    let (report, ()) = tokio::join!(run_with(f.settings(Duration::from_secs(3600)), slow, Arc::default(), stop), edit);
+    report.unwrap();
+    let groups = groups.lock().unwrap().clone();
+    assert!(groups.len() >= 2, "g0 was retried: {groups:?}");
+    assert!(groups[1..].iter().all(|g| g == &["g0"]), "g1 left the config mid-pass: {groups:?}");
 }

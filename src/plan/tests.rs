@@ -667,7 +667,9 @@ fn the_operators_grants_are_known_by_name_whatever_role_id_they_carry() {
 // and which bindings earlier steps blocked; it wants the step's changes (action, target,
 // bindings served) and the bindings it blocks.
 
-type StepFn = fn(&[Ready], &Observed, &BlockedSet) -> Step;
+/// One step of the planner, given the desired state, the ready bindings, the observation
+/// and the bindings blocked before it.
+type StepFn = fn(&Desired, &[Ready], &Observed, &BlockedSet) -> Step;
 
 struct StepCase {
     reason: &'static str,
@@ -682,7 +684,7 @@ fn run_step(step: StepFn, cases: Vec<StepCase>) {
     for case in cases {
         let d = desired(case.bindings);
         let o = (case.observed)(&d);
-        let (ready, checked) = check_observed(&d, &o, &acct(ASG_ACCT));
+        let (ready, checked) = check_observed(&d, &o, &acct(ASG_ACCT), &BlockedSet::new());
         assert!(checked.blocked.is_empty(), "{}: fixture reads failed: {:?}", case.reason, checked.blocked);
         let before: BlockedSet = d
             .bindings
@@ -690,7 +692,7 @@ fn run_step(step: StepFn, cases: Vec<StepCase>) {
             .filter(|b| case.blocked_before.contains(&b.asg.name.as_str()))
             .map(|b| (b.id(), Failure::terminal("blocked earlier")))
             .collect();
-        let out = step(&ready, &o, &before);
+        let out = step(&d, &ready, &o, &before);
         let got: Vec<(&str, String, Vec<String>)> = out
             .changes
             .iter()
@@ -783,7 +785,7 @@ fn check_observed_table() {
     for row in rows {
         let d = desired(row.bindings);
         let o = (row.observed)(&d);
-        let (ready, step) = check_observed(&d, &o, &acct(ASG_ACCT));
+        let (ready, step) = check_observed(&d, &o, &acct(ASG_ACCT), &BlockedSet::new());
         let names: Vec<&str> = ready.iter().map(|r| r.binding.asg.name.as_str()).collect();
         assert_eq!(names, row.want_ready, "{}", row.reason);
         assert!(step.changes.is_empty(), "{}", row.reason);
@@ -799,7 +801,7 @@ fn check_observed_table() {
 #[test]
 fn plan_grants_table() {
     run_step(
-        plan_grants,
+        |_, r, o, b| plan_grants(r, o, b),
         vec![
             StepCase {
                 reason: "case 1 needs no grant",
@@ -858,7 +860,7 @@ fn plan_grants_table() {
 #[test]
 fn plan_key_policies_table() {
     run_step(
-        plan_key_policies,
+        |_, r, o, b| plan_key_policies(r, o, b),
         vec![
             StepCase {
                 reason: "converged policies → nothing",
@@ -918,7 +920,7 @@ fn plan_key_policies_table() {
 #[test]
 fn plan_roles_and_asgs_table() {
     run_step(
-        plan_roles_and_asgs,
+        |d, r, _, b| plan_roles_and_asgs(d, r, b),
         vec![
             StepCase {
                 reason: "a group bound to two keys → one update, serving both bindings",
@@ -961,4 +963,79 @@ fn plan_roles_and_asgs_table() {
             },
         ],
     );
+}
+
+/// The owner's policy of OTHER_KEY allows the ASG account, and denies the group's new role.
+fn other_key_denies_the_role(o: &mut Observed) {
+    with_policy(
+        o,
+        OTHER_KEY,
+        format!(
+            r#"{{"Statement":[{{"Effect":"Allow","Principal":{{"AWS":"111122223333"}},"Action":["kms:Encrypt","kms:Decrypt","kms:ReEncrypt*","kms:GenerateDataKey*","kms:DescribeKey","kms:CreateGrant"],"Resource":"*"}},
+            {{"Sid":"NoNewRole","Effect":"Deny","Principal":{{"AWS":"{SLR_ARN}"}},"Action":"kms:Decrypt","Resource":"*"}}]}}"#
+        ),
+    );
+}
+
+fn blocked_message<'a>(p: &'a Plan, key: &str) -> &'a str {
+    let b = p.blocked.iter().find(|b| b.binding.key.as_str() == key).unwrap_or_else(|| panic!("{key} not blocked"));
+    &b.failure.message
+}
+
+#[test]
+fn a_group_is_not_switched_while_another_of_its_keys_denies_the_new_role() {
+    let d = desired(vec![binding("web", OWN_KEY), binding("web", OTHER_KEY)]);
+    let mut o = converged_but_asgs_on_another_role(&d);
+    other_key_denies_the_role(&mut o);
+    let p = plan(&d, &o, &acct(ASG_ACCT));
+    assert!(p.changes.iter().all(|c| c.change.action() != "UpdateAutoScalingGroup"), "{:?}", p.changes);
+    assert!(blocked_message(&p, OTHER_KEY).contains("NoNewRole"), "{}", blocked_message(&p, OTHER_KEY));
+    let held = blocked_message(&p, OWN_KEY);
+    assert!(held.contains(&format!("key {OTHER_KEY} is not")) && held.contains("NoNewRole"), "{held}");
+    assert!(held.contains("AWSServiceRoleForAutoScaling_Old"), "names the role it keeps: {held}");
+    let own = p.blocked.iter().find(|b| b.binding.key.as_str() == OWN_KEY).unwrap();
+    assert_eq!(own.failure.class, ErrorClass::Terminal, "held by a Deny: terminal, as the Deny is");
+}
+
+#[test]
+fn a_held_group_still_gets_its_other_key_ready() {
+    // The own key's policy lacks the role: written now (that changes nothing the group
+    // launches with today), while the switch waits for the other key.
+    let d = desired(vec![binding("web", OWN_KEY), binding("web", OTHER_KEY)]);
+    let mut o = converged_but_asgs_on_another_role(&d);
+    other_key_denies_the_role(&mut o);
+    with_policy(&mut o, OWN_KEY, default_policy(ASG_ACCT));
+    let p = plan(&d, &o, &acct(ASG_ACCT));
+    let actions: Vec<&str> = p.changes.iter().map(|c| c.change.action()).collect();
+    assert_eq!(actions, ["PutKeyPolicy"]);
+    assert_eq!(p.changes[0].change.target(), OWN_KEY);
+}
+
+#[test]
+fn a_failed_write_for_one_key_holds_the_switch_in_the_replan() {
+    // The write for OTHER_KEY failed this pass: the re-plan holds that binding, and the
+    // group stays on its role although its other key is ready.
+    let d = desired(vec![binding("web", OWN_KEY), binding("web", OTHER_KEY)]);
+    let o = converged_but_asgs_on_another_role(&d);
+    let other = d.bindings.iter().find(|b| b.key.as_str() == OTHER_KEY).unwrap().id();
+    let held: BlockedSet = [(other, failure("CreateGrant: ThrottlingException"))].into_iter().collect();
+    let p = plan_holding(&d, &o, &acct(ASG_ACCT), &held);
+    assert!(p.changes.is_empty(), "{:?}", p.changes);
+    let msg = blocked_message(&p, OWN_KEY);
+    assert!(msg.contains("ThrottlingException"), "{msg}");
+    let own = p.blocked.iter().find(|b| b.binding.key.as_str() == OWN_KEY).unwrap();
+    assert_eq!(own.failure.class, ErrorClass::Retryable, "held by a transient failure: retried");
+    // Without the failure the group is switched, once.
+    let p = plan(&d, &o, &acct(ASG_ACCT));
+    assert_eq!(p.changes.iter().filter(|c| c.change.action() == "UpdateAutoScalingGroup").count(), 1);
+}
+
+#[test]
+fn a_group_already_on_its_role_is_not_held_by_a_blocked_key() {
+    let d = desired(vec![binding("web", OWN_KEY), binding("web", OTHER_KEY)]);
+    let mut o = converged(&d);
+    other_key_denies_the_role(&mut o);
+    let p = plan(&d, &o, &acct(ASG_ACCT));
+    assert!(p.changes.is_empty());
+    assert_eq!(p.blocked.len(), 1, "only the denied binding: {:?}", p.blocked);
 }

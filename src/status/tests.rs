@@ -314,3 +314,33 @@ fn bindings_that_share_a_key_share_its_texts() {
         assert!(Arc::ptr_eq(&a.message, &b.message), "{}: {} and {}", a.kind, a.message, b.message);
     }
 }
+
+#[test]
+fn a_group_held_back_by_one_of_its_keys_names_that_key() {
+    // web uses both keys and is still on the default role's predecessor; the other key's
+    // grant is missing, so the switch waits for it, and both bindings say so.
+    let d = desired(&[OWN_KEY, OTHER_KEY]);
+    let mut o = converged(&d);
+    let old =
+        "arn:aws:iam::111122223333:role/aws-service-role/autoscaling.amazonaws.com/AWSServiceRoleForAutoScaling_Old";
+    o.asgs.insert(
+        d.bindings[0].asg.clone(),
+        Ok(Some(Asg { service_linked_role_arn: Some(old.into()), sources: vec![] })),
+    );
+    o.grants.insert(KeyArn::parse(OTHER_KEY).unwrap(), Ok(vec![]));
+    let s = evaluate(&d, &o, &acct(ASG_ACCT), 1);
+    for b in &s {
+        let c = of(b, "AsgUsesRole");
+        assert_eq!((c.status, &*c.reason), (State::False, "HeldByKey"), "{}", b.binding);
+        assert!(c.message.contains(&format!("key {OTHER_KEY} is not (GrantReady False: Missing)")), "{}", c.message);
+        assert!(c.message.contains("_Old"), "{}", c.message);
+    }
+    // With the grant in place the same group is simply not switched yet.
+    let mut o = converged(&d);
+    o.asgs.insert(
+        d.bindings[0].asg.clone(),
+        Ok(Some(Asg { service_linked_role_arn: Some(old.into()), sources: vec![] })),
+    );
+    let s = evaluate(&d, &o, &acct(ASG_ACCT), 1);
+    assert!(s.iter().all(|b| &*of(b, "AsgUsesRole").reason == "OtherRole"));
+}
