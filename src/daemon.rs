@@ -448,7 +448,9 @@ impl<R: Reconciler> Daemon<R> {
             Err(e) => {
                 tracing::error!(error = %e, "pass task failed");
                 Metrics::count(&metrics.passes, "error");
-                self.fail_units(&current, now);
+                for unit in self.split_by_unit(&current) {
+                    self.scheduler.failed_together(&unit, now);
+                }
                 return;
             }
         };
@@ -473,14 +475,7 @@ impl<R: Reconciler> Daemon<R> {
         for (b, f) in &outcome.failed {
             failed_keys.entry(&b.key).or_default().push((b, f));
         }
-        let mut done: BTreeSet<&KeyArn> = BTreeSet::new();
-        for k in &current {
-            if done.contains(k) {
-                continue;
-            }
-            let unit: Vec<KeyArn> =
-                self.config.units.unit_of(k).iter().filter(|u| current.contains(u)).cloned().collect();
-            done.extend(current.iter().filter(|c| unit.contains(c)));
+        for unit in self.split_by_unit(&current) {
             if !unit.iter().any(|u| failed_keys.contains_key(u)) {
                 unit.iter().for_each(|u| self.scheduler.succeeded(u));
                 continue;
@@ -528,17 +523,15 @@ impl<R: Reconciler> Daemon<R> {
         }
     }
 
-    /// Requeues the units of `keys` after one backoff each.
-    fn fail_units(&mut self, keys: &[KeyArn], now: Instant) {
-        let mut seen: BTreeSet<KeyArn> = BTreeSet::new();
+    /// `keys` split by the unit each is in now: a unit's keys succeed or back off together.
+    fn split_by_unit(&self, keys: &[KeyArn]) -> Vec<Vec<KeyArn>> {
+        let mut units: BTreeMap<&KeyArn, Vec<KeyArn>> = BTreeMap::new();
         for k in keys {
-            if seen.contains(k) {
-                continue;
+            if let Some(first) = self.config.units.unit_of(k).first() {
+                units.entry(first).or_default().push(k.clone());
             }
-            let unit: Vec<KeyArn> = self.config.units.unit_of(k).iter().filter(|u| keys.contains(u)).cloned().collect();
-            seen.extend(unit.iter().cloned());
-            self.scheduler.failed_together(&unit, now);
         }
+        units.into_values().collect()
     }
 
     /// The groups' most recent launches (full passes only): the metric, and a warning for

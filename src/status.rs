@@ -125,16 +125,21 @@ pub fn evaluate(desired: &Desired, observed: &Observed, caller: &AccountId, now:
 const KEY_READY: [&str; 4] = ["KeyUsable", "RoleReady", "KeyPolicyReady", "GrantReady"];
 
 /// A group not yet on its role is switched only once every key it uses is ready for
-/// that role (see the planner): its `AsgUsesRole` names the key that holds it back.
+/// that role (see the planner): the `AsgUsesRole` of each of its bindings names another
+/// of its keys that holds it back. (A binding's own key says so in its own conditions.)
 fn hold_switches(desired: &Desired, statuses: &mut [BindingStatus]) {
-    let mut holders: BTreeMap<&AsgRef, (&KeyArn, &'static str, State, Arc<str>)> = BTreeMap::new();
+    type Holder<'a> = (&'a KeyArn, &'static str, State, Arc<str>);
+    let mut holders: BTreeMap<&AsgRef, Vec<Holder>> = BTreeMap::new();
     for (b, s) in desired.bindings.iter().zip(statuses.iter()) {
         if let Some(c) = s.conditions.iter().find(|c| KEY_READY.contains(&c.kind) && c.status != State::True) {
-            holders.entry(&b.asg).or_insert((&b.key, c.kind, c.status, c.reason.clone()));
+            holders.entry(&b.asg).or_default().push((&b.key, c.kind, c.status, c.reason.clone()));
         }
     }
     for (b, s) in desired.bindings.iter().zip(statuses.iter_mut()) {
-        let Some((key, kind, state, reason)) = holders.get(&b.asg) else { continue };
+        let Some((key, kind, state, reason)) = holders.get(&b.asg).and_then(|h| h.iter().find(|h| h.0 != &b.key))
+        else {
+            continue;
+        };
         let Some(c) = s.conditions.iter_mut().find(|c| c.kind == "AsgUsesRole" && &*c.reason == "OtherRole") else {
             continue;
         };

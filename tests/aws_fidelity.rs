@@ -341,3 +341,35 @@ async fn the_daemon_keeps_a_groups_role_while_another_of_its_keys_denies_the_new
     assert_eq!(uses["reason"], "HeldByKey", "{uses}");
     assert!(uses["message"].as_str().unwrap().contains(&other_key), "{uses}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_grant_write_that_fails_holds_the_groups_switch_in_the_same_pass() {
+    // Both keys can be made ready, but every CreateGrant is refused: the plan's switch of
+    // web (planned after the grant) must be dropped when the grant fails.
+    let moto = Moto::start();
+    let (own, other) = (moto.own().await, moto.other().await);
+    create_slr(&own, "CMK").await;
+    let own_key = create_key(&own, None).await;
+    let partner =
+        json!({"Sid": "Partner", "Effect": "Allow", "Principal": {"AWS": OWN}, "Action": "kms:*", "Resource": "*"});
+    let other_key = create_key(&other, Some(&policy_with(OTHER, &[partner]))).await;
+    create_asgs(&own, &["web"]).await;
+    let before = asg_role(&own, "web").await;
+    let dir = TempDir::new();
+    let cfg = dir.write(
+        "c.yaml",
+        &format!(
+            "version: 1\naccounts:\n  - id: \"{OTHER}\"\n    roleArn: {OTHER_ROLE}\nbindings:\n  - asg: web\n    account: \"{OWN}\"\n    serviceLinkedRoleSuffix: CMK\n    keys:\n      - {own_key}\n      - {other_key}\n"
+        ),
+    );
+    moto.fault("kms", "CreateGrant", 1000, 400, "AccessDeniedException", "not authorized to perform kms:CreateGrant");
+    moto.reset_calls();
+
+    let out = moto.operator(&["apply", "--config", &cfg]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let text = stdout(&out);
+    assert!(text.contains(&format!("key {other_key} is not")), "{text}");
+    assert!(count(&moto.calls(), "CreateGrant") >= 1, "the grant was tried");
+    assert_eq!(count(&moto.calls(), "UpdateAutoScalingGroup"), 0, "never switched");
+    assert_eq!(asg_role(&own, "web").await, before);
+}
