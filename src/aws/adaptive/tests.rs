@@ -243,3 +243,33 @@ async fn the_rate_is_unlimited_until_throttled_cut_once_a_round_and_grown_back()
     p.observe(t + Duration::from_millis(500), t + Duration::from_millis(100), true);
     assert_eq!(p.rate(), Some(FLOOR));
 }
+
+#[test]
+fn the_pacer_and_the_classifier_agree_on_what_is_throttling() {
+    use crate::model::ErrorClass;
+    // Every code either list has named: each is throttling to both, or to neither.
+    let codes = [
+        "Throttling",
+        "ThrottlingException",
+        "ThrottledException",
+        "RequestThrottledException",
+        "TooManyRequestsException",
+        "RequestLimitExceeded",
+        "RequestThrottled",
+        "SlowDown",
+        "PriorRequestNotComplete",
+        "LimitExceededException",
+    ];
+    for code in codes {
+        let body = format!("<ErrorResponse><Error><Code>{code}</Code></Error></ErrorResponse>");
+        let paced_query = is_throttling(&HttpResponse::new(400.try_into().unwrap(), SdkBody::empty()), body.as_bytes());
+        let mut json = HttpResponse::new(400.try_into().unwrap(), SdkBody::from("{}"));
+        json.headers_mut().insert("x-amzn-ErrorType", format!("{code}:http://internal.amazon.com/"));
+        let paced_json = is_throttling(&json, b"{}");
+        let classified = super::super::classify_message(Some(code), Some(400)) == ErrorClass::Throttled;
+        assert_eq!(paced_query, classified, "{code}: pacer (query) {paced_query}, classifier {classified}");
+        assert_eq!(paced_json, classified, "{code}: pacer (JSON) {paced_json}, classifier {classified}");
+    }
+    // A resource quota is not throttling: waiting does not cure it.
+    assert_eq!(super::super::classify_message(Some("LimitExceededException"), Some(400)), ErrorClass::Terminal);
+}
