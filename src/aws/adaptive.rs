@@ -300,17 +300,23 @@ pub fn default_https_client() -> SharedHttpClient {
 }
 
 /// KMS write ceilings for one account and region, under the documented quotas (KMS
-/// Developer Guide, "Request quotas": PutKeyPolicy 15/s, CreateGrant and RetireGrant 50/s
-/// each per account and region), with headroom for the other tools that share them.
+/// Developer Guide, "Request quotas": PutKeyPolicy 15/s, CreateGrant 50/s and RetireGrant
+/// 30/s, each a quota of its own per account and region), with headroom for the other
+/// tools that share them.
 #[derive(Debug)]
 pub struct KmsLimits {
     pub put_key_policy: RateLimiter,
-    pub grants: RateLimiter,
+    pub create_grant: RateLimiter,
+    pub retire_grant: RateLimiter,
 }
 
 impl Default for KmsLimits {
     fn default() -> Self {
-        Self { put_key_policy: RateLimiter::per_second(12), grants: RateLimiter::per_second(40) }
+        Self {
+            put_key_policy: RateLimiter::per_second(12),
+            create_grant: RateLimiter::per_second(40),
+            retire_grant: RateLimiter::per_second(24),
+        }
     }
 }
 

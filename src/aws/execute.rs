@@ -115,7 +115,7 @@ pub async fn execute(aws: &Aws, change: &Change, settings: &ExecSettings) -> Res
                     .name(&name)
                     .set_operations(Some(GRANT_OPERATIONS.iter().map(|o| GrantOperation::from(*o)).collect()))
                     .send();
-                account.call(Some(&limits.grants), "kms", "CreateGrant", &[], request)
+                account.call(Some(&limits.create_grant), "kms", "CreateGrant", &[], request)
             })
             .await;
             out.map(|_| Done::Applied)
@@ -125,7 +125,8 @@ pub async fn execute(aws: &Aws, change: &Change, settings: &ExecSettings) -> Res
             // account (KMS API Reference, RetireGrant).
             let request = account.kms(key.region()).retire_grant().key_id(key.as_str()).grant_id(grant_id).send();
             let limits = account.kms_limits(key.region());
-            match account.call(Some(&limits.grants), "kms", "RetireGrant", &["NotFoundException"], request).await {
+            match account.call(Some(&limits.retire_grant), "kms", "RetireGrant", &["NotFoundException"], request).await
+            {
                 Ok(_) => Ok(Done::Applied),
                 Err(e) if code(&e) == Some("NotFoundException") => Ok(Done::NotNeeded("the grant is gone already")),
                 Err(e) => Err(classify("RetireGrant", &e)),

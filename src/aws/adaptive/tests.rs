@@ -273,3 +273,23 @@ fn the_pacer_and_the_classifier_agree_on_what_is_throttling() {
     // A resource quota is not throttling: waiting does not cure it.
     assert_eq!(super::super::classify_message(Some("LimitExceededException"), Some(400)), ErrorClass::Terminal);
 }
+
+#[tokio::test(start_paused = true)]
+async fn retire_grant_has_a_ceiling_of_its_own_under_its_own_quota() {
+    let limits = KmsLimits::default();
+    // CreateGrant's ceiling is spent: a RetireGrant still goes at once.
+    let mut creates = Vec::new();
+    for _ in 0..40 {
+        creates.push(limits.create_grant.acquire().await);
+    }
+    let start = Instant::now();
+    let mut retires = Vec::new();
+    for _ in 0..24 {
+        retires.push(limits.retire_grant.acquire().await);
+    }
+    assert_eq!(Instant::now(), start, "24 RetireGrant calls go at once whatever CreateGrant does");
+    // And RetireGrant's own 30/s quota keeps the 25th waiting while the 24 are in flight.
+    let more = tokio::time::timeout(Duration::from_secs(2), limits.retire_grant.acquire()).await;
+    assert!(more.is_err(), "a 25th RetireGrant went out within the window");
+    drop(creates);
+}
