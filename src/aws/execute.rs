@@ -157,7 +157,8 @@ pub async fn execute(aws: &Aws, change: &Change, settings: &ExecSettings) -> Res
 
 /// Re-reads the key policy, merges `needs` into what it reads, and writes that; again on
 /// each retry. Someone's edit made after the pass observed the key survives: the window in
-/// which a concurrent edit can be lost shrinks to one round trip.
+/// which a concurrent edit can be lost shrinks to one round trip. The PutKeyPolicy permit
+/// is held from before the read to after the write.
 async fn put_key_policy(
     account: &Account,
     key: &KeyArn,
@@ -169,7 +170,11 @@ async fn put_key_policy(
     let mut transient = settings.transient_delays.iter();
     // The SDK would retry the same document; each attempt here merges into a fresh read.
     let one_attempt = aws_sdk_kms::config::Builder::default().retry_config(RetryConfig::disabled());
+    let limits = account.kms_limits(key.region());
     loop {
+        // The permit comes before the fresh read: a write held back by the rate limit waits
+        // here, not between the read and the write, which stay one round trip apart.
+        let permit = limits.put_key_policy.acquire().await;
         let text = get_key_policy(account, key).await?;
         let doc = PolicyDocument::parse(&text).map_err(|e| Failure::terminal(format!("key policy of {key}: {e}")))?;
         let m = policy::ensure(&doc, key.as_str(), needs)
@@ -194,11 +199,11 @@ async fn put_key_policy(
             .customize()
             .config_override(one_attempt.clone())
             .send();
-        let limits = account.kms_limits(key.region());
-        let e = match account.call(Some(&limits.put_key_policy), "kms", "PutKeyPolicy", &[], request).await {
+        let e = match account.call(None, "kms", "PutKeyPolicy", &[], request).await {
             Ok(_) => return Ok(Done::Applied),
             Err(e) => e,
         };
+        drop(permit);
         let wait = if is_unpropagated_principal(code(&e), message(&e)) {
             let Some(d) = propagation.next() else { return Err(still_refused("PutKeyPolicy", &e)) };
             tracing::info!(key = %key, retry_in = ?d, "key policy names a principal IAM has not propagated yet; retrying");
