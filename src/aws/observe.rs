@@ -163,9 +163,19 @@ async fn read_launch_keys(handles: &BTreeMap<AccountId, Arc<Account>>, reads: &R
 }
 
 /// Runs `jobs`, READ_CONCURRENCY at a time, each with its account's credentials, and
-/// records what each saw.
+/// records what each saw. A job in an account without credentials is not run: it is
+/// recorded as failed. That happens when AWS names an account the config does not, as
+/// when an alias resolves to a key in another account.
 async fn run_jobs(handles: &BTreeMap<AccountId, Arc<Account>>, jobs: Vec<Job>, observed: &mut Observed) {
-    let start = |job: Job| run(handles[&job_account(&job)].clone(), job);
+    let start = |job: Job| {
+        let handle = handles.get(&job_account(&job)).cloned();
+        async move {
+            match handle {
+                Some(handle) => run(handle, job).await,
+                None => without_credentials(job),
+            }
+        }
+    };
     crate::bounded::for_each(jobs, READ_CONCURRENCY, start, |joined| match joined {
         Ok(Read::Role(slr, r)) => {
             observed.roles.insert((slr.account, slr.name()), r);
@@ -188,6 +198,23 @@ async fn run_jobs(handles: &BTreeMap<AccountId, Arc<Account>>, jobs: Vec<Job>, o
         Err(e) => tracing::error!(error = %e, "read task failed"),
     })
     .await;
+}
+
+/// What a job reads when its account has no credentials: a terminal failure for each of
+/// its entries, naming the account.
+fn without_credentials(job: Job) -> Read {
+    let account = job_account(&job);
+    let f = Failure::terminal(format!(
+        "AWS named account {account}, which has no credentials here: add it under accounts with a role to assume"
+    ));
+    match job {
+        Job::Role(slr) => Read::Role(slr, Err(f)),
+        Job::Describe(key) => Read::Described(key, Err(f)),
+        Job::Policy(key) => Read::Policy(key, Err(f)),
+        Job::Grants(key) => Read::Grants(key, Err(f)),
+        Job::Asgs(asgs) => Read::Asgs(asgs.into_iter().map(|a| (a, Err(f.clone()))).collect()),
+        Job::Launches(asg) => Read::Launches(asg, Err(f)),
+    }
 }
 
 /// How many recent activities are looked through for the most recent launch.
@@ -354,4 +381,26 @@ async fn describe_asgs(account: &Account, asgs: Vec<AsgRef>) -> Vec<(AsgRef, Res
             (asg, r)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn reads_in_an_account_without_credentials_fail_rather_than_panic() {
+        // An alias in a configured account that DescribeKey resolved to a key in an
+        // account with no credentials: its policy and grants are read next.
+        let key = KeyArn::parse("arn:aws:kms:us-west-2:777788889999:key/1234abcd-12ab-34cd-56ef-1234567890ab").unwrap();
+        let mut observed = Observed::default();
+        run_jobs(&BTreeMap::new(), vec![Job::Policy(key.clone()), Job::Grants(key.clone())], &mut observed).await;
+        for (what, r) in [
+            ("policy", observed.key_policies.get(&key).map(|r| r.clone().map(|_| ()))),
+            ("grants", observed.grants.get(&key).map(|r| r.clone().map(|_| ()))),
+        ] {
+            let f = r.unwrap_or_else(|| panic!("no {what} entry")).unwrap_err();
+            assert_eq!(f.class, crate::model::ErrorClass::Terminal, "{what}: {f}");
+            assert!(f.message.contains("777788889999"), "{what}: {f}");
+        }
+    }
 }
