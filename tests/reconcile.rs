@@ -456,3 +456,34 @@ async fn each_key_policy_write_follows_its_fresh_read_within_a_round_trip_under_
         assert!(gap < 0.5, "PutKeyPolicy on {} came {gap:.2} s after its fresh read", w["key"]);
     }
 }
+
+/// STS refusing the key owner's role (no permission, or a trust policy that does not name
+/// the operator) is a configuration error: `apply` asks once and does not spend its rounds
+/// asking again, and the daemon reports it as terminal and backs off.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_assume_role_is_terminal_and_asked_once() {
+    let moto = Moto::start();
+    let (own, other) = (moto.own().await, moto.other().await);
+    let key = create_key(&other, None).await;
+    create_asgs(&own, &["api"]).await;
+    let dir = TempDir::new();
+    let cfg = dir.write("c.yaml", &config(&[("api", &key, Some("CMK"))]));
+    let refusal = format!(
+        "User: arn:aws:iam::{OWN}:user/operator is not authorized to perform: sts:AssumeRole on resource: {OTHER_ROLE}"
+    );
+    moto.fault("sts", "AssumeRole", 1000, 403, "AccessDenied", &refusal);
+    moto.reset_calls();
+
+    let started = std::time::Instant::now();
+    let out = moto.operator(&["apply", "--config", &cfg]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(stdout(&out).contains("AccessDenied"), "{}", stdout(&out));
+    assert_eq!(count(&moto.calls(), "AssumeRole"), 1, "asked again: {:?}", moto.calls());
+    assert!(started.elapsed() < std::time::Duration::from_secs(5), "apply waited {:?}", started.elapsed());
+
+    let d = Daemon::start(&moto, &cfg, "5m");
+    let failed = d.wait_log(|v| v["message"] == "binding failed", std::time::Duration::from_secs(20));
+    assert_eq!(failed["class"], "terminal", "{failed}");
+    assert!(failed["error"].as_str().unwrap().contains("AccessDenied"), "{failed}");
+    assert!(failed["retry_in"].as_str().is_some_and(|r| !r.is_empty()), "backs off: {failed}");
+}
