@@ -480,8 +480,9 @@ impl<R: Reconciler> Daemon<R> {
             keys.entry(&b.asg).or_default().push(&b.key);
         }
         for (asg, launch) in &outcome.launches {
-            let Ok(launch) = launch else { continue };
-            let class = launch.as_ref().and_then(|a| a.failure_class(keys.get(asg).map_or(&[], Vec::as_slice)));
+            // A group the config dropped while this pass ran keeps no series.
+            let (Ok(launch), Some(bound)) = (launch, keys.get(asg)) else { continue };
+            let class = launch.as_ref().and_then(|a| a.failure_class(bound));
             if let (Some(a), Some(class)) = (launch, class) {
                 let message = a.status_message.as_deref().unwrap_or("no status message");
                 tracing::warn!(asg = %asg, started = a.start_time.as_deref().unwrap_or("unknown"), status = %a.status_code, class = class.as_str(), status_message = message, "the group's most recent launch failed");
