@@ -30,7 +30,7 @@ use tracing::Instrument;
 
 use crate::aws::{Aws, CallStats, ExecSettings};
 use crate::config::{self, Desired};
-use crate::metrics::{self, ActionLabel, ClassLabel, GroupLabel, Health, Metrics, StatusBoard};
+use crate::metrics::{self, ActionLabel, ClassLabel, Health, Metrics, StatusBoard};
 use crate::model::{AsgRef, BindingId, ErrorClass, Failure, KeyArn};
 use crate::plan::Depth;
 use crate::reconcile::{self, Outcome};
@@ -468,8 +468,6 @@ impl<R: Reconciler> Daemon<R> {
         outcome.converged.retain(&keep);
         outcome.failed.retain(|b, _| keep(b));
         outcome.status.retain(|s| keep(&s.binding));
-        let bound: BTreeSet<&AsgRef> = self.config.desired.bindings.iter().map(|b| &b.asg).collect();
-        outcome.launches.retain(|asg, _| bound.contains(asg));
 
         let mut failed_keys: BTreeMap<&KeyArn, Vec<(&BindingId, &Failure)>> = BTreeMap::new();
         for (b, f) in &outcome.failed {
@@ -534,22 +532,22 @@ impl<R: Reconciler> Daemon<R> {
         units.into_values().collect()
     }
 
-    /// The groups' most recent launches (full passes only): the metric, and a warning for
-    /// each group whose most recent launch failed, quoting AWS's reason.
+    /// The groups' most recent launches (full passes only): the metric, by class, and a
+    /// warning for each group whose most recent launch failed, quoting AWS's reason.
     fn report_launches(&self, outcome: &Outcome) {
+        let mut keys: BTreeMap<&AsgRef, Vec<&KeyArn>> = BTreeMap::new();
+        for b in &self.config.desired.bindings {
+            keys.entry(&b.asg).or_default().push(&b.key);
+        }
         for (asg, launch) in &outcome.launches {
-            let failed = match launch {
-                Ok(Some(a)) if a.failed() => {
-                    let message = a.status_message.as_deref().unwrap_or("no status message");
-                    tracing::warn!(asg = %asg, started = a.start_time.as_deref().unwrap_or("unknown"), status_message = message, "the group's most recent launch failed");
-                    1
-                }
-                Ok(_) => 0,
-                Err(_) => continue,
-            };
-            let label =
-                GroupLabel { asg: asg.name.clone(), account: asg.account.to_string(), region: asg.region.clone() };
-            self.telemetry.metrics.launch_failures.get_or_create(&label).set(failed);
+            // A group the config dropped while this pass ran keeps no series.
+            let (Ok(launch), Some(bound)) = (launch, keys.get(asg)) else { continue };
+            let class = launch.as_ref().and_then(|a| a.failure_class(bound));
+            if let (Some(a), Some(class)) = (launch, class) {
+                let message = a.status_message.as_deref().unwrap_or("no status message");
+                tracing::warn!(asg = %asg, started = a.start_time.as_deref().unwrap_or("unknown"), status = %a.status_code, class = class.as_str(), status_message = message, "the group's most recent launch failed");
+            }
+            self.telemetry.metrics.set_launch_failure(asg, class);
         }
     }
 
@@ -619,6 +617,10 @@ impl<R: Reconciler> Daemon<R> {
         self.config.states = states;
         let bound: BTreeSet<BindingId> = new.bindings.iter().map(|b| b.id()).collect();
         self.telemetry.board.retain(|b| bound.contains(b));
+        let groups: BTreeSet<&AsgRef> = new.bindings.iter().map(|b| &b.asg).collect();
+        for gone in self.config.desired.bindings.iter().map(|b| &b.asg).filter(|a| !groups.contains(a)) {
+            self.telemetry.metrics.forget_launches(gone);
+        }
         tracing::info!(bindings = new.bindings.len(), changed_keys = changed.len(), "config reloaded");
         warn_default_roles(&new, Some(&self.config.desired));
         self.config.desired = Arc::new(new);

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use prometheus_client::encoding::EncodeLabelSet;
 
-use crate::model::BindingId;
+use crate::model::{AsgRef, BindingId, LaunchFailureClass};
 use crate::status::{self, BindingStatus};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -40,11 +40,13 @@ pub struct StateLabel {
     pub state: String,
 }
 
+/// A group, and a class of launch failure (`kms` or `other`).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct GroupLabel {
+pub struct LaunchLabel {
     pub asg: String,
     pub account: String,
     pub region: String,
+    pub class: String,
 }
 
 /// Every metric the daemon exports (names get the `asg_cmk_operator_` prefix).
@@ -57,7 +59,7 @@ pub struct Metrics {
     pub bindings: Family<StateLabel, Gauge>,
     pub reloads: Family<ResultLabel, Counter>,
     pub last_resync: Gauge<i64, AtomicI64>,
-    pub launch_failures: Family<GroupLabel, Gauge>,
+    pub launch_failures: Family<LaunchLabel, Gauge>,
 }
 
 impl Default for Metrics {
@@ -93,7 +95,8 @@ impl Metrics {
         );
         registry.register(
             "launch_failures",
-            "1 when the group's most recent launch failed (read at start and on resync), else 0",
+            "1 when the group's most recent launch failed or was cancelled for a reason of this class (kms: \
+             KMS or a permission; other: capacity, quotas, subnets, ...), else 0 (read on full passes)",
             m.launch_failures.clone(),
         );
         // Known label values start at zero, so dashboards see them before the first event.
@@ -120,6 +123,31 @@ impl Metrics {
 
     pub fn count(family: &Family<ResultLabel, Counter>, result: &str) {
         family.get_or_create(&ResultLabel { result: result.into() }).inc();
+    }
+
+    /// Sets a group's `launch_failures` series: 1 for the class its most recent launch
+    /// failed with, 0 for the other (both 0 when it did not fail).
+    pub fn set_launch_failure(&self, asg: &AsgRef, failed: Option<LaunchFailureClass>) {
+        for class in [LaunchFailureClass::Kms, LaunchFailureClass::Other] {
+            let value = i64::from(failed == Some(class));
+            self.launch_failures.get_or_create(&launch_label(asg, class)).set(value);
+        }
+    }
+
+    /// Drops a group's `launch_failures` series: it left the config.
+    pub fn forget_launches(&self, asg: &AsgRef) {
+        for class in [LaunchFailureClass::Kms, LaunchFailureClass::Other] {
+            self.launch_failures.remove(&launch_label(asg, class));
+        }
+    }
+}
+
+fn launch_label(asg: &AsgRef, class: LaunchFailureClass) -> LaunchLabel {
+    LaunchLabel {
+        asg: asg.name.clone(),
+        account: asg.account.to_string(),
+        region: asg.region.clone(),
+        class: class.as_str().into(),
     }
 }
 
@@ -216,13 +244,8 @@ mod tests {
         m.changes.get_or_create(&ActionLabel { action: "PutKeyPolicy".into() }).inc();
         m.errors.get_or_create(&ClassLabel { class: "terminal".into() }).inc();
         m.last_resync.set(1_700_000_000);
-        m.launch_failures
-            .get_or_create(&GroupLabel {
-                asg: "web".into(),
-                account: "111122223333".into(),
-                region: "us-west-2".into(),
-            })
-            .set(1);
+        let web = AsgRef::new(crate::model::AccountId::parse("111122223333").unwrap(), "us-west-2", "web");
+        m.set_launch_failure(&web, Some(LaunchFailureClass::Kms));
         let text = m.encode();
         for needle in [
             "asg_cmk_operator_reconcile_passes_total{result=\"success\"} 1",
@@ -233,10 +256,34 @@ mod tests {
             "asg_cmk_operator_config_reloads_total{result=\"error\"} 0",
             "asg_cmk_operator_changes_applied_total{action=\"PutKeyPolicy\"} 1",
             "asg_cmk_operator_reconcile_errors_total{class=\"terminal\"} 1",
-            "asg_cmk_operator_launch_failures{asg=\"web\",account=\"111122223333\",region=\"us-west-2\"} 1",
+            "asg_cmk_operator_launch_failures{asg=\"web\",account=\"111122223333\",region=\"us-west-2\",class=\"kms\"} 1",
+            "asg_cmk_operator_launch_failures{asg=\"web\",account=\"111122223333\",region=\"us-west-2\",class=\"other\"} 0",
         ] {
             assert!(text.contains(needle), "missing {needle} in\n{text}");
         }
+    }
+
+    #[test]
+    fn launch_failures_move_between_classes_and_leave_with_their_group() {
+        let m = Metrics::new();
+        let acct = crate::model::AccountId::parse("111122223333").unwrap();
+        let (web, api) = (AsgRef::new(acct, "us-west-2", "web"), AsgRef::new(acct, "us-west-2", "api"));
+        m.set_launch_failure(&web, Some(LaunchFailureClass::Kms));
+        m.set_launch_failure(&api, Some(LaunchFailureClass::Other));
+        m.set_launch_failure(&web, Some(LaunchFailureClass::Other));
+        let text = m.encode();
+        assert!(text.contains("asg=\"web\",account=\"111122223333\",region=\"us-west-2\",class=\"kms\"} 0"), "{text}");
+        assert!(
+            text.contains("asg=\"web\",account=\"111122223333\",region=\"us-west-2\",class=\"other\"} 1"),
+            "{text}"
+        );
+        m.forget_launches(&web);
+        let text = m.encode();
+        assert!(!text.contains("asg=\"web\""), "{text}");
+        assert!(
+            text.contains("asg=\"api\",account=\"111122223333\",region=\"us-west-2\",class=\"other\"} 1"),
+            "{text}"
+        );
     }
 
     #[test]

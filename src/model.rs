@@ -334,8 +334,48 @@ pub struct LaunchActivity {
 }
 
 impl LaunchActivity {
+    /// A launch that did not produce an instance: `Failed`, or `Cancelled` (Auto Scaling
+    /// cancels a launch it gives up on, as when its instance could not start).
     pub fn failed(&self) -> bool {
-        self.status_code == "Failed"
+        self.status_code == "Failed" || self.status_code == "Cancelled"
+    }
+
+    /// Why a failed launch failed, in the two classes that matter here: a KMS or
+    /// permission failure, which the operator's bindings are there to cure, or anything
+    /// else (capacity, quotas, subnets, ...), which they cannot. `keys` are the keys the
+    /// group is bound to: a message naming one of them is a KMS failure. None for a launch
+    /// that did not fail.
+    pub fn failure_class(&self, keys: &[&KeyArn]) -> Option<LaunchFailureClass> {
+        if !self.failed() {
+            return None;
+        }
+        let message = self.status_message.as_deref().unwrap_or_default();
+        // When the group's role may not use a volume's key, EC2 Auto Scaling reports
+        // "Client.InternalError: Client error on launch" (EC2 Auto Scaling User Guide,
+        // "Troubleshoot Amazon EC2 Auto Scaling: EC2 instance launch failures"); a key that
+        // is disabled or pending deletion is named as a KMS key ("Client.InvalidKMSKey...").
+        let kms = message.contains("Client error on launch")
+            || message.to_ascii_lowercase().contains("kms")
+            || keys.iter().any(|k| message.contains(k.key_id()) || message.contains(k.as_str()));
+        Some(if kms { LaunchFailureClass::Kms } else { LaunchFailureClass::Other })
+    }
+}
+
+/// The two kinds of launch failure: only the first is the operator's to fix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum LaunchFailureClass {
+    /// The group's role could not use a key: KMS or a permission.
+    Kms,
+    /// Capacity, a quota, a subnet, the AMI, ...: nothing a key policy or grant can change.
+    Other,
+}
+
+impl LaunchFailureClass {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LaunchFailureClass::Kms => "kms",
+            LaunchFailureClass::Other => "other",
+        }
     }
 }
 
@@ -466,6 +506,39 @@ mod tests {
         // AWSServiceRoleForAutoScaling_ is 29 characters, so 35 fit and 36 do not.
         assert!(check_slr_suffix(&"x".repeat(35)).is_ok());
         assert!(check_slr_suffix(&"x".repeat(36)).is_err());
+    }
+
+    #[test]
+    fn failed_and_cancelled_launches_are_classed_kms_or_other() {
+        let key = KeyArn::parse("arn:aws:kms:us-west-2:444455556666:key/1234abcd-12ab-34cd-56ef-1234567890ab").unwrap();
+        let launch = |code: &str, message: &str| LaunchActivity {
+            status_code: code.into(),
+            status_message: Some(message.into()),
+            start_time: None,
+            description: "Launching a new EC2 instance".into(),
+        };
+        let class = |code: &str, message: &str| launch(code, message).failure_class(&[&key]);
+        let kms = Some(LaunchFailureClass::Kms);
+        let other = Some(LaunchFailureClass::Other);
+        assert_eq!(class("Failed", "Client.InternalError: Client error on launch"), kms);
+        assert_eq!(class("Cancelled", "Client.InternalError: Client error on launch"), kms);
+        assert_eq!(
+            class("Failed", "Client.InvalidKMSKey.InvalidState: The KMS key provided is in an incorrect state"),
+            kms
+        );
+        assert_eq!(class("Failed", "key 1234abcd-12ab-34cd-56ef-1234567890ab cannot be used"), kms);
+        assert_eq!(
+            class(
+                "Failed",
+                "We currently do not have sufficient t3.micro capacity in the Availability Zone you requested"
+            ),
+            other
+        );
+        assert_eq!(class("Cancelled", "You have requested more vCPU capacity than your current vCPU limit"), other);
+        assert_eq!(class("Failed", "The subnet ID 'subnet-1' does not exist"), other);
+        assert_eq!(class("Successful", "Client.InternalError: Client error on launch"), None);
+        assert_eq!(class("InProgress", ""), None);
+        assert!(launch("Cancelled", "").failed());
     }
 
     #[test]

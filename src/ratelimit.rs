@@ -6,9 +6,9 @@
 //! then arrive more than a second apart, whatever the network and server delays, so no
 //! one-second window at the server holds more than `limit` of them.
 //!
-//! Used to keep writes under AWS quotas (KMS allows PutKeyPolicy at 15/s and CreateGrant
-//! at 50/s per account and region) however many bindings a pass touches. A small burst
-//! (six keys, say) still goes out at once.
+//! Used to keep writes under AWS quotas (KMS allows PutKeyPolicy at 15/s, CreateGrant
+//! at 50/s and RetireGrant at 30/s, each per account and region) however many bindings a
+//! pass touches. A small burst (six keys, say) still goes out at once.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;

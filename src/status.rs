@@ -9,7 +9,11 @@
 //!   2) use the key and create grants, and no Deny stops it;
 //! - `GrantReady` (case 2 only): a complete grant for the role is on the key;
 //! - `AsgUsesRole`: the group's `ServiceLinkedRoleARN` is that role;
-//! - `LaunchesHealthy`: the group's most recent launch did not fail.
+//! - `LaunchesHealthy`: the group's most recent launch did not fail for a reason the
+//!   bindings can cure. A launch that failed (or was cancelled) over KMS or a permission
+//!   is `False`, reason `LaunchFailedKms`. One that failed for capacity, a quota, a subnet
+//!   or any other reason is shown but is `True`, reason `LaunchFailedOther`: the operator
+//!   cannot fix it, so it does not make the binding not ready.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -18,7 +22,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::ser::{Serialize, SerializeStruct, Serializer};
 
 use crate::config::{Binding, Desired};
-use crate::model::{AccountId, AsgRef, BindingId, Failure, KeyArn, KeyManager};
+use crate::model::{AccountId, AsgRef, BindingId, Failure, KeyArn, KeyManager, LaunchFailureClass};
 use crate::plan::{self, Observed};
 use crate::policy::{self, Need, NeedKind, PolicyDocument, PrincipalIds};
 
@@ -104,6 +108,18 @@ impl Serialize for BindingStatus {
 
 /// The reason of a `LaunchesHealthy` that this observation did not read.
 const NOT_READ: &str = "NotRead";
+
+/// The reason of a `LaunchesHealthy` whose launch failed for a reason the operator cannot
+/// fix: the condition is `True`, and shown all the same.
+pub const LAUNCH_FAILED_OTHER: &str = "LaunchFailedOther";
+
+impl Condition {
+    /// Whether `status` lists it: not `True`, or `True` with news (a launch that failed
+    /// for a reason outside the operator's reach).
+    pub fn notable(&self) -> bool {
+        self.status != State::True || &*self.reason == LAUNCH_FAILED_OTHER
+    }
+}
 
 /// The status of every binding of `desired`, as of `observed` (at `now`, Unix seconds).
 pub fn evaluate(desired: &Desired, observed: &Observed, caller: &AccountId, now: u64) -> Vec<BindingStatus> {
@@ -296,16 +312,26 @@ fn binding_status(
         Some(Ok(None)) => {
             c("LaunchesHealthy", State::True, "NoRecentLaunch", "no launch among the recent scaling activities".into())
         }
-        Some(Ok(Some(a))) if a.failed() => c(
-            "LaunchesHealthy",
-            State::False,
-            "LaunchFailed",
-            format!(
-                "the most recent launch{} failed: {}",
-                a.start_time.as_deref().map(|t| format!(" (at {t})")).unwrap_or_default(),
-                a.status_message.as_deref().unwrap_or("no status message")
-            ),
-        ),
+        Some(Ok(Some(a))) if a.failed() => {
+            let keys: Vec<_> = std::iter::once(&b.key).chain(resolved).collect();
+            let (status, reason, why) = match a.failure_class(&keys) {
+                Some(LaunchFailureClass::Other) => {
+                    (State::True, LAUNCH_FAILED_OTHER, ", for a reason the key's permissions cannot cure")
+                }
+                _ => (State::False, "LaunchFailedKms", " over KMS or a permission"),
+            };
+            c(
+                "LaunchesHealthy",
+                status,
+                reason,
+                format!(
+                    "the most recent launch{} {}{why}: {}",
+                    a.start_time.as_deref().map(|t| format!(" (at {t})")).unwrap_or_default(),
+                    if a.status_code == "Cancelled" { "was cancelled" } else { "failed" },
+                    a.status_message.as_deref().unwrap_or("no status message")
+                ),
+            )
+        }
         Some(Ok(Some(a))) => {
             c("LaunchesHealthy", State::True, "LastLaunch", format!("the most recent launch is {}", a.status_code))
         }
@@ -387,12 +413,13 @@ where
     serde_json::to_string_pretty(&Doc(statuses.into_iter())).expect("statuses serialise: every key is a string")
 }
 
-/// One line per binding and one per condition that is not `True`.
+/// One line per binding and one per condition that is not `True` or is
+/// [notable](Condition::notable).
 pub fn text(statuses: &[BindingStatus]) -> String {
     let mut s = String::new();
     for b in statuses {
         s.push_str(&format!("{} {}\n", if b.ready() { "ready    " } else { "NOT READY" }, b.binding));
-        for c in b.conditions.iter().filter(|c| c.status != State::True) {
+        for c in b.conditions.iter().filter(|c| c.notable()) {
             s.push_str(&format!("    {} {} ({}): {}\n", c.kind, c.status.as_str(), c.reason, c.message));
         }
     }

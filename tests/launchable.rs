@@ -242,7 +242,7 @@ async fn a_group_that_cannot_launch_is_reported_bound_fully_and_then_launches() 
     assert!(text.contains("which no binding covers"), "{text}");
     let status = moto.operator(&["status", "--config", &cfg]);
     assert_eq!(status.status.code(), Some(2));
-    assert!(stdout(&status).contains("LaunchesHealthy False (LaunchFailed)"), "{}", stdout(&status));
+    assert!(stdout(&status).contains("LaunchesHealthy False (LaunchFailedKms)"), "{}", stdout(&status));
 
     let apply = moto.operator(&["apply", "--config", &cfg]);
     assert!(apply.status.success());
@@ -294,13 +294,13 @@ async fn the_daemon_counts_and_quotes_a_failed_launch() {
     let warned =
         d.wait_log(|v| v["message"] == "the group's most recent launch failed", std::time::Duration::from_secs(5));
     assert_eq!(warned["status_message"], "Client.InternalError: Client error on launch");
+    assert_eq!(warned["class"], "kms");
     let metrics = d.get("/metrics").1;
-    assert!(
-        metrics.contains(&format!(
-            "asg_cmk_operator_launch_failures{{asg=\"web\",account=\"{OWN}\",region=\"{REGION}\"}} 1"
-        )),
-        "{metrics}"
-    );
+    let series = |class: &str, value: u8| {
+        format!("asg_cmk_operator_launch_failures{{asg=\"web\",account=\"{OWN}\",region=\"{REGION}\",class=\"{class}\"}} {value}")
+    };
+    assert!(metrics.contains(&series("kms", 1)), "{metrics}");
+    assert!(metrics.contains(&series("other", 0)), "{metrics}");
     let status: serde_json::Value = serde_json::from_str(&d.get("/status").1).unwrap();
     let launches = status["bindings"][0]["conditions"]
         .as_array()
@@ -310,7 +310,20 @@ async fn the_daemon_counts_and_quotes_a_failed_launch() {
         .unwrap()
         .clone();
     assert_eq!(launches["status"], "False");
+    assert_eq!(launches["reason"], "LaunchFailedKms");
     assert!(launches["message"].as_str().unwrap().contains("Client error on launch"), "{launches}");
+
+    // The group leaves the config: its series go with it.
+    rename_replace(&cfg, &config(&[("api", &key, CMK)]));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let metrics = d.get("/metrics").1;
+        if !metrics.contains("asg=\"web\"") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "web's series outlived its binding: {metrics}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

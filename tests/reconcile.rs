@@ -418,3 +418,72 @@ fn forbidding_http_server() -> String {
     });
     url
 }
+
+/// More keys than KMS lets PutKeyPolicy write in a second: the writes past the ceiling
+/// wait for their turn before their fresh read, not between it and the write, so each
+/// write still lands one round trip after the read it merged into.
+#[tokio::test(flavor = "multi_thread")]
+async fn each_key_policy_write_follows_its_fresh_read_within_a_round_trip_under_the_rate_limit() {
+    let moto = Moto::start();
+    let own = moto.own().await;
+    let names: Vec<String> = (0..30).map(|i| format!("g{i}")).collect();
+    create_asgs(&own, &names.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    let mut keys = Vec::new();
+    for _ in &names {
+        keys.push(create_key(&own, None).await);
+    }
+    let bindings: Vec<(&str, &str, Option<&str>)> =
+        names.iter().zip(&keys).map(|(n, k)| (n.as_str(), k.as_str(), Some("CMK"))).collect();
+    let dir = TempDir::new();
+    let cfg = dir.write("c.yaml", &config(&bindings));
+    moto.reset_calls();
+
+    let out = moto.operator(&["apply", "--config", &cfg]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let calls = moto.hook("GET", "/_launcher/calls", Value::Null)["calls"].as_array().unwrap().clone();
+    let writes: Vec<&Value> = calls.iter().filter(|c| c["action"] == "PutKeyPolicy").collect();
+    assert_eq!(writes.len(), keys.len());
+    let t = |c: &Value| c["t"].as_f64().unwrap();
+    let (first, last) = (t(writes[0]), t(writes[writes.len() - 1]));
+    assert!(last - first > 1.0, "the ceiling held writes back: {:.2} s from first to last", last - first);
+    for w in &writes {
+        let read = calls
+            .iter()
+            .filter(|c| c["action"] == "GetKeyPolicy" && c["key"] == w["key"] && t(c) <= t(w))
+            .map(t)
+            .fold(f64::NEG_INFINITY, f64::max);
+        let gap = t(w) - read;
+        assert!(gap < 0.5, "PutKeyPolicy on {} came {gap:.2} s after its fresh read", w["key"]);
+    }
+}
+
+/// STS refusing the key owner's role (no permission, or a trust policy that does not name
+/// the operator) is a configuration error: `apply` asks once and does not spend its rounds
+/// asking again, and the daemon reports it as terminal and backs off.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_assume_role_is_terminal_and_asked_once() {
+    let moto = Moto::start();
+    let (own, other) = (moto.own().await, moto.other().await);
+    let key = create_key(&other, None).await;
+    create_asgs(&own, &["api"]).await;
+    let dir = TempDir::new();
+    let cfg = dir.write("c.yaml", &config(&[("api", &key, Some("CMK"))]));
+    let refusal = format!(
+        "User: arn:aws:iam::{OWN}:user/operator is not authorized to perform: sts:AssumeRole on resource: {OTHER_ROLE}"
+    );
+    moto.fault("sts", "AssumeRole", 1000, 403, "AccessDenied", &refusal);
+    moto.reset_calls();
+
+    let started = std::time::Instant::now();
+    let out = moto.operator(&["apply", "--config", &cfg]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(stdout(&out).contains("AccessDenied"), "{}", stdout(&out));
+    assert_eq!(count(&moto.calls(), "AssumeRole"), 1, "asked again: {:?}", moto.calls());
+    assert!(started.elapsed() < std::time::Duration::from_secs(5), "apply waited {:?}", started.elapsed());
+
+    let d = Daemon::start(&moto, &cfg, "5m");
+    let failed = d.wait_log(|v| v["message"] == "binding failed", std::time::Duration::from_secs(20));
+    assert_eq!(failed["class"], "terminal", "{failed}");
+    assert!(failed["error"].as_str().unwrap().contains("AccessDenied"), "{failed}");
+    assert!(failed["retry_in"].as_str().is_some_and(|r| !r.is_empty()), "backs off: {failed}");
+}

@@ -40,6 +40,7 @@ use aws_smithy_types::byte_stream::ByteStream;
 use aws_smithy_types::retry::RetryConfig;
 use tokio::time::Instant;
 
+use super::error::THROTTLING;
 use crate::model::AccountId;
 use crate::ratelimit::RateLimiter;
 
@@ -265,19 +266,6 @@ impl HttpConnector for PacedConnector {
     }
 }
 
-/// The error codes AWS uses for throttling (the SDKs' retry classifiers list the same).
-const THROTTLING_CODES: [&str; 9] = [
-    "Throttling",
-    "ThrottlingException",
-    "ThrottledException",
-    "RequestThrottledException",
-    "TooManyRequestsException",
-    "RequestLimitExceeded",
-    "RequestThrottled",
-    "SlowDown",
-    "LimitExceededException",
-];
-
 /// Whether an error answer is a throttling one: its code, in the XML of the query
 /// protocols (`<Code>Throttling</Code>`) or the `x-amzn-ErrorType` header of the JSON
 /// ones; or HTTP 429.
@@ -286,11 +274,11 @@ fn is_throttling(response: &HttpResponse, body: &[u8]) -> bool {
         return true;
     }
     let header = response.headers().get("x-amzn-errortype").map(|h| h.split(':').next().unwrap_or(h));
-    if header.is_some_and(|code| THROTTLING_CODES.contains(&code)) {
+    if header.is_some_and(|code| THROTTLING.contains(&code)) {
         return true;
     }
     let text = String::from_utf8_lossy(body);
-    THROTTLING_CODES.iter().any(|code| text.contains(&format!("<Code>{code}</Code>")))
+    THROTTLING.iter().any(|code| text.contains(&format!("<Code>{code}</Code>")))
 }
 
 /// The SDK's default HTTPS client (rustls with aws-lc, the proxy of the environment), as
@@ -312,17 +300,23 @@ pub fn default_https_client() -> SharedHttpClient {
 }
 
 /// KMS write ceilings for one account and region, under the documented quotas (KMS
-/// Developer Guide, "Request quotas": PutKeyPolicy 15/s, CreateGrant and RetireGrant 50/s
-/// each per account and region), with headroom for the other tools that share them.
+/// Developer Guide, "Request quotas": PutKeyPolicy 15/s, CreateGrant 50/s and RetireGrant
+/// 30/s, each a quota of its own per account and region), with headroom for the other
+/// tools that share them.
 #[derive(Debug)]
 pub struct KmsLimits {
     pub put_key_policy: RateLimiter,
-    pub grants: RateLimiter,
+    pub create_grant: RateLimiter,
+    pub retire_grant: RateLimiter,
 }
 
 impl Default for KmsLimits {
     fn default() -> Self {
-        Self { put_key_policy: RateLimiter::per_second(12), grants: RateLimiter::per_second(40) }
+        Self {
+            put_key_policy: RateLimiter::per_second(12),
+            create_grant: RateLimiter::per_second(40),
+            retire_grant: RateLimiter::per_second(24),
+        }
     }
 }
 

@@ -8,6 +8,9 @@ use aws_config::sts::AssumeRoleProvider;
 use aws_config::SdkConfig;
 use aws_credential_types::provider::{self, future, ProvideCredentials, SharedCredentialsProvider};
 use aws_credential_types::Credentials;
+use aws_sdk_sts::operation::assume_role::AssumeRoleError;
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use aws_smithy_runtime_api::client::result::SdkError;
 
 use super::CallStats;
 use crate::model::{ErrorClass, Failure};
@@ -59,12 +62,24 @@ pub(super) async fn assume_role(base: &SdkConfig, role_arn: &str, stats: Arc<Cal
 
 /// Fetches credentials once (filling the cache), turning a failure into plain data.
 pub(super) async fn probe(p: &SharedCredentialsProvider) -> Result<(), Failure> {
-    p.provide_credentials().await.map(|_| ()).map_err(|e| {
-        let class = match &e {
-            provider::error::CredentialsError::ProviderTimedOut(_) => ErrorClass::Retryable,
-            provider::error::CredentialsError::ProviderError(_) => ErrorClass::Retryable,
-            _ => ErrorClass::Terminal,
-        };
-        Failure { class, message: format!("failed to assume role: {}", super::error::chain(&e)) }
+    p.provide_credentials().await.map(|_| ()).map_err(|e| Failure {
+        class: class_of(&e),
+        message: format!("failed to assume role: {}", super::error::chain(&e)),
     })
+}
+
+/// How a failure to assume a role is handled. STS's own answer, when there is one, is
+/// classified like any other AWS error: `AccessDenied` (no permission, or a trust policy
+/// that does not name us) is terminal, throttling is throttled, a 5xx retryable. A
+/// timeout, or a provider error without an answer from STS (the connection failed), is
+/// retryable; what aws-config calls an invalid configuration is terminal.
+fn class_of(e: &provider::error::CredentialsError) -> ErrorClass {
+    use provider::error::CredentialsError;
+    match e {
+        CredentialsError::ProviderTimedOut(_) => ErrorClass::Retryable,
+        CredentialsError::ProviderError(_) => std::error::Error::source(e)
+            .and_then(|s| s.downcast_ref::<SdkError<AssumeRoleError, HttpResponse>>())
+            .map_or(ErrorClass::Retryable, |sts| super::error::classify("AssumeRole", sts).class),
+        _ => ErrorClass::Terminal,
+    }
 }

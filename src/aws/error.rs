@@ -7,7 +7,13 @@ use aws_smithy_runtime_api::client::result::SdkError;
 
 use crate::model::{ErrorClass, Failure};
 
-const THROTTLING: &[&str] = &[
+/// The error codes AWS answers when it throttles a request: the one list both the
+/// classifier here and the pacer ([`super::adaptive`]) read. Not `LimitExceededException`:
+/// KMS answers it when a resource quota is reached (too many grants on a key, say), which
+/// waiting does not cure (KMS API Reference, CreateGrant, "Errors"; KMS Developer Guide,
+/// "Resource quotas"); KMS throttles with `ThrottlingException` ("Throttling AWS KMS
+/// requests").
+pub(crate) const THROTTLING: &[&str] = &[
     "Throttling",
     "ThrottlingException",
     "ThrottledException",

@@ -115,7 +115,7 @@ pub async fn execute(aws: &Aws, change: &Change, settings: &ExecSettings) -> Res
                     .name(&name)
                     .set_operations(Some(GRANT_OPERATIONS.iter().map(|o| GrantOperation::from(*o)).collect()))
                     .send();
-                account.call(Some(&limits.grants), "kms", "CreateGrant", &[], request)
+                account.call(Some(&limits.create_grant), "kms", "CreateGrant", &[], request)
             })
             .await;
             out.map(|_| Done::Applied)
@@ -125,7 +125,8 @@ pub async fn execute(aws: &Aws, change: &Change, settings: &ExecSettings) -> Res
             // account (KMS API Reference, RetireGrant).
             let request = account.kms(key.region()).retire_grant().key_id(key.as_str()).grant_id(grant_id).send();
             let limits = account.kms_limits(key.region());
-            match account.call(Some(&limits.grants), "kms", "RetireGrant", &["NotFoundException"], request).await {
+            match account.call(Some(&limits.retire_grant), "kms", "RetireGrant", &["NotFoundException"], request).await
+            {
                 Ok(_) => Ok(Done::Applied),
                 Err(e) if code(&e) == Some("NotFoundException") => Ok(Done::NotNeeded("the grant is gone already")),
                 Err(e) => Err(classify("RetireGrant", &e)),
@@ -156,7 +157,8 @@ pub async fn execute(aws: &Aws, change: &Change, settings: &ExecSettings) -> Res
 
 /// Re-reads the key policy, merges `needs` into what it reads, and writes that; again on
 /// each retry. Someone's edit made after the pass observed the key survives: the window in
-/// which a concurrent edit can be lost shrinks to one round trip.
+/// which a concurrent edit can be lost shrinks to one round trip. The PutKeyPolicy permit
+/// is held from before the read to after the write.
 async fn put_key_policy(
     account: &Account,
     key: &KeyArn,
@@ -168,7 +170,11 @@ async fn put_key_policy(
     let mut transient = settings.transient_delays.iter();
     // The SDK would retry the same document; each attempt here merges into a fresh read.
     let one_attempt = aws_sdk_kms::config::Builder::default().retry_config(RetryConfig::disabled());
+    let limits = account.kms_limits(key.region());
     loop {
+        // The permit comes before the fresh read: a write held back by the rate limit waits
+        // here, not between the read and the write, which stay one round trip apart.
+        let permit = limits.put_key_policy.acquire().await;
         let text = get_key_policy(account, key).await?;
         let doc = PolicyDocument::parse(&text).map_err(|e| Failure::terminal(format!("key policy of {key}: {e}")))?;
         let m = policy::ensure(&doc, key.as_str(), needs)
@@ -193,11 +199,11 @@ async fn put_key_policy(
             .customize()
             .config_override(one_attempt.clone())
             .send();
-        let limits = account.kms_limits(key.region());
-        let e = match account.call(Some(&limits.put_key_policy), "kms", "PutKeyPolicy", &[], request).await {
+        let e = match account.call(None, "kms", "PutKeyPolicy", &[], request).await {
             Ok(_) => return Ok(Done::Applied),
             Err(e) => e,
         };
+        drop(permit);
         let wait = if is_unpropagated_principal(code(&e), message(&e)) {
             let Some(d) = propagation.next() else { return Err(still_refused("PutKeyPolicy", &e)) };
             tracing::info!(key = %key, retry_in = ?d, "key policy names a principal IAM has not propagated yet; retrying");

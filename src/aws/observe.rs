@@ -8,7 +8,8 @@ use super::error::{classify, code};
 use super::{Account, Aws};
 use crate::config::Desired;
 use crate::model::{
-    AccountId, Asg, AsgRef, Failure, Grant, KeyArn, KeyInfo, KeyManager, LaunchActivity, LaunchSource, Role, Slr,
+    AccountId, Asg, AsgRef, ErrorClass, Failure, Grant, KeyArn, KeyInfo, KeyManager, LaunchActivity, LaunchSource,
+    Role, Slr,
 };
 use crate::plan::{Observed, Reads};
 
@@ -163,9 +164,19 @@ async fn read_launch_keys(handles: &BTreeMap<AccountId, Arc<Account>>, reads: &R
 }
 
 /// Runs `jobs`, READ_CONCURRENCY at a time, each with its account's credentials, and
-/// records what each saw.
+/// records what each saw. A job in an account without credentials is not run: it is
+/// recorded as failed. That happens when AWS names an account the config does not, as
+/// when an alias resolves to a key in another account.
 async fn run_jobs(handles: &BTreeMap<AccountId, Arc<Account>>, jobs: Vec<Job>, observed: &mut Observed) {
-    let start = |job: Job| run(handles[&job_account(&job)].clone(), job);
+    let start = |job: Job| {
+        let handle = handles.get(&job_account(&job)).cloned();
+        async move {
+            match handle {
+                Some(handle) => run(handle, job).await,
+                None => without_credentials(job),
+            }
+        }
+    };
     crate::bounded::for_each(jobs, READ_CONCURRENCY, start, |joined| match joined {
         Ok(Read::Role(slr, r)) => {
             observed.roles.insert((slr.account, slr.name()), r);
@@ -188,6 +199,23 @@ async fn run_jobs(handles: &BTreeMap<AccountId, Arc<Account>>, jobs: Vec<Job>, o
         Err(e) => tracing::error!(error = %e, "read task failed"),
     })
     .await;
+}
+
+/// What a job reads when its account has no credentials: a terminal failure for each of
+/// its entries, naming the account.
+fn without_credentials(job: Job) -> Read {
+    let account = job_account(&job);
+    let f = Failure::terminal(format!(
+        "AWS named account {account}, which has no credentials here: add it under accounts with a role to assume"
+    ));
+    match job {
+        Job::Role(slr) => Read::Role(slr, Err(f)),
+        Job::Describe(key) => Read::Described(key, Err(f)),
+        Job::Policy(key) => Read::Policy(key, Err(f)),
+        Job::Grants(key) => Read::Grants(key, Err(f)),
+        Job::Asgs(asgs) => Read::Asgs(asgs.into_iter().map(|a| (a, Err(f.clone()))).collect()),
+        Job::Launches(asg) => Read::Launches(asg, Err(f)),
+    }
 }
 
 /// How many recent activities are looked through for the most recent launch.
@@ -268,6 +296,7 @@ async fn list_grants(account: &Account, key: &KeyArn) -> Result<Vec<Grant>, Fail
     let client = account.kms(key.region());
     let mut grants = Vec::new();
     let mut marker: Option<String> = None;
+    let mut seen = std::collections::HashSet::new();
     loop {
         let request = client.list_grants().key_id(key.as_str()).limit(100).set_marker(marker.take()).send();
         let out = account.call(None, "kms", "ListGrants", &[], request).await;
@@ -283,6 +312,13 @@ async fn list_grants(account: &Account, key: &KeyArn) -> Result<Vec<Grant>, Fail
             }),
         }));
         match (out.truncated(), out.next_marker()) {
+            // A marker seen before would page forever.
+            (true, Some(m)) if !seen.insert(m.to_owned()) => {
+                return Err(Failure {
+                    class: ErrorClass::Retryable,
+                    message: format!("ListGrants on {key} answered marker {m:?} a second time; paging stopped"),
+                })
+            }
             (true, Some(m)) => marker = Some(m.to_owned()),
             _ => return Ok(grants),
         }
@@ -354,4 +390,75 @@ async fn describe_asgs(account: &Account, asgs: Vec<AsgRef>) -> Vec<(AsgRef, Res
             (asg, r)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use aws_credential_types::provider::SharedCredentialsProvider;
+    use aws_credential_types::Credentials;
+    use aws_smithy_async::rt::sleep::{SharedAsyncSleep, TokioSleep};
+    use aws_smithy_runtime_api::client::http::{
+        HttpClient, HttpConnector, HttpConnectorFuture, HttpConnectorSettings, SharedHttpClient, SharedHttpConnector,
+    };
+    use aws_smithy_runtime_api::client::orchestrator::{HttpRequest, HttpResponse};
+    use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+    use aws_smithy_types::body::SdkBody;
+
+    use super::*;
+
+    /// A KMS that answers every ListGrants with one grant, "more to come", and the same
+    /// marker.
+    #[derive(Debug, Clone, Default)]
+    struct SameMarker(Arc<AtomicU32>);
+
+    impl HttpConnector for SameMarker {
+        fn call(&self, _request: HttpRequest) -> HttpConnectorFuture {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            let body = r#"{"Grants":[{"GrantId":"g","GranteePrincipal":"p","Operations":["Decrypt"]}],"Truncated":true,"NextMarker":"m"}"#;
+            HttpConnectorFuture::ready(Ok(HttpResponse::new(200.try_into().unwrap(), SdkBody::from(body))))
+        }
+    }
+
+    impl HttpClient for SameMarker {
+        fn http_connector(&self, _: &HttpConnectorSettings, _: &RuntimeComponents) -> SharedHttpConnector {
+            SharedHttpConnector::new(self.clone())
+        }
+    }
+
+    #[tokio::test]
+    async fn list_grants_stops_on_a_marker_it_has_seen() {
+        let kms = SameMarker::default();
+        let config = aws_config::SdkConfig::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-west-2"))
+            .credentials_provider(SharedCredentialsProvider::new(Credentials::new("AKID", "SECRET", None, None, "t")))
+            .http_client(SharedHttpClient::new(kms.clone()))
+            .sleep_impl(SharedAsyncSleep::new(TokioSleep::new()))
+            .build();
+        let account = Account::new(AccountId::parse("111122223333").unwrap(), config, Arc::default());
+        let key = KeyArn::parse("arn:aws:kms:us-west-2:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab").unwrap();
+        let listed = tokio::time::timeout(std::time::Duration::from_secs(10), list_grants(&account, &key)).await;
+        let f = listed.expect("still paging after 10 s").unwrap_err();
+        assert!(f.message.contains("a second time"), "{f}");
+        assert_eq!(kms.0.load(Ordering::SeqCst), 2, "the first page, and the one that repeated its marker");
+    }
+
+    #[tokio::test]
+    async fn reads_in_an_account_without_credentials_fail_rather_than_panic() {
+        // An alias in a configured account that DescribeKey resolved to a key in an
+        // account with no credentials: its policy and grants are read next.
+        let key = KeyArn::parse("arn:aws:kms:us-west-2:777788889999:key/1234abcd-12ab-34cd-56ef-1234567890ab").unwrap();
+        let mut observed = Observed::default();
+        run_jobs(&BTreeMap::new(), vec![Job::Policy(key.clone()), Job::Grants(key.clone())], &mut observed).await;
+        for (what, r) in [
+            ("policy", observed.key_policies.get(&key).map(|r| r.clone().map(|_| ()))),
+            ("grants", observed.grants.get(&key).map(|r| r.clone().map(|_| ()))),
+        ] {
+            let f = r.unwrap_or_else(|| panic!("no {what} entry")).unwrap_err();
+            assert_eq!(f.class, crate::model::ErrorClass::Terminal, "{what}: {f}");
+            assert!(f.message.contains("777788889999"), "{what}: {f}");
+        }
+    }
 }

@@ -61,6 +61,19 @@ fn converged(d: &Desired) -> Observed {
     o
 }
 
+/// Everything converged, and the group's most recent launch as given.
+fn with_launch(d: &Desired, code: &str, message: &str) -> Observed {
+    let mut o = converged(d);
+    let a = LaunchActivity {
+        status_code: code.into(),
+        status_message: Some(message.into()),
+        start_time: Some("2026-11-29T01:00:00Z".into()),
+        description: "Launching a new EC2 instance".into(),
+    };
+    o.launches.insert(d.bindings[0].asg.clone(), Ok(Some(a)));
+    o
+}
+
 fn of<'a>(s: &'a BindingStatus, kind: &str) -> &'a Condition {
     s.conditions.iter().find(|c| c.kind == kind).unwrap_or_else(|| panic!("no {kind} in {s:?}"))
 }
@@ -188,26 +201,43 @@ fn conditions_table() {
             ready: false,
         },
         Row {
-            reason: "the last launch failed → LaunchesHealthy False, quoting AWS",
+            reason: "the last launch failed over KMS → LaunchesHealthy False, quoting AWS",
             keys: vec![OWN_KEY],
-            observed: |d| {
-                let mut o = converged(d);
-                let a = LaunchActivity {
-                    status_code: "Failed".into(),
-                    status_message: Some("Client.InternalError: Client error on launch".into()),
-                    start_time: Some("2026-11-29T01:00:00Z".into()),
-                    description: "Launching a new EC2 instance".into(),
-                };
-                o.launches.insert(d.bindings[0].asg.clone(), Ok(Some(a)));
-                o
-            },
+            observed: |d| with_launch(d, "Failed", "Client.InternalError: Client error on launch"),
             want: vec![(
                 "LaunchesHealthy",
                 State::False,
-                "LaunchFailed",
+                "LaunchFailedKms",
                 "Client.InternalError: Client error on launch",
             )],
             ready: false,
+        },
+        Row {
+            reason: "the last launch was cancelled over KMS → LaunchesHealthy False",
+            keys: vec![OWN_KEY],
+            observed: |d| with_launch(d, "Cancelled", "Client.InternalError: Client error on launch"),
+            want: vec![("LaunchesHealthy", State::False, "LaunchFailedKms", "was cancelled")],
+            ready: false,
+        },
+        Row {
+            reason: "the last launch failed for capacity → shown, but True: the binding is ready",
+            keys: vec![OWN_KEY],
+            observed: |d| {
+                with_launch(
+                    d,
+                    "Failed",
+                    "We currently do not have sufficient t3.micro capacity in the Availability Zone you requested",
+                )
+            },
+            want: vec![("LaunchesHealthy", State::True, "LaunchFailedOther", "sufficient t3.micro capacity")],
+            ready: true,
+        },
+        Row {
+            reason: "the last launch was cancelled over a subnet → shown, but True",
+            keys: vec![OTHER_KEY],
+            observed: |d| with_launch(d, "Cancelled", "The subnet ID 'subnet-1' does not exist"),
+            want: vec![("LaunchesHealthy", State::True, "LaunchFailedOther", "subnet-1")],
+            ready: true,
         },
         Row {
             reason: "launches not read (a quick pass) → Unknown, NotRead",
@@ -291,6 +321,20 @@ fn the_document_has_the_documented_shape() {
     }
     assert_eq!(c["lastTransitionTime"], "2025-11-29T00:43:20Z");
     assert!(text(&s).contains("1 of 1 binding ready."), "{}", text(&s));
+}
+
+#[test]
+fn a_launch_failure_the_operator_cannot_fix_is_listed_but_leaves_the_binding_ready() {
+    let d = desired(&[OWN_KEY]);
+    let s = evaluate(&d, &with_launch(&d, "Failed", "The subnet ID 'subnet-1' does not exist"), &acct(ASG_ACCT), 1_000);
+    let doc: serde_json::Value = serde_json::from_str(&document(&s)).unwrap();
+    assert_eq!(doc["ready"], true);
+    let launches = doc["bindings"][0]["conditions"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!((launches["status"].as_str(), launches["reason"].as_str()), (Some("True"), Some("LaunchFailedOther")));
+    let t = text(&s);
+    assert!(t.contains("ready     "), "{t}");
+    assert!(t.contains("LaunchesHealthy True (LaunchFailedOther)"), "{t}");
+    assert!(t.contains("subnet-1"), "{t}");
 }
 
 #[test]

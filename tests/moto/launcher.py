@@ -18,8 +18,9 @@ images, launch template source versions, launch sources kept on group updates), 
 It also serves test hooks under ``/_launcher/`` (a path no AWS API uses):
 
 - ``GET /_launcher/calls``: every AWS request received, as ``{"calls": [{"service",
-  "action", "account", "t"}]}`` in arrival order, where ``account`` is the account the
-  credentials act in and ``t`` the arrival time in seconds (monotonic clock). ``POST /_launcher/calls/reset`` clears the log.
+  "action", "account", "t", "key"}]}`` in arrival order, where ``account`` is the account the
+  credentials act in, ``t`` the arrival time in seconds (monotonic clock) and ``key`` a KMS
+  request's ``KeyId`` (else null). ``POST /_launcher/calls/reset`` clears the log.
 - ``POST /_launcher/faults`` with ``{"service", "action", "count", "status", "code",
   "message", "apply"}``: the next ``count`` matching requests fail with that error, in the
   wire format of the request's protocol (JSON or query XML). With ``"apply": true`` the
@@ -201,6 +202,16 @@ KmsResponse.kms_backend = property(_kms_backend)
 # strict checks and their hooks in strict.py.
 
 
+
+def _key_id(service, body):
+    """A KMS request's KeyId (KMS speaks JSON), or None."""
+    if service != "kms":
+        return None
+    try:
+        return json.loads(body or b"{}").get("KeyId")
+    except (ValueError, AttributeError):
+        return None
+
 class Hooks:
     """WSGI middleware in front of moto's app: test hooks, then strict checks, then moto;
     then the launches moto started while answering are judged (launches.py)."""
@@ -223,7 +234,9 @@ class Hooks:
         environ["CONTENT_LENGTH"] = str(len(body))
         service, action, account = wire.identify(environ, body, get_account_id_from)
         with self.lock:
-            self.calls.append({"service": service, "action": action, "account": account, "t": time.monotonic()})
+            self.calls.append(
+                {"service": service, "action": action, "account": account, "t": time.monotonic(), "key": _key_id(service, body)}
+            )
             fault = self._take_fault(service, action)
         request = strict.Request(environ, body, service, action, account)
         try:

@@ -243,3 +243,53 @@ async fn the_rate_is_unlimited_until_throttled_cut_once_a_round_and_grown_back()
     p.observe(t + Duration::from_millis(500), t + Duration::from_millis(100), true);
     assert_eq!(p.rate(), Some(FLOOR));
 }
+
+#[test]
+fn the_pacer_and_the_classifier_agree_on_what_is_throttling() {
+    use crate::model::ErrorClass;
+    // Every code either list has named: each is throttling to both, or to neither.
+    let codes = [
+        "Throttling",
+        "ThrottlingException",
+        "ThrottledException",
+        "RequestThrottledException",
+        "TooManyRequestsException",
+        "RequestLimitExceeded",
+        "RequestThrottled",
+        "SlowDown",
+        "PriorRequestNotComplete",
+        "LimitExceededException",
+    ];
+    for code in codes {
+        let body = format!("<ErrorResponse><Error><Code>{code}</Code></Error></ErrorResponse>");
+        let paced_query = is_throttling(&HttpResponse::new(400.try_into().unwrap(), SdkBody::empty()), body.as_bytes());
+        let mut json = HttpResponse::new(400.try_into().unwrap(), SdkBody::from("{}"));
+        json.headers_mut().insert("x-amzn-ErrorType", format!("{code}:http://internal.amazon.com/"));
+        let paced_json = is_throttling(&json, b"{}");
+        let classified = super::super::classify_message(Some(code), Some(400)) == ErrorClass::Throttled;
+        assert_eq!(paced_query, classified, "{code}: pacer (query) {paced_query}, classifier {classified}");
+        assert_eq!(paced_json, classified, "{code}: pacer (JSON) {paced_json}, classifier {classified}");
+    }
+    // A resource quota is not throttling: waiting does not cure it.
+    assert_eq!(super::super::classify_message(Some("LimitExceededException"), Some(400)), ErrorClass::Terminal);
+}
+
+#[tokio::test(start_paused = true)]
+async fn retire_grant_has_a_ceiling_of_its_own_under_its_own_quota() {
+    let limits = KmsLimits::default();
+    // CreateGrant's ceiling is spent: a RetireGrant still goes at once.
+    let mut creates = Vec::new();
+    for _ in 0..40 {
+        creates.push(limits.create_grant.acquire().await);
+    }
+    let start = Instant::now();
+    let mut retires = Vec::new();
+    for _ in 0..24 {
+        retires.push(limits.retire_grant.acquire().await);
+    }
+    assert_eq!(Instant::now(), start, "24 RetireGrant calls go at once whatever CreateGrant does");
+    // And RetireGrant's own 30/s quota keeps the 25th waiting while the 24 are in flight.
+    let more = tokio::time::timeout(Duration::from_secs(2), limits.retire_grant.acquire()).await;
+    assert!(more.is_err(), "a 25th RetireGrant went out within the window");
+    drop(creates);
+}
