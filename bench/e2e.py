@@ -10,7 +10,8 @@ measures, each on a freshly seeded emulator:
   1 GetCallerIdentity + 1 AssumeRole per other account + 1 GetRole per role
   + 1 DescribeKey and 1 GetKeyPolicy per key + 1 ListGrants per cross-account key
   + ceil(ASGs/100) DescribeAutoScalingGroups per account and region, and, since an apply
-  is a start (a full pass), 1 DescribeScalingActivities per ASG and the reads of what the
+  is a start (a full pass), 1 DescribeScalingActivities per account and region (one sweep
+  of every group's activities) and the reads of what the
   groups launch with (launch configuration, AMI, snapshot, two EBS defaults);
 - the highest PutKeyPolicy and CreateGrant rates in any one-second window;
 - the seed procedure: the article's aws CLI commands, once per key and once per ASG, on an
@@ -130,13 +131,14 @@ class Fleet:
 
         Every pass: 1 GetCallerIdentity + 1 AssumeRole + 1 GetRole + per key a DescribeKey
         and a GetKeyPolicy + a ListGrants per cross-account key + ceil(N/100) group
-        describes. At start and on resync: per group its recent scaling activities, and
-        what the groups launch with: their one launch configuration, its AMI and that
-        AMI's snapshot, and the two EBS defaults of the account and region.
+        describes. At start and on resync: one sweep of the account and region's scaling
+        activities (one page: the fleet has launched nothing), and what the groups launch
+        with: their one launch configuration, its AMI and that AMI's snapshot, and the two
+        EBS defaults of the account and region.
         """
         cross = sum(1 for i in range(self.k) if i % 3 == 0)
         every_pass = 1 + 1 + 1 + 2 * self.k + cross + math.ceil(self.n / 100)
-        at_start = self.n + 1 + 1 + 1 + 2
+        at_start = 1 + 1 + 1 + 1 + 2
         return every_pass + at_start
 
 

@@ -6,6 +6,7 @@
 //! [`plan`] is the pure comparison between the two.
 
 pub mod access;
+pub mod activity;
 pub mod aws;
 pub mod bounded;
 pub mod config;

@@ -348,3 +348,61 @@ async fn a_group_on_the_aws_managed_ebs_key_needs_nothing() {
     assert_eq!(writes(&moto.calls()), Vec::<String>::new(), "nothing to write for an AWS managed key");
     assert_eq!(moto.operator(&["status", "--config", &cfg]).status.code(), Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_sweep_of_a_regions_activities_reads_every_groups_newest_launch() {
+    // Three groups in one region, two of which launched (and failed: their role cannot
+    // use the key yet). A full pass reads their launches with one DescribeScalingActivities,
+    // not one per group; the daemon's later sweeps stop where the last one did, and still
+    // see a launch made since.
+    let moto = Moto::start();
+    let own = moto.own().await;
+    let key = create_key(&own, None).await;
+    let lt = launch_template(&own, "web", None, Some(&key)).await;
+    group_on_template(&own, "web", &lt, 1, None).await;
+    group_on_template(&own, "api", &lt, 1, None).await;
+    group_on_template(&own, "idle", &lt, 0, None).await;
+    let dir = TempDir::new();
+    let cfg = dir.write("c.yaml", &config(&[("web", &key, CMK), ("api", &key, CMK), ("idle", &key, CMK)]));
+    moto.reset_calls();
+    let out = moto.operator(&["status", "--config", &cfg, "--output", "json"]);
+    assert_eq!(count(&moto.calls(), "DescribeScalingActivities"), 1, "one sweep for three groups");
+    let doc: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let launches = |doc: &serde_json::Value, asg: &str| -> String {
+        let b = doc["bindings"].as_array().unwrap().iter().find(|b| b["asg"] == asg).unwrap().clone();
+        let c = b["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "LaunchesHealthy").unwrap().clone();
+        c["reason"].as_str().unwrap().to_owned()
+    };
+    assert_eq!(launches(&doc, "web"), "LaunchFailedKms");
+    assert_eq!(launches(&doc, "api"), "LaunchFailedKms");
+    assert_eq!(launches(&doc, "idle"), "NoRecentLaunch");
+
+    let d = Daemon::start(&moto, &cfg, "1s");
+    d.wait_ready(std::time::Duration::from_secs(20));
+    // Converged: web launches again, and succeeds; a later sweep sees it.
+    set_desired(&own, "web", 2).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let status: serde_json::Value = serde_json::from_str(&d.get("/status").1).unwrap();
+        if launches(&status, "web") == "LastLaunch" {
+            assert_eq!(launches(&status, "api"), "LaunchFailedKms", "api's launch is kept from the sweep before");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "web's new launch not seen: {status}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    // Steady state: one page per full pass.
+    let full_passes = |d: &Daemon| {
+        d.logs()
+            .iter()
+            .filter(|v| v["message"].as_str().is_some_and(|m| m.starts_with("pass finished")) && v["full"] == true)
+            .count()
+    };
+    moto.reset_calls();
+    let before = full_passes(&d);
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    let sweeps = count(&moto.calls(), "DescribeScalingActivities");
+    let passes = full_passes(&d) - before;
+    assert!(passes >= 2, "{passes} full passes");
+    assert!(sweeps <= passes + 1, "{sweeps} sweeps over {passes} full passes");
+}

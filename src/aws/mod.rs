@@ -86,6 +86,8 @@ pub struct Account {
     kms_limits: Mutex<HashMap<String, Arc<KmsLimits>>>,
     asg: Mutex<HashMap<String, aws_sdk_autoscaling::Client>>,
     ec2: Mutex<HashMap<String, aws_sdk_ec2::Client>>,
+    /// By region: where the last sweep of scaling activities stopped, and what it found.
+    swept: Mutex<HashMap<String, crate::activity::Swept>>,
 }
 
 impl std::fmt::Debug for Account {
@@ -105,7 +107,17 @@ impl Account {
             kms_limits: Mutex::default(),
             asg: Mutex::default(),
             ec2: Mutex::default(),
+            swept: Mutex::default(),
         }
+    }
+
+    /// What the last sweep of scaling activities in `region` left.
+    pub(crate) fn swept(&self, region: &str) -> crate::activity::Swept {
+        self.swept.lock().expect("sweep lock").get(region).cloned().unwrap_or_default()
+    }
+
+    pub(crate) fn set_swept(&self, region: &str, swept: crate::activity::Swept) {
+        self.swept.lock().expect("sweep lock").insert(region.to_owned(), swept);
     }
 
     pub fn id(&self) -> &AccountId {

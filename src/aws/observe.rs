@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use super::error::{classify, code};
 use super::{Account, Aws};
+use crate::activity::{Activity, Sweep};
 use crate::config::Desired;
 use crate::model::{
     AccountId, Asg, AsgRef, ErrorClass, Failure, Grant, KeyArn, KeyInfo, KeyManager, LaunchActivity, LaunchSource,
@@ -26,8 +27,8 @@ enum Job {
     Grants(KeyArn),
     /// Up to 100 ASGs of one account and region.
     Asgs(Vec<AsgRef>),
-    /// A group's recent scaling activities.
-    Launches(AsgRef),
+    /// One sweep of the scaling activities of an account and Region, for these groups.
+    Launches(Vec<AsgRef>),
 }
 
 /// The account whose credentials a job reads with.
@@ -36,7 +37,7 @@ fn job_account(job: &Job) -> AccountId {
         Job::Role(slr) => slr.account,
         Job::Describe(key) | Job::Policy(key) | Job::Grants(key) => *key.account(),
         Job::Asgs(asgs) => asgs.first().map(|a| a.account).expect("batches are never empty"),
-        Job::Launches(asg) => asg.account,
+        Job::Launches(asgs) => asgs.first().map(|a| a.account).expect("sweeps are never empty"),
     }
 }
 
@@ -59,10 +60,7 @@ async fn run(account: Arc<Account>, job: Job) -> Read {
             Read::Grants(key, r)
         }
         Job::Asgs(asgs) => Read::Asgs(describe_asgs(&account, asgs).await),
-        Job::Launches(asg) => {
-            let r = last_launch(&account, &asg).await;
-            Read::Launches(asg, r)
-        }
+        Job::Launches(asgs) => Read::Launches(last_launches(&account, asgs).await),
     }
 }
 
@@ -72,7 +70,7 @@ enum Read {
     Policy(KeyArn, Result<String, Failure>),
     Grants(KeyArn, Result<Vec<Grant>, Failure>),
     Asgs(Vec<(AsgRef, Result<Option<Asg>, Failure>)>),
-    Launches(AsgRef, Result<Option<LaunchActivity>, Failure>),
+    Launches(Vec<(AsgRef, Result<Option<LaunchActivity>, Failure>)>),
 }
 
 /// Performs every read in `reads`, concurrently and bounded, and returns what was seen.
@@ -117,7 +115,11 @@ pub async fn observe(aws: &Arc<Aws>, desired: &Desired, reads: &Reads) -> Observ
             jobs.push(Job::Asgs(chunk.iter().map(|a| (*a).clone()).collect()));
         }
     }
-    jobs.extend(reads.launches.iter().filter(|a| usable(&a.account)).cloned().map(Job::Launches));
+    let mut sweeps: BTreeMap<(AccountId, &str), Vec<AsgRef>> = BTreeMap::new();
+    for asg in reads.launches.iter().filter(|a| usable(&a.account)) {
+        sweeps.entry((asg.account, asg.region.as_str())).or_default().push(asg.clone());
+    }
+    jobs.extend(sweeps.into_values().map(Job::Launches));
     run_jobs(&handles, jobs, &mut observed).await;
 
     let mut resolved: Vec<Job> = Vec::new();
@@ -191,9 +193,7 @@ async fn run_jobs(handles: &BTreeMap<AccountId, Arc<Account>>, jobs: Vec<Job>, o
             observed.grants.insert(k, r);
         }
         Ok(Read::Asgs(rows)) => observed.asgs.extend(rows),
-        Ok(Read::Launches(asg, r)) => {
-            observed.launches.insert(asg, r);
-        }
+        Ok(Read::Launches(rows)) => observed.launches.extend(rows),
         // A panicked read leaves its entries unobserved; the planner blocks the bindings
         // that needed them.
         Err(e) => tracing::error!(error = %e, "read task failed"),
@@ -214,39 +214,59 @@ fn without_credentials(job: Job) -> Read {
         Job::Policy(key) => Read::Policy(key, Err(f)),
         Job::Grants(key) => Read::Grants(key, Err(f)),
         Job::Asgs(asgs) => Read::Asgs(asgs.into_iter().map(|a| (a, Err(f.clone()))).collect()),
-        Job::Launches(asg) => Read::Launches(asg, Err(f)),
+        Job::Launches(asgs) => Read::Launches(asgs.into_iter().map(|a| (a, Err(f.clone()))).collect()),
     }
 }
 
-/// How many recent activities are looked through for the most recent launch.
-const ACTIVITIES: i32 = 20;
-
-/// The group's most recent launch among its recent scaling activities (most recent
-/// first). A launch is an activity described as "Launching a new EC2 instance…"; when
-/// an EBS volume's key cannot be used it fails with `Client.InternalError: Client error
-/// on launch` (EC2 Auto Scaling User Guide, troubleshooting).
-async fn last_launch(account: &Account, asg: &AsgRef) -> Result<Option<LaunchActivity>, Failure> {
-    let request = account
-        .autoscaling(&asg.region)
-        .describe_scaling_activities()
-        .auto_scaling_group_name(&asg.name)
-        .max_records(ACTIVITIES)
-        .send();
-    let out = account
-        .call(None, "autoscaling", "DescribeScalingActivities", &[], request)
-        .await
-        .map_err(|e| classify("DescribeScalingActivities", &e))?;
-    let launch = out
-        .activities()
-        .iter()
-        .find(|a| a.description().is_some_and(|d| d.starts_with("Launching a new EC2 instance")));
-    Ok(launch.map(|a| LaunchActivity {
-        status_code: a.status_code().map_or("Unknown", |s| s.as_str()).to_owned(),
-        status_message: a.status_message().map(str::to_owned),
-        start_time: a.start_time().map(|t| t.to_string()),
-        description: a.description().unwrap_or_default().to_owned(),
-    }))
+/// The most recent launch of each of `asgs` (all of one account and Region), from one
+/// sweep of the Region's scaling activities that stops where the last one did
+/// ([`crate::activity`]). A failed page fails every group of the sweep.
+async fn last_launches(account: &Account, asgs: Vec<AsgRef>) -> Vec<(AsgRef, Result<Option<LaunchActivity>, Failure>)> {
+    let region = asgs[0].region.clone();
+    let last = account.swept(&region);
+    let mut sweep = Sweep::new(&last, asgs.iter().map(|a| a.name.clone()));
+    let mut token: Option<String> = None;
+    loop {
+        let request = account
+            .autoscaling(&region)
+            .describe_scaling_activities()
+            .max_records(ACTIVITY_PAGE)
+            .set_next_token(token.take())
+            .send();
+        let out = match account.call(None, "autoscaling", "DescribeScalingActivities", &[], request).await {
+            Ok(out) => out,
+            Err(e) => {
+                let f = classify("DescribeScalingActivities", &e);
+                return asgs.into_iter().map(|a| (a, Err(f.clone()))).collect();
+            }
+        };
+        let page = out.activities().iter().map(|a| Activity {
+            id: a.activity_id().unwrap_or_default().to_owned(),
+            group: a.auto_scaling_group_name().unwrap_or_default().to_owned(),
+            launch: LaunchActivity {
+                status_code: a.status_code().map_or("Unknown", |s| s.as_str()).to_owned(),
+                status_message: a.status_message().map(str::to_owned),
+                start_time: a.start_time().map(|t| t.to_string()),
+                description: a.description().unwrap_or_default().to_owned(),
+            },
+        });
+        token = out.next_token().map(str::to_owned);
+        if !sweep.page(page, token.is_some()) {
+            break;
+        }
+    }
+    let (mut found, next) = sweep.finish();
+    account.set_swept(&region, next);
+    asgs.into_iter()
+        .map(|a| {
+            let launch = found.remove(&a.name).flatten();
+            (a, Ok(launch))
+        })
+        .collect()
 }
+
+/// DescribeScalingActivities' MaxRecords: at most 100.
+const ACTIVITY_PAGE: i32 = 100;
 
 /// DescribeKey, by key or alias ARN, with the key owner's credentials. It works in every
 /// key state (KMS Developer Guide, "Key states of AWS KMS keys").
