@@ -413,11 +413,21 @@ async fn an_image_that_cannot_be_read_fails_only_the_image_part_of_its_own_group
     group_on_template(&own, "gone", &gone, 0, None).await;
     let odd = launch_template(&own, "odd", Some("img-1"), None).await;
     group_on_template(&own, "odd", &odd, 0, None).await;
+    // A template deleted under its group fails that group alone.
+    let orphan = launch_template(&own, "orphan", None, Some(&data_key)).await;
+    group_on_template(&own, "orphan", &orphan, 0, None).await;
+    aws_sdk_ec2::Client::new(&own).delete_launch_template().launch_template_id(&orphan).send().await.unwrap();
 
     let out = moto.operator(&["discover", "--region", REGION]);
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
-    assert!(!text.contains("not read:"), "{text}");
+    let not_read: Vec<&str> = text.lines().filter(|l| l.contains("not read:")).collect();
+    assert_eq!(not_read.len(), 1, "{text}");
+    assert!(
+        not_read[0]
+            .starts_with("  # orphan: not read: DescribeLaunchTemplateVersions: InvalidLaunchTemplateId.NotFound"),
+        "{text}"
+    );
     assert!(text.contains(&format!("      - {image_key}  # AMI {image}: /dev/xvda, snapshot {snapshot}\n")), "{text}");
     assert!(text.contains(&format!("      - {data_key}  # launch template {gone} (gone)")), "{text}");
     assert_eq!(
