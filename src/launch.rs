@@ -58,6 +58,16 @@ pub struct LaunchSpec {
     pub spot: bool,
 }
 
+/// An AMI as DescribeImages shows it: its owner and its block device mappings.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Image {
+    pub owner: Option<String>,
+    pub mappings: Vec<Mapping>,
+}
+
+/// Each AMI read, by id: the image, or why it could not be read.
+pub type Images = BTreeMap<String, Result<Image, String>>;
+
 /// An encrypted snapshot's key, as DescribeSnapshots (or DescribeImages) shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SnapshotKey {
@@ -73,6 +83,8 @@ pub struct EbsDefaults {
     pub by_default: bool,
     /// The default key as GetEbsDefaultKmsKeyId answers (`alias/aws/ebs` unless set).
     pub key: String,
+    /// The account the launches are in: an AMI another account owns is a shared one.
+    pub account: String,
 }
 
 /// A key a launch uses, as written where it was found, and where that was.
@@ -89,76 +101,130 @@ pub struct Uses {
     pub unknown: Vec<String>,
 }
 
-/// The keys a launch from `spec` needs, given the AMIs' mappings, the snapshots' keys and
-/// the account's defaults. Each key appears once, with the first place it was found.
+/// Whether a snapshot of this mapping must be read for its key: a mapping that says it
+/// is not encrypted needs no key from its snapshot (the snapshots of public and shared
+/// AMIs are usually not readable, and need not be).
+pub fn snapshot_needed(m: &Mapping) -> bool {
+    m.snapshot_id.is_some() && m.encrypted != Some(false)
+}
+
+/// The keys a launch from `spec` needs, given the AMIs read, the snapshots' keys and the
+/// account's defaults. Each key appears once, with the first place it was found.
 pub fn keys_used(
     spec: &LaunchSpec,
-    images: &BTreeMap<String, Vec<Mapping>>,
+    images: &Images,
     snapshots: &BTreeMap<String, SnapshotKey>,
     defaults: &EbsDefaults,
 ) -> Uses {
     let mut uses = Uses::default();
-    let add = |key_ref: &str, source: String, uses: &mut Uses| {
-        if !uses.keys.iter().any(|f| f.key_ref == key_ref) {
-            uses.keys.push(Found { key_ref: key_ref.to_owned(), source });
-        }
-    };
-    let default_key = |what: &str| format!("{what}, with the account's default EBS key ({})", defaults.key);
-    let snapshot = |id: &str, source: String, uses: &mut Uses| -> bool {
-        match snapshots.get(id) {
-            Some(SnapshotKey::Encrypted(k)) => {
-                add(k, source, uses);
-                true
+    match spec.image_id.as_deref() {
+        None => {}
+        // EC2 answers the AMI id when asked with ResolveAlias; a parameter it could not
+        // resolve leaves the image unknown.
+        Some(id) if id.starts_with("resolve:") => uses
+            .unknown
+            .push(format!("{}: image {id} was not resolved to an AMI; its snapshots' keys are unknown", spec.name)),
+        Some(id) => match images.get(id) {
+            None => uses.unknown.push(format!("AMI {id}: not read; its snapshots' keys are unknown")),
+            Some(Err(why)) => {
+                uses.unknown.push(format!("AMI {id}: could not be read: {why}; its snapshots' keys are unknown"))
             }
-            Some(SnapshotKey::Unencrypted) => false,
-            Some(SnapshotKey::Unknown(why)) => {
-                uses.unknown.push(format!("{source}: {why}"));
-                false
-            }
-            None => {
-                uses.unknown.push(format!("{source}: not read"));
-                false
-            }
-        }
-    };
-    let image = spec.image_id.as_deref().and_then(|id| images.get(id).map(|m| (id, m)));
-    // The AMI's volumes, unless the launch template or configuration maps the device anew.
-    if let Some((id, mappings)) = image {
-        for m in mappings {
-            let overridden = spec.mappings.iter().any(|s| s.device == m.device && s.snapshot_id.is_some());
-            let here = format!("AMI {id}: {}", m.device);
-            let mut encrypted = false;
-            if let Some(k) = &m.kms_key_id {
-                add(k, format!("{here}, snapshot {}", m.snapshot_id.as_deref().unwrap_or("?")), &mut uses);
-                encrypted = true;
-            } else if let Some(snap) = m.snapshot_id.as_deref().filter(|_| !overridden) {
-                encrypted = snapshot(snap, format!("{here}, snapshot {snap}"), &mut uses);
-            }
-            let named = spec.mappings.iter().find(|s| s.device == m.device).and_then(|s| s.kms_key_id.as_deref());
-            if !encrypted && named.is_none() && defaults.by_default {
-                add(&defaults.key, default_key(&format!("{here}, encrypted by default")), &mut uses);
-            }
-        }
+            Some(Ok(image)) => uses.image(spec, id, image, snapshots, defaults),
+        },
     }
     for m in &spec.mappings {
         let here = format!("{}: {}", spec.name, m.device);
         let mut from_snapshot = false;
         if let Some(snap) = &m.snapshot_id {
-            from_snapshot = snapshot(snap, format!("{here}, snapshot {snap}"), &mut uses);
+            from_snapshot = uses.snapshot(snapshots, m, snap, format!("{here}, snapshot {snap}"));
         }
         match &m.kms_key_id {
-            Some(k) => add(k, here, &mut uses),
+            Some(k) => uses.add(k, here),
             None if from_snapshot => {}
             None if m.encrypted == Some(true) => {
-                add(&defaults.key, default_key(&format!("{here}, encrypted")), &mut uses)
+                uses.add(&defaults.key, default_key(defaults, &format!("{here}, encrypted")))
             }
             None if defaults.by_default => {
-                add(&defaults.key, default_key(&format!("{here}, encrypted by default")), &mut uses)
+                uses.add(&defaults.key, default_key(defaults, &format!("{here}, encrypted by default")))
             }
             None => {}
         }
     }
     uses
+}
+
+fn default_key(defaults: &EbsDefaults, what: &str) -> String {
+    format!("{what}, with the account's default EBS key ({})", defaults.key)
+}
+
+impl Uses {
+    fn add(&mut self, key_ref: &str, source: String) {
+        if !self.keys.iter().any(|f| f.key_ref == key_ref) {
+            self.keys.push(Found { key_ref: key_ref.to_owned(), source });
+        }
+    }
+
+    /// Whether snapshot `id` of mapping `m` is encrypted (its key counted). A mapping
+    /// that says it is not encrypted gives no warning when its snapshot was not read.
+    fn snapshot(&mut self, snapshots: &BTreeMap<String, SnapshotKey>, m: &Mapping, id: &str, source: String) -> bool {
+        match snapshots.get(id) {
+            Some(SnapshotKey::Encrypted(k)) => {
+                self.add(k, source);
+                true
+            }
+            Some(SnapshotKey::Unencrypted) => false,
+            _ if m.encrypted == Some(false) => false,
+            Some(SnapshotKey::Unknown(why)) => {
+                self.unknown.push(format!("{source}: {why}"));
+                false
+            }
+            None => {
+                self.unknown.push(format!("{source}: not read"));
+                false
+            }
+        }
+    }
+
+    /// The keys of an AMI's volumes, unless the launch template or configuration maps
+    /// the device anew.
+    fn image(
+        &mut self,
+        spec: &LaunchSpec,
+        id: &str,
+        image: &Image,
+        snapshots: &BTreeMap<String, SnapshotKey>,
+        defaults: &EbsDefaults,
+    ) {
+        let shared = image.owner.as_deref().filter(|o| *o != defaults.account);
+        for m in &image.mappings {
+            let overridden = spec.mappings.iter().any(|s| s.device == m.device && s.snapshot_id.is_some());
+            let named = spec.mappings.iter().find(|s| s.device == m.device).and_then(|s| s.kms_key_id.as_deref());
+            let here = match shared {
+                Some(owner) => format!("AMI {id} (owned by {owner}): {}", m.device),
+                None => format!("AMI {id}: {}", m.device),
+            };
+            let mut encrypted = false;
+            if overridden || m.encrypted == Some(false) {
+                // Mapped anew, or not encrypted: no key of its snapshot.
+            } else if let Some(k) = &m.kms_key_id {
+                self.add(k, format!("{here}, snapshot {}", m.snapshot_id.as_deref().unwrap_or("?")));
+                encrypted = true;
+            } else if let Some(snap) = m.snapshot_id.as_deref() {
+                encrypted = self.snapshot(snapshots, m, snap, format!("{here}, snapshot {snap}"));
+            }
+            // EC2 User Guide, "Use encryption with EBS-backed AMIs": a volume made from an
+            // encrypted snapshot another account owns is encrypted with the launching
+            // account's default EBS key, unless the launch names a key.
+            if shared.is_some() && !overridden && m.encrypted == Some(true) && named.is_none() {
+                let what = format!("{here}, an encrypted snapshot of another account, re-encrypted");
+                self.add(&defaults.key, default_key(defaults, &what));
+                encrypted = true;
+            }
+            if !encrypted && named.is_none() && defaults.by_default {
+                self.add(&defaults.key, default_key(defaults, &format!("{here}, encrypted by default")));
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -187,8 +253,16 @@ mod tests {
     }
 
     fn defaults(by_default: bool) -> EbsDefaults {
-        EbsDefaults { by_default, key: "alias/aws/ebs".into() }
+        EbsDefaults { by_default, key: "alias/aws/ebs".into(), account: "111122223333".into() }
     }
+
+    /// An AMI of `owner` with `mappings`, read.
+    fn image(owner: &str, mappings: Vec<Mapping>) -> Images {
+        BTreeMap::from([("ami-1".into(), Ok(Image { owner: Some(owner.into()), mappings }))])
+    }
+
+    const OWN: &str = "111122223333";
+    const FOREIGN: &str = "999988887777";
 
     fn keys(u: &Uses) -> Vec<(&str, &str)> {
         u.keys.iter().map(|f| (f.key_ref.as_str(), f.source.as_str())).collect()
@@ -196,7 +270,7 @@ mod tests {
 
     #[test]
     fn a_data_volume_with_a_key_and_an_ami_snapshot_with_another_need_both() {
-        let images = BTreeMap::from([("ami-1".into(), vec![m("/dev/xvda", Some(true), None, Some("snap-1"))])]);
+        let images = image(OWN, vec![m("/dev/xvda", Some(true), None, Some("snap-1"))]);
         let snaps = BTreeMap::from([("snap-1".into(), SnapshotKey::Encrypted(S.into()))]);
         let u = keys_used(&spec(vec![m("/dev/xvdb", Some(true), Some(K), None)]), &images, &snaps, &defaults(false));
         assert_eq!(
@@ -207,7 +281,7 @@ mod tests {
 
     #[test]
     fn encrypted_without_a_key_or_by_default_uses_the_default_key() {
-        let (none, no_snaps) = (BTreeMap::new(), BTreeMap::new());
+        let (none, no_snaps): (Images, _) = (BTreeMap::new(), BTreeMap::new());
         let u = keys_used(&spec(vec![m("/dev/xvdb", Some(true), None, None)]), &none, &no_snaps, &defaults(false));
         assert_eq!(keys(&u), [("alias/aws/ebs", "launch template lt-1 (web) version 2: /dev/xvdb, encrypted, with the account's default EBS key (alias/aws/ebs)")]);
         let plain = keys_used(&spec(vec![m("/dev/xvdb", None, None, None)]), &none, &no_snaps, &defaults(false));
@@ -219,7 +293,7 @@ mod tests {
 
     #[test]
     fn a_snapshot_that_cannot_be_read_is_reported_not_guessed() {
-        let images = BTreeMap::from([("ami-1".into(), vec![m("/dev/xvda", Some(true), None, Some("snap-x"))])]);
+        let images = image(OWN, vec![m("/dev/xvda", Some(true), None, Some("snap-x"))]);
         let snaps = BTreeMap::from([("snap-x".into(), SnapshotKey::Unknown("InvalidSnapshot.NotFound".into()))]);
         let u = keys_used(&spec(vec![]), &images, &snaps, &defaults(false));
         assert!(u.keys.is_empty());
@@ -239,9 +313,100 @@ mod tests {
 
     #[test]
     fn a_key_on_the_ami_mapping_itself_is_taken_as_the_snapshots() {
-        let images = BTreeMap::from([("ami-1".into(), vec![m("/dev/xvda", Some(true), Some(S), Some("snap-1"))])]);
+        let images = image(OWN, vec![m("/dev/xvda", Some(true), Some(S), Some("snap-1"))]);
         let u = keys_used(&spec(vec![]), &images, &BTreeMap::new(), &defaults(false));
         assert_eq!(keys(&u), [(S, "AMI ami-1: /dev/xvda, snapshot snap-1")]);
+    }
+
+    #[test]
+    fn an_image_that_cannot_be_read_loses_only_its_own_keys_and_says_why() {
+        let images = BTreeMap::from([("ami-1".into(), Err("not found, or not shared with this account".into()))]);
+        let u = keys_used(
+            &spec(vec![m("/dev/xvdb", Some(true), Some(K), None)]),
+            &images,
+            &BTreeMap::new(),
+            &defaults(false),
+        );
+        assert_eq!(keys(&u), [(K, "launch template lt-1 (web) version 2: /dev/xvdb")], "the template's own key stays");
+        assert_eq!(
+            u.unknown,
+            ["AMI ami-1: could not be read: not found, or not shared with this account; its snapshots' keys are unknown"]
+        );
+    }
+
+    #[test]
+    fn an_image_named_by_a_parameter_ec2_did_not_resolve_is_reported() {
+        let mut s = spec(vec![]);
+        s.image_id = Some("resolve:ssm:/golden/ami".into());
+        let u = keys_used(&s, &BTreeMap::new(), &BTreeMap::new(), &defaults(false));
+        assert!(u.keys.is_empty());
+        assert_eq!(
+            u.unknown,
+            ["launch template lt-1 (web) version 2: image resolve:ssm:/golden/ami was not resolved to an AMI; its snapshots' keys are unknown"]
+        );
+    }
+
+    #[test]
+    fn a_mapping_that_is_not_encrypted_needs_no_snapshot_key_and_warns_of_none() {
+        let unread = BTreeMap::from([("snap-x".into(), SnapshotKey::Unknown("InvalidSnapshot.NotFound".into()))]);
+        // An AMI (public, say) whose mapping says it is not encrypted: its snapshot is
+        // neither needed nor read.
+        let images = image(FOREIGN, vec![m("/dev/xvda", Some(false), None, Some("snap-x"))]);
+        let u = keys_used(&spec(vec![]), &images, &unread, &defaults(false));
+        assert_eq!(u, Uses::default());
+        let u = keys_used(&spec(vec![]), &images, &BTreeMap::new(), &defaults(false));
+        assert_eq!(u, Uses::default(), "not even read");
+        assert!(!snapshot_needed(&m("/dev/xvda", Some(false), None, Some("snap-x"))));
+        assert!(snapshot_needed(&m("/dev/xvda", None, None, Some("snap-x"))));
+        // A template mapping that says Encrypted: false, on a snapshot that cannot be read.
+        let mut no_image = spec(vec![m("/dev/xvdb", Some(false), None, Some("snap-x"))]);
+        no_image.image_id = None;
+        assert_eq!(keys_used(&no_image, &BTreeMap::new(), &unread, &defaults(false)), Uses::default());
+        // A snapshot that is not encrypted needs no key either.
+        let plain = BTreeMap::from([("snap-p".into(), SnapshotKey::Unencrypted)]);
+        let images = image(OWN, vec![m("/dev/xvda", None, None, Some("snap-p"))]);
+        assert_eq!(keys_used(&spec(vec![]), &images, &plain, &defaults(false)), Uses::default());
+        // Encryption by default still encrypts the new volume.
+        let u = keys_used(&spec(vec![]), &images, &plain, &defaults(true));
+        assert_eq!(
+            keys(&u),
+            [(
+                "alias/aws/ebs",
+                "AMI ami-1: /dev/xvda, encrypted by default, with the account's default EBS key (alias/aws/ebs)"
+            )]
+        );
+    }
+
+    #[test]
+    fn a_shared_amis_encrypted_snapshot_is_re_encrypted_with_the_default_key_unless_a_key_is_named() {
+        let mut d = defaults(false);
+        d.key = K.into();
+        let unread = BTreeMap::from([(
+            "snap-f".into(),
+            SnapshotKey::Unknown("not found, or not shared with this account".into()),
+        )]);
+        let images = image(FOREIGN, vec![m("/dev/xvda", Some(true), None, Some("snap-f"))]);
+        let u = keys_used(&spec(vec![]), &images, &unread, &d);
+        assert_eq!(
+            keys(&u),
+            [(K, "AMI ami-1 (owned by 999988887777): /dev/xvda, an encrypted snapshot of another account, re-encrypted, with the account's default EBS key (arn:aws:kms:us-west-2:111122223333:key/11111111-1111-1111-1111-111111111111)")]
+        );
+        assert_eq!(
+            u.unknown,
+            ["AMI ami-1 (owned by 999988887777): /dev/xvda, snapshot snap-f: not found, or not shared with this account"],
+            "the owner's key is still needed to read the snapshot, and cannot be known"
+        );
+        // A snapshot shared with the account shows its key: both are used.
+        let shared = BTreeMap::from([("snap-f".into(), SnapshotKey::Encrypted(S.into()))]);
+        let u = keys_used(&spec(vec![]), &images, &shared, &d);
+        assert_eq!(u.keys.iter().map(|f| f.key_ref.as_str()).collect::<Vec<_>>(), [S, K]);
+        // The launch names a key for the device: that key, not the default.
+        let named = spec(vec![m("/dev/xvda", Some(true), Some("alias/root"), None)]);
+        let u = keys_used(&named, &images, &shared, &d);
+        assert_eq!(u.keys.iter().map(|f| f.key_ref.as_str()).collect::<Vec<_>>(), [S, "alias/root"]);
+        // The account's own AMI: its snapshot's key only.
+        let own = image(OWN, vec![m("/dev/xvda", Some(true), None, Some("snap-f"))]);
+        assert_eq!(keys(&keys_used(&spec(vec![]), &own, &shared, &d)), [(S, "AMI ami-1: /dev/xvda, snapshot snap-f")]);
     }
 }
 

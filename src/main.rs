@@ -364,7 +364,7 @@ async fn discover(region: String, asgs: Vec<String>, account: Option<String>) ->
         }
     };
     let sources: Vec<_> = groups.iter().map(|(a, g)| (a.clone(), g.sources.clone())).collect();
-    let launches = aws::discover::group_launches(&own, &region, &sources).await;
+    let launches = aws::discover::group_launches(&own, &region, &sources, aws::READ_CONCURRENCY).await;
     let rows: Vec<(String, Result<_, String>)> =
         launches.into_iter().map(|(a, r)| (a.name.clone(), r.map_err(|f| f.message))).collect();
     print!("{}", launch::render_config(&caller, &region, &rows, &status::rfc3339(status::now())));

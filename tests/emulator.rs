@@ -158,7 +158,8 @@ async fn strict_settings_default_on_and_change_at_runtime() {
     assert_eq!(
         defaults,
         json!({"principals": true, "propagation_seconds": 0.0, "grant_names": true,
-               "key_state": true, "grant_paging": true, "asg_roles": true, "launches": true})
+               "key_state": true, "grant_paging": true, "asg_roles": true, "launches": true,
+               "ec2_reads": true})
     );
     let changed = strict(&moto, json!({"key_state": false, "propagation_seconds": 1.5}));
     assert_eq!(changed["key_state"], false);
@@ -179,7 +180,8 @@ async fn lenient_launcher_starts_with_every_switch_off() {
     assert_eq!(
         settings,
         json!({"principals": false, "propagation_seconds": 3.0, "grant_names": false,
-               "key_state": false, "grant_paging": false, "asg_roles": false, "launches": false})
+               "key_state": false, "grant_paging": false, "asg_roles": false, "launches": false,
+               "ec2_reads": false})
     );
 }
 
@@ -717,7 +719,120 @@ async fn an_image_from_an_encrypted_snapshot_shows_it_encrypted_and_the_snapshot
     );
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn describe_images_fails_whole_for_one_unknown_id_and_leaves_out_a_deregistered_one() {
+    let moto = Moto::start();
+    let own = moto.own().await;
+    let ec2 = aws_sdk_ec2::Client::new(&own);
+    let unknown = "ami-0123456789abcdef0";
+    let (c, message) = failure(ec2.describe_images().image_ids(AMI).image_ids(unknown).send().await);
+    assert_eq!(c, "InvalidAMIID.NotFound");
+    assert!(message.contains(unknown), "{message}");
+    assert_eq!(code(ec2.describe_images().image_ids(AMI).image_ids("img-1").send().await), "InvalidAMIID.Malformed");
+    // Recently deregistered: left out of the answer, the request succeeds.
+    let key = create_key(&own, None).await;
+    let gone = image_from_snapshot(&own, "gone", &encrypted_snapshot(&own, &key).await).await;
+    ec2.deregister_image().image_id(&gone).send().await.unwrap();
+    let out = ec2.describe_images().image_ids(AMI).image_ids(&gone).send().await.unwrap();
+    let ids: Vec<&str> = out.images().iter().filter_map(|i| i.image_id()).collect();
+    assert_eq!(ids, [AMI]);
+
+    strict(&moto, json!({"ec2_reads": false}));
+    let out = ec2.describe_images().image_ids(AMI).image_ids(unknown).send().await.unwrap();
+    assert_eq!(out.images().len(), 1, "moto's own: the ids it knows");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn another_accounts_image_is_described_once_shared_and_its_snapshot_is_not() {
+    let moto = Moto::start();
+    let (own, other) = (moto.own().await, moto.other().await);
+    let owners = create_key(&other, None).await;
+    let snapshot = encrypted_snapshot(&other, &owners).await;
+    let image = image_from_snapshot(&other, "golden", &snapshot).await;
+    let ec2 = aws_sdk_ec2::Client::new(&own);
+    assert_eq!(code(ec2.describe_images().image_ids(&image).send().await), "InvalidAMIID.NotFound");
+
+    share_image(&other, &image, OWN).await;
+    let out = ec2.describe_images().image_ids(&image).image_ids(AMI).send().await.unwrap();
+    let shared = out.images().iter().find(|i| i.image_id() == Some(image.as_str())).expect("the shared image");
+    assert_eq!(shared.owner_id(), Some(OTHER));
+    let ebs = shared.block_device_mappings()[0].ebs().unwrap();
+    assert_eq!((ebs.snapshot_id(), ebs.encrypted()), (Some(snapshot.as_str()), Some(true)));
+    assert_eq!(code(ec2.describe_snapshots().snapshot_ids(&snapshot).send().await), "InvalidSnapshot.NotFound");
+
+    // A launch from it re-encrypts the volume under the launching account's default key,
+    // and still reads the snapshot under the owner's.
+    let default = create_key(&own, None).await;
+    ec2.modify_ebs_default_kms_key_id().kms_key_id(&default).send().await.unwrap();
+    let lt = launch_template(&own, "web", Some(&image), None).await;
+    group_on_template(&own, "web", &lt, 0, None).await;
+    let verdict = can_launch(&moto, "web");
+    let mut used: Vec<&str> = verdict["keys"].as_array().unwrap().iter().map(|k| k["key"].as_str().unwrap()).collect();
+    used.sort();
+    let mut want = [default.as_str(), owners.as_str()];
+    want.sort();
+    assert_eq!(used, want, "{verdict}");
+}
+
 // --- 4. launch templates ----------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread")]
+async fn describe_launch_template_versions_takes_an_id_or_a_name_not_both() {
+    let moto = Moto::start();
+    let own = moto.own().await;
+    let ec2 = aws_sdk_ec2::Client::new(&own);
+    let id = launch_template(&own, "web", None, None).await;
+    let both = || ec2.describe_launch_template_versions().launch_template_id(&id).launch_template_name("web");
+    assert_eq!(code(both().versions("$Default").send().await), "InvalidParameterCombination");
+    for one in [
+        ec2.describe_launch_template_versions().launch_template_id(&id),
+        ec2.describe_launch_template_versions().launch_template_name("web"),
+    ] {
+        let out = one.versions("$Default").send().await.unwrap();
+        assert_eq!(out.launch_template_versions()[0].launch_template_id(), Some(id.as_str()));
+    }
+    strict(&moto, json!({"ec2_reads": false}));
+    assert_eq!(both().versions("$Default").send().await.unwrap().launch_template_versions().len(), 1, "moto's own");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn resolve_alias_answers_the_ami_a_parameter_holds_and_launches_use_it() {
+    let moto = Moto::start();
+    let own = moto.own().await;
+    let ec2 = aws_sdk_ec2::Client::new(&own);
+    let key = create_key(&own, None).await;
+    let snapshot = encrypted_snapshot(&own, &key).await;
+    let image = image_from_snapshot(&own, "golden", &snapshot).await;
+    put_parameter(&moto, "/golden/ami", &image);
+    let id = launch_template(&own, "web", Some("resolve:ssm:/golden/ami"), None).await;
+    let image_of = |resolve: Option<bool>| {
+        let req = ec2.describe_launch_template_versions().launch_template_id(&id).versions("$Latest");
+        let req = req.set_resolve_alias(resolve);
+        async move {
+            let out = req.send().await.unwrap();
+            out.launch_template_versions()[0].launch_template_data().unwrap().image_id().unwrap().to_owned()
+        }
+    };
+    assert_eq!(image_of(None).await, "resolve:ssm:/golden/ami");
+    assert_eq!(image_of(Some(false)).await, "resolve:ssm:/golden/ami");
+    assert_eq!(image_of(Some(true)).await, image);
+    assert_eq!(image_of(None).await, "resolve:ssm:/golden/ami", "the stored version is unchanged");
+    // A parameter that does not exist is not resolved.
+    let missing = launch_template(&own, "missing", Some("resolve:ssm:/nothing/here"), None).await;
+    let out =
+        ec2.describe_launch_template_versions().launch_template_id(&missing).versions("$Latest").resolve_alias(true);
+    let out = out.send().await.unwrap();
+    assert_eq!(
+        out.launch_template_versions()[0].launch_template_data().unwrap().image_id(),
+        Some("resolve:ssm:/nothing/here")
+    );
+
+    // A launch resolves it too: the image's snapshot key is one it uses.
+    group_on_template(&own, "web", &id, 0, None).await;
+    let verdict = can_launch(&moto, "web");
+    assert_eq!(verdict["keys"][0]["key"], key.as_str(), "{verdict}");
+    assert!(verdict["keys"][0]["source"].as_str().unwrap().contains(&snapshot), "{verdict}");
+}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn launch_template_versions_resolve_default_latest_and_numbers_by_id_and_by_name() {

@@ -406,3 +406,191 @@ async fn one_sweep_of_a_regions_activities_reads_every_groups_newest_launch() {
     assert!(passes >= 2, "{passes} full passes");
     assert!(sweeps <= passes + 1, "{sweeps} sweeps over {passes} full passes");
 }
+
+// --- launch sources read as EC2 answers them ----------------------------------------------
+
+/// An unencrypted volume of `conf`'s account and a snapshot of it; the snapshot id.
+async fn plain_snapshot(conf: &aws_config::SdkConfig) -> String {
+    let ec2 = aws_sdk_ec2::Client::new(conf);
+    let volume = ec2.create_volume().availability_zone("us-west-2a").size(8).send().await.unwrap();
+    let snapshot = ec2.create_snapshot().volume_id(volume.volume_id().unwrap()).send().await.unwrap();
+    snapshot.snapshot_id().unwrap().to_owned()
+}
+
+/// The comment lines discover wrote about volumes whose key could not be known.
+fn unknown_notes(text: &str) -> Vec<&str> {
+    text.lines().filter(|l| l.contains("a volume's key could not be known")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn discover_reads_a_template_by_its_id_or_its_name_never_both() {
+    let moto = Moto::start();
+    let own = moto.own().await;
+    let (by_id, by_name) = (create_key(&own, None).await, create_key(&own, None).await);
+    // DescribeAutoScalingGroups answers the template's id and name; EC2 refuses both.
+    let web = launch_template(&own, "web", None, Some(&by_id)).await;
+    group_on_template(&own, "web", &web, 0, None).await;
+    launch_template(&own, "api", None, Some(&by_name)).await;
+    let spec = aws_sdk_autoscaling::types::LaunchTemplateSpecification::builder().launch_template_name("api").build();
+    let policy = aws_sdk_autoscaling::types::MixedInstancesPolicy::builder()
+        .launch_template(
+            aws_sdk_autoscaling::types::LaunchTemplate::builder().launch_template_specification(spec).build(),
+        )
+        .build();
+    let asc = aws_sdk_autoscaling::Client::new(&own);
+    let api = asc.create_auto_scaling_group().auto_scaling_group_name("api").mixed_instances_policy(policy);
+    api.availability_zones("us-west-2a").min_size(0).max_size(1).send().await.unwrap();
+
+    let out = moto.operator(&["discover", "--region", REGION]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(!text.contains("not read"), "{text}");
+    assert!(text.contains(&format!("      - {by_id}  # launch template {web} (web) version 1 ($Default), the group's launch template: /dev/sdb\n")), "{text}");
+    assert!(text.contains(&format!("      - {by_name}  # launch template ")), "{text}");
+    assert!(text.contains("its mixed instances policy: /dev/sdb\n"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn discover_counts_the_snapshot_key_of_an_image_a_parameter_names() {
+    let moto = Moto::start();
+    let own = moto.own().await;
+    let key = create_key(&own, None).await;
+    let snapshot = encrypted_snapshot(&own, &key).await;
+    let image = image_from_snapshot(&own, "golden", &snapshot).await;
+    put_parameter(&moto, "/golden/ami", &image);
+    let lt = launch_template(&own, "web", Some("resolve:ssm:/golden/ami"), None).await;
+    group_on_template(&own, "web", &lt, 0, None).await;
+
+    let out = moto.operator(&["discover", "--region", REGION]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains(&format!("      - {key}  # AMI {image}: /dev/xvda, snapshot {snapshot}\n")), "{text}");
+    assert_eq!(unknown_notes(&text), Vec::<&str>::new(), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_image_that_cannot_be_read_fails_only_the_image_part_of_its_own_group() {
+    let moto = Moto::start();
+    let own = moto.own().await;
+    let (image_key, data_key) = (create_key(&own, None).await, create_key(&own, None).await);
+    let snapshot = encrypted_snapshot(&own, &image_key).await;
+    let image = image_from_snapshot(&own, "golden", &snapshot).await;
+    let good = launch_template(&own, "good", Some(&image), None).await;
+    group_on_template(&own, "good", &good, 0, None).await;
+    // An image that does not exist (deregistered long ago, or never shared), and an id
+    // that is no image id at all: DescribeImages refuses any list holding either.
+    let unknown = "ami-0123456789abcdef0";
+    let gone = launch_template(&own, "gone", Some(unknown), Some(&data_key)).await;
+    group_on_template(&own, "gone", &gone, 0, None).await;
+    let odd = launch_template(&own, "odd", Some("img-1"), None).await;
+    group_on_template(&own, "odd", &odd, 0, None).await;
+    // A template deleted under its group fails that group alone.
+    let orphan = launch_template(&own, "orphan", None, Some(&data_key)).await;
+    group_on_template(&own, "orphan", &orphan, 0, None).await;
+    aws_sdk_ec2::Client::new(&own).delete_launch_template().launch_template_id(&orphan).send().await.unwrap();
+
+    let out = moto.operator(&["discover", "--region", REGION]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let not_read: Vec<&str> = text.lines().filter(|l| l.contains("not read:")).collect();
+    assert_eq!(not_read.len(), 1, "{text}");
+    assert!(
+        not_read[0]
+            .starts_with("  # orphan: not read: DescribeLaunchTemplateVersions: InvalidLaunchTemplateId.NotFound"),
+        "{text}"
+    );
+    assert!(text.contains(&format!("      - {image_key}  # AMI {image}: /dev/xvda, snapshot {snapshot}\n")), "{text}");
+    assert!(text.contains(&format!("      - {data_key}  # launch template {gone} (gone)")), "{text}");
+    assert_eq!(
+        unknown_notes(&text),
+        [
+            format!("    # a volume's key could not be known: AMI {unknown}: could not be read: not found: deregistered, or not shared with this account (InvalidAMIID.NotFound); its snapshots' keys are unknown").as_str(),
+            "  #   a volume's key could not be known: AMI img-1: could not be read: not an image id (InvalidAMIID.Malformed); its snapshots' keys are unknown",
+        ],
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unencrypted_mapping_needs_no_key_from_a_snapshot_that_cannot_be_read() {
+    let moto = Moto::start();
+    let (own, other) = (moto.own().await, moto.other().await);
+    // Another account's image on an unencrypted snapshot, shared with this one: its
+    // snapshot is not readable here, and not needed.
+    let snapshot = plain_snapshot(&other).await;
+    let image = image_from_snapshot(&other, "public-base", &snapshot).await;
+    share_image(&other, &image, OWN).await;
+    let data = create_key(&own, None).await;
+    let lt = launch_template(&own, "web", Some(&image), Some(&data)).await;
+    group_on_template(&own, "web", &lt, 0, None).await;
+
+    let out = moto.operator(&["discover", "--region", REGION]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains(&format!("      - {data}  # launch template {lt} (web)")), "{text}");
+    assert_eq!(unknown_notes(&text), Vec::<&str>::new(), "{text}");
+    // The snapshot was not even asked for.
+    assert_eq!(count(&moto.calls(), "DescribeSnapshots"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_shared_amis_encrypted_snapshot_is_counted_under_the_accounts_default_key() {
+    let moto = Moto::start();
+    let (own, other) = (moto.own().await, moto.other().await);
+    let owners = create_key(&other, None).await;
+    let snapshot = encrypted_snapshot(&other, &owners).await;
+    let image = image_from_snapshot(&other, "shared-golden", &snapshot).await;
+    share_image(&other, &image, OWN).await;
+    let default = create_key(&own, None).await;
+    let ec2 = aws_sdk_ec2::Client::new(&own);
+    ec2.modify_ebs_default_kms_key_id().kms_key_id(&default).send().await.unwrap();
+    let lt = launch_template(&own, "web", Some(&image), None).await;
+    group_on_template(&own, "web", &lt, 0, None).await;
+
+    let out = moto.operator(&["discover", "--region", REGION]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains(&format!("      - {default}  # AMI {image} (owned by {OTHER}): /dev/xvda, an encrypted snapshot of another account, re-encrypted, with the account's default EBS key ({default})\n")),
+        "{text}"
+    );
+    // The owner's key, which reads the snapshot, cannot be known from here: said.
+    assert_eq!(
+        unknown_notes(&text),
+        [format!("    # a volume's key could not be known: AMI {image} (owned by {OTHER}): /dev/xvda, snapshot {snapshot}: not found, or not shared with this account").as_str()],
+        "{text}"
+    );
+    // The emulator's launch judge agrees: the default key is one the launch uses.
+    let verdict = can_launch(&moto, "web");
+    let used: Vec<&str> = verdict["keys"].as_array().unwrap().iter().map(|k| k["key"].as_str().unwrap()).collect();
+    assert!(used.contains(&default.as_str()) && used.contains(&owners.as_str()), "{verdict}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn launch_sources_are_read_concurrently() {
+    let moto = Moto::start();
+    let own = moto.own().await;
+    const GROUPS: usize = 8;
+    for i in 0..GROUPS {
+        let name = format!("web-{i}");
+        let lt = launch_template(&own, &name, None, Some("")).await;
+        group_on_template(&own, &name, &lt, 0, None).await;
+    }
+    // Every call takes 300 ms: one after another, the eight template reads would arrive
+    // at least 2.1 s apart from first to last.
+    let proxy = FaultProxy::start(&moto, &["--latency", "300:300"]);
+    moto.reset_calls();
+    let out = run_logged(operator_command(&proxy.url, &["discover", "--region", REGION]), &["discover"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let calls = moto.hook("GET", "/_launcher/calls", serde_json::Value::Null);
+    let times: Vec<f64> = calls["calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["action"] == "DescribeLaunchTemplateVersions")
+        .map(|c| c["t"].as_f64().unwrap())
+        .collect();
+    assert_eq!(times.len(), GROUPS);
+    let span = times.iter().cloned().fold(f64::MIN, f64::max) - times.iter().cloned().fold(f64::MAX, f64::min);
+    assert!(span < 0.9, "the template reads arrived over {span:.2} s");
+}

@@ -3,40 +3,84 @@
 //! encryption defaults (reads only). [`crate::launch::keys_used`] decides from that data.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use super::error::{classify, code};
 use super::observe::describe_key_ref;
 use super::Account;
-use crate::launch::{self, EbsDefaults, GroupLaunch, LaunchKey, LaunchSpec, Mapping, SnapshotKey};
+use crate::launch::{self, EbsDefaults, GroupLaunch, Image, Images, LaunchKey, LaunchSpec, Mapping, SnapshotKey};
 use crate::model::{Asg, AsgRef, Failure, KeyArn, KeyManager, LaunchSource};
 
 /// DescribeImages and DescribeSnapshots take this many ids a call here.
 const BATCH: usize = 100;
 /// DescribeLaunchConfigurations takes up to 50 names.
 const LC_BATCH: usize = 50;
+/// The errors with which DescribeImages refuses a whole list for one id in it (EC2 API
+/// Reference, error codes): the ids are then asked one by one.
+const IMAGE_ID_ERRORS: [&str; 3] = ["InvalidAMIID.NotFound", "InvalidAMIID.Malformed", "InvalidAMIID.Unavailable"];
 
-/// What each group's launches use, for groups of one account and region.
+/// What each group's launches use, for groups of one account and region. The reads run
+/// `limit` at a time. A read that fails fails only what depends on it: a launch template
+/// or configuration the groups on it, an AMI the keys of its snapshots (said in the
+/// group's notes), a snapshot its key; only the region's EBS defaults fail every group.
 pub async fn group_launches(
-    account: &Account,
+    account: &Arc<Account>,
     region: &str,
     groups: &[(AsgRef, Vec<LaunchSource>)],
+    limit: usize,
 ) -> Vec<(AsgRef, Result<GroupLaunch, Failure>)> {
-    match read_all(account, region, groups).await {
+    match read_all(account, region, groups, limit).await {
         Ok(out) => out,
         Err(f) => groups.iter().map(|(g, _)| (g.clone(), Err(f.clone()))).collect(),
     }
 }
 
+/// Runs `read(item)` for each item, `limit` at a time, through the one bounded spawner;
+/// a read whose task panicked answers `Err`.
+async fn concurrently<I, T, F, Fut>(items: Vec<I>, limit: usize, read: F) -> Vec<(I, Result<T, Failure>)>
+where
+    I: Clone + Send + 'static,
+    T: Send + 'static,
+    F: Fn(I) -> Fut,
+    Fut: std::future::Future<Output = Result<T, Failure>> + Send + 'static,
+{
+    let mut out = Vec::with_capacity(items.len());
+    let mut lost = Vec::new();
+    let start = |(i, item): (usize, I)| {
+        let read = read(item);
+        async move { (i, read.await) }
+    };
+    let indexed: Vec<(usize, I)> = items.iter().cloned().enumerate().collect();
+    crate::bounded::for_each(indexed, limit, start, |joined| match joined {
+        Ok((i, r)) => out.push((i, r)),
+        Err(e) => lost.push(e.to_string()),
+    })
+    .await;
+    let mut by_index: BTreeMap<usize, Result<T, Failure>> = out.into_iter().collect();
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let r = by_index.remove(&i).unwrap_or_else(|| {
+                tracing::error!(errors = ?lost, "a launch read task failed");
+                Err(Failure::terminal("the read failed inside the operator"))
+            });
+            (item, r)
+        })
+        .collect()
+}
+
 async fn read_all(
-    account: &Account,
+    account: &Arc<Account>,
     region: &str,
     groups: &[(AsgRef, Vec<LaunchSource>)],
+    limit: usize,
 ) -> Result<Vec<(AsgRef, Result<GroupLaunch, Failure>)>, Failure> {
     let sources: BTreeSet<&LaunchSource> = groups.iter().flat_map(|(_, s)| s).collect();
     if sources.is_empty() {
         return Ok(groups.iter().map(|(g, _)| (g.clone(), Ok(GroupLaunch::default()))).collect());
     }
-    let mut specs: BTreeMap<&LaunchSource, Result<LaunchSpec, Failure>> = BTreeMap::new();
+    let mut specs: BTreeMap<LaunchSource, Result<LaunchSpec, Failure>> = BTreeMap::new();
     let configurations: Vec<&str> = sources
         .iter()
         .filter_map(|s| match s {
@@ -44,32 +88,45 @@ async fn read_all(
             LaunchSource::Template { .. } => None,
         })
         .collect();
-    let mut by_name = launch_configurations(account, region, &configurations).await?;
-    for s in &sources {
-        let spec = match s {
-            LaunchSource::Template { .. } => template_version(account, region, s).await,
-            LaunchSource::Configuration(n) => {
-                by_name.remove(n).ok_or_else(|| Failure::terminal(format!("launch configuration {n} not found")))
+    let mut by_name = launch_configurations(account, region, &configurations).await;
+    for name in configurations {
+        let spec = match &mut by_name {
+            Ok(found) => {
+                found.remove(name).ok_or_else(|| Failure::terminal(format!("launch configuration {name} not found")))
             }
+            Err(f) => Err(f.clone()),
         };
-        specs.insert(s, spec);
+        specs.insert(LaunchSource::Configuration(name.to_owned()), spec);
     }
-    let images: BTreeSet<&str> = specs.values().flatten().filter_map(|s| s.image_id.as_deref()).collect();
-    let images = image_mappings(account, region, &images).await?;
-    let snapshots: BTreeSet<&str> = specs
+    let templates: Vec<LaunchSource> =
+        sources.iter().filter(|s| matches!(s, LaunchSource::Template { .. })).map(|s| (*s).clone()).collect();
+    let read = |source: LaunchSource| {
+        let (account, region) = (account.clone(), region.to_owned());
+        async move { template_version(&account, &region, &source).await }
+    };
+    specs.extend(concurrently(templates, limit, read).await);
+
+    let images: BTreeSet<String> =
+        specs.values().flatten().filter_map(|s| s.image_id.clone()).filter(|id| !id.starts_with("resolve:")).collect();
+    let images = image_reads(account, region, images, limit).await;
+    let snapshots: BTreeSet<String> = specs
         .values()
         .flatten()
         .flat_map(|s| &s.mappings)
-        .chain(images.values().flatten())
-        .filter_map(|m| m.snapshot_id.as_deref())
+        .chain(images.values().flatten().flat_map(|i| &i.mappings))
+        .filter(|m| launch::snapshot_needed(m))
+        .filter_map(|m| m.snapshot_id.clone())
         .collect();
-    let snapshots = snapshot_keys(account, region, &snapshots).await?;
+    let snapshots = snapshot_keys(account, region, snapshots, limit).await;
     let defaults = ebs_defaults(account, region).await?;
 
-    let mut out = Vec::new();
-    let mut described: BTreeMap<String, Result<(KeyArn, KeyManager), String>> = BTreeMap::new();
+    // What each group uses, then every key named, described once.
+    // Per group: its notes so far and the keys found, before they are described.
+    type Used = Result<(GroupLaunch, Vec<launch::Found>), Failure>;
+    let mut used: Vec<(AsgRef, Used)> = Vec::new();
     for (group, sources) in groups {
         let mut g = GroupLaunch::default();
+        let mut found: Vec<launch::Found> = Vec::new();
         let mut failure = None;
         for s in sources {
             let spec = match &specs[s] {
@@ -84,33 +141,61 @@ async fn read_all(
             }
             let uses = launch::keys_used(spec, &images, &snapshots, &defaults);
             g.unknown.extend(uses.unknown);
-            for found in uses.keys {
-                if g.keys.iter().any(|k| k.key_ref == found.key_ref) {
-                    continue;
+            for f in uses.keys {
+                if !found.iter().any(|k| k.key_ref == f.key_ref) {
+                    found.push(f);
                 }
-                if !described.contains_key(&found.key_ref) {
-                    let r = describe_key_ref(account, region, &found.key_ref).await;
-                    let r = r.map(|i| (i.arn, i.manager)).map_err(|f| f.message);
-                    described.insert(found.key_ref.clone(), r);
-                }
-                let resolved = described[&found.key_ref].clone();
-                g.keys.push(LaunchKey { key_ref: found.key_ref, source: found.source, resolved });
             }
         }
-        out.push((group.clone(), failure.map_or(Ok(g), Err)));
+        used.push((group.clone(), failure.map_or(Ok((g, found)), Err)));
     }
-    Ok(out)
+    let key_refs: BTreeSet<String> =
+        used.iter().filter_map(|(_, r)| r.as_ref().ok()).flat_map(|(_, f)| f).map(|f| f.key_ref.clone()).collect();
+    let describe = |key_ref: String| {
+        let (account, region) = (account.clone(), region.to_owned());
+        async move { describe_key_ref(&account, &region, &key_ref).await }
+    };
+    let described: BTreeMap<String, Result<(KeyArn, KeyManager), String>> =
+        concurrently(key_refs.into_iter().collect(), limit, describe)
+            .await
+            .into_iter()
+            .map(|(k, r)| (k, r.map(|i| (i.arn, i.manager)).map_err(|f| f.message)))
+            .collect();
+    Ok(used
+        .into_iter()
+        .map(|(group, r)| {
+            let r = r.map(|(mut g, found)| {
+                g.keys = found
+                    .into_iter()
+                    .map(|f| {
+                        let resolved = described[&f.key_ref].clone();
+                        LaunchKey { key_ref: f.key_ref, source: f.source, resolved }
+                    })
+                    .collect();
+                g
+            });
+            (group, r)
+        })
+        .collect())
 }
 
 /// The launch template version a group names (`$Default`, `$Latest` or a number).
+///
+/// DescribeLaunchTemplateVersions takes the template's id or its name, not both (EC2 API
+/// Reference); DescribeAutoScalingGroups answers both, so only the id is passed when
+/// there is one. With ResolveAlias, an image named by a Systems Manager parameter
+/// (`resolve:ssm:...`) is answered as the AMI id the parameter holds.
 async fn template_version(account: &Account, region: &str, source: &LaunchSource) -> Result<LaunchSpec, Failure> {
-    let LaunchSource::Template { id, name, version, via } = source else { unreachable!("templates only") };
+    let LaunchSource::Template { id, name, version, via } = source else {
+        return Err(Failure::terminal("not a launch template"));
+    };
     let request = account
         .ec2(region)
         .describe_launch_template_versions()
         .set_launch_template_id(id.clone())
-        .set_launch_template_name(name.clone())
+        .set_launch_template_name(if id.is_some() { None } else { name.clone() })
         .versions(version)
+        .resolve_alias(true)
         .send();
     let out = account
         .call(None, "ec2", "DescribeLaunchTemplateVersions", &[], request)
@@ -197,24 +282,79 @@ async fn launch_configurations(
     Ok(out)
 }
 
-async fn image_mappings(
+/// Each AMI, or why it could not be read. DescribeImages refuses a whole list when one id
+/// in it is unknown or malformed, so such a batch is asked again image by image: one
+/// deregistered, unshared or malformed image fails only itself.
+async fn image_reads(account: &Arc<Account>, region: &str, ids: BTreeSet<String>, limit: usize) -> Images {
+    let batches: Vec<Vec<String>> = ids.into_iter().collect::<Vec<_>>().chunks(BATCH).map(<[String]>::to_vec).collect();
+    let read = |batch: Vec<String>| {
+        let (account, region) = (account.clone(), region.to_owned());
+        async move { Ok(describe_images(&account, &region, &batch).await) }
+    };
+    let mut out = Images::new();
+    let mut again: Vec<String> = Vec::new();
+    for (batch, answer) in concurrently(batches, limit, read).await {
+        match answer {
+            Ok(Ok(found)) => collect_images(&mut out, &batch, found),
+            Ok(Err((Some(c), _))) if batch.len() > 1 && IMAGE_ID_ERRORS.contains(&c.as_str()) => again.extend(batch),
+            Ok(Err((_, f))) | Err(f) => out.extend(batch.into_iter().map(|id| (id, Err(f.message.clone())))),
+        }
+    }
+    let read = |id: String| {
+        let (account, region) = (account.clone(), region.to_owned());
+        async move { describe_images(&account, &region, std::slice::from_ref(&id)).await.map_err(|(_, f)| f) }
+    };
+    for (id, answer) in concurrently(again, limit, read).await {
+        match answer {
+            Ok(found) => collect_images(&mut out, std::slice::from_ref(&id), found),
+            Err(f) => {
+                out.insert(id, Err(f.message));
+            }
+        }
+    }
+    out
+}
+
+/// Files the images of one answer under the ids asked; an id not answered was not found.
+fn collect_images(out: &mut Images, asked: &[String], found: Vec<(String, Image)>) {
+    let mut found: BTreeMap<String, Image> = found.into_iter().collect();
+    for id in asked {
+        let image = found.remove(id).ok_or_else(|| {
+            "not found: deregistered, or not shared with this account (DescribeImages does not show it)".to_owned()
+        });
+        out.insert(id.clone(), image);
+    }
+}
+
+/// One DescribeImages call; on failure, the error code with the failure.
+async fn describe_images(
     account: &Account,
     region: &str,
-    ids: &BTreeSet<&str>,
-) -> Result<BTreeMap<String, Vec<Mapping>>, Failure> {
-    let mut out = BTreeMap::new();
-    let ids: Vec<&str> = ids.iter().copied().collect();
-    for chunk in ids.chunks(BATCH) {
-        let request = account
-            .ec2(region)
-            .describe_images()
-            .set_image_ids(Some(chunk.iter().map(|s| s.to_string()).collect()))
-            .send();
-        let page = account
-            .call(None, "ec2", "DescribeImages", &[], request)
-            .await
-            .map_err(|e| classify("DescribeImages", &e))?;
-        for image in page.images() {
+    ids: &[String],
+) -> Result<Vec<(String, Image)>, (Option<String>, Failure)> {
+    let request = account.ec2(region).describe_images().set_image_ids(Some(ids.to_vec())).send();
+    let page = match account.call(None, "ec2", "DescribeImages", &IMAGE_ID_ERRORS, request).await {
+        Ok(p) => p,
+        Err(e) => {
+            let failure = match code(&e) {
+                Some("InvalidAMIID.NotFound") if ids.len() == 1 => Failure::terminal(
+                    "not found: deregistered, or not shared with this account (InvalidAMIID.NotFound)",
+                ),
+                Some("InvalidAMIID.Malformed") if ids.len() == 1 => {
+                    Failure::terminal("not an image id (InvalidAMIID.Malformed)")
+                }
+                Some("InvalidAMIID.Unavailable") if ids.len() == 1 => {
+                    Failure::terminal("no longer available (InvalidAMIID.Unavailable)")
+                }
+                _ => classify("DescribeImages", &e),
+            };
+            return Err((code(&e).map(str::to_owned), failure));
+        }
+    };
+    Ok(page
+        .images()
+        .iter()
+        .map(|image| {
             let mappings = image
                 .block_device_mappings()
                 .iter()
@@ -228,60 +368,67 @@ async fn image_mappings(
                     })
                 })
                 .collect();
-            out.insert(image.image_id().unwrap_or_default().to_owned(), mappings);
-        }
-    }
-    Ok(out)
+            let owner = image.owner_id().map(str::to_owned);
+            (image.image_id().unwrap_or_default().to_owned(), Image { owner, mappings })
+        })
+        .collect())
 }
 
 /// Each snapshot's key. A batch that fails (a snapshot not shared with this account fails
 /// the whole call) is asked again snapshot by snapshot, so one unreadable snapshot does
 /// not hide the others.
 async fn snapshot_keys(
-    account: &Account,
+    account: &Arc<Account>,
     region: &str,
-    ids: &BTreeSet<&str>,
-) -> Result<BTreeMap<String, SnapshotKey>, Failure> {
+    ids: BTreeSet<String>,
+    limit: usize,
+) -> BTreeMap<String, SnapshotKey> {
+    let batches: Vec<Vec<String>> = ids.into_iter().collect::<Vec<_>>().chunks(BATCH).map(<[String]>::to_vec).collect();
+    let read = |batch: Vec<String>| {
+        let (account, region) = (account.clone(), region.to_owned());
+        async move { describe_snapshots(&account, &region, &batch).await }
+    };
     let mut out = BTreeMap::new();
-    let ids: Vec<&str> = ids.iter().copied().collect();
-    for chunk in ids.chunks(BATCH) {
-        match describe_snapshots(account, region, chunk).await {
+    let mut again: Vec<String> = Vec::new();
+    for (batch, answer) in concurrently(batches, limit, read).await {
+        match answer {
             Ok(found) => out.extend(found),
-            Err(f) if chunk.len() > 1 => {
+            Err(f) if batch.len() > 1 => {
                 tracing::debug!(error = %f, "a snapshot batch failed; asking one by one");
-                for id in chunk {
-                    match describe_snapshots(account, region, &[id]).await {
-                        Ok(found) => out.extend(found),
-                        Err(f) => {
-                            out.insert((*id).to_owned(), SnapshotKey::Unknown(f.message));
-                        }
-                    }
-                }
+                again.extend(batch);
             }
             Err(f) => {
-                out.insert(chunk[0].to_owned(), SnapshotKey::Unknown(f.message));
+                out.extend(batch.into_iter().map(|id| (id, SnapshotKey::Unknown(f.message.clone()))));
             }
         }
     }
-    Ok(out)
+    let read = |id: String| {
+        let (account, region) = (account.clone(), region.to_owned());
+        async move { describe_snapshots(&account, &region, std::slice::from_ref(&id)).await }
+    };
+    for (id, answer) in concurrently(again, limit, read).await {
+        match answer {
+            Ok(found) => out.extend(found),
+            Err(f) => {
+                out.insert(id, SnapshotKey::Unknown(f.message));
+            }
+        }
+    }
+    out
 }
 
 async fn describe_snapshots(
     account: &Account,
     region: &str,
-    ids: &[&str],
+    ids: &[String],
 ) -> Result<Vec<(String, SnapshotKey)>, Failure> {
-    let request = account
-        .ec2(region)
-        .describe_snapshots()
-        .set_snapshot_ids(Some(ids.iter().map(|s| s.to_string()).collect()))
-        .send();
+    let request = account.ec2(region).describe_snapshots().set_snapshot_ids(Some(ids.to_vec())).send();
     let expected = ["InvalidSnapshot.NotFound"];
     let page = match account.call(None, "ec2", "DescribeSnapshots", &expected, request).await {
         Ok(p) => p,
         Err(e) if code(&e) == Some("InvalidSnapshot.NotFound") && ids.len() == 1 => {
             return Ok(vec![(
-                ids[0].to_owned(),
+                ids[0].clone(),
                 SnapshotKey::Unknown("not found, or not shared with this account".into()),
             )])
         }
@@ -314,6 +461,7 @@ async fn ebs_defaults(account: &Account, region: &str) -> Result<EbsDefaults, Fa
     Ok(EbsDefaults {
         by_default: by_default.ebs_encryption_by_default().unwrap_or(false),
         key: key.kms_key_id().unwrap_or("alias/aws/ebs").to_owned(),
+        account: account.id().to_string(),
     })
 }
 

@@ -27,7 +27,7 @@ use aws_smithy_runtime_api::client::result::SdkError;
 
 pub use error::{classify, classify_message};
 pub use execute::{execute, Done, ExecSettings};
-pub use observe::observe;
+pub use observe::{observe, READ_CONCURRENCY};
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;

@@ -154,15 +154,24 @@ async fn read_launch_keys(handles: &BTreeMap<AccountId, Arc<Account>>, reads: &R
             places.entry((asg.account, asg.region.clone())).or_default().push((asg.clone(), g.sources.clone()));
         }
     }
+    // Each place's reads run concurrently too; together at most READ_CONCURRENCY.
+    let (at_once, each) = launch_read_limits(places.len());
     let start = |((account, region), groups): ((AccountId, String), Groups)| {
         let handle = handles[&account].clone();
-        async move { super::discover::group_launches(&handle, &region, &groups).await }
+        async move { super::discover::group_launches(&handle, &region, &groups, each).await }
     };
-    crate::bounded::for_each(places, READ_CONCURRENCY, start, |joined| match joined {
+    crate::bounded::for_each(places, at_once, start, |joined| match joined {
         Ok(rows) => observed.launch_keys.extend(rows),
         Err(e) => tracing::error!(error = %e, "launch reads failed"),
     })
     .await;
+}
+
+/// How many places' launch reads run at once, and how many reads each runs at once: a
+/// split of READ_CONCURRENCY, so that no more than that many are in flight.
+fn launch_read_limits(places: usize) -> (usize, usize) {
+    let at_once = places.clamp(1, READ_CONCURRENCY);
+    (at_once, (READ_CONCURRENCY / at_once).max(1))
 }
 
 /// Runs `jobs`, READ_CONCURRENCY at a time, each with its account's credentials, and
@@ -479,6 +488,18 @@ mod tests {
             let f = r.unwrap_or_else(|| panic!("no {what} entry")).unwrap_err();
             assert_eq!(f.class, crate::model::ErrorClass::Terminal, "{what}: {f}");
             assert!(f.message.contains("777788889999"), "{what}: {f}");
+        }
+    }
+
+    #[test]
+    fn launch_reads_share_the_read_limit_between_places() {
+        assert_eq!(launch_read_limits(0), (1, READ_CONCURRENCY));
+        assert_eq!(launch_read_limits(1), (1, READ_CONCURRENCY));
+        assert_eq!(launch_read_limits(4), (4, READ_CONCURRENCY / 4));
+        assert_eq!(launch_read_limits(1000), (READ_CONCURRENCY, 1));
+        for places in 1..40 {
+            let (at_once, each) = launch_read_limits(places);
+            assert!(at_once * each <= READ_CONCURRENCY, "{places} places");
         }
     }
 }

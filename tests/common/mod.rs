@@ -920,3 +920,23 @@ pub async fn image_from_snapshot(conf: &SdkConfig, name: &str, snapshot: &str) -
         .unwrap();
     out.image_id().unwrap().to_owned()
 }
+
+/// Puts String parameter `name` = `value` in the own account's Systems Manager parameter
+/// store of the launcher, through boto3 (the SDK for Rust has no SSM client here).
+pub fn put_parameter(moto: &Moto, name: &str, value: &str) {
+    let script = "import sys, boto3\n\
+        ssm = boto3.client('ssm', endpoint_url=sys.argv[1], region_name=sys.argv[2],\n\
+            aws_access_key_id='testing', aws_secret_access_key='testing')\n\
+        ssm.put_parameter(Name=sys.argv[3], Value=sys.argv[4], Type='String', Overwrite=True)\n";
+    let out = Command::new(python()).args(["-c", script, &moto.url, REGION, name, value]).output().expect("run python");
+    assert!(out.status.success(), "put_parameter: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Shares image `image` of the account of `owner` with account `with` (a launch
+/// permission), as its owner.
+pub async fn share_image(owner: &SdkConfig, image: &str, with: &str) {
+    let ec2 = aws_sdk_ec2::Client::new(owner);
+    let permission = aws_sdk_ec2::types::LaunchPermission::builder().user_id(with).build();
+    let modification = aws_sdk_ec2::types::LaunchPermissionModifications::builder().add(permission).build();
+    ec2.modify_image_attribute().image_id(image).launch_permission(modification).send().await.unwrap();
+}

@@ -10,8 +10,13 @@ launch-failure reporting read these; each patch names the AWS documentation it f
 7. EC2: CreateLaunchTemplateVersion honours SourceVersion.
 8. Auto Scaling: UpdateAutoScalingGroup keeps the group's MixedInstancesPolicy unless it
    is given another launch source, and a new launch source replaces the old one.
+9. EC2: DescribeLaunchTemplateVersions honours ResolveAlias for images named by a Systems
+   Manager parameter (``resolve:ssm:...``).
+10. EC2: DescribeImages by id shows another account's image that is public or shared with
+   the caller.
 
-``resolve_key`` and ``ebs_default_key`` are shared with the launch model (launches.py).
+``resolve_key``, ``ebs_default_key``, ``resolve_image_id`` and ``visible_image`` are shared
+with the launch model (launches.py) and the strict layer (strict.py).
 """
 
 import contextvars
@@ -20,13 +25,15 @@ import re
 
 from moto.autoscaling.models import FakeAutoScalingGroup
 from moto.core.responses import ActionResult
-from moto.ec2.models.amis import Ami
+from moto.ec2.models import ec2_backends
+from moto.ec2.models.amis import Ami, AmiBackend
 from moto.ec2.models.elastic_block_store import EBSBackend
 from moto.ec2.models.launch_templates import LaunchTemplate
 from moto.ec2.responses.amis import AmisResponse
 from moto.ec2.responses.launch_templates import LaunchTemplates
 from moto.ec2.responses.settings import Settings as Ec2SettingsResponse
 from moto.kms.models import KmsBackend, kms_backends
+from moto.ssm.models import ssm_backends
 
 # arn:PARTITION:kms:REGION:ACCOUNT:key/ID or :alias/NAME
 KMS_ARN = re.compile(r"^arn:[\w-]+:kms:([\w-]+):(\d{12}):(key|alias)/.+$")
@@ -259,6 +266,86 @@ def _keeping_launch_source(update):
     return wrapper
 
 
+# --- 9. images named by a Systems Manager parameter --------------------------------------
+# EC2 User Guide, "Use a Systems Manager parameter instead of an AMI ID": a launch template's
+# ImageId may be "resolve:ssm:<parameter>" (optionally ":<version>" or ":<label>"), resolved
+# to the AMI id the parameter holds at launch. EC2 API Reference,
+# DescribeLaunchTemplateVersions, ResolveAlias: "If true, and if a Systems Manager parameter
+# is specified for ImageId, the AMI ID is displayed in the response for imageId"; without
+# it, the parameter is. moto ignores ResolveAlias.
+
+SSM_IMAGE = "resolve:ssm:"
+
+
+def resolve_image_id(account, region, image_id):
+    """The AMI id a ``resolve:ssm:`` image id names now (``image_id`` itself when it is
+    not one, or when the parameter does not exist)."""
+    if not isinstance(image_id, str) or not image_id.startswith(SSM_IMAGE):
+        return image_id
+    backend = dict.get(dict.get(ssm_backends, account) or {}, region)
+    if backend is None:
+        return image_id
+    try:
+        parameter = backend.get_parameter(image_id[len(SSM_IMAGE) :])
+    except Exception:  # noqa: BLE001 - moto's "no such version or label": not resolved
+        return image_id
+    return parameter.value if parameter is not None else image_id
+
+
+def _resolving_alias(handler):
+    def wrapper(self):
+        result = handler(self)
+        if str(self._get_param("ResolveAlias")).lower() != "true":
+            return result
+        for version in result.result.get("LaunchTemplateVersions", []):
+            data = version.get("LaunchTemplateData") or {}
+            resolved = resolve_image_id(self.current_account, self.region, data.get("ImageId"))
+            if resolved != data.get("ImageId"):
+                version["LaunchTemplateData"] = dict(data, ImageId=resolved)  # the stored version stays
+        return result
+
+    return wrapper
+
+
+# --- 10. shared images ----------------------------------------------------------------------
+# EC2 User Guide, "Share an AMI with specific AWS accounts" and "Make your AMI public": an
+# image its owner made public, or gave the caller's account a launch permission for, is
+# described to that account (DescribeImages by id). moto keeps images per account.
+
+
+def visible_image(ec2_backend, image_id):
+    """The image ``image_id`` names as ``ec2_backend``'s account sees it: its own, or
+    another account's in the same region that is public or shared with it; else None."""
+    own = ec2_backend.amis.get(image_id)
+    if own is not None:
+        return own
+    for per_account in list(dict.values(ec2_backends)):
+        backend = dict.get(per_account, ec2_backend.region_name)
+        image = backend.amis.get(image_id) if backend is not None else None
+        if image is None or backend.account_id == ec2_backend.account_id:
+            continue
+        shared = any(p.get("UserId") == ec2_backend.account_id for p in image.launch_permissions)
+        if image.is_public or shared:
+            return image
+    return None
+
+
+def _describing_shared_images(describe):
+    def wrapper(self, ami_ids=None, filters=None, exec_users=None, owners=None):
+        shared = {}
+        for image_id in ami_ids or []:
+            image = visible_image(self, image_id) if image_id not in self.amis else None
+            if image is not None:
+                shared[image_id] = image
+        if not shared:
+            return describe(self, ami_ids=ami_ids, filters=filters, exec_users=exec_users, owners=owners)
+        rest = [i for i in ami_ids if i not in shared]
+        images = describe(self, ami_ids=rest, filters=filters, exec_users=exec_users, owners=owners) if rest else []
+        return images + list(shared.values())
+
+    return wrapper
+
+
 def install():
     """Applies the patches above (once, at the launcher's start)."""
     KmsBackend.create_alias = _marking_aws_managed(KmsBackend.create_alias)
@@ -275,3 +362,7 @@ def install():
     )
     LaunchTemplate.create_version = _inheriting_source(LaunchTemplate.create_version)
     FakeAutoScalingGroup.update = _keeping_launch_source(FakeAutoScalingGroup.update)
+    LaunchTemplates.describe_launch_template_versions = _resolving_alias(
+        LaunchTemplates.describe_launch_template_versions
+    )
+    AmiBackend.describe_images = _describing_shared_images(AmiBackend.describe_images)

@@ -89,6 +89,11 @@ Settings and defaults:
   "Client.InternalError: Client error on launch" and the instance terminated (launches.py,
   kms_access.py). Roles younger than ``propagation_seconds`` may use no such key. Off: no
   activities are recorded and every instance stays (moto's behaviour).
+- ``ec2_reads`` (true): DescribeLaunchTemplateVersions given both LaunchTemplateId and
+  LaunchTemplateName fails with InvalidParameterCombination; DescribeImages fails whole
+  with InvalidAMIID.NotFound when one id in it names no image the caller may see (a
+  recently deregistered one is left out instead). Off: moto takes both (using the name)
+  and answers the images it knows.
 
 Usage: ``launcher.py [--host 127.0.0.1] [--port 0] [--exit-with-stdin] [--lenient]
 [--propagation-seconds S]``. Port 0 picks a free port. ``--lenient`` starts with every

@@ -110,19 +110,25 @@ def _snapshot(ec2, snapshot_id):
 
 
 def _image_volumes(ec2, image_id, uses):
-    image = ec2.amis.get(image_id) if image_id else None
+    """The image's volumes: its own account's image, or one shared with it (gaps.py, 10).
+    EC2 User Guide, "Use encryption with EBS-backed AMIs": a volume from an encrypted
+    snapshot of another account's image is re-encrypted with the launching account's
+    default EBS key unless the launch names one; the snapshot's own key is still used to
+    read it."""
+    image = gaps.visible_image(ec2, image_id) if image_id else None
     if image is None:
         return
+    shared = image.ec2_backend.account_id != ec2.account_id
     for mapping in image.block_device_mappings:
         ebs, device = mapping.get("Ebs"), mapping.get("DeviceName")
         if not isinstance(ebs, dict):
             continue
-        snapshot = _snapshot(ec2, ebs.get("SnapshotId"))
+        snapshot = _snapshot(image.ec2_backend, ebs.get("SnapshotId"))
         if snapshot is not None and snapshot.encrypted:
             key = snapshot.kms_key_id or Uses.DEFAULT
             if key is not Uses.DEFAULT:
                 uses.add(key, f"image {image_id} snapshot {snapshot.id} ({device})")
-            uses.volumes[device] = key
+            uses.volumes[device] = Uses.DEFAULT if shared else key
         else:
             uses.volumes[device] = None
 
@@ -183,7 +189,9 @@ def _template_uses(ec2, spec):
         return None, f"launch template {template.id} has no version {wanted}"
     where = f"launch template {template.id} version {version.number}"
     data = version.data
-    return launch_uses(ec2, data.get("ImageId"), data.get("BlockDeviceMappings"), where), None
+    # EC2 User Guide, "Use a Systems Manager parameter instead of an AMI ID": resolved at launch.
+    image_id = gaps.resolve_image_id(ec2.account_id, ec2.region_name, data.get("ImageId"))
+    return launch_uses(ec2, image_id, data.get("BlockDeviceMappings"), where), None
 
 
 def _group_specs(group):

@@ -20,14 +20,16 @@ import time
 from dataclasses import dataclass, field
 
 from moto.core import DEFAULT_ACCOUNT_ID
+from moto.ec2.models import ec2_backends
 from moto.iam.models import IAMBackend, iam_backends
 from moto.utilities.utils import PARTITION_NAMES
 
+import gaps
 import wire
 
 # --- settings --------------------------------------------------------------------------
 
-BOOLEAN_SETTINGS = ("principals", "grant_names", "key_state", "grant_paging", "asg_roles", "launches")
+BOOLEAN_SETTINGS = ("principals", "grant_names", "key_state", "grant_paging", "asg_roles", "launches", "ec2_reads")
 
 
 class Settings:
@@ -43,6 +45,7 @@ class Settings:
             "grant_paging": True,
             "asg_roles": True,
             "launches": True,
+            "ec2_reads": True,
         }
         changes = {name: not lenient for name in BOOLEAN_SETTINGS}
         changes["propagation_seconds"] = propagation_seconds
@@ -456,6 +459,8 @@ class Strict:
             ("kms", "ListGrants"): self._list_grants,
             ("autoscaling", "CreateAutoScalingGroup"): self._asg_service_linked_role,
             ("autoscaling", "UpdateAutoScalingGroup"): self._asg_service_linked_role,
+            ("ec2", "DescribeLaunchTemplateVersions"): self._one_template_name,
+            ("ec2", "DescribeImages"): self._every_image_found,
         }
         for action in KEY_STATE_CHECKED:
             self.routes.setdefault(("kms", action), self._key_state_only)
@@ -465,6 +470,8 @@ class Strict:
         handler = self.routes.get((req.service, req.action))
         if handler is None:
             return app(req.environ, start_response)
+        if req.service == "ec2":  # reads checked without state of this layer: no lock
+            return handler(req, app, start_response)
         with self.lock:  # check-then-act must not interleave (e.g. CreateGrant by Name)
             return handler(req, app, start_response)
 
@@ -735,6 +742,48 @@ class Strict:
         m = ENTITY_ARN.match(arn)
         in_account = bool(m) and m.group(2) == account
         return in_account and visible_role(arn, self.settings.get("propagation_seconds")) is not None
+
+    # --- EC2 reads ---
+
+    def _one_template_name(self, req, app, start_response):
+        """EC2 API Reference, DescribeLaunchTemplateVersions, LaunchTemplateId and
+        LaunchTemplateName: "you must specify either the launch template ID or the launch
+        template name, but not both". The reference names no error code for it; this
+        answers InvalidParameterCombination, EC2's common error for "an incorrect
+        combination of parameters" (EC2 API Reference, "Common client error codes").
+        moto takes both and uses the name."""
+        both = req.params.get("LaunchTemplateId") and req.params.get("LaunchTemplateName")
+        if self.settings.get("ec2_reads") and both:
+            return _reject(
+                req,
+                start_response,
+                "InvalidParameterCombination",
+                "The parameters LaunchTemplateId and LaunchTemplateName cannot be used together.",
+            )
+        return app(req.environ, start_response)
+
+    def _every_image_found(self, req, app, start_response):
+        """EC2 API Reference, DescribeImages: an image id that does not exist fails the
+        whole request with InvalidAMIID.NotFound ("The image id '[ami-...]' does not
+        exist"), whatever the other ids are ("Error codes": InvalidAMIID.NotFound, "The
+        specified AMI doesn't exist"; also for an image not shared with the caller). A
+        recently deregistered image is left out of the answer ("Recently deregistered
+        images appear in the returned results for a short interval and then return empty
+        results"). moto fails only when none of the ids exists. A malformed id fails the
+        request in moto already (InvalidAMIID.Malformed)."""
+        if not self.settings.get("ec2_reads"):
+            return app(req.environ, start_response)
+        ids = [v for k, v in sorted(req.params.items()) if re.fullmatch(r"ImageId\.\d+", k)]
+        if not ids or any(not i.startswith("ami-") for i in ids):
+            return app(req.environ, start_response)
+        backend = ec2_backends[req.account][req.region]  # moto makes it for the request anyway
+        missing = [i for i in ids if i not in backend.deleted_amis and gaps.visible_image(backend, i) is None]
+        if missing:
+            listed = ", ".join(missing)
+            verb = "do not exist" if len(missing) > 1 else "does not exist"
+            noun = "ids" if len(missing) > 1 else "id"
+            return _reject(req, start_response, "InvalidAMIID.NotFound", f"The image {noun} '[{listed}]' {verb}")
+        return app(req.environ, start_response)
 
     # --- concurrent edits ---
 
