@@ -261,17 +261,21 @@ async fn apply_reads_again_after_a_read_failed_through_the_sdks_own_retries() {
 
 // --- A: a group with several keys is switched only when all of them are ready ------------
 
-/// `web` bound to an own key (ready, or made ready) and to another account's key whose
-/// owner denies the group's new role; `web` launches today with the default role.
-async fn a_group_whose_second_key_denies_the_new_role(moto: &Moto) -> (String, String, TempDir, String) {
+/// `web` bound to an own key and to another account's key whose owner allows the ASG
+/// account, and, with `deny`, denies the group's new role; `web` launches today with the
+/// default role.
+async fn a_group_on_two_keys(moto: &Moto, deny: bool) -> (String, String, TempDir, String) {
     let (own, other) = (moto.own().await, moto.other().await);
     let (slr, _) = create_slr(&own, "CMK").await;
     let own_key = create_key(&own, None).await;
-    let partner =
-        json!({"Sid": "Partner", "Effect": "Allow", "Principal": {"AWS": OWN}, "Action": "kms:*", "Resource": "*"});
-    let deny = json!({"Sid": "NotTheNewRole", "Effect": "Deny", "Principal": {"AWS": slr},
-                      "Action": "kms:Decrypt", "Resource": "*"});
-    let other_key = create_key(&other, Some(&policy_with(OTHER, &[partner, deny]))).await;
+    let mut statements = vec![
+        json!({"Sid": "Partner", "Effect": "Allow", "Principal": {"AWS": OWN}, "Action": "kms:*", "Resource": "*"}),
+    ];
+    if deny {
+        statements.push(json!({"Sid": "NotTheNewRole", "Effect": "Deny", "Principal": {"AWS": slr},
+                               "Action": "kms:Decrypt", "Resource": "*"}));
+    }
+    let other_key = create_key(&other, Some(&policy_with(OTHER, &statements))).await;
     create_asgs(&own, &["web", "api"]).await;
     let dir = TempDir::new();
     let cfg = dir.write(
@@ -287,7 +291,7 @@ async fn a_group_whose_second_key_denies_the_new_role(moto: &Moto) -> (String, S
 async fn apply_keeps_a_groups_role_while_another_of_its_keys_denies_the_new_one() {
     let moto = Moto::start();
     let own = moto.own().await;
-    let (own_key, other_key, _dir, cfg) = a_group_whose_second_key_denies_the_new_role(&moto).await;
+    let (own_key, other_key, _dir, cfg) = a_group_on_two_keys(&moto, true).await;
     let before = asg_role(&own, "web").await;
     assert_eq!(before.as_deref(), Some(slr_arn(OWN, None).as_str()));
 
@@ -307,7 +311,7 @@ async fn apply_keeps_a_groups_role_while_another_of_its_keys_denies_the_new_one(
 async fn the_daemon_keeps_a_groups_role_while_another_of_its_keys_denies_the_new_one() {
     let moto = Moto::start();
     let own = moto.own().await;
-    let (own_key, other_key, _dir, cfg) = a_group_whose_second_key_denies_the_new_role(&moto).await;
+    let (own_key, other_key, _dir, cfg) = a_group_on_two_keys(&moto, true).await;
     let before = asg_role(&own, "web").await;
     let d = Daemon::start(&moto, &cfg, "5m");
     d.wait_ready(Duration::from_secs(30));
@@ -347,21 +351,9 @@ async fn a_grant_write_that_fails_holds_the_groups_switch_in_the_same_pass() {
     // Both keys can be made ready, but every CreateGrant is refused: the plan's switch of
     // web (planned after the grant) must be dropped when the grant fails.
     let moto = Moto::start();
-    let (own, other) = (moto.own().await, moto.other().await);
-    create_slr(&own, "CMK").await;
-    let own_key = create_key(&own, None).await;
-    let partner =
-        json!({"Sid": "Partner", "Effect": "Allow", "Principal": {"AWS": OWN}, "Action": "kms:*", "Resource": "*"});
-    let other_key = create_key(&other, Some(&policy_with(OTHER, &[partner]))).await;
-    create_asgs(&own, &["web"]).await;
+    let own = moto.own().await;
+    let (_own_key, other_key, _dir, cfg) = a_group_on_two_keys(&moto, false).await;
     let before = asg_role(&own, "web").await;
-    let dir = TempDir::new();
-    let cfg = dir.write(
-        "c.yaml",
-        &format!(
-            "version: 1\naccounts:\n  - id: \"{OTHER}\"\n    roleArn: {OTHER_ROLE}\nbindings:\n  - asg: web\n    account: \"{OWN}\"\n    serviceLinkedRoleSuffix: CMK\n    keys:\n      - {own_key}\n      - {other_key}\n"
-        ),
-    );
     moto.fault("kms", "CreateGrant", 1000, 400, "AccessDeniedException", "not authorized to perform kms:CreateGrant");
     moto.reset_calls();
 
