@@ -477,7 +477,7 @@ fn check_observed<'a>(
                 ))
             })?;
             let info = lookup(&observed.keys, &b.key, "describe key")?;
-            if let Some(f) = unusable(&b.key, info) {
+            if let Some(f) = unusable(&b.key, info).or_else(|| aws_managed_elsewhere(b, info)) {
                 return Err(f);
             }
             if info.manager == KeyManager::Aws {
@@ -504,6 +504,21 @@ fn check_observed<'a>(
         }
     }
     (ready, step)
+}
+
+/// Why a group cannot use an AWS managed key of another account: such a key's policy
+/// allows use only to callers in its own account (`kms:CallerAccount`), and can be neither
+/// changed nor granted across accounts (KMS Developer Guide, "AWS managed keys").
+pub(crate) fn aws_managed_elsewhere(b: &Binding, info: &KeyInfo) -> Option<Failure> {
+    (info.manager == KeyManager::Aws && info.arn.account() != &b.asg.account).then(|| {
+        Failure::terminal(format!(
+            "key {} is an AWS managed key of account {}: its policy lets only that account use it (kms:CallerAccount), and it cannot be changed or granted, so group {} in account {} can never use it; use a customer managed key (or the account's own AWS managed key)",
+            info.arn,
+            info.arn.account(),
+            b.asg.name,
+            b.asg.account
+        ))
+    })
 }
 
 /// Why EBS cannot use a key, if it cannot: it must be Enabled (KMS Developer Guide, "Key

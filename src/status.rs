@@ -212,10 +212,19 @@ fn binding_status(
     let mut out = Vec::new();
     let slr = b.slr();
     let info = observed.keys.get(&b.key);
-    let aws_managed = matches!(info, Some(Ok(i)) if i.manager == KeyManager::Aws);
+    // An AWS managed key of the group's own account needs nothing; one of another account
+    // can never be used.
+    let aws_managed =
+        matches!(info, Some(Ok(i)) if i.manager == KeyManager::Aws && plan::aws_managed_elsewhere(b, i).is_none());
     out.push(match info {
         None => c("KeyUsable", State::Unknown, NOT_READ, "the key was not described".into()),
         Some(Err(f)) => unknown("KeyUsable", f),
+        Some(Ok(i)) if !aws_managed && i.manager == KeyManager::Aws => c(
+            "KeyUsable",
+            State::False,
+            "AwsManagedInOtherAccount",
+            plan::aws_managed_elsewhere(b, i).map(|f| f.message).unwrap_or_default(),
+        ),
         Some(Ok(i)) if i.manager == KeyManager::Aws => c(
             "KeyUsable",
             State::True,

@@ -42,6 +42,8 @@ struct Slow {
     connects: Arc<AtomicU32>,
     passes: Arc<AtomicU32>,
     fail: bool,
+    /// The class of those failures.
+    fail_class: ErrorClass,
     /// The groups of each pass, in the order the passes started.
     groups: Arc<std::sync::Mutex<Vec<Vec<String>>>>,
 }
@@ -54,6 +56,7 @@ impl Slow {
             connects: Arc::default(),
             passes: Arc::default(),
             fail: false,
+            fail_class: ErrorClass::Retryable,
             groups: Arc::default(),
         }
     }
@@ -83,13 +86,13 @@ impl Reconciler for Slow {
     ) -> impl Future<Output = Outcome> + Send + 'static {
         self.passes.fetch_add(1, Ordering::SeqCst);
         self.groups.lock().unwrap().push(desired.bindings.iter().map(|b| b.asg.name.clone()).collect());
-        let (pass_time, fail) = (self.pass_time, self.fail);
+        let (pass_time, fail, class) = (self.pass_time, self.fail, self.fail_class);
         async move {
             tokio::time::sleep(pass_time).await;
             let mut out = Outcome::default();
             for b in desired.bindings {
                 if fail {
-                    out.failed.insert(b.id(), Failure { class: ErrorClass::Retryable, message: "x".into() });
+                    out.failed.insert(b.id(), Failure { class, message: "x".into() });
                 } else {
                     out.converged.push(b.id());
                 }
@@ -295,4 +298,19 @@ async fn a_key_removed_during_a_failing_pass_is_not_retried() {
     let groups = groups.lock().unwrap().clone();
     assert!(groups.len() >= 2, "g0 was retried: {groups:?}");
     assert!(groups[1..].iter().all(|g| g == &["g0"]), "g1 left the config mid-pass: {groups:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_resync_timestamp_moves_only_for_a_full_pass_without_transient_failures() {
+    let f = Fixture::new("resync");
+    for (fail, class, moves) in
+        [(false, ErrorClass::Retryable, true), (true, ErrorClass::Retryable, false), (true, ErrorClass::Terminal, true)]
+    {
+        let mut slow = Slow::new(Duration::from_millis(100), 0);
+        (slow.fail, slow.fail_class) = (fail, class);
+        let metrics = Arc::new(Metrics::new());
+        let (stop, _) = stop_after(Duration::from_secs(5), 100_000);
+        run_with(f.settings(Duration::from_secs(3600)), slow, metrics.clone(), stop).await.unwrap();
+        assert_eq!(metrics.last_resync.get() > 0, moves, "fail={fail} class={class:?}");
+    }
 }

@@ -501,6 +501,17 @@ fn rows() -> Vec<Case> {
             want_blocked: vec![],
         },
         Case {
+            reason: "an AWS managed key of another account → blocked: only its own account may use it",
+            bindings: vec![binding("web", OTHER_KEY)],
+            observed: |d| {
+                let mut o = fresh(d);
+                with_key(&mut o, OTHER_KEY, |k| k.manager = KeyManager::Aws);
+                o
+            },
+            want: vec![],
+            want_blocked: vec![("web", "is an AWS managed key of account 444455556666")],
+        },
+        Case {
             reason: "a key that could not be described → blocked with the read's error",
             bindings: vec![binding("web", OWN_KEY)],
             observed: |d| {

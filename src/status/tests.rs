@@ -132,8 +132,21 @@ fn conditions_table() {
             ready: false,
         },
         Row {
-            reason: "an AWS managed key → usable, and no policy or grant needed",
+            reason: "an AWS managed key of another account → not usable: it serves its own account only",
             keys: vec![OTHER_KEY],
+            observed: |d| {
+                let mut o = converged(d);
+                if let Some(Ok(k)) = o.keys.get_mut(&d.bindings[0].key) {
+                    k.manager = KeyManager::Aws;
+                }
+                o
+            },
+            want: vec![("KeyUsable", State::False, "AwsManagedInOtherAccount", "kms:CallerAccount")],
+            ready: false,
+        },
+        Row {
+            reason: "an AWS managed key → usable, and no policy or grant needed",
+            keys: vec![OWN_KEY],
             observed: |d| {
                 let mut o = converged(d);
                 if let Some(Ok(k)) = o.keys.get_mut(&d.bindings[0].key) {
@@ -146,7 +159,6 @@ fn conditions_table() {
             want: vec![
                 ("KeyUsable", State::True, "AwsManaged", "AWS managed"),
                 ("KeyPolicyReady", State::True, "NotNeeded", ""),
-                ("GrantReady", State::True, "NotNeeded", ""),
             ],
             ready: true,
         },
