@@ -6,25 +6,29 @@
 //! ([`Units`]): a pass over a key covers every group that uses it and every other key
 //! those groups use, so a key policy is never read-modified-written by two passes at
 //! once, and a group is never switched by a pass that did not read all of its keys.
-//! Every unit that is due is taken into the same pass, so reads are shared (one describe
-//! per 100 ASGs, one GetRole per role), and only one pass is in flight at a time.
+//! Every unit that is due when a pass starts is taken into it, so reads are shared (one
+//! describe per 100 ASGs, one GetRole per role).
+//!
+//! Passes run concurrently, up to [`PASS_CONCURRENCY`], each over units no other pass
+//! holds ([`Runner`]): a unit asked for while its pass runs waits for that pass to end, and
+//! a slow unit (a role IAM has not propagated, a throttled account) holds up no other.
 //!
 //! A pass's results belong to the config it was started from: they are applied only to
 //! bindings that are still in the config and whose keys have not changed since.
 //!
-//! The daemon's state is two small machines, [`Connection`] and [`PassState`], and each
-//! state says when it needs waking. As in kube-runtime's scheduler, the loop wakes only
-//! for work it can start now: a key that falls due while a pass is in flight, or while
-//! AWS is unreachable, waits for that to end rather than waking the loop.
+//! The connection is a small state machine ([`Connection`]) that says when it needs
+//! waking. As in kube-runtime's scheduler, the loop wakes only for work it can start now:
+//! a key that falls due while every pass slot is taken, or while AWS is unreachable, waits
+//! for that to end rather than waking the loop.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::task::JoinHandle;
+use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::{sleep_until, Instant};
 use tracing::Instrument;
 
@@ -34,6 +38,7 @@ use crate::metrics::{self, ActionLabel, ClassLabel, Health, Metrics, StatusBoard
 use crate::model::{AsgRef, BindingId, ErrorClass, Failure, KeyArn};
 use crate::plan::Depth;
 use crate::reconcile::{self, Outcome};
+use crate::runner::{PassId, Runner};
 use crate::scheduler::{Backoff, Jitter, Scheduler};
 use crate::units::Units;
 
@@ -53,10 +58,13 @@ pub struct Settings {
 
 impl Settings {
     pub fn new(config: PathBuf, listen: SocketAddr, resync: Duration) -> Self {
-        // A pass holds every key due at once: it waits only briefly before reading again
-        // after a transient failure, and leaves longer waits to the per-key backoff.
+        // A pass waits only briefly before reading again after a transient failure, and
+        // never for IAM propagation: a role not visible yet fails its unit for now, and the
+        // unit's backoff (2 s, 4 s, 8 s, ...) queues it again, so the pass slot is free.
         let exec = ExecSettings {
             round_backoff: Backoff { base: Duration::from_millis(250), max: Duration::from_secs(2) },
+            propagation_delays: Vec::new(),
+            unpropagated: ErrorClass::Retryable,
             ..ExecSettings::default()
         };
         Self {
@@ -158,11 +166,15 @@ impl<C> Connection<C> {
     }
 }
 
-/// The one pass that may be in flight.
-enum PassState {
-    Idle,
-    /// Its end wakes the loop; nothing else about it does.
-    Running(Pass),
+/// How many passes may be in flight at once, each over units no other pass holds.
+pub const PASS_CONCURRENCY: usize = 4;
+
+/// The passes in flight. Each one's end wakes the loop; nothing else about them does.
+struct Passes {
+    set: JoinSet<Outcome>,
+    /// Each pass by its task, and the runner's id for it.
+    running: HashMap<tokio::task::Id, (PassId, Pass)>,
+    runner: Runner,
 }
 
 struct Pass {
@@ -171,13 +183,18 @@ struct Pass {
     full: bool,
     /// The config generation the pass was planned from.
     generation: u64,
-    handle: JoinHandle<Outcome>,
 }
 
-/// When the next full pass (every key) is due, and whether the first one has finished.
+/// When the next full resync (every key) is due, the keys still owed a full pass in the
+/// current one, and whether the first one has finished.
 struct Resync {
     every: Duration,
     next_at: Instant,
+    owed: BTreeSet<KeyArn>,
+    /// Full passes of the current resync still in flight.
+    in_flight: usize,
+    /// Whether a full pass of the current resync had a transient failure.
+    troubled: bool,
     first_done: bool,
 }
 
@@ -223,7 +240,7 @@ struct Daemon<R: Reconciler> {
     config: Config,
     telemetry: Telemetry,
     connection: Connection<R::Client>,
-    pass: PassState,
+    passes: Passes,
     scheduler: Scheduler<KeyArn>,
     resync: Resync,
     jitter: Jitter,
@@ -281,8 +298,15 @@ pub async fn run_with<R: Reconciler>(
         },
         telemetry: Telemetry { metrics, health, board },
         connection: Connection::Down { retry_at: now, failures: 0 },
-        pass: PassState::Idle,
-        resync: Resync { every: settings.resync, next_at: now, first_done: false },
+        passes: Passes { set: JoinSet::new(), running: HashMap::new(), runner: Runner::new(PASS_CONCURRENCY) },
+        resync: Resync {
+            every: settings.resync,
+            next_at: now,
+            owed: BTreeSet::new(),
+            in_flight: 0,
+            troubled: false,
+            first_done: false,
+        },
         reconciler: Arc::new(reconciler),
         settings,
         jitter: Jitter::from_clock(),
@@ -303,7 +327,7 @@ pub async fn run_with<R: Reconciler>(
             biased;
             _ = &mut shutdown => break,
             r = join_connection(&mut d.connection) => d.connected(r),
-            r = join_pass(&mut d.pass) => d.finished(r),
+            Some(r) = d.passes.set.join_next_with_id(), if !d.passes.set.is_empty() => d.finished(r),
             Some(()) = watch.changes.recv() => d.reload(),
             _ = tick.tick() => d.poll_file(),
             _ = sleep_until(wake.unwrap_or_else(Instant::now)), if wake.is_some() => {}
@@ -312,12 +336,13 @@ pub async fn run_with<R: Reconciler>(
 
     tracing::info!("shutting down: no new work; waiting for in-flight AWS calls");
     d.telemetry.health.set_ready(false);
-    if let PassState::Running(mut pass) = std::mem::replace(&mut d.pass, PassState::Idle) {
-        match tokio::time::timeout(d.settings.shutdown_grace, &mut pass.handle).await {
-            Ok(_) => tracing::info!("in-flight pass finished"),
+    if !d.passes.set.is_empty() {
+        let all = async { while d.passes.set.join_next().await.is_some() {} };
+        match tokio::time::timeout(d.settings.shutdown_grace, all).await {
+            Ok(()) => tracing::info!("in-flight passes finished"),
             Err(_) => {
-                pass.handle.abort();
-                tracing::warn!(grace = ?d.settings.shutdown_grace, "in-flight pass did not finish in time; abandoned");
+                d.passes.set.abort_all();
+                tracing::warn!(grace = ?d.settings.shutdown_grace, "in-flight passes did not finish in time; abandoned");
             }
         }
     }
@@ -334,14 +359,6 @@ async fn join_connection<C>(c: &mut Connection<C>) -> Result<Result<C, String>, 
     }
 }
 
-/// Resolves when the pass in flight ends; never while there is none.
-async fn join_pass(p: &mut PassState) -> (Pass, Result<Outcome, tokio::task::JoinError>) {
-    let PassState::Running(pass) = p else { return std::future::pending().await };
-    let r = (&mut pass.handle).await;
-    let PassState::Running(pass) = std::mem::replace(p, PassState::Idle) else { unreachable!("running above") };
-    (pass, r)
-}
-
 impl<R: Reconciler> Daemon<R> {
     fn keys(&self) -> BTreeSet<KeyArn> {
         self.config.desired.bindings.iter().map(|b| b.key.clone()).collect()
@@ -351,13 +368,13 @@ impl<R: Reconciler> Daemon<R> {
     /// idle, for the next key due or the next resync. Never while a pass is in flight or
     /// an attempt to connect is under way: their ends wake the loop.
     fn next_wake(&self) -> Option<Instant> {
-        match (&self.connection, &self.pass) {
-            (Connection::Up(_), PassState::Idle) => {
+        match &self.connection {
+            Connection::Up(_) if self.passes.runner.has_room() => {
                 let due = self.scheduler.next_due().map_or(self.resync.next_at, |t| t.min(self.resync.next_at));
                 Some(due)
             }
-            (Connection::Up(_), PassState::Running(_)) => None,
-            (c, _) => c.wake_at(),
+            Connection::Up(_) => None,
+            c => c.wake_at(),
         }
     }
 
@@ -371,27 +388,52 @@ impl<R: Reconciler> Daemon<R> {
                 let handle = tokio::spawn(self.reconciler.connect(region));
                 self.connection = Connection::Connecting { handle, failures: *failures };
             }
-            Connection::Up(client) if matches!(self.pass, PassState::Idle) => {
+            Connection::Up(client) if self.passes.runner.has_room() => {
                 let client = client.clone();
-                let full = self.resync.next_at <= now;
-                if full {
+                if self.resync.next_at <= now {
                     self.resync.next_at = now + self.resync.every;
-                    for k in self.keys() {
-                        self.scheduler.schedule(k, now);
+                    self.resync.owed = self.keys();
+                    self.resync.troubled = false;
+                    for k in &self.resync.owed {
+                        self.scheduler.schedule(k.clone(), now);
                     }
+                    self.resync_done_if_paid();
                 }
                 let due = self.scheduler.take_due(now);
                 // Whole units: a group's other keys come along, even one waiting out its
-                // backoff, so the group's switch is planned with all of them in view.
-                let keys: Vec<KeyArn> = self.config.units.close(&due).into_iter().collect();
-                for k in &keys {
+                // backoff, so the group's switch is planned with all of them in view. A
+                // unit already in flight waits for its pass to end.
+                let closed = self.config.units.close(&due);
+                for k in &closed {
                     self.scheduler.unschedule(k);
                 }
-                if full || !keys.is_empty() {
+                let keys = self.passes.runner.admit(closed, &self.config.units, now);
+                if !keys.is_empty() {
+                    let full = keys.iter().any(|k| self.resync.owed.contains(k));
                     self.spawn_pass(client, keys, full);
                 }
             }
             _ => {}
+        }
+    }
+
+    /// Ends the current resync once every key had its full pass: the first makes the
+    /// daemon ready, and one with no transient failure moves the resync timestamp.
+    fn resync_done_if_paid(&mut self) {
+        if !self.resync.owed.is_empty() || self.resync.in_flight > 0 {
+            return;
+        }
+        let metrics = &self.telemetry.metrics;
+        // A resync succeeded when it reached everything it needed: a binding that fails
+        // for a reason only its config or its key's owner can fix (a Deny, a missing
+        // group) does not make the operator's resync stale.
+        if !self.resync.troubled {
+            metrics.last_resync.set(metrics::unix_now());
+        }
+        if !self.resync.first_done {
+            self.resync.first_done = true;
+            self.telemetry.health.set_ready(true);
+            tracing::info!("first full pass finished; ready");
         }
     }
 
@@ -411,8 +453,15 @@ impl<R: Reconciler> Daemon<R> {
         let span = tracing::info_span!("reconcile", trigger, keys = keys.len(), pass_bindings = subset.bindings.len());
         tracing::debug!(parent: &span, "pass started");
         let depth = if full { Depth::Full } else { Depth::Quick };
-        let handle = tokio::spawn(self.reconciler.reconcile(client, subset, depth).instrument(span));
-        self.pass = PassState::Running(Pass { keys, full, generation: self.config.generation, handle });
+        if full {
+            for k in &keys {
+                self.resync.owed.remove(k);
+            }
+            self.resync.in_flight += 1;
+        }
+        let id = self.passes.runner.start(keys.clone());
+        let task = self.passes.set.spawn(self.reconciler.reconcile(client, subset, depth).instrument(span));
+        self.passes.running.insert(task.id(), (id, Pass { keys, full, generation: self.config.generation }));
     }
 
     fn connected(&mut self, r: Result<Result<R::Client, String>, tokio::task::JoinError>) {
@@ -436,8 +485,29 @@ impl<R: Reconciler> Daemon<R> {
         tracing::error!(error = %error, retry_in = ?delay, "cannot reach AWS; not ready");
     }
 
-    fn finished(&mut self, (pass, r): (Pass, Result<Outcome, tokio::task::JoinError>)) {
+    fn finished(&mut self, r: Result<(tokio::task::Id, Outcome), tokio::task::JoinError>) {
         let now = Instant::now();
+        let task = match &r {
+            Ok((id, _)) => *id,
+            Err(e) => e.id(),
+        };
+        let Some((id, pass)) = self.passes.running.remove(&task) else {
+            tracing::error!("a pass ended that the daemon did not start");
+            return;
+        };
+        // Keys asked for while their unit was in this pass are queued again now.
+        for (k, at) in self.passes.runner.finish(id, &self.config.units) {
+            self.scheduler.schedule(k, at);
+        }
+        if pass.full {
+            self.resync.in_flight -= 1;
+        }
+        self.settle(pass, r.map(|(_, outcome)| outcome), now);
+        self.resync_done_if_paid();
+    }
+
+    /// Takes in what a pass found.
+    fn settle(&mut self, pass: Pass, r: Result<Outcome, tokio::task::JoinError>, now: Instant) {
         let metrics = &self.telemetry.metrics;
         // Only the keys the config still has, unchanged since the pass began: a removed
         // key is not queued again, and an edited one is already queued for a new pass.
@@ -448,6 +518,7 @@ impl<R: Reconciler> Daemon<R> {
             Err(e) => {
                 tracing::error!(error = %e, "pass task failed");
                 Metrics::count(&metrics.passes, "error");
+                self.resync.troubled |= pass.full;
                 for unit in self.split_by_unit(&current) {
                     self.scheduler.failed_together(&unit, now);
                 }
@@ -499,17 +570,7 @@ impl<R: Reconciler> Daemon<R> {
         let metrics = &self.telemetry.metrics;
         Metrics::count(&metrics.passes, if pass_failed { "error" } else { "success" });
         if pass.full {
-            // A resync succeeded when it reached everything it needed: a binding that
-            // fails for a reason only its config or its key's owner can fix (a Deny, a
-            // missing group) does not make the operator's resync stale.
-            if !transient {
-                metrics.last_resync.set(metrics::unix_now());
-            }
-            if !self.resync.first_done {
-                self.resync.first_done = true;
-                self.telemetry.health.set_ready(true);
-                tracing::info!("first full pass finished; ready");
-            }
+            self.resync.troubled |= transient;
         }
         let (applied, failed) = (outcome.applied.total(), failures);
         let converged_total = self.config.states.values().filter(|s| **s == State::Converged).count();

@@ -21,6 +21,7 @@ pub mod plan;
 pub mod policy;
 pub mod ratelimit;
 pub mod reconcile;
+pub mod runner;
 pub mod scheduler;
 pub mod server;
 pub mod status;

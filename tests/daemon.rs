@@ -219,3 +219,48 @@ fn invalid_config_at_start_is_a_clear_error() {
     assert!(err.contains("bindings[0].account: is required"), "{err}");
     assert!(err.contains("bindings[0].key: is required"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_edit_converges_while_another_key_waits_for_iam_propagation() {
+    // web's new role is one IAM has not propagated to KMS and Auto Scaling yet (a 15 s
+    // window): its unit waits, queued again by its backoff, not sleeping in a pass. api,
+    // added meanwhile on another key whose role has long existed, converges at once.
+    let moto = Moto::start();
+    let own = moto.own().await;
+    let (slow_key, fast_key) = (create_key(&own, None).await, create_key(&own, None).await);
+    create_slr(&own, "Fast").await;
+    create_asgs(&own, &["web", "api"]).await;
+    moto.strict(serde_json::json!({"propagation_seconds": 15.0}));
+    let dir = TempDir::new();
+    let cfg = dir.write("config.yaml", &config(&[("web", &slow_key, Some("Slow"))]));
+    let d = Daemon::start(&moto, &cfg, "5m");
+    d.wait_log(
+        |v| {
+            v["message"] == "binding failed"
+                && v["error"].as_str().is_some_and(|e| e.contains("IAM has not propagated"))
+        },
+        SECS(20),
+    );
+
+    let mut text = std::fs::read_to_string(&cfg).unwrap();
+    text.push_str(&format!(
+        "  - asg: api\n    account: \"{OWN}\"\n    key: {fast_key}\n    serviceLinkedRoleSuffix: Fast\n"
+    ));
+    let edited = std::time::Instant::now();
+    std::fs::write(&cfg, text).unwrap();
+    eventually("api converged", SECS(10), || async {
+        asg_role(&own, "api").await.as_deref() == Some(slr_arn(OWN, Some("Fast")).as_str())
+    })
+    .await;
+    let took = edited.elapsed();
+    assert_ne!(
+        asg_role(&own, "web").await.as_deref(),
+        Some(slr_arn(OWN, Some("Slow")).as_str()),
+        "api converged in {took:?}, before web's role propagated, not behind it"
+    );
+    // And web converges once the window has passed.
+    eventually("web converged after propagation", SECS(60), || async {
+        asg_role(&own, "web").await.as_deref() == Some(slr_arn(OWN, Some("Slow")).as_str())
+    })
+    .await;
+}

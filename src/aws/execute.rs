@@ -28,6 +28,10 @@ pub struct ExecSettings {
     /// Waits between attempts of a write that fails only because IAM has not yet
     /// propagated a role created moments ago.
     pub propagation_delays: Vec<Duration>,
+    /// What a refusal for propagation is once those waits are spent: terminal for a
+    /// one-shot command that has waited them out, retryable for the daemon, which waits
+    /// by queueing the unit again rather than by sleeping in its pass.
+    pub unpropagated: ErrorClass,
     /// Waits between attempts of a PutKeyPolicy refused for a transient reason
     /// (throttling, a 5xx, a lost answer).
     pub transient_delays: Vec<Duration>,
@@ -41,6 +45,7 @@ impl Default for ExecSettings {
         let secs = [1, 2, 4, 8, 15];
         Self {
             propagation_delays: secs.into_iter().map(Duration::from_secs).collect(),
+            unpropagated: ErrorClass::Terminal,
             transient_delays: [200, 800].into_iter().map(Duration::from_millis).collect(),
             round_backoff: Backoff { base: Duration::from_secs(1), max: Duration::from_secs(10) },
         }
@@ -205,7 +210,7 @@ async fn put_key_policy(
         };
         drop(permit);
         let wait = if is_unpropagated_principal(code(&e), message(&e)) {
-            let Some(d) = propagation.next() else { return Err(still_refused("PutKeyPolicy", &e)) };
+            let Some(d) = propagation.next() else { return Err(still_refused(settings, "PutKeyPolicy", &e)) };
             tracing::info!(key = %key, retry_in = ?d, "key policy names a principal IAM has not propagated yet; retrying");
             d
         } else {
@@ -244,22 +249,26 @@ where
                     tracing::info!(operation, target, retry_in = ?d, "the role is not visible yet (IAM propagation); retrying");
                     tokio::time::sleep(*d).await;
                 }
-                None => return Err(still_refused(operation, &e)),
+                None => return Err(still_refused(settings, operation, &e)),
             },
             Err(e) => return Err(classify(operation, &e)),
         }
     }
 }
 
-/// The failure once the propagation window is over: terminal, since waiting longer has
-/// not helped.
-fn still_refused<E>(operation: &str, e: &SdkError<E, HttpResponse>) -> Failure
+/// The failure once the propagation waits are spent: terminal where they were waited
+/// out, since waiting longer has not helped; retryable where the daemon waits by
+/// queueing the unit again.
+fn still_refused<E>(settings: &ExecSettings, operation: &str, e: &SdkError<E, HttpResponse>) -> Failure
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
 {
     let mut f = classify(operation, e);
-    f.class = ErrorClass::Terminal;
-    f.message.push_str(" (still refused after waiting for IAM propagation)");
+    f.class = settings.unpropagated;
+    f.message.push_str(match settings.unpropagated {
+        ErrorClass::Terminal => " (still refused after waiting for IAM propagation)",
+        _ => " (IAM has not propagated the role yet; tried again in a later pass)",
+    });
     f
 }
 

@@ -34,6 +34,9 @@ fn a_changed_account_role_requeues_the_keys_that_touch_it() {
 // The loop on a paused clock, with a reconciler whose passes take time and whose
 // connection may fail: it must wake only for work it can start.
 
+/// A pass's groups, when it started and when it ended.
+type Span = (Vec<String>, Instant, Instant);
+
 /// Passes that take `pass_time`; connections that fail the first `connect_failures`
 /// times; every pass fails its bindings when `fail` is set.
 struct Slow {
@@ -46,6 +49,12 @@ struct Slow {
     fail_class: ErrorClass,
     /// The groups of each pass, in the order the passes started.
     groups: Arc<std::sync::Mutex<Vec<Vec<String>>>>,
+    /// A pass that covers this group takes this long instead.
+    slow_group: Option<(&'static str, Duration)>,
+    /// Each pass's groups, start and end.
+    spans: Arc<std::sync::Mutex<Vec<Span>>>,
+    /// Passes in flight now, and the most at once.
+    in_flight: Arc<(AtomicU32, AtomicU32)>,
 }
 
 impl Slow {
@@ -58,6 +67,9 @@ impl Slow {
             fail: false,
             fail_class: ErrorClass::Retryable,
             groups: Arc::default(),
+            slow_group: None,
+            spans: Arc::default(),
+            in_flight: Arc::default(),
         }
     }
 }
@@ -85,10 +97,20 @@ impl Reconciler for Slow {
         _depth: Depth,
     ) -> impl Future<Output = Outcome> + Send + 'static {
         self.passes.fetch_add(1, Ordering::SeqCst);
-        self.groups.lock().unwrap().push(desired.bindings.iter().map(|b| b.asg.name.clone()).collect());
-        let (pass_time, fail, class) = (self.pass_time, self.fail, self.fail_class);
+        let groups: Vec<String> = desired.bindings.iter().map(|b| b.asg.name.clone()).collect();
+        self.groups.lock().unwrap().push(groups.clone());
+        let pass_time = match self.slow_group {
+            Some((g, t)) if groups.iter().any(|x| x == g) => t,
+            _ => self.pass_time,
+        };
+        let (fail, class, spans, in_flight) = (self.fail, self.fail_class, self.spans.clone(), self.in_flight.clone());
         async move {
+            let start = Instant::now();
+            let now = in_flight.0.fetch_add(1, Ordering::SeqCst) + 1;
+            in_flight.1.fetch_max(now, Ordering::SeqCst);
             tokio::time::sleep(pass_time).await;
+            in_flight.0.fetch_sub(1, Ordering::SeqCst);
+            spans.lock().unwrap().push((groups, start, Instant::now()));
             let mut out = Outcome::default();
             for b in desired.bindings {
                 if fail {
@@ -176,7 +198,7 @@ async fn a_key_due_while_a_pass_runs_does_not_wake_the_loop() {
     // About one turn a second for the file check, a few for the edit, the end of the
     // first pass and the start of the second.
     assert!(report.turns <= 120, "{} turns in {elapsed:?}", report.turns);
-    assert_eq!(passes.load(Ordering::SeqCst), 2, "the edit's key ran once the first pass ended");
+    assert_eq!(passes.load(Ordering::SeqCst), 2, "the edit's key ran in a pass of its own");
 }
 
 #[tokio::test(start_paused = true)]
@@ -313,4 +335,77 @@ async fn the_resync_timestamp_moves_only_for_a_full_pass_without_transient_failu
         run_with(f.settings(Duration::from_secs(3600)), slow, metrics.clone(), stop).await.unwrap();
         assert_eq!(metrics.last_resync.get() > 0, moves, "fail={fail} class={class:?}");
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_unit_holds_up_no_other() {
+    // g0's pass takes a minute (a role IAM has not propagated, a throttled account); g1,
+    // added five seconds in on another key, converges in its own pass meanwhile.
+    let f = Fixture::new("slow-unit");
+    let mut slow = Slow::new(Duration::from_millis(300), 0);
+    slow.slow_group = Some(("g0", Duration::from_secs(60)));
+    let spans = slow.spans.clone();
+    let started = Instant::now();
+    let (stop, _) = stop_after(Duration::from_secs(70), 100_000);
+    let edit = {
+        let path = f.config.clone();
+        async move {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            std::fs::write(&path, Fixture::text(2)).unwrap();
+        }
+    };
+    let (report, ()) = tokio::join!(run_with(f.settings(Duration::from_secs(3600)), slow, Arc::default(), stop), edit);
+    report.unwrap();
+    let spans = spans.lock().unwrap().clone();
+    let g1 = spans.iter().find(|(g, _, _)| g == &["g1"]).expect("a pass for g1 alone");
+    assert!(g1.2 - started < Duration::from_secs(7), "g1 converged {:?} in, behind g0's pass", g1.2 - started);
+    let g0 = spans.iter().find(|(g, _, _)| g == &["g0"]).expect("g0's pass");
+    assert!(g0.2 - started >= Duration::from_secs(60));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_unit_is_never_in_two_passes_at_once() {
+    // g0's binding changes twice while its 30 s pass runs: the next pass over it starts
+    // only once the first has ended, and the two edits make one pass, not two.
+    let f = Fixture::new("one-at-a-time");
+    let slow = Slow::new(Duration::from_secs(30), 0);
+    let spans = slow.spans.clone();
+    let (stop, _) = stop_after(Duration::from_secs(100), 100_000);
+    let edit = {
+        let path = f.config.clone();
+        async move {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            std::fs::write(&path, Fixture::text(1).replace("}\n", ", serviceLinkedRoleSuffix: A}\n")).unwrap();
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            std::fs::write(&path, Fixture::text(1).replace("}\n", ", serviceLinkedRoleSuffix: B}\n")).unwrap();
+        }
+    };
+    let (report, ()) = tokio::join!(run_with(f.settings(Duration::from_secs(3600)), slow, Arc::default(), stop), edit);
+    report.unwrap();
+    let spans = spans.lock().unwrap().clone();
+    assert_eq!(spans.len(), 2, "the start, then one pass for both edits: {spans:?}");
+    assert!(spans[1].1 >= spans[0].2, "the second pass began before the first ended: {spans:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_more_than_the_bound_of_passes_run_at_once() {
+    // Ten keys added one second apart, each pass taking a minute: passes overlap, up to
+    // the bound and no further.
+    let f = Fixture::new("bound");
+    let slow = Slow::new(Duration::from_secs(60), 0);
+    let (in_flight, passes) = (slow.in_flight.clone(), slow.passes.clone());
+    let (stop, _) = stop_after(Duration::from_secs(200), 100_000);
+    let edits = {
+        let path = f.config.clone();
+        async move {
+            for n in 2..=10 {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                std::fs::write(&path, Fixture::text(n)).unwrap();
+            }
+        }
+    };
+    let (report, ()) = tokio::join!(run_with(f.settings(Duration::from_secs(3600)), slow, Arc::default(), stop), edits);
+    report.unwrap();
+    assert_eq!(in_flight.1.load(Ordering::SeqCst) as usize, PASS_CONCURRENCY);
+    assert!(passes.load(Ordering::SeqCst) >= 5, "every key had its pass");
 }
