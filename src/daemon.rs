@@ -191,6 +191,8 @@ struct Resync {
     every: Duration,
     next_at: Instant,
     owed: BTreeSet<KeyArn>,
+    /// Whether a resync is under way: started, and not every key has had its full pass.
+    active: bool,
     /// Full passes of the current resync still in flight.
     in_flight: usize,
     /// Whether a full pass of the current resync had a transient failure.
@@ -303,6 +305,7 @@ pub async fn run_with<R: Reconciler>(
             every: settings.resync,
             next_at: now,
             owed: BTreeSet::new(),
+            active: false,
             in_flight: 0,
             troubled: false,
             first_done: false,
@@ -394,6 +397,7 @@ impl<R: Reconciler> Daemon<R> {
                     self.resync.next_at = now + self.resync.every;
                     self.resync.owed = self.keys();
                     self.resync.troubled = false;
+                    self.resync.active = true;
                     for k in &self.resync.owed {
                         self.scheduler.schedule(k.clone(), now);
                     }
@@ -420,9 +424,10 @@ impl<R: Reconciler> Daemon<R> {
     /// Ends the current resync once every key had its full pass: the first makes the
     /// daemon ready, and one with no transient failure moves the resync timestamp.
     fn resync_done_if_paid(&mut self) {
-        if !self.resync.owed.is_empty() || self.resync.in_flight > 0 {
+        if !self.resync.active || !self.resync.owed.is_empty() || self.resync.in_flight > 0 {
             return;
         }
+        self.resync.active = false;
         let metrics = &self.telemetry.metrics;
         // A resync succeeded when it reached everything it needed: a binding that fails
         // for a reason only its config or its key's owner can fix (a Deny, a missing
@@ -664,6 +669,9 @@ impl<R: Reconciler> Daemon<R> {
         self.config.changed_in.retain(|k, _| !self.config.units.unit_of(k).is_empty());
         let keys: BTreeSet<KeyArn> = new.bindings.iter().map(|b| b.key.clone()).collect();
         self.scheduler.retain(|k| keys.contains(k));
+        self.passes.runner.retain(|k| keys.contains(k));
+        // A key that left the config is owed no full pass.
+        self.resync.owed.retain(|k| keys.contains(k));
         let old: BTreeSet<&config::Binding> = self.config.desired.bindings.iter().collect();
         let states = &self.config.states;
         let states = new
@@ -686,6 +694,7 @@ impl<R: Reconciler> Daemon<R> {
         warn_default_roles(&new, Some(&self.config.desired));
         self.config.desired = Arc::new(new);
         self.update_gauge();
+        self.resync_done_if_paid();
     }
 }
 

@@ -47,6 +47,8 @@ struct Slow {
     fail: bool,
     /// The class of those failures.
     fail_class: ErrorClass,
+    /// Fail only full passes.
+    fail_full_only: bool,
     /// The groups of each pass, in the order the passes started.
     groups: Arc<std::sync::Mutex<Vec<Vec<String>>>>,
     /// A pass that covers this group takes this long instead.
@@ -66,6 +68,7 @@ impl Slow {
             passes: Arc::default(),
             fail: false,
             fail_class: ErrorClass::Retryable,
+            fail_full_only: false,
             groups: Arc::default(),
             slow_group: None,
             spans: Arc::default(),
@@ -94,7 +97,7 @@ impl Reconciler for Slow {
         &self,
         _client: Arc<()>,
         desired: Desired,
-        _depth: Depth,
+        depth: Depth,
     ) -> impl Future<Output = Outcome> + Send + 'static {
         self.passes.fetch_add(1, Ordering::SeqCst);
         let groups: Vec<String> = desired.bindings.iter().map(|b| b.asg.name.clone()).collect();
@@ -103,7 +106,8 @@ impl Reconciler for Slow {
             Some((g, t)) if groups.iter().any(|x| x == g) => t,
             _ => self.pass_time,
         };
-        let (fail, class, spans, in_flight) = (self.fail, self.fail_class, self.spans.clone(), self.in_flight.clone());
+        let fail = self.fail && (!self.fail_full_only || depth == Depth::Full);
+        let (class, spans, in_flight) = (self.fail_class, self.spans.clone(), self.in_flight.clone());
         async move {
             let start = Instant::now();
             let now = in_flight.0.fetch_add(1, Ordering::SeqCst) + 1;
@@ -408,4 +412,19 @@ async fn no_more_than_the_bound_of_passes_run_at_once() {
     report.unwrap();
     assert_eq!(in_flight.1.load(Ordering::SeqCst) as usize, PASS_CONCURRENCY);
     assert!(passes.load(Ordering::SeqCst) >= 5, "every key had its pass");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_quick_pass_after_a_troubled_resync_does_not_count_as_a_resync() {
+    // The start's full pass fails for a transient reason; the retry (a quick pass)
+    // succeeds. The resync timestamp stays unset until a full pass succeeds.
+    let f = Fixture::new("quick-after-resync");
+    let mut slow = Slow::new(Duration::from_millis(100), 0);
+    (slow.fail, slow.fail_full_only) = (true, true);
+    let passes = slow.passes.clone();
+    let metrics = Arc::new(Metrics::new());
+    let (stop, _) = stop_after(Duration::from_secs(10), 100_000);
+    run_with(f.settings(Duration::from_secs(3600)), slow, metrics.clone(), stop).await.unwrap();
+    assert!(passes.load(Ordering::SeqCst) >= 2, "the failed key was retried");
+    assert_eq!(metrics.last_resync.get(), 0);
 }
