@@ -99,13 +99,10 @@ impl<K: Clone + Eq + Hash + Ord> Scheduler<K> {
         self.failures.remove(item);
     }
 
-    /// Records a failure and requeues the item after its backoff; returns the delay.
+    /// Records a failure and requeues the item after its backoff; returns the delay. A
+    /// unit of one.
     pub fn failed(&mut self, item: K, now: Instant) -> Duration {
-        let n = self.failures.entry(item.clone()).or_insert(0);
-        *n += 1;
-        let delay = self.backoff.delay(*n, self.jitter.sample());
-        self.schedule(item, now + delay);
-        delay
+        self.failed_together(&[item], now)
     }
 
     /// Records a failure of items that are worked on together (a unit's keys): they
