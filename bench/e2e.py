@@ -18,7 +18,8 @@ measures, each on a freshly seeded emulator:
   identical fresh fleet (its time against the operator's cold apply);
 - the daemon: time from appending a binding to a config of N bindings to that ASG being
   converged (p50 over several edits), the same while another key waits 40 s for IAM to
-  propagate its new role, and peak RSS of `run`.
+  propagate its new role, and peak RSS of `run`; then the calls of a full resync of the
+  converged fleet, against the same lower bound.
 
 Times vary on shared machines; compare the ratios. Run it through scripts/bench.sh.
 """
@@ -299,7 +300,13 @@ def daemon(emu, n, k, edits, tmp):
         with urllib.request.urlopen(f"http://{addr}/readyz") as r:
             assert r.status == 200
         peak, now = rss_kib(proc.pid)
+        proc.terminate()
+        proc.wait(timeout=20)
+        reads, writes = full_resync(emu, fleet, cfg)
         return {
+            "resync_reads": len(reads),
+            "resync_writes": len(writes),
+            "resync_bound": fleet.lower_bound(),
             "startup": startup,
             "p50": statistics.median(latencies),
             "latencies": latencies,
@@ -308,6 +315,31 @@ def daemon(emu, n, k, edits, tmp):
             "peak_kib": peak,
             "rss_kib": now,
         }
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+def full_resync(emu, fleet, cfg):
+    """The calls of a full pass over the converged fleet of `fleet.n` bindings: the first
+    pass of a fresh `run`, from start to ready (so with the connect's GetCallerIdentity and
+    AssumeRole, which a periodic resync of a running daemon makes no more)."""
+    fleet.config(cfg)
+    emu.reset()
+    proc = subprocess.Popen(
+        [BIN, "--log-format", "json", "run", "--config", cfg, "--listen", "127.0.0.1:0", "--resync-interval", "10m"],
+        env=dict(emu.env(), RUST_LOG="info"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        for line in proc.stderr:
+            if json.loads(line).get("message") == "first full pass finished; ready":
+                break
+        else:
+            raise RuntimeError("daemon exited before it was ready")
+        return split(emu.calls())
     finally:
         proc.terminate()
         proc.wait(timeout=20)
@@ -389,6 +421,12 @@ def main():
                 f"{d['waiting_p50'] * 1000:.0f} ms",
                 f"target 1000 ms ({waited})",
                 f"{d['waiting_p50']:.2f}",
+            ))
+            rows.append((
+                f"daemon N={n}: full resync of the converged fleet (a restart's first pass), calls",
+                f"{d['resync_reads']} reads + {d['resync_writes']} writes",
+                f"lower bound {d['resync_bound']}",
+                f"{(d['resync_reads'] + d['resync_writes']) / d['resync_bound']:.2f}",
             ))
             target = 20 if n <= 1000 else 64
             rows.append((f"daemon N={n}: peak RSS of run", f"{d['peak_kib'] / 1024:.1f} MiB", f"target {target} MiB", f"{d['peak_kib'] / 1024 / target:.2f}"))

@@ -6,8 +6,9 @@
 //! ([`Units`]): a pass over a key covers every group that uses it and every other key
 //! those groups use, so a key policy is never read-modified-written by two passes at
 //! once, and a group is never switched by a pass that did not read all of its keys.
-//! Every unit that is due when a pass starts is taken into it, so reads are shared (one
-//! describe per 100 ASGs, one GetRole per role).
+//! Every unit that is due when a pass starts, or falls due within [`Settings::coalesce`]
+//! of it, is taken into it, so reads are shared (one describe per 100 ASGs, one GetRole
+//! per role).
 //!
 //! Passes run concurrently, up to [`PASS_CONCURRENCY`], each over units no other pass
 //! holds ([`Runner`]): a unit asked for while its pass runs waits for that pass to end, and
@@ -34,7 +35,7 @@ use tracing::Instrument;
 
 use crate::aws::{Aws, CallStats, ExecSettings};
 use crate::config::{self, Desired};
-use crate::metrics::{self, ActionLabel, ClassLabel, Health, Metrics, StatusBoard};
+use crate::metrics::{self, ActionLabel, ClassLabel, Health, Metrics, StatusBoard, Tally};
 use crate::model::{AsgRef, BindingId, ErrorClass, Failure, KeyArn};
 use crate::plan::Depth;
 use crate::reconcile::{self, Outcome};
@@ -54,15 +55,18 @@ pub struct Settings {
     pub exec: ExecSettings,
     /// Rounds of writes per pass before a key counts as failed.
     pub max_passes: u32,
+    /// A pass also takes the keys that fall due this soon after it starts.
+    pub coalesce: Duration,
 }
 
 impl Settings {
     pub fn new(config: PathBuf, listen: SocketAddr, resync: Duration) -> Self {
-        // A pass waits only briefly before reading again after a transient failure, and
-        // never for IAM propagation: a role not visible yet fails its unit for now, and the
-        // unit's backoff (2 s, 4 s, 8 s, ...) queues it again, so the pass slot is free.
+        // A pass never sleeps. After a round with transient failures it reads once more,
+        // to report where things stand, and ends; a role IAM has not propagated yet fails
+        // its unit for now. The unit's backoff (1 s, 2 s, 4 s, ... with jitter) makes it
+        // due again, and the pass slot is free meanwhile.
         let exec = ExecSettings {
-            round_backoff: Backoff { base: Duration::from_millis(250), max: Duration::from_secs(2) },
+            round_backoff: None,
             propagation_delays: Vec::new(),
             unpropagated: ErrorClass::Retryable,
             ..ExecSettings::default()
@@ -73,9 +77,10 @@ impl Settings {
             resync,
             debounce: Duration::from_millis(200),
             shutdown_grace: Duration::from_secs(10),
-            backoff: Backoff::default(),
+            backoff: Backoff { base: Duration::from_secs(1), ..Backoff::default() },
             exec,
             max_passes: 3,
+            coalesce: Duration::from_millis(250),
         }
     }
 }
@@ -200,21 +205,15 @@ struct Resync {
     first_done: bool,
 }
 
-/// Where a binding stands, for the `bindings` gauge.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum State {
-    Pending,
-    Converged,
-    Failed,
-}
-
 /// The desired state and what the daemon knows of each binding.
 struct Config {
     desired: Arc<Desired>,
     units: Units,
     /// The file's text as last read, to tell a real edit from a touch.
     last_text: String,
-    states: BTreeMap<BindingId, State>,
+    /// Every binding of `desired`. Where each stands is its status on the board, the one
+    /// answer `/status` and the `bindings` gauge both give.
+    bound: BTreeSet<BindingId>,
     /// Counts the configs applied; a pass records the one it started from.
     generation: u64,
     /// The generation in which each key's bindings last changed.
@@ -291,7 +290,7 @@ pub async fn run_with<R: Reconciler>(
     let mut d = Daemon {
         scheduler: Scheduler::new(settings.backoff, Jitter::from_clock()),
         config: Config {
-            states: desired.bindings.iter().map(|b| (b.id(), State::Pending)).collect(),
+            bound: desired.bindings.iter().map(|b| b.id()).collect(),
             units: Units::of(&desired),
             desired: Arc::new(desired),
             last_text,
@@ -403,7 +402,9 @@ impl<R: Reconciler> Daemon<R> {
                     }
                     self.resync_done_if_paid();
                 }
-                let due = self.scheduler.take_due(now);
+                // Keys falling due within the coalescing window come along: one pass, one
+                // batch of reads, for retries whose jittered backoffs end close together.
+                let due = self.scheduler.take_due_within(now, self.settings.coalesce);
                 // Whole units: a group's other keys come along, even one waiting out its
                 // backoff, so the group's switch is planned with all of them in view. A
                 // unit already in flight waits for its pass to end.
@@ -457,7 +458,11 @@ impl<R: Reconciler> Daemon<R> {
         };
         let span = tracing::info_span!("reconcile", trigger, keys = keys.len(), pass_bindings = subset.bindings.len());
         tracing::debug!(parent: &span, "pass started");
-        let depth = if full { Depth::Full } else { Depth::Quick };
+        // A binding no pass has reported on yet (onboarded by an edit) has its group's
+        // launches read now, not at the next resync, so its status is whole at once. The
+        // activity sweep is one call per account and region, so this costs little.
+        let unreported = self.telemetry.board.tally(subset.bindings.iter().map(|b| b.id()));
+        let depth = if full || unreported.pending > 0 { Depth::Full } else { Depth::Quick };
         if full {
             for k in &keys {
                 self.resync.owed.remove(k);
@@ -540,7 +545,7 @@ impl<R: Reconciler> Daemon<R> {
         let pass_failed = !outcome.failed.is_empty();
         let failures = outcome.failed.len() as u64;
         // What the pass found for bindings that have left or changed since is not theirs.
-        let keep = |b: &BindingId| self.config.current(&b.key, pass.generation) && self.config.states.contains_key(b);
+        let keep = |b: &BindingId| self.config.current(&b.key, pass.generation) && self.config.bound.contains(b);
         outcome.converged.retain(&keep);
         outcome.failed.retain(|b, _| keep(b));
         outcome.status.retain(|s| keep(&s.binding));
@@ -559,31 +564,21 @@ impl<R: Reconciler> Daemon<R> {
                 tracing::warn!(binding = %b, key = %b.key, error = %f, class = f.class.as_str(), retry_in = ?delay, "binding failed");
             }
         }
-        for (b, s) in outcome
-            .converged
-            .iter()
-            .map(|b| (b, State::Converged))
-            .chain(outcome.failed.keys().map(|b| (b, State::Failed)))
-        {
-            if let Some(state) = self.config.states.get_mut(b) {
-                *state = s;
-            }
-        }
-        self.update_gauge();
         self.report_launches(&outcome);
         self.telemetry.board.update(outcome.status);
+        let tally = self.update_gauge();
         let metrics = &self.telemetry.metrics;
         Metrics::count(&metrics.passes, if pass_failed { "error" } else { "success" });
         if pass.full {
             self.resync.troubled |= transient;
         }
         let (applied, failed) = (outcome.applied.total(), failures);
-        let converged_total = self.config.states.values().filter(|s| **s == State::Converged).count();
+        let ready_total = tally.ready;
         let (keys, pass_converged, full) = (pass.keys.len(), outcome.converged.len(), pass.full);
         if applied > 0 || failed > 0 {
-            tracing::info!(keys, applied, failed, pass_converged, converged_total, full, "pass finished");
+            tracing::info!(keys, applied, failed, pass_converged, ready_total, full, "pass finished");
         } else {
-            tracing::debug!(keys, pass_converged, converged_total, full, "pass finished; converged");
+            tracing::debug!(keys, pass_converged, ready_total, full, "pass finished; converged");
         }
     }
 
@@ -617,9 +612,13 @@ impl<R: Reconciler> Daemon<R> {
         }
     }
 
-    fn update_gauge(&self) {
-        let count = |s| self.config.states.values().filter(|v| **v == s).count();
-        self.telemetry.metrics.set_bindings(count(State::Converged), count(State::Pending), count(State::Failed));
+    /// The `bindings` gauge, from the board: a binding is converged when its group can
+    /// launch with its key (every condition True), failed when a pass found it cannot, and
+    /// pending until a pass has reported on it as it is now configured.
+    fn update_gauge(&self) -> Tally {
+        let t = self.telemetry.board.tally(&self.config.bound);
+        self.telemetry.metrics.set_bindings(t.ready, t.pending, t.not_ready);
+        t
     }
 
     /// Fallback for missed events: compare the file's content once a second.
@@ -672,20 +671,13 @@ impl<R: Reconciler> Daemon<R> {
         self.passes.runner.retain(|k| keys.contains(k));
         // A key that left the config is owed no full pass.
         self.resync.owed.retain(|k| keys.contains(k));
-        let old: BTreeSet<&config::Binding> = self.config.desired.bindings.iter().collect();
-        let states = &self.config.states;
-        let states = new
-            .bindings
-            .iter()
-            .map(|b| {
-                let keep = old.contains(b) && !changed.contains(&b.key);
-                let s = if keep { states.get(&b.id()).copied().unwrap_or(State::Pending) } else { State::Pending };
-                (b.id(), s)
-            })
-            .collect();
-        self.config.states = states;
         let bound: BTreeSet<BindingId> = new.bindings.iter().map(|b| b.id()).collect();
-        self.telemetry.board.retain(|b| bound.contains(b));
+        // A new or changed binding's status (a role suffix edited) was about what it was:
+        // it is pending until a pass reports on it as it is now.
+        let before: BTreeSet<&config::Binding> = self.config.desired.bindings.iter().collect();
+        let fresh: BTreeSet<BindingId> = new.bindings.iter().filter(|b| !before.contains(b)).map(|b| b.id()).collect();
+        self.telemetry.board.retain(|b| bound.contains(b) && !fresh.contains(b));
+        self.config.bound = bound;
         let groups: BTreeSet<&AsgRef> = new.bindings.iter().map(|b| &b.asg).collect();
         for gone in self.config.desired.bindings.iter().map(|b| &b.asg).filter(|a| !groups.contains(a)) {
             self.telemetry.metrics.forget_launches(gone);

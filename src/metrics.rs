@@ -86,7 +86,11 @@ impl Metrics {
         registry.register("reconcile_errors", "Bindings that failed in a pass, by error class", m.errors.clone());
         registry.register("aws_calls", "AWS API calls, by service, operation and outcome", m.aws_calls.clone());
         registry.register("changes_applied", "Changes applied, by action", m.changes.clone());
-        registry.register("bindings", "Bindings by state (converged, pending, failed)", m.bindings.clone());
+        registry.register(
+            "bindings",
+            "Bindings by state, as /status says: converged (ready), failed (not ready), pending (not reported on yet)",
+            m.bindings.clone(),
+        );
         registry.register("config_reloads", "Config file reloads, by result", m.reloads.clone());
         registry.register(
             "last_successful_resync_timestamp_seconds",
@@ -151,6 +155,14 @@ fn launch_label(asg: &AsgRef, class: LaunchFailureClass) -> LaunchLabel {
     }
 }
 
+/// Bindings counted by where they stand on the [`StatusBoard`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tally {
+    pub ready: usize,
+    pub not_ready: usize,
+    pub pending: usize,
+}
+
 /// Every binding's latest status, served on `/status`. The document is written when it
 /// is asked for, not after every pass.
 #[derive(Debug, Default)]
@@ -177,6 +189,20 @@ impl StatusBoard {
     /// Forgets the bindings the config no longer has.
     pub fn retain(&self, bound: impl Fn(&BindingId) -> bool) {
         self.statuses.write().expect("status lock").retain(|b, _| bound(b));
+    }
+
+    /// Where the `bound` bindings stand: ready, not ready, or not reported on yet.
+    pub fn tally<B: std::borrow::Borrow<BindingId>>(&self, bound: impl IntoIterator<Item = B>) -> Tally {
+        let all = self.statuses.read().expect("status lock");
+        let mut t = Tally::default();
+        for b in bound {
+            match all.get(b.borrow()).map(BindingStatus::ready) {
+                Some(true) => t.ready += 1,
+                Some(false) => t.not_ready += 1,
+                None => t.pending += 1,
+            }
+        }
+        t
     }
 
     /// The document, or an empty one before the first pass.

@@ -172,9 +172,11 @@ pub struct Outcome {
 
 /// Reconciles until every binding has converged or failed terminally, or `max_passes`
 /// rounds of work have run; a last round observes the result. Each round observes, plans
-/// and executes. What failed for a transient reason, a read or a write, is tried again in
-/// the next round, after a backoff when the round before had such failures. A terminal
-/// failure is not retried within the same apply.
+/// and executes. What failed for a transient reason, a read or a write, is tried again:
+/// with `settings.round_backoff`, in the next round after that backoff; without it, not
+/// in this apply: the next round only reads, to report where things stand, and the
+/// caller queues the work again (the daemon never sleeps in a pass). A terminal failure
+/// is not retried within the same apply.
 ///
 /// A full pass (`depth`) also reads the groups' recent launches, in its first round.
 pub async fn apply(
@@ -194,11 +196,17 @@ pub async fn apply(
     let mut troubled_rounds = 0;
     loop {
         out.passes += 1;
-        if troubled_rounds > 0 {
-            let wait = settings.round_backoff.delay(troubled_rounds, jitter.sample());
-            tracing::debug!(wait = ?wait, "transient failures in the last round; waiting before the next");
-            tokio::time::sleep(wait).await;
-        }
+        // After a troubled round: wait and go on, or read once more and stop.
+        let last_look = match (troubled_rounds, settings.round_backoff) {
+            (0, _) => false,
+            (n, Some(backoff)) => {
+                let wait = backoff.delay(n, jitter.sample());
+                tracing::debug!(wait = ?wait, "transient failures in the last round; waiting before the next");
+                tokio::time::sleep(wait).await;
+                false
+            }
+            (_, None) => true,
+        };
         let span = tracing::info_span!("round", round = out.passes);
         let depth = if out.passes == 1 { depth } else { Depth::Quick };
         let (observed, plan) = observe_and_plan(aws, desired, &terminal, depth).instrument(span.clone()).await;
@@ -210,17 +218,20 @@ pub async fn apply(
                 tracing::warn!(binding = %n.binding, note = %n.message, "drift");
             }
         }
-        if (plan.changes.is_empty() && !retry) || out.passes > max_passes {
+        let done = plan.changes.is_empty() && !retry;
+        if done || last_look || out.passes > max_passes {
             seen.absorb(observed);
             let mut failed = terminal;
             failed.extend(plan.blocked.iter().map(|b| (b.binding.clone(), b.failure.clone())));
             for c in &plan.changes {
                 for b in &c.bindings {
                     let why = last_failed.get(b).map_or("not converged", |f| f.message.as_str());
-                    failed.entry(b.clone()).or_insert_with(|| Failure {
-                        class: ErrorClass::Retryable,
-                        message: format!("{why} after {max_passes} passes; still pending: {}", c.change.action()),
-                    });
+                    let message = if out.passes > max_passes {
+                        format!("{why} after {max_passes} passes; still pending: {}", c.change.action())
+                    } else {
+                        format!("{why}; still pending: {}, to be tried again", c.change.action())
+                    };
+                    failed.entry(b.clone()).or_insert_with(|| Failure { class: ErrorClass::Retryable, message });
                 }
             }
             out.converged = desired.bindings.iter().map(|b| b.id()).filter(|a| !failed.contains_key(a)).collect();

@@ -89,6 +89,16 @@ impl<K: Clone + Eq + Hash + Ord> Scheduler<K> {
         ready
     }
 
+    /// Once the earliest item is due at `now`, removes and returns every item due by then
+    /// or within `window` of that earliest one, in order: items whose due times fall
+    /// close together are taken as one batch, whatever woke the caller.
+    pub fn take_due_within(&mut self, now: Instant, window: std::time::Duration) -> Vec<K> {
+        match self.next_due() {
+            Some(first) if first <= now => self.take_due((first + window).max(now)),
+            _ => Vec::new(),
+        }
+    }
+
     /// The earliest due time, if anything is queued.
     pub fn next_due(&self) -> Option<Instant> {
         self.due.values().min().copied()
@@ -223,5 +233,22 @@ mod tests {
         s.retain(|k| *k == "keep");
         assert_eq!(s.take_due(Instant::now() + Duration::from_secs(100)), ["keep"]);
         assert_eq!(s.failures(&"drop"), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn items_due_close_together_are_taken_together() {
+        let mut s = Scheduler::new(Backoff::default(), Jitter::new(1));
+        let t0 = Instant::now();
+        let w = Duration::from_millis(250);
+        s.schedule("a", t0 + Duration::from_millis(100));
+        s.schedule("b", t0 + Duration::from_millis(300));
+        s.schedule("c", t0 + Duration::from_millis(400));
+        assert!(s.take_due_within(t0, w).is_empty(), "nothing due yet, however close");
+        // Woken at 150 ms (by anything): a is due, b within the window of a, c not.
+        assert_eq!(s.take_due_within(t0 + Duration::from_millis(150), w), ["a", "b"]);
+        // Long overdue: everything due by now comes along.
+        s.schedule("d", t0 + Duration::from_secs(3));
+        assert_eq!(s.take_due_within(t0 + Duration::from_secs(2), w), ["c"]);
+        assert_eq!(s.take_due_within(t0 + Duration::from_secs(9), w), ["d"]);
     }
 }

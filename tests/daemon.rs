@@ -264,3 +264,46 @@ async fn an_edit_converges_while_another_key_waits_for_iam_propagation() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_transient_write_failure_ends_the_pass_and_its_unit_comes_back_when_due() {
+    // Auto Scaling refuses the switch once with ScalingActivityInProgress (a 400 the SDK
+    // does not retry, and this operator counts as transient). The pass does not sleep and
+    // try again: it ends, reports the binding failed with when it will be retried, and a
+    // later pass, started by the unit's backoff, makes the switch.
+    let OneAsg { moto, own, key: _, dir: _dir, cfg } = one_asg_on_own_key(Some("CMK")).await;
+    moto.fault(
+        "autoscaling",
+        "UpdateAutoScalingGroup",
+        1,
+        400,
+        "ScalingActivityInProgress",
+        "Scaling activity is in progress and blocks this action.",
+    );
+    moto.reset_calls();
+    let d = Daemon::start(&moto, &cfg, "5m");
+    let slr = slr_arn(OWN, Some("CMK"));
+    eventually("web switched", SECS(20), || async { asg_role(&own, "web").await.as_deref() == Some(slr.as_str()) })
+        .await;
+
+    let logs = d.logs();
+    let at = |pred: &dyn Fn(&serde_json::Value) -> bool, from: usize| {
+        logs.iter().skip(from).position(pred).map(|i| i + from)
+    };
+    let failed = at(
+        &|v| {
+            v["message"] == "binding failed"
+                && v["error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("ScalingActivityInProgress") && e.contains("to be tried again"))
+                && v["retry_in"].is_string()
+        },
+        0,
+    )
+    .expect("the pass ended with the binding failed and a retry time");
+    let retry = at(&|v| v["message"] == "pass started" && v["span"]["trigger"] == "retry", failed)
+        .expect("a retry pass after the failed one");
+    at(&|v| v["message"] == "applied change" && v["action"] == "UpdateAutoScalingGroup", retry)
+        .expect("the switch made by the retry pass");
+    assert_eq!(count(&moto.calls(), "UpdateAutoScalingGroup"), 2, "refused once, then made");
+}

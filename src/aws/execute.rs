@@ -35,8 +35,11 @@ pub struct ExecSettings {
     /// Waits between attempts of a PutKeyPolicy refused for a transient reason
     /// (throttling, a 5xx, a lost answer).
     pub transient_delays: Vec<Duration>,
-    /// The wait before a round of `apply` that follows a round with transient failures.
-    pub round_backoff: Backoff,
+    /// What `apply` does after a round with transient failures: `Some`, wait this backoff
+    /// and go on (a one-shot command); `None`, read once more at once, to report where
+    /// things stand, and end the pass, so the caller queues the work again when it is due
+    /// (the daemon, whose passes never sleep).
+    pub round_backoff: Option<Backoff>,
 }
 
 impl Default for ExecSettings {
@@ -47,7 +50,7 @@ impl Default for ExecSettings {
             propagation_delays: secs.into_iter().map(Duration::from_secs).collect(),
             unpropagated: ErrorClass::Terminal,
             transient_delays: [200, 800].into_iter().map(Duration::from_millis).collect(),
-            round_backoff: Backoff { base: Duration::from_secs(1), max: Duration::from_secs(10) },
+            round_backoff: Some(Backoff { base: Duration::from_secs(1), max: Duration::from_secs(10) }),
         }
     }
 }

@@ -3,6 +3,7 @@ use std::task::Poll;
 
 use super::*;
 use crate::model::ErrorClass;
+use crate::status::{BindingStatus, Condition, State};
 
 const K1: &str = "arn:aws:kms:us-west-2:111122223333:key/11111111-1111-1111-1111-111111111111";
 const K2: &str = "arn:aws:kms:us-west-2:444455556666:key/22222222-2222-2222-2222-222222222222";
@@ -57,6 +58,9 @@ struct Slow {
     spans: Arc<std::sync::Mutex<Vec<Span>>>,
     /// Passes in flight now, and the most at once.
     in_flight: Arc<(AtomicU32, AtomicU32)>,
+    /// A group whose binding the pass reports converged (nothing to change) but not ready
+    /// (its launches fail for its key, say).
+    not_ready: Option<&'static str>,
 }
 
 impl Slow {
@@ -73,6 +77,7 @@ impl Slow {
             slow_group: None,
             spans: Arc::default(),
             in_flight: Arc::default(),
+            not_ready: None,
         }
     }
 }
@@ -107,7 +112,8 @@ impl Reconciler for Slow {
             _ => self.pass_time,
         };
         let fail = self.fail && (!self.fail_full_only || depth == Depth::Full);
-        let (class, spans, in_flight) = (self.fail_class, self.spans.clone(), self.in_flight.clone());
+        let (class, spans, in_flight, not_ready) =
+            (self.fail_class, self.spans.clone(), self.in_flight.clone(), self.not_ready);
         async move {
             let start = Instant::now();
             let now = in_flight.0.fetch_add(1, Ordering::SeqCst) + 1;
@@ -122,10 +128,19 @@ impl Reconciler for Slow {
                 } else {
                     out.converged.push(b.id());
                 }
+                let ready = !fail && not_ready != Some(b.asg.name.as_str());
+                out.status.push(status_of(b.id(), ready));
             }
             out
         }
     }
+}
+
+/// A status with one condition, True when `ready`.
+fn status_of(binding: BindingId, ready: bool) -> BindingStatus {
+    let status = if ready { State::True } else { State::False };
+    let condition = Condition { kind: "KeyUsable", status, reason: "Test".into(), message: "".into(), since: 0 };
+    BindingStatus { binding, conditions: vec![condition] }
 }
 
 struct Fixture {
@@ -427,4 +442,62 @@ async fn a_quick_pass_after_a_troubled_resync_does_not_count_as_a_resync() {
     run_with(f.settings(Duration::from_secs(3600)), slow, metrics.clone(), stop).await.unwrap();
     assert!(passes.load(Ordering::SeqCst) >= 2, "the failed key was retried");
     assert_eq!(metrics.last_resync.get(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_bindings_gauge_gives_the_same_answer_as_status() {
+    // g1's pass finds nothing to change, but its status is not ready: the gauge counts it
+    // as /status does, failed, not converged.
+    let f = Fixture::new("one-answer");
+    std::fs::write(&f.config, Fixture::text(2)).unwrap();
+    let mut slow = Slow::new(Duration::from_secs(1), 0);
+    slow.not_ready = Some("g1");
+    let metrics = Arc::new(Metrics::new());
+    let (stop, _) = stop_after(Duration::from_secs(5), 100_000);
+    let probe = {
+        let metrics = metrics.clone();
+        async move {
+            let before = (gauge(&metrics, "converged"), gauge(&metrics, "pending"), gauge(&metrics, "failed"));
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            let after = (gauge(&metrics, "converged"), gauge(&metrics, "pending"), gauge(&metrics, "failed"));
+            (before, after)
+        }
+    };
+    let (report, (before, after)) =
+        tokio::join!(run_with(f.settings(Duration::from_secs(3600)), slow, metrics.clone(), stop), probe);
+    report.unwrap();
+    assert_eq!(before, (0, 2, 0), "nothing reported yet: both pending");
+    assert_eq!(after, (1, 0, 1), "g0 ready; g1 not ready, as /status says");
+}
+
+#[tokio::test(start_paused = true)]
+async fn units_falling_due_close_together_share_one_pass() {
+    // Two units that fail together are queued again after jittered backoffs, at most
+    // 200 ms apart here (0.2 to 0.4 s): each retry pass takes both, within the window.
+    let f = Fixture::new("coalesce");
+    std::fs::write(&f.config, Fixture::text(2)).unwrap();
+    let mut slow = Slow::new(Duration::from_millis(10), 0);
+    slow.fail = true;
+    let groups = slow.groups.clone();
+    let mut settings = f.settings(Duration::from_secs(3600));
+    settings.backoff = Backoff { base: Duration::from_millis(400), max: Duration::from_millis(400) };
+    let (stop, _) = stop_after(Duration::from_secs(5), 100_000);
+    run_with(settings, slow, Arc::default(), stop).await.unwrap();
+    let groups = groups.lock().unwrap().clone();
+    assert!(groups.len() >= 5, "retried: {groups:?}");
+    assert!(groups.iter().all(|g| g.len() == 2), "every pass took both units: {groups:?}");
+
+    // Without the window, the same retries run apart.
+    let f = Fixture::new("apart");
+    std::fs::write(&f.config, Fixture::text(2)).unwrap();
+    let mut slow = Slow::new(Duration::from_millis(10), 0);
+    slow.fail = true;
+    let groups = slow.groups.clone();
+    let mut settings = f.settings(Duration::from_secs(3600));
+    settings.backoff = Backoff { base: Duration::from_millis(400), max: Duration::from_millis(400) };
+    settings.coalesce = Duration::ZERO;
+    let (stop, _) = stop_after(Duration::from_secs(5), 100_000);
+    run_with(settings, slow, Arc::default(), stop).await.unwrap();
+    let groups = groups.lock().unwrap().clone();
+    assert!(groups.iter().any(|g| g.len() == 1), "jitter splits them: {groups:?}");
 }
