@@ -177,14 +177,14 @@ pub const PASS_CONCURRENCY: usize = 4;
 /// The passes in flight. Each one's end wakes the loop; nothing else about them does.
 struct Passes {
     set: JoinSet<Outcome>,
-    /// Each pass by its task, and the runner's id for it.
-    running: HashMap<tokio::task::Id, (PassId, Pass)>,
-    runner: Runner,
+    /// The runner's id for each pass's task.
+    running: HashMap<tokio::task::Id, PassId>,
+    /// Each pass's keys (whole units: every key of each unit that was due), with its
+    /// [`Pass`].
+    runner: Runner<Pass>,
 }
 
 struct Pass {
-    /// Whole units: every key of each unit that was due.
-    keys: Vec<KeyArn>,
     full: bool,
     /// The config generation the pass was planned from.
     generation: u64,
@@ -469,9 +469,9 @@ impl<R: Reconciler> Daemon<R> {
             }
             self.resync.in_flight += 1;
         }
-        let id = self.passes.runner.start(keys.clone());
+        let id = self.passes.runner.start(keys, Pass { full, generation: self.config.generation });
         let task = self.passes.set.spawn(self.reconciler.reconcile(client, subset, depth).instrument(span));
-        self.passes.running.insert(task.id(), (id, Pass { keys, full, generation: self.config.generation }));
+        self.passes.running.insert(task.id(), id);
     }
 
     fn connected(&mut self, r: Result<Result<R::Client, String>, tokio::task::JoinError>) {
@@ -501,28 +501,28 @@ impl<R: Reconciler> Daemon<R> {
             Ok((id, _)) => *id,
             Err(e) => e.id(),
         };
-        let Some((id, pass)) = self.passes.running.remove(&task) else {
+        let ended = self.passes.running.remove(&task).and_then(|id| self.passes.runner.finish(id, &self.config.units));
+        let Some(ended) = ended else {
             tracing::error!("a pass ended that the daemon did not start");
             return;
         };
         // Keys asked for while their unit was in this pass are queued again now.
-        for (k, at) in self.passes.runner.finish(id, &self.config.units) {
+        for (k, at) in ended.freed {
             self.scheduler.schedule(k, at);
         }
-        if pass.full {
+        if ended.pass.full {
             self.resync.in_flight -= 1;
         }
-        self.settle(pass, r.map(|(_, outcome)| outcome), now);
+        self.settle(&ended.keys, ended.pass, r.map(|(_, outcome)| outcome), now);
         self.resync_done_if_paid();
     }
 
     /// Takes in what a pass found.
-    fn settle(&mut self, pass: Pass, r: Result<Outcome, tokio::task::JoinError>, now: Instant) {
+    fn settle(&mut self, keys: &[KeyArn], pass: Pass, r: Result<Outcome, tokio::task::JoinError>, now: Instant) {
         let metrics = &self.telemetry.metrics;
         // Only the keys the config still has, unchanged since the pass began: a removed
         // key is not queued again, and an edited one is already queued for a new pass.
-        let current: Vec<KeyArn> =
-            pass.keys.iter().filter(|k| self.config.current(k, pass.generation)).cloned().collect();
+        let current: Vec<KeyArn> = keys.iter().filter(|k| self.config.current(k, pass.generation)).cloned().collect();
         let mut outcome = match r {
             Ok(o) => o,
             Err(e) => {
@@ -574,7 +574,7 @@ impl<R: Reconciler> Daemon<R> {
         }
         let (applied, failed) = (outcome.applied.total(), failures);
         let ready_total = tally.ready;
-        let (keys, pass_converged, full) = (pass.keys.len(), outcome.converged.len(), pass.full);
+        let (keys, pass_converged, full) = (keys.len(), outcome.converged.len(), pass.full);
         if applied > 0 || failed > 0 {
             tracing::info!(keys, applied, failed, pass_converged, ready_total, full, "pass finished");
         } else {

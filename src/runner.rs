@@ -13,11 +13,20 @@ use crate::units::Units;
 /// A pass in flight, by the id [`Runner::start`] gave it.
 pub type PassId = u64;
 
+/// A pass that ended: its keys, what the caller kept with it, and the held keys it frees
+/// (no pass in flight covers their unit any more), with the time each fell due.
 #[derive(Debug)]
-pub struct Runner {
+pub struct Ended<T> {
+    pub keys: Vec<KeyArn>,
+    pub pass: T,
+    pub freed: Vec<(KeyArn, Instant)>,
+}
+
+/// The passes in flight, each with its keys and the caller's `T` about it.
+#[derive(Debug)]
+pub struct Runner<T> {
     limit: usize,
-    /// The keys of each pass in flight.
-    running: BTreeMap<PassId, Vec<KeyArn>>,
+    running: BTreeMap<PassId, (Vec<KeyArn>, T)>,
     /// Every key in a pass in flight.
     busy: BTreeSet<KeyArn>,
     /// Keys that fell due while their unit was in flight, and when.
@@ -25,7 +34,7 @@ pub struct Runner {
     next_id: PassId,
 }
 
-impl Runner {
+impl<T> Runner<T> {
     /// At most `limit` passes in flight at once (at least one).
     pub fn new(limit: usize) -> Self {
         Runner {
@@ -63,19 +72,19 @@ impl Runner {
         free
     }
 
-    /// Records a pass over `keys` as started.
-    pub fn start(&mut self, keys: Vec<KeyArn>) -> PassId {
+    /// Records a pass over `keys` as started, with `pass` kept for when it ends.
+    pub fn start(&mut self, keys: Vec<KeyArn>, pass: T) -> PassId {
         self.next_id += 1;
         self.busy.extend(keys.iter().cloned());
-        self.running.insert(self.next_id, keys);
+        self.running.insert(self.next_id, (keys, pass));
         self.next_id
     }
 
-    /// Records a pass as ended; returns the held keys it frees (no pass in flight covers
-    /// their unit any more), with the time each fell due.
-    pub fn finish(&mut self, id: PassId, units: &Units) -> Vec<(KeyArn, Instant)> {
-        for k in self.running.remove(&id).unwrap_or_default() {
-            self.busy.remove(&k);
+    /// Records a pass as ended; `None` for an id not in flight.
+    pub fn finish(&mut self, id: PassId, units: &Units) -> Option<Ended<T>> {
+        let (keys, pass) = self.running.remove(&id)?;
+        for k in &keys {
+            self.busy.remove(k);
         }
         let busy = &self.busy;
         let freed: Vec<KeyArn> = self
@@ -84,7 +93,8 @@ impl Runner {
             .filter(|k| !units.unit_of(k).iter().chain(std::iter::once(*k)).any(|u| busy.contains(u)))
             .cloned()
             .collect();
-        freed.into_iter().filter_map(|k| self.held.remove_entry(&k)).collect()
+        let freed = freed.into_iter().filter_map(|k| self.held.remove_entry(&k)).collect();
+        Some(Ended { keys, pass, freed })
     }
 
     /// Forgets held keys that are no longer wanted.
@@ -126,14 +136,16 @@ mod tests {
         let mut r = Runner::new(4);
         let now = Instant::now();
         let free = r.admit([key(1), key(2)], &u, now);
-        let first = r.start(free);
+        let first = r.start(free, "first");
         // Key 2 falls due again while its unit runs; key 3 is another unit.
         assert_eq!(r.admit([key(2), key(3)], &u, now), [key(3)]);
-        let second = r.start(vec![key(3)]);
+        let second = r.start(vec![key(3)], "second");
         assert_eq!(r.in_flight(), 2, "two units at once");
-        assert!(r.finish(second, &u).is_empty(), "key 2's unit is still in flight");
-        assert_eq!(r.finish(first, &u), [(key(2), now)]);
-        assert!(r.finish(first, &u).is_empty(), "freed once");
+        let ended = r.finish(second, &u).unwrap();
+        assert_eq!((ended.keys, ended.pass), (vec![key(3)], "second"));
+        assert!(ended.freed.is_empty(), "key 2's unit is still in flight");
+        assert_eq!(r.finish(first, &u).unwrap().freed, [(key(2), now)]);
+        assert!(r.finish(first, &u).is_none(), "ended once");
     }
 
     #[tokio::test(start_paused = true)]
@@ -143,10 +155,10 @@ mod tests {
         let mut r = Runner::new(4);
         let now = Instant::now();
         let free = r.admit([key(1)], &before, now);
-        let pass = r.start(free);
+        let pass = r.start(free, ());
         let after = units(&[&[1, 5]]);
         assert!(r.admit([key(1), key(5)], &after, now).is_empty(), "key 5's unit now holds key 1");
-        let mut freed = r.finish(pass, &after);
+        let mut freed = r.finish(pass, &after).unwrap().freed;
         freed.sort();
         assert_eq!(freed, [(key(1), now), (key(5), now)]);
     }
@@ -155,9 +167,9 @@ mod tests {
     fn the_bound_is_kept() {
         let mut r = Runner::new(2);
         assert!(r.has_room());
-        r.start(vec![key(1)]);
-        r.start(vec![key(2)]);
+        r.start(vec![key(1)], ());
+        r.start(vec![key(2)], ());
         assert!(!r.has_room());
-        assert!(Runner::new(0).has_room(), "at least one pass");
+        assert!(Runner::<()>::new(0).has_room(), "at least one pass");
     }
 }
