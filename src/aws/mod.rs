@@ -294,6 +294,12 @@ impl Aws {
             .operation_timeout(Duration::from_secs(90))
             .build();
         let base = aws_config::defaults(BehaviorVersion::latest()).region(region).timeout_config(timeouts).load().await;
+        Self::with_config(base, stats).await
+    }
+
+    /// Like [`Aws::connect`], from a configuration already loaded (a test's, pointing at
+    /// an emulator): checks its credentials and asks STS who we are.
+    pub async fn with_config(base: SdkConfig, stats: Arc<CallStats>) -> Result<Self, ConnectError> {
         // Name the HTTP client, so that the paced clients can wrap it (the SDK would make
         // a default one per client, out of reach).
         let base = match base.http_client() {
