@@ -88,6 +88,8 @@ pub struct Account {
     ec2: Mutex<HashMap<String, aws_sdk_ec2::Client>>,
     /// By region: where the last sweep of scaling activities stopped, and what it found.
     swept: Mutex<HashMap<String, crate::activity::Swept>>,
+    /// Numbered launch template versions read in earlier passes (they never change).
+    template_versions: Mutex<discover::VersionCache>,
 }
 
 impl std::fmt::Debug for Account {
@@ -108,6 +110,7 @@ impl Account {
             asg: Mutex::default(),
             ec2: Mutex::default(),
             swept: Mutex::default(),
+            template_versions: Mutex::new(discover::VersionCache::new(discover::VERSION_CACHE)),
         }
     }
 
@@ -118,6 +121,17 @@ impl Account {
 
     pub(crate) fn set_swept(&self, region: &str, swept: crate::activity::Swept) {
         self.swept.lock().expect("sweep lock").insert(region.to_owned(), swept);
+    }
+
+    /// Version `number` of launch template `id` in `region`, when an earlier read kept it.
+    pub(crate) fn cached_version(&self, region: &str, id: &str, number: u64) -> Option<discover::TemplateVersion> {
+        self.template_versions.lock().expect("version cache lock").get(region, id, number)
+    }
+
+    /// Keeps a launch template version read in `region`, if it names its template's id and
+    /// its number.
+    pub(crate) fn cache_version(&self, region: &str, version: &discover::TemplateVersion) {
+        self.template_versions.lock().expect("version cache lock").insert(region, version);
     }
 
     pub fn id(&self) -> &AccountId {
