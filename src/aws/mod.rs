@@ -88,6 +88,8 @@ pub struct Account {
     ec2: Mutex<HashMap<String, aws_sdk_ec2::Client>>,
     /// By region: where the last sweep of scaling activities stopped, and what it found.
     swept: Mutex<HashMap<String, crate::activity::Swept>>,
+    /// Numbered launch template versions read in earlier passes (they never change).
+    template_versions: Mutex<discover::VersionCache>,
 }
 
 impl std::fmt::Debug for Account {
@@ -108,6 +110,7 @@ impl Account {
             asg: Mutex::default(),
             ec2: Mutex::default(),
             swept: Mutex::default(),
+            template_versions: Mutex::new(discover::VersionCache::new(discover::VERSION_CACHE)),
         }
     }
 
@@ -118,6 +121,17 @@ impl Account {
 
     pub(crate) fn set_swept(&self, region: &str, swept: crate::activity::Swept) {
         self.swept.lock().expect("sweep lock").insert(region.to_owned(), swept);
+    }
+
+    /// Version `number` of launch template `id` in `region`, when an earlier read kept it.
+    pub(crate) fn cached_version(&self, region: &str, id: &str, number: u64) -> Option<discover::TemplateVersion> {
+        self.template_versions.lock().expect("version cache lock").get(region, id, number)
+    }
+
+    /// Keeps a launch template version read in `region`, if it names its template's id and
+    /// its number.
+    pub(crate) fn cache_version(&self, region: &str, version: &discover::TemplateVersion) {
+        self.template_versions.lock().expect("version cache lock").insert(region, version);
     }
 
     pub fn id(&self) -> &AccountId {
@@ -294,6 +308,12 @@ impl Aws {
             .operation_timeout(Duration::from_secs(90))
             .build();
         let base = aws_config::defaults(BehaviorVersion::latest()).region(region).timeout_config(timeouts).load().await;
+        Self::with_config(base, stats).await
+    }
+
+    /// Like [`Aws::connect`], from a configuration already loaded (a test's, pointing at
+    /// an emulator): checks its credentials and asks STS who we are.
+    pub async fn with_config(base: SdkConfig, stats: Arc<CallStats>) -> Result<Self, ConnectError> {
         // Name the HTTP client, so that the paced clients can wrap it (the SDK would make
         // a default one per client, out of reach).
         let base = match base.http_client() {

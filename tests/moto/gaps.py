@@ -271,8 +271,10 @@ def _keeping_launch_source(update):
 # ImageId may be "resolve:ssm:<parameter>" (optionally ":<version>" or ":<label>"), resolved
 # to the AMI id the parameter holds at launch. EC2 API Reference,
 # DescribeLaunchTemplateVersions, ResolveAlias: "If true, and if a Systems Manager parameter
-# is specified for ImageId, the AMI ID is displayed in the response for imageId"; without
-# it, the parameter is. moto ignores ResolveAlias.
+# is specified for ImageId, the AMI ID is displayed in the response for imageId. If false,
+# and if a Systems Manager parameter is specified for ImageId, the parameter is displayed in
+# the response for imageId" (default false). moto ignores ResolveAlias and answers the
+# parameter: right when it is false or absent, so only a true one is patched.
 
 SSM_IMAGE = "resolve:ssm:"
 

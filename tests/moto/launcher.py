@@ -18,9 +18,10 @@ images, launch template source versions, launch sources kept on group updates), 
 It also serves test hooks under ``/_launcher/`` (a path no AWS API uses):
 
 - ``GET /_launcher/calls``: every AWS request received, as ``{"calls": [{"service",
-  "action", "account", "t", "key"}]}`` in arrival order, where ``account`` is the account the
-  credentials act in, ``t`` the arrival time in seconds (monotonic clock) and ``key`` a KMS
-  request's ``KeyId`` (else null). ``POST /_launcher/calls/reset`` clears the log.
+  "action", "account", "t", "key", "params"}]}`` in arrival order, where ``account`` is the
+  account the credentials act in, ``t`` the arrival time in seconds (monotonic clock),
+  ``key`` a KMS request's ``KeyId`` (else null) and ``params`` an EC2 request's query
+  parameters (else null). ``POST /_launcher/calls/reset`` clears the log.
 - ``POST /_launcher/faults`` with ``{"service", "action", "count", "status", "code",
   "message", "apply"}``: the next ``count`` matching requests fail with that error, in the
   wire format of the request's protocol (JSON or query XML). With ``"apply": true`` the
@@ -227,7 +228,7 @@ class Hooks:
         self.identity = identity_layer
         self.launches = launch_store
         self.lock = threading.Lock()
-        self.calls = []  # [{"service", "action", "account"}], arrival order
+        self.calls = []  # [{"service", "action", "account", "t", "key", "params"}], arrival order
         self.faults = []  # [{"service", "action", "count", "status", "code", "message"}]
 
     def __call__(self, environ, start_response):
@@ -240,7 +241,14 @@ class Hooks:
         service, action, account = wire.identify(environ, body, get_account_id_from)
         with self.lock:
             self.calls.append(
-                {"service": service, "action": action, "account": account, "t": time.monotonic(), "key": _key_id(service, body)}
+                {
+                    "service": service,
+                    "action": action,
+                    "account": account,
+                    "t": time.monotonic(),
+                    "key": _key_id(service, body),
+                    "params": wire.query_params(environ, body) if service == "ec2" else None,
+                }
             )
             fault = self._take_fault(service, action)
         request = strict.Request(environ, body, service, action, account)
