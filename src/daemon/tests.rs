@@ -470,34 +470,31 @@ async fn the_bindings_gauge_gives_the_same_answer_as_status() {
     assert_eq!(after, (1, 0, 1), "g0 ready; g1 not ready, as /status says");
 }
 
+/// The groups of each pass while two units fail on every pass for 5 s, retried after
+/// 0.2 to 0.4 s (jittered), with the given coalescing window.
+async fn retry_passes(tag: &str, coalesce: Duration) -> Vec<Vec<String>> {
+    let f = Fixture::new(tag);
+    std::fs::write(&f.config, Fixture::text(2)).unwrap();
+    let mut slow = Slow::new(Duration::from_millis(10), 0);
+    slow.fail = true;
+    let groups = slow.groups.clone();
+    let mut settings = f.settings(Duration::from_secs(3600));
+    settings.backoff = Backoff { base: Duration::from_millis(400), max: Duration::from_millis(400) };
+    settings.coalesce = coalesce;
+    let (stop, _) = stop_after(Duration::from_secs(5), 100_000);
+    run_with(settings, slow, Arc::default(), stop).await.unwrap();
+    let groups = groups.lock().unwrap().clone();
+    groups
+}
+
 #[tokio::test(start_paused = true)]
 async fn units_falling_due_close_together_share_one_pass() {
-    // Two units that fail together are queued again after jittered backoffs, at most
-    // 200 ms apart here (0.2 to 0.4 s): each retry pass takes both, within the window.
-    let f = Fixture::new("coalesce");
-    std::fs::write(&f.config, Fixture::text(2)).unwrap();
-    let mut slow = Slow::new(Duration::from_millis(10), 0);
-    slow.fail = true;
-    let groups = slow.groups.clone();
-    let mut settings = f.settings(Duration::from_secs(3600));
-    settings.backoff = Backoff { base: Duration::from_millis(400), max: Duration::from_millis(400) };
-    let (stop, _) = stop_after(Duration::from_secs(5), 100_000);
-    run_with(settings, slow, Arc::default(), stop).await.unwrap();
-    let groups = groups.lock().unwrap().clone();
+    // Two units that fail together are queued again at most 200 ms apart: each retry pass
+    // takes both, within the 250 ms window.
+    let groups = retry_passes("coalesce", Duration::from_millis(250)).await;
     assert!(groups.len() >= 5, "retried: {groups:?}");
     assert!(groups.iter().all(|g| g.len() == 2), "every pass took both units: {groups:?}");
-
     // Without the window, the same retries run apart.
-    let f = Fixture::new("apart");
-    std::fs::write(&f.config, Fixture::text(2)).unwrap();
-    let mut slow = Slow::new(Duration::from_millis(10), 0);
-    slow.fail = true;
-    let groups = slow.groups.clone();
-    let mut settings = f.settings(Duration::from_secs(3600));
-    settings.backoff = Backoff { base: Duration::from_millis(400), max: Duration::from_millis(400) };
-    settings.coalesce = Duration::ZERO;
-    let (stop, _) = stop_after(Duration::from_secs(5), 100_000);
-    run_with(settings, slow, Arc::default(), stop).await.unwrap();
-    let groups = groups.lock().unwrap().clone();
+    let groups = retry_passes("apart", Duration::ZERO).await;
     assert!(groups.iter().any(|g| g.len() == 1), "jitter splits them: {groups:?}");
 }
