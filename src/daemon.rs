@@ -185,7 +185,9 @@ struct Passes {
 }
 
 struct Pass {
+    /// Whether this is a key's full pass of a resync.
     full: bool,
+    depth: Depth,
     /// The config generation the pass was planned from.
     generation: u64,
 }
@@ -244,6 +246,8 @@ struct Daemon<R: Reconciler> {
     passes: Passes,
     scheduler: Scheduler<KeyArn>,
     resync: Resync,
+    /// Keys owed a full pass because a quick one left their groups' launches unread.
+    launches_owed: BTreeSet<KeyArn>,
     jitter: Jitter,
 }
 
@@ -309,6 +313,7 @@ pub async fn run_with<R: Reconciler>(
             troubled: false,
             first_done: false,
         },
+        launches_owed: BTreeSet::new(),
         reconciler: Arc::new(reconciler),
         settings,
         jitter: Jitter::from_clock(),
@@ -458,18 +463,17 @@ impl<R: Reconciler> Daemon<R> {
         };
         let span = tracing::info_span!("reconcile", trigger, keys = keys.len(), pass_bindings = subset.bindings.len());
         tracing::debug!(parent: &span, "pass started");
-        // A binding no pass has reported on yet (onboarded by an edit) has its group's
-        // launches read now, not at the next resync, so its status is whole at once. The
-        // activity sweep is one call per account and region, so this costs little.
-        let unreported = self.telemetry.board.tally(subset.bindings.iter().map(|b| b.id()));
-        let depth = if full || unreported.pending > 0 { Depth::Full } else { Depth::Quick };
+        // A key whose groups' launches were never read (onboarded by an edit) gets them
+        // read in the pass after the one that switched its groups, not at the next resync.
+        let launches = keys.iter().any(|k| self.launches_owed.remove(k));
+        let depth = if full || launches { Depth::Full } else { Depth::Quick };
         if full {
             for k in &keys {
                 self.resync.owed.remove(k);
             }
             self.resync.in_flight += 1;
         }
-        let id = self.passes.runner.start(keys, Pass { full, generation: self.config.generation });
+        let id = self.passes.runner.start(keys, Pass { full, depth, generation: self.config.generation });
         let task = self.passes.set.spawn(self.reconciler.reconcile(client, subset, depth).instrument(span));
         self.passes.running.insert(task.id(), id);
     }
@@ -565,8 +569,19 @@ impl<R: Reconciler> Daemon<R> {
             }
         }
         self.report_launches(&outcome);
+        let reported: Vec<BindingId> = outcome.status.iter().map(|s| s.binding.clone()).collect();
         self.telemetry.board.update(outcome.status);
         let tally = self.update_gauge();
+        // A quick pass over an onboarded group switched it without reading its launches:
+        // the next pass over its unit, at once, reads them, so `/status` is whole soon
+        // after the switch and the switch did not wait for those reads.
+        if pass.depth == Depth::Quick && self.telemetry.board.launches_unread(&reported) {
+            let owed: BTreeSet<&KeyArn> = reported.iter().map(|b| &b.key).collect();
+            for k in owed {
+                self.launches_owed.insert(k.clone());
+                self.scheduler.schedule(k.clone(), now);
+            }
+        }
         let metrics = &self.telemetry.metrics;
         Metrics::count(&metrics.passes, if pass_failed { "error" } else { "success" });
         if pass.full {
@@ -671,6 +686,7 @@ impl<R: Reconciler> Daemon<R> {
         self.passes.runner.retain(|k| keys.contains(k));
         // A key that left the config is owed no full pass.
         self.resync.owed.retain(|k| keys.contains(k));
+        self.launches_owed.retain(|k| keys.contains(k));
         let bound: BTreeSet<BindingId> = new.bindings.iter().map(|b| b.id()).collect();
         // A new or changed binding's status (a role suffix edited) was about what it was:
         // it is pending until a pass reports on it as it is now.

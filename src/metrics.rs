@@ -205,6 +205,12 @@ impl StatusBoard {
         t
     }
 
+    /// Whether any of `bindings` has a status whose group's launches no pass has read.
+    pub fn launches_unread<B: std::borrow::Borrow<BindingId>>(&self, bindings: impl IntoIterator<Item = B>) -> bool {
+        let all = self.statuses.read().expect("status lock");
+        bindings.into_iter().any(|b| all.get(b.borrow()).is_some_and(BindingStatus::launches_unread))
+    }
+
     /// The document, or an empty one before the first pass.
     pub fn get(&self) -> String {
         if !self.reported.load(Ordering::Relaxed) {

@@ -66,6 +66,11 @@ impl BindingStatus {
         self.conditions.iter().all(|c| c.status == State::True)
     }
 
+    /// Whether no pass has read the group's launches for it yet.
+    pub fn launches_unread(&self) -> bool {
+        self.conditions.iter().any(|c| c.kind == "LaunchesHealthy" && &*c.reason == NOT_READ)
+    }
+
     /// Keeps the transition times of conditions whose status did not change since
     /// `before`, and the `LaunchesHealthy` of `before` when this observation did not read
     /// launches (a quick pass).

@@ -61,6 +61,10 @@ struct Slow {
     /// A group whose binding the pass reports converged (nothing to change) but not ready
     /// (its launches fail for its key, say).
     not_ready: Option<&'static str>,
+    /// Each pass's depth, in the order the passes started.
+    depths: Arc<std::sync::Mutex<Vec<Depth>>>,
+    /// A quick pass reports the groups' launches unread, as the real one does.
+    launches_unread_when_quick: bool,
 }
 
 impl Slow {
@@ -78,6 +82,8 @@ impl Slow {
             spans: Arc::default(),
             in_flight: Arc::default(),
             not_ready: None,
+            depths: Arc::default(),
+            launches_unread_when_quick: false,
         }
     }
 }
@@ -107,6 +113,7 @@ impl Reconciler for Slow {
         self.passes.fetch_add(1, Ordering::SeqCst);
         let groups: Vec<String> = desired.bindings.iter().map(|b| b.asg.name.clone()).collect();
         self.groups.lock().unwrap().push(groups.clone());
+        self.depths.lock().unwrap().push(depth);
         let pass_time = match self.slow_group {
             Some((g, t)) if groups.iter().any(|x| x == g) => t,
             _ => self.pass_time,
@@ -114,6 +121,7 @@ impl Reconciler for Slow {
         let fail = self.fail && (!self.fail_full_only || depth == Depth::Full);
         let (class, spans, in_flight, not_ready) =
             (self.fail_class, self.spans.clone(), self.in_flight.clone(), self.not_ready);
+        let unread = self.launches_unread_when_quick && depth == Depth::Quick;
         async move {
             let start = Instant::now();
             let now = in_flight.0.fetch_add(1, Ordering::SeqCst) + 1;
@@ -129,7 +137,19 @@ impl Reconciler for Slow {
                     out.converged.push(b.id());
                 }
                 let ready = !fail && not_ready != Some(b.asg.name.as_str());
-                out.status.push(status_of(b.id(), ready));
+                let mut status = status_of(b.id(), ready);
+                if unread {
+                    // As status::evaluate says of launches a quick pass did not read.
+                    let unread = Condition {
+                        kind: "LaunchesHealthy",
+                        status: State::Unknown,
+                        reason: "NotRead".into(),
+                        message: "".into(),
+                        since: 0,
+                    };
+                    status.conditions.push(unread);
+                }
+                out.status.push(status);
             }
             out
         }
@@ -497,4 +517,33 @@ async fn units_falling_due_close_together_share_one_pass() {
     // Without the window, the same retries run apart.
     let groups = retry_passes("apart", Duration::ZERO).await;
     assert!(groups.iter().any(|g| g.len() == 1), "jitter splits them: {groups:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_onboarded_group_is_switched_by_a_quick_pass_and_its_launches_read_right_after() {
+    // g1 is appended at 10 s. Its pass is quick, so the switch does not wait for launch
+    // reads; it leaves g1's launches unread, and one full-depth pass over its key follows
+    // at once. That one reads them, and nothing more is owed.
+    let f = Fixture::new("launches-owed");
+    let mut slow = Slow::new(Duration::from_millis(50), 0);
+    slow.launches_unread_when_quick = true;
+    let (groups, depths) = (slow.groups.clone(), slow.depths.clone());
+    let (stop, _) = stop_after(Duration::from_secs(30), 100_000);
+    let edit = {
+        let path = f.config.clone();
+        async move {
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            std::fs::write(&path, Fixture::text(2)).unwrap();
+        }
+    };
+    let (report, ()) = tokio::join!(run_with(f.settings(Duration::from_secs(3600)), slow, Arc::default(), stop), edit);
+    report.unwrap();
+    let passes: Vec<(Vec<String>, Depth)> =
+        groups.lock().unwrap().iter().cloned().zip(depths.lock().unwrap().iter().copied()).collect();
+    let g = |n: &str| vec![n.to_owned()];
+    assert_eq!(
+        passes,
+        [(g("g0"), Depth::Full), (g("g1"), Depth::Quick), (g("g1"), Depth::Full)],
+        "start, the edit's quick pass, its launches"
+    );
 }
