@@ -176,6 +176,23 @@ pub fn policy(desired: &Desired, account: &AccountId) -> Result<Value, IamPolicy
             None,
         );
         grant_statements(&mut statements, &mine, account, partition);
+        // Hand-off keys (their owner has no `accounts` entry): the operator cannot list
+        // their grants with the owner's credentials, so it lists the grants this account
+        // may retire, which are the ones it made (KMS API Reference, ListRetirableGrants:
+        // an account-wide list, Resource "*"). The dry run of the grant is the
+        // CreateGrant above, with the same conditions.
+        // An account not listed under `accounts` is the one the operator runs in; a key of
+        // another unlisted account is then a hand-off key. (A listed ASG account's keys in
+        // an unlisted account are taken to be the home account's.)
+        let listed = |a: &AccountId| desired.accounts.contains_key(a);
+        if !listed(account) && mine.iter().any(|b| b.is_cross_account() && !listed(b.key.account())) {
+            statements.push(statement(
+                "ListGrantsThisAccountMayRetire",
+                &["kms:ListRetirableGrants"],
+                &BTreeSet::from(["*".to_owned()]),
+                None,
+            ));
+        }
     }
     key_statements(
         &mut statements,

@@ -3,6 +3,7 @@
 use serde_json::{json, Value};
 
 use crate::access::{Access, KeyAccess};
+use crate::model::ErrorClass;
 use crate::plan::{grant_name, Change, Plan, PlannedChange};
 use crate::policy::GRANT_OPERATIONS;
 
@@ -100,14 +101,28 @@ pub fn plan_text(plan: &Plan, bindings: usize, access: &[KeyAccess]) -> String {
             s.push_str(&format!("  - {}: {}\n", n.binding, n.message));
         }
     }
-    if !plan.blocked.is_empty() {
-        s.push_str(&format!(
-            "\n{} binding{} cannot progress:\n",
-            plan.blocked.len(),
-            if plan.blocked.len() == 1 { "" } else { "s" }
-        ));
-        for b in &plan.blocked {
+    let (waiting, stuck): (Vec<_>, Vec<_>) =
+        plan.blocked.iter().partition(|b| b.failure.class == ErrorClass::AwaitingOwner);
+    if !stuck.is_empty() {
+        s.push_str(&format!("\n{} binding{} cannot progress:\n", stuck.len(), if stuck.len() == 1 { "" } else { "s" }));
+        for b in &stuck {
             s.push_str(&format!("  ! {}: {}\n", b.binding, b.failure));
+        }
+    }
+    if !waiting.is_empty() {
+        s.push_str(&format!(
+            "\n{} binding{} awaiting key owner (`asg-cmk-operator handoff` prints what each owner must add):\n",
+            waiting.len(),
+            if waiting.len() == 1 { "" } else { "s" }
+        ));
+        for b in &waiting {
+            s.push_str(&format!(
+                "  ? {}: awaiting key owner: account {} has not yet let account {} use key {}\n",
+                b.binding,
+                b.binding.key.account(),
+                b.binding.asg.account,
+                b.binding.key
+            ));
         }
     }
     if !access.is_empty() {
