@@ -606,7 +606,7 @@ impl<R: Reconciler> Daemon<R> {
             let (before, now) = (board.awaiting_owner(&s.binding), s.awaiting_owner());
             if now && !before {
                 let why = outcome.failed.get(&s.binding).map_or("", |f| f.message.as_str());
-                tracing::info!(binding = %s.binding, key = %s.binding.key, owner = %s.binding.key.account(), recheck_in = ?self.settings.handoff_recheck, message = why, "waiting for the key's owner to change its key policy");
+                tracing::info!(binding = %s.binding, key = %s.binding.key, owner = %s.binding.key.account(), recheck_in = ?self.settings.handoff_recheck, detail = why, "waiting for the key's owner to change its key policy");
             } else if before && !now {
                 tracing::info!(binding = %s.binding, key = %s.binding.key, ready = s.ready(), "the key owner's change is seen; going on with the grant and the group");
             }
