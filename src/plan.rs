@@ -537,7 +537,7 @@ fn check_observed<'a>(
             let handoff = is_handoff(b, desired, caller);
             if handoff && b.key.is_alias() {
                 return Err(Failure::terminal(format!(
-                    "key {} belongs to account {}, which has no entry under `accounts`: name it by its key ARN (an alias cannot be used from another account), or list the account with a role to assume",
+                    "key {} belongs to account {}, which has no entry under `accounts`: name it by its key ARN (hand-off keys are checked by key ARN only), or list the account with a role to assume",
                     b.key,
                     b.key.account()
                 )));
