@@ -325,6 +325,30 @@ mod tests {
     }
 
     #[test]
+    fn a_handoff_key_adds_listing_the_grants_this_account_may_retire() {
+        let handoff = "arn:aws:kms:us-west-2:999999999999:key/33333333-3333-3333-3333-333333333333";
+        let mut d = desired();
+        d.bindings.push(crate::config::Binding {
+            asg: crate::model::AsgRef::new(acct("111122223333"), "us-west-2", "handed-off"),
+            key: KeyArn::parse(handoff).unwrap(),
+            slr_suffix: None,
+        });
+        let before = policy(&desired(), &acct("111122223333")).unwrap();
+        assert!(!sids(&before).contains(&"ListGrantsThisAccountMayRetire"), "no hand-off key, no listing");
+        let p = policy(&d, &acct("111122223333")).unwrap();
+        let s = find(&p, "ListGrantsThisAccountMayRetire");
+        assert_eq!(s["Action"], json!(["kms:ListRetirableGrants"]));
+        assert_eq!(s["Resource"], json!(["*"]));
+        // The dry run is the grant's own CreateGrant: the hand-off key is in its statement,
+        // under the same conditions.
+        let grant = sids(&p).into_iter().filter(|s| s.starts_with("GrantServiceLinkedRolesOtherAccountsKeys"));
+        assert!(
+            grant.map(|sid| find(&p, sid)).any(|s| s["Resource"].as_array().unwrap().contains(&json!(handoff))),
+            "{p:#}"
+        );
+    }
+
+    #[test]
     fn key_owner_account_gets_only_its_keys() {
         let p = policy(&desired(), &acct("444455556666")).unwrap();
         assert_eq!(sids(&p), ["ManageKeyPoliciesAndReadGrantsForOtherAccounts"]);

@@ -461,9 +461,24 @@ async fn apply(desired: Desired, max_passes: u32, stats_json: Option<PathBuf>) -
     if out.failed.is_empty() {
         return ExitCode::SUCCESS;
     }
-    println!("{} binding{} failed:", out.failed.len(), plural(out.failed.len()));
-    for (b, f) in &out.failed {
-        println!("  ! {b}: {f}");
+    // A binding whose key's owner has not acted yet is pending, not failed.
+    let (waiting, failed): (Vec<_>, Vec<_>) =
+        out.failed.iter().partition(|(_, f)| f.class == asg_cmk_operator::model::ErrorClass::AwaitingOwner);
+    if !failed.is_empty() {
+        println!("{} binding{} failed:", failed.len(), plural(failed.len()));
+        for (b, f) in &failed {
+            println!("  ! {b}: {f}");
+        }
+    }
+    if !waiting.is_empty() {
+        println!(
+            "{} binding{} awaiting key owner (`asg-cmk-operator handoff` prints what to add):",
+            waiting.len(),
+            plural(waiting.len())
+        );
+        for (b, f) in &waiting {
+            println!("  ? {b}: {}", f.message);
+        }
     }
     ExitCode::FAILURE
 }

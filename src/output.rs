@@ -191,6 +191,23 @@ mod tests {
     }
 
     #[test]
+    fn a_binding_awaiting_its_key_owner_is_listed_apart_from_the_failures() {
+        let mut p = sample();
+        let key = KeyArn::parse("arn:aws:kms:us-west-2:999999999999:key/33333333-3333-3333-3333-333333333333").unwrap();
+        let account = AccountId::parse("111122223333").unwrap();
+        p.blocked.push(Blocked {
+            binding: BindingId { asg: AsgRef::new(account, "us-west-2", "api"), key },
+            failure: Failure { class: ErrorClass::AwaitingOwner, message: "awaiting key owner: ...".into() },
+        });
+        let t = plan_text(&p, 3, &[]);
+        assert!(t.contains("1 binding cannot progress:"), "{t}");
+        assert!(t.contains("1 binding awaiting key owner"), "{t}");
+        assert!(t.contains("  ? 111122223333/us-west-2/api [999999999999:33333333-3333-3333-3333-333333333333]: awaiting key owner: account 999999999999 has not yet let account 111122223333 use key"), "{t}");
+        let v: Value = serde_json::from_str(&plan_json(&p, &[])).unwrap();
+        assert_eq!(v["errors"][1]["class"], "awaiting_owner");
+    }
+
+    #[test]
     fn text_has_one_line_per_change_and_per_blocked_binding() {
         let t = plan_text(&sample(), 2, &[]);
         assert!(t.contains("  + CreateServiceLinkedRole  111122223333  global"), "{t}");
