@@ -98,7 +98,9 @@ pub fn key_access(desired: &Desired, observed: &Observed, operators: &BTreeMap<A
             }
         }
     }
+    // A hand-off key's owner account is none the operator acts in: nothing to say.
     keys.into_iter()
+        .filter(|(key, _)| operators.contains_key(key.account()) || observed.key_policies.contains_key(*key))
         .map(|(key, cross)| {
             let account = *key.account();
             let operator = operators.get(&account).cloned();

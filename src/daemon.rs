@@ -43,6 +43,10 @@ use crate::runner::{PassId, Runner};
 use crate::scheduler::{Backoff, Jitter, Scheduler};
 use crate::units::Units;
 
+/// How soon a key awaiting its owner is checked again, unless `--handoff-recheck-interval`
+/// says otherwise.
+pub const DEFAULT_HANDOFF_RECHECK: Duration = Duration::from_secs(60);
+
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub config: PathBuf,
@@ -57,6 +61,8 @@ pub struct Settings {
     pub max_passes: u32,
     /// A pass also takes the keys that fall due this soon after it starts.
     pub coalesce: Duration,
+    /// How soon a hand-off key whose owner has not acted yet is checked again.
+    pub handoff_recheck: Duration,
 }
 
 impl Settings {
@@ -81,6 +87,7 @@ impl Settings {
             exec,
             max_passes: 3,
             coalesce: Duration::from_millis(250),
+            handoff_recheck: DEFAULT_HANDOFF_RECHECK,
         }
     }
 }
@@ -539,15 +546,17 @@ impl<R: Reconciler> Daemon<R> {
                 return;
             }
         };
-        for f in outcome.failed.values() {
+        for f in outcome.failed.values().filter(|f| f.class != ErrorClass::AwaitingOwner) {
             metrics.errors.get_or_create(&ClassLabel { class: f.class.as_str().into() }).inc();
         }
         for (action, n) in outcome.applied.by_action() {
             metrics.changes.get_or_create(&ActionLabel { action: action.into() }).inc_by(n);
         }
-        let transient = outcome.failed.values().any(|f| f.class != ErrorClass::Terminal);
-        let pass_failed = !outcome.failed.is_empty();
-        let failures = outcome.failed.len() as u64;
+        let transient = outcome.failed.values().any(|f| f.class.is_transient());
+        // A key awaiting its owner is not an error of the operator's.
+        let waiting = |f: &Failure| f.class == ErrorClass::AwaitingOwner;
+        let pass_failed = outcome.failed.values().any(|f| !waiting(f));
+        let failures = outcome.failed.values().filter(|f| !waiting(f)).count() as u64;
         // What the pass found for bindings that have left or changed since is not theirs.
         let keep = |b: &BindingId| self.config.current(&b.key, pass.generation) && self.config.bound.contains(b);
         outcome.converged.retain(&keep);
@@ -559,16 +568,22 @@ impl<R: Reconciler> Daemon<R> {
             failed_keys.entry(&b.key).or_default().push((b, f));
         }
         for unit in self.split_by_unit(&current) {
-            if !unit.iter().any(|u| failed_keys.contains_key(u)) {
+            let failing = |u: &KeyArn| failed_keys.get(u).is_some_and(|fs| fs.iter().any(|(_, f)| !waiting(f)));
+            if !unit.iter().any(failing) {
                 unit.iter().for_each(|u| self.scheduler.succeeded(u));
+                // Keys awaiting their owner are checked again on the shorter interval.
+                for u in unit.iter().filter(|u| outcome.awaiting_owner.contains(*u)) {
+                    self.scheduler.schedule(u.clone(), now + self.settings.handoff_recheck);
+                }
                 continue;
             }
             let delay = self.scheduler.failed_together(&unit, now);
-            for (b, f) in unit.iter().filter_map(|u| failed_keys.get(u)).flatten() {
+            for (b, f) in unit.iter().filter_map(|u| failed_keys.get(u)).flatten().filter(|(_, f)| !waiting(f)) {
                 tracing::warn!(binding = %b, key = %b.key, error = %f, class = f.class.as_str(), retry_in = ?delay, "binding failed");
             }
         }
         self.report_launches(&outcome);
+        self.report_handoffs(&outcome);
         let reported: Vec<BindingId> = outcome.status.iter().map(|s| s.binding.clone()).collect();
         self.telemetry.board.update(outcome.status);
         let tally = self.update_gauge();
@@ -594,6 +609,22 @@ impl<R: Reconciler> Daemon<R> {
             tracing::info!(keys, applied, failed, pass_converged, ready_total, full, "pass finished");
         } else {
             tracing::debug!(keys, pass_converged, ready_total, full, "pass finished; converged");
+        }
+    }
+
+    /// One line when a binding starts waiting for its key's owner (with what to add), and
+    /// one when the owner's change is seen; nothing on the passes between, which the
+    /// previous status on the board tells apart.
+    fn report_handoffs(&self, outcome: &Outcome) {
+        let board = &self.telemetry.board;
+        for s in &outcome.status {
+            let (before, now) = (board.awaiting_owner(&s.binding), s.awaiting_owner());
+            if now && !before {
+                let why = outcome.failed.get(&s.binding).map_or("", |f| f.message.as_str());
+                tracing::info!(binding = %s.binding, key = %s.binding.key, owner = %s.binding.key.account(), recheck_in = ?self.settings.handoff_recheck, detail = why, "waiting for the key's owner to change its key policy");
+            } else if before && !now {
+                tracing::info!(binding = %s.binding, key = %s.binding.key, ready = s.ready(), "the key owner's change is seen; going on with the grant and the group");
+            }
         }
     }
 
@@ -632,7 +663,7 @@ impl<R: Reconciler> Daemon<R> {
     /// pending until a pass has reported on it as it is now configured.
     fn update_gauge(&self) -> Tally {
         let t = self.telemetry.board.tally(&self.config.bound);
-        self.telemetry.metrics.set_bindings(t.ready, t.pending, t.not_ready);
+        self.telemetry.metrics.set_bindings(t);
         t
     }
 

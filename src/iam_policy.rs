@@ -176,6 +176,23 @@ pub fn policy(desired: &Desired, account: &AccountId) -> Result<Value, IamPolicy
             None,
         );
         grant_statements(&mut statements, &mine, account, partition);
+        // Hand-off keys (their owner has no `accounts` entry): the operator cannot list
+        // their grants with the owner's credentials, so it lists the grants this account
+        // may retire, which are the ones it made (KMS API Reference, ListRetirableGrants:
+        // an account-wide list, Resource "*"). The dry run of the grant is the
+        // CreateGrant above, with the same conditions.
+        // An account not listed under `accounts` is the one the operator runs in; a key of
+        // another unlisted account is then a hand-off key. (A listed ASG account's keys in
+        // an unlisted account are taken to be the home account's.)
+        let listed = |a: &AccountId| desired.accounts.contains_key(a);
+        if !listed(account) && mine.iter().any(|b| b.is_cross_account() && !listed(b.key.account())) {
+            statements.push(statement(
+                "ListGrantsThisAccountMayRetire",
+                &["kms:ListRetirableGrants"],
+                &BTreeSet::from(["*".to_owned()]),
+                None,
+            ));
+        }
     }
     key_statements(
         &mut statements,
@@ -304,6 +321,30 @@ mod tests {
         assert_eq!(
             find(&p, "AssumeRolesInOtherAccounts")["Resource"],
             json!(["arn:aws:iam::444455556666:role/key-admin"])
+        );
+    }
+
+    #[test]
+    fn a_handoff_key_adds_listing_the_grants_this_account_may_retire() {
+        let handoff = "arn:aws:kms:us-west-2:999999999999:key/33333333-3333-3333-3333-333333333333";
+        let mut d = desired();
+        d.bindings.push(crate::config::Binding {
+            asg: crate::model::AsgRef::new(acct("111122223333"), "us-west-2", "handed-off"),
+            key: KeyArn::parse(handoff).unwrap(),
+            slr_suffix: None,
+        });
+        let before = policy(&desired(), &acct("111122223333")).unwrap();
+        assert!(!sids(&before).contains(&"ListGrantsThisAccountMayRetire"), "no hand-off key, no listing");
+        let p = policy(&d, &acct("111122223333")).unwrap();
+        let s = find(&p, "ListGrantsThisAccountMayRetire");
+        assert_eq!(s["Action"], json!(["kms:ListRetirableGrants"]));
+        assert_eq!(s["Resource"], json!(["*"]));
+        // The dry run is the grant's own CreateGrant: the hand-off key is in its statement,
+        // under the same conditions.
+        let grant = sids(&p).into_iter().filter(|s| s.starts_with("GrantServiceLinkedRolesOtherAccountsKeys"));
+        assert!(
+            grant.map(|sid| find(&p, sid)).any(|s| s["Resource"].as_array().unwrap().contains(&json!(handoff))),
+            "{p:#}"
         );
     }
 

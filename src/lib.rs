@@ -11,6 +11,7 @@ pub mod aws;
 pub mod bounded;
 pub mod config;
 pub mod daemon;
+pub mod handoff;
 pub mod healthcheck;
 pub mod iam_policy;
 pub mod launch;

@@ -131,6 +131,21 @@ enum Command {
         /// How often to observe everything and repair drift (e.g. 30s, 5m, 1h).
         #[arg(long, default_value = "5m", value_parser = resync_interval)]
         resync_interval: Duration,
+        /// How soon a key whose owner has not yet added what `handoff` prints is checked
+        /// again (e.g. 30s, 1m, 5m).
+        #[arg(long, default_value = "1m", value_parser = resync_interval)]
+        handoff_recheck_interval: Duration,
+    },
+    /// For keys whose owner account has no `accounts` entry: print, per owner account, the
+    /// key policy statements to add (the operator's own case 2 statements, each with its
+    /// reason) and the aws CLI steps. Only reads (who the caller is).
+    Handoff {
+        /// The config file (YAML; see config/example.yaml and config/schema.json).
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// text for people, json for programs.
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
     },
 }
 
@@ -234,8 +249,13 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Run { config, listen, resync_interval } => {
-            let settings = daemon::Settings::new(config, listen, resync_interval);
+        Command::Handoff { config, output } => {
+            let Some(desired) = load(&config) else { return ExitCode::FAILURE };
+            runtime().block_on(handoff(desired, output))
+        }
+        Command::Run { config, listen, resync_interval, handoff_recheck_interval } => {
+            let mut settings = daemon::Settings::new(config, listen, resync_interval);
+            settings.handoff_recheck = handoff_recheck_interval;
             match runtime().block_on(daemon::run(settings, shutdown_signal())) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -329,13 +349,27 @@ async fn plan(desired: Desired, output: Output) -> ExitCode {
         Output::Text => print!("{}", output::plan_text(&p, desired.bindings.len(), &access)),
         Output::Json => println!("{}", output::plan_json(&p, &access)),
     }
-    if !p.blocked.is_empty() {
+    let awaiting = |b: &&plan::Blocked| b.failure.class == asg_cmk_operator::model::ErrorClass::AwaitingOwner;
+    if p.blocked.iter().any(|b| !awaiting(&b)) {
         ExitCode::FAILURE
-    } else if p.changes.is_empty() {
+    } else if p.changes.is_empty() && !p.blocked.iter().any(|b| awaiting(&b)) {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(2)
     }
+}
+
+async fn handoff(desired: Desired, output: Output) -> ExitCode {
+    let Some(aws) = connect(&desired).await else { return ExitCode::FAILURE };
+    match output {
+        Output::Text => print!("{}", asg_cmk_operator::handoff::text(&desired, aws.caller())),
+        Output::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&asg_cmk_operator::handoff::document(&desired, aws.caller()))
+                .expect("hand-off JSON serialises")
+        ),
+    }
+    ExitCode::SUCCESS
 }
 
 async fn discover(region: String, asgs: Vec<String>, account: Option<String>) -> ExitCode {
@@ -427,9 +461,24 @@ async fn apply(desired: Desired, max_passes: u32, stats_json: Option<PathBuf>) -
     if out.failed.is_empty() {
         return ExitCode::SUCCESS;
     }
-    println!("{} binding{} failed:", out.failed.len(), plural(out.failed.len()));
-    for (b, f) in &out.failed {
-        println!("  ! {b}: {f}");
+    // A binding whose key's owner has not acted yet is pending, not failed.
+    let (waiting, failed): (Vec<_>, Vec<_>) =
+        out.failed.iter().partition(|(_, f)| f.class == asg_cmk_operator::model::ErrorClass::AwaitingOwner);
+    if !failed.is_empty() {
+        println!("{} binding{} failed:", failed.len(), plural(failed.len()));
+        for (b, f) in &failed {
+            println!("  ! {b}: {f}");
+        }
+    }
+    if !waiting.is_empty() {
+        println!(
+            "{} binding{} awaiting key owner (`asg-cmk-operator handoff` prints what to add):",
+            waiting.len(),
+            plural(waiting.len())
+        );
+        for (b, f) in &waiting {
+            println!("  ? {b}: {}", f.message);
+        }
     }
     ExitCode::FAILURE
 }

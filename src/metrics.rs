@@ -88,7 +88,7 @@ impl Metrics {
         registry.register("changes_applied", "Changes applied, by action", m.changes.clone());
         registry.register(
             "bindings",
-            "Bindings by state, as /status says: converged (ready), failed (not ready), pending (not reported on yet)",
+            "Bindings by state, as /status says: converged (ready), failed (not ready), awaiting_key_owner (not ready until the owner of a key the operator cannot act in adds what `handoff` prints), pending (not reported on yet)",
             m.bindings.clone(),
         );
         registry.register("config_reloads", "Config file reloads, by result", m.reloads.clone());
@@ -108,7 +108,7 @@ impl Metrics {
             m.passes.get_or_create(&ResultLabel { result: r.into() }).inc_by(0);
             m.reloads.get_or_create(&ResultLabel { result: r.into() }).inc_by(0);
         }
-        m.set_bindings(0, 0, 0);
+        m.set_bindings(Tally::default());
         Self { registry, ..m }
     }
 
@@ -119,8 +119,14 @@ impl Metrics {
         s
     }
 
-    pub fn set_bindings(&self, converged: usize, pending: usize, failed: usize) {
-        for (state, n) in [("converged", converged), ("pending", pending), ("failed", failed)] {
+    pub fn set_bindings(&self, t: Tally) {
+        let states = [
+            ("converged", t.ready),
+            ("pending", t.pending),
+            ("failed", t.not_ready),
+            ("awaiting_key_owner", t.awaiting_owner),
+        ];
+        for (state, n) in states {
             self.bindings.get_or_create(&StateLabel { state: state.into() }).set(n as i64);
         }
     }
@@ -159,8 +165,11 @@ fn launch_label(asg: &AsgRef, class: LaunchFailureClass) -> LaunchLabel {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Tally {
     pub ready: usize,
+    /// Not ready, and not only for want of a key owner's change.
     pub not_ready: usize,
     pub pending: usize,
+    /// Not ready only because a hand-off key's owner has not acted yet.
+    pub awaiting_owner: usize,
 }
 
 /// Every binding's latest status, served on `/status`. The document is written when it
@@ -196,9 +205,10 @@ impl StatusBoard {
         let all = self.statuses.read().expect("status lock");
         let mut t = Tally::default();
         for b in bound {
-            match all.get(b.borrow()).map(BindingStatus::ready) {
-                Some(true) => t.ready += 1,
-                Some(false) => t.not_ready += 1,
+            match all.get(b.borrow()) {
+                Some(s) if s.ready() => t.ready += 1,
+                Some(s) if s.awaiting_owner() => t.awaiting_owner += 1,
+                Some(_) => t.not_ready += 1,
                 None => t.pending += 1,
             }
         }
@@ -209,6 +219,11 @@ impl StatusBoard {
     pub fn launches_unread<B: std::borrow::Borrow<BindingId>>(&self, bindings: impl IntoIterator<Item = B>) -> bool {
         let all = self.statuses.read().expect("status lock");
         bindings.into_iter().any(|b| all.get(b.borrow()).is_some_and(BindingStatus::launches_unread))
+    }
+
+    /// Whether the binding's last status said it awaits its key's owner.
+    pub fn awaiting_owner(&self, b: &BindingId) -> bool {
+        self.statuses.read().expect("status lock").get(b).is_some_and(BindingStatus::awaiting_owner)
     }
 
     /// The document, or an empty one before the first pass.
@@ -272,7 +287,7 @@ mod tests {
                 outcome: "success".into(),
             })
             .inc();
-        m.set_bindings(2, 1, 0);
+        m.set_bindings(Tally { ready: 2, pending: 1, not_ready: 0, awaiting_owner: 3 });
         m.changes.get_or_create(&ActionLabel { action: "PutKeyPolicy".into() }).inc();
         m.errors.get_or_create(&ClassLabel { class: "terminal".into() }).inc();
         m.last_resync.set(1_700_000_000);
@@ -284,6 +299,7 @@ mod tests {
             "asg_cmk_operator_aws_calls_total{service=\"kms\",operation=\"GetKeyPolicy\",outcome=\"success\"} 1",
             "asg_cmk_operator_bindings{state=\"converged\"} 2",
             "asg_cmk_operator_bindings{state=\"pending\"} 1",
+            "asg_cmk_operator_bindings{state=\"awaiting_key_owner\"} 3",
             "asg_cmk_operator_last_successful_resync_timestamp_seconds 1700000000",
             "asg_cmk_operator_config_reloads_total{result=\"error\"} 0",
             "asg_cmk_operator_changes_applied_total{action=\"PutKeyPolicy\"} 1",

@@ -388,6 +388,10 @@ pub enum ErrorClass {
     Retryable,
     /// The API throttled us: retry with backoff and slow down.
     Throttled,
+    /// Hand-off: the key's owner account, which the operator cannot act in, has not yet
+    /// let the group's account use the key. Not an error: checked again on a shorter
+    /// interval until the owner adds what the operator printed.
+    AwaitingOwner,
 }
 
 impl ErrorClass {
@@ -396,7 +400,14 @@ impl ErrorClass {
             ErrorClass::Terminal => "terminal",
             ErrorClass::Retryable => "retryable",
             ErrorClass::Throttled => "throttled",
+            ErrorClass::AwaitingOwner => "awaiting_owner",
         }
+    }
+
+    /// Whether trying again soon may help: throttling and transient errors. A terminal
+    /// failure waits for a change of config or account; a hand-off key, for its owner.
+    pub fn is_transient(self) -> bool {
+        matches!(self, ErrorClass::Retryable | ErrorClass::Throttled)
     }
 }
 

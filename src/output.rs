@@ -3,6 +3,7 @@
 use serde_json::{json, Value};
 
 use crate::access::{Access, KeyAccess};
+use crate::model::ErrorClass;
 use crate::plan::{grant_name, Change, Plan, PlannedChange};
 use crate::policy::GRANT_OPERATIONS;
 
@@ -100,14 +101,28 @@ pub fn plan_text(plan: &Plan, bindings: usize, access: &[KeyAccess]) -> String {
             s.push_str(&format!("  - {}: {}\n", n.binding, n.message));
         }
     }
-    if !plan.blocked.is_empty() {
-        s.push_str(&format!(
-            "\n{} binding{} cannot progress:\n",
-            plan.blocked.len(),
-            if plan.blocked.len() == 1 { "" } else { "s" }
-        ));
-        for b in &plan.blocked {
+    let (waiting, stuck): (Vec<_>, Vec<_>) =
+        plan.blocked.iter().partition(|b| b.failure.class == ErrorClass::AwaitingOwner);
+    if !stuck.is_empty() {
+        s.push_str(&format!("\n{} binding{} cannot progress:\n", stuck.len(), if stuck.len() == 1 { "" } else { "s" }));
+        for b in &stuck {
             s.push_str(&format!("  ! {}: {}\n", b.binding, b.failure));
+        }
+    }
+    if !waiting.is_empty() {
+        s.push_str(&format!(
+            "\n{} binding{} awaiting key owner (`asg-cmk-operator handoff` prints what each owner must add):\n",
+            waiting.len(),
+            if waiting.len() == 1 { "" } else { "s" }
+        ));
+        for b in &waiting {
+            s.push_str(&format!(
+                "  ? {}: awaiting key owner: account {} has not yet let account {} use key {}\n",
+                b.binding,
+                b.binding.key.account(),
+                b.binding.asg.account,
+                b.binding.key
+            ));
         }
     }
     if !access.is_empty() {
@@ -173,6 +188,23 @@ mod tests {
         assert_eq!(v["actions"][1]["region"], "us-west-2");
         assert_eq!(v["notes"][0]["note"], "an AWS managed key");
         assert_eq!(v["errors"][0]["binding"], "111122223333/us-west-2/ghost [11111111-1111-1111-1111-111111111111]");
+    }
+
+    #[test]
+    fn a_binding_awaiting_its_key_owner_is_listed_apart_from_the_failures() {
+        let mut p = sample();
+        let key = KeyArn::parse("arn:aws:kms:us-west-2:999999999999:key/33333333-3333-3333-3333-333333333333").unwrap();
+        let account = AccountId::parse("111122223333").unwrap();
+        p.blocked.push(Blocked {
+            binding: BindingId { asg: AsgRef::new(account, "us-west-2", "api"), key },
+            failure: Failure { class: ErrorClass::AwaitingOwner, message: "awaiting key owner: ...".into() },
+        });
+        let t = plan_text(&p, 3, &[]);
+        assert!(t.contains("1 binding cannot progress:"), "{t}");
+        assert!(t.contains("1 binding awaiting key owner"), "{t}");
+        assert!(t.contains("  ? 111122223333/us-west-2/api [999999999999:33333333-3333-3333-3333-333333333333]: awaiting key owner: account 999999999999 has not yet let account 111122223333 use key"), "{t}");
+        let v: Value = serde_json::from_str(&plan_json(&p, &[])).unwrap();
+        assert_eq!(v["errors"][1]["class"], "awaiting_owner");
     }
 
     #[test]

@@ -32,6 +32,23 @@ pub struct Observed {
     pub launches: BTreeMap<AsgRef, Result<Option<LaunchActivity>, Failure>>,
     /// The keys each group's launches use (full passes only).
     pub launch_keys: BTreeMap<AsgRef, Result<GroupLaunch, Failure>>,
+    /// Hand-off keys: whether a dry run of the role's grant, made with the group
+    /// account's credentials, would succeed (KMS Developer Guide, "Testing your
+    /// permissions").
+    pub handoff: BTreeMap<(KeyArn, Slr), Result<DryRun, Failure>>,
+}
+
+/// What KMS answered a CreateGrant made with `DryRun`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DryRun {
+    /// DryRunOperationException: the call would succeed.
+    Allowed,
+    /// AccessDeniedException: the owner's key policy (or the caller's IAM policy) does
+    /// not allow it yet.
+    Refused,
+    /// The grantee is not a principal KMS knows yet (the role does not exist, or IAM
+    /// has not propagated it): the caller was allowed this far, and the role comes first.
+    GranteeUnknown,
 }
 
 impl Observed {
@@ -46,6 +63,7 @@ impl Observed {
         self.asgs.extend(newer.asgs);
         self.launches.extend(newer.launches);
         self.launch_keys.extend(newer.launch_keys);
+        self.handoff.extend(newer.handoff);
     }
 }
 
@@ -213,6 +231,10 @@ pub struct Reads {
     pub accounts: BTreeSet<AccountId>,
     /// Groups whose recent launches are read (full passes only).
     pub launches: BTreeSet<AsgRef>,
+    /// Hand-off keys (see [`is_handoff`]), each with the roles that need its grant. Not
+    /// in `keys`: they are described, and their grants listed, with the group account's
+    /// credentials, and their policies are never read.
+    pub handoff: BTreeMap<KeyArn, BTreeSet<Slr>>,
 }
 
 /// How much a pass reads. A full pass (at start, on resync, and for the one-shot
@@ -224,20 +246,47 @@ pub enum Depth {
     Full,
 }
 
-/// Why a binding cannot be acted on with the credentials at hand, if it cannot.
+/// Why a binding cannot be acted on with the credentials at hand, if it cannot. A key
+/// owner account the operator cannot act in is no error: see [`is_handoff`].
 pub fn access_error(b: &Binding, desired: &Desired, caller: &AccountId) -> Option<Failure> {
     let reachable = |a: &AccountId| a == caller || desired.accounts.contains_key(a);
-    let what = if !reachable(&b.asg.account) {
-        ("ASG account", &b.asg.account)
-    } else if !reachable(b.key.account()) {
-        ("key owner account", b.key.account())
-    } else {
+    if reachable(&b.asg.account) {
         return None;
-    };
+    }
     Some(Failure::terminal(format!(
-        "{} {} is neither the operator's own account ({caller}) nor listed under `accounts`",
-        what.0, what.1
+        "ASG account {} is neither the operator's own account ({caller}) nor listed under `accounts`",
+        b.asg.account
     )))
+}
+
+/// Hand-off mode (procedure case 2 when someone else owns the key): the key's owner
+/// account is neither the caller's nor listed under `accounts`. The operator never
+/// writes that key's policy: it checks, with the group account's credentials, whether the
+/// owner's policy lets the group's account create the grant, creates it once it does,
+/// and until then reports what the owner must add ([`handoff_statements`]).
+pub fn is_handoff(b: &Binding, desired: &Desired, caller: &AccountId) -> bool {
+    b.key.account() != caller && b.key.account() != &b.asg.account && !desired.accounts.contains_key(b.key.account())
+}
+
+/// The statements a hand-off key's owner must add for the group accounts `accounts`: the
+/// same ones, with the same Sids, that the operator writes itself in case 2.
+pub fn handoff_statements(key: &KeyArn, accounts: &BTreeSet<AccountId>) -> Vec<serde_json::Value> {
+    let roots: Vec<String> = accounts.iter().map(|a| a.root_arn(key.partition())).collect();
+    policy::case2_statements(&roots)
+}
+
+/// Why a hand-off binding waits, with the statements to add, as one message.
+pub fn awaiting_owner(b: &Binding, why: &str) -> Failure {
+    let statements = handoff_statements(&b.key, &BTreeSet::from([b.asg.account]));
+    Failure {
+        class: ErrorClass::AwaitingOwner,
+        message: format!(
+            "awaiting key owner: account {owner} owns key {key} and has no entry under `accounts`, so its key policy is its administrators' to change, and {why}. Ask them to add these statements to the key policy (`asg-cmk-operator handoff` prints them with the steps): {json}",
+            owner = b.key.account(),
+            key = b.key,
+            json = serde_json::Value::Array(statements),
+        ),
+    }
 }
 
 /// Lists every read a pass needs: one per role, per key, per cross-account key's grants,
@@ -246,16 +295,23 @@ pub fn reads(desired: &Desired, caller: &AccountId, depth: Depth) -> Reads {
     let mut r = Reads::default();
     for b in desired.bindings.iter().filter(|b| access_error(b, desired, caller).is_none()) {
         r.roles.insert(b.slr());
+        r.asgs.entry((b.asg.account, b.asg.region.clone())).or_default().insert(b.asg.clone());
+        r.accounts.insert(b.asg.account);
+        if depth == Depth::Full {
+            r.launches.insert(b.asg.clone());
+        }
+        if is_handoff(b, desired, caller) {
+            // An alias cannot name another account's key here: the binding fails (step 1).
+            if !b.key.is_alias() {
+                r.handoff.entry(b.key.clone()).or_default().insert(b.slr());
+            }
+            continue;
+        }
         r.keys.insert(b.key.clone());
         if b.is_cross_account() {
             r.grant_keys.insert(b.key.clone());
         }
-        r.asgs.entry((b.asg.account, b.asg.region.clone())).or_default().insert(b.asg.clone());
-        r.accounts.insert(b.asg.account);
         r.accounts.insert(*b.key.account());
-        if depth == Depth::Full {
-            r.launches.insert(b.asg.clone());
-        }
     }
     r
 }
@@ -329,6 +385,8 @@ struct Ready<'a> {
     role: Option<&'a Role>,
     /// The group as observed.
     group: &'a Asg,
+    /// A hand-off key's: its policy is never read or written.
+    handoff: bool,
 }
 
 /// Compares desired with observed and returns the changes, in execution order, and the
@@ -476,7 +534,20 @@ fn check_observed<'a>(
                     b.asg.name, b.asg.account, b.asg.region
                 ))
             })?;
-            let info = lookup(&observed.keys, &b.key, "describe key")?;
+            let handoff = is_handoff(b, desired, caller);
+            if handoff && b.key.is_alias() {
+                return Err(Failure::terminal(format!(
+                    "key {} belongs to account {}, which has no entry under `accounts`: name it by its key ARN (hand-off keys are checked by key ARN only), or list the account with a role to assume",
+                    b.key,
+                    b.key.account()
+                )));
+            }
+            let info = match lookup(&observed.keys, &b.key, "describe key") {
+                Err(f) if handoff && f.class == ErrorClass::AwaitingOwner => {
+                    return Err(awaiting_owner(b, &format!("account {} may not describe it yet", b.asg.account)))
+                }
+                r => r?,
+            };
             if let Some(f) = unusable(&b.key, info).or_else(|| aws_managed_elsewhere(b, info)) {
                 return Err(f);
             }
@@ -484,11 +555,24 @@ fn check_observed<'a>(
                 return Ok(None);
             }
             let role = lookup(&observed.roles, &(slr.account, slr.name()), "get service-linked role")?.as_ref();
+            if handoff {
+                match lookup(&observed.handoff, &(b.key.clone(), slr.clone()), "dry run of CreateGrant")? {
+                    DryRun::Refused => {
+                        return Err(awaiting_owner(
+                            b,
+                            &format!("a dry run of CreateGrant by account {} was refused", b.asg.account),
+                        ))
+                    }
+                    DryRun::Allowed | DryRun::GranteeUnknown => {}
+                }
+                lookup(&observed.grants, &info.arn, "list retirable grants")?;
+                return Ok(Some(Ready { binding: b, id: b.id(), key: &info.arn, slr, role, group: asg, handoff }));
+            }
             lookup(&observed.key_policies, &info.arn, "get key policy")?;
             if b.is_cross_account() {
                 lookup(&observed.grants, &info.arn, "list grants")?;
             }
-            Ok(Some(Ready { binding: b, id: b.id(), key: &info.arn, slr, role, group: asg }))
+            Ok(Some(Ready { binding: b, id: b.id(), key: &info.arn, slr, role, group: asg, handoff: false }))
         };
         match check() {
             Ok(Some(r)) => ready.push(r),
@@ -607,7 +691,7 @@ fn plan_grants(ready: &[Ready], observed: &Observed, blocked: &BlockedSet) -> St
 fn plan_key_policies(ready: &[Ready], observed: &Observed, blocked: &BlockedSet) -> Step {
     let mut step = Step::default();
     let mut by_key: BTreeMap<&KeyArn, Vec<&Ready>> = BTreeMap::new();
-    for r in ready.iter().filter(|r| !blocked.contains_key(&r.id)) {
+    for r in ready.iter().filter(|r| !blocked.contains_key(&r.id) && !r.handoff) {
         by_key.entry(r.key).or_default().push(r);
     }
     for (key, rs) in by_key {

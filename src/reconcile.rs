@@ -1,13 +1,13 @@
 //! One reconcile: observe → plan → execute, repeated until converged or out of passes.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use tracing::Instrument;
 
 use crate::aws::{self, Aws, Done, ExecSettings};
 use crate::config::Desired;
-use crate::model::{AsgRef, BindingId, ErrorClass, Failure, LaunchActivity};
+use crate::model::{AsgRef, BindingId, ErrorClass, Failure, KeyArn, LaunchActivity};
 use crate::plan::{self, BlockedSet, Change, Depth, Observed, Plan, PlannedChange};
 use crate::scheduler::Jitter;
 use crate::status::{self, BindingStatus};
@@ -168,6 +168,9 @@ pub struct Outcome {
     pub status: Vec<BindingStatus>,
     /// The groups' most recent launches, when this was a full pass.
     pub launches: BTreeMap<AsgRef, Result<Option<LaunchActivity>, Failure>>,
+    /// Hand-off keys whose owner has not yet let a group's account use them: the daemon
+    /// checks them again on its shorter hand-off interval.
+    pub awaiting_owner: BTreeSet<KeyArn>,
 }
 
 /// Reconciles until every binding has converged or failed terminally, or `max_passes`
@@ -210,7 +213,7 @@ pub async fn apply(
         let span = tracing::info_span!("round", round = out.passes);
         let depth = if out.passes == 1 { depth } else { Depth::Quick };
         let (observed, plan) = observe_and_plan(aws, desired, &terminal, depth).instrument(span.clone()).await;
-        let retry = plan.blocked.iter().any(|b| b.failure.class != ErrorClass::Terminal);
+        let retry = plan.blocked.iter().any(|b| b.failure.class.is_transient());
         if depth == Depth::Full {
             // Once a pass: groups that will fail to launch for a reason their bindings
             // do not cover.
@@ -235,22 +238,27 @@ pub async fn apply(
                 }
             }
             out.converged = desired.bindings.iter().map(|b| b.id()).filter(|a| !failed.contains_key(a)).collect();
+            out.awaiting_owner = failed
+                .iter()
+                .filter(|(_, f)| f.class == ErrorClass::AwaitingOwner)
+                .map(|(b, _)| b.key.clone())
+                .collect();
             out.failed = failed;
             out.status = status::evaluate(desired, &seen, aws.caller(), status::now());
             out.launches = std::mem::take(&mut seen.launches);
             return out;
         }
-        for b in plan.blocked.iter().filter(|b| b.failure.class == ErrorClass::Terminal) {
+        for b in plan.blocked.iter().filter(|b| !b.failure.class.is_transient()) {
             terminal.insert(b.binding.clone(), b.failure.clone());
         }
         let mut executed = execute_plan(aws, desired, &terminal, observed, plan, settings).instrument(span).await;
         seen.absorb(std::mem::take(&mut executed.observed));
         for (b, f) in &executed.failed {
-            if f.class == ErrorClass::Terminal {
+            if !f.class.is_transient() {
                 terminal.insert(b.clone(), f.clone());
             }
         }
-        let troubled = retry || executed.failed.values().any(|f| f.class != ErrorClass::Terminal);
+        let troubled = retry || executed.failed.values().any(|f| f.class.is_transient());
         troubled_rounds = if troubled { troubled_rounds + 1 } else { 0 };
         last_failed = executed.failed;
         out.applied.extend(&executed.applied);

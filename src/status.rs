@@ -22,8 +22,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::ser::{Serialize, SerializeStruct, Serializer};
 
 use crate::config::{Binding, Desired};
-use crate::model::{AccountId, AsgRef, BindingId, Failure, KeyArn, KeyManager, LaunchFailureClass};
-use crate::plan::{self, Observed};
+use crate::model::{AccountId, AsgRef, BindingId, ErrorClass, Failure, KeyArn, KeyManager, LaunchFailureClass};
+use crate::plan::{self, DryRun, Observed};
 use crate::policy::{self, Need, NeedKind, PolicyDocument, PrincipalIds};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,6 +69,12 @@ impl BindingStatus {
     /// Whether no pass has read the group's launches for it yet.
     pub fn launches_unread(&self) -> bool {
         self.conditions.iter().any(|c| c.kind == "LaunchesHealthy" && &*c.reason == NOT_READ)
+    }
+
+    /// Whether the binding waits for a hand-off key's owner: its key policy is not ready
+    /// for that reason alone.
+    pub fn awaiting_owner(&self) -> bool {
+        self.conditions.iter().any(|c| c.kind == "KeyPolicyReady" && &*c.reason == AWAITING_KEY_OWNER)
     }
 
     /// Keeps the transition times of conditions whose status did not change since
@@ -223,6 +229,9 @@ fn binding_status(
         matches!(info, Some(Ok(i)) if i.manager == KeyManager::Aws && plan::aws_managed_elsewhere(b, i).is_none());
     out.push(match info {
         None => c("KeyUsable", State::Unknown, NOT_READ, "the key was not described".into()),
+        Some(Err(f)) if f.class == ErrorClass::AwaitingOwner => {
+            c("KeyUsable", State::Unknown, AWAITING_KEY_OWNER, f.message.clone())
+        }
         Some(Err(f)) => unknown("KeyUsable", f),
         Some(Ok(i)) if !aws_managed && i.manager == KeyManager::Aws => c(
             "KeyUsable",
@@ -259,6 +268,8 @@ fn binding_status(
     };
     out.push(if aws_managed {
         c("KeyPolicyReady", State::True, "NotNeeded", "an AWS managed key's policy allows its use".into())
+    } else if plan::is_handoff(b, desired, caller) {
+        handoff_condition(b, observed, now)
     } else {
         match resolved.and_then(|k| observed.key_policies.get(k).map(|p| (k, p))) {
             None => c("KeyPolicyReady", State::Unknown, NOT_READ, "the key policy was not read".into()),
@@ -351,6 +362,55 @@ fn binding_status(
         }
     });
     BindingStatus { binding: b.id(), conditions: out }
+}
+
+/// The reason of a hand-off binding's `KeyPolicyReady` while the key's owner has not yet
+/// let the group's account use the key; its message holds the statements to add.
+pub const AWAITING_KEY_OWNER: &str = "AwaitingKeyOwner";
+
+/// `KeyPolicyReady` of a hand-off key ([`plan::is_handoff`]): its policy cannot be read,
+/// so what counts is KMS's answer to a dry run of the grant, made by the group's account.
+fn handoff_condition(b: &Binding, observed: &Observed, now: u64) -> Condition {
+    let c = |status: State, reason: &str, message: String| Condition {
+        kind: "KeyPolicyReady",
+        status,
+        reason: reason.into(),
+        message: message.into(),
+        since: now,
+    };
+    let waiting = |why: String| c(State::False, AWAITING_KEY_OWNER, plan::awaiting_owner(b, &why).message);
+    if b.key.is_alias() {
+        return c(
+            State::False,
+            "AliasAcrossAccounts",
+            "a key of an account without credentials here must be named by its key ARN".into(),
+        );
+    }
+    if let Some(Err(f)) = observed.keys.get(&b.key) {
+        if f.class == ErrorClass::AwaitingOwner {
+            return waiting(format!("account {} may not describe it yet", b.asg.account));
+        }
+    }
+    match observed.handoff.get(&(b.key.clone(), b.slr())) {
+        None => c(State::Unknown, NOT_READ, "the owner's key policy was not checked".into()),
+        Some(Err(f)) => c(State::Unknown, "ReadFailed", f.message.clone()),
+        Some(Ok(DryRun::Refused)) => {
+            waiting(format!("a dry run of CreateGrant by account {} was refused", b.asg.account))
+        }
+        Some(Ok(DryRun::GranteeUnknown)) => c(
+            State::Unknown,
+            "GranteeUnknown",
+            format!("KMS does not know {} yet; the dry run is made again once it does", b.slr().arn()),
+        ),
+        Some(Ok(DryRun::Allowed)) => c(
+            State::True,
+            "OwnerAllows",
+            format!(
+                "a dry run of the grant by account {} succeeds: the owner's key policy lets it use the key and create grants",
+                b.asg.account
+            ),
+        ),
+    }
 }
 
 fn account_error(b: &Binding, observed: &Observed) -> Option<Failure> {

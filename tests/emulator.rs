@@ -1326,3 +1326,74 @@ async fn a_launch_uses_the_template_version_the_group_names_and_a_mixed_policys_
     assert_eq!(verdict["can_launch"], false);
     assert_eq!(verdict["keys"][0]["source"], format!("launch template {id} version 2 /dev/sdb"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn create_grant_dry_run_across_accounts_follows_the_owner_key_policy_and_creates_nothing() {
+    let moto = Moto::start();
+    let (own, other) = (moto.own().await, moto.other().await);
+    let key = create_key(&other, None).await;
+    create_asgs(&own, &["api"]).await; // brings the default service-linked role
+    let root = format!("arn:aws:iam::{OWN}:root");
+    let dry = || async {
+        aws_sdk_kms::Client::new(&own)
+            .create_grant()
+            .key_id(&key)
+            .grantee_principal(slr_arn(OWN, None))
+            .retiring_principal(&root)
+            .operations(GrantOperation::Decrypt)
+            .dry_run(true)
+            .send()
+            .await
+    };
+    // The default policy allows only the owner's own account.
+    assert_eq!(code(dry().await), "AccessDeniedException");
+    // A statement conditioned on kms:GrantIsForAWSResource does not allow the caller's own call.
+    let conditioned = json!({"Sid": "Attach", "Effect": "Allow", "Principal": {"AWS": root}, "Action": "kms:CreateGrant",
+        "Resource": "*", "Condition": {"Bool": {"kms:GrantIsForAWSResource": true}}});
+    let mut p = key_policy(&other, &key).await;
+    p["Statement"].as_array_mut().unwrap().push(conditioned);
+    aws_sdk_kms::Client::new(&other)
+        .put_key_policy()
+        .key_id(&key)
+        .policy_name("default")
+        .policy(p.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(code(dry().await), "AccessDeniedException");
+    // An unconditioned Allow for the account: the call would succeed.
+    p["Statement"].as_array_mut().unwrap().push(json!({"Effect": "Allow", "Principal": {"AWS": OWN},
+        "Action": "kms:CreateGrant", "Resource": "*"}));
+    aws_sdk_kms::Client::new(&other)
+        .put_key_policy()
+        .key_id(&key)
+        .policy_name("default")
+        .policy(p.to_string())
+        .send()
+        .await
+        .unwrap();
+    let e = dry().await.unwrap_err();
+    assert_eq!(e.code(), Some("DryRunOperationException"));
+    assert_eq!(e.raw_response().map(|r| r.status().as_u16()), Some(412));
+    assert!(grants(&other, &key).await.is_empty(), "a dry run creates no grant");
+    // The real call, then the grants the group's account may retire, on the other account's key.
+    aws_sdk_kms::Client::new(&own)
+        .create_grant()
+        .key_id(&key)
+        .grantee_principal(slr_arn(OWN, None))
+        .retiring_principal(&root)
+        .operations(GrantOperation::Decrypt)
+        .send()
+        .await
+        .unwrap();
+    let listed = aws_sdk_kms::Client::new(&own).list_retirable_grants().retiring_principal(&root).send().await.unwrap();
+    let keys: Vec<&str> = listed.grants().iter().filter_map(|g| g.key_id()).collect();
+    assert_eq!(keys, [key.as_str()], "listed by the caller's account, KeyId the key's ARN");
+    let none = aws_sdk_kms::Client::new(&other)
+        .list_retirable_grants()
+        .retiring_principal(format!("arn:aws:iam::{OTHER}:root"))
+        .send()
+        .await
+        .unwrap();
+    assert!(none.grants().is_empty());
+}

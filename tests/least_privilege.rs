@@ -150,6 +150,69 @@ async fn every_call_is_allowed_by_the_generated_policy_and_every_allowed_action_
     }
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_handoff_key_is_checked_and_granted_within_the_generated_policy() {
+    // OWN's group on OTHER's key, and no `accounts`: the operator has no credentials in
+    // OTHER, so it checks the owner's policy with a dry run, lists the grants OWN may
+    // retire, and makes the grant, all as OWN.
+    let moto = Moto::start();
+    let (own, other) = (moto.own().await, moto.other().await);
+    let key = create_key(&other, None).await;
+    create_asgs(&own, &["api"]).await;
+    let dir = TempDir::new();
+    let cfg = dir.write(
+        "c.yaml",
+        &format!(
+            "version: 1\nbindings:\n  - {{asg: api, account: \"{OWN}\", key: {key}, serviceLinkedRoleSuffix: CMK}}\n"
+        ),
+    );
+    let policy = policy_of(&moto, &cfg, OWN);
+    let operator = operator_user(&own).await;
+    moto.hook("POST", "/_launcher/identity-policies", json!({"caller": operator.0, "policy": policy}));
+
+    // Before the owner acts: the binding waits (its IAM half allowed, the key policy not).
+    let waiting = run_as(&moto, &operator, &["apply", "--config", &cfg]);
+    assert_eq!(waiting.status.code(), Some(1));
+    assert!(stdout(&waiting).contains("awaiting key owner"), "{}", stdout(&waiting));
+    assert!(grants(&other, &key).await.is_empty());
+    // The owner adds what `handoff` prints; then the operator converges.
+    let printed: Value =
+        serde_json::from_str(&stdout(&moto.operator(&["handoff", "--config", &cfg, "--output", "json"]))).unwrap();
+    let mut kp = key_policy(&other, &key).await;
+    for st in printed["owners"][0]["keys"][0]["statements"].as_array().unwrap() {
+        kp["Statement"].as_array_mut().unwrap().push(st["statement"].clone());
+    }
+    aws_sdk_kms::Client::new(&other)
+        .put_key_policy()
+        .key_id(&key)
+        .policy_name("default")
+        .policy(kp.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert!(run_as(&moto, &operator, &["apply", "--config", &cfg]).status.success());
+    assert_eq!(grants(&other, &key).await.len(), 1);
+
+    let seen = decisions(&moto);
+    let refused: Vec<&Value> = seen.iter().filter(|d| d["allowed"] != true).collect();
+    assert!(refused.is_empty(), "refused: {refused:#?}");
+    // The statements hand-off mode relies on allowed some call each.
+    let statements = policy["Statement"].as_array().unwrap();
+    for (sid, action) in [
+        ("ListGrantsThisAccountMayRetire", "kms:ListRetirableGrants"),
+        ("GrantServiceLinkedRolesOtherAccountsKeys", "kms:CreateGrant"),
+        ("DescribeKeysGroupsLaunchWith", "kms:DescribeKey"),
+    ] {
+        let i = statements.iter().position(|s| s["Sid"] == sid).unwrap_or_else(|| panic!("no {sid} in {policy:#}"));
+        assert!(
+            seen.iter().any(|d| d["action"] == action && d["statements"].as_array().unwrap().contains(&json!(i))),
+            "{sid} allowed no {action}"
+        );
+    }
+    let dry_runs = seen.iter().filter(|d| d["action"] == "kms:CreateGrant").count();
+    assert!(dry_runs >= 3, "two dry runs and the grant, each within the same conditions: {dry_runs}");
+}
+
 /// A grant for `grantee` on `key` named `name` that lacks most operations, made by OWN
 /// (the test's own credentials, which the emulator does not check).
 async fn kms_short_grant(own: &aws_config::SdkConfig, key: &str, grantee: &str, name: &str) {

@@ -12,7 +12,7 @@ use crate::model::{
     AccountId, Asg, AsgRef, ErrorClass, Failure, Grant, KeyArn, KeyInfo, KeyManager, LaunchActivity, LaunchSource,
     Role, Slr,
 };
-use crate::plan::{Observed, Reads};
+use crate::plan::{DryRun, Observed, Reads};
 
 /// At most this many reads in flight at once, across all accounts and regions.
 pub const READ_CONCURRENCY: usize = 16;
@@ -29,6 +29,12 @@ enum Job {
     Asgs(Vec<AsgRef>),
     /// One sweep of the scaling activities of an account and Region, for these groups.
     Launches(Vec<AsgRef>),
+    /// A hand-off key, described with a group account's credentials.
+    DescribeAs(KeyArn, AccountId),
+    /// The grants on a hand-off key that a group account may retire (its own).
+    RetirableGrants(KeyArn, AccountId),
+    /// CreateGrant with DryRun on a hand-off key, with the role's account's credentials.
+    DryRun(KeyArn, Slr),
 }
 
 /// The account whose credentials a job reads with.
@@ -38,6 +44,8 @@ fn job_account(job: &Job) -> AccountId {
         Job::Describe(key) | Job::Policy(key) | Job::Grants(key) => *key.account(),
         Job::Asgs(asgs) => asgs.first().map(|a| a.account).expect("batches are never empty"),
         Job::Launches(asgs) => asgs.first().map(|a| a.account).expect("sweeps are never empty"),
+        Job::DescribeAs(_, account) | Job::RetirableGrants(_, account) => *account,
+        Job::DryRun(_, slr) => slr.account,
     }
 }
 
@@ -61,6 +69,27 @@ async fn run(account: Arc<Account>, job: Job) -> Read {
         }
         Job::Asgs(asgs) => Read::Asgs(describe_asgs(&account, asgs).await),
         Job::Launches(asgs) => Read::Launches(last_launches(&account, asgs).await),
+        Job::DescribeAs(key, _) => {
+            let r = describe_key(&account, &key).await.map_err(|f| handoff_denial(f, &key));
+            Read::Described(key, r)
+        }
+        Job::RetirableGrants(key, _) => {
+            let r = list_retirable_grants(&account, &key).await;
+            Read::MoreGrants(key, r)
+        }
+        Job::DryRun(key, slr) => {
+            let r = dry_run_grant(&account, &key, &slr).await;
+            Read::DryRun(key, slr, r)
+        }
+    }
+}
+
+/// A hand-off key that the group's account may not describe yet waits for its owner.
+fn handoff_denial(f: Failure, key: &KeyArn) -> Failure {
+    if f.message.contains("AccessDenied") {
+        Failure { class: ErrorClass::AwaitingOwner, message: format!("{key}: {}", f.message) }
+    } else {
+        f
     }
 }
 
@@ -71,6 +100,9 @@ enum Read {
     Grants(KeyArn, Result<Vec<Grant>, Failure>),
     Asgs(Vec<(AsgRef, Result<Option<Asg>, Failure>)>),
     Launches(Vec<(AsgRef, Result<Option<LaunchActivity>, Failure>)>),
+    /// Grants to add to the key's (several group accounts list theirs).
+    MoreGrants(KeyArn, Result<Vec<Grant>, Failure>),
+    DryRun(KeyArn, Slr, Result<DryRun, Failure>),
 }
 
 /// Performs every read in `reads`, concurrently and bounded, and returns what was seen.
@@ -120,6 +152,14 @@ pub async fn observe(aws: &Arc<Aws>, desired: &Desired, reads: &Reads) -> Observ
         sweeps.entry((asg.account, asg.region.as_str())).or_default().push(asg.clone());
     }
     jobs.extend(sweeps.into_values().map(Job::Launches));
+    for (key, slrs) in &reads.handoff {
+        let accounts: std::collections::BTreeSet<AccountId> =
+            slrs.iter().map(|s| s.account).filter(|a| usable(a)).collect();
+        let Some(first) = accounts.first() else { continue };
+        jobs.push(Job::DescribeAs(key.clone(), *first));
+        jobs.extend(accounts.iter().map(|a| Job::RetirableGrants(key.clone(), *a)));
+        jobs.extend(slrs.iter().filter(|s| usable(&s.account)).map(|s| Job::DryRun(key.clone(), s.clone())));
+    }
     run_jobs(&handles, jobs, &mut observed).await;
 
     let mut resolved: Vec<Job> = Vec::new();
@@ -203,6 +243,17 @@ async fn run_jobs(handles: &BTreeMap<AccountId, Arc<Account>>, jobs: Vec<Job>, o
         }
         Ok(Read::Asgs(rows)) => observed.asgs.extend(rows),
         Ok(Read::Launches(rows)) => observed.launches.extend(rows),
+        Ok(Read::MoreGrants(k, r)) => {
+            // Every group account's list, or the first failure.
+            match (observed.grants.entry(k).or_insert_with(|| Ok(Vec::new())), r) {
+                (Ok(all), Ok(more)) => all.extend(more),
+                (entry @ Ok(_), Err(f)) => *entry = Err(f),
+                (Err(_), _) => {}
+            }
+        }
+        Ok(Read::DryRun(k, slr, r)) => {
+            observed.handoff.insert((k, slr), r);
+        }
         // A panicked read leaves its entries unobserved; the planner blocks the bindings
         // that needed them.
         Err(e) => tracing::error!(error = %e, "read task failed"),
@@ -224,6 +275,9 @@ fn without_credentials(job: Job) -> Read {
         Job::Grants(key) => Read::Grants(key, Err(f)),
         Job::Asgs(asgs) => Read::Asgs(asgs.into_iter().map(|a| (a, Err(f.clone()))).collect()),
         Job::Launches(asgs) => Read::Launches(asgs.into_iter().map(|a| (a, Err(f.clone()))).collect()),
+        Job::DescribeAs(key, _) => Read::Described(key, Err(f)),
+        Job::RetirableGrants(key, _) => Read::MoreGrants(key, Err(f)),
+        Job::DryRun(key, slr) => Read::DryRun(key, slr, Err(f)),
     }
 }
 
@@ -330,16 +384,7 @@ async fn list_grants(account: &Account, key: &KeyArn) -> Result<Vec<Grant>, Fail
         let request = client.list_grants().key_id(key.as_str()).limit(100).set_marker(marker.take()).send();
         let out = account.call(None, "kms", "ListGrants", &[], request).await;
         let out = out.map_err(|e| classify("ListGrants", &e))?;
-        grants.extend(out.grants().iter().map(|g| Grant {
-            grant_id: g.grant_id().unwrap_or_default().to_owned(),
-            name: g.name().map(str::to_owned),
-            grantee_principal: g.grantee_principal().unwrap_or_default().to_owned(),
-            operations: g.operations().iter().map(|o| o.as_str().to_owned()).collect(),
-            constrained: g.constraints().is_some_and(|c| {
-                c.encryption_context_subset().is_some_and(|m| !m.is_empty())
-                    || c.encryption_context_equals().is_some_and(|m| !m.is_empty())
-            }),
-        }));
+        grants.extend(out.grants().iter().map(grant_of));
         match (out.truncated(), out.next_marker()) {
             // A marker seen before would page forever.
             (true, Some(m)) if !seen.insert(m.to_owned()) => {
@@ -351,6 +396,78 @@ async fn list_grants(account: &Account, key: &KeyArn) -> Result<Vec<Grant>, Fail
             (true, Some(m)) => marker = Some(m.to_owned()),
             _ => return Ok(grants),
         }
+    }
+}
+
+/// The grants on a hand-off key whose retiring principal is the group's account, from
+/// ListRetirableGrants in that account: it lists grants on other accounts' keys too, with
+/// no permission in the key's account (KMS API Reference, ListRetirableGrants). The
+/// operator names the group's account as retiring principal on every grant it creates,
+/// so its grants are all there, while ListGrants would need the owner's leave.
+async fn list_retirable_grants(account: &Account, key: &KeyArn) -> Result<Vec<Grant>, Failure> {
+    let client = account.kms(key.region());
+    let retiring = account.id().root_arn(key.partition());
+    let mut grants = Vec::new();
+    let mut marker: Option<String> = None;
+    let mut seen = std::collections::HashSet::new();
+    loop {
+        let request =
+            client.list_retirable_grants().retiring_principal(&retiring).limit(100).set_marker(marker.take()).send();
+        let out = account.call(None, "kms", "ListRetirableGrants", &[], request).await;
+        let out = out.map_err(|e| classify("ListRetirableGrants", &e))?;
+        grants.extend(out.grants().iter().filter(|g| g.key_id() == Some(key.as_str())).map(grant_of));
+        match (out.truncated(), out.next_marker()) {
+            (true, Some(m)) if !seen.insert(m.to_owned()) => {
+                return Err(Failure {
+                    class: ErrorClass::Retryable,
+                    message: format!("ListRetirableGrants answered marker {m:?} a second time; paging stopped"),
+                })
+            }
+            (true, Some(m)) => marker = Some(m.to_owned()),
+            _ => return Ok(grants),
+        }
+    }
+}
+
+/// CreateGrant with `DryRun`, exactly as the grant would be made (grantee, retiring
+/// principal, operations), with the role's account's credentials: KMS answers
+/// DryRunOperationException when the call would succeed and AccessDeniedException when
+/// it would not (KMS Developer Guide, "Testing your permissions"). Nothing is created.
+async fn dry_run_grant(account: &Account, key: &KeyArn, slr: &Slr) -> Result<DryRun, Failure> {
+    use aws_sdk_kms::types::GrantOperation;
+    const ANSWERS: &[&str] = &["DryRunOperationException", "AccessDeniedException", "InvalidArnException"];
+    let request = account
+        .kms(key.region())
+        .create_grant()
+        .key_id(key.as_str())
+        .grantee_principal(slr.arn())
+        .retiring_principal(slr.account.root_arn(slr.partition))
+        .set_operations(Some(crate::policy::GRANT_OPERATIONS.iter().map(|o| GrantOperation::from(*o)).collect()))
+        .dry_run(true)
+        .send();
+    match account.call(None, "kms", "CreateGrant", ANSWERS, request).await {
+        Ok(_) => {
+            Err(Failure::terminal(format!("CreateGrant with DryRun on {key} created a grant instead of answering")))
+        }
+        Err(e) => match code(&e) {
+            Some("DryRunOperationException") => Ok(DryRun::Allowed),
+            Some("AccessDeniedException") => Ok(DryRun::Refused),
+            Some("InvalidArnException") => Ok(DryRun::GranteeUnknown),
+            _ => Err(classify("CreateGrant (DryRun)", &e)),
+        },
+    }
+}
+
+fn grant_of(g: &aws_sdk_kms::types::GrantListEntry) -> Grant {
+    Grant {
+        grant_id: g.grant_id().unwrap_or_default().to_owned(),
+        name: g.name().map(str::to_owned),
+        grantee_principal: g.grantee_principal().unwrap_or_default().to_owned(),
+        operations: g.operations().iter().map(|o| o.as_str().to_owned()).collect(),
+        constrained: g.constraints().is_some_and(|c| {
+            c.encryption_context_subset().is_some_and(|m| !m.is_empty())
+                || c.encryption_context_equals().is_some_and(|m| !m.is_empty())
+        }),
     }
 }
 

@@ -132,6 +132,9 @@ impl Reconciler for Slow {
             let mut out = Outcome::default();
             for b in desired.bindings {
                 if fail {
+                    if class == ErrorClass::AwaitingOwner {
+                        out.awaiting_owner.insert(b.key.clone());
+                    }
                     out.failed.insert(b.id(), Failure { class, message: "x".into() });
                 } else {
                     out.converged.push(b.id());
@@ -271,6 +274,28 @@ async fn failing_keys_are_retried_by_backoff_not_by_spinning() {
     let n = passes.load(Ordering::SeqCst);
     assert!((4..=9).contains(&n), "{n} passes");
     assert!(report.turns <= 160, "{} turns", report.turns);
+}
+
+#[tokio::test(start_paused = true)]
+async fn keys_awaiting_their_owner_are_checked_on_the_handoff_interval_not_backed_off() {
+    let f = Fixture::new("awaiting");
+    let mut slow = Slow::new(Duration::from_millis(100), 0);
+    slow.fail = true;
+    slow.fail_class = ErrorClass::AwaitingOwner;
+    let passes = slow.passes.clone();
+    let mut settings = f.settings(Duration::from_secs(3600));
+    settings.handoff_recheck = Duration::from_secs(10);
+    let metrics = Arc::new(Metrics::new());
+    let (stop, _) = stop_after(Duration::from_secs(120), 100_000);
+    let report = run_with(settings, slow, metrics.clone(), stop).await.unwrap();
+    // One pass at start, then one every 10 s (plus the pass's 100 ms): not a backoff that
+    // grows (which would give at most about nine), nor a spin.
+    let n = passes.load(Ordering::SeqCst);
+    assert!((11..=13).contains(&n), "{n} passes");
+    assert!(report.turns <= 200, "{} turns", report.turns);
+    let text = metrics.encode();
+    assert!(!text.contains("class=\"awaiting_owner\""), "waiting is no error: {text}");
+    assert!(text.contains("asg_cmk_operator_reconcile_passes_total{result=\"success\"}"), "{text}");
 }
 
 /// A config of groups in one account, each with its keys (by number).

@@ -8,6 +8,9 @@ const ASG_ACCT: &str = "111122223333";
 const KEY_ACCT: &str = "444455556666";
 const OWN_KEY: &str = "arn:aws:kms:us-west-2:111122223333:key/11111111-1111-1111-1111-111111111111";
 const OTHER_KEY: &str = "arn:aws:kms:us-west-2:444455556666:key/22222222-2222-2222-2222-222222222222";
+/// A key whose owner account has no `accounts` entry: hand-off mode.
+const HANDOFF_ACCT: &str = "999999999999";
+const HANDOFF_KEY: &str = "arn:aws:kms:us-west-2:999999999999:key/33333333-3333-3333-3333-333333333333";
 const OTHER_ALIAS: &str = "arn:aws:kms:us-west-2:444455556666:alias/ebs";
 const SLR_NAME: &str = "AWSServiceRoleForAutoScaling";
 const SLR_ARN: &str =
@@ -277,11 +280,11 @@ fn rows() -> Vec<Case> {
             want_blocked: vec![("b", "AccessDeniedException")],
         },
         Case {
-            reason: "key owner neither ours nor listed → that binding fails",
-            bindings: vec![binding("a", "arn:aws:kms:us-west-2:999999999999:key/33333333-3333-3333-3333-333333333333")],
+            reason: "key owner neither ours nor listed, the dry run not made → that binding waits for the read",
+            bindings: vec![binding("a", HANDOFF_KEY)],
             observed: fresh,
             want: vec![],
-            want_blocked: vec![("a", "key owner account 999999999999 is neither")],
+            want_blocked: vec![("a", "dry run of CreateGrant: not observed")],
         },
         Case {
             reason: "assume-role into the key owner failed → case 2 binding fails, case 1 goes on",
@@ -633,13 +636,15 @@ fn cross_account_grant_is_made_with_the_asg_account_credentials() {
 fn reads_are_shared_across_bindings() {
     let mut bs: Vec<Binding> =
         (0..250).map(|i| binding(&format!("asg-{i}"), if i % 2 == 0 { OWN_KEY } else { OTHER_KEY })).collect();
-    bs.push(binding("unreachable", "arn:aws:kms:us-west-2:999999999999:key/33333333-3333-3333-3333-333333333333"));
+    bs.push(binding("handed-off", HANDOFF_KEY));
     let r = reads(&desired(bs), &acct(ASG_ACCT), Depth::Quick);
     assert_eq!(r.roles.len(), 1);
-    assert_eq!(r.keys.len(), 2);
+    assert_eq!(r.keys.len(), 2, "a hand-off key is not read with its owner's credentials");
+    assert_eq!(r.handoff.len(), 1);
+    assert!(!r.accounts.contains(&acct(HANDOFF_ACCT)), "no credentials are sought for its owner");
     assert_eq!(r.grant_keys.len(), 1);
     assert_eq!(r.asgs.len(), 1);
-    assert_eq!(r.asgs.values().next().unwrap().len(), 250);
+    assert_eq!(r.asgs.values().next().unwrap().len(), 251);
     assert!(r.launches.is_empty(), "launches are read on full passes only");
 }
 
@@ -786,11 +791,15 @@ fn check_observed_table() {
             want_blocked: vec![("b", "credentials for account 444455556666: AccessDenied")],
         },
         Row {
-            reason: "a key owner neither ours nor listed → blocked before any read is looked at",
-            bindings: vec![binding("a", "arn:aws:kms:us-west-2:999999999999:key/33333333-3333-3333-3333-333333333333")],
+            reason: "an ASG account neither ours nor listed → blocked before any read is looked at",
+            bindings: vec![Binding {
+                asg: AsgRef::new(acct("999999999999"), "us-west-2", "a"),
+                key: KeyArn::parse(OWN_KEY).unwrap(),
+                slr_suffix: None,
+            }],
             observed: |_| Observed::default(),
             want_ready: vec![],
-            want_blocked: vec![("a", "neither the operator's own account")],
+            want_blocked: vec![("a", "ASG account 999999999999 is neither the operator's own account")],
         },
     ];
     for row in rows {
@@ -1049,4 +1058,70 @@ fn a_group_already_on_its_role_is_not_held_by_a_blocked_key() {
     let p = plan(&d, &o, &acct(ASG_ACCT));
     assert!(p.changes.is_empty());
     assert_eq!(p.blocked.len(), 1, "only the denied binding: {:?}", p.blocked);
+}
+
+/// A hand-off binding as observed with the group account's credentials: the key described,
+/// the operator's grants listed (none), the dry run answered `dry`, the role present.
+fn handoff_observed(d: &Desired, dry: DryRun) -> Observed {
+    let mut o = fresh(d);
+    let key = KeyArn::parse(HANDOFF_KEY).unwrap();
+    o.key_policies.remove(&key);
+    for b in &d.bindings {
+        o.roles.insert((b.asg.account, b.slr().name()), Ok(Some(Role { role_id: ROLE_ID.into() })));
+        o.handoff.insert((key.clone(), b.slr()), Ok(dry));
+    }
+    o
+}
+
+#[test]
+fn a_handoff_key_awaits_its_owner_and_nothing_is_written_for_it() {
+    let d = desired(vec![binding("web", HANDOFF_KEY), binding("web", OWN_KEY)]);
+    assert!(is_handoff(&d.bindings[0], &d, &acct(ASG_ACCT)));
+    assert!(!is_handoff(&d.bindings[1], &d, &acct(ASG_ACCT)));
+    let p = plan(&d, &handoff_observed(&d, DryRun::Refused), &acct(ASG_ACCT));
+    // The own key is made ready; the group stays where it is while the other key waits.
+    let got: Vec<(&str, String)> = p.changes.iter().map(|c| (c.change.action(), c.change.target())).collect();
+    assert_eq!(got, [("PutKeyPolicy", OWN_KEY.to_owned())], "never the hand-off key's policy, no grant, no switch");
+    let waiting = p.blocked.iter().find(|b| b.binding.key.as_str() == HANDOFF_KEY).unwrap();
+    assert_eq!(waiting.failure.class, ErrorClass::AwaitingOwner);
+    assert!(waiting.failure.message.contains("awaiting key owner"), "{}", waiting.failure.message);
+    assert!(
+        waiting.failure.message.contains(r#""Sid":"AsgCmkOperatorCrossAccountGrant""#),
+        "{}",
+        waiting.failure.message
+    );
+    assert!(waiting.failure.message.contains("arn:aws:iam::111122223333:root"), "{}", waiting.failure.message);
+    let held = p.blocked.iter().find(|b| b.binding.key.as_str() == OWN_KEY).unwrap();
+    assert!(held.failure.message.contains("stays on"), "{}", held.failure.message);
+    assert_eq!(held.failure.class, ErrorClass::AwaitingOwner, "held by a waiting key, the binding waits too");
+}
+
+#[test]
+fn a_handoff_key_the_owner_allows_gets_one_grant_and_the_switch() {
+    let d = desired(vec![binding("web", HANDOFF_KEY)]);
+    let mut o = handoff_observed(&d, DryRun::Allowed);
+    let p = plan(&d, &o, &acct(ASG_ACCT));
+    let got: Vec<(&str, String)> = p.changes.iter().map(|c| (c.change.action(), c.change.target())).collect();
+    assert_eq!(got, [("CreateGrant", HANDOFF_KEY.to_owned()), ("UpdateAutoScalingGroup", "web".to_owned())]);
+    assert!(p.blocked.is_empty(), "{:?}", p.blocked);
+    assert_eq!(p.changes[0].change.account().as_str(), ASG_ACCT, "made with the group account's credentials");
+    // Once the grant is listed (ListRetirableGrants) and the group switched: nothing.
+    let slr = d.bindings[0].slr();
+    o.grants.insert(KeyArn::parse(HANDOFF_KEY).unwrap(), Ok(vec![our_grant(&slr.arn(), ROLE_ID)]));
+    o.asgs
+        .insert(d.bindings[0].asg.clone(), Ok(Some(Asg { service_linked_role_arn: Some(slr.arn()), sources: vec![] })));
+    let p = plan(&d, &o, &acct(ASG_ACCT));
+    assert!(p.changes.is_empty() && p.blocked.is_empty(), "{p:?}");
+}
+
+#[test]
+fn a_handoff_key_the_group_account_may_not_describe_awaits_its_owner() {
+    let d = desired(vec![binding("web", HANDOFF_KEY)]);
+    let mut o = handoff_observed(&d, DryRun::Refused);
+    let denied = Failure { class: ErrorClass::AwaitingOwner, message: "DescribeKey: AccessDeniedException".into() };
+    o.keys.insert(KeyArn::parse(HANDOFF_KEY).unwrap(), Err(denied));
+    let p = plan(&d, &o, &acct(ASG_ACCT));
+    assert!(p.changes.is_empty());
+    assert_eq!(p.blocked[0].failure.class, ErrorClass::AwaitingOwner);
+    assert!(p.blocked[0].failure.message.contains("may not describe it yet"), "{}", p.blocked[0].failure.message);
 }

@@ -111,6 +111,13 @@ impl Slot {
     }
 }
 
+/// The statements the operator writes in case 2 for the group accounts' roots: the use
+/// actions, and `kms:CreateGrant` (without `kms:GrantIsForAWSResource`: the operator, not
+/// an AWS service, creates the role's grant). What a hand-off key's owner is asked to add.
+pub fn case2_statements(roots: &[String]) -> Vec<Value> {
+    vec![Slot::Use.statement(roots), Slot::CrossAccountGrant.statement(roots)]
+}
+
 /// Works out what `doc` is missing for `needs` on the key `key_arn`, and returns the
 /// merged document when something is.
 pub fn ensure(doc: &PolicyDocument, key_arn: &str, needs: &[Need]) -> Result<Merge, PolicyError> {

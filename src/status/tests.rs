@@ -401,3 +401,31 @@ fn a_group_held_back_by_one_of_its_keys_names_that_key() {
     let s = evaluate(&d, &o, &acct(ASG_ACCT), 1);
     assert!(s.iter().all(|b| &*of(b, "AsgUsesRole").reason == "OtherRole"));
 }
+
+#[test]
+fn a_handoff_key_awaiting_its_owner_says_so_with_the_statements_and_is_ready_once_allowed() {
+    const HANDOFF_KEY: &str = "arn:aws:kms:us-west-2:999999999999:key/33333333-3333-3333-3333-333333333333";
+    let d = desired(&[HANDOFF_KEY]);
+    let mut o = converged(&d);
+    let key = KeyArn::parse(HANDOFF_KEY).unwrap();
+    o.key_policies.remove(&key); // never read: the owner has no `accounts` entry
+    let slr = d.bindings[0].slr();
+    o.handoff.insert((key.clone(), slr.clone()), Ok(DryRun::Refused));
+    let s = &evaluate(&d, &o, &acct(ASG_ACCT), 100)[0];
+    let c = of(s, "KeyPolicyReady");
+    assert_eq!((c.status, &*c.reason), (State::False, AWAITING_KEY_OWNER));
+    assert!(c.message.contains(r#""Sid":"AsgCmkOperatorUse""#), "{}", c.message);
+    assert!(c.message.contains("arn:aws:iam::111122223333:root"), "{}", c.message);
+    assert!(!s.ready() && s.awaiting_owner());
+    // The owner's change is seen: the dry run succeeds.
+    o.handoff.insert((key.clone(), slr), Ok(DryRun::Allowed));
+    let s = &evaluate(&d, &o, &acct(ASG_ACCT), 100)[0];
+    assert_eq!(&*of(s, "KeyPolicyReady").reason, "OwnerAllows");
+    assert!(s.ready() && !s.awaiting_owner(), "{s:?}");
+    // A key the group's account may not even describe yet waits for its owner too.
+    let denied = Failure { class: ErrorClass::AwaitingOwner, message: "DescribeKey: AccessDeniedException".into() };
+    o.keys.insert(key, Err(denied));
+    let s = &evaluate(&d, &o, &acct(ASG_ACCT), 100)[0];
+    assert_eq!(&*of(s, "KeyPolicyReady").reason, AWAITING_KEY_OWNER);
+    assert_eq!(&*of(s, "KeyUsable").reason, AWAITING_KEY_OWNER);
+}

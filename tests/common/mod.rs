@@ -382,7 +382,12 @@ impl Daemon {
         Self::start_with(moto.operator_command(&[]), config, resync)
     }
 
-    pub fn start_with(mut cmd: Command, config: &str, resync: &str) -> Daemon {
+    pub fn start_with(cmd: Command, config: &str, resync: &str) -> Daemon {
+        Self::start_with_args(cmd, config, resync, &[])
+    }
+
+    /// [`Daemon::start_with`], with more `run` flags.
+    pub fn start_with_args(mut cmd: Command, config: &str, resync: &str, extra: &[&str]) -> Daemon {
         cmd.args([
             "--log-format",
             "json",
@@ -394,6 +399,7 @@ impl Daemon {
             "--resync-interval",
             resync,
         ])
+        .args(extra)
         .env(
             "RUST_LOG",
             "debug,aws_config=warn,aws_smithy_runtime=warn,aws_smithy_runtime_api=warn,hyper=warn,aws_sdk_sts=warn",

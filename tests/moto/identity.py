@@ -211,6 +211,8 @@ AUTHORIZERS = {
     ("kms", "PutKeyPolicy"): _kms("PutKeyPolicy"),
     ("kms", "ListGrants"): _kms("ListGrants"),
     ("kms", "CreateGrant"): _kms("CreateGrant", _grant_context),
+    # Service Authorization Reference, AWS KMS: ListRetirableGrants has no resource type.
+    ("kms", "ListRetirableGrants"): lambda req, _: [Check("kms:ListRetirableGrants", "*")],
     ("kms", "RetireGrant"): _kms("RetireGrant"),
     ("kms", "RevokeGrant"): _kms("RevokeGrant"),
 }

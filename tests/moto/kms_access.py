@@ -180,3 +180,26 @@ def role_may_use(policy_text, key_arn, role_arn, grants):
     if key_arn.split(":")[4] == role_arn.split(":")[4]:
         return same_account_use(doc, key_arn, role_arn)
     return cross_account_use(doc, key_arn, role_arn, grants)
+
+
+# --- one caller's KMS call, for DryRun (strict.py) ---------------------------------------
+
+
+def caller_allowed(doc, key_arn, names, action):
+    """Whether an Allow gives any principal in ``names`` ``action`` on the key, for a call
+    an AWS service does not make for the principal (``kms:GrantIsForAWSResource`` false:
+    a statement conditioned on it being true does not count)."""
+    for st in statements(doc):
+        if st.get("Effect") == "Allow" and names.intersection(aws_principals(st)):
+            if condition_kind(st) is None and covers(st, action, key_arn):
+                return True
+    return False
+
+
+def caller_denied(doc, key_arn, names, action):
+    """The label of the first unconditional Deny of ``action`` on ``names``, or None."""
+    for i, st in enumerate(statements(doc)):
+        if st.get("Effect") == "Deny" and not st.get("Condition") and names.intersection(aws_principals(st)):
+            if covers(st, action, key_arn):
+                return st.get("Sid") or f"#{i}"
+    return None

@@ -22,9 +22,11 @@ from dataclasses import dataclass, field
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.ec2.models import ec2_backends
 from moto.iam.models import IAMBackend, iam_backends
+from moto.kms.models import kms_backends
 from moto.utilities.utils import PARTITION_NAMES
 
 import gaps
+import kms_access
 import wire
 
 # --- settings --------------------------------------------------------------------------
@@ -463,6 +465,7 @@ class Strict:
             ("kms", "GetKeyPolicy"): self._get_key_policy,
             ("kms", "CreateGrant"): self._create_grant,
             ("kms", "ListGrants"): self._list_grants,
+            ("kms", "ListRetirableGrants"): self._list_retirable_grants,
             ("autoscaling", "CreateAutoScalingGroup"): self._asg_service_linked_role,
             ("autoscaling", "UpdateAutoScalingGroup"): self._asg_service_linked_role,
             ("ec2", "DescribeLaunchTemplateVersions"): self._one_template_name,
@@ -582,6 +585,9 @@ class Strict:
         key = self._key(req)
         if key is None:
             return app(req.environ, start_response)  # moto: NotFoundException
+        if req.params.get("DryRun") is True:
+            # Always on: moto ignores DryRun and would create the grant.
+            return self._dry_run_grant(req, key, start_response)
         if self.settings.get("key_state"):
             error = self._key_state_error(req)
             if error:
@@ -598,6 +604,80 @@ class Strict:
         if reply.ok:
             self._remember_grant(req, key, reply.json()["GrantId"])
         return _send(reply, start_response)
+
+    def _dry_run_grant(self, req, key, start_response):
+        """KMS Developer Guide, "Testing your permissions": CreateGrant with DryRun answers
+        DryRunOperationException when the call would succeed and AccessDeniedException when
+        it would not, and creates nothing. Across accounts both the key policy and the
+        caller's IAM policy must allow it (KMS Developer Guide, "Allowing users in other
+        accounts to use a KMS key"); the IAM half is checked before this (identity.py,
+        for registered callers). The key policy half, here: an Allow of kms:CreateGrant for
+        the caller's account (root ARN, bare id or "*") or the caller, with no condition or
+        only ``kms:GrantIsForAWSResource`` true, which the operator's own call is not; an
+        unconditional Deny wins. The status code, 412, is the KMS API Reference's for
+        DryRunOperationException (botocore's model leaves it to the protocol's default).
+        Authorization comes first, then the request's other checks (key state, grantee),
+        as the real call would make them."""
+        owner = key.arn.split(":")[4]
+        if owner != req.account:
+            partition = key.arn.split(":")[1]
+            names = {f"arn:{partition}:iam::{req.account}:root", req.account, "*"}
+            caller = identity_caller(req)
+            if caller:
+                names.add(caller)
+            doc = kms_access.parse(self.shown_policy(key))
+            denied = kms_access.caller_denied(doc, key.arn, names, kms_access.GRANT_ACTION)
+            if denied or not kms_access.caller_allowed(doc, key.arn, names, kms_access.GRANT_ACTION):
+                why = f"because the key policy statement {denied} denies it" if denied else "because no key policy statement allows it"
+                message = (
+                    f"User: {caller or req.account} is not authorized to perform: kms:CreateGrant on resource: "
+                    f"{key.arn} {why}"
+                )
+                return _reject(req, start_response, "AccessDeniedException", message)
+        if self.settings.get("key_state"):
+            error = self._key_state_error(req)
+            if error:
+                return _reject(req, start_response, *error)
+        error = self._grant_principal_error(req)
+        if error:
+            return _reject(req, start_response, "InvalidArnException", error)
+        return _reject(
+            req,
+            start_response,
+            "DryRunOperationException",
+            "The request would have succeeded, but the DryRun option is set.",
+            status=412,
+        )
+
+    def _list_retirable_grants(self, req, app, start_response):
+        """KMS API Reference, ListRetirableGrants: the grants in the caller's account and
+        Region whose retiring principal is the one given, on keys of any account ("This can
+        include grants on KMS keys owned by other Amazon Web Services accounts"); moto
+        looks only at the caller's own keys. KeyId is the key's ARN, as in the reference's
+        example."""
+        principal = req.params.get("RetiringPrincipal")
+        limit = req.params.get("Limit", 50)
+        if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 100:
+            return _reject(req, start_response, "ValidationException", f"Value '{limit}' at 'limit' failed to satisfy constraint")
+        entries = []
+        for per_account in list(dict.values(kms_backends)):
+            backend = dict.get(per_account, req.region)
+            if backend is None:
+                continue
+            for key in list(backend.keys.values()):
+                for grant in list(key.grants.values()):
+                    if grant.retiring_principal == principal:
+                        entry = grant.to_json()
+                        entry["KeyId"] = key.arn
+                        self._present_grant(entry, True)
+                        entries.append(entry)
+        marker = req.params.get("Marker")
+        start = int(marker) if isinstance(marker, str) and marker.isdigit() else 0
+        page = entries[start : start + limit]
+        body = {"Grants": page, "Truncated": start + limit < len(entries)}
+        if body["Truncated"]:
+            body["NextMarker"] = str(start + limit)
+        return wire.json_response(start_response, body)
 
     def _grant_principal_error(self, req):
         """KMS API Reference, CreateGrant, Errors, InvalidArnException: the grantee and
@@ -859,3 +939,12 @@ def install(settings, kms_backend_for):
     """Patches moto's IAM backend (creation times) and returns the strict layer."""
     install_iam_clock()
     return Strict(settings, kms_backend_for)
+
+
+def identity_caller(req):
+    """The caller's ARN, from the request's access key (identity.py's lookup)."""
+    import identity
+
+    access_key = wire.credential_scope(req.environ)[0]
+    arn = identity.caller_of(access_key, req.account)
+    return None if arn.endswith(":user/moto") else arn
