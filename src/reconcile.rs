@@ -11,6 +11,7 @@ use crate::model::{AsgRef, BindingId, ErrorClass, Failure, KeyArn, LaunchActivit
 use crate::plan::{self, BlockedSet, Change, Depth, Observed, Plan, PlannedChange};
 use crate::scheduler::Jitter;
 use crate::status::{self, BindingStatus};
+use crate::units::Units;
 
 /// Writes in flight at once within one phase.
 pub const WRITE_CONCURRENCY: usize = 8;
@@ -147,6 +148,16 @@ impl Iterator for Phase<'_> {
     }
 }
 
+/// The bindings of the units (see [`Units`]) of `keys`: whole units, so a group's switch
+/// is planned with all its keys in view.
+fn within_units(desired: &Desired, keys: &BTreeSet<KeyArn>) -> Desired {
+    let keep = Units::of(desired).close(keys);
+    Desired {
+        accounts: desired.accounts.clone(),
+        bindings: desired.bindings.iter().filter(|b| keep.contains(&b.key)).cloned().collect(),
+    }
+}
+
 /// The desired state without some bindings.
 pub fn without(desired: &Desired, drop: &BTreeMap<BindingId, Failure>) -> Desired {
     Desired {
@@ -197,6 +208,8 @@ pub async fn apply(
     let mut last_failed: BTreeMap<BindingId, Failure> = BTreeMap::new();
     let mut jitter = Jitter::from_clock();
     let mut troubled_rounds = 0;
+    // The keys the last round wrote to or failed on.
+    let mut touched: BTreeSet<KeyArn> = BTreeSet::new();
     loop {
         out.passes += 1;
         // After a troubled round: wait and go on, or read once more and stop.
@@ -212,7 +225,11 @@ pub async fn apply(
         };
         let span = tracing::info_span!("round", round = out.passes);
         let depth = if out.passes == 1 { depth } else { Depth::Quick };
-        let (observed, plan) = observe_and_plan(aws, desired, &terminal, depth).instrument(span.clone()).await;
+        // The last look reads only the units the troubled round wrote to or failed on:
+        // the others' observation from that round stands, as nothing was written there.
+        let focus = last_look.then(|| within_units(desired, &touched));
+        let (observed, plan) =
+            observe_and_plan(aws, focus.as_ref().unwrap_or(desired), &terminal, depth).instrument(span.clone()).await;
         let retry = plan.blocked.iter().any(|b| b.failure.class.is_transient());
         if depth == Depth::Full {
             // Once a pass: groups that will fail to launch for a reason their bindings
@@ -251,6 +268,8 @@ pub async fn apply(
         for b in plan.blocked.iter().filter(|b| !b.failure.class.is_transient()) {
             terminal.insert(b.binding.clone(), b.failure.clone());
         }
+        touched = plan.changes.iter().flat_map(|c| c.bindings.iter().map(|b| b.key.clone())).collect();
+        touched.extend(plan.blocked.iter().filter(|b| b.failure.class.is_transient()).map(|b| b.binding.key.clone()));
         let mut executed = execute_plan(aws, desired, &terminal, observed, plan, settings).instrument(span).await;
         seen.absorb(std::mem::take(&mut executed.observed));
         for (b, f) in &executed.failed {
@@ -258,6 +277,7 @@ pub async fn apply(
                 terminal.insert(b.clone(), f.clone());
             }
         }
+        touched.extend(executed.failed.keys().map(|b| b.key.clone()));
         let troubled = retry || executed.failed.values().any(|f| f.class.is_transient());
         troubled_rounds = if troubled { troubled_rounds + 1 } else { 0 };
         last_failed = executed.failed;

@@ -488,3 +488,45 @@ async fn a_refused_assume_role_is_terminal_and_asked_once() {
     assert!(failed["error"].as_str().unwrap().contains("AccessDenied"), "{failed}");
     assert!(failed["retry_in"].as_str().is_some_and(|r| !r.is_empty()), "backs off: {failed}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_a_round_backoff_a_troubled_round_rereads_only_the_units_it_touched_and_ends() {
+    // As the daemon runs a pass: web's key and api's key are two units, both converged.
+    // One GetKeyPolicy answers a transient error; the pass does not wait: it reads that
+    // key's unit once more, not the other's, which here answers, and ends.
+    use asg_cmk_operator::aws::{Aws, CallStats, ExecSettings};
+    use asg_cmk_operator::plan::Depth;
+    use std::sync::Arc;
+
+    let moto = Moto::start();
+    let own = moto.own().await;
+    let (k1, k2) = (create_key(&own, None).await, create_key(&own, None).await);
+    create_asgs(&own, &["web", "api"]).await;
+    let dir = TempDir::new();
+    let text = config(&[("web", &k1, Some("CMK")), ("api", &k2, Some("CMK"))]);
+    let cfg = dir.write("c.yaml", &text);
+    assert!(moto.operator(&["apply", "--config", &cfg]).status.success());
+
+    let desired = asg_cmk_operator::config::parse(&text, "c.yaml").expect("config");
+    let aws = Arc::new(Aws::with_config(own.clone(), Arc::new(CallStats::default())).await.expect("connect"));
+    moto.fault("kms", "GetKeyPolicy", 1, 400, "ConcurrentModificationException", "try again");
+    moto.reset_calls();
+    let settings = ExecSettings { round_backoff: None, ..ExecSettings::default() };
+    let out = asg_cmk_operator::reconcile::apply(&aws, &desired, 3, &settings, Depth::Quick).await;
+
+    let calls = moto.calls();
+    assert_eq!(out.passes, 2, "one round, then one last look");
+    assert_eq!(count(&calls, "GetKeyPolicy"), 3, "both keys, then the failed one's unit only: {calls:?}");
+    assert_eq!(count(&calls, "DescribeKey"), 3, "{calls:?}");
+    assert_eq!(writes(&calls), Vec::<String>::new());
+    assert!(out.failed.is_empty(), "the last look found it converged: {:?}", out.failed);
+    assert_eq!(out.converged.len(), 2, "{:?}", out.converged);
+    // A quick pass reads no launches; every other condition holds.
+    let holds = |s: &asg_cmk_operator::status::BindingStatus| {
+        s.conditions
+            .iter()
+            .filter(|c| c.kind != "LaunchesHealthy")
+            .all(|c| c.status == asg_cmk_operator::status::State::True)
+    };
+    assert!(out.status.iter().all(holds), "{:?}", out.status);
+}
