@@ -67,8 +67,8 @@ pub struct Settings {
 
 impl Settings {
     pub fn new(config: PathBuf, listen: SocketAddr, resync: Duration) -> Self {
-        // A pass never sleeps. After a round with transient failures it reads once more,
-        // to report where things stand, and ends; a role IAM has not propagated yet fails
+        // A pass never sleeps. After a round with transient failures it reads the units it
+        // wrote to or failed on once more, to report where they stand, and ends; a role IAM has not propagated yet fails
         // its unit for now. The unit's backoff (1 s, 2 s, 4 s, ... with jitter) makes it
         // due again, and the pass slot is free meanwhile.
         let exec = ExecSettings {

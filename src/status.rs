@@ -368,16 +368,21 @@ fn binding_status(
 /// let the group's account use the key; its message holds the statements to add.
 pub const AWAITING_KEY_OWNER: &str = "AwaitingKeyOwner";
 
-/// `KeyPolicyReady` of a hand-off key ([`plan::is_handoff`]): its policy cannot be read,
-/// so what counts is KMS's answer to a dry run of the grant, made by the group's account.
-fn handoff_condition(b: &Binding, observed: &Observed, now: u64) -> Condition {
-    let c = |status: State, reason: &str, message: String| Condition {
+/// A `KeyPolicyReady` condition as of `now`, from its status, reason and message.
+fn policy_condition(now: u64) -> impl Fn(State, &str, String) -> Condition {
+    move |status, reason, message| Condition {
         kind: "KeyPolicyReady",
         status,
         reason: reason.into(),
         message: message.into(),
         since: now,
-    };
+    }
+}
+
+/// `KeyPolicyReady` of a hand-off key ([`plan::is_handoff`]): its policy cannot be read,
+/// so what counts is KMS's answer to a dry run of the grant, made by the group's account.
+fn handoff_condition(b: &Binding, observed: &Observed, now: u64) -> Condition {
+    let c = policy_condition(now);
     let waiting = |why: String| c(State::False, AWAITING_KEY_OWNER, plan::awaiting_owner(b, &why).message);
     if b.key.is_alias() {
         return c(
@@ -431,13 +436,7 @@ fn key_state_reason(state: &str, spec: &str) -> String {
 
 /// Whether the policy gives this binding's principal what it needs, read by meaning.
 fn key_policy_condition(b: &Binding, key: &str, text: &str, role: &PrincipalIds, now: u64) -> Condition {
-    let c = |status: State, reason: &str, message: String| Condition {
-        kind: "KeyPolicyReady",
-        status,
-        reason: reason.into(),
-        message: message.into(),
-        since: now,
-    };
+    let c = policy_condition(now);
     let doc = match PolicyDocument::parse(text) {
         Ok(d) => d,
         Err(e) => return c(State::False, "Unreadable", e.to_string()),

@@ -1,3 +1,4 @@
+use std::path::Path;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::task::Poll;
 
@@ -203,6 +204,15 @@ impl Drop for Fixture {
     }
 }
 
+/// Writes `text` to the config at `after` of (virtual) time.
+fn write_at(path: &Path, after: Duration, text: impl Into<String>) -> impl Future<Output = ()> {
+    let (path, text) = (path.to_owned(), text.into());
+    async move {
+        tokio::time::sleep(after).await;
+        std::fs::write(&path, text).unwrap();
+    }
+}
+
 /// Resolves after `after` of (virtual) time, or, if the loop spins and time stands still,
 /// once it has been polled `max_polls` times. The loop polls it once a turn.
 fn stop_after(after: Duration, max_polls: u64) -> (impl Future<Output = ()>, Arc<AtomicU64>) {
@@ -225,14 +235,8 @@ async fn a_key_due_while_a_pass_runs_does_not_wake_the_loop() {
     let passes = slow.passes.clone();
     let started = Instant::now();
     let (stop, _) = stop_after(Duration::from_secs(90), 100_000);
-    let edit = {
-        let path = f.config.clone();
-        async move {
-            // Ten seconds into the first (sixty-second) pass, a new binding falls due.
-            tokio::time::sleep(Duration::from_secs(10)).await;
-            std::fs::write(&path, Fixture::text(2)).unwrap();
-        }
-    };
+    // Ten seconds into the first (sixty-second) pass, a new binding falls due.
+    let edit = write_at(&f.config, Duration::from_secs(10), Fixture::text(2));
     let (report, ()) = tokio::join!(run_with(f.settings(Duration::from_secs(3600)), slow, Arc::default(), stop), edit);
     let report = report.unwrap();
     let elapsed = started.elapsed();
@@ -319,13 +323,8 @@ async fn a_pass_over_a_key_covers_every_key_its_groups_use() {
     let slow = Slow::new(Duration::from_secs(1), 0);
     let groups = slow.groups.clone();
     let (stop, _) = stop_after(Duration::from_secs(20), 100_000);
-    let edit = {
-        let path = f.config.clone();
-        async move {
-            tokio::time::sleep(Duration::from_secs(5)).await;
-            std::fs::write(&path, bindings_text(&[("web", &[1, 2]), ("api", &[3]), ("api2", &[1])])).unwrap();
-        }
-    };
+    let edit =
+        write_at(&f.config, Duration::from_secs(5), bindings_text(&[("web", &[1, 2]), ("api", &[3]), ("api2", &[1])]));
     let (report, ()) = tokio::join!(run_with(f.settings(Duration::from_secs(3600)), slow, Arc::default(), stop), edit);
     report.unwrap();
     let groups = groups.lock().unwrap().clone();
@@ -372,13 +371,7 @@ async fn a_key_removed_during_a_failing_pass_is_not_retried() {
     slow.fail = true;
     let groups = slow.groups.clone();
     let (stop, _) = stop_after(Duration::from_secs(120), 100_000);
-    let edit = {
-        let path = f.config.clone();
-        async move {
-            tokio::time::sleep(Duration::from_secs(10)).await;
-            std::fs::write(&path, Fixture::text(1)).unwrap();
-        }
-    };
+    let edit = write_at(&f.config, Duration::from_secs(10), Fixture::text(1));
     let (report, ()) = tokio::join!(run_with(f.settings(Duration::from_secs(3600)), slow, Arc::default(), stop), edit);
     report.unwrap();
     let groups = groups.lock().unwrap().clone();
@@ -411,13 +404,7 @@ async fn a_slow_unit_holds_up_no_other() {
     let spans = slow.spans.clone();
     let started = Instant::now();
     let (stop, _) = stop_after(Duration::from_secs(70), 100_000);
-    let edit = {
-        let path = f.config.clone();
-        async move {
-            tokio::time::sleep(Duration::from_secs(5)).await;
-            std::fs::write(&path, Fixture::text(2)).unwrap();
-        }
-    };
+    let edit = write_at(&f.config, Duration::from_secs(5), Fixture::text(2));
     let (report, ()) = tokio::join!(run_with(f.settings(Duration::from_secs(3600)), slow, Arc::default(), stop), edit);
     report.unwrap();
     let spans = spans.lock().unwrap().clone();
@@ -554,13 +541,7 @@ async fn an_onboarded_group_is_switched_by_a_quick_pass_and_its_launches_read_ri
     slow.launches_unread_when_quick = true;
     let (groups, depths) = (slow.groups.clone(), slow.depths.clone());
     let (stop, _) = stop_after(Duration::from_secs(30), 100_000);
-    let edit = {
-        let path = f.config.clone();
-        async move {
-            tokio::time::sleep(Duration::from_secs(10)).await;
-            std::fs::write(&path, Fixture::text(2)).unwrap();
-        }
-    };
+    let edit = write_at(&f.config, Duration::from_secs(10), Fixture::text(2));
     let (report, ()) = tokio::join!(run_with(f.settings(Duration::from_secs(3600)), slow, Arc::default(), stop), edit);
     report.unwrap();
     let passes: Vec<(Vec<String>, Depth)> =
