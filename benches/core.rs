@@ -31,6 +31,7 @@ fn fleet(n: usize, k: usize) -> (Desired, Observed, AccountId) {
             asg: AsgRef::new(own, "us-west-2", format!("asg-{i:06}")),
             key: key(i % k),
             slr_suffix: Some(format!("S{}", i % 4).into()),
+            reencrypt_from: None,
         };
         o.roles.insert((own, b.slr().name()), Ok(None));
         o.key_policies.entry(b.key.clone()).or_insert_with(|| {

@@ -63,6 +63,8 @@ pub struct Settings {
     pub coalesce: Duration,
     /// How soon a hand-off key whose owner has not acted yet is checked again.
     pub handoff_recheck: Duration,
+    /// How soon work AWS is doing for a binding (an image copy) is looked at again.
+    pub progress_recheck: Duration,
 }
 
 impl Settings {
@@ -88,6 +90,7 @@ impl Settings {
             max_passes: 3,
             coalesce: Duration::from_millis(250),
             handoff_recheck: DEFAULT_HANDOFF_RECHECK,
+            progress_recheck: Duration::from_secs(15),
         }
     }
 }
@@ -546,15 +549,16 @@ impl<R: Reconciler> Daemon<R> {
                 return;
             }
         };
-        for f in outcome.failed.values().filter(|f| f.class != ErrorClass::AwaitingOwner) {
+        // A key awaiting its owner, or AWS's work in progress, is not an error of the
+        // operator's.
+        let waiting = |f: &Failure| matches!(f.class, ErrorClass::AwaitingOwner | ErrorClass::InProgress);
+        for f in outcome.failed.values().filter(|f| !waiting(f)) {
             metrics.errors.get_or_create(&ClassLabel { class: f.class.as_str().into() }).inc();
         }
         for (action, n) in outcome.applied.by_action() {
             metrics.changes.get_or_create(&ActionLabel { action: action.into() }).inc_by(n);
         }
         let transient = outcome.failed.values().any(|f| f.class.is_transient());
-        // A key awaiting its owner is not an error of the operator's.
-        let waiting = |f: &Failure| f.class == ErrorClass::AwaitingOwner;
         let pass_failed = outcome.failed.values().any(|f| !waiting(f));
         let failures = outcome.failed.values().filter(|f| !waiting(f)).count() as u64;
         // What the pass found for bindings that have left or changed since is not theirs.
@@ -574,6 +578,10 @@ impl<R: Reconciler> Daemon<R> {
                 // Keys awaiting their owner are checked again on the shorter interval.
                 for u in unit.iter().filter(|u| outcome.awaiting_owner.contains(*u)) {
                     self.scheduler.schedule(u.clone(), now + self.settings.handoff_recheck);
+                }
+                // An image copy in progress is looked at again soon, with no backoff.
+                for u in unit.iter().filter(|u| outcome.in_progress.contains(*u)) {
+                    self.scheduler.schedule(u.clone(), now + self.settings.progress_recheck);
                 }
                 continue;
             }

@@ -149,8 +149,12 @@ mod tests {
         let key = |a: &str| {
             KeyArn::parse(&format!("arn:aws:kms:us-west-2:{a}:key/11111111-1111-1111-1111-111111111111")).unwrap()
         };
-        let bind =
-            |asg: &str, k: KeyArn| Binding { asg: AsgRef::new(caller, "us-west-2", asg), key: k, slr_suffix: None };
+        let bind = |asg: &str, k: KeyArn| Binding {
+            asg: AsgRef::new(caller, "us-west-2", asg),
+            key: k,
+            slr_suffix: None,
+            reencrypt_from: None,
+        };
         let mut desired = Desired {
             accounts: BTreeMap::from([(acct("222233334444"), "arn:aws:iam::222233334444:role/admin".to_owned())]),
             bindings: vec![

@@ -332,6 +332,7 @@ mod tests {
             asg: crate::model::AsgRef::new(acct("111122223333"), "us-west-2", "handed-off"),
             key: KeyArn::parse(handoff).unwrap(),
             slr_suffix: None,
+            reencrypt_from: None,
         });
         let before = policy(&desired(), &acct("111122223333")).unwrap();
         assert!(!sids(&before).contains(&"ListGrantsThisAccountMayRetire"), "no hand-off key, no listing");

@@ -13,7 +13,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::model::{KeyArn, KeyManager};
+use crate::model::{KeyArn, KeyManager, LaunchSource};
 
 /// A key one of a group's launches uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,6 +34,65 @@ pub struct GroupLaunch {
     pub unknown: Vec<String>,
     /// Launch configurations that request Spot instances.
     pub spot: Vec<String>,
+    /// Each launch source as read: what re-encryption (`strategy: reencrypt`) replaces.
+    pub sources: Vec<SourceRead>,
+}
+
+/// One of a group's launch sources as read: its image and the keys that come with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceRead {
+    pub source: LaunchSource,
+    /// For a launch template: its id and the number of the version the group launches.
+    pub template: Option<(String, u64)>,
+    /// The AMI, a Systems Manager parameter resolved.
+    pub image_id: Option<String>,
+    /// The keys of the AMI's encrypted snapshots that launches read (a device the source
+    /// maps anew from its own snapshot is not the AMI's), as DescribeSnapshots names them.
+    pub image_keys: Vec<String>,
+    /// The source's own mappings that name a key: (device, key as written).
+    pub mapping_keys: Vec<(String, String)>,
+    /// The AMI is another account's, and has an encrypted snapshot whose key could not be
+    /// read here (a shared image's snapshots usually are not): its owner's key, as far as
+    /// re-encryption is concerned.
+    pub shared_encrypted: bool,
+}
+
+/// `source`, launched as `spec`: its image's snapshot keys and its mappings' keys.
+pub fn source_read(
+    source: &LaunchSource,
+    spec: &LaunchSpec,
+    images: &Images,
+    snapshots: &BTreeMap<String, SnapshotKey>,
+    defaults_account: Option<&str>,
+) -> SourceRead {
+    let mut image_keys: Vec<String> = Vec::new();
+    let mut shared_encrypted = false;
+    if let Some(Some(Ok(image))) = spec.image_id.as_ref().map(|id| images.get(id)) {
+        let shared = image.owner.as_deref().is_some_and(|o| Some(o) != defaults_account);
+        for m in &image.mappings {
+            let overridden = spec.mappings.iter().any(|s| s.device == m.device && s.snapshot_id.is_some());
+            if overridden || m.encrypted == Some(false) {
+                continue;
+            }
+            let key = m.kms_key_id.clone().or_else(|| match m.snapshot_id.as_ref().map(|s| snapshots.get(s)) {
+                Some(Some(SnapshotKey::Encrypted(k))) => Some(k.clone()),
+                _ => None,
+            });
+            match key {
+                Some(k) if !image_keys.contains(&k) => image_keys.push(k),
+                Some(_) => {}
+                None => shared_encrypted |= shared && m.encrypted == Some(true),
+            }
+        }
+    }
+    SourceRead {
+        source: source.clone(),
+        template: spec.template.clone(),
+        image_id: spec.image_id.clone(),
+        image_keys,
+        mapping_keys: spec.mappings.iter().filter_map(|m| Some((m.device.clone(), m.kms_key_id.clone()?))).collect(),
+        shared_encrypted,
+    }
 }
 
 /// One EBS block device mapping, from a launch template, a launch configuration or an AMI.
@@ -56,6 +115,8 @@ pub struct LaunchSpec {
     /// A launch configuration with a SpotPrice: EC2 launches its Spot instances through
     /// `AWSServiceRoleForEC2Spot` (EC2 Auto Scaling User Guide, service-linked roles).
     pub spot: bool,
+    /// A launch template version's template id and number, as read.
+    pub template: Option<(String, u64)>,
 }
 
 /// An AMI as DescribeImages shows it: its owner and its block device mappings.
@@ -249,6 +310,7 @@ mod tests {
             image_id: Some("ami-1".into()),
             mappings,
             spot: false,
+            template: None,
         }
     }
 
@@ -541,6 +603,7 @@ mod render_tests {
                     ],
                     unknown: vec![],
                     spot: vec!["launch configuration old".into()],
+                    sources: vec![],
                 }),
             ),
             ("api".to_owned(), Ok(GroupLaunch::default())),

@@ -22,6 +22,7 @@ pub mod plan;
 pub mod policy;
 pub mod ratelimit;
 pub mod reconcile;
+pub mod reencrypt;
 pub mod runner;
 pub mod scheduler;
 pub mod server;

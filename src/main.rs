@@ -349,7 +349,10 @@ async fn plan(desired: Desired, output: Output) -> ExitCode {
         Output::Text => print!("{}", output::plan_text(&p, desired.bindings.len(), &access)),
         Output::Json => println!("{}", output::plan_json(&p, &access)),
     }
-    let awaiting = |b: &&plan::Blocked| b.failure.class == asg_cmk_operator::model::ErrorClass::AwaitingOwner;
+    let awaiting = |b: &&plan::Blocked| {
+        use asg_cmk_operator::model::ErrorClass;
+        matches!(b.failure.class, ErrorClass::AwaitingOwner | ErrorClass::InProgress)
+    };
     if p.blocked.iter().any(|b| !awaiting(&b)) {
         ExitCode::FAILURE
     } else if p.changes.is_empty() && !p.blocked.iter().any(|b| awaiting(&b)) {
@@ -461,9 +464,12 @@ async fn apply(desired: Desired, max_passes: u32, stats_json: Option<PathBuf>) -
     if out.failed.is_empty() {
         return ExitCode::SUCCESS;
     }
-    // A binding whose key's owner has not acted yet is pending, not failed.
+    // A binding whose key's owner has not acted yet, or whose image copy AWS is still
+    // making, is pending, not failed.
+    use asg_cmk_operator::model::ErrorClass;
+    let (copying, failed): (Vec<_>, Vec<_>) = out.failed.iter().partition(|(_, f)| f.class == ErrorClass::InProgress);
     let (waiting, failed): (Vec<_>, Vec<_>) =
-        out.failed.iter().partition(|(_, f)| f.class == asg_cmk_operator::model::ErrorClass::AwaitingOwner);
+        failed.into_iter().partition(|(_, f)| f.class == ErrorClass::AwaitingOwner);
     if !failed.is_empty() {
         println!("{} binding{} failed:", failed.len(), plural(failed.len()));
         for (b, f) in &failed {
@@ -478,6 +484,16 @@ async fn apply(desired: Desired, max_passes: u32, stats_json: Option<PathBuf>) -
         );
         for (b, f) in &waiting {
             println!("  ? {b}: {}", f.message);
+        }
+    }
+    if !copying.is_empty() {
+        println!(
+            "{} binding{} in progress (run `apply` again once AWS has finished, or let `run` follow it):",
+            copying.len(),
+            plural(copying.len())
+        );
+        for (b, f) in &copying {
+            println!("  ~ {b}: {}", f.message);
         }
     }
     ExitCode::FAILURE

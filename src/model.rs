@@ -310,6 +310,9 @@ pub struct Asg {
     pub sources: Vec<LaunchSource>,
 }
 
+/// The `via` of a group's own launch template (not its mixed instances policy's).
+pub const VIA_GROUP: &str = "the group's launch template";
+
 /// Where a group's instances come from: what `discover` reads to find the keys it uses.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum LaunchSource {
@@ -392,6 +395,9 @@ pub enum ErrorClass {
     /// let the group's account use the key. Not an error: checked again on a shorter
     /// interval until the owner adds what the operator printed.
     AwaitingOwner,
+    /// Work AWS is doing for the operator, such as an image copy: not an error, looked at
+    /// again soon.
+    InProgress,
 }
 
 impl ErrorClass {
@@ -401,6 +407,7 @@ impl ErrorClass {
             ErrorClass::Retryable => "retryable",
             ErrorClass::Throttled => "throttled",
             ErrorClass::AwaitingOwner => "awaiting_owner",
+            ErrorClass::InProgress => "in_progress",
         }
     }
 

@@ -6,6 +6,7 @@ use crate::access::{Access, KeyAccess};
 use crate::model::ErrorClass;
 use crate::plan::{grant_name, Change, Plan, PlannedChange};
 use crate::policy::GRANT_OPERATIONS;
+use crate::reencrypt::Write;
 
 fn details(c: &Change) -> Value {
     match c {
@@ -25,6 +26,21 @@ fn details(c: &Change) -> Value {
         Change::UpdateAutoScalingGroup { service_linked_role_arn, .. } => {
             json!({ "serviceLinkedRoleArn": service_linked_role_arn })
         }
+        Change::Reencrypt { key, write, .. } => match write {
+            Write::CopyImage { source_image, name } => {
+                json!({ "sourceImageId": source_image, "name": name, "encrypted": true, "kmsKeyId": key.as_str() })
+            }
+            Write::CreateVersion { template_id, source_version, image_id, devices, description } => json!({
+                "launchTemplateId": template_id, "sourceVersion": source_version, "imageId": image_id,
+                "kmsKeyId": key.as_str(), "devices": devices, "versionDescription": description,
+            }),
+            Write::SetDefaultVersion { template_id, version } => {
+                json!({ "launchTemplateId": template_id, "defaultVersion": version })
+            }
+            Write::PointGroup { template_id, version } => {
+                json!({ "launchTemplate": { "launchTemplateId": template_id, "version": version.to_string() } })
+            }
+        },
     }
 }
 

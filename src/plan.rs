@@ -10,6 +10,7 @@ use crate::model::{
     Slr,
 };
 use crate::policy::{self, Need, NeedKind, PolicyDocument, PrincipalIds, GRANT_OPERATIONS};
+use crate::reencrypt::{self, Next, ReencryptReads, Write};
 
 /// What one pass of observation saw. Each entry is the result of one read; a failed read
 /// fails only the bindings that depend on it.
@@ -36,6 +37,8 @@ pub struct Observed {
     /// account's credentials, would succeed (KMS Developer Guide, "Testing your
     /// permissions").
     pub handoff: BTreeMap<(KeyArn, Slr), Result<DryRun, Failure>>,
+    /// Re-encryption: copies found, templates' latest versions, and who else uses them.
+    pub reencrypt: ReencryptReads,
 }
 
 /// What KMS answered a CreateGrant made with `DryRun`.
@@ -64,6 +67,7 @@ impl Observed {
         self.launches.extend(newer.launches);
         self.launch_keys.extend(newer.launch_keys);
         self.handoff.extend(newer.handoff);
+        self.reencrypt.absorb(newer.reencrypt);
     }
 }
 
@@ -102,11 +106,18 @@ pub enum Change {
         asg: AsgRef,
         service_linked_role_arn: String,
     },
+    /// Re-encryption (`strategy: reencrypt`): one EC2 or Auto Scaling write for `asg`,
+    /// made with its account's credentials, re-encrypting with `key` (its own ARN).
+    Reencrypt {
+        asg: AsgRef,
+        key: KeyArn,
+        write: Write,
+    },
 }
 
 impl Change {
     /// How many phases a plan runs in; see [`Change::phase`].
-    pub const PHASES: u8 = 5;
+    pub const PHASES: u8 = 6;
 
     pub fn action(&self) -> &'static str {
         match self {
@@ -115,6 +126,12 @@ impl Change {
             Change::CreateGrant { .. } => "CreateGrant",
             Change::RetireGrant { .. } => "RetireGrant",
             Change::UpdateAutoScalingGroup { .. } => "UpdateAutoScalingGroup",
+            Change::Reencrypt { write, .. } => match write {
+                Write::CopyImage { .. } => "CopyImage",
+                Write::CreateVersion { .. } => "CreateLaunchTemplateVersion",
+                Write::SetDefaultVersion { .. } => "ModifyLaunchTemplate",
+                Write::PointGroup { .. } => "UpdateAutoScalingGroup",
+            },
         }
     }
 
@@ -124,7 +141,7 @@ impl Change {
             Change::CreateServiceLinkedRole { slr } => &slr.account,
             Change::PutKeyPolicy { key, .. } => key.account(),
             Change::CreateGrant { slr, .. } | Change::RetireGrant { slr, .. } => &slr.account,
-            Change::UpdateAutoScalingGroup { asg, .. } => &asg.account,
+            Change::UpdateAutoScalingGroup { asg, .. } | Change::Reencrypt { asg, .. } => &asg.account,
         }
     }
 
@@ -135,7 +152,7 @@ impl Change {
             Change::PutKeyPolicy { key, .. } | Change::CreateGrant { key, .. } | Change::RetireGrant { key, .. } => {
                 Some(key.region())
             }
-            Change::UpdateAutoScalingGroup { asg, .. } => Some(&asg.region),
+            Change::UpdateAutoScalingGroup { asg, .. } | Change::Reencrypt { asg, .. } => Some(&asg.region),
         }
     }
 
@@ -146,19 +163,28 @@ impl Change {
                 key.to_string()
             }
             Change::UpdateAutoScalingGroup { asg, .. } => asg.name.clone(),
+            Change::Reencrypt { asg, write, .. } => match write {
+                Write::CopyImage { source_image, .. } => source_image.clone(),
+                Write::CreateVersion { template_id, .. } | Write::SetDefaultVersion { template_id, .. } => {
+                    template_id.clone()
+                }
+                Write::PointGroup { .. } => asg.name.clone(),
+            },
         }
     }
 
     /// Changes run in phases: a role must exist before a policy or grant names it, an ASG
-    /// is switched to its role only once the role can use the key, and a grant is retired
-    /// only after its replacement exists.
+    /// is switched to its role only once the role can use the key, a group launches a
+    /// re-encrypted image only once its role is set, and a grant is retired only after its
+    /// replacement exists. An image copy changes no launch: it starts early.
     pub fn phase(&self) -> u8 {
         match self {
             Change::CreateServiceLinkedRole { .. } => 0,
-            Change::PutKeyPolicy { .. } => 1,
+            Change::PutKeyPolicy { .. } | Change::Reencrypt { write: Write::CopyImage { .. }, .. } => 1,
             Change::CreateGrant { .. } => 2,
             Change::UpdateAutoScalingGroup { .. } => 3,
-            Change::RetireGrant { .. } => 4,
+            Change::Reencrypt { .. } => 4,
+            Change::RetireGrant { .. } => 5,
         }
     }
 }
@@ -235,6 +261,9 @@ pub struct Reads {
     /// in `keys`: they are described, and their grants listed, with the group account's
     /// credentials, and their policies are never read.
     pub handoff: BTreeMap<KeyArn, BTreeSet<Slr>>,
+    /// Groups re-encrypted (`strategy: reencrypt`): what they launch is read every pass,
+    /// since that is what their bindings change.
+    pub reencrypt: BTreeSet<AsgRef>,
 }
 
 /// How much a pass reads. A full pass (at start, on resync, and for the one-shot
@@ -299,6 +328,9 @@ pub fn reads(desired: &Desired, caller: &AccountId, depth: Depth) -> Reads {
         r.accounts.insert(b.asg.account);
         if depth == Depth::Full {
             r.launches.insert(b.asg.clone());
+        }
+        if b.reencrypt_from.is_some() {
+            r.reencrypt.insert(b.asg.clone());
         }
         if is_handoff(b, desired, caller) {
             // An alias cannot name another account's key here: the binding fails (step 1).
@@ -415,6 +447,12 @@ pub fn plan_holding(desired: &Desired, observed: &Observed, caller: &AccountId, 
     }
     let groups = plan_roles_and_asgs(desired, &ready, &blocked);
     changes.extend(groups.changes);
+    let held: BTreeSet<&BindingId> = groups.blocked.iter().map(|(b, _)| b).collect();
+    let images = plan_reencrypt(&ready, observed, &blocked, &held);
+    changes.extend(images.changes);
+    for (b, f) in images.blocked {
+        blocked.entry(b).or_insert(f);
+    }
     let mut plan = assemble(changes, blocked);
     // A binding whose group is held back by another key still has its own key made
     // ready (that changes nothing the group launches with today); only the switch waits.
@@ -446,6 +484,8 @@ pub fn drift(desired: &Desired, observed: &Observed) -> Vec<Note> {
         let mut covered: BTreeSet<&str> = BTreeSet::new();
         for b in &bindings {
             covered.insert(b.key.as_str());
+            // The keys being re-encrypted away from are the binding's to replace.
+            covered.extend(b.reencrypt_from.iter().flat_map(|f| f.iter()).map(KeyArn::as_str));
             if let Some(Ok(info)) = observed.keys.get(&b.key) {
                 covered.insert(info.arn.as_str());
             }
@@ -839,6 +879,58 @@ fn plan_roles_and_asgs(desired: &Desired, ready: &[Ready], blocked: &BlockedSet)
             change: Change::UpdateAutoScalingGroup { asg: asg.clone(), service_linked_role_arn: want },
             bindings: rs.iter().map(|r| r.id.clone()).collect(),
         });
+    }
+    step
+}
+
+/// Step 5, `strategy: reencrypt`: the next write for each of a group's launch sources that
+/// still uses another account's key ([`reencrypt::next`]). A copy may start at once; what
+/// changes the group's launches waits until nothing else holds the binding, so the group
+/// launches the own key only once its role may use it. A binding is converged only once
+/// no source is left; until then it is blocked (a copy in progress waits, a state the
+/// operator cannot change is terminal).
+fn plan_reencrypt(ready: &[Ready], observed: &Observed, blocked: &BlockedSet, held: &BTreeSet<&BindingId>) -> Step {
+    let mut step = Step::default();
+    // One change per write, with every binding that needs it (groups sharing a template
+    // or an image): by account, Region, the group for a write to the group alone, and
+    // the write.
+    let mut seen: BTreeMap<(AccountId, &str, &str, Write), usize> = BTreeMap::new();
+    for r in ready.iter().filter(|r| r.binding.reencrypt_from.is_some() && !blocked.contains_key(&r.id)) {
+        let launch = match lookup(&observed.launch_keys, &r.binding.asg, "read the group's launch template") {
+            Ok(l) => l,
+            Err(f) => {
+                step.blocked.push((r.id.clone(), f));
+                continue;
+            }
+        };
+        let mut waiting = None;
+        for s in &launch.sources {
+            let (write, why) = match reencrypt::next(r.binding, r.key, launch, s, &observed.reencrypt) {
+                Next::Done => continue,
+                Next::Wait(f) => {
+                    waiting.get_or_insert(f);
+                    continue;
+                }
+                Next::Write { write, why } => (write, why),
+            };
+            let changes_launches = !matches!(write, Write::CopyImage { .. });
+            if changes_launches && held.contains(&r.id) {
+                continue;
+            }
+            let asg = &r.binding.asg;
+            let alone = if matches!(write, Write::PointGroup { .. }) { asg.name.as_str() } else { "" };
+            match seen.entry((asg.account, asg.region.as_str(), alone, write.clone())) {
+                std::collections::btree_map::Entry::Occupied(at) => step.changes[*at.get()].bindings.push(r.id.clone()),
+                std::collections::btree_map::Entry::Vacant(at) => {
+                    at.insert(step.changes.len());
+                    let change = Change::Reencrypt { asg: asg.clone(), key: r.key.clone(), write };
+                    step.changes.push(PlannedChange { change, reason: why, bindings: vec![r.id.clone()] });
+                }
+            }
+        }
+        if let Some(f) = waiting {
+            step.blocked.push((r.id.clone(), f));
+        }
     }
     step
 }

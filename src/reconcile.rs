@@ -182,6 +182,9 @@ pub struct Outcome {
     /// Hand-off keys whose owner has not yet let a group's account use them: the daemon
     /// checks them again on its shorter hand-off interval.
     pub awaiting_owner: BTreeSet<KeyArn>,
+    /// Keys with AWS work in progress for a binding (an image copy): the daemon looks
+    /// again soon.
+    pub in_progress: BTreeSet<KeyArn>,
 }
 
 /// Reconciles until every binding has converged or failed terminally, or `max_passes`
@@ -260,6 +263,8 @@ pub async fn apply(
                 .filter(|(_, f)| f.class == ErrorClass::AwaitingOwner)
                 .map(|(b, _)| b.key.clone())
                 .collect();
+            out.in_progress =
+                failed.iter().filter(|(_, f)| f.class == ErrorClass::InProgress).map(|(b, _)| b.key.clone()).collect();
             out.failed = failed;
             out.status = status::evaluate(desired, &seen, aws.caller(), status::now());
             out.launches = std::mem::take(&mut seen.launches);

@@ -124,6 +124,7 @@ mod tests {
                     asg: AsgRef::new(account, "us-west-2", format!("g{i}")),
                     key: key(*k),
                     slr_suffix: None,
+                    reencrypt_from: None,
                 })
             })
             .collect();

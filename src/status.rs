@@ -14,6 +14,9 @@
 //!   is `False`, reason `LaunchFailedKms`. One that failed for capacity, a quota, a subnet
 //!   or any other reason is shown but is `True`, reason `LaunchFailedOther`: the operator
 //!   cannot fix it, so it does not make the binding not ready.
+//! - `ImagesReencrypted` (`strategy: reencrypt` only): the group launches no image or
+//!   volume encrypted with another account's key; while it does, the step under way
+//!   (`CopyInProgress`, `ReencryptPending`) or what stops it (`ReencryptBlocked`).
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -361,7 +364,43 @@ fn binding_status(
             c("LaunchesHealthy", State::True, "LastLaunch", format!("the most recent launch is {}", a.status_code))
         }
     });
+    if b.reencrypt_from.is_some() {
+        let (status, reason, message) = images_reencrypted(b, observed);
+        out.push(c("ImagesReencrypted", status, reason, message));
+    }
     BindingStatus { binding: b.id(), conditions: out }
+}
+
+/// `strategy: reencrypt`: whether every source the group launches from uses only keys of
+/// its own account, and if not, the next step ([`crate::reencrypt::next`]).
+fn images_reencrypted(b: &Binding, observed: &Observed) -> (State, &'static str, String) {
+    let launch = match observed.launch_keys.get(&b.asg) {
+        None => return (State::Unknown, NOT_READ, "the group's launch template was not read".into()),
+        Some(Err(f)) => return (State::Unknown, "ReadFailed", f.message.clone()),
+        Some(Ok(l)) => l,
+    };
+    let Some(Ok(own)) = observed.keys.get(&b.key) else {
+        return (State::Unknown, NOT_READ, format!("key {} was not described", b.key));
+    };
+    for s in &launch.sources {
+        match crate::reencrypt::next(b, &own.arn, launch, s, &observed.reencrypt) {
+            crate::reencrypt::Next::Done => {}
+            crate::reencrypt::Next::Write { why, .. } => return (State::False, "ReencryptPending", why),
+            crate::reencrypt::Next::Wait(f) => {
+                let reason = match f.class {
+                    ErrorClass::InProgress => "CopyInProgress",
+                    ErrorClass::Terminal => "ReencryptBlocked",
+                    _ => "ReadFailed",
+                };
+                return (State::False, reason, f.message);
+            }
+        }
+    }
+    (
+        State::True,
+        "OwnKeyOnly",
+        format!("the group launches only images and volumes encrypted with keys of account {}", b.asg.account),
+    )
 }
 
 /// The reason of a hand-off binding's `KeyPolicyReady` while the key's owner has not yet

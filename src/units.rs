@@ -95,7 +95,7 @@ mod tests {
     }
 
     fn bind(asg: &str, k: u32) -> Binding {
-        Binding { asg: group("111122223333", asg), key: key(k), slr_suffix: None }
+        Binding { asg: group("111122223333", asg), key: key(k), slr_suffix: None, reencrypt_from: None }
     }
 
     fn desired(bindings: Vec<Binding>) -> Desired {

@@ -140,6 +140,7 @@ async fn read_all(
             if spec.spot {
                 g.spot.push(spec.name.clone());
             }
+            g.sources.push(launch::source_read(s, spec, &images, &snapshots, Some(defaults.account.as_str())));
             let uses = launch::keys_used(spec, &images, &snapshots, &defaults);
             g.unknown.extend(uses.unknown);
             for f in uses.keys {
@@ -230,6 +231,7 @@ impl TemplateVersion {
             image_id,
             mappings: self.mappings.clone(),
             spot: false,
+            template: self.id.clone().zip(self.number),
         }
     }
 }
@@ -502,6 +504,7 @@ async fn launch_configurations(
                 image_id: lc.image_id().map(str::to_owned),
                 mappings,
                 spot: lc.spot_price().is_some_and(|p| !p.is_empty()),
+                template: None,
             };
             out.insert(name, spec);
         }

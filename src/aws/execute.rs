@@ -160,6 +160,7 @@ pub async fn execute(aws: &Aws, change: &Change, settings: &ExecSettings) -> Res
             .await;
             out.map(|_| Done::Applied)
         }
+        Change::Reencrypt { asg, key, write } => super::reencrypt::execute(&account, asg, key, write).await,
     }
 }
 

@@ -13,6 +13,7 @@ pub mod discover;
 mod error;
 mod execute;
 mod observe;
+mod reencrypt;
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;

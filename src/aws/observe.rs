@@ -181,6 +181,7 @@ pub async fn observe(aws: &Arc<Aws>, desired: &Desired, reads: &Reads) -> Observ
     }
     run_jobs(&handles, resolved, &mut observed).await;
     read_launch_keys(&handles, reads, &mut observed).await;
+    super::reencrypt::observe(&handles, desired, reads, &mut observed).await;
     observed
 }
 
@@ -189,7 +190,7 @@ pub async fn observe(aws: &Arc<Aws>, desired: &Desired, reads: &Reads) -> Observ
 async fn read_launch_keys(handles: &BTreeMap<AccountId, Arc<Account>>, reads: &Reads, observed: &mut Observed) {
     type Groups = Vec<(AsgRef, Vec<LaunchSource>)>;
     let mut places: BTreeMap<(AccountId, String), Groups> = BTreeMap::new();
-    for asg in &reads.launches {
+    for asg in reads.launches.union(&reads.reencrypt) {
         if let (Some(Ok(Some(g))), true) = (observed.asgs.get(asg), handles.contains_key(&asg.account)) {
             places.entry((asg.account, asg.region.clone())).or_default().push((asg.clone(), g.sources.clone()));
         }
@@ -482,7 +483,7 @@ pub(super) fn asg_of(g: &aws_sdk_autoscaling::types::AutoScalingGroup) -> Asg {
     };
     let mut sources = Vec::new();
     if let Some(t) = g.launch_template() {
-        sources.push(template(t, "the group's launch template"));
+        sources.push(template(t, crate::model::VIA_GROUP));
     }
     if let Some(lt) = g.mixed_instances_policy().and_then(|p| p.launch_template()) {
         if let Some(t) = lt.launch_template_specification() {

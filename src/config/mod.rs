@@ -60,8 +60,14 @@ impl fmt::Display for ConfigErrors {
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Binding {
     pub asg: AsgRef,
+    /// The key the group launches with once the binding is converged: for a binding with
+    /// `strategy: reencrypt`, the `reencryptWith` key in the group's own account.
     pub key: KeyArn,
     pub slr_suffix: Option<Arc<str>>,
+    /// `strategy: reencrypt`: the other accounts' keys the group's images (and mappings)
+    /// use now, which the operator replaces with copies under `key` (procedure case 2,
+    /// solution 1). None for the default strategy, a grant on each key.
+    pub reencrypt_from: Option<Arc<[KeyArn]>>,
 }
 
 impl Binding {
@@ -223,7 +229,8 @@ impl<'de> DeserializeSeed<'de> for Document<'_> {
 const TOP_LEVEL: [&str; 4] = ["version", "defaults", "accounts", "bindings"];
 const DEFAULTS_FIELDS: [&str; 3] = ["region", "serviceLinkedRoleSuffix", "requireServiceLinkedRoleSuffix"];
 const ACCOUNT_FIELDS: [&str; 2] = ["id", "roleArn"];
-const BINDING_FIELDS: [&str; 6] = ["asg", "account", "key", "keys", "region", "serviceLinkedRoleSuffix"];
+const BINDING_FIELDS: [&str; 8] =
+    ["asg", "account", "key", "keys", "region", "serviceLinkedRoleSuffix", "strategy", "reencryptWith"];
 
 struct DocumentVisitor<'a> {
     v: &'a mut Validator,
@@ -547,13 +554,76 @@ impl Validator {
                 );
             }
         }
+        let reencrypt = self.strategy(map, path, account.as_ref(), region.as_deref(), &keys);
         if self.errors.len() != before {
             return None;
         }
         let asg = AsgRef::new(account?, region?, asg?);
-        let bindings =
-            keys.into_iter().map(|(_, key)| Binding { asg: asg.clone(), key, slr_suffix: suffix.clone() }).collect();
+        let binding =
+            |key, reencrypt_from| Binding { asg: asg.clone(), key, slr_suffix: suffix.clone(), reencrypt_from };
+        let Some(with) = reencrypt else {
+            return Some(keys.into_iter().map(|(_, key)| binding(key, None)).collect());
+        };
+        // Another account's keys are replaced by `with`; the group's own keys stay bound
+        // as they are, and `with`, if listed too, is the one binding.
+        let (foreign, own): (Vec<KeyArn>, Vec<KeyArn>) =
+            keys.into_iter().map(|(_, k)| k).partition(|k| k.account() != &asg.account);
+        let mut bindings: Vec<Binding> = own.into_iter().filter(|k| *k != with).map(|k| binding(k, None)).collect();
+        bindings.push(binding(with, Some(Arc::from(foreign))));
         Some(bindings)
+    }
+
+    /// `strategy` and `reencryptWith`: the key to re-encrypt with, for `strategy:
+    /// reencrypt`. It must be in the group's account and region, and at least one of the
+    /// entry's keys must be another account's (that is what is re-encrypted).
+    fn strategy(
+        &mut self,
+        map: &Mapping,
+        path: &str,
+        account: Option<&AccountId>,
+        region: Option<&str>,
+        keys: &[(String, KeyArn)],
+    ) -> Option<KeyArn> {
+        let strategy = self.string(map, path, "strategy", false);
+        let with = self.string(map, path, "reencryptWith", false);
+        let at = join(path, "reencryptWith");
+        match strategy.as_deref() {
+            None | Some("grant") => {
+                if with.is_some() {
+                    self.err(at, "applies only with `strategy: reencrypt`");
+                }
+                return None;
+            }
+            Some("reencrypt") => {}
+            Some(other) => {
+                self.err(
+                    join(path, "strategy"),
+                    format!("{other:?} is not a strategy; use `grant` (the default) or `reencrypt`"),
+                );
+                return None;
+            }
+        }
+        let Some(text) = with else {
+            self.err(
+                at,
+                "is required with `strategy: reencrypt`: the key in the group's account to re-encrypt its images with",
+            );
+            return None;
+        };
+        let key = self.key(text, &at)?;
+        if let Some(account) = account.filter(|a| *a != key.account()) {
+            self.err(&at, format!("key is in account {}, but the group is in account {account}; re-encryption is with a key of the group's own account", key.account()));
+        }
+        if let Some(region) = region.filter(|r| *r != key.region()) {
+            self.err(&at, format!("key is in region {}, but the binding's region is {region}", key.region()));
+        }
+        if let Some(account) = account.filter(|a| keys.iter().all(|(_, k)| k.account() == *a)) {
+            self.err(
+                join(path, "strategy"),
+                format!("`reencrypt` replaces keys of other accounts, and every key of this binding is in the group's account {account}"),
+            );
+        }
+        Some(key)
     }
 
     /// The keys of a binding entry, each with its field path: exactly one of `key` (one
@@ -717,6 +787,46 @@ mod tests {
             "{joined}"
         );
         assert_eq!(errs.len(), 6, "{joined}");
+    }
+
+    #[test]
+    fn reencrypt_binds_the_group_to_its_own_key_and_remembers_the_keys_it_replaces() {
+        let d = parse(
+            &format!("version: 1\nbindings:\n  - asg: a\n    account: \"111122223333\"\n    strategy: reencrypt\n    reencryptWith: {KEY_A}\n    keys: [{KEY_A}, {KEY_B}]\n"),
+            "t",
+        )
+        .unwrap();
+        assert_eq!(d.bindings.len(), 1, "the own key, listed too, is the one binding");
+        assert_eq!(d.bindings[0].key.as_str(), KEY_A);
+        let from: Vec<&str> = d.bindings[0].reencrypt_from.as_deref().unwrap().iter().map(KeyArn::as_str).collect();
+        assert_eq!(from, [KEY_B]);
+    }
+
+    #[test]
+    fn reencrypt_needs_an_own_key_and_a_key_of_another_account() {
+        let entry = |extra: &str, key: &str| {
+            errors(&format!(
+                "version: 1\nbindings:\n  - asg: a\n    account: \"111122223333\"\n    key: {key}\n{extra}"
+            ))
+            .join("\n")
+        };
+        let e = entry("    strategy: reencrypt\n", KEY_B);
+        assert!(e.contains("bindings[0].reencryptWith: is required with `strategy: reencrypt`"), "{e}");
+        let e = entry(&format!("    strategy: reencrypt\n    reencryptWith: {KEY_B}\n"), KEY_B);
+        assert!(
+            e.contains(
+                "bindings[0].reencryptWith: key is in account 444455556666, but the group is in account 111122223333"
+            ),
+            "{e}"
+        );
+        let e = entry(&format!("    strategy: reencrypt\n    reencryptWith: {KEY_A}\n"), KEY_A);
+        assert!(e.contains("bindings[0].strategy: `reencrypt` replaces keys of other accounts"), "{e}");
+        let e = entry(&format!("    reencryptWith: {KEY_A}\n"), KEY_B);
+        assert!(e.contains("bindings[0].reencryptWith: applies only with `strategy: reencrypt`"), "{e}");
+        let e = entry("    strategy: copy\n", KEY_B);
+        assert!(e.contains("bindings[0].strategy: \"copy\" is not a strategy"), "{e}");
+        let e = entry("    strategy: reencrypt\n    reencryptWith: alias/mine\n", KEY_B);
+        assert!(e.contains("bindings[0].reencryptWith: must be a full KMS key ARN"), "{e}");
     }
 
     #[test]

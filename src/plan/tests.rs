@@ -39,7 +39,12 @@ fn acct(s: &str) -> AccountId {
 }
 
 fn binding(asg: &str, key: &str) -> Binding {
-    Binding { asg: AsgRef::new(acct(ASG_ACCT), "us-west-2", asg), key: KeyArn::parse(key).unwrap(), slr_suffix: None }
+    Binding {
+        asg: AsgRef::new(acct(ASG_ACCT), "us-west-2", asg),
+        key: KeyArn::parse(key).unwrap(),
+        slr_suffix: None,
+        reencrypt_from: None,
+    }
 }
 
 fn desired(bindings: Vec<Binding>) -> Desired {
@@ -616,6 +621,7 @@ fn applying_the_plan_converges() {
                     Ok(Some(Asg { service_linked_role_arn: Some(service_linked_role_arn), sources: vec![] })),
                 );
             }
+            Change::Reencrypt { .. } => panic!("no binding here re-encrypts"),
         }
     }
     assert_eq!(plan(&d, &o, &acct(ASG_ACCT)), Plan::default());
@@ -796,6 +802,7 @@ fn check_observed_table() {
                 asg: AsgRef::new(acct("999999999999"), "us-west-2", "a"),
                 key: KeyArn::parse(OWN_KEY).unwrap(),
                 slr_suffix: None,
+                reencrypt_from: None,
             }],
             observed: |_| Observed::default(),
             want_ready: vec![],

@@ -21,6 +21,7 @@ fn desired(keys: &[&str]) -> Desired {
             asg: AsgRef::new(acct(ASG_ACCT), "us-west-2", "web"),
             key: KeyArn::parse(k).unwrap(),
             slr_suffix: None,
+            reencrypt_from: None,
         });
     }
     d

@@ -14,6 +14,10 @@ launch-failure reporting read these; each patch names the AWS documentation it f
    Manager parameter (``resolve:ssm:...``).
 10. EC2: DescribeImages by id shows another account's image that is public or shared with
    the caller.
+11. EC2: CopyImage copies an image shared with the caller, gives the copy the source's
+   mappings with snapshots encrypted with the KmsKeyId asked for, needs the source keys'
+   owners to let the caller's account use them, keeps its ClientToken, and shows the copy
+   pending until it has been described once.
 
 ``resolve_key``, ``ebs_default_key``, ``resolve_image_id`` and ``visible_image`` are shared
 with the launch model (launches.py) and the strict layer (strict.py).
@@ -22,6 +26,8 @@ with the launch model (launches.py) and the strict layer (strict.py).
 import contextvars
 import copy
 import re
+
+import kms_access
 
 from moto.autoscaling.models import FakeAutoScalingGroup
 from moto.core.responses import ActionResult
@@ -348,6 +354,114 @@ def _describing_shared_images(describe):
     return wrapper
 
 
+# --- 11. copying an image ---------------------------------------------------------------------
+# EC2 API Reference, CopyImage: SourceImageId may name an image another account shared with
+# the caller; "Encrypted: Specifies whether the destination snapshots of the copied image
+# should be encrypted", with "KmsKeyId: The identifier of the symmetric KMS key to use when
+# creating encrypted volumes"; ClientToken makes the request idempotent. EC2 User Guide,
+# "Copy an Amazon EC2 AMI": to copy an image whose snapshots are encrypted, the caller needs
+# to use the source snapshots' keys, which for another account's key its owner's key policy
+# must allow (the copy is made with kms:Decrypt, kms:ReEncrypt*, kms:DescribeKey and
+# kms:CreateGrant); the copy is "pending" until its snapshots are copied. EC2 API
+# Reference, Image, StateReason: a copy that cannot be made ends "failed", with the reason.
+# moto copies only the caller's own images, gives the copy one made-up unencrypted root
+# volume, ignores Encrypted, KmsKeyId and ClientToken, and shows the copy available at once.
+
+COPY_ACTIONS = {"kms:Decrypt", "kms:ReEncryptFrom", "kms:DescribeKey", "kms:CreateGrant"}
+_copies_by_token = {}
+
+
+def _source_key_refusal(ec2_backend, snapshot):
+    """Why the caller's account may not use ``snapshot``'s key for a copy, or None."""
+    if not snapshot.encrypted or not snapshot.kms_key_id:
+        return None
+    key = resolve_key(ec2_backend.account_id, ec2_backend.region_name, snapshot.kms_key_id)
+    if key is None:
+        return f"the key {snapshot.kms_key_id} of snapshot {snapshot.id} does not exist"
+    if key.account_id == ec2_backend.account_id:
+        return None
+    doc = kms_access.parse(key.policy)
+    names = kms_access.account_names(f"arn:aws:iam::{ec2_backend.account_id}:root")
+    missing = COPY_ACTIONS - kms_access.allowed(doc, key.arn, names)
+    if key.key_state != "Enabled" or missing:
+        return (
+            f"Client.InvalidKMSKey.InvalidState: account {ec2_backend.account_id} may not use the key "
+            f"{key.arn} of snapshot {snapshot.id} ({', '.join(sorted(missing)) or key.key_state})"
+        )
+    return None
+
+
+def _copy_image(self):
+    backend = self.ec2_backend
+    token = self._get_param("ClientToken")
+    if token and (backend.account_id, token) in _copies_by_token:
+        return ActionResult({"ImageId": _copies_by_token[(backend.account_id, token)]})
+    source_id = self._get_param("SourceImageId")
+    source_backend = ec2_backends[backend.account_id][self._get_param("SourceRegion") or backend.region_name]
+    source = visible_image(source_backend, source_id)
+    if source is None:
+        from moto.ec2.exceptions import InvalidAMIIdError
+
+        raise InvalidAMIIdError(source_id)
+    owner_backend = ec2_backends[source.owner_id][source_backend.region_name]
+    encrypted = str(self._get_param("Encrypted")).lower() == "true"
+    key_id = self._get_param("KmsKeyId")
+    # moto's copy finds the source through DescribeImages, which shows shared images (10).
+    image = backend.copy_image(
+        source.id, source_backend.region_name, self._get_param("Name"), self._get_param("Description")
+    )
+    mappings, refusals = [], []
+    for m in source.block_device_mappings:
+        ebs = m.get("Ebs") or {}
+        snapshot = owner_backend.snapshots.get(ebs.get("SnapshotId") or "")
+        if snapshot is None:
+            mappings.append(copy.deepcopy(m))
+            continue
+        refusal = _source_key_refusal(backend, snapshot)
+        if refusal:
+            refusals.append(refusal)
+        volume = backend.create_volume(
+            size=snapshot.volume.size,
+            zone_name=backend.region_name + "a",
+            encrypted=encrypted or bool(snapshot.encrypted),
+            kms_key_id=key_id if encrypted else None,
+        )
+        new = backend.create_snapshot(volume.id, f"Copied for {image.id} from {snapshot.id}", backend.account_id)
+        backend.delete_volume(volume.id)
+        mapping = copy.deepcopy(m)
+        mapping["Ebs"] = {k: v for k, v in ebs.items() if k not in ("SnapshotId", "Encrypted", "KmsKeyId")}
+        mapping["Ebs"]["SnapshotId"] = new.id
+        mappings.append(mapping)
+    image.given_block_device_mappings = mappings
+    image.registered = True
+    image.root_device_name, image.root_device_type = source.root_device_name, "ebs"
+    if refusals:
+        image.state = "failed"
+        image.state_reason = {"Code": "Client.InvalidKMSKey.InvalidState", "Message": "; ".join(refusals)}
+    else:
+        image.state = "pending"
+        image.pending_until_described = True
+    if token:
+        _copies_by_token[(backend.account_id, token)] = image.id
+    return ActionResult({"ImageId": image.id})
+
+
+def _finishing_copies(describe):
+    """A copy shown pending once is available at the next DescribeImages."""
+
+    def wrapper(self, *args, **kwargs):
+        for image in list(self.amis.values()):
+            if getattr(image, "shown_pending", False):
+                image.state, image.shown_pending = "available", False
+        images = describe(self, *args, **kwargs)
+        for image in images:
+            if getattr(image, "pending_until_described", False):
+                image.pending_until_described, image.shown_pending = False, True
+        return images
+
+    return wrapper
+
+
 def install():
     """Applies the patches above (once, at the launcher's start)."""
     KmsBackend.create_alias = _marking_aws_managed(KmsBackend.create_alias)
@@ -367,4 +481,5 @@ def install():
     LaunchTemplates.describe_launch_template_versions = _resolving_alias(
         LaunchTemplates.describe_launch_template_versions
     )
-    AmiBackend.describe_images = _describing_shared_images(AmiBackend.describe_images)
+    AmiBackend.describe_images = _finishing_copies(_describing_shared_images(AmiBackend.describe_images))
+    AmisResponse.copy_image = _copy_image

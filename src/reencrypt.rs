@@ -1,0 +1,332 @@
+//! Re-encryption (`strategy: reencrypt`; procedure case 2, solution 1): a group whose
+//! images' snapshots use another account's key is moved onto copies of those images
+//! encrypted with a key of its own account, and then needs only case 1 for that key.
+//! Pure: what the next step is for a group, from what was read.
+//!
+//! For each launch source of the group that still uses another account's key:
+//! 1. its image is copied into the group's account and Region, encrypted with the own key
+//!    (CopyImage), under a name made of the source image and the key, so that a retry or
+//!    a restart finds the copy instead of copying again;
+//! 2. once the copy is `available`, a new version of the group's launch template is made
+//!    from the version the group launches, with the copy as its image and any mapping that
+//!    names another account's key naming the own key;
+//! 3. the group launches that version: by `$Latest` itself, by the template's default
+//!    version when no other group uses the template, or else by pointing this group alone
+//!    at the new number. A template another group launches at `$Latest` is left alone: a
+//!    new version would change what that group launches.
+//!
+//! Old versions and the source image are never changed.
+
+use std::collections::BTreeMap;
+
+use crate::config::Binding;
+use crate::launch::{GroupLaunch, SourceRead};
+use crate::model::{AccountId, AsgRef, ErrorClass, Failure, KeyArn, LaunchSource, VIA_GROUP};
+
+/// An image the operator copied, found by its name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Copy {
+    pub image_id: String,
+    /// `pending`, `available`, `failed`, ... (EC2 API Reference, Image, State).
+    pub state: String,
+    /// Why a copy failed, as EC2 says (Image, StateReason).
+    pub reason: Option<String>,
+}
+
+/// A launch template's latest version, as read while a group still needs a version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LatestVersion {
+    pub number: u64,
+    pub description: Option<String>,
+}
+
+/// Where a copy is looked for: the group's account and Region, and the copy's name.
+pub type CopyAt = (AccountId, String, String);
+/// A launch template in an account and Region, by id.
+pub type TemplateAt = (AccountId, String, String);
+/// Every group of an account and Region, with its launch sources.
+pub type GroupsAt = (AccountId, String);
+/// The groups of a place, by name, with their launch sources.
+pub type Groups = Vec<(String, Vec<LaunchSource>)>;
+
+/// What re-encryption reads, beyond the groups' launches.
+#[derive(Debug, Clone, Default)]
+pub struct ReencryptReads {
+    pub copies: BTreeMap<CopyAt, Result<Option<Copy>, Failure>>,
+    pub latest: BTreeMap<TemplateAt, Result<LatestVersion, Failure>>,
+    /// The groups of a place, by name, with their launch sources: who else uses a
+    /// template.
+    pub groups: BTreeMap<GroupsAt, Result<Groups, Failure>>,
+}
+
+impl ReencryptReads {
+    pub fn absorb(&mut self, newer: ReencryptReads) {
+        self.copies.extend(newer.copies);
+        self.latest.extend(newer.latest);
+        self.groups.extend(newer.groups);
+    }
+}
+
+/// The next write for one launch source of a group.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Write {
+    CopyImage {
+        source_image: String,
+        name: String,
+    },
+    CreateVersion {
+        template_id: String,
+        source_version: u64,
+        image_id: String,
+        devices: Vec<String>,
+        description: String,
+    },
+    SetDefaultVersion {
+        template_id: String,
+        version: u64,
+    },
+    PointGroup {
+        template_id: String,
+        version: u64,
+    },
+}
+
+/// Where one launch source of a group stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Next {
+    /// It uses no other account's key.
+    Done,
+    /// This write is next; `why` says what it is for.
+    Write { write: Write, why: String },
+    /// Nothing can be written now: waiting (a copy in progress), a read missing, or a
+    /// state the operator cannot change (the failure says which).
+    Wait(Failure),
+}
+
+/// What the reads needed for one source are: the copy's name to look up, and whether the
+/// template's latest version and the place's groups are needed.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Needs {
+    pub copies: Vec<String>,
+    pub template: Option<String>,
+}
+
+/// The name of the copy of `image` encrypted with `key`: AMI names allow letters, digits
+/// and `()[]./-'@_` and spaces, 3 to 128 characters (EC2 API Reference, CopyImage, Name);
+/// an image id and a key id fit well within that.
+pub fn copy_name(image: &str, key: &KeyArn) -> String {
+    format!("asg-cmk-operator/{image}/{}", key.key_id())
+}
+
+/// The description the operator gives a version it makes: the source version, the image
+/// and the key, so a version made before a lost answer or a restart is recognised.
+pub fn version_description(source_version: u64, image: &str, key: &KeyArn) -> String {
+    format!("asg-cmk-operator: version {source_version} with image {image} and key {}", key.key_id())
+}
+
+/// Which of a source's keys are another account's than `group`'s: each key as found, its
+/// account from its ARN, or from DescribeKey when it was named another way. A key that
+/// could not be described is not counted: `discover` and the drift notes report it.
+fn foreign<'a>(keys: impl Iterator<Item = &'a String>, launch: &GroupLaunch, group: &AccountId) -> Vec<&'a String> {
+    keys.filter(|k| {
+        let account = KeyArn::parse(k).ok().map(|a| *a.account()).or_else(|| {
+            launch
+                .keys
+                .iter()
+                .find(|l| &l.key_ref == *k)
+                .and_then(|l| l.resolved.as_ref().ok())
+                .map(|(a, _)| *a.account())
+        });
+        account.is_some_and(|a| a != *group)
+    })
+    .collect()
+}
+
+fn not_supported(what: &str) -> Next {
+    Next::Wait(Failure::terminal(format!(
+        "{what} uses another account's key, and re-encryption replaces images only in a group's own launch template; move the group onto a launch template, or use the default strategy (a grant)"
+    )))
+}
+
+fn missing(what: String) -> Failure {
+    Failure { class: ErrorClass::Retryable, message: format!("{what}: not observed") }
+}
+
+fn read_failed(what: &str, f: &Failure) -> Failure {
+    Failure { class: f.class, message: format!("{what}: {}", f.message) }
+}
+
+/// The reads the next step of source `s` of binding `b`'s group needs: the copy of its
+/// image, looked up by name, and, once that copy is available (or no image needs one),
+/// its template's latest version and the place's groups.
+pub fn needs(b: &Binding, own: &KeyArn, launch: &GroupLaunch, s: &SourceRead, copies: &ReencryptReads) -> Needs {
+    let group = &b.asg.account;
+    let image_foreign = s.shared_encrypted || !foreign(s.image_keys.iter(), launch, group).is_empty();
+    let mapping_foreign = !foreign(s.mapping_keys.iter().map(|(_, k)| k), launch, group).is_empty();
+    let mut out = Needs::default();
+    if !image_foreign && !mapping_foreign {
+        return out;
+    }
+    let (Some((template, _)), Some(image)) = (&s.template, &s.image_id) else { return out };
+    if image_foreign {
+        let name = copy_name(image, own);
+        let at = (b.asg.account, b.asg.region.clone(), name.clone());
+        out.copies.push(name);
+        if !matches!(copies.copies.get(&at), Some(Ok(Some(c))) if c.state == "available") {
+            return out;
+        }
+    }
+    out.template = Some(template.clone());
+    out
+}
+
+/// The next step for source `s` of binding `b`'s group, re-encrypting with `own` (the
+/// binding's key, resolved).
+pub fn next(b: &Binding, own: &KeyArn, launch: &GroupLaunch, s: &SourceRead, reads: &ReencryptReads) -> Next {
+    let group = &b.asg.account;
+    let image_keys = foreign(s.image_keys.iter(), launch, group);
+    let devices: Vec<String> = s
+        .mapping_keys
+        .iter()
+        .filter(|(_, k)| !foreign(std::iter::once(k), launch, group).is_empty())
+        .map(|(d, _)| d.clone())
+        .collect();
+    let image_foreign = s.shared_encrypted || !image_keys.is_empty();
+    if !image_foreign && devices.is_empty() {
+        return Next::Done;
+    }
+    let (template_id, selector, via) = match &s.source {
+        LaunchSource::Template { version, via, .. } => match &s.template {
+            Some((id, _)) => (id.clone(), version.as_str(), *via),
+            None => {
+                return Next::Wait(Failure::terminal(
+                    "the group's launch template version was read without its id and number",
+                ))
+            }
+        },
+        LaunchSource::Configuration(name) => return not_supported(&format!("launch configuration {name}")),
+    };
+    if via != VIA_GROUP {
+        return not_supported(&format!("the launch template of {via}"));
+    }
+    let Some((_, launched)) = s.template.clone() else { unreachable!("checked above") };
+    let Some(image) = s.image_id.clone() else {
+        return Next::Wait(Failure::terminal("the group's launch template names no image"));
+    };
+    let place = |name: String| (b.asg.account, b.asg.region.clone(), name);
+
+    // 1. The copy of the image, encrypted with the own key.
+    let image_now = if !image_foreign {
+        image.clone()
+    } else {
+        let name = copy_name(&image, own);
+        let copy = match reads.copies.get(&place(name.clone())) {
+            None => return Next::Wait(missing(format!("copy {name}"))),
+            Some(Err(f)) => return Next::Wait(read_failed(&format!("copy {name}"), f)),
+            Some(Ok(None)) => {
+                let mut keys: Vec<&str> = image_keys.iter().map(|k| k.as_str()).collect();
+                if s.shared_encrypted {
+                    keys.push("a key of the image's owner");
+                }
+                let why = format!(
+                    "image {image} of launch template {template_id} version {launched} has snapshots encrypted with another account's key ({}): copy it encrypted with {own}",
+                    keys.join(", ")
+                );
+                return Next::Write { write: Write::CopyImage { source_image: image, name }, why };
+            }
+            Some(Ok(Some(c))) => c,
+        };
+        match copy.state.as_str() {
+            "available" => copy.image_id.clone(),
+            "pending" => {
+                return Next::Wait(Failure {
+                    class: ErrorClass::InProgress,
+                    message: format!(
+                        "copying image {image} as {} ({name}), encrypted with {own}: pending",
+                        copy.image_id
+                    ),
+                })
+            }
+            state => {
+                let reason = copy.reason.as_deref().unwrap_or("EC2 gave no reason");
+                return Next::Wait(Failure::terminal(format!(
+                    "the copy {} ({name}) of image {image} is {state}: {reason}. Deregister it to have the operator copy again; a copy needs the source key's owner to let this account use the key (kms:Decrypt, kms:ReEncrypt*, kms:DescribeKey, kms:CreateGrant)",
+                    copy.image_id
+                )));
+            }
+        }
+    };
+
+    // 2. The version launching it.
+    let description = version_description(launched, &image_now, own);
+    let latest = match reads.latest.get(&place(template_id.clone())) {
+        None => return Next::Wait(missing(format!("launch template {template_id}"))),
+        Some(Err(f)) => return Next::Wait(read_failed(&format!("launch template {template_id}"), f)),
+        Some(Ok(l)) => l,
+    };
+    let others = match reads.groups.get(&(b.asg.account, b.asg.region.clone())) {
+        None => return Next::Wait(missing(format!("the groups of {}", b.asg.region))),
+        Some(Err(f)) => return Next::Wait(read_failed(&format!("the groups of {}", b.asg.region), f)),
+        Some(Ok(groups)) => users(groups, &b.asg, &template_id),
+    };
+    if latest.description.as_deref() != Some(description.as_str()) {
+        if let Some((other, _)) = others.iter().find(|(_, v)| v == "$Latest") {
+            return Next::Wait(Failure::terminal(format!(
+                "launch template {template_id} is shared with group {other}, which launches its $Latest version: a new version would change what {other} launches. Pin {other} to a version number, or give this group a template of its own"
+            )));
+        }
+        let why = format!(
+            "launch template {template_id} version {launched} launches with another account's key: a new version from it with image {image_now}{}",
+            if devices.is_empty() { String::new() } else { format!(" and {own} for {}", devices.join(", ")) }
+        );
+        let write =
+            Write::CreateVersion { template_id, source_version: launched, image_id: image_now, devices, description };
+        return Next::Write { write, why };
+    }
+    let ours = latest.number;
+    if ours == launched {
+        return Next::Wait(Failure::terminal(format!(
+            "launch template {template_id} version {ours}, made by the operator with image {image_now}, still uses another account's key: a mapping's own snapshot, which re-encryption does not replace"
+        )));
+    }
+    // 3. The group launches it.
+    match selector {
+        "$Latest" => Next::Wait(Failure {
+            class: ErrorClass::Retryable,
+            message: format!("launch template {template_id}: $Latest was read as version {launched} and as {ours}"),
+        }),
+        "$Default" | "" if others.is_empty() => Next::Write {
+            write: Write::SetDefaultVersion { template_id: template_id.clone(), version: ours },
+            why: format!("the group launches the default version of launch template {template_id}, which no other group uses: make version {ours} the default"),
+        },
+        _ => {
+            let shared = if others.is_empty() {
+                String::new()
+            } else {
+                let names: Vec<&str> = others.iter().map(|(n, _)| n.as_str()).collect();
+                format!(" (the template is shared with {}, which keep their versions)", names.join(", "))
+            };
+            Next::Write {
+                write: Write::PointGroup { template_id, version: ours },
+                why: format!("the group launches version {launched} ({selector}): point it at version {ours}{shared}"),
+            }
+        }
+    }
+}
+
+/// The other groups that launch template `template_id` (by id, or by the name their
+/// description gives with it), each with the version it names.
+fn users(groups: &[(String, Vec<LaunchSource>)], me: &AsgRef, template_id: &str) -> Vec<(String, String)> {
+    groups
+        .iter()
+        .filter(|(name, _)| *name != me.name)
+        .flat_map(|(name, sources)| {
+            sources.iter().filter_map(move |s| match s {
+                LaunchSource::Template { id: Some(id), version, .. } if id == template_id => {
+                    Some((name.clone(), if version.is_empty() { "$Default".to_owned() } else { version.clone() }))
+                }
+                _ => None,
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,176 @@
+//! `strategy: reencrypt` end to end: a group whose AMI's snapshots use another account's
+//! key is moved onto a copy of the AMI encrypted with a key of its own account.
+
+mod common;
+
+use common::*;
+
+/// The key policy of a key of `OTHER` that lets account `OWN` use it (the statements the
+/// hand-off prints for the group's account), so a copy of its snapshots may be made.
+fn foreign_policy() -> String {
+    serde_json::json!({
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Sid": "Owner", "Effect": "Allow", "Principal": {"AWS": format!("arn:aws:iam::{OTHER}:root")},
+             "Action": "kms:*", "Resource": "*"},
+            {"Sid": "GroupAccount", "Effect": "Allow", "Principal": {"AWS": format!("arn:aws:iam::{OWN}:root")},
+             "Action": ["kms:Encrypt", "kms:Decrypt", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:DescribeKey", "kms:CreateGrant"],
+             "Resource": "*"}
+        ]
+    })
+    .to_string()
+}
+
+struct Fleet {
+    foreign: String,
+    own_key: String,
+    image: String,
+    template: String,
+}
+
+/// A key of `OTHER`, an image of `OTHER` whose root snapshot it encrypts, shared with `OWN`;
+/// a key of `OWN`, and launch template `web` (version 1) of `OWN` on that image.
+async fn fleet(moto: &Moto, policy: Option<&str>) -> Fleet {
+    let (own, other) = (moto.own().await, moto.other().await);
+    let foreign = create_key(&other, policy).await;
+    let snapshot = encrypted_snapshot(&other, &foreign).await;
+    let image = image_from_snapshot(&other, "golden", &snapshot).await;
+    share_image(&other, &image, OWN).await;
+    let own_key = create_key(&own, None).await;
+    let template = launch_template(&own, "web", Some(&image), None).await;
+    Fleet { foreign, own_key, image, template }
+}
+
+fn binding(asg: &str, f: &Fleet) -> String {
+    format!(
+        "  - asg: {asg}\n    account: \"{OWN}\"\n    key: {}\n    strategy: reencrypt\n    reencryptWith: {}\n    serviceLinkedRoleSuffix: web\n",
+        f.foreign, f.own_key
+    )
+}
+
+/// The version of its launch template a group names, and the template's default version.
+async fn versions(moto: &Moto, group: &str, template: &str) -> (Option<String>, i64) {
+    let own = moto.own().await;
+    let asc = aws_sdk_autoscaling::Client::new(&own);
+    let out = asc.describe_auto_scaling_groups().auto_scaling_group_names(group).send().await.unwrap();
+    let named = out.auto_scaling_groups()[0].launch_template().and_then(|t| t.version()).map(str::to_owned);
+    let ec2 = aws_sdk_ec2::Client::new(&own);
+    let t = ec2.describe_launch_templates().launch_template_ids(template).send().await.unwrap();
+    (named, t.launch_templates()[0].default_version_number().unwrap())
+}
+
+/// The image of version `version` of `template`.
+async fn version_image(moto: &Moto, template: &str, version: &str) -> String {
+    let ec2 = aws_sdk_ec2::Client::new(&moto.own().await);
+    let out = ec2.describe_launch_template_versions().launch_template_id(template).versions(version).send();
+    let out = out.await.unwrap();
+    out.launch_template_versions()[0].launch_template_data().unwrap().image_id().unwrap().to_owned()
+}
+
+/// The keys of the snapshots of image `image`, as its account (`conf`'s) sees them.
+async fn image_keys(conf: &aws_config::SdkConfig, image: &str) -> Vec<String> {
+    let ec2 = aws_sdk_ec2::Client::new(conf);
+    let out = ec2.describe_images().image_ids(image).send().await.unwrap();
+    let mut keys = Vec::new();
+    for m in out.images()[0].block_device_mappings() {
+        let Some(snap) = m.ebs().and_then(|e| e.snapshot_id()) else { continue };
+        let s = ec2.describe_snapshots().snapshot_ids(snap).send().await.unwrap();
+        keys.push(s.snapshots()[0].kms_key_id().unwrap_or("unencrypted").to_owned());
+    }
+    keys
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_group_on_another_accounts_key_moves_to_a_copy_under_its_own_key() {
+    let moto = Moto::start();
+    let f = fleet(&moto, Some(&foreign_policy())).await;
+    let own = moto.own().await;
+    group_on_template(&own, "web", &f.template, 0, None).await;
+    let dir = TempDir::new();
+    let config = dir.write("config.yaml", &format!("version: 1\nbindings:\n{}", binding("web", &f)));
+
+    // The copy is pending when first looked at: the apply says so and ends; it never waits.
+    let first = moto.operator(&["apply", "--config", &config]);
+    let text = stdout(&first);
+    assert!(!first.status.success(), "{text}");
+    assert!(text.contains("in progress") && text.contains("pending"), "{text}");
+    assert_eq!(count(&moto.calls(), "CopyImage"), 1, "{text}");
+
+    let second = moto.operator(&["apply", "--config", &config]);
+    assert!(second.status.success(), "{}\n{}", stdout(&second), stderr(&second));
+    let calls = moto.calls();
+    assert_eq!(count(&calls, "CopyImage"), 1, "the copy is found, not made again");
+    assert_eq!(count(&calls, "CreateGrant"), 0, "no grant on either key");
+
+    // The group launches a new version, the template's default now, whose image is the
+    // copy, with its snapshots under the own key.
+    let (named, default) = versions(&moto, "web", &f.template).await;
+    assert_eq!((named.as_deref(), default), (None, 2), "the group follows $Default, now version 2");
+    let copy = version_image(&moto, &f.template, "2").await;
+    assert_ne!(copy, f.image);
+    assert_eq!(image_keys(&own, &copy).await, vec![f.own_key.clone()]);
+    // The old version and the source image are untouched.
+    assert_eq!(version_image(&moto, &f.template, "1").await, f.image);
+    assert_eq!(image_keys(&moto.other().await, &f.image).await, vec![f.foreign.clone()]);
+    // The own key's policy lets the group's role use it (case 1), and the group uses it.
+    assert_eq!(asg_role(&own, "web").await, Some(slr_arn(OWN, Some("web"))));
+    let verdict = can_launch(&moto, "web");
+    assert_eq!(verdict["can_launch"], true, "{verdict}");
+
+    moto.reset_calls();
+    let third = moto.operator(&["apply", "--config", &config]);
+    assert!(third.status.success(), "{}", stderr(&third));
+    assert!(writes(&moto.calls()).is_empty(), "a converged group costs reads only: {:?}", writes(&moto.calls()));
+
+    let status = moto.operator(&["status", "--config", &config, "--output", "json"]);
+    let status: serde_json::Value = serde_json::from_str(&stdout(&status)).unwrap();
+    let cond = status["bindings"][0]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "ImagesReencrypted")
+        .cloned();
+    assert_eq!(cond.as_ref().map(|c| c["status"].clone()), Some("True".into()), "{status}");
+
+    let discovered = moto.operator(&["discover", "--region", REGION]);
+    let text = stdout(&discovered);
+    assert!(text.contains(&f.own_key) && !text.contains(&f.foreign), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_template_shared_with_another_group_gets_a_version_only_this_group_launches() {
+    let moto = Moto::start();
+    let f = fleet(&moto, Some(&foreign_policy())).await;
+    let own = moto.own().await;
+    group_on_template(&own, "web", &f.template, 0, None).await;
+    group_on_template(&own, "api", &f.template, 0, None).await;
+    let dir = TempDir::new();
+    let config = dir.write("config.yaml", &format!("version: 1\nbindings:\n{}", binding("web", &f)));
+    moto.operator(&["apply", "--config", &config]);
+    let out = moto.operator(&["apply", "--config", &config]);
+    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+
+    // web is pinned to the new version; api still launches the default, version 1.
+    assert_eq!(versions(&moto, "web", &f.template).await, (Some("2".to_owned()), 1));
+    assert_eq!(versions(&moto, "api", &f.template).await, (None, 1));
+    assert_eq!(version_image(&moto, &f.template, "1").await, f.image);
+    let copy = version_image(&moto, &f.template, "2").await;
+    assert_eq!(image_keys(&own, &copy).await, vec![f.own_key.clone()]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_copy_the_key_owner_does_not_allow_fails_with_what_to_ask_for_and_nothing_else_changes() {
+    let moto = Moto::start();
+    let f = fleet(&moto, None).await;
+    let own = moto.own().await;
+    group_on_template(&own, "web", &f.template, 0, None).await;
+    let dir = TempDir::new();
+    let config = dir.write("config.yaml", &format!("version: 1\nbindings:\n{}", binding("web", &f)));
+    moto.operator(&["apply", "--config", &config]);
+    let out = moto.operator(&["apply", "--config", &config]);
+    let text = stdout(&out);
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("is failed") && text.contains("kms:Decrypt"), "{text}");
+    assert_eq!(versions(&moto, "web", &f.template).await, (None, 1), "the group is not moved");
+    assert_eq!(count(&moto.calls(), "CreateLaunchTemplateVersion"), 0);
+}
