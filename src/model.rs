@@ -382,6 +382,19 @@ impl LaunchFailureClass {
     }
 }
 
+/// What KMS answered a CreateGrant made with `DryRun`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DryRun {
+    /// DryRunOperationException: the call would succeed.
+    Allowed,
+    /// AccessDeniedException: the owner's key policy (or the caller's IAM policy) does
+    /// not allow it yet.
+    Refused,
+    /// The grantee is not a principal KMS knows yet (the role does not exist, or IAM
+    /// has not propagated it): the caller was allowed this far, and the role comes first.
+    GranteeUnknown,
+}
+
 /// How an error should be handled: change the config, or try again later.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum ErrorClass {

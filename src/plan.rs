@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::config::{Binding, Desired};
 use crate::launch::GroupLaunch;
+pub use crate::model::DryRun;
 use crate::model::{
     AccountId, Asg, AsgRef, BindingId, ErrorClass, Failure, Grant, KeyArn, KeyInfo, KeyManager, LaunchActivity, Role,
     Slr,
@@ -39,19 +40,6 @@ pub struct Observed {
     pub handoff: BTreeMap<(KeyArn, Slr), Result<DryRun, Failure>>,
     /// Re-encryption: copies found, templates' latest versions, and who else uses them.
     pub reencrypt: ReencryptReads,
-}
-
-/// What KMS answered a CreateGrant made with `DryRun`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DryRun {
-    /// DryRunOperationException: the call would succeed.
-    Allowed,
-    /// AccessDeniedException: the owner's key policy (or the caller's IAM policy) does
-    /// not allow it yet.
-    Refused,
-    /// The grantee is not a principal KMS knows yet (the role does not exist, or IAM
-    /// has not propagated it): the caller was allowed this far, and the role comes first.
-    GranteeUnknown,
 }
 
 impl Observed {

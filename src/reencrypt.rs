@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 
 use crate::config::Binding;
 use crate::launch::{GroupLaunch, SourceRead};
-use crate::model::{AccountId, AsgRef, ErrorClass, Failure, KeyArn, LaunchSource, VIA_GROUP};
+use crate::model::{AccountId, AsgRef, DryRun, ErrorClass, Failure, KeyArn, LaunchSource, Slr, VIA_GROUP};
 
 /// An image the operator copied, found by its name.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,6 +57,10 @@ pub struct ReencryptReads {
     /// The groups of a place, by name, with their launch sources: who else uses a
     /// template.
     pub groups: BTreeMap<GroupsAt, Result<Groups, Failure>>,
+    /// Before a copy: whether the group's account may use each key being replaced, as a
+    /// dry run of CreateGrant made with its credentials answers (KMS Developer Guide,
+    /// "Testing your permissions").
+    pub access: BTreeMap<(KeyArn, Slr), Result<DryRun, Failure>>,
 }
 
 impl ReencryptReads {
@@ -64,6 +68,7 @@ impl ReencryptReads {
         self.copies.extend(newer.copies);
         self.latest.extend(newer.latest);
         self.groups.extend(newer.groups);
+        self.access.extend(newer.access);
     }
 }
 
@@ -108,6 +113,8 @@ pub enum Next {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Needs {
     pub copies: Vec<String>,
+    /// Keys whose use by the group's account is checked before a copy is made.
+    pub access: Vec<KeyArn>,
     pub template: Option<String>,
 }
 
@@ -156,6 +163,37 @@ fn read_failed(what: &str, f: &Failure) -> Failure {
     Failure { class: f.class, message: format!("{what}: {}", f.message) }
 }
 
+/// The keys a binding replaces that the group's account must be allowed to use for a
+/// copy: another account's, by key ARN (an alias of another account cannot be checked).
+fn replaced(b: &Binding) -> impl Iterator<Item = &KeyArn> {
+    b.reencrypt_from.iter().flat_map(|f| f.iter()).filter(move |k| k.account() != &b.asg.account && !k.is_alias())
+}
+
+/// Why a copy cannot be made yet, if the owner of a key being replaced has not let the
+/// group's account use it: the statements to ask for, as the hand-off prints them.
+fn copy_refused(b: &Binding, reads: &ReencryptReads) -> Option<Failure> {
+    for key in replaced(b) {
+        match reads.access.get(&(key.clone(), b.slr())) {
+            None => return Some(missing(format!("a dry run of CreateGrant on {key}"))),
+            Some(Err(f)) => return Some(read_failed(&format!("a dry run of CreateGrant on {key}"), f)),
+            Some(Ok(DryRun::Refused)) => {
+                let statements = crate::policy::case2_statements(&[b.asg.account.root_arn(key.partition())]);
+                return Some(Failure {
+                    class: ErrorClass::AwaitingOwner,
+                    message: format!(
+                        "awaiting key owner: the group's images are copied with key {key}, which account {owner} owns, and a dry run of CreateGrant by account {account} was refused. Ask the key's administrators to add these statements to its key policy (no grant for the service-linked role is needed): {json}",
+                        owner = key.account(),
+                        account = b.asg.account,
+                        json = serde_json::Value::Array(statements),
+                    ),
+                });
+            }
+            Some(Ok(DryRun::Allowed | DryRun::GranteeUnknown)) => {}
+        }
+    }
+    None
+}
+
 /// The reads the next step of source `s` of binding `b`'s group needs: the copy of its
 /// image, looked up by name, and, once that copy is available (or no image needs one),
 /// its template's latest version and the place's groups.
@@ -172,8 +210,13 @@ pub fn needs(b: &Binding, own: &KeyArn, launch: &GroupLaunch, s: &SourceRead, co
         let name = copy_name(image, own);
         let at = (b.asg.account, b.asg.region.clone(), name.clone());
         out.copies.push(name);
-        if !matches!(copies.copies.get(&at), Some(Ok(Some(c))) if c.state == "available") {
-            return out;
+        match copies.copies.get(&at) {
+            Some(Ok(Some(c))) if c.state == "available" => {}
+            Some(Ok(None)) => {
+                out.access = replaced(b).cloned().collect();
+                return out;
+            }
+            _ => return out,
         }
     }
     out.template = Some(template.clone());
@@ -224,6 +267,9 @@ pub fn next(b: &Binding, own: &KeyArn, launch: &GroupLaunch, s: &SourceRead, rea
             None => return Next::Wait(missing(format!("copy {name}"))),
             Some(Err(f)) => return Next::Wait(read_failed(&format!("copy {name}"), f)),
             Some(Ok(None)) => {
+                if let Some(f) = copy_refused(b, reads) {
+                    return Next::Wait(f);
+                }
                 let mut keys: Vec<&str> = image_keys.iter().map(|k| k.as_str()).collect();
                 if s.shared_encrypted {
                     keys.push("a key of the image's owner");

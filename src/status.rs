@@ -389,6 +389,7 @@ fn images_reencrypted(b: &Binding, observed: &Observed) -> (State, &'static str,
             crate::reencrypt::Next::Wait(f) => {
                 let reason = match f.class {
                     ErrorClass::InProgress => "CopyInProgress",
+                    ErrorClass::AwaitingOwner => AWAITING_KEY_OWNER,
                     ErrorClass::Terminal => "ReencryptBlocked",
                     _ => "ReadFailed",
                 };

@@ -100,7 +100,11 @@ async fn a_group_on_another_accounts_key_moves_to_a_copy_under_its_own_key() {
     assert!(second.status.success(), "{}\n{}", stdout(&second), stderr(&second));
     let calls = moto.calls();
     assert_eq!(count(&calls, "CopyImage"), 1, "the copy is found, not made again");
-    assert_eq!(count(&calls, "CreateGrant"), 0, "no grant on either key");
+    for (conf, key) in [(moto.other().await, &f.foreign), (own.clone(), &f.own_key)] {
+        let kms = aws_sdk_kms::Client::new(&conf);
+        let grants = kms.list_grants().key_id(key).send().await.unwrap();
+        assert!(grants.grants().is_empty(), "no grant on {key}: {grants:?}");
+    }
 
     // The group launches a new version, the template's default now, whose image is the
     // copy, with its snapshots under the own key.
@@ -159,18 +163,26 @@ async fn a_template_shared_with_another_group_gets_a_version_only_this_group_lau
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_copy_the_key_owner_does_not_allow_fails_with_what_to_ask_for_and_nothing_else_changes() {
+async fn a_copy_waits_for_the_key_owner_who_is_told_what_to_add() {
     let moto = Moto::start();
     let f = fleet(&moto, None).await;
     let own = moto.own().await;
     group_on_template(&own, "web", &f.template, 0, None).await;
     let dir = TempDir::new();
     let config = dir.write("config.yaml", &format!("version: 1\nbindings:\n{}", binding("web", &f)));
-    moto.operator(&["apply", "--config", &config]);
     let out = moto.operator(&["apply", "--config", &config]);
     let text = stdout(&out);
     assert!(!out.status.success(), "{text}");
-    assert!(text.contains("is failed") && text.contains("kms:Decrypt"), "{text}");
+    assert!(text.contains("awaiting key owner") && text.contains(&format!("arn:aws:iam::{OWN}:root")), "{text}");
+    assert!(text.contains("kms:CreateGrant") && text.contains("kms:Decrypt"), "{text}");
+    assert_eq!(count(&moto.calls(), "CopyImage"), 0, "no copy is tried before the owner allows it");
     assert_eq!(versions(&moto, "web", &f.template).await, (None, 1), "the group is not moved");
-    assert_eq!(count(&moto.calls(), "CreateLaunchTemplateVersion"), 0);
+
+    // The owner adds what it was told; the copy is made, and the group moves.
+    let kms = aws_sdk_kms::Client::new(&moto.other().await);
+    kms.put_key_policy().key_id(&f.foreign).policy_name("default").policy(foreign_policy()).send().await.unwrap();
+    moto.operator(&["apply", "--config", &config]);
+    let out = moto.operator(&["apply", "--config", &config]);
+    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+    assert_eq!(versions(&moto, "web", &f.template).await, (None, 2));
 }

@@ -434,7 +434,7 @@ async fn list_retirable_grants(account: &Account, key: &KeyArn) -> Result<Vec<Gr
 /// principal, operations), with the role's account's credentials: KMS answers
 /// DryRunOperationException when the call would succeed and AccessDeniedException when
 /// it would not (KMS Developer Guide, "Testing your permissions"). Nothing is created.
-async fn dry_run_grant(account: &Account, key: &KeyArn, slr: &Slr) -> Result<DryRun, Failure> {
+pub(super) async fn dry_run_grant(account: &Account, key: &KeyArn, slr: &Slr) -> Result<DryRun, Failure> {
     use aws_sdk_kms::types::GrantOperation;
     const ANSWERS: &[&str] = &["DryRunOperationException", "AccessDeniedException", "InvalidArnException"];
     let request = account

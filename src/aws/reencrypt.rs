@@ -15,8 +15,8 @@ use aws_sdk_ec2::types::{
 use super::error::classify;
 use super::execute::Done;
 use super::Account;
-use crate::config::Desired;
-use crate::model::{AccountId, AsgRef, Failure, KeyArn};
+use crate::config::{Binding, Desired};
+use crate::model::{AccountId, AsgRef, Failure, KeyArn, Slr};
 use crate::plan::{Observed, Reads};
 use crate::reencrypt::{self, Copy, LatestVersion, Write};
 
@@ -52,6 +52,15 @@ pub async fn observe(
             observed.reencrypt.copies.insert((account, region.clone(), name), r);
         }
     }
+    let mut access: BTreeSet<(KeyArn, Slr)> = BTreeSet::new();
+    each_need_of(desired, reads, observed, |b, needs| {
+        access.extend(needs.access.iter().map(|k| (k.clone(), b.slr())));
+    });
+    for (key, slr) in access {
+        let Some(handle) = handles.get(&slr.account) else { continue };
+        let r = super::observe::dry_run_grant(handle, &key, &slr).await;
+        observed.reencrypt.access.insert((key, slr), r);
+    }
     let mut templates: BTreeMap<(AccountId, String), BTreeSet<String>> = BTreeMap::new();
     each_need(desired, reads, observed, |asg, needs| {
         if let Some(t) = &needs.template {
@@ -73,12 +82,17 @@ pub async fn observe(
 
 /// Calls `f` with what each re-encrypted group's sources need read now.
 fn each_need(desired: &Desired, reads: &Reads, observed: &Observed, mut f: impl FnMut(&AsgRef, reencrypt::Needs)) {
+    each_need_of(desired, reads, observed, |b, needs| f(&b.asg, needs));
+}
+
+/// [`each_need`], with the binding.
+fn each_need_of(desired: &Desired, reads: &Reads, observed: &Observed, mut f: impl FnMut(&Binding, reencrypt::Needs)) {
     for b in desired.bindings.iter().filter(|b| b.reencrypt_from.is_some() && reads.reencrypt.contains(&b.asg)) {
         let (Some(Ok(launch)), Some(Ok(info))) = (observed.launch_keys.get(&b.asg), observed.keys.get(&b.key)) else {
             continue;
         };
         for s in &launch.sources {
-            f(&b.asg, reencrypt::needs(b, &info.arn, launch, s, &observed.reencrypt));
+            f(b, reencrypt::needs(b, &info.arn, launch, s, &observed.reencrypt));
         }
     }
 }
