@@ -40,6 +40,10 @@ fn details(c: &Change) -> Value {
             Write::PointGroup { template_id, version } => {
                 json!({ "launchTemplate": { "launchTemplateId": template_id, "version": version.to_string() } })
             }
+            Write::CopyConfiguration { from, name, image_id } => {
+                json!({ "copyOf": from, "launchConfigurationName": name, "imageId": image_id })
+            }
+            Write::UseConfiguration { name } => json!({ "launchConfigurationName": name }),
         },
     }
 }

@@ -118,7 +118,8 @@ impl Change {
                 Write::CopyImage { .. } => "CopyImage",
                 Write::CreateVersion { .. } => "CreateLaunchTemplateVersion",
                 Write::SetDefaultVersion { .. } => "ModifyLaunchTemplate",
-                Write::PointGroup { .. } => "UpdateAutoScalingGroup",
+                Write::PointGroup { .. } | Write::UseConfiguration { .. } => "UpdateAutoScalingGroup",
+                Write::CopyConfiguration { .. } => "CreateLaunchConfiguration",
             },
         }
     }
@@ -156,7 +157,8 @@ impl Change {
                 Write::CreateVersion { template_id, .. } | Write::SetDefaultVersion { template_id, .. } => {
                     template_id.clone()
                 }
-                Write::PointGroup { .. } => asg.name.clone(),
+                Write::PointGroup { .. } | Write::UseConfiguration { .. } => asg.name.clone(),
+                Write::CopyConfiguration { name, .. } => name.clone(),
             },
         }
     }
@@ -906,7 +908,10 @@ fn plan_reencrypt(ready: &[Ready], observed: &Observed, blocked: &BlockedSet, he
                 continue;
             }
             let asg = &r.binding.asg;
-            let alone = if matches!(write, Write::PointGroup { .. }) { asg.name.as_str() } else { "" };
+            let alone = match write {
+                Write::PointGroup { .. } | Write::UseConfiguration { .. } => asg.name.as_str(),
+                _ => "",
+            };
             match seen.entry((asg.account, asg.region.as_str(), alone, write.clone())) {
                 std::collections::btree_map::Entry::Occupied(at) => step.changes[*at.get()].bindings.push(r.id.clone()),
                 std::collections::btree_map::Entry::Vacant(at) => {

@@ -61,6 +61,8 @@ pub struct ReencryptReads {
     /// dry run of CreateGrant made with its credentials answers (KMS Developer Guide,
     /// "Testing your permissions").
     pub access: BTreeMap<(KeyArn, Slr), Result<DryRun, Failure>>,
+    /// Whether each launch configuration copy the operator would make exists already.
+    pub configurations: BTreeMap<CopyAt, Result<bool, Failure>>,
 }
 
 impl ReencryptReads {
@@ -69,6 +71,7 @@ impl ReencryptReads {
         self.latest.extend(newer.latest);
         self.groups.extend(newer.groups);
         self.access.extend(newer.access);
+        self.configurations.extend(newer.configurations);
     }
 }
 
@@ -94,6 +97,14 @@ pub enum Write {
         template_id: String,
         version: u64,
     },
+    CopyConfiguration {
+        from: String,
+        name: String,
+        image_id: String,
+    },
+    UseConfiguration {
+        name: String,
+    },
 }
 
 /// Where one launch source of a group stands.
@@ -116,6 +127,8 @@ pub struct Needs {
     /// Keys whose use by the group's account is checked before a copy is made.
     pub access: Vec<KeyArn>,
     pub template: Option<String>,
+    /// The launch configuration copy to look for.
+    pub configuration: Option<String>,
 }
 
 /// The name of the copy of `image` encrypted with `key`: AMI names allow letters, digits
@@ -205,13 +218,14 @@ pub fn needs(b: &Binding, own: &KeyArn, launch: &GroupLaunch, s: &SourceRead, co
     if !image_foreign && !mapping_foreign {
         return out;
     }
-    let (Some((template, _)), Some(image)) = (&s.template, &s.image_id) else { return out };
+    let Some(image) = &s.image_id else { return out };
+    let mut image_now = image.clone();
     if image_foreign {
         let name = copy_name(image, own);
         let at = (b.asg.account, b.asg.region.clone(), name.clone());
         out.copies.push(name);
         match copies.copies.get(&at) {
-            Some(Ok(Some(c))) if c.state == "available" => {}
+            Some(Ok(Some(c))) if c.state == "available" => image_now = c.image_id.clone(),
             Some(Ok(None)) => {
                 out.access = replaced(b).cloned().collect();
                 return out;
@@ -219,7 +233,11 @@ pub fn needs(b: &Binding, own: &KeyArn, launch: &GroupLaunch, s: &SourceRead, co
             _ => return out,
         }
     }
-    out.template = Some(template.clone());
+    match (&s.source, &s.template) {
+        (LaunchSource::Configuration(from), _) => out.configuration = Some(configuration_name(from, &image_now)),
+        (LaunchSource::Template { .. }, Some((template, _))) => out.template = Some(template.clone()),
+        (LaunchSource::Template { .. }, None) => {}
+    }
     out
 }
 
@@ -238,79 +256,138 @@ pub fn next(b: &Binding, own: &KeyArn, launch: &GroupLaunch, s: &SourceRead, rea
     if !image_foreign && devices.is_empty() {
         return Next::Done;
     }
-    let (template_id, selector, via) = match &s.source {
-        LaunchSource::Template { version, via, .. } => match &s.template {
-            Some((id, _)) => (id.clone(), version.as_str(), *via),
+    let what = match &s.source {
+        LaunchSource::Configuration(name) => format!("launch configuration {name}"),
+        LaunchSource::Template { via, .. } if *via != VIA_GROUP => {
+            return not_supported(&format!("the launch template of {via}"))
+        }
+        LaunchSource::Template { .. } => match &s.template {
+            Some((id, n)) => format!("launch template {id} version {n}"),
             None => {
                 return Next::Wait(Failure::terminal(
                     "the group's launch template version was read without its id and number",
                 ))
             }
         },
-        LaunchSource::Configuration(name) => return not_supported(&format!("launch configuration {name}")),
     };
-    if via != VIA_GROUP {
-        return not_supported(&format!("the launch template of {via}"));
-    }
-    let Some((_, launched)) = s.template.clone() else { unreachable!("checked above") };
     let Some(image) = s.image_id.clone() else {
-        return Next::Wait(Failure::terminal("the group's launch template names no image"));
+        return Next::Wait(Failure::terminal(format!("{what} names no image")));
     };
-    let place = |name: String| (b.asg.account, b.asg.region.clone(), name);
-
     // 1. The copy of the image, encrypted with the own key.
-    let image_now = if !image_foreign {
-        image.clone()
-    } else {
-        let name = copy_name(&image, own);
-        let copy = match reads.copies.get(&place(name.clone())) {
-            None => return Next::Wait(missing(format!("copy {name}"))),
-            Some(Err(f)) => return Next::Wait(read_failed(&format!("copy {name}"), f)),
-            Some(Ok(None)) => {
-                if let Some(f) = copy_refused(b, reads) {
-                    return Next::Wait(f);
-                }
-                let mut keys: Vec<&str> = image_keys.iter().map(|k| k.as_str()).collect();
-                if s.shared_encrypted {
-                    keys.push("a key of the image's owner");
-                }
-                let why = format!(
-                    "image {image} of launch template {template_id} version {launched} has snapshots encrypted with another account's key ({}): copy it encrypted with {own}",
-                    keys.join(", ")
-                );
-                return Next::Write { write: Write::CopyImage { source_image: image, name }, why };
-            }
-            Some(Ok(Some(c))) => c,
-        };
-        match copy.state.as_str() {
-            "available" => copy.image_id.clone(),
-            "pending" => {
-                return Next::Wait(Failure {
-                    class: ErrorClass::InProgress,
-                    message: format!(
-                        "copying image {image} as {} ({name}), encrypted with {own}: pending",
-                        copy.image_id
-                    ),
-                })
-            }
-            state => {
-                let reason = copy.reason.as_deref().unwrap_or("EC2 gave no reason");
-                return Next::Wait(Failure::terminal(format!(
-                    "the copy {} ({name}) of image {image} is {state}: {reason}. Deregister it to have the operator copy again; a copy needs the source key's owner to let this account use the key (kms:Decrypt, kms:ReEncrypt*, kms:DescribeKey, kms:CreateGrant)",
-                    copy.image_id
-                )));
-            }
+    let image_now = if image_foreign {
+        let mut keys: Vec<&str> = image_keys.iter().map(|k| k.as_str()).collect();
+        if s.shared_encrypted {
+            keys.push("a key of the image's owner");
         }
+        let why = || {
+            format!("image {image} of {what} has snapshots encrypted with another account's key ({}): copy it encrypted with {own}", keys.join(", "))
+        };
+        match copied(b, own, &image, reads, why) {
+            Copied::Available(id) => id,
+            Copied::Not(next) => return next,
+        }
+    } else {
+        image
     };
+    // 2. A launch source with it, and 3. the group on that source.
+    match (&s.source, &s.template) {
+        (LaunchSource::Configuration(name), _) => configuration_step(b, name, &image_now, reads),
+        (LaunchSource::Template { version, .. }, Some((template, launched))) => {
+            let at = TemplateStep { template, launched: *launched, selector: version, image: image_now, devices };
+            template_step(b, own, at, reads)
+        }
+        (LaunchSource::Template { .. }, None) => unreachable!("a template source without its id was answered above"),
+    }
+}
 
-    // 2. The version launching it.
-    let description = version_description(launched, &image_now, own);
-    let latest = match reads.latest.get(&place(template_id.clone())) {
+/// Where the copy of an image stands.
+enum Copied {
+    Available(String),
+    Not(Next),
+}
+
+/// The copy of `image` under `own`: its id once available, else the next step.
+fn copied(b: &Binding, own: &KeyArn, image: &str, reads: &ReencryptReads, why: impl Fn() -> String) -> Copied {
+    let name = copy_name(image, own);
+    let copy = match reads.copies.get(&(b.asg.account, b.asg.region.clone(), name.clone())) {
+        None => return Copied::Not(Next::Wait(missing(format!("copy {name}")))),
+        Some(Err(f)) => return Copied::Not(Next::Wait(read_failed(&format!("copy {name}"), f))),
+        Some(Ok(None)) => {
+            if let Some(f) = copy_refused(b, reads) {
+                return Copied::Not(Next::Wait(f));
+            }
+            let write = Write::CopyImage { source_image: image.to_owned(), name };
+            return Copied::Not(Next::Write { write, why: why() });
+        }
+        Some(Ok(Some(c))) => c,
+    };
+    match copy.state.as_str() {
+        "available" => Copied::Available(copy.image_id.clone()),
+        "pending" => Copied::Not(Next::Wait(Failure {
+            class: ErrorClass::InProgress,
+            message: format!("copying image {image} as {} ({name}), encrypted with {own}: pending", copy.image_id),
+        })),
+        state => {
+            let reason = copy.reason.as_deref().unwrap_or("EC2 gave no reason");
+            Copied::Not(Next::Wait(Failure::terminal(format!(
+                "the copy {} ({name}) of image {image} is {state}: {reason}. Deregister it to have the operator copy again; a copy needs the source key's owner to let this account use the key (kms:Decrypt, kms:ReEncrypt*, kms:DescribeKey, kms:CreateGrant)",
+                copy.image_id
+            ))))
+        }
+    }
+}
+
+/// The name of the copy of launch configuration `from` with image `image`: launch
+/// configurations cannot be changed (EC2 Auto Scaling User Guide, "Launch
+/// configurations"), so the group moves to a copy. Up to 255 characters.
+pub fn configuration_name(from: &str, image: &str) -> String {
+    let keep = 255 - image.len() - 1;
+    let from: String = from.chars().take(keep).collect();
+    format!("{from}-{image}")
+}
+
+/// A launch configuration: a copy of it with the image, then the group on the copy. A
+/// configuration other groups use is left to them.
+fn configuration_step(b: &Binding, from: &str, image: &str, reads: &ReencryptReads) -> Next {
+    let name = configuration_name(from, image);
+    match reads.configurations.get(&(b.asg.account, b.asg.region.clone(), name.clone())) {
+        None => Next::Wait(missing(format!("launch configuration {name}"))),
+        Some(Err(f)) => Next::Wait(read_failed(&format!("launch configuration {name}"), f)),
+        Some(Ok(false)) => Next::Write {
+            write: Write::CopyConfiguration { from: from.to_owned(), name, image_id: image.to_owned() },
+            why: format!("launch configuration {from} launches with another account's key and cannot be changed: a copy of it with image {image}"),
+        },
+        Some(Ok(true)) => Next::Write {
+            write: Write::UseConfiguration { name: name.clone() },
+            why: format!("the group launches from launch configuration {from}: move it to {name}"),
+        },
+    }
+}
+
+/// The launch template version a group launches, and what its new version is made of.
+struct TemplateStep<'a> {
+    template: &'a str,
+    launched: u64,
+    /// The version as the group names it: `$Latest`, `$Default` or a number.
+    selector: &'a str,
+    image: String,
+    /// Mappings that name another account's key.
+    devices: Vec<String>,
+}
+
+/// A launch template: a new version from the one the group launches, then the group on
+/// it.
+fn template_step(b: &Binding, own: &KeyArn, t: TemplateStep, reads: &ReencryptReads) -> Next {
+    let TemplateStep { template, launched, selector, image, devices } = t;
+    let template_id = template.to_owned();
+    let description = version_description(launched, &image, own);
+    let place = (b.asg.account, b.asg.region.clone());
+    let latest = match reads.latest.get(&(place.0, place.1.clone(), template_id.clone())) {
         None => return Next::Wait(missing(format!("launch template {template_id}"))),
         Some(Err(f)) => return Next::Wait(read_failed(&format!("launch template {template_id}"), f)),
         Some(Ok(l)) => l,
     };
-    let others = match reads.groups.get(&(b.asg.account, b.asg.region.clone())) {
+    let others = match reads.groups.get(&place) {
         None => return Next::Wait(missing(format!("the groups of {}", b.asg.region))),
         Some(Err(f)) => return Next::Wait(read_failed(&format!("the groups of {}", b.asg.region), f)),
         Some(Ok(groups)) => users(groups, &b.asg, &template_id),
@@ -322,20 +399,19 @@ pub fn next(b: &Binding, own: &KeyArn, launch: &GroupLaunch, s: &SourceRead, rea
             )));
         }
         let why = format!(
-            "launch template {template_id} version {launched} launches with another account's key: a new version from it with image {image_now}{}",
+            "launch template {template_id} version {launched} launches with another account's key: a new version from it with image {image}{}",
             if devices.is_empty() { String::new() } else { format!(" and {own} for {}", devices.join(", ")) }
         );
         let write =
-            Write::CreateVersion { template_id, source_version: launched, image_id: image_now, devices, description };
+            Write::CreateVersion { template_id, source_version: launched, image_id: image, devices, description };
         return Next::Write { write, why };
     }
     let ours = latest.number;
     if ours == launched {
         return Next::Wait(Failure::terminal(format!(
-            "launch template {template_id} version {ours}, made by the operator with image {image_now}, still uses another account's key: a mapping's own snapshot, which re-encryption does not replace"
+            "launch template {template_id} version {ours}, made by the operator with image {image}, still uses another account's key: a mapping's own snapshot, which re-encryption does not replace"
         )));
     }
-    // 3. The group launches it.
     match selector {
         "$Latest" => Next::Wait(Failure {
             class: ErrorClass::Retryable,

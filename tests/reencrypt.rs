@@ -186,3 +186,46 @@ async fn a_copy_waits_for_the_key_owner_who_is_told_what_to_add() {
     assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
     assert_eq!(versions(&moto, "web", &f.template).await, (None, 2));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_group_on_a_launch_configuration_moves_to_a_copy_of_it_and_the_original_stays() {
+    let moto = Moto::start();
+    let f = fleet(&moto, Some(&foreign_policy())).await;
+    let own = moto.own().await;
+    let asc = aws_sdk_autoscaling::Client::new(&own);
+    let create = asc.create_launch_configuration().launch_configuration_name("web-lc").image_id(&f.image);
+    create.instance_type("t3.micro").key_name("ops").send().await.unwrap();
+    for group in ["web", "batch"] {
+        let create = asc.create_auto_scaling_group().auto_scaling_group_name(group).launch_configuration_name("web-lc");
+        create.availability_zones("us-west-2a").min_size(0).max_size(1).send().await.unwrap();
+    }
+    let dir = TempDir::new();
+    let config = dir.write("config.yaml", &format!("version: 1\nbindings:\n{}", binding("web", &f)));
+    moto.operator(&["apply", "--config", &config]);
+    let out = moto.operator(&["apply", "--config", &config]);
+    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+
+    let groups = asc.describe_auto_scaling_groups().auto_scaling_group_names("web").auto_scaling_group_names("batch");
+    let groups = groups.send().await.unwrap();
+    let lc_of = |name: &str| {
+        let g = groups.auto_scaling_groups().iter().find(|g| g.auto_scaling_group_name() == Some(name)).unwrap();
+        g.launch_configuration_name().unwrap().to_owned()
+    };
+    assert_eq!(lc_of("batch"), "web-lc", "the other group keeps its configuration");
+    let copy_lc = lc_of("web");
+    assert_ne!(copy_lc, "web-lc");
+    let lcs =
+        asc.describe_launch_configurations().launch_configuration_names(&copy_lc).launch_configuration_names("web-lc");
+    let lcs = lcs.send().await.unwrap();
+    let lc =
+        |name: &str| lcs.launch_configurations().iter().find(|l| l.launch_configuration_name() == Some(name)).unwrap();
+    assert_eq!(lc("web-lc").image_id(), Some(f.image.as_str()), "the original is untouched");
+    assert_eq!(lc(&copy_lc).key_name(), Some("ops"), "the copy keeps the original's settings");
+    let copy = lc(&copy_lc).image_id().unwrap().to_owned();
+    assert_eq!(image_keys(&own, &copy).await, vec![f.own_key.clone()]);
+
+    moto.reset_calls();
+    let again = moto.operator(&["apply", "--config", &config]);
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert!(writes(&moto.calls()).is_empty(), "{:?}", writes(&moto.calls()));
+}

@@ -466,7 +466,7 @@ async fn read_version(
     })
 }
 
-async fn launch_configurations(
+pub(super) async fn launch_configurations(
     account: &Account,
     region: &str,
     names: &[&str],

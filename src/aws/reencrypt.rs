@@ -62,11 +62,25 @@ pub async fn observe(
         observed.reencrypt.access.insert((key, slr), r);
     }
     let mut templates: BTreeMap<(AccountId, String), BTreeSet<String>> = BTreeMap::new();
+    let mut configurations: BTreeMap<(AccountId, String), BTreeSet<String>> = BTreeMap::new();
     each_need(desired, reads, observed, |asg, needs| {
+        let place = (asg.account, asg.region.clone());
         if let Some(t) = &needs.template {
-            templates.entry((asg.account, asg.region.clone())).or_default().insert(t.clone());
+            templates.entry(place.clone()).or_default().insert(t.clone());
+        }
+        if let Some(c) = &needs.configuration {
+            configurations.entry(place).or_default().insert(c.clone());
         }
     });
+    for ((account, region), names) in configurations {
+        let Some(handle) = handles.get(&account) else { continue };
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let found = super::discover::launch_configurations(handle, &region, &names).await;
+        for name in names {
+            let r = found.as_ref().map(|f| f.contains_key(name)).map_err(Failure::clone);
+            observed.reencrypt.configurations.insert((account, region.clone(), name.to_owned()), r);
+        }
+    }
     for ((account, region), ids) in templates {
         let Some(handle) = handles.get(&account) else { continue };
         for id in ids {
@@ -216,6 +230,22 @@ pub async fn execute(account: &Account, asg: &AsgRef, key: &KeyArn, write: &Writ
                 .map_err(|e| classify("ModifyLaunchTemplate", &e))?;
             Ok(Done::Applied)
         }
+        Write::CopyConfiguration { from, name, image_id } => {
+            copy_configuration(account, region, from, name, image_id).await
+        }
+        Write::UseConfiguration { name } => {
+            let request = account
+                .autoscaling(region)
+                .update_auto_scaling_group()
+                .auto_scaling_group_name(&asg.name)
+                .launch_configuration_name(name)
+                .send();
+            account
+                .call(None, "autoscaling", "UpdateAutoScalingGroup", &[], request)
+                .await
+                .map_err(|e| classify("UpdateAutoScalingGroup", &e))?;
+            Ok(Done::Applied)
+        }
         Write::PointGroup { template_id, version } => {
             let spec = LaunchTemplateSpecification::builder()
                 .launch_template_id(template_id)
@@ -233,6 +263,52 @@ pub async fn execute(account: &Account, asg: &AsgRef, key: &KeyArn, write: &Writ
                 .map_err(|e| classify("UpdateAutoScalingGroup", &e))?;
             Ok(Done::Applied)
         }
+    }
+}
+
+/// Creates launch configuration `name`: `from` as read now, with image `image`. A
+/// configuration of that name made before (a lost answer) is taken as this one.
+async fn copy_configuration(
+    account: &Account,
+    region: &str,
+    from: &str,
+    name: &str,
+    image: &str,
+) -> Result<Done, Failure> {
+    let client = account.autoscaling(region);
+    let request = client.describe_launch_configurations().launch_configuration_names(from).send();
+    let out = account
+        .call(None, "autoscaling", "DescribeLaunchConfigurations", &[], request)
+        .await
+        .map_err(|e| classify("DescribeLaunchConfigurations", &e))?;
+    let lc = out
+        .launch_configurations()
+        .first()
+        .ok_or_else(|| Failure::terminal(format!("launch configuration {from} not found")))?;
+    let given = |s: Option<&str>| s.filter(|s| !s.is_empty()).map(str::to_owned);
+    let request = client
+        .create_launch_configuration()
+        .launch_configuration_name(name)
+        .image_id(image)
+        .set_key_name(given(lc.key_name()))
+        .set_security_groups(Some(lc.security_groups().to_vec()).filter(|g| !g.is_empty()))
+        .set_user_data(given(lc.user_data()))
+        .set_instance_type(given(lc.instance_type()))
+        .set_kernel_id(given(lc.kernel_id()))
+        .set_ramdisk_id(given(lc.ramdisk_id()))
+        .set_block_device_mappings(Some(lc.block_device_mappings().to_vec()).filter(|m| !m.is_empty()))
+        .set_instance_monitoring(lc.instance_monitoring().cloned())
+        .set_spot_price(given(lc.spot_price()))
+        .set_iam_instance_profile(given(lc.iam_instance_profile()))
+        .set_ebs_optimized(lc.ebs_optimized())
+        .set_associate_public_ip_address(lc.associate_public_ip_address())
+        .set_placement_tenancy(given(lc.placement_tenancy()))
+        .set_metadata_options(lc.metadata_options().cloned())
+        .send();
+    match account.call(None, "autoscaling", "CreateLaunchConfiguration", &["AlreadyExists"], request).await {
+        Ok(_) => Ok(Done::Applied),
+        Err(e) if super::error::code(&e) == Some("AlreadyExists") => Ok(Done::NotNeeded("the copy exists already")),
+        Err(e) => Err(classify("CreateLaunchConfiguration", &e)),
     }
 }
 
