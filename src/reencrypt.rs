@@ -12,8 +12,12 @@
 //!    names another account's key naming the own key;
 //! 3. the group launches that version: by `$Latest` itself, by the template's default
 //!    version when no other group uses the template, or else by pointing this group alone
-//!    at the new number. A template another group launches at `$Latest` is left alone: a
-//!    new version would change what that group launches.
+//!    at the new number (in its own launch template, or in its mixed instances policy and
+//!    the overrides that name the template). A template another group launches at
+//!    `$Latest` is left alone: a new version would change what that group launches.
+//!
+//! A launch configuration, which cannot be changed, is copied with the new image, and the
+//! group moved to the copy.
 //!
 //! Old versions and the source image are never changed.
 
@@ -21,7 +25,7 @@ use std::collections::BTreeMap;
 
 use crate::config::Binding;
 use crate::launch::{GroupLaunch, SourceRead};
-use crate::model::{AccountId, AsgRef, DryRun, ErrorClass, Failure, KeyArn, LaunchSource, Slr, VIA_GROUP};
+use crate::model::{AccountId, AsgRef, DryRun, ErrorClass, Failure, KeyArn, LaunchSource, Slr};
 
 /// An image the operator copied, found by its name.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -162,12 +166,6 @@ fn foreign<'a>(keys: impl Iterator<Item = &'a String>, launch: &GroupLaunch, gro
     .collect()
 }
 
-fn not_supported(what: &str) -> Next {
-    Next::Wait(Failure::terminal(format!(
-        "{what} uses another account's key, and re-encryption replaces images only in a group's own launch template; move the group onto a launch template, or use the default strategy (a grant)"
-    )))
-}
-
 fn missing(what: String) -> Failure {
     Failure { class: ErrorClass::Retryable, message: format!("{what}: not observed") }
 }
@@ -258,9 +256,6 @@ pub fn next(b: &Binding, own: &KeyArn, launch: &GroupLaunch, s: &SourceRead, rea
     }
     let what = match &s.source {
         LaunchSource::Configuration(name) => format!("launch configuration {name}"),
-        LaunchSource::Template { via, .. } if *via != VIA_GROUP => {
-            return not_supported(&format!("the launch template of {via}"))
-        }
         LaunchSource::Template { .. } => match &s.template {
             Some((id, n)) => format!("launch template {id} version {n}"),
             None => {
@@ -292,8 +287,9 @@ pub fn next(b: &Binding, own: &KeyArn, launch: &GroupLaunch, s: &SourceRead, rea
     // 2. A launch source with it, and 3. the group on that source.
     match (&s.source, &s.template) {
         (LaunchSource::Configuration(name), _) => configuration_step(b, name, &image_now, reads),
-        (LaunchSource::Template { version, .. }, Some((template, launched))) => {
-            let at = TemplateStep { template, launched: *launched, selector: version, image: image_now, devices };
+        (LaunchSource::Template { version, name, .. }, Some((template, launched))) => {
+            let name = name.as_deref();
+            let at = TemplateStep { template, name, launched: *launched, selector: version, image: image_now, devices };
             template_step(b, own, at, reads)
         }
         (LaunchSource::Template { .. }, None) => unreachable!("a template source without its id was answered above"),
@@ -367,6 +363,8 @@ fn configuration_step(b: &Binding, from: &str, image: &str, reads: &ReencryptRea
 /// The launch template version a group launches, and what its new version is made of.
 struct TemplateStep<'a> {
     template: &'a str,
+    /// The template's name, when the group's description gave it.
+    name: Option<&'a str>,
     launched: u64,
     /// The version as the group names it: `$Latest`, `$Default` or a number.
     selector: &'a str,
@@ -378,7 +376,7 @@ struct TemplateStep<'a> {
 /// A launch template: a new version from the one the group launches, then the group on
 /// it.
 fn template_step(b: &Binding, own: &KeyArn, t: TemplateStep, reads: &ReencryptReads) -> Next {
-    let TemplateStep { template, launched, selector, image, devices } = t;
+    let TemplateStep { template, name: t_name, launched, selector, image, devices } = t;
     let template_id = template.to_owned();
     let description = version_description(launched, &image, own);
     let place = (b.asg.account, b.asg.region.clone());
@@ -390,7 +388,7 @@ fn template_step(b: &Binding, own: &KeyArn, t: TemplateStep, reads: &ReencryptRe
     let others = match reads.groups.get(&place) {
         None => return Next::Wait(missing(format!("the groups of {}", b.asg.region))),
         Some(Err(f)) => return Next::Wait(read_failed(&format!("the groups of {}", b.asg.region), f)),
-        Some(Ok(groups)) => users(groups, &b.asg, &template_id),
+        Some(Ok(groups)) => users(groups, &b.asg, &template_id, t_name),
     };
     if latest.description.as_deref() != Some(description.as_str()) {
         if let Some((other, _)) = others.iter().find(|(_, v)| v == "$Latest") {
@@ -438,14 +436,21 @@ fn template_step(b: &Binding, own: &KeyArn, t: TemplateStep, reads: &ReencryptRe
 
 /// The other groups that launch template `template_id` (by id, or by the name their
 /// description gives with it), each with the version it names.
-fn users(groups: &[(String, Vec<LaunchSource>)], me: &AsgRef, template_id: &str) -> Vec<(String, String)> {
+fn users(
+    groups: &[(String, Vec<LaunchSource>)],
+    me: &AsgRef,
+    template_id: &str,
+    name: Option<&str>,
+) -> Vec<(String, String)> {
     groups
         .iter()
-        .filter(|(name, _)| *name != me.name)
-        .flat_map(|(name, sources)| {
+        .filter(|(group, _)| *group != me.name)
+        .flat_map(|(group, sources)| {
             sources.iter().filter_map(move |s| match s {
-                LaunchSource::Template { id: Some(id), version, .. } if id == template_id => {
-                    Some((name.clone(), if version.is_empty() { "$Default".to_owned() } else { version.clone() }))
+                LaunchSource::Template { id, name: named, version, .. }
+                    if id.as_deref() == Some(template_id) || (named.is_some() && named.as_deref() == name) =>
+                {
+                    Some((group.clone(), if version.is_empty() { "$Default".to_owned() } else { version.clone() }))
                 }
                 _ => None,
             })

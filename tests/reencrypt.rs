@@ -229,3 +229,40 @@ async fn a_group_on_a_launch_configuration_moves_to_a_copy_of_it_and_the_origina
     assert!(again.status.success(), "{}", stderr(&again));
     assert!(writes(&moto.calls()).is_empty(), "{:?}", writes(&moto.calls()));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_mixed_instances_policy_is_pointed_at_the_new_version_and_keeps_its_overrides() {
+    use aws_sdk_autoscaling::types::{LaunchTemplate, LaunchTemplateOverrides, MixedInstancesPolicy};
+    let moto = Moto::start();
+    let f = fleet(&moto, Some(&foreign_policy())).await;
+    let own = moto.own().await;
+    let asc = aws_sdk_autoscaling::Client::new(&own);
+    let over = |t: &str| LaunchTemplateOverrides::builder().instance_type(t).build();
+    let lt = LaunchTemplate::builder()
+        .launch_template_specification(template_spec(&f.template, Some("1")))
+        .overrides(over("t3.large"))
+        .overrides(over("m5.large"))
+        .build();
+    let policy = MixedInstancesPolicy::builder().launch_template(lt).build();
+    let create = asc.create_auto_scaling_group().auto_scaling_group_name("web").mixed_instances_policy(policy);
+    create.availability_zones("us-west-2a").min_size(0).max_size(1).send().await.unwrap();
+    let dir = TempDir::new();
+    let config = dir.write("config.yaml", &format!("version: 1\nbindings:\n{}", binding("web", &f)));
+    moto.operator(&["apply", "--config", &config]);
+    let out = moto.operator(&["apply", "--config", &config]);
+    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+
+    let groups = asc.describe_auto_scaling_groups().auto_scaling_group_names("web").send().await.unwrap();
+    let lt = groups.auto_scaling_groups()[0].mixed_instances_policy().unwrap().launch_template().unwrap();
+    let spec = lt.launch_template_specification().unwrap();
+    assert_eq!((spec.launch_template_id(), spec.version()), (Some(f.template.as_str()), Some("2")));
+    let types: Vec<&str> = lt.overrides().iter().filter_map(|o| o.instance_type()).collect();
+    assert_eq!(types, ["t3.large", "m5.large"], "the overrides are kept");
+    let copy = version_image(&moto, &f.template, "2").await;
+    assert_eq!(image_keys(&own, &copy).await, vec![f.own_key.clone()]);
+
+    moto.reset_calls();
+    let again = moto.operator(&["apply", "--config", &config]);
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert!(writes(&moto.calls()).is_empty(), "{:?}", writes(&moto.calls()));
+}
