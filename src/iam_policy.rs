@@ -176,6 +176,7 @@ pub fn policy(desired: &Desired, account: &AccountId) -> Result<Value, IamPolicy
             None,
         );
         grant_statements(&mut statements, &mine, account, partition);
+        reencrypt_statements(&mut statements, &mine, account, partition);
         // Hand-off keys (their owner has no `accounts` entry): the operator cannot list
         // their grants with the owner's credentials, so it lists the grants this account
         // may retire, which are the ones it made (KMS API Reference, ListRetirableGrants:
@@ -227,11 +228,18 @@ fn grant_statements(out: &mut Vec<Value>, mine: &[&crate::config::Binding], acco
     for b in mine.iter().filter(|b| b.is_cross_account()) {
         by_roles.entry(&b.key).or_default().insert(b.slr().arn());
     }
+    let retired: BTreeSet<&KeyArn> = by_roles.keys().copied().collect();
+    // Re-encryption: before a copy, a dry run of the same grant on each key it replaces
+    // tells whether the key's owner lets this account use the key.
+    for b in mine.iter().filter(|b| b.reencrypt_from.is_some()) {
+        for k in replaced(b) {
+            by_roles.entry(k).or_default().insert(b.slr().arn());
+        }
+    }
     let mut groups: BTreeMap<BTreeSet<String>, BTreeSet<&KeyArn>> = BTreeMap::new();
     for (key, roles) in by_roles {
         groups.entry(roles).or_default().insert(key);
     }
-    let all_keys: BTreeSet<&KeyArn> = groups.values().flatten().copied().collect();
     for (i, (roles, keys)) in groups.iter().enumerate() {
         let condition = json!({
             "StringEquals": {
@@ -246,7 +254,94 @@ fn grant_statements(out: &mut Vec<Value>, mine: &[&crate::config::Binding], acco
         );
         key_statements(out, &sid, &["kms:CreateGrant"], keys, Some(condition));
     }
-    key_statements(out, "RetireOwnGrantsOnOtherAccountsKeys", &["kms:RetireGrant"], &all_keys, None);
+    key_statements(out, "RetireOwnGrantsOnOtherAccountsKeys", &["kms:RetireGrant"], &retired, None);
+}
+
+/// The keys of other accounts a re-encrypted binding replaces, by key ARN.
+fn replaced(b: &crate::config::Binding) -> impl Iterator<Item = &KeyArn> {
+    b.reencrypt_from.iter().flat_map(|f| f.iter()).filter(move |k| k.account() != &b.asg.account && !k.is_alias())
+}
+
+/// `strategy: reencrypt`: copying images, making launch template versions and launch
+/// configurations, and moving groups onto them.
+///
+/// - `ec2:CopyImage` makes the copy (Service Authorization Reference, Amazon EC2: on the
+///   new image, whose id is not known before) and `ec2:CreateTags` tags it, only as part
+///   of the copy (`ec2:CreateAction`).
+/// - EC2 reads the source snapshots' keys and writes the copy's with the caller's
+///   permissions, through EC2 (EC2 User Guide, "Copy an Amazon EC2 AMI"): `kms:Decrypt`
+///   and `kms:ReEncryptFrom` on the keys replaced, `kms:GenerateDataKeyWithoutPlaintext`
+///   and `kms:ReEncryptTo` on the own keys, and `kms:CreateGrant` for an AWS resource on
+///   both, each only via EC2 in the groups' Regions (`kms:ViaService`).
+/// - New versions and default versions of the account's launch templates, and launch
+///   configurations: their ids and names are not known from the config.
+/// - Updating a group with a launch template checks `ec2:RunInstances` with that template,
+///   and `iam:PassRole` for the template's instance profile, passed to EC2 (EC2 Auto
+///   Scaling User Guide, "Amazon EC2 Auto Scaling API permissions"); the roles are the
+///   templates', not known from the config, so PassRole is scoped by the service.
+fn reencrypt_statements(out: &mut Vec<Value>, mine: &[&crate::config::Binding], account: &AccountId, partition: &str) {
+    let re: Vec<&&crate::config::Binding> = mine.iter().filter(|b| b.reencrypt_from.is_some()).collect();
+    if re.is_empty() {
+        return;
+    }
+    let regions: BTreeSet<&str> = re.iter().map(|b| b.asg.region.as_str()).collect();
+    let each = |f: &dyn Fn(&str) -> String| -> BTreeSet<String> { regions.iter().map(|r| f(r)).collect() };
+    let images = each(&|r| format!("arn:{partition}:ec2:{r}::image/*"));
+    let templates = each(&|r| format!("arn:{partition}:ec2:{r}:{account}:launch-template/*"));
+    let via: Vec<String> = regions.iter().map(|r| format!("ec2.{r}.amazonaws.com")).collect();
+    out.push(statement("CopyImagesForReencryption", &["ec2:CopyImage"], &images, None));
+    out.push(statement(
+        "TagImageCopies",
+        &["ec2:CreateTags"],
+        &images,
+        Some(json!({"StringEquals": {"ec2:CreateAction": "CopyImage"}})),
+    ));
+    let through_ec2 = json!({"StringEquals": {"kms:ViaService": via}});
+    let for_resource = json!({"StringEquals": {"kms:ViaService": via}, "Bool": {"kms:GrantIsForAWSResource": "true"}});
+    let from: BTreeSet<&KeyArn> = re.iter().flat_map(|b| replaced(b)).collect();
+    let own: BTreeSet<&KeyArn> = re.iter().map(|b| &b.key).collect();
+    key_statements(
+        out,
+        "ReadReplacedKeysThroughEc2",
+        &["kms:Decrypt", "kms:ReEncryptFrom"],
+        &from,
+        Some(through_ec2.clone()),
+    );
+    key_statements(
+        out,
+        "EncryptCopiesThroughEc2",
+        &["kms:GenerateDataKeyWithoutPlaintext", "kms:ReEncryptTo"],
+        &own,
+        Some(through_ec2),
+    );
+    let both_keys: BTreeSet<&KeyArn> = from.union(&own).copied().collect();
+    key_statements(out, "GrantEc2TheCopysKeys", &["kms:CreateGrant"], &both_keys, Some(for_resource));
+    out.push(statement(
+        "MakeTemplateVersions",
+        &["ec2:CreateLaunchTemplateVersion", "ec2:ModifyLaunchTemplate"],
+        &templates,
+        None,
+    ));
+    out.push(statement(
+        "CopyLaunchConfigurations",
+        &["autoscaling:CreateLaunchConfiguration"],
+        &each(&|r| {
+            format!("arn:{partition}:autoscaling:{r}:{account}:launchConfiguration:*:launchConfigurationName/*")
+        }),
+        None,
+    ));
+    out.push(statement(
+        "LaunchFromTheAccountsTemplates",
+        &["ec2:RunInstances"],
+        &BTreeSet::from(["*".to_owned()]),
+        Some(json!({"ArnLike": {"ec2:LaunchTemplate": templates}})),
+    ));
+    out.push(statement(
+        "PassInstanceProfileRolesToEc2",
+        &["iam:PassRole"],
+        &BTreeSet::from([format!("arn:{partition}:iam::{account}:role/*")]),
+        Some(json!({"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}})),
+    ));
 }
 
 #[cfg(test)]

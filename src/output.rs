@@ -37,7 +37,7 @@ fn details(c: &Change) -> Value {
             Write::SetDefaultVersion { template_id, version } => {
                 json!({ "launchTemplateId": template_id, "defaultVersion": version })
             }
-            Write::PointGroup { template_id, version } => {
+            Write::PointGroup { template_id, version, .. } => {
                 json!({ "launchTemplate": { "launchTemplateId": template_id, "version": version.to_string() } })
             }
             Write::CopyConfiguration { from, name, image_id } => {

@@ -99,6 +99,8 @@ pub enum Write {
     },
     PointGroup {
         template_id: String,
+        /// The template's name, as the group's description gave it.
+        name: Option<String>,
         version: u64,
     },
     CopyConfiguration {
@@ -427,7 +429,7 @@ fn template_step(b: &Binding, own: &KeyArn, t: TemplateStep, reads: &ReencryptRe
                 format!(" (the template is shared with {}, which keep their versions)", names.join(", "))
             };
             Next::Write {
-                write: Write::PointGroup { template_id, version: ours },
+                write: Write::PointGroup { template_id, name: t_name.map(str::to_owned), version: ours },
                 why: format!("the group launches version {launched} ({selector}): point it at version {ours}{shared}"),
             }
         }

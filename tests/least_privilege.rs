@@ -118,18 +118,22 @@ async fn every_call_is_allowed_by_the_generated_policy_and_every_allowed_action_
         [(k1.as_str(), "account"), (k2.as_str(), "account"), (k3.as_str(), "account"), (k4.as_str(), "account")].into()
     );
 
-    // One way: every call of the operator was authorized, and allowed.
-    let seen = decisions(&moto);
-    let refused: Vec<&Value> = seen.iter().filter(|d| d["allowed"] != true).collect();
-    assert!(refused.is_empty(), "refused: {refused:#?}");
-    for (caller, _) in &callers {
-        assert!(seen.iter().any(|d| d["caller"] == *caller.as_str()), "no call of {caller} was checked");
-    }
+    let seen = both_ways(&moto, &callers, &policies);
     let conditioned = seen.iter().find(|d| d["action"] == "kms:CreateGrant").expect("a CreateGrant was checked");
     assert_eq!(conditioned["context"]["kms:granteeprincipal"], json!([slr_arn(OWN, Some("CMK"))]));
+}
 
-    // The other way: every action of every statement allowed some call of that account.
-    for (caller, account) in &callers {
+/// Both ways: every call of each caller was authorized and allowed by its account's
+/// policy, and every action of every statement allowed some call of that account. The
+/// decisions.
+fn both_ways(moto: &Moto, callers: &[(String, &str)], policies: &BTreeMap<&str, Value>) -> Vec<Value> {
+    let seen = decisions(moto);
+    let refused: Vec<&Value> = seen.iter().filter(|d| d["allowed"] != true).collect();
+    assert!(refused.is_empty(), "refused: {refused:#?}");
+    for (caller, _) in callers {
+        assert!(seen.iter().any(|d| d["caller"] == *caller.as_str()), "no call of {caller} was checked");
+    }
+    for (caller, account) in callers {
         let statements = policies[account]["Statement"].as_array().unwrap();
         let mut used: BTreeSet<(usize, String)> = BTreeSet::new();
         for d in seen.iter().filter(|d| d["caller"] == *caller.as_str()) {
@@ -148,6 +152,74 @@ async fn every_call_is_allowed_by_the_generated_policy_and_every_allowed_action_
             }
         }
     }
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reencryption_stays_within_the_generated_policy_and_uses_all_of_it() {
+    // OWN's groups on an image OTHER shared, whose snapshot OTHER's key encrypts: web on a
+    // launch template (its own, at $Default), batch on another at version 1, api on a
+    // launch configuration, all with an instance profile, re-encrypted with OWN's key.
+    // OTHER has no `accounts` entry.
+    let moto = Moto::start();
+    let (own, other) = (moto.own().await, moto.other().await);
+    let policy = json!({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Principal": {"AWS": format!("arn:aws:iam::{OTHER}:root")}, "Action": "kms:*", "Resource": "*"},
+        {"Effect": "Allow", "Principal": {"AWS": format!("arn:aws:iam::{OWN}:root")},
+         "Action": ["kms:Decrypt", "kms:ReEncrypt*", "kms:DescribeKey", "kms:CreateGrant"], "Resource": "*"}]});
+    let foreign = create_key(&other, Some(&policy.to_string())).await;
+    let snapshot = encrypted_snapshot(&other, &foreign).await;
+    let image = image_from_snapshot(&other, "golden", &snapshot).await;
+    share_image(&other, &image, OWN).await;
+    let own_key = create_key(&own, None).await;
+    let iam = aws_sdk_iam::Client::new(&own);
+    let trust = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"ec2.amazonaws.com"},"Action":"sts:AssumeRole"}]}"#;
+    iam.create_role().role_name("app").assume_role_policy_document(trust).send().await.unwrap();
+    iam.create_instance_profile().instance_profile_name("app").send().await.unwrap();
+    iam.add_role_to_instance_profile().instance_profile_name("app").role_name("app").send().await.unwrap();
+    let ec2 = aws_sdk_ec2::Client::new(&own);
+    let data = aws_sdk_ec2::types::RequestLaunchTemplateData::builder()
+        .image_id(&image)
+        .instance_type(aws_sdk_ec2::types::InstanceType::T3Micro)
+        .iam_instance_profile(
+            aws_sdk_ec2::types::LaunchTemplateIamInstanceProfileSpecificationRequest::builder().name("app").build(),
+        )
+        .build();
+    let lt = ec2.create_launch_template().launch_template_name("web").launch_template_data(data.clone()).send();
+    group_on_template(&own, "web", lt.await.unwrap().launch_template().unwrap().launch_template_id().unwrap(), 0, None)
+        .await;
+    let lt =
+        ec2.create_launch_template().launch_template_name("batch").launch_template_data(data).send().await.unwrap();
+    let spec = template_spec(lt.launch_template().unwrap().launch_template_id().unwrap(), Some("1"));
+    let asc = aws_sdk_autoscaling::Client::new(&own);
+    let lc = asc.create_launch_configuration().launch_configuration_name("api-lc").image_id(&image);
+    lc.instance_type("t3.micro").iam_instance_profile("app").send().await.unwrap();
+    let group = asc.create_auto_scaling_group().auto_scaling_group_name("api").launch_configuration_name("api-lc");
+    group.availability_zones("us-west-2a").min_size(0).max_size(1).send().await.unwrap();
+    let group = asc.create_auto_scaling_group().auto_scaling_group_name("batch").launch_template(spec);
+    group.availability_zones("us-west-2a").min_size(0).max_size(1).send().await.unwrap();
+
+    let dir = TempDir::new();
+    let mut text = "version: 1\nbindings:\n".to_owned();
+    for asg in ["web", "api", "batch"] {
+        text.push_str(&format!(
+            "  - {{asg: {asg}, account: \"{OWN}\", key: {foreign}, strategy: reencrypt, reencryptWith: {own_key}, serviceLinkedRoleSuffix: CMK}}\n"
+        ));
+    }
+    let cfg = dir.write("fleet.yaml", &text);
+    let policies: BTreeMap<&str, Value> = [(OWN, policy_of(&moto, &cfg, OWN))].into();
+    let operator = operator_user(&own).await;
+    moto.hook("POST", "/_launcher/identity-policies", json!({"caller": operator.0, "policy": policies[OWN]}));
+
+    let first = run_as(&moto, &operator, &["apply", "--config", &cfg]);
+    assert!(stdout(&first).contains("in progress"), "{}", stdout(&first));
+    let second = run_as(&moto, &operator, &["apply", "--config", &cfg]);
+    assert!(second.status.success(), "{}\n{}", stdout(&second), stderr(&second));
+    let status = run_as(&moto, &operator, &["status", "--config", &cfg]);
+    assert_eq!(status.status.code(), Some(0), "{}", stdout(&status));
+    let seen = both_ways(&moto, &[(operator.0.clone(), OWN)], &policies);
+    let passed: Vec<&Value> = seen.iter().filter(|d| d["action"] == "iam:PassRole").collect();
+    assert!(passed.iter().any(|d| d["resource"] == "arn:aws:iam::123456789012:role/app"), "{passed:#?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

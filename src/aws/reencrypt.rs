@@ -245,7 +245,9 @@ pub async fn execute(account: &Account, asg: &AsgRef, key: &KeyArn, write: &Writ
                 .map_err(|e| classify("UpdateAutoScalingGroup", &e))?;
             Ok(Done::Applied)
         }
-        Write::PointGroup { template_id, version } => point_group(account, asg, template_id, *version).await,
+        Write::PointGroup { template_id, name, version } => {
+            point_group(account, asg, template_id, name.as_deref(), *version).await
+        }
     }
 }
 
@@ -254,7 +256,13 @@ pub async fn execute(account: &Account, asg: &AsgRef, key: &KeyArn, write: &Writ
 /// policy is read now and given back whole, with only those versions changed: an update
 /// that gives a mixed instances policy replaces the group's (EC2 Auto Scaling API
 /// Reference, UpdateAutoScalingGroup).
-async fn point_group(account: &Account, asg: &AsgRef, template: &str, version: u64) -> Result<Done, Failure> {
+async fn point_group(
+    account: &Account,
+    asg: &AsgRef,
+    template: &str,
+    name: Option<&str>,
+    version: u64,
+) -> Result<Done, Failure> {
     use aws_sdk_autoscaling::types::LaunchTemplateSpecification as Spec;
     let client = account.autoscaling(&asg.region);
     let request = client.describe_auto_scaling_groups().auto_scaling_group_names(&asg.name).send();
@@ -266,23 +274,16 @@ async fn point_group(account: &Account, asg: &AsgRef, template: &str, version: u
         .auto_scaling_groups()
         .first()
         .ok_or_else(|| Failure::terminal(format!("Auto Scaling group {} not found", asg.name)))?;
-    // A specification that names the template by name only is matched by the template's
-    // name, read once if needed.
-    let mut name: Option<String> = None;
-    let mut names_it = async |spec: &Spec| -> Result<bool, Failure> {
-        if let Some(id) = spec.launch_template_id() {
-            return Ok(id == template);
-        }
-        if name.is_none() {
-            name = Some(template_name(account, &asg.region, template).await?);
-        }
-        Ok(spec.launch_template_name() == name.as_deref())
+    // A specification names the template by id, or by name only.
+    let names_it = |spec: &Spec| match spec.launch_template_id() {
+        Some(id) => id == template,
+        None => name.is_some() && spec.launch_template_name() == name,
     };
     let pinned = || Spec::builder().launch_template_id(template).version(version.to_string()).build();
     let mut update = client.update_auto_scaling_group().auto_scaling_group_name(&asg.name);
     let mut changed = false;
     if let Some(spec) = group.launch_template() {
-        if names_it(spec).await? {
+        if names_it(spec) {
             update = update.launch_template(pinned());
             changed = true;
         }
@@ -292,14 +293,14 @@ async fn point_group(account: &Account, asg: &AsgRef, template: &str, version: u
         let mut touched = false;
         if let Some(lt) = policy.launch_template.as_mut() {
             if let Some(spec) = lt.launch_template_specification.as_ref() {
-                if names_it(spec).await? {
+                if names_it(spec) {
                     lt.launch_template_specification = Some(pinned());
                     touched = true;
                 }
             }
             for o in lt.overrides.iter_mut().flatten() {
                 if let Some(spec) = o.launch_template_specification.as_ref() {
-                    if names_it(spec).await? {
+                    if names_it(spec) {
                         o.launch_template_specification = Some(pinned());
                         touched = true;
                     }
@@ -319,19 +320,6 @@ async fn point_group(account: &Account, asg: &AsgRef, template: &str, version: u
         .await
         .map_err(|e| classify("UpdateAutoScalingGroup", &e))?;
     Ok(Done::Applied)
-}
-
-async fn template_name(account: &Account, region: &str, template: &str) -> Result<String, Failure> {
-    let request = account.ec2(region).describe_launch_templates().launch_template_ids(template).send();
-    let out = account
-        .call(None, "ec2", "DescribeLaunchTemplates", &[], request)
-        .await
-        .map_err(|e| classify("DescribeLaunchTemplates", &e))?;
-    out.launch_templates()
-        .first()
-        .and_then(|t| t.launch_template_name())
-        .map(str::to_owned)
-        .ok_or_else(|| Failure::terminal(format!("launch template {template} not found")))
 }
 
 /// Creates launch configuration `name`: `from` as read now, with image `image`. A

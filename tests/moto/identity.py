@@ -186,9 +186,118 @@ def _group(verb):
         role = req.params.get("ServiceLinkedRoleARN")
         if role:
             checks.append(Check("iam:PassRole", role))
-        return checks
+        return checks + _launch_template_checks(req)
 
     return authorize
+
+
+# --- re-encryption: EC2's copy, template versions and launch configurations -----------------
+
+
+def _ec2_resource(req, kind, rest, account=True):
+    return f"arn:{_partition(req)}:ec2:{req.region}:{req.account if account else ''}:{kind}/{rest}"
+
+
+def _via_ec2(req, key_arn, actions, aws_resource_grant):
+    """EC2 User Guide, "Copy an Amazon EC2 AMI" and Amazon EBS User Guide, "Permissions
+    for IAM users": EC2 uses the caller's permissions on the keys, through EC2
+    (kms:ViaService ec2.<region>.amazonaws.com; KMS Developer Guide, "kms:ViaService"),
+    and creates its grant for an AWS resource (kms:GrantIsForAWSResource true)."""
+    context = {"kms:viaservice": [f"ec2.{req.region}.amazonaws.com"], "kms:calleraccount": [req.account]}
+    checks = [Check(a, key_arn, context) for a in actions]
+    if aws_resource_grant:
+        checks.append(Check("kms:CreateGrant", key_arn, dict(context, **{"kms:grantisforawsresource": ["true"]})))
+    return checks
+
+
+def _copy_image(req, _):
+    """Service Authorization Reference, Amazon EC2: CopyImage on the new image, and
+    ec2:CreateTags (ec2:CreateAction CopyImage) when it is tagged on creation; the keys of
+    the source's snapshots are read, and the copy's key written, through EC2."""
+    import gaps
+
+    checks = [Check("ec2:CopyImage", _ec2_resource(req, "image", "*", account=False))]
+    if any(k.startswith("TagSpecification.") for k in req.params):
+        checks.append(
+            Check("ec2:CreateTags", _ec2_resource(req, "image", "*", account=False), {"ec2:createaction": ["CopyImage"]})
+        )
+    from moto.ec2.models import ec2_backends
+
+    region = req.params.get("SourceRegion") or req.region
+    backend = ec2_backends[req.account][region]
+    source = gaps.visible_image(backend, req.params.get("SourceImageId", ""))
+    if source is not None:
+        owner = ec2_backends[source.owner_id][region]
+        for m in source.block_device_mappings:
+            snapshot = owner.snapshots.get((m.get("Ebs") or {}).get("SnapshotId") or "")
+            if snapshot is not None and snapshot.encrypted and snapshot.kms_key_id:
+                key = gaps.key_arn(source.owner_id, region, snapshot.kms_key_id)
+                checks += _via_ec2(req, key, ["kms:Decrypt", "kms:ReEncryptFrom"], True)
+    target = req.params.get("KmsKeyId")
+    if target:
+        key = gaps.key_arn(req.account, req.region, target)
+        checks += _via_ec2(req, key, ["kms:GenerateDataKeyWithoutPlaintext", "kms:ReEncryptTo"], True)
+    return checks
+
+
+def _template(action):
+    def authorize(req, _):
+        return [Check(action, _ec2_resource(req, "launch-template", req.params.get("LaunchTemplateId", "*")))]
+
+    return authorize
+
+
+def _instance_profile_roles(req, profile):
+    """The roles of instance profile ``profile`` (a name or an ARN) in the caller's account."""
+    name = (profile or "").rpartition("/")[2]
+    backend = dict.get(dict.get(iam_backends, req.account) or {}, _partition(req))
+    if backend is None or not name:
+        return []
+    for p in list(backend.instance_profiles.values()):
+        if p.name == name:
+            return [r.arn for r in p.roles]
+    return []
+
+
+def _pass_profile(req, profile):
+    """Amazon EC2 Auto Scaling User Guide, "Amazon EC2 Auto Scaling API permissions":
+    iam:PassRole for the role of an instance profile a launch template or configuration
+    names, passed to EC2."""
+    return [
+        Check("iam:PassRole", role, {"iam:passedtoservice": ["ec2.amazonaws.com"]})
+        for role in _instance_profile_roles(req, profile)
+    ]
+
+
+def _create_launch_configuration(req, _):
+    name = req.params.get("LaunchConfigurationName", "")
+    arn = f"arn:{_partition(req)}:autoscaling:{req.region}:{req.account}:launchConfiguration:*:launchConfigurationName/{name}"
+    return [Check("autoscaling:CreateLaunchConfiguration", arn)] + _pass_profile(
+        req, req.params.get("IamInstanceProfile")
+    )
+
+
+def _launch_template_checks(req):
+    """Amazon EC2 Auto Scaling User Guide, "Amazon EC2 Auto Scaling API permissions": a
+    group given a launch template needs ec2:RunInstances (checked with the template,
+    ec2:LaunchTemplate), and iam:PassRole for the template's instance profile."""
+    from moto.ec2.models import ec2_backends
+
+    checks = []
+    for prefix in ("LaunchTemplate.", "MixedInstancesPolicy.LaunchTemplate.LaunchTemplateSpecification."):
+        template_id = req.params.get(prefix + "LaunchTemplateId")
+        if not template_id:
+            continue
+        arn = _ec2_resource(req, "launch-template", template_id)
+        checks.append(Check("ec2:RunInstances", "*", {"ec2:launchtemplate": [arn]}))
+        try:
+            template = ec2_backends[req.account][req.region].get_launch_template(template_id)
+            data = template.get_version(req.params.get(prefix + "Version") or template.default_version_number).data
+        except Exception:  # an unknown template or version: moto answers the error
+            continue
+        profile = (data.get("IamInstanceProfile") or {}) if isinstance(data, dict) else {}
+        checks += _pass_profile(req, profile.get("Arn") or profile.get("Name"))
+    return checks
 
 
 AUTHORIZERS = {
@@ -206,6 +315,10 @@ AUTHORIZERS = {
     ("ec2", "DescribeSnapshots"): _everything("ec2:DescribeSnapshots"),
     ("ec2", "GetEbsEncryptionByDefault"): _everything("ec2:GetEbsEncryptionByDefault"),
     ("ec2", "GetEbsDefaultKmsKeyId"): _everything("ec2:GetEbsDefaultKmsKeyId"),
+    ("ec2", "CopyImage"): _copy_image,
+    ("ec2", "CreateLaunchTemplateVersion"): _template("ec2:CreateLaunchTemplateVersion"),
+    ("ec2", "ModifyLaunchTemplate"): _template("ec2:ModifyLaunchTemplate"),
+    ("autoscaling", "CreateLaunchConfiguration"): _create_launch_configuration,
     ("kms", "DescribeKey"): _kms("DescribeKey"),
     ("kms", "GetKeyPolicy"): _kms("GetKeyPolicy"),
     ("kms", "PutKeyPolicy"): _kms("PutKeyPolicy"),
