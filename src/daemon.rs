@@ -592,6 +592,10 @@ impl<R: Reconciler> Daemon<R> {
         }
         self.report_launches(&outcome);
         self.report_handoffs(&outcome);
+        for (b, f) in outcome.failed.iter().filter(|(_, f)| f.class == ErrorClass::InProgress) {
+            let recheck_in = self.settings.progress_recheck;
+            tracing::info!(binding = %b, key = %b.key, detail = %f.message, ?recheck_in, "AWS is still at work for this binding; looking again soon");
+        }
         let reported: Vec<BindingId> = outcome.status.iter().map(|s| s.binding.clone()).collect();
         self.telemetry.board.update(outcome.status);
         let tally = self.update_gauge();

@@ -135,6 +135,9 @@ enum Command {
         /// again (e.g. 30s, 1m, 5m).
         #[arg(long, default_value = "1m", value_parser = resync_interval)]
         handoff_recheck_interval: Duration,
+        /// How soon an image copy in progress (`strategy: reencrypt`) is looked at again.
+        #[arg(long, default_value = "15s", value_parser = resync_interval)]
+        copy_recheck_interval: Duration,
     },
     /// For keys whose owner account has no `accounts` entry: print, per owner account, the
     /// key policy statements to add (the operator's own case 2 statements, each with its
@@ -253,9 +256,10 @@ fn main() -> ExitCode {
             let Some(desired) = load(&config) else { return ExitCode::FAILURE };
             runtime().block_on(handoff(desired, output))
         }
-        Command::Run { config, listen, resync_interval, handoff_recheck_interval } => {
+        Command::Run { config, listen, resync_interval, handoff_recheck_interval, copy_recheck_interval } => {
             let mut settings = daemon::Settings::new(config, listen, resync_interval);
             settings.handoff_recheck = handoff_recheck_interval;
+            settings.progress_recheck = copy_recheck_interval;
             match runtime().block_on(daemon::run(settings, shutdown_signal())) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

@@ -459,3 +459,179 @@ fn users(
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::launch::LaunchKey;
+
+    const GROUP: &str = "111122223333";
+    const OWN: &str = "arn:aws:kms:us-west-2:111122223333:key/11111111-1111-1111-1111-111111111111";
+    const FOREIGN: &str = "arn:aws:kms:us-west-2:444455556666:key/22222222-2222-2222-2222-222222222222";
+    const LT: &str = "lt-0abc";
+
+    fn key(s: &str) -> KeyArn {
+        KeyArn::parse(s).unwrap()
+    }
+
+    fn binding() -> Binding {
+        Binding {
+            asg: AsgRef::new(AccountId::parse(GROUP).unwrap(), "us-west-2", "web"),
+            key: key(OWN),
+            slr_suffix: None,
+            reencrypt_from: Some(Arc::from([key(FOREIGN)])),
+        }
+    }
+
+    fn source(selector: &str, image_keys: &[&str]) -> SourceRead {
+        SourceRead {
+            source: LaunchSource::Template {
+                id: Some(LT.into()),
+                name: Some("web".into()),
+                version: selector.into(),
+                via: crate::model::VIA_GROUP,
+            },
+            template: Some((LT.into(), 1)),
+            image_id: Some("ami-src".into()),
+            image_keys: image_keys.iter().map(|k| k.to_string()).collect(),
+            mapping_keys: vec![],
+            shared_encrypted: false,
+        }
+    }
+
+    fn launch() -> GroupLaunch {
+        let keys = [OWN, FOREIGN]
+            .iter()
+            .map(|k| LaunchKey {
+                key_ref: k.to_string(),
+                source: "AMI".into(),
+                resolved: Ok((key(k), crate::model::KeyManager::Customer)),
+            })
+            .collect();
+        GroupLaunch { keys, ..GroupLaunch::default() }
+    }
+
+    fn at(name: &str) -> CopyAt {
+        (AccountId::parse(GROUP).unwrap(), "us-west-2".into(), name.into())
+    }
+
+    fn copy_at() -> CopyAt {
+        at(&copy_name("ami-src", &key(OWN)))
+    }
+
+    /// Reads in which the copy is `state` (None: absent), the dry run answered `access`,
+    /// the template's latest version is `latest` (ours when `ours`), and `others` use it.
+    fn reads(state: Option<&str>, access: DryRun, latest: u64, ours: bool, others: &[(&str, &str)]) -> ReencryptReads {
+        let mut r = ReencryptReads::default();
+        let copy = state.map(|s| Copy { image_id: "ami-copy".into(), state: s.into(), reason: Some("why".into()) });
+        r.copies.insert(copy_at(), Ok(copy));
+        r.access.insert((key(FOREIGN), binding().slr()), Ok(access));
+        let description = ours.then(|| version_description(1, "ami-copy", &key(OWN)));
+        r.latest.insert(at(LT), Ok(LatestVersion { number: latest, description }));
+        let mut groups: Groups = vec![("web".into(), vec![source("$Default", &[]).source])];
+        for (name, version) in others {
+            let s = LaunchSource::Template { id: Some(LT.into()), name: None, version: version.to_string(), via: "x" };
+            groups.push((name.to_string(), vec![s]));
+        }
+        r.groups.insert((AccountId::parse(GROUP).unwrap(), "us-west-2".into()), Ok(groups));
+        r
+    }
+
+    fn next_of(s: &SourceRead, r: &ReencryptReads) -> Next {
+        next(&binding(), &key(OWN), &launch(), s, r)
+    }
+
+    fn write(n: Next) -> Write {
+        match n {
+            Next::Write { write, .. } => write,
+            other => panic!("expected a write, got {other:?}"),
+        }
+    }
+
+    fn waits(n: Next) -> Failure {
+        match n {
+            Next::Wait(f) => f,
+            other => panic!("expected a wait, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_source_on_own_keys_only_is_done() {
+        let r = reads(None, DryRun::Allowed, 1, false, &[]);
+        assert_eq!(next_of(&source("$Default", &[OWN]), &r), Next::Done);
+    }
+
+    #[test]
+    fn an_image_on_another_accounts_key_is_copied_once_the_owner_allows_it() {
+        let s = source("$Default", &[FOREIGN]);
+        let w = write(next_of(&s, &reads(None, DryRun::Allowed, 1, false, &[])));
+        assert_eq!(w, Write::CopyImage { source_image: "ami-src".into(), name: copy_name("ami-src", &key(OWN)) });
+        let f = waits(next_of(&s, &reads(None, DryRun::Refused, 1, false, &[])));
+        assert_eq!(f.class, ErrorClass::AwaitingOwner);
+        assert!(f.message.contains("arn:aws:iam::111122223333:root") && f.message.contains("kms:CreateGrant"), "{f}");
+        let f = waits(next_of(&s, &reads(Some("pending"), DryRun::Allowed, 1, false, &[])));
+        assert_eq!(f.class, ErrorClass::InProgress);
+        let f = waits(next_of(&s, &reads(Some("failed"), DryRun::Allowed, 1, false, &[])));
+        assert_eq!(f.class, ErrorClass::Terminal);
+        assert!(f.message.contains("is failed: why"), "{f}");
+    }
+
+    #[test]
+    fn a_copy_gets_a_version_then_the_default_when_no_other_group_uses_the_template() {
+        let s = source("$Default", &[FOREIGN]);
+        let w = write(next_of(&s, &reads(Some("available"), DryRun::Allowed, 1, false, &[])));
+        let description = version_description(1, "ami-copy", &key(OWN));
+        let want = Write::CreateVersion {
+            template_id: LT.into(),
+            source_version: 1,
+            image_id: "ami-copy".into(),
+            devices: vec![],
+            description,
+        };
+        assert_eq!(w, want);
+        let w = write(next_of(&s, &reads(Some("available"), DryRun::Allowed, 2, true, &[])));
+        assert_eq!(w, Write::SetDefaultVersion { template_id: LT.into(), version: 2 });
+    }
+
+    #[test]
+    fn a_shared_template_pins_this_group_and_one_on_latest_is_left_alone() {
+        let s = source("$Default", &[FOREIGN]);
+        let r = reads(Some("available"), DryRun::Allowed, 2, true, &[("api", "$Default")]);
+        let w = write(next_of(&s, &r));
+        assert_eq!(w, Write::PointGroup { template_id: LT.into(), name: Some("web".into()), version: 2 });
+        let r = reads(Some("available"), DryRun::Allowed, 1, false, &[("api", "$Latest")]);
+        let f = waits(next_of(&s, &r));
+        assert_eq!(f.class, ErrorClass::Terminal);
+        assert!(f.message.contains("shared with group api, which launches its $Latest version"), "{f}");
+    }
+
+    #[test]
+    fn a_version_of_the_operators_that_still_uses_the_key_is_not_made_again() {
+        let mut s = source("$Default", &[FOREIGN]);
+        s.template = Some((LT.into(), 2));
+        let mut r = reads(Some("available"), DryRun::Allowed, 2, false, &[]);
+        let description = version_description(2, "ami-copy", &key(OWN));
+        r.latest.insert(at(LT), Ok(LatestVersion { number: 2, description: Some(description) }));
+        let f = waits(next_of(&s, &r));
+        assert_eq!(f.class, ErrorClass::Terminal, "{f}");
+    }
+
+    #[test]
+    fn a_launch_configuration_is_copied_then_used() {
+        let mut s = source("", &[FOREIGN]);
+        s.source = LaunchSource::Configuration("web-lc".into());
+        s.template = None;
+        let mut r = reads(Some("available"), DryRun::Allowed, 1, false, &[]);
+        let name = configuration_name("web-lc", "ami-copy");
+        r.configurations.insert(at(&name), Ok(false));
+        let w = write(next_of(&s, &r));
+        assert_eq!(
+            w,
+            Write::CopyConfiguration { from: "web-lc".into(), name: name.clone(), image_id: "ami-copy".into() }
+        );
+        r.configurations.insert(at(&name), Ok(true));
+        assert_eq!(write(next_of(&s, &r)), Write::UseConfiguration { name });
+    }
+}

@@ -3,6 +3,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::*;
 
 /// The key policy of a key of `OTHER` that lets account `OWN` use it (the statements the
@@ -265,4 +267,42 @@ async fn a_mixed_instances_policy_is_pointed_at_the_new_version_and_keeps_its_ov
     let again = moto.operator(&["apply", "--config", &config]);
     assert!(again.status.success(), "{}", stderr(&again));
     assert!(writes(&moto.calls()).is_empty(), "{:?}", writes(&moto.calls()));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_daemon_follows_a_copy_without_holding_other_groups_and_reports_it() {
+    let moto = Moto::start();
+    let f = fleet(&moto, Some(&foreign_policy())).await;
+    let own = moto.own().await;
+    group_on_template(&own, "web", &f.template, 0, None).await;
+    // Another group, on a key of its own, in the same config.
+    let plain = create_key(&own, None).await;
+    create_asgs(&own, &["api"]).await;
+    let dir = TempDir::new();
+    let text = format!(
+        "version: 1\nbindings:\n{}  - {{asg: api, account: \"{OWN}\", key: {plain}, serviceLinkedRoleSuffix: api}}\n",
+        binding("web", &f)
+    );
+    let config = dir.write("config.yaml", &text);
+    let cmd = moto.operator_command(&[]);
+    let mut d = Daemon::start_with_args(cmd, &config, "10m", &["--copy-recheck-interval", "2s"]);
+
+    // The copy is seen pending and said so; the other group is ready meanwhile.
+    let progress = d.wait_log(
+        |v| v["message"] == "AWS is still at work for this binding; looking again soon",
+        Duration::from_secs(30),
+    );
+    assert!(progress["detail"].as_str().unwrap().contains("pending"), "{progress}");
+    d.wait_log(|v| v["message"] == "pass finished" && v["ready_total"] == 2, Duration::from_secs(30));
+    let (code, body) = d.get("/status");
+    assert_eq!(code, 200, "{body}");
+    let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let web = status["bindings"].as_array().unwrap().iter().find(|b| b["asg"] == "web").unwrap().clone();
+    let cond = web["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "ImagesReencrypted").unwrap().clone();
+    assert_eq!((cond["status"].as_str(), cond["reason"].as_str()), (Some("True"), Some("OwnKeyOnly")), "{web}");
+    assert_eq!(versions(&moto, "web", &f.template).await, (None, 2));
+    // While the copy was pending, api was ready: the copy held up nothing else.
+    let finished: Vec<serde_json::Value> = d.logs().into_iter().filter(|v| v["message"] == "pass finished").collect();
+    assert!(finished.iter().any(|v| v["ready_total"] == 1), "{finished:#?}");
+    d.terminate(Duration::from_secs(10));
 }
