@@ -253,9 +253,10 @@ pub async fn execute(account: &Account, asg: &AsgRef, key: &KeyArn, write: &Writ
 
 /// Points group `asg` at version `version` of `template` wherever it names the template:
 /// its own launch template, or its mixed instances policy and the overrides in it. The
-/// policy is read now and given back whole, with only those versions changed: an update
-/// that gives a mixed instances policy replaces the group's (EC2 Auto Scaling API
-/// Reference, UpdateAutoScalingGroup).
+/// policy is read now and given back whole, with only those versions changed, so instance
+/// types, weights and the distribution stay as they are whether Auto Scaling merges the
+/// policy given into the group's or replaces it (EC2 Auto Scaling API Reference,
+/// UpdateAutoScalingGroup, `MixedInstancesPolicy`).
 async fn point_group(
     account: &Account,
     asg: &AsgRef,
