@@ -55,6 +55,8 @@ pub struct SourceRead {
     /// read here (a shared image's snapshots usually are not): its owner's key, as far as
     /// re-encryption is concerned.
     pub shared_encrypted: bool,
+    /// Why the AMI could not be read, if it could not: its snapshots' keys are unknown.
+    pub image_unread: Option<String>,
 }
 
 /// `source`, launched as `spec`: its image's snapshot keys and its mappings' keys.
@@ -67,6 +69,11 @@ pub fn source_read(
 ) -> SourceRead {
     let mut image_keys: Vec<String> = Vec::new();
     let mut shared_encrypted = false;
+    let image_unread = match spec.image_id.as_ref().map(|id| images.get(id)) {
+        Some(Some(Err(why))) => Some(why.clone()),
+        Some(None) => Some("not read".to_owned()),
+        _ => None,
+    };
     if let Some(Some(Ok(image))) = spec.image_id.as_ref().map(|id| images.get(id)) {
         let shared = image.owner.as_deref().is_some_and(|o| Some(o) != defaults_account);
         for m in &image.mappings {
@@ -92,6 +99,7 @@ pub fn source_read(
         image_keys,
         mapping_keys: spec.mappings.iter().filter_map(|m| Some((m.device.clone(), m.kms_key_id.clone()?))).collect(),
         shared_encrypted,
+        image_unread,
     }
 }
 

@@ -208,6 +208,8 @@ impl StatusBoard {
             match all.get(b.borrow()) {
                 Some(s) if s.ready() => t.ready += 1,
                 Some(s) if s.awaiting_owner() => t.awaiting_owner += 1,
+                // An image copy AWS is making: not failed, not done.
+                Some(s) if s.in_progress() => t.pending += 1,
                 Some(_) => t.not_ready += 1,
                 None => t.pending += 1,
             }

@@ -253,6 +253,14 @@ pub fn next(b: &Binding, own: &KeyArn, launch: &GroupLaunch, s: &SourceRead, rea
         .map(|(d, _)| d.clone())
         .collect();
     let image_foreign = s.shared_encrypted || !image_keys.is_empty();
+    if let (Some(why), Some(image)) = (&s.image_unread, &s.image_id) {
+        // A parameter not resolved to an AMI is said by `discover`; nothing to copy yet.
+        if !image.starts_with("resolve:") {
+            return Next::Wait(Failure::terminal(format!(
+                "image {image} cannot be read by account {group}: {why}. Re-encryption copies it, so it must be owned by the account or shared with it (a launch permission)"
+            )));
+        }
+    }
     if !image_foreign && devices.is_empty() {
         return Next::Done;
     }
@@ -498,6 +506,7 @@ mod tests {
             image_keys: image_keys.iter().map(|k| k.to_string()).collect(),
             mapping_keys: vec![],
             shared_encrypted: false,
+            image_unread: None,
         }
     }
 
@@ -616,6 +625,15 @@ mod tests {
         r.latest.insert(at(LT), Ok(LatestVersion { number: 2, description: Some(description) }));
         let f = waits(next_of(&s, &r));
         assert_eq!(f.class, ErrorClass::Terminal, "{f}");
+    }
+
+    #[test]
+    fn an_image_the_account_cannot_read_is_said_not_taken_for_converged() {
+        let mut s = source("$Default", &[]);
+        s.image_unread = Some("not found, or not shared with this account".into());
+        let f = waits(next_of(&s, &reads(None, DryRun::Allowed, 1, false, &[])));
+        assert_eq!(f.class, ErrorClass::Terminal);
+        assert!(f.message.contains("must be owned by the account or shared with it"), "{f}");
     }
 
     #[test]

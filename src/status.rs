@@ -77,7 +77,14 @@ impl BindingStatus {
     /// Whether the binding waits for a hand-off key's owner: its key policy is not ready
     /// for that reason alone.
     pub fn awaiting_owner(&self) -> bool {
-        self.conditions.iter().any(|c| c.kind == "KeyPolicyReady" && &*c.reason == AWAITING_KEY_OWNER)
+        self.conditions
+            .iter()
+            .any(|c| matches!(c.kind, "KeyPolicyReady" | "ImagesReencrypted") && &*c.reason == AWAITING_KEY_OWNER)
+    }
+
+    /// Whether the binding waits for work AWS is doing for it (an image copy).
+    pub fn in_progress(&self) -> bool {
+        self.conditions.iter().any(|c| c.kind == "ImagesReencrypted" && &*c.reason == COPY_IN_PROGRESS)
     }
 
     /// Keeps the transition times of conditions whose status did not change since
@@ -388,7 +395,7 @@ fn images_reencrypted(b: &Binding, observed: &Observed) -> (State, &'static str,
             crate::reencrypt::Next::Write { why, .. } => return (State::False, "ReencryptPending", why),
             crate::reencrypt::Next::Wait(f) => {
                 let reason = match f.class {
-                    ErrorClass::InProgress => "CopyInProgress",
+                    ErrorClass::InProgress => COPY_IN_PROGRESS,
                     ErrorClass::AwaitingOwner => AWAITING_KEY_OWNER,
                     ErrorClass::Terminal => "ReencryptBlocked",
                     _ => "ReadFailed",
@@ -403,6 +410,9 @@ fn images_reencrypted(b: &Binding, observed: &Observed) -> (State, &'static str,
         format!("the group launches only images and volumes encrypted with keys of account {}", b.asg.account),
     )
 }
+
+/// The reason of `ImagesReencrypted` while an image copy is pending.
+pub const COPY_IN_PROGRESS: &str = "CopyInProgress";
 
 /// The reason of a hand-off binding's `KeyPolicyReady` while the key's owner has not yet
 /// let the group's account use the key; its message holds the statements to add.

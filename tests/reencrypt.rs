@@ -23,6 +23,22 @@ fn foreign_policy() -> String {
     .to_string()
 }
 
+/// Two applies: the first starts the copy, which the emulator shows pending once; the
+/// second finishes. The second succeeds.
+fn converge(moto: &Moto, config: &str) {
+    moto.operator(&["apply", "--config", config]);
+    let out = moto.operator(&["apply", "--config", config]);
+    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+}
+
+/// A converged group costs reads only: one more apply writes nothing.
+fn applies_with_no_write(moto: &Moto, config: &str) {
+    moto.reset_calls();
+    let again = moto.operator(&["apply", "--config", config]);
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert!(writes(&moto.calls()).is_empty(), "{:?}", writes(&moto.calls()));
+}
+
 struct Fleet {
     foreign: String,
     own_key: String,
@@ -123,10 +139,7 @@ async fn a_group_on_another_accounts_key_moves_to_a_copy_under_its_own_key() {
     let verdict = can_launch(&moto, "web");
     assert_eq!(verdict["can_launch"], true, "{verdict}");
 
-    moto.reset_calls();
-    let third = moto.operator(&["apply", "--config", &config]);
-    assert!(third.status.success(), "{}", stderr(&third));
-    assert!(writes(&moto.calls()).is_empty(), "a converged group costs reads only: {:?}", writes(&moto.calls()));
+    applies_with_no_write(&moto, &config);
 
     let status = moto.operator(&["status", "--config", &config, "--output", "json"]);
     let status: serde_json::Value = serde_json::from_str(&stdout(&status)).unwrap();
@@ -152,9 +165,7 @@ async fn a_template_shared_with_another_group_gets_a_version_only_this_group_lau
     group_on_template(&own, "api", &f.template, 0, None).await;
     let dir = TempDir::new();
     let config = dir.write("config.yaml", &format!("version: 1\nbindings:\n{}", binding("web", &f)));
-    moto.operator(&["apply", "--config", &config]);
-    let out = moto.operator(&["apply", "--config", &config]);
-    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+    converge(&moto, &config);
 
     // web is pinned to the new version; api still launches the default, version 1.
     assert_eq!(versions(&moto, "web", &f.template).await, (Some("2".to_owned()), 1));
@@ -183,9 +194,7 @@ async fn a_copy_waits_for_the_key_owner_who_is_told_what_to_add() {
     // The owner adds what it was told; the copy is made, and the group moves.
     let kms = aws_sdk_kms::Client::new(&moto.other().await);
     kms.put_key_policy().key_id(&f.foreign).policy_name("default").policy(foreign_policy()).send().await.unwrap();
-    moto.operator(&["apply", "--config", &config]);
-    let out = moto.operator(&["apply", "--config", &config]);
-    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+    converge(&moto, &config);
     assert_eq!(versions(&moto, "web", &f.template).await, (None, 2));
 }
 
@@ -203,9 +212,7 @@ async fn a_group_on_a_launch_configuration_moves_to_a_copy_of_it_and_the_origina
     }
     let dir = TempDir::new();
     let config = dir.write("config.yaml", &format!("version: 1\nbindings:\n{}", binding("web", &f)));
-    moto.operator(&["apply", "--config", &config]);
-    let out = moto.operator(&["apply", "--config", &config]);
-    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+    converge(&moto, &config);
 
     let groups = asc.describe_auto_scaling_groups().auto_scaling_group_names("web").auto_scaling_group_names("batch");
     let groups = groups.send().await.unwrap();
@@ -226,10 +233,7 @@ async fn a_group_on_a_launch_configuration_moves_to_a_copy_of_it_and_the_origina
     let copy = lc(&copy_lc).image_id().unwrap().to_owned();
     assert_eq!(image_keys(&own, &copy).await, vec![f.own_key.clone()]);
 
-    moto.reset_calls();
-    let again = moto.operator(&["apply", "--config", &config]);
-    assert!(again.status.success(), "{}", stderr(&again));
-    assert!(writes(&moto.calls()).is_empty(), "{:?}", writes(&moto.calls()));
+    applies_with_no_write(&moto, &config);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -250,9 +254,7 @@ async fn a_mixed_instances_policy_is_pointed_at_the_new_version_and_keeps_its_ov
     create.availability_zones("us-west-2a").min_size(0).max_size(1).send().await.unwrap();
     let dir = TempDir::new();
     let config = dir.write("config.yaml", &format!("version: 1\nbindings:\n{}", binding("web", &f)));
-    moto.operator(&["apply", "--config", &config]);
-    let out = moto.operator(&["apply", "--config", &config]);
-    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+    converge(&moto, &config);
 
     let groups = asc.describe_auto_scaling_groups().auto_scaling_group_names("web").send().await.unwrap();
     let lt = groups.auto_scaling_groups()[0].mixed_instances_policy().unwrap().launch_template().unwrap();
@@ -263,10 +265,7 @@ async fn a_mixed_instances_policy_is_pointed_at_the_new_version_and_keeps_its_ov
     let copy = version_image(&moto, &f.template, "2").await;
     assert_eq!(image_keys(&own, &copy).await, vec![f.own_key.clone()]);
 
-    moto.reset_calls();
-    let again = moto.operator(&["apply", "--config", &config]);
-    assert!(again.status.success(), "{}", stderr(&again));
-    assert!(writes(&moto.calls()).is_empty(), "{:?}", writes(&moto.calls()));
+    applies_with_no_write(&moto, &config);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -238,6 +238,19 @@ impl Account {
         self.shared.stats.record(service, operation, ok);
         out
     }
+
+    /// [`Account::call`] with no rate limit and no expected error, its failure classified.
+    pub(crate) async fn send<T, E>(
+        &self,
+        service: &'static str,
+        operation: &'static str,
+        request: impl Future<Output = Result<T, SdkError<E, HttpResponse>>>,
+    ) -> Result<T, Failure>
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        self.call(None, service, operation, &[], request).await.map_err(|e| classify(operation, &e))
+    }
 }
 
 /// AWS access for all accounts the operator acts in.

@@ -121,10 +121,7 @@ async fn copies(account: &Account, region: &str, names: &BTreeSet<String>) -> Re
             .owners("self")
             .filters(Filter::builder().name("name").set_values(Some(chunk.to_vec())).build())
             .send();
-        let page = account
-            .call(None, "ec2", "DescribeImages", &[], request)
-            .await
-            .map_err(|e| classify("DescribeImages", &e))?;
+        let page = account.send("ec2", "DescribeImages", request).await?;
         for image in page.images() {
             let (Some(name), Some(id)) = (image.name(), image.image_id()) else { continue };
             let copy = Copy {
@@ -145,10 +142,7 @@ async fn copies(account: &Account, region: &str, names: &BTreeSet<String>) -> Re
 async fn latest_version(account: &Account, region: &str, template: &str) -> Result<LatestVersion, Failure> {
     let request =
         account.ec2(region).describe_launch_template_versions().launch_template_id(template).versions("$Latest").send();
-    let out = account
-        .call(None, "ec2", "DescribeLaunchTemplateVersions", &[], request)
-        .await
-        .map_err(|e| classify("DescribeLaunchTemplateVersions", &e))?;
+    let out = account.send("ec2", "DescribeLaunchTemplateVersions", request).await?;
     let v = out
         .launch_template_versions()
         .first()
@@ -189,7 +183,7 @@ pub async fn execute(account: &Account, asg: &AsgRef, key: &KeyArn, write: &Writ
                 .client_token(client_token(name))
                 .tag_specifications(tags)
                 .send();
-            account.call(None, "ec2", "CopyImage", &[], request).await.map_err(|e| classify("CopyImage", &e))?;
+            account.send("ec2", "CopyImage", request).await?;
             Ok(Done::Applied)
         }
         Write::CreateVersion { template_id, source_version, image_id, devices, description } => {
@@ -210,10 +204,7 @@ pub async fn execute(account: &Account, asg: &AsgRef, key: &KeyArn, write: &Writ
                 .client_token(client_token(description))
                 .launch_template_data(data.build())
                 .send();
-            account
-                .call(None, "ec2", "CreateLaunchTemplateVersion", &[], request)
-                .await
-                .map_err(|e| classify("CreateLaunchTemplateVersion", &e))?;
+            account.send("ec2", "CreateLaunchTemplateVersion", request).await?;
             Ok(Done::Applied)
         }
         Write::SetDefaultVersion { template_id, version } => {
@@ -223,10 +214,7 @@ pub async fn execute(account: &Account, asg: &AsgRef, key: &KeyArn, write: &Writ
                 .launch_template_id(template_id)
                 .default_version(version.to_string())
                 .send();
-            account
-                .call(None, "ec2", "ModifyLaunchTemplate", &[], request)
-                .await
-                .map_err(|e| classify("ModifyLaunchTemplate", &e))?;
+            account.send("ec2", "ModifyLaunchTemplate", request).await?;
             Ok(Done::Applied)
         }
         Write::CopyConfiguration { from, name, image_id } => {
@@ -239,10 +227,7 @@ pub async fn execute(account: &Account, asg: &AsgRef, key: &KeyArn, write: &Writ
                 .auto_scaling_group_name(&asg.name)
                 .launch_configuration_name(name)
                 .send();
-            account
-                .call(None, "autoscaling", "UpdateAutoScalingGroup", &[], request)
-                .await
-                .map_err(|e| classify("UpdateAutoScalingGroup", &e))?;
+            account.send("autoscaling", "UpdateAutoScalingGroup", request).await?;
             Ok(Done::Applied)
         }
         Write::PointGroup { template_id, name, version } => {
@@ -267,10 +252,7 @@ async fn point_group(
     use aws_sdk_autoscaling::types::LaunchTemplateSpecification as Spec;
     let client = account.autoscaling(&asg.region);
     let request = client.describe_auto_scaling_groups().auto_scaling_group_names(&asg.name).send();
-    let out = account
-        .call(None, "autoscaling", "DescribeAutoScalingGroups", &[], request)
-        .await
-        .map_err(|e| classify("DescribeAutoScalingGroups", &e))?;
+    let out = account.send("autoscaling", "DescribeAutoScalingGroups", request).await?;
     let group = out
         .auto_scaling_groups()
         .first()
@@ -316,10 +298,7 @@ async fn point_group(
     if !changed {
         return Ok(Done::NotNeeded("the group no longer names the template"));
     }
-    account
-        .call(None, "autoscaling", "UpdateAutoScalingGroup", &[], update.send())
-        .await
-        .map_err(|e| classify("UpdateAutoScalingGroup", &e))?;
+    account.send("autoscaling", "UpdateAutoScalingGroup", update.send()).await?;
     Ok(Done::Applied)
 }
 
@@ -334,10 +313,7 @@ async fn copy_configuration(
 ) -> Result<Done, Failure> {
     let client = account.autoscaling(region);
     let request = client.describe_launch_configurations().launch_configuration_names(from).send();
-    let out = account
-        .call(None, "autoscaling", "DescribeLaunchConfigurations", &[], request)
-        .await
-        .map_err(|e| classify("DescribeLaunchConfigurations", &e))?;
+    let out = account.send("autoscaling", "DescribeLaunchConfigurations", request).await?;
     let lc = out
         .launch_configurations()
         .first()
@@ -384,10 +360,7 @@ async fn mappings_with_key(
         .launch_template_id(template)
         .versions(version.to_string())
         .send();
-    let out = account
-        .call(None, "ec2", "DescribeLaunchTemplateVersions", &[], request)
-        .await
-        .map_err(|e| classify("DescribeLaunchTemplateVersions", &e))?;
+    let out = account.send("ec2", "DescribeLaunchTemplateVersions", request).await?;
     let v = out
         .launch_template_versions()
         .first()
