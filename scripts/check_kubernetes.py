@@ -7,20 +7,98 @@
   User Guide, "IAM roles for service accounts" and "EKS Pod Identity"; EKS Best Practices
   Guide, Security, "Disable auto-mounting of service account tokens"). Both the pod spec
   and the ServiceAccount say `automountServiceAccountToken: false`.
+- The prometheus-operator's objects, which kubernetes-validate has no schema for (it only
+  warns): a ServiceMonitor selects a Service of these manifests by its labels and scrapes a
+  port that Service names, using only fields of the ServiceMonitor API; a PrometheusRule's
+  `spec.groups` are deploy/monitoring/rules.yaml's `groups`, so the two cannot drift.
+- Kustomizations: every resource they list exists, and a `Kustomization` lists no
+  prometheus-operator object, so the base applies to a cluster without those CRDs (they
+  belong in a `Component`).
 
 Usage: check_kubernetes.py MANIFEST...; exit 1 naming each problem.
 """
 
+import os
 import sys
 
 from ruamel.yaml import YAML
 
+RULES = os.path.join(os.path.dirname(__file__), "..", "deploy", "monitoring", "rules.yaml")
+MONITORING_API = "monitoring.coreos.com/v1"
+# The fields of the ServiceMonitor API (prometheus-operator API reference,
+# ServiceMonitorSpec and Endpoint) these manifests may use; a misspelt one is refused.
+SERVICE_MONITOR_SPEC = {"selector", "namespaceSelector", "endpoints", "jobLabel", "targetLabels", "podTargetLabels"}
+ENDPOINT_FIELDS = {"port", "targetPort", "path", "scheme", "interval", "scrapeTimeout", "honorLabels", "relabelings",
+                   "metricRelabelings", "params", "tlsConfig", "enableHttp2", "followRedirects"}
 
-def problems(path):
-    for doc in YAML(typ="safe").load_all(open(path)):
-        if not isinstance(doc, dict):
+
+def load(path):
+    return [d for d in YAML(typ="safe").load_all(open(path)) if isinstance(d, dict)]
+
+
+def services(paths):
+    return [d for p in paths for d in load(p) if d.get("kind") == "Service"]
+
+
+def service_monitor_problems(path, doc, name, all_services):
+    where = f"{path}: ServiceMonitor {name}"
+    if doc.get("apiVersion") != MONITORING_API:
+        yield f"{where}: apiVersion must be {MONITORING_API}"
+    spec = doc.get("spec", {})
+    for field in sorted(set(spec) - SERVICE_MONITOR_SPEC):
+        yield f"{where}: spec.{field} is not a ServiceMonitor field"
+    wanted = spec.get("selector", {}).get("matchLabels", {})
+    namespaces = spec.get("namespaceSelector", {}).get("matchNames")
+    matching = [
+        s for s in all_services
+        if wanted and wanted.items() <= s.get("metadata", {}).get("labels", {}).items()
+        and (namespaces is None or s.get("metadata", {}).get("namespace") in namespaces)
+    ]
+    if not matching:
+        yield f"{where}: selects no Service of these manifests ({wanted}, namespaces {namespaces})"
+    endpoints = spec.get("endpoints") or []
+    if not endpoints:
+        yield f"{where}: no endpoints"
+    for i, e in enumerate(endpoints):
+        for field in sorted(set(e) - ENDPOINT_FIELDS):
+            yield f"{where}: endpoints[{i}].{field} is not an Endpoint field"
+        for s in matching:
+            ports = {p.get("name") for p in s.get("spec", {}).get("ports", [])}
+            if e.get("port") not in ports:
+                yield f"{where}: endpoints[{i}].port {e.get('port')!r} is not a port of Service {s['metadata']['name']} ({sorted(ports)})"
+
+
+def prometheus_rule_problems(path, doc, name):
+    where = f"{path}: PrometheusRule {name}"
+    if doc.get("apiVersion") != MONITORING_API:
+        yield f"{where}: apiVersion must be {MONITORING_API}"
+    rules = YAML(typ="safe").load(open(RULES))
+    if doc.get("spec", {}).get("groups") != rules.get("groups"):
+        yield f"{where}: spec.groups differ from deploy/monitoring/rules.yaml's groups; make them the same"
+
+
+def kustomization_problems(path, doc):
+    base = os.path.dirname(path)
+    for resource in doc.get("resources", []) + doc.get("components", []):
+        target = os.path.join(base, resource)
+        if not os.path.exists(target):
+            yield f"{path}: {resource} does not exist"
             continue
+        if doc.get("kind") == "Kustomization" and os.path.isfile(target) and resource in doc.get("resources", []):
+            for d in load(target):
+                if d.get("apiVersion", "").startswith("monitoring.coreos.com/"):
+                    yield f"{path}: {resource} holds a {d.get('kind')}, which needs the prometheus-operator's CRDs: put it in a Component"
+
+
+def problems(path, all_services):
+    for doc in load(path):
         kind, name = doc.get("kind"), doc.get("metadata", {}).get("name")
+        if kind == "ServiceMonitor":
+            yield from service_monitor_problems(path, doc, name, all_services)
+        if kind == "PrometheusRule":
+            yield from prometheus_rule_problems(path, doc, name)
+        if kind in ("Kustomization", "Component"):
+            yield from kustomization_problems(path, doc)
         if kind == "ServiceAccount" and doc.get("automountServiceAccountToken") is not False:
             yield f"{path}: ServiceAccount {name}: automountServiceAccountToken must be false"
         if kind in ("Deployment", "StatefulSet", "DaemonSet", "Job"):
@@ -30,7 +108,8 @@ def problems(path):
 
 
 def main(paths):
-    found = [p for path in paths for p in problems(path)]
+    all_services = services(paths)
+    found = [p for path in paths for p in problems(path, all_services)]
     for p in found:
         print(p, file=sys.stderr)
     return 1 if found else 0

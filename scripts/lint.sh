@@ -12,7 +12,8 @@ cargo clippy --locked --all-targets -- -D warnings
 .venv/bin/kubernetes-validate --strict \
   deploy/kubernetes/namespace.yaml deploy/kubernetes/serviceaccount.yaml \
   deploy/kubernetes/configmap.yaml deploy/kubernetes/deployment.yaml deploy/kubernetes/service.yaml
-.venv/bin/python scripts/check_kubernetes.py deploy/kubernetes/*.yaml
+.venv/bin/python scripts/check_kubernetes.py deploy/kubernetes/*.yaml deploy/kubernetes/components/monitoring/*.yaml \
+  deploy/kubernetes-monitoring/kustomization.yaml deploy/monitoring/kustomization.yaml deploy/monitoring/prometheusrule.yaml
 .venv/bin/python scripts/check_ecs_task.py deploy/ecs/task-definition.json
 # The example config, and the config the Kubernetes ConfigMap carries, against the schema.
 configmap_config=$(mktemp --suffix=.yaml)

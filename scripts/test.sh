@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Runs every test. Sets up .venv (moto's server, the AWS emulator that the end-to-end tests
-# start on a loopback port) the first time.
+# start on a loopback port) the first time, and Debian's prometheus package (prometheus and
+# promtool, for tests/monitoring.rs) when it is missing and can be installed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/venv.sh
 ensure_venv
+. scripts/prometheus.sh
+ensure_prometheus
 rm -rf target/fault-suite
 cargo test --locked "$@"
 # The fault-injection suite's figures (tests/faults.rs), as the README's table.

@@ -288,8 +288,9 @@ pub async fn run_with<R: Reconciler>(
 ) -> Result<RunReport, DaemonError> {
     // One read: the text compared with later reads is the text that was parsed.
     let (desired, last_text) = config::load_with_text(&settings.config)?;
-    let health = Arc::new(Health::default());
+    let health = Arc::new(metrics.health());
     health.beat();
+    metrics.resync_interval.set(settings.resync.as_secs_f64());
     let board = Arc::new(StatusBoard::default());
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
@@ -674,9 +675,7 @@ impl<R: Reconciler> Daemon<R> {
     /// launch with its key (every condition True), failed when a pass found it cannot, and
     /// pending until a pass has reported on it as it is now configured.
     fn update_gauge(&self) -> Tally {
-        let t = self.telemetry.board.tally(&self.config.bound);
-        self.telemetry.metrics.set_bindings(t);
-        t
+        self.telemetry.metrics.report_bindings(&self.telemetry.board, &self.config.bound)
     }
 
     /// Fallback for missed events: compare the file's content once a second.

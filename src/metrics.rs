@@ -1,7 +1,8 @@
 //! Prometheus metrics, and the state behind `/healthz` and `/readyz`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -49,6 +50,15 @@ pub struct LaunchLabel {
     pub class: String,
 }
 
+/// One binding: its group and its key.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BindingLabels {
+    pub asg: String,
+    pub account: String,
+    pub region: String,
+    pub key: String,
+}
+
 /// Every metric the daemon exports (names get the `asg_cmk_operator_` prefix).
 pub struct Metrics {
     registry: Registry,
@@ -57,9 +67,39 @@ pub struct Metrics {
     pub aws_calls: Family<CallLabels, Counter>,
     pub changes: Family<ActionLabel, Counter>,
     pub bindings: Family<StateLabel, Gauge>,
+    /// Per binding: 1 while it is failed (not ready, and not only for want of a key
+    /// owner's change), else 0.
+    pub binding_failed: Family<BindingLabels, Gauge>,
+    /// The `binding_failed` series exported, so those of bindings gone can be dropped.
+    binding_series: Mutex<HashSet<BindingLabels>>,
     pub reloads: Family<ResultLabel, Counter>,
     pub last_resync: Gauge<i64, AtomicI64>,
+    /// `--resync-interval`, in seconds.
+    pub resync_interval: Gauge<f64, AtomicU64>,
+    /// Unix time the metrics were made: when the daemon started.
+    pub start_time: Gauge<i64, AtomicI64>,
+    /// 1 when `/readyz` says ready, else 0: held by [`Health`] (see [`Metrics::health`]).
+    ready: Gauge<i64, AtomicI64>,
     pub launch_failures: Family<LaunchLabel, Gauge>,
+}
+
+/// The two formats `/metrics` speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// OpenMetrics 1.0.0: counter families named without `_total`, ending in `# EOF`.
+    OpenMetrics,
+    /// Prometheus's classic text format 0.0.4: every family named as its samples are
+    /// (counters with `_total`), no `# EOF`.
+    Classic,
+}
+
+impl Format {
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            Format::Classic => "text/plain; version=0.0.4; charset=utf-8",
+        }
+    }
 }
 
 impl Default for Metrics {
@@ -77,8 +117,13 @@ impl Metrics {
             aws_calls: Family::default(),
             changes: Family::default(),
             bindings: Family::default(),
+            binding_failed: Family::default(),
+            binding_series: Mutex::default(),
             reloads: Family::default(),
             last_resync: Gauge::default(),
+            resync_interval: Gauge::default(),
+            start_time: Gauge::default(),
+            ready: Gauge::default(),
             launch_failures: Family::default(),
             registry: Registry::default(),
         };
@@ -91,11 +136,28 @@ impl Metrics {
             "Bindings by state, as /status says: converged (ready), failed (not ready), awaiting_key_owner (not ready until the owner of a key the operator cannot act in adds what `handoff` prints), pending (not reported on yet)",
             m.bindings.clone(),
         );
+        registry.register(
+            "binding_failed",
+            "1 while the binding is failed (not ready, and not only because a key owner has yet to act), else 0; \
+             /status says why",
+            m.binding_failed.clone(),
+        );
         registry.register("config_reloads", "Config file reloads, by result", m.reloads.clone());
         registry.register(
             "last_successful_resync_timestamp_seconds",
-            "Unix time when the last full resync pass finished",
+            "Unix time the last full resync finished with no transient failure (0 until one has)",
             m.last_resync.clone(),
+        );
+        registry.register(
+            "resync_interval_seconds",
+            "The --resync-interval the daemon runs with",
+            m.resync_interval.clone(),
+        );
+        registry.register("start_time_seconds", "Unix time the daemon started", m.start_time.clone());
+        registry.register(
+            "ready",
+            "1 when /readyz answers 200 (the first full pass has finished), else 0",
+            m.ready.clone(),
         );
         registry.register(
             "launch_failures",
@@ -109,14 +171,54 @@ impl Metrics {
             m.reloads.get_or_create(&ResultLabel { result: r.into() }).inc_by(0);
         }
         m.set_bindings(Tally::default());
+        m.start_time.set(unix_now());
         Self { registry, ..m }
     }
 
-    /// The Prometheus text exposition.
+    /// The exposition in OpenMetrics text, as the client library writes it.
     pub fn encode(&self) -> String {
         let mut s = String::new();
         prometheus_client::encoding::text::encode(&mut s, &self.registry).expect("writing to a String cannot fail");
         s
+    }
+
+    /// The exposition in `format`.
+    pub fn encode_as(&self, format: Format) -> String {
+        match format {
+            Format::OpenMetrics => self.encode(),
+            Format::Classic => classic(&self.encode()),
+        }
+    }
+
+    /// A [`Health`] whose readiness is this registry's `ready` gauge, so `/readyz` and
+    /// the metric can never disagree.
+    pub fn health(&self) -> Health {
+        Health { heartbeat_ms: AtomicU64::default(), ready: self.ready.clone() }
+    }
+
+    /// Counts `bound` by where each stands on `board` into the `bindings` gauge, and sets
+    /// each one's `binding_failed` series, dropping those of bindings no longer bound.
+    pub fn report_bindings<'a>(&self, board: &StatusBoard, bound: impl IntoIterator<Item = &'a BindingId>) -> Tally {
+        let standings = board.standings(bound);
+        let tally = Tally::of(standings.iter().map(|(_, s)| *s));
+        self.set_bindings(tally);
+        let mut exported = self.binding_series.lock().expect("binding series lock");
+        let mut now = HashSet::with_capacity(standings.len());
+        for (b, standing) in standings {
+            let labels = BindingLabels {
+                asg: b.asg.name.clone(),
+                account: b.asg.account.to_string(),
+                region: b.asg.region.clone(),
+                key: b.key.to_string(),
+            };
+            self.binding_failed.get_or_create(&labels).set(i64::from(standing == Standing::Failed));
+            now.insert(labels);
+        }
+        for gone in exported.difference(&now) {
+            self.binding_failed.remove(gone);
+        }
+        *exported = now;
+        tally
     }
 
     pub fn set_bindings(&self, t: Tally) {
@@ -161,6 +263,118 @@ fn launch_label(asg: &AsgRef, class: LaunchFailureClass) -> LaunchLabel {
     }
 }
 
+/// Prometheus's classic text format (0.0.4) of an OpenMetrics exposition: a counter
+/// family takes its samples' name (`x_total`, not `x`), its `_created` samples and every
+/// exemplar are left out (the classic format has neither), `# UNIT` and `# EOF` go, an
+/// `info` family becomes a gauge named `x_info` and `unknown` becomes `untyped`. Help text
+/// is unescaped from OpenMetrics (`\\`, `\n`, `\"`) and escaped for the classic format
+/// (`\\`, `\n`). Label values are escaped the same way in both.
+fn classic(openmetrics: &str) -> String {
+    let mut out = String::with_capacity(openmetrics.len());
+    // The family being read: its OpenMetrics name and type, and its help until its type
+    // line says what to call it.
+    let mut family = String::new();
+    let mut kind = String::new();
+    let mut help: Option<String> = None;
+    for line in openmetrics.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let (name, text) = rest.split_once(' ').unwrap_or((rest, ""));
+            family = name.to_owned();
+            kind.clear();
+            help = Some(escape_help(&unescape_openmetrics(text)));
+        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, om_kind) = rest.split_once(' ').unwrap_or((rest, "unknown"));
+            if name != family {
+                help = None;
+                family = name.to_owned();
+            }
+            kind = om_kind.to_owned();
+            let (classic_name, classic_kind) = match om_kind {
+                "counter" => (format!("{name}_total"), "counter"),
+                "info" => (format!("{name}_info"), "gauge"),
+                "gauge" | "histogram" | "summary" => (name.to_owned(), om_kind),
+                _ => (name.to_owned(), "untyped"),
+            };
+            if let Some(h) = help.take() {
+                out.push_str(&format!("# HELP {classic_name} {h}\n"));
+            }
+            out.push_str(&format!("# TYPE {classic_name} {classic_kind}\n"));
+        } else if line.starts_with('#') {
+            // `# UNIT`, `# EOF`: not in the classic format.
+        } else if !line.is_empty() {
+            let sample_name = line.split(['{', ' ']).next().unwrap_or_default();
+            if matches!(kind.as_str(), "counter" | "histogram" | "summary")
+                && sample_name.strip_prefix(family.as_str()) == Some("_created")
+            {
+                continue;
+            }
+            // An exemplar follows the value after ` # `: look for it past the label set,
+            // whose values may hold `#`.
+            let after_labels = label_set_end(line);
+            let end = line[after_labels..].find(" # ").map_or(line.len(), |i| after_labels + i);
+            out.push_str(&line[..end]);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// Where a sample line's label set ends (just past its `}`), or where its name ends when
+/// it has none.
+fn label_set_end(line: &str) -> usize {
+    let Some(open) = line.find(['{', ' ']).filter(|&i| line.as_bytes()[i] == b'{') else {
+        return line.find(' ').unwrap_or(line.len());
+    };
+    let (mut quoted, mut escaped) = (false, false);
+    for (i, c) in line[open..].char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            '}' if !quoted => return open + i + 1,
+            _ => {}
+        }
+    }
+    line.len()
+}
+
+/// OpenMetrics escapes in help text and label values: `\\`, `\n` and `\"`.
+fn unescape_openmetrics(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('n') => out.push('\n'),
+            Some(other) => out.push(other),
+            None => out.push('\\'),
+        }
+    }
+    out
+}
+
+/// The classic format's escapes in help text: `\\` and `\n` only.
+fn escape_help(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('\n', "\\n")
+}
+
+/// Where one binding stands on the [`StatusBoard`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Standing {
+    /// Its group can launch with its key.
+    Ready,
+    /// Not ready, and not only for want of a key owner's change.
+    Failed,
+    /// Not ready only because a hand-off key's owner has not acted yet.
+    AwaitingOwner,
+    /// No pass has reported on it as it is now configured, or AWS is still at work for it
+    /// (an image copy).
+    Pending,
+}
+
 /// Bindings counted by where they stand on the [`StatusBoard`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Tally {
@@ -170,6 +384,21 @@ pub struct Tally {
     pub pending: usize,
     /// Not ready only because a hand-off key's owner has not acted yet.
     pub awaiting_owner: usize,
+}
+
+impl Tally {
+    pub fn of(standings: impl IntoIterator<Item = Standing>) -> Tally {
+        let mut t = Tally::default();
+        for s in standings {
+            match s {
+                Standing::Ready => t.ready += 1,
+                Standing::Failed => t.not_ready += 1,
+                Standing::AwaitingOwner => t.awaiting_owner += 1,
+                Standing::Pending => t.pending += 1,
+            }
+        }
+        t
+    }
 }
 
 /// Every binding's latest status, served on `/status`. The document is written when it
@@ -202,19 +431,29 @@ impl StatusBoard {
 
     /// Where the `bound` bindings stand: ready, not ready, or not reported on yet.
     pub fn tally<B: std::borrow::Borrow<BindingId>>(&self, bound: impl IntoIterator<Item = B>) -> Tally {
+        Tally::of(self.standings(bound).into_iter().map(|(_, s)| s))
+    }
+
+    /// Each of the `bound` bindings, with where it stands.
+    pub fn standings<B: std::borrow::Borrow<BindingId>>(
+        &self,
+        bound: impl IntoIterator<Item = B>,
+    ) -> Vec<(B, Standing)> {
         let all = self.statuses.read().expect("status lock");
-        let mut t = Tally::default();
-        for b in bound {
-            match all.get(b.borrow()) {
-                Some(s) if s.ready() => t.ready += 1,
-                Some(s) if s.awaiting_owner() => t.awaiting_owner += 1,
-                // An image copy AWS is making: not failed, not done.
-                Some(s) if s.in_progress() => t.pending += 1,
-                Some(_) => t.not_ready += 1,
-                None => t.pending += 1,
-            }
-        }
-        t
+        bound
+            .into_iter()
+            .map(|b| {
+                let standing = match all.get(b.borrow()) {
+                    Some(s) if s.ready() => Standing::Ready,
+                    Some(s) if s.awaiting_owner() => Standing::AwaitingOwner,
+                    // An image copy AWS is making: not failed, not done.
+                    Some(s) if s.in_progress() => Standing::Pending,
+                    Some(_) => Standing::Failed,
+                    None => Standing::Pending,
+                };
+                (b, standing)
+            })
+            .collect()
     }
 
     /// Whether any of `bindings` has a status whose group's launches no pass has read.
@@ -242,7 +481,8 @@ impl StatusBoard {
 pub struct Health {
     /// Unix milliseconds of the daemon loop's last turn.
     heartbeat_ms: AtomicU64,
-    ready: AtomicBool,
+    /// 1 when ready: the `ready` metric when made by [`Metrics::health`].
+    ready: Gauge<i64, AtomicI64>,
 }
 
 /// The loop turns at least once a second; a heartbeat older than this means it is stuck.
@@ -258,11 +498,11 @@ impl Health {
     }
 
     pub fn set_ready(&self, ready: bool) {
-        self.ready.store(ready, Ordering::Relaxed);
+        self.ready.set(i64::from(ready));
     }
 
     pub fn ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed)
+        self.ready.get() == 1
     }
 }
 
@@ -334,6 +574,153 @@ mod tests {
             text.contains("asg=\"api\",account=\"111122223333\",region=\"us-west-2\",class=\"other\"} 1"),
             "{text}"
         );
+    }
+
+    /// A registry with a sample in every family.
+    fn busy() -> Metrics {
+        let m = Metrics::new();
+        Metrics::count(&m.passes, "success");
+        m.aws_calls
+            .get_or_create(&CallLabels {
+                service: "kms".into(),
+                operation: "GetKeyPolicy".into(),
+                outcome: "success".into(),
+            })
+            .inc();
+        m.changes.get_or_create(&ActionLabel { action: "PutKeyPolicy".into() }).inc();
+        m.errors.get_or_create(&ClassLabel { class: "terminal".into() }).inc();
+        m.binding_failed
+            .get_or_create(&BindingLabels {
+                asg: "web".into(),
+                account: "111122223333".into(),
+                region: "us-west-2".into(),
+                key: "arn:aws:kms:us-west-2:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab".into(),
+            })
+            .set(1);
+        m.resync_interval.set(300.0);
+        let web = AsgRef::new(crate::model::AccountId::parse("111122223333").unwrap(), "us-west-2", "web");
+        m.set_launch_failure(&web, Some(LaunchFailureClass::Kms));
+        m
+    }
+
+    #[test]
+    fn classic_format_names_every_family_as_its_samples_with_help_and_type() {
+        let text = busy().encode_as(Format::Classic);
+        let lines: Vec<&str> = text.lines().collect();
+        let mut families = 0;
+        let mut family: Option<(&str, &str)> = None;
+        for (i, line) in lines.iter().enumerate() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let (name, kind) = rest.split_once(' ').unwrap();
+                let help = lines[i - 1].strip_prefix("# HELP ").unwrap_or_else(|| panic!("no help before {line}"));
+                assert!(help.starts_with(&format!("{name} ")) && help.len() > name.len() + 2, "{help}");
+                assert!(["counter", "gauge"].contains(&kind), "{line}");
+                assert_eq!(kind == "counter", name.ends_with("_total"), "{line}");
+                family = Some((name, kind));
+                families += 1;
+            } else if !line.starts_with("# HELP ") {
+                let (name, _) = family.unwrap_or_else(|| panic!("a sample before any family: {line}"));
+                let sample = line.split(['{', ' ']).next().unwrap();
+                assert_eq!(sample, name, "{line}");
+            }
+        }
+        assert_eq!(families, 12, "{text}");
+        assert!(!text.contains("# EOF"), "{text}");
+        assert!(text.contains("# TYPE asg_cmk_operator_reconcile_passes_total counter\n"), "{text}");
+        assert!(text.contains("\nasg_cmk_operator_reconcile_passes_total{result=\"success\"} 1\n"), "{text}");
+        assert!(text.contains("\nasg_cmk_operator_resync_interval_seconds 300.0\n"), "{text}");
+    }
+
+    #[test]
+    fn openmetrics_format_is_what_the_library_writes() {
+        let m = busy();
+        let text = m.encode_as(Format::OpenMetrics);
+        assert_eq!(text, m.encode());
+        assert!(text.contains("# TYPE asg_cmk_operator_reconcile_passes counter\n"), "{text}");
+        assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    #[test]
+    fn classic_translation_of_each_openmetrics_construct() {
+        let openmetrics = concat!(
+            "# HELP jobs Jobs \\\"done\\\" \\\\ here\\nand there.\n",
+            "# TYPE jobs counter\n",
+            "# UNIT jobs seconds\n",
+            "jobs_total{kind=\"a # b\",q=\"x\\\"}\"} 3 # {trace_id=\"t}\"} 1.0 1.5\n",
+            "jobs_created{kind=\"a # b\"} 1700000000.0\n",
+            "# HELP build Build.\n",
+            "# TYPE build info\n",
+            "build_info{version=\"1\"} 1\n",
+            "# TYPE odd unknown\n",
+            "odd 2\n",
+            "# HELP temp Temperature.\n",
+            "# TYPE temp gauge\n",
+            "temp -1.5\n",
+            "# EOF\n",
+        );
+        let want = concat!(
+            "# HELP jobs_total Jobs \"done\" \\\\ here\\nand there.\n",
+            "# TYPE jobs_total counter\n",
+            "jobs_total{kind=\"a # b\",q=\"x\\\"}\"} 3\n",
+            "# HELP build_info Build.\n",
+            "# TYPE build_info gauge\n",
+            "build_info{version=\"1\"} 1\n",
+            "# TYPE odd untyped\n",
+            "odd 2\n",
+            "# HELP temp Temperature.\n",
+            "# TYPE temp gauge\n",
+            "temp -1.5\n",
+        );
+        assert_eq!(classic(openmetrics), want);
+    }
+
+    #[test]
+    fn per_binding_series_follow_the_board_and_leave_with_their_binding() {
+        use crate::model::{AccountId, KeyArn};
+        use crate::status::{Condition, State};
+        let acct = AccountId::parse("111122223333").unwrap();
+        let key = KeyArn::parse("arn:aws:kms:us-west-2:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab").unwrap();
+        let id = |asg: &str| BindingId { asg: AsgRef::new(acct, "us-west-2", asg), key: key.clone() };
+        let status = |asg: &str, ok: bool| BindingStatus {
+            binding: id(asg),
+            conditions: vec![Condition {
+                kind: "RoleReady",
+                status: if ok { State::True } else { State::False },
+                reason: "r".into(),
+                message: "m".into(),
+                since: 0,
+            }],
+        };
+        let (m, board) = (Metrics::new(), StatusBoard::default());
+        board.update(vec![status("web", true), status("api", false)]);
+        let bound = [id("web"), id("api"), id("new")];
+        let t = m.report_bindings(&board, &bound);
+        assert_eq!(t, Tally { ready: 1, not_ready: 1, pending: 1, awaiting_owner: 0 });
+        let series = |asg: &str| {
+            format!("asg_cmk_operator_binding_failed{{asg=\"{asg}\",account=\"111122223333\",region=\"us-west-2\",key=\"{key}\"}}")
+        };
+        let text = m.encode();
+        assert!(text.contains(&format!("{} 0\n", series("web"))), "{text}");
+        assert!(text.contains(&format!("{} 1\n", series("api"))), "{text}");
+        assert!(text.contains(&format!("{} 0\n", series("new"))), "{text}");
+        assert!(text.contains("asg_cmk_operator_bindings{state=\"failed\"} 1\n"), "{text}");
+
+        board.update(vec![status("api", true)]);
+        board.retain(|b| b.asg.name != "web");
+        m.report_bindings(&board, &bound[1..]);
+        let text = m.encode();
+        assert!(!text.contains("asg=\"web\""), "{text}");
+        assert!(text.contains(&format!("{} 0\n", series("api"))), "{text}");
+    }
+
+    #[test]
+    fn readiness_is_the_ready_metric() {
+        let m = Metrics::new();
+        let h = m.health();
+        assert!(m.encode().contains("asg_cmk_operator_ready 0\n"));
+        h.set_ready(true);
+        assert!(h.ready());
+        assert!(m.encode().contains("asg_cmk_operator_ready 1\n"));
     }
 
     #[test]

@@ -11,7 +11,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-use crate::metrics::{Health, Metrics, StatusBoard};
+use crate::metrics::{Format, Health, Metrics, StatusBoard};
 
 fn respond(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
     Response::builder()
@@ -35,10 +35,79 @@ fn route(req: &Request<Incoming>, metrics: &Metrics, health: &Health, board: &St
     match req.uri().path() {
         "/healthz" => check(health.alive(), "ok\n", "reconcile loop is stuck\n"),
         "/readyz" => check(health.ready(), "ready\n", "not ready: waiting for the first full pass\n"),
-        "/metrics" => respond(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", metrics.encode()),
+        "/metrics" => {
+            let accept = req.headers().get(hyper::header::ACCEPT).and_then(|v| v.to_str().ok());
+            let format = negotiate(accept);
+            let mut r = respond(StatusCode::OK, format.content_type(), metrics.encode_as(format));
+            r.headers_mut().insert(hyper::header::VARY, hyper::header::HeaderValue::from_static("accept"));
+            r
+        }
         "/status" => respond(StatusCode::OK, "application/json", board.get()),
         _ => respond(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
     }
+}
+
+/// The format to answer `/metrics` in: OpenMetrics 1.0.0 when `accept` gives it a higher
+/// q-value than the classic text format 0.0.4, as Prometheus's scrape requests do; the
+/// classic format otherwise, including when the header is absent, unreadable, or accepts
+/// neither (a scraper that asked for something else gets the format every scraper reads).
+///
+/// Each format takes the q-value of the most specific media range that matches it
+/// (RFC 9110, 12.5.1): the type with a `version` parameter equal to the format's, then the
+/// type without one, then `type/*`, then `*/*`. A range naming another version matches
+/// nothing. Parameters other than `version` and `q` (`charset`, `escaping`) are ignored.
+pub fn negotiate(accept: Option<&str>) -> Format {
+    let Some(accept) = accept else { return Format::Classic };
+    let openmetrics = quality(accept, "application", "openmetrics-text", "1.0.0");
+    let classic = quality(accept, "text", "plain", "0.0.4");
+    match (openmetrics, classic) {
+        (Some(om), c) if om > 0.0 && om > c.unwrap_or(0.0) => Format::OpenMetrics,
+        _ => Format::Classic,
+    }
+}
+
+/// The q-value `accept` gives `kind/subtype; version=VERSION`, from its most specific
+/// matching range; None when no range matches.
+fn quality(accept: &str, kind: &str, subtype: &str, version: &str) -> Option<f32> {
+    // (specificity, q) of the best match so far.
+    let mut best: Option<(u8, f32)> = None;
+    for range in accept.split(',') {
+        let mut parts = range.split(';');
+        let media = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
+        let Some((t, st)) = media.split_once('/') else { continue };
+        let (mut q, mut range_version) = (1.0_f32, None);
+        let mut valid = true;
+        for param in parts {
+            let Some((name, value)) = param.split_once('=') else { continue };
+            let value = value.trim().trim_matches('"');
+            match name.trim().to_ascii_lowercase().as_str() {
+                "q" => match value.parse::<f32>() {
+                    Ok(v) if (0.0..=1.0).contains(&v) => q = v,
+                    _ => valid = false,
+                },
+                "version" => range_version = Some(value.to_owned()),
+                _ => {}
+            }
+        }
+        if !valid {
+            continue;
+        }
+        let specificity = match (t.trim(), st.trim()) {
+            ("*", "*") => 0,
+            (t, "*") if t == kind => 1,
+            (t, st) if t == kind && st == subtype => match range_version.as_deref() {
+                None => 2,
+                Some(v) if v == version => 3,
+                Some(_) => continue,
+            },
+            _ => continue,
+        };
+        match best {
+            Some((s, bq)) if s > specificity || (s == specificity && bq >= q) => {}
+            _ => best = Some((specificity, q)),
+        }
+    }
+    best.map(|(_, q)| q)
 }
 
 /// What one client may hold of the server: connections at once, and time to send a
@@ -125,6 +194,88 @@ mod tests {
         let mut got = Vec::new();
         tokio::time::timeout(within, conn.read_to_end(&mut got)).await.ok()?.ok()?;
         Some(String::from_utf8_lossy(&got).into_owned())
+    }
+
+    /// Prometheus 2's scrape `Accept` header (scrape/scrape.go, 2.42).
+    const PROMETHEUS_2: &str = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+    /// Prometheus 3's, with its default scrape protocols.
+    const PROMETHEUS_3: &str = "application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.5,application/openmetrics-text;version=0.0.1;q=0.4,text/plain;version=1.0.0;escaping=allow-utf-8;q=0.3,text/plain;version=0.0.4;q=0.2,*/*;q=0.1";
+
+    #[test]
+    fn metrics_format_follows_the_accept_header() {
+        let cases: &[(&str, Option<&str>, Format)] = &[
+            ("Prometheus 2 prefers OpenMetrics", Some(PROMETHEUS_2), Format::OpenMetrics),
+            ("Prometheus 3 prefers OpenMetrics", Some(PROMETHEUS_3), Format::OpenMetrics),
+            (
+                "Prometheus with scrape_protocols [PrometheusText0.0.4]",
+                Some("text/plain;version=0.0.4;q=0.5,*/*;q=0.4"),
+                Format::Classic,
+            ),
+            ("no header: classic", None, Format::Classic),
+            ("anything: classic", Some("*/*"), Format::Classic),
+            ("curl's default: classic", Some("*/*;q=1"), Format::Classic),
+            ("OpenMetrics alone", Some("application/openmetrics-text"), Format::OpenMetrics),
+            (
+                "names and parameters are case-insensitive",
+                Some("Application/OpenMetrics-Text; Version=1.0.0; charset=utf-8"),
+                Format::OpenMetrics,
+            ),
+            (
+                "a version we do not write matches nothing",
+                Some("application/openmetrics-text;version=0.0.1"),
+                Format::Classic,
+            ),
+            ("q=0 refuses", Some("application/openmetrics-text;q=0,*/*;q=0.1"), Format::Classic),
+            ("higher q wins", Some("text/plain;q=0.2, application/openmetrics-text;q=0.9"), Format::OpenMetrics),
+            (
+                "higher q wins the other way",
+                Some("text/plain;q=0.9, application/openmetrics-text;q=0.2"),
+                Format::Classic,
+            ),
+            ("a tie is classic", Some("application/openmetrics-text, text/plain"), Format::Classic),
+            ("a subtype wildcard counts", Some("application/*;q=0.9, text/plain;q=0.5"), Format::OpenMetrics),
+            (
+                "the most specific range decides, not the highest q",
+                Some("application/openmetrics-text;version=1.0.0;q=0.1, application/*;q=1, text/plain;q=0.5"),
+                Format::Classic,
+            ),
+            (
+                "an unreadable q is ignored",
+                Some("application/openmetrics-text;q=high, text/plain;q=0.1"),
+                Format::Classic,
+            ),
+            ("garbage", Some("not a media type"), Format::Classic),
+            (
+                "text/plain version 1.0.0 is not 0.0.4",
+                Some("text/plain;version=1.0.0, application/openmetrics-text;q=0.5"),
+                Format::OpenMetrics,
+            ),
+        ];
+        for (reason, accept, want) in cases {
+            assert_eq!(negotiate(*accept), *want, "{reason}: {accept:?}");
+        }
+    }
+
+    async fn get(addr: std::net::SocketAddr, path: &str, accept: Option<&str>) -> String {
+        let mut conn = TcpStream::connect(addr).await.unwrap();
+        let accept = accept.map(|a| format!("Accept: {a}\r\n")).unwrap_or_default();
+        let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\n{accept}Connection: close\r\n\r\n");
+        conn.write_all(request.as_bytes()).await.unwrap();
+        closed_within(&mut conn, Duration::from_secs(5)).await.expect("never answered")
+    }
+
+    #[tokio::test]
+    async fn metrics_answer_in_the_negotiated_format_and_say_so() {
+        let addr = start(Limits::default()).await;
+        let om = get(addr, "/metrics", Some(PROMETHEUS_2)).await;
+        assert!(om.contains("content-type: application/openmetrics-text; version=1.0.0; charset=utf-8\r\n"), "{om}");
+        assert!(om.contains("vary: accept\r\n"), "{om}");
+        assert!(om.contains("# TYPE asg_cmk_operator_reconcile_passes counter\n"), "{om}");
+        assert!(om.ends_with("# EOF\n"), "{om}");
+        let classic = get(addr, "/metrics", None).await;
+        assert!(classic.contains("content-type: text/plain; version=0.0.4; charset=utf-8\r\n"), "{classic}");
+        assert!(classic.contains("# TYPE asg_cmk_operator_reconcile_passes_total counter\n"), "{classic}");
+        assert!(!classic.contains("# EOF"), "{classic}");
     }
 
     #[tokio::test]

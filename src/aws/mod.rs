@@ -53,7 +53,12 @@ impl CallStats {
     }
 
     pub fn record(&self, service: &'static str, operation: &'static str, ok: bool) {
-        let outcome = if ok { "success" } else { "error" };
+        self.record_outcome(service, operation, if ok { "success" } else { "error" });
+    }
+
+    /// Counts a call whose outcome is `success`, `throttled` (it failed, throttled, after
+    /// the SDK's retries) or `error`.
+    pub fn record_outcome(&self, service: &'static str, operation: &'static str, outcome: &'static str) {
         *self.counts.lock().expect("stats lock").entry((service, operation, outcome)).or_default() += 1;
         self.family
             .get_or_create(&CallLabels {
@@ -231,11 +236,18 @@ impl Account {
             }
             None => request.await,
         };
-        let ok = match &out {
-            Ok(_) => true,
-            Err(e) => error::code(e).is_some_and(|c| expected.contains(&c)),
+        let outcome = match &out {
+            Ok(_) => "success",
+            Err(e) if error::code(e).is_some_and(|c| expected.contains(&c)) => "success",
+            Err(e) => {
+                let status = e.raw_response().map(|r| r.status().as_u16());
+                match error::classify_message(error::code(e), status) {
+                    ErrorClass::Throttled => "throttled",
+                    _ => "error",
+                }
+            }
         };
-        self.shared.stats.record(service, operation, ok);
+        self.shared.stats.record_outcome(service, operation, outcome);
         out
     }
 
