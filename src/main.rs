@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -181,14 +182,40 @@ fn resync_interval(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// Set when writing to stdout failed for a reason other than a reader that went away.
+static STDOUT_FAILED: AtomicBool = AtomicBool::new(false);
+
+/// Writes to stdout. A reader that has gone away (`| head`) is not an error: the rest of
+/// the output is dropped quietly, as Unix tools do, and the command's exit status stands.
+/// Any other write error is reported once, and makes the exit status 1.
+fn emit(text: &[u8]) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_all(text).and_then(|()| out.flush()) {
+        if e.kind() != std::io::ErrorKind::BrokenPipe && !STDOUT_FAILED.swap(true, Ordering::Relaxed) {
+            eprintln!("error: cannot write to stdout: {e}");
+        }
+    }
+}
+
+/// `print!` through [`emit`].
+macro_rules! out {
+    ($($arg:tt)*) => { emit(format!($($arg)*).as_bytes()) };
+}
+
+/// `println!` through [`emit`].
+macro_rules! outln {
+    ($($arg:tt)*) => { emit(format!("{}\n", format_args!($($arg)*)).as_bytes()) };
+}
+
 fn main() -> ExitCode {
     one_malloc_arena();
     let cli = Cli::parse();
     telemetry::init(cli.log_format);
-    match cli.command {
+    let code = match cli.command {
         Command::Validate { config } => match load_warning(&config) {
             Some(d) => {
-                println!("{}: valid, {} binding{}", config.display(), d.bindings.len(), plural(d.bindings.len()));
+                outln!("{}: valid, {} binding{}", config.display(), d.bindings.len(), plural(d.bindings.len()));
                 ExitCode::SUCCESS
             }
             None => ExitCode::FAILURE,
@@ -218,7 +245,7 @@ fn main() -> ExitCode {
             };
             match iam_policy::default_account(&desired, account).and_then(|a| iam_policy::policy(&desired, &a)) {
                 Ok(p) => {
-                    println!("{}", serde_json::to_string_pretty(&p).expect("policy JSON serialises"));
+                    outln!("{}", serde_json::to_string_pretty(&p).expect("policy JSON serialises"));
                     ExitCode::SUCCESS
                 }
                 Err(e) => {
@@ -239,16 +266,25 @@ fn main() -> ExitCode {
             }
         },
         Command::Completions { shell } => {
-            clap_complete::generate(shell, &mut Cli::command(), "asg-cmk-operator", &mut std::io::stdout());
+            // Rendered first: the generator panics on a write error.
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "asg-cmk-operator", &mut script);
+            emit(&script);
             ExitCode::SUCCESS
         }
-        Command::Man => match clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::FAILURE
+        Command::Man => {
+            let mut page = Vec::new();
+            match clap_mangen::Man::new(Cli::command()).render(&mut page) {
+                Ok(()) => {
+                    emit(&page);
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
             }
-        },
+        }
         Command::Handoff { config, output } => {
             let Some(desired) = load(&config) else { return ExitCode::FAILURE };
             runtime().block_on(handoff(desired, output))
@@ -264,6 +300,11 @@ fn main() -> ExitCode {
                 }
             }
         }
+    };
+    if STDOUT_FAILED.load(Ordering::Relaxed) {
+        ExitCode::FAILURE
+    } else {
+        code
     }
 }
 
@@ -346,8 +387,8 @@ async fn plan(desired: Desired, output: Output) -> ExitCode {
     operators.insert(*aws.caller(), aws.caller_arn().to_owned());
     let access = access::key_access(&desired, &observed, &operators);
     match output {
-        Output::Text => print!("{}", output::plan_text(&p, desired.bindings.len(), &access)),
-        Output::Json => println!("{}", output::plan_json(&p, &access)),
+        Output::Text => out!("{}", output::plan_text(&p, desired.bindings.len(), &access)),
+        Output::Json => outln!("{}", output::plan_json(&p, &access)),
     }
     let awaiting = |b: &&plan::Blocked| b.failure.class == asg_cmk_operator::model::ErrorClass::AwaitingOwner;
     if p.blocked.iter().any(|b| !awaiting(&b)) {
@@ -362,8 +403,8 @@ async fn plan(desired: Desired, output: Output) -> ExitCode {
 async fn handoff(desired: Desired, output: Output) -> ExitCode {
     let Some(aws) = connect(&desired).await else { return ExitCode::FAILURE };
     match output {
-        Output::Text => print!("{}", asg_cmk_operator::handoff::text(&desired, aws.caller())),
-        Output::Json => println!(
+        Output::Text => out!("{}", asg_cmk_operator::handoff::text(&desired, aws.caller())),
+        Output::Json => outln!(
             "{}",
             serde_json::to_string_pretty(&asg_cmk_operator::handoff::document(&desired, aws.caller()))
                 .expect("hand-off JSON serialises")
@@ -401,7 +442,7 @@ async fn discover(region: String, asgs: Vec<String>, account: Option<String>) ->
     let launches = aws::discover::group_launches(&own, &region, &sources, aws::READ_CONCURRENCY).await;
     let rows: Vec<(String, Result<_, String>)> =
         launches.into_iter().map(|(a, r)| (a.name.clone(), r.map_err(|f| f.message))).collect();
-    print!("{}", launch::render_config(&caller, &region, &rows, &status::rfc3339(status::now())));
+    out!("{}", launch::render_config(&caller, &region, &rows, &status::rfc3339(status::now())));
     ExitCode::SUCCESS
 }
 
@@ -411,9 +452,9 @@ async fn status(desired: Desired, output: Output) -> ExitCode {
     let observed = aws::observe(&aws, &desired, &reads).await;
     let statuses = status::evaluate(&desired, &observed, aws.caller(), status::now());
     match output {
-        Output::Text => print!("{}", status::text(&statuses)),
+        Output::Text => out!("{}", status::text(&statuses)),
         Output::Json => {
-            println!("{}", status::document(&statuses))
+            outln!("{}", status::document(&statuses))
         }
     }
     if statuses.iter().all(|s| s.ready()) {
@@ -450,7 +491,7 @@ async fn apply(desired: Desired, max_passes: u32, stats_json: Option<PathBuf>) -
         }
     }
     let n = out.applied.total() as usize;
-    println!(
+    outln!(
         "{} change{} applied; {} of {} binding{} converged.",
         n,
         plural(n),
@@ -465,19 +506,19 @@ async fn apply(desired: Desired, max_passes: u32, stats_json: Option<PathBuf>) -
     let (waiting, failed): (Vec<_>, Vec<_>) =
         out.failed.iter().partition(|(_, f)| f.class == asg_cmk_operator::model::ErrorClass::AwaitingOwner);
     if !failed.is_empty() {
-        println!("{} binding{} failed:", failed.len(), plural(failed.len()));
+        outln!("{} binding{} failed:", failed.len(), plural(failed.len()));
         for (b, f) in &failed {
-            println!("  ! {b}: {f}");
+            outln!("  ! {b}: {f}");
         }
     }
     if !waiting.is_empty() {
-        println!(
+        outln!(
             "{} binding{} awaiting key owner (`asg-cmk-operator handoff` prints what to add):",
             waiting.len(),
             plural(waiting.len())
         );
         for (b, f) in &waiting {
-            println!("  ? {b}: {}", f.message);
+            outln!("  ? {b}: {}", f.message);
         }
     }
     ExitCode::FAILURE

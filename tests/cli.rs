@@ -1,0 +1,46 @@
+//! The command line as a user meets it: pipes that close early, paths that cannot be
+//! written, and mistakes in the config.
+
+mod common;
+
+use std::process::{Command, Stdio};
+
+use common::*;
+
+/// Runs `cmd` with stdout on a pipe whose reading end is already closed (as `| head` leaves
+/// it once it has read enough), and returns (exit code, stderr).
+fn run_into_closed_pipe(mut cmd: Command) -> (Option<i32>, String) {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = cmd.stdout(Stdio::from(writer)).stderr(Stdio::piped()).output().unwrap();
+    let stderr = stderr(&out);
+    eprintln!("--- {cmd:?} exit {:?}\n{stderr}", out.status.code());
+    (out.status.code(), stderr)
+}
+
+fn without_emulator(args: &[&str]) -> Command {
+    // Nothing listens on port 9: a command that called AWS would fail.
+    operator_command("http://127.0.0.1:9", args)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_closed_pipe_ends_the_command_quietly() {
+    let dir = TempDir::new();
+    let key = format!("arn:aws:kms:{REGION}:{OWN}:key/00000000-0000-0000-0000-000000000001");
+    let cfg = dir.write("c.yaml", &config(&[("web", &key, Some("CMK")), ("api", &key, Some("CMK"))]));
+    for args in
+        [&["completions", "bash"][..], &["man"], &["iam-policy", "--config", &cfg], &["validate", "--config", &cfg]]
+    {
+        let (code, stderr) = run_into_closed_pipe(without_emulator(args));
+        assert!(!stderr.contains("panicked"), "{args:?} panicked: {stderr}");
+        assert!(!stderr.contains("Broken pipe"), "{args:?} reported the closed pipe: {stderr}");
+        assert_eq!(code, Some(0), "{args:?}");
+    }
+
+    // plan against the emulator: changes pending, so its exit status is 2, pipe or not.
+    let s = one_asg_on_own_key(Some("CMK")).await;
+    let (code, stderr) =
+        run_into_closed_pipe(s.moto.operator_command(&["plan", "--config", &s.cfg, "--output", "json"]));
+    assert!(!stderr.contains("panicked"), "plan panicked: {stderr}");
+    assert_eq!(code, Some(2), "plan's own status stands");
+}
