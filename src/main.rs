@@ -226,6 +226,12 @@ fn main() -> ExitCode {
         }
         Command::Apply { config, max_passes, stats_json } => {
             let Some(desired) = load_warning(&config) else { return ExitCode::FAILURE };
+            // Before any change is made: a path that cannot be written would otherwise fail
+            // only after every change, with no summary.
+            if let Some(Err(e)) = stats_json.as_deref().map(check_writable) {
+                eprintln!("error: --stats-json {}: cannot write: {e}", stats_json.unwrap_or_default().display());
+                return ExitCode::FAILURE;
+            }
             runtime().block_on(apply(desired, max_passes, stats_json))
         }
         Command::Discover { region, asgs, account } => runtime().block_on(discover(region, asgs, account)),
@@ -338,6 +344,17 @@ fn one_malloc_arena() {
             libc::mallopt(libc::M_ARENA_MAX, 1);
         }
     }
+}
+
+/// Whether `path` can be opened for writing. Leaves an existing file as it is, and no file
+/// where there was none.
+fn check_writable(path: &Path) -> std::io::Result<()> {
+    let existed = path.exists();
+    std::fs::OpenOptions::new().append(true).create(true).open(path)?;
+    if !existed {
+        let _ = std::fs::remove_file(path);
+    }
+    Ok(())
 }
 
 fn runtime() -> tokio::runtime::Runtime {

@@ -44,3 +44,23 @@ async fn a_closed_pipe_ends_the_command_quietly() {
     assert!(!stderr.contains("panicked"), "plan panicked: {stderr}");
     assert_eq!(code, Some(2), "plan's own status stands");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn apply_refuses_a_stats_path_it_cannot_write_before_any_aws_call() {
+    let s = one_asg_on_own_key(Some("CMK")).await;
+    let missing = s.dir.0.join("no-such-folder").join("stats.json");
+    s.moto.reset_calls();
+    let out = s.moto.operator(&["apply", "--config", &s.cfg, "--stats-json", missing.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("--stats-json") && err.contains("no-such-folder"), "{err}");
+    assert_eq!(s.moto.calls(), Vec::<(String, String)>::new(), "no AWS call before the path is checked");
+    assert_eq!(asg_role(&s.own, "web").await, Some(slr_arn(OWN, None)), "the group was not changed");
+
+    // A path that can be written is left for apply to fill, and not created early.
+    let ok = s.dir.0.join("stats.json");
+    let out = s.moto.operator(&["apply", "--config", &s.cfg, "--stats-json", ok.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let stats: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&ok).unwrap()).unwrap();
+    assert!(stats["applied"].as_u64().unwrap() > 0, "{stats}");
+}
