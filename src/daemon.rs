@@ -227,6 +227,8 @@ struct Config {
     generation: u64,
     /// The generation in which each key's bindings last changed.
     changed_in: BTreeMap<KeyArn, u64>,
+    /// Whether the last look found the file unreadable (deleted, say).
+    unreadable: bool,
 }
 
 impl Config {
@@ -307,6 +309,7 @@ pub async fn run_with<R: Reconciler>(
             last_text,
             generation: 0,
             changed_in: BTreeMap::new(),
+            unreadable: false,
         },
         telemetry: Telemetry { metrics, health, board },
         connection: Connection::Down { retry_at: now, failures: 0 },
@@ -667,24 +670,57 @@ impl<R: Reconciler> Daemon<R> {
         t
     }
 
-    /// Fallback for missed events: compare the file's content once a second.
+    /// Fallback for missed events: compare the file's content once a second. This is also
+    /// where a file that stays unreadable (deleted) is reported.
     fn poll_file(&mut self) {
-        if let Ok(text) = std::fs::read_to_string(&self.settings.config) {
-            if text != self.config.last_text {
-                self.apply_text(text);
+        match std::fs::read_to_string(&self.settings.config) {
+            Ok(text) => {
+                self.file_readable();
+                if text != self.config.last_text {
+                    self.apply_text(text);
+                }
             }
+            Err(e) => self.file_unreadable(&e),
         }
     }
 
     fn reload(&mut self) {
         match std::fs::read_to_string(&self.settings.config) {
-            Ok(text) if text == self.config.last_text => {}
-            Ok(text) => self.apply_text(text),
+            Ok(text) => {
+                self.file_readable();
+                if text != self.config.last_text {
+                    self.apply_text(text);
+                }
+            }
             Err(e) => {
-                // Mid-swap the file can be briefly missing; the next event or poll retries.
+                // Mid-swap the file can be briefly missing; the next event or poll retries,
+                // and the poll reports a file that stays unreadable.
                 tracing::debug!(error = %e, "config file unreadable right now");
             }
         }
+    }
+
+    /// Warns once when the file becomes unreadable, and sets the gauge and `/status`.
+    fn file_unreadable(&mut self, e: &std::io::Error) {
+        if std::mem::replace(&mut self.config.unreadable, true) {
+            return;
+        }
+        let config = self.settings.config.display().to_string();
+        tracing::warn!(%config, error = %e, "config file cannot be read; keeping the last good config");
+        self.telemetry.metrics.config_unreadable.set(1);
+        self.telemetry.board.set_config_unreadable(Some(format!("{config}: {e}")));
+    }
+
+    /// Warns once when an unreadable file can be read again, and clears the gauge and
+    /// `/status`.
+    fn file_readable(&mut self) {
+        if !std::mem::replace(&mut self.config.unreadable, false) {
+            return;
+        }
+        let config = self.settings.config.display().to_string();
+        tracing::warn!(%config, "config file can be read again");
+        self.telemetry.metrics.config_unreadable.set(0);
+        self.telemetry.board.set_config_unreadable(None);
     }
 
     fn apply_text(&mut self, text: String) {

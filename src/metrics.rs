@@ -58,6 +58,7 @@ pub struct Metrics {
     pub changes: Family<ActionLabel, Counter>,
     pub bindings: Family<StateLabel, Gauge>,
     pub reloads: Family<ResultLabel, Counter>,
+    pub config_unreadable: Gauge,
     pub last_resync: Gauge<i64, AtomicI64>,
     pub launch_failures: Family<LaunchLabel, Gauge>,
 }
@@ -78,6 +79,7 @@ impl Metrics {
             changes: Family::default(),
             bindings: Family::default(),
             reloads: Family::default(),
+            config_unreadable: Gauge::default(),
             last_resync: Gauge::default(),
             launch_failures: Family::default(),
             registry: Registry::default(),
@@ -92,6 +94,11 @@ impl Metrics {
             m.bindings.clone(),
         );
         registry.register("config_reloads", "Config file reloads, by result", m.reloads.clone());
+        registry.register(
+            "config_file_unreadable",
+            "1 while the config file cannot be read (deleted, or no permission); the last good config stays in use",
+            m.config_unreadable.clone(),
+        );
         registry.register(
             "last_successful_resync_timestamp_seconds",
             "Unix time when the last full resync pass finished",
@@ -179,6 +186,8 @@ pub struct StatusBoard {
     statuses: std::sync::RwLock<BTreeMap<BindingId, BindingStatus>>,
     /// Whether a pass has reported yet: before that the document says so.
     reported: AtomicBool,
+    /// Why the config file cannot be read, while it cannot: the document says so.
+    config_unreadable: std::sync::RwLock<Option<String>>,
 }
 
 impl StatusBoard {
@@ -226,12 +235,23 @@ impl StatusBoard {
         self.statuses.read().expect("status lock").get(b).is_some_and(BindingStatus::awaiting_owner)
     }
 
-    /// The document, or an empty one before the first pass.
+    /// Sets or clears why the config file cannot be read.
+    pub fn set_config_unreadable(&self, error: Option<String>) {
+        *self.config_unreadable.write().expect("status lock") = error;
+    }
+
+    /// The document, or an empty one before the first pass; while the config file cannot
+    /// be read, with a `configFile` object saying why.
     pub fn get(&self) -> String {
-        if !self.reported.load(Ordering::Relaxed) {
-            return r#"{"ready": false, "bindings": []}"#.to_owned();
-        }
-        status::document(self.statuses.read().expect("status lock").values())
+        let doc = if !self.reported.load(Ordering::Relaxed) {
+            r#"{"ready": false, "bindings": []}"#.to_owned()
+        } else {
+            status::document(self.statuses.read().expect("status lock").values())
+        };
+        let Some(error) = self.config_unreadable.read().expect("status lock").clone() else { return doc };
+        let mut v: serde_json::Value = serde_json::from_str(&doc).expect("the status document is JSON");
+        v["configFile"] = serde_json::json!({"readable": false, "error": error, "using": "the last good config"});
+        serde_json::to_string_pretty(&v).expect("JSON serialises")
     }
 }
 

@@ -307,3 +307,45 @@ async fn a_transient_write_failure_ends_the_pass_and_its_unit_comes_back_when_du
         .expect("the switch made by the retry pass");
     assert_eq!(count(&moto.calls(), "UpdateAutoScalingGroup"), 2, "refused once, then made");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deleted_config_file_is_warned_about_once_shown_and_its_return_noticed() {
+    let s = one_asg_on_own_key(Some("CMK")).await;
+    let mut d = Daemon::start(&s.moto, &s.cfg, "5m");
+    d.wait_ready(SECS(20));
+    let text = std::fs::read_to_string(&s.cfg).unwrap();
+    let gone = |v: &serde_json::Value| {
+        v["level"] == "WARN" && v["message"] == "config file cannot be read; keeping the last good config"
+    };
+    let back = |v: &serde_json::Value| v["level"] == "WARN" && v["message"] == "config file can be read again";
+    let metric = |d: &Daemon, value: u8| {
+        d.get("/metrics").1.lines().any(|l| l == format!("asg_cmk_operator_config_file_unreadable {value}"))
+    };
+    assert!(metric(&d, 0));
+
+    std::fs::remove_file(&s.cfg).unwrap();
+    let warned = d.wait_log(gone, SECS(5));
+    assert_eq!(warned["config"], s.cfg.as_str(), "{warned}");
+    assert!(warned["error"].as_str().unwrap().contains("No such file"), "{warned}");
+    eventually("the gauge says so", SECS(5), || async { metric(&d, 1) }).await;
+    let status: serde_json::Value = serde_json::from_str(&d.get("/status").1).unwrap();
+    assert_eq!(status["configFile"]["readable"], false, "{status}");
+    assert!(status["configFile"]["error"].as_str().unwrap().contains(&s.cfg), "{status}");
+    assert_eq!(status["bindings"].as_array().unwrap().len(), 1, "the last good config's binding: {status}");
+    assert_eq!(d.get("/readyz").0, 200, "the last good config is in use");
+    // The daemon looks once a second: several looks later, still one warning.
+    std::thread::sleep(SECS(3));
+    assert_eq!(d.logs().iter().filter(|v| gone(v)).count(), 1, "warned once");
+
+    std::fs::write(&s.cfg, &text).unwrap();
+    d.wait_log(back, SECS(5));
+    eventually("the gauge is back to 0", SECS(5), || async { metric(&d, 0) }).await;
+    let status: serde_json::Value = serde_json::from_str(&d.get("/status").1).unwrap();
+    assert!(status.get("configFile").is_none(), "{status}");
+    assert_eq!(d.logs().iter().filter(|v| back(v)).count(), 1);
+
+    // Gone again: warned again.
+    std::fs::remove_file(&s.cfg).unwrap();
+    eventually("warned a second time", SECS(5), || async { d.logs().iter().filter(|v| gone(v)).count() == 2 }).await;
+    assert_eq!(d.terminate(SECS(15)), Some(0));
+}
