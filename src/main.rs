@@ -65,7 +65,7 @@ enum Command {
         max_passes: u32,
         /// Also write the AWS calls this apply made, by service, operation and outcome,
         /// as JSON to this file.
-        #[arg(long)]
+        #[arg(long, value_name = "FILE")]
         stats_json: Option<PathBuf>,
     },
     /// Print a config for the groups of one region: each with the customer managed keys
@@ -126,7 +126,7 @@ enum Command {
         /// The config file (YAML; see config/example.yaml and config/schema.json).
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
-        /// Address for /healthz, /readyz and /metrics.
+        /// Address for /healthz, /readyz, /metrics and /status.
         #[arg(long, default_value = "0.0.0.0:8080")]
         listen: SocketAddr,
         /// How often to observe everything and repair drift (e.g. 30s, 5m, 1h).
@@ -278,19 +278,16 @@ fn main() -> ExitCode {
             emit(&script);
             ExitCode::SUCCESS
         }
-        Command::Man => {
-            let mut page = Vec::new();
-            match clap_mangen::Man::new(Cli::command()).render(&mut page) {
-                Ok(()) => {
-                    emit(&page);
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    ExitCode::FAILURE
-                }
+        Command::Man => match man_page() {
+            Ok(page) => {
+                emit(&page);
+                ExitCode::SUCCESS
             }
-        }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Handoff { config, output } => {
             let Some(desired) = load(&config) else { return ExitCode::FAILURE };
             runtime().block_on(handoff(desired, output))
@@ -312,6 +309,32 @@ fn main() -> ExitCode {
     } else {
         code
     }
+}
+
+/// The man page: clap_mangen's, which lists the subcommands but not their options, then a
+/// section for each subcommand with its synopsis, description and options.
+fn man_page() -> std::io::Result<Vec<u8>> {
+    let mut cmd = Cli::command();
+    cmd.build();
+    let mut page = Vec::new();
+    clap_mangen::Man::new(cmd.clone()).render(&mut page)?;
+    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set() && s.get_name() != "help") {
+        let man = clap_mangen::Man::new(sub.clone());
+        let mut part = Vec::new();
+        man.render_synopsis_section(&mut part)?;
+        man.render_description_section(&mut part)?;
+        man.render_options_section(&mut part)?;
+        let title = sub.get_bin_name().unwrap_or(sub.get_name()).to_uppercase();
+        clap_mangen::roff::Roff::default().control("SH", [title.as_str()]).to_writer(&mut page)?;
+        // The subcommand's own sections become subsections of its section.
+        for line in String::from_utf8_lossy(&part).lines() {
+            match line.strip_prefix(".SH ") {
+                Some(heading) => page.extend_from_slice(format!(".SS {heading}\n").as_bytes()),
+                None => page.extend_from_slice(format!("{line}\n").as_bytes()),
+            }
+        }
+    }
+    Ok(page)
 }
 
 /// Resolves on SIGTERM or SIGINT.
@@ -573,6 +596,36 @@ mod tests {
         assert!(resync_interval("169h").is_err());
         // Would overflow Instant arithmetic in the daemon if let through.
         assert!(resync_interval("18446744073709551615s").is_err());
+    }
+
+    #[test]
+    fn the_man_page_lists_every_option_of_every_subcommand() {
+        let page = String::from_utf8(man_page().unwrap()).unwrap();
+        let mut cmd = Cli::command();
+        cmd.build();
+        for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+            let title = format!(".SH \"ASG-CMK-OPERATOR {}\"", sub.get_name().to_uppercase());
+            let at = page.find(&title).unwrap_or_else(|| panic!("no section {title} in\n{page}"));
+            let section = &page[at..];
+            let section = &section[..section[1..].find("\n.SH ").map_or(section.len(), |n| n + 1)];
+            for arg in sub.get_arguments().filter(|a| !a.is_hide_set()) {
+                let name = match arg.get_long() {
+                    Some(long) => format!("\\-\\-{}", long.replace('-', "\\-")),
+                    None => arg.get_id().as_str().to_owned(),
+                };
+                assert!(section.contains(&name), "{} lacks {name}:\n{section}", sub.get_name());
+            }
+        }
+    }
+
+    #[test]
+    fn help_texts_name_what_they_take() {
+        let mut cmd = Cli::command();
+        let run = cmd.find_subcommand_mut("run").unwrap().render_long_help().to_string();
+        let listen = run.split("--listen").nth(1).unwrap();
+        assert!(listen[..listen.find("--resync-interval").unwrap()].contains("/status"), "{run}");
+        let apply = cmd.find_subcommand_mut("apply").unwrap().render_help().to_string();
+        assert!(apply.contains("--stats-json <FILE>"), "{apply}");
     }
 
     #[test]
