@@ -298,6 +298,7 @@ pub async fn run_with<R: Reconciler>(
     let mut watch = config::watch::watch(&settings.config, settings.debounce)?;
     tracing::info!(%addr, config = %settings.config.display(), bindings = desired.bindings.len(), resync = ?settings.resync, "listening");
     warn_default_roles(&desired, None);
+    warn_unknown_regions(&desired, None);
 
     let now = Instant::now();
     let mut d = Daemon {
@@ -767,6 +768,7 @@ impl<R: Reconciler> Daemon<R> {
         }
         tracing::info!(bindings = new.bindings.len(), changed_keys = changed.len(), "config reloaded");
         warn_default_roles(&new, Some(&self.config.desired));
+        warn_unknown_regions(&new, Some(&self.config.desired));
         self.config.desired = Arc::new(new);
         self.update_gauge();
         self.resync_done_if_paid();
@@ -782,6 +784,15 @@ fn warn_default_roles(new: &Desired, old: Option<&Desired>) {
     let before = old.map(on_default).unwrap_or_default();
     for asg in on_default(new).difference(&before) {
         tracing::warn!(asg = %asg, "{}", config::default_role_warning(asg));
+    }
+}
+
+/// Warns once for each region the SDK does not know: at start, and on a reload only for
+/// those (or their groups) that are new.
+fn warn_unknown_regions(new: &Desired, old: Option<&Desired>) {
+    let before = old.map(config::unknown_region_warnings).unwrap_or_default();
+    for w in config::unknown_region_warnings(new).into_iter().filter(|w| !before.contains(w)) {
+        tracing::warn!("{w}");
     }
 }
 

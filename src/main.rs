@@ -384,11 +384,11 @@ fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("failed to start the tokio runtime")
 }
 
-/// [`load`], and a warning on stderr for each group on the default service-linked role
-/// (`validate`, `plan` and `apply`; `run` logs them).
+/// [`load`], and a warning on stderr for each group on the default service-linked role and
+/// each region the SDK does not know (`validate`, `plan` and `apply`; `run` logs them).
 fn load_warning(path: &Path) -> Option<Desired> {
     let d = load(path)?;
-    for w in config::default_role_warnings(&d) {
+    for w in config::default_role_warnings(&d).into_iter().chain(config::unknown_region_warnings(&d)) {
         eprintln!("warning: {w}");
     }
     Some(d)
@@ -457,6 +457,9 @@ async fn discover(region: String, asgs: Vec<String>, account: Option<String>) ->
     if !is_region(&region) {
         eprintln!("error: --region {region:?} is not a region name");
         return ExitCode::FAILURE;
+    }
+    if !asg_cmk_operator::model::is_known_region(&region) {
+        eprintln!("warning: --region {region:?} is not a region the AWS SDK knows: check its spelling");
     }
     let aws = match Aws::connect(&region, Default::default()).await {
         Ok(aws) => aws,

@@ -64,3 +64,14 @@ async fn apply_refuses_a_stats_path_it_cannot_write_before_any_aws_call() {
     let stats: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&ok).unwrap()).unwrap();
     assert!(stats["applied"].as_u64().unwrap() > 0, "{stats}");
 }
+
+#[test]
+fn validate_warns_about_a_region_the_sdk_does_not_know() {
+    let dir = TempDir::new();
+    let key = format!("arn:aws:kms:us-wset-2:{OWN}:key/00000000-0000-0000-0000-000000000001");
+    let cfg = dir.write("c.yaml", &config(&[("web", &key, Some("CMK"))]));
+    let out = run_logged(without_emulator(&["validate", "--config", &cfg]), &["validate"]);
+    assert!(out.status.success(), "a warning, not an error");
+    let err = stderr(&out);
+    assert!(err.contains("warning: region \"us-wset-2\" (ASG web) is not a region the AWS SDK knows"), "{err}");
+}
