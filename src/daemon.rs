@@ -674,7 +674,7 @@ impl<R: Reconciler> Daemon<R> {
     /// Fallback for missed events: compare the file's content once a second. This is also
     /// where a file that stays unreadable (deleted) is reported.
     fn poll_file(&mut self) {
-        match std::fs::read_to_string(&self.settings.config) {
+        match config::read_text(&self.settings.config) {
             Ok(text) => {
                 self.file_readable();
                 if text != self.config.last_text {
@@ -686,7 +686,7 @@ impl<R: Reconciler> Daemon<R> {
     }
 
     fn reload(&mut self) {
-        match std::fs::read_to_string(&self.settings.config) {
+        match config::read_text(&self.settings.config) {
             Ok(text) => {
                 self.file_readable();
                 if text != self.config.last_text {

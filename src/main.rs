@@ -126,8 +126,9 @@ enum Command {
         /// The config file (YAML; see config/example.yaml and config/schema.json).
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
-        /// Address for /healthz, /readyz, /metrics and /status.
-        #[arg(long, default_value = "0.0.0.0:8080")]
+        /// Address for /healthz, /readyz, /metrics and /status: IP:PORT, or HOST:PORT
+        /// (localhost:8080).
+        #[arg(long, default_value = "0.0.0.0:8080", value_parser = listen_address)]
         listen: SocketAddr,
         /// How often to observe everything and repair drift (e.g. 30s, 5m, 1h).
         #[arg(long, default_value = "5m", value_parser = resync_interval)]
@@ -208,10 +209,59 @@ macro_rules! outln {
     ($($arg:tt)*) => { emit(format!("{}\n", format_args!($($arg)*)).as_bytes()) };
 }
 
+/// `--listen`: an IP address and port, or a host name (localhost) and port, resolved to
+/// its first address.
+fn listen_address(s: &str) -> Result<SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    if let Ok(a) = s.parse() {
+        return Ok(a);
+    }
+    let hint = "use IP:PORT or HOST:PORT, such as 0.0.0.0:8080, 127.0.0.1:8080 or localhost:8080";
+    match s.to_socket_addrs() {
+        Ok(mut addrs) => addrs.next().ok_or_else(|| format!("{s:?} resolves to no address; {hint}")),
+        Err(e) => Err(format!("{s:?}: {e}; {hint}")),
+    }
+}
+
+/// The endpoint URL settings the SDK reads from the environment (`AWS_ENDPOINT_URL`, and
+/// `AWS_ENDPOINT_URL_<SERVICE>`): each must be an absolute URL. The SDK would log a
+/// warning and then fail every call with a dump of its request.
+fn check_endpoint_env() -> Result<(), String> {
+    if std::env::var("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS").is_ok_and(|v| v.eq_ignore_ascii_case("true")) {
+        return Ok(());
+    }
+    for (name, value) in std::env::vars_os() {
+        let (Some(name), Some(value)) = (name.to_str(), value.to_str()) else { continue };
+        if name != "AWS_ENDPOINT_URL" && !name.starts_with("AWS_ENDPOINT_URL_") {
+            continue;
+        }
+        let uri = value.parse::<hyper::Uri>().ok();
+        if !uri.is_some_and(|u| u.scheme().is_some() && u.authority().is_some()) {
+            let example =
+                if value.contains("://") { "http://127.0.0.1:5000".to_owned() } else { format!("http://{value}") };
+            return Err(format!("{name}={value:?} is not a URL with a scheme and a host, such as {example}"));
+        }
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     one_malloc_arena();
     let cli = Cli::parse();
     telemetry::init(cli.log_format);
+    let calls_aws = matches!(
+        cli.command,
+        Command::Plan { .. }
+            | Command::Apply { .. }
+            | Command::Discover { .. }
+            | Command::Status { .. }
+            | Command::Handoff { .. }
+            | Command::Run { .. }
+    );
+    if let Some(Err(e)) = calls_aws.then(check_endpoint_env) {
+        eprintln!("error: {e}");
+        return ExitCode::FAILURE;
+    }
     let code = match cli.command {
         Command::Validate { config } => match load_warning(&config) {
             Some(d) => {
@@ -629,6 +679,15 @@ mod tests {
         assert!(listen[..listen.find("--resync-interval").unwrap()].contains("/status"), "{run}");
         let apply = cmd.find_subcommand_mut("apply").unwrap().render_help().to_string();
         assert!(apply.contains("--stats-json <FILE>"), "{apply}");
+    }
+
+    #[test]
+    fn listen_takes_a_host_name() {
+        let cli = Cli::try_parse_from(["asg-cmk-operator", "run", "--config", "c.yaml", "--listen", "localhost:8080"]);
+        let Command::Run { listen, .. } = cli.unwrap().command else { panic!("not run") };
+        assert!(listen.ip().is_loopback() && listen.port() == 8080, "{listen}");
+        assert_eq!(listen_address("0.0.0.0:9"), Ok(SocketAddr::from(([0, 0, 0, 0], 9))));
+        assert!(listen_address("localhost").unwrap_err().contains("localhost:8080"));
     }
 
     #[test]

@@ -75,3 +75,39 @@ fn validate_warns_about_a_region_the_sdk_does_not_know() {
     let err = stderr(&out);
     assert!(err.contains("warning: region \"us-wset-2\" (ASG web) is not a region the AWS SDK knows"), "{err}");
 }
+
+#[test]
+fn a_config_file_over_16_mib_is_refused_before_it_is_read() {
+    let dir = TempDir::new();
+    let cfg = dir.write("big.yaml", "version: 1\n");
+    // Sparse: as large as it says, and nothing to read until a reader reads it.
+    std::fs::OpenOptions::new().write(true).open(&cfg).unwrap().set_len((16 << 20) + 1).unwrap();
+    let started = std::time::Instant::now();
+    let out = run_logged(without_emulator(&["validate", "--config", &cfg]), &["validate"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("file: is larger than 16 MiB, the most a config file may hold"), "{err}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5), "{:?}", started.elapsed());
+    // Exactly 16 MiB is read (and then found wanting as YAML, not as a size).
+    std::fs::OpenOptions::new().write(true).open(&cfg).unwrap().set_len(16 << 20).unwrap();
+    let out = run_logged(without_emulator(&["validate", "--config", &cfg]), &["validate"]);
+    assert!(!stderr(&out).contains("larger than"), "{}", stderr(&out));
+}
+
+#[test]
+fn an_endpoint_url_without_a_scheme_is_one_clear_line() {
+    let dir = TempDir::new();
+    let key = format!("arn:aws:kms:{REGION}:{OWN}:key/00000000-0000-0000-0000-000000000001");
+    let cfg = dir.write("c.yaml", &config(&[("web", &key, Some("CMK"))]));
+    for args in [&["plan", "--config", &cfg][..], &["status", "--config", &cfg], &["discover", "--region", REGION]] {
+        let mut cmd = operator_command("127.0.0.1:9", args);
+        cmd.env("RUST_LOG", "warn");
+        let out = run_logged(cmd, args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert_eq!(
+            stderr(&out),
+            "error: AWS_ENDPOINT_URL=\"127.0.0.1:9\" is not a URL with a scheme and a host, such as http://127.0.0.1:9\n",
+            "{args:?}"
+        );
+    }
+}
