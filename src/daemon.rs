@@ -497,6 +497,7 @@ impl<R: Reconciler> Daemon<R> {
         let error = match r {
             Ok(Ok(client)) => {
                 self.connection = Connection::Up(Arc::new(client));
+                self.telemetry.health.set_cause(None);
                 return;
             }
             Ok(Err(e)) => e,
@@ -508,6 +509,7 @@ impl<R: Reconciler> Daemon<R> {
         self.connection = Connection::Down { retry_at: Instant::now() + delay, failures };
         self.telemetry.metrics.errors.get_or_create(&ClassLabel { class: "connect".into() }).inc();
         tracing::error!(error = %error, retry_in = ?delay, "cannot reach AWS; not ready");
+        self.telemetry.health.set_cause(Some(format!("cannot reach AWS (retrying in {delay:?}): {error}")));
     }
 
     fn finished(&mut self, r: Result<(tokio::task::Id, Outcome), tokio::task::JoinError>) {

@@ -261,6 +261,9 @@ pub struct Health {
     /// Unix milliseconds of the daemon loop's last turn.
     heartbeat_ms: AtomicU64,
     ready: AtomicBool,
+    /// What keeps the daemon from being ready, when it is more than waiting for the first
+    /// full pass (AWS unreachable).
+    cause: std::sync::Mutex<Option<String>>,
 }
 
 /// The loop turns at least once a second; a heartbeat older than this means it is stuck.
@@ -281,6 +284,16 @@ impl Health {
 
     pub fn ready(&self) -> bool {
         self.ready.load(Ordering::Relaxed)
+    }
+
+    /// Sets or clears what keeps the daemon from being ready.
+    pub fn set_cause(&self, cause: Option<String>) {
+        *self.cause.lock().expect("health lock") = cause;
+    }
+
+    /// Why the daemon is not ready, for `/readyz`.
+    pub fn not_ready_cause(&self) -> String {
+        self.cause.lock().expect("health lock").clone().unwrap_or_else(|| "waiting for the first full pass".into())
     }
 }
 

@@ -34,7 +34,10 @@ fn route(req: &Request<Incoming>, metrics: &Metrics, health: &Health, board: &St
     };
     match req.uri().path() {
         "/healthz" => check(health.alive(), "ok\n", "reconcile loop is stuck\n"),
-        "/readyz" => check(health.ready(), "ready\n", "not ready: waiting for the first full pass\n"),
+        "/readyz" if !health.ready() => {
+            respond(StatusCode::SERVICE_UNAVAILABLE, "text/plain", format!("not ready: {}\n", health.not_ready_cause()))
+        }
+        "/readyz" => respond(StatusCode::OK, "text/plain", "ready\n"),
         "/metrics" => respond(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", metrics.encode()),
         "/status" => respond(StatusCode::OK, "application/json", board.get()),
         _ => respond(StatusCode::NOT_FOUND, "text/plain", "not found\n"),

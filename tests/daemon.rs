@@ -196,7 +196,11 @@ async fn unreachable_aws_at_start_is_retried_and_ready_follows_once_it_answers()
     let d = Daemon::start_with(operator_command(&endpoint, &[]), &cfg, "5m");
     d.wait_log(|v| v["message"] == "cannot reach AWS; not ready", SECS(30));
     assert_eq!(d.get("/healthz").0, 200);
-    assert_eq!(d.get("/readyz").0, 503);
+    let (status, body) = d.get("/readyz");
+    assert_eq!(status, 503);
+    // The cause, named: not just "waiting for the first full pass".
+    assert!(body.starts_with("not ready: cannot reach AWS (retrying in "), "{body}");
+    assert!(body.contains(&format!("127.0.0.1:{port}")) || body.contains("dispatch failure"), "{body}");
 
     // AWS comes up (an empty account: the binding fails, but the pass completes).
     let _moto = Moto::start_on(port);
