@@ -209,6 +209,12 @@ macro_rules! outln {
     ($($arg:tt)*) => { emit(format!("{}\n", format_args!($($arg)*)).as_bytes()) };
 }
 
+/// Whether a group, a key or an `accounts` entry of the config is in `account`.
+fn names_account(desired: &Desired, account: &AccountId) -> bool {
+    desired.accounts.contains_key(account)
+        || desired.bindings.iter().any(|b| &b.asg.account == account || b.key.account() == account)
+}
+
 /// `--listen`: an IP address and port, or a host name (localhost) and port, resolved to
 /// its first address.
 fn listen_address(s: &str) -> Result<SocketAddr, String> {
@@ -299,6 +305,11 @@ fn main() -> ExitCode {
                 Some(Ok(a)) => Some(a),
                 None => None,
             };
+            // An account the config names nowhere still gets the hub's policy (assume the
+            // roles of `accounts`), which is also what a mistyped id gets.
+            if let Some(a) = account.filter(|a| !names_account(&desired, a)) {
+                eprintln!("warning: account {a} is named nowhere in the config (no group, key or `accounts` entry is in it): the policy below only assumes the roles of `accounts`; check the id if this is not the account the operator runs in");
+            }
             match iam_policy::default_account(&desired, account).and_then(|a| iam_policy::policy(&desired, &a)) {
                 Ok(p) => {
                     outln!("{}", serde_json::to_string_pretty(&p).expect("policy JSON serialises"));

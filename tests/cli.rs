@@ -111,3 +111,23 @@ fn an_endpoint_url_without_a_scheme_is_one_clear_line() {
         );
     }
 }
+
+#[test]
+fn iam_policy_for_an_account_the_config_never_names_warns() {
+    let dir = TempDir::new();
+    let key = format!("arn:aws:kms:{REGION}:{OWN}:key/00000000-0000-0000-0000-000000000001");
+    // config() lists OTHER under `accounts`, so any other account gets the hub's policy.
+    let cfg = dir.write("c.yaml", &config(&[("web", &key, Some("CMK"))]));
+    let out = run_logged(without_emulator(&["iam-policy", "--config", &cfg, "--account", "999988887777"]), &[]);
+    assert!(out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("warning: account 999988887777 is named nowhere in the config"), "{err}");
+    serde_json::from_str::<serde_json::Value>(&stdout(&out)).expect("the policy, still printed");
+    // Named accounts: the group's (a policy), and the `accounts` entry's (which owns nothing
+    // here: an error, as before, but no warning).
+    for (account, code) in [(OWN, 0), (OTHER, 1)] {
+        let out = run_logged(without_emulator(&["iam-policy", "--config", &cfg, "--account", account]), &[]);
+        assert_eq!(out.status.code(), Some(code));
+        assert!(!stderr(&out).contains("warning"), "{account} is named: {}", stderr(&out));
+    }
+}
