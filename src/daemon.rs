@@ -257,6 +257,10 @@ struct Daemon<R: Reconciler> {
     resync: Resync,
     /// Keys owed a full pass because a quick one left their groups' launches unread.
     launches_owed: BTreeSet<KeyArn>,
+    /// The failure each failing binding was last warned about: the same failure on the
+    /// next backoff step is logged at debug, so a binding that cannot succeed warns once
+    /// per change of its failure, not on every retry.
+    warned: BTreeMap<BindingId, (ErrorClass, String)>,
     jitter: Jitter,
 }
 
@@ -325,6 +329,7 @@ pub async fn run_with<R: Reconciler>(
             first_done: false,
         },
         launches_owed: BTreeSet::new(),
+        warned: BTreeMap::new(),
         reconciler: Arc::new(reconciler),
         settings,
         jitter: Jitter::from_clock(),
@@ -569,6 +574,10 @@ impl<R: Reconciler> Daemon<R> {
         outcome.failed.retain(|b, _| keep(b));
         outcome.status.retain(|s| keep(&s.binding));
 
+        // A binding that stops failing (or waits for its key's owner) is warned about again
+        // when it next fails.
+        let in_pass: BTreeSet<&KeyArn> = current.iter().collect();
+        self.warned.retain(|b, _| !in_pass.contains(&b.key) || outcome.failed.get(b).is_some_and(|f| !waiting(f)));
         let mut failed_keys: BTreeMap<&KeyArn, Vec<(&BindingId, &Failure)>> = BTreeMap::new();
         for (b, f) in &outcome.failed {
             failed_keys.entry(&b.key).or_default().push((b, f));
@@ -585,7 +594,13 @@ impl<R: Reconciler> Daemon<R> {
             }
             let delay = self.scheduler.failed_together(&unit, now);
             for (b, f) in unit.iter().filter_map(|u| failed_keys.get(u)).flatten().filter(|(_, f)| !waiting(f)) {
-                tracing::warn!(binding = %b, key = %b.key, error = %f, class = f.class.as_str(), retry_in = ?delay, "binding failed");
+                let failure = (f.class, f.message.clone());
+                if self.warned.get(*b) == Some(&failure) {
+                    tracing::debug!(binding = %b, key = %b.key, error = %f, class = f.class.as_str(), retry_in = ?delay, "binding still failing");
+                } else {
+                    tracing::warn!(binding = %b, key = %b.key, error = %f, class = f.class.as_str(), retry_in = ?delay, "binding failed");
+                    self.warned.insert((*b).clone(), failure);
+                }
             }
         }
         self.report_launches(&outcome);
@@ -763,6 +778,7 @@ impl<R: Reconciler> Daemon<R> {
         let before: BTreeSet<&config::Binding> = self.config.desired.bindings.iter().collect();
         let fresh: BTreeSet<BindingId> = new.bindings.iter().filter(|b| !before.contains(b)).map(|b| b.id()).collect();
         self.telemetry.board.retain(|b| bound.contains(b) && !fresh.contains(b));
+        self.warned.retain(|b, _| bound.contains(b));
         self.config.bound = bound;
         let groups: BTreeSet<&AsgRef> = new.bindings.iter().map(|b| &b.asg).collect();
         for gone in self.config.desired.bindings.iter().map(|b| &b.asg).filter(|a| !groups.contains(a)) {

@@ -353,3 +353,33 @@ async fn a_deleted_config_file_is_warned_about_once_shown_and_its_return_noticed
     eventually("warned a second time", SECS(5), || async { d.logs().iter().filter(|v| gone(v)).count() == 2 }).await;
     assert_eq!(d.terminate(SECS(15)), Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_binding_that_cannot_succeed_warns_once_not_on_every_retry() {
+    let moto = Moto::start();
+    let own = moto.own().await;
+    create_asgs(&own, &["web"]).await;
+    let dir = TempDir::new();
+    // No such key: every retry fails the same way.
+    let key = "arn:aws:kms:us-west-2:123456789012:key/11111111-1111-1111-1111-111111111111";
+    let cfg = dir.write("config.yaml", &config(&[("web", key, Some("CMK"))]));
+    let d = Daemon::start(&moto, &cfg, "5m");
+    let warned = |v: &serde_json::Value| v["level"] == "WARN" && v["message"] == "binding failed";
+    let again = |v: &serde_json::Value| v["level"] == "DEBUG" && v["message"] == "binding still failing";
+    // Backoff 2 s, then 4 s (with jitter): the third failure within some 10 s.
+    eventually("three failed attempts", SECS(30), || async {
+        d.logs().iter().filter(|v| warned(v) || again(v)).count() >= 3
+    })
+    .await;
+    let logs = d.logs();
+    assert_eq!(logs.iter().filter(|v| warned(v)).count(), 1, "warned once");
+    let first = logs.iter().find(|v| warned(v)).unwrap();
+    assert!(first["error"].as_str().unwrap().contains("does not exist"), "{first}");
+    let repeat = logs.iter().find(|v| again(v)).unwrap();
+    assert_eq!(repeat["error"], first["error"], "the same failure, at debug");
+
+    // A changed binding is a new state: a binding on another failing key warns at once.
+    let other = "arn:aws:kms:us-west-2:123456789012:key/22222222-2222-2222-2222-222222222222";
+    rename_replace(&cfg, &config(&[("web", other, Some("CMK"))]));
+    d.wait_log(|v| warned(v) && v["key"] == other, SECS(10));
+}
