@@ -3,7 +3,9 @@
 # 1. started in a session of its own, then sent SIGTERM to its own pid only (not the
 #    group, as Ctrl-C does), it exits, and no process of its session survives: not the
 #    emulator, not the operator;
-# 2. with DEMO_LISTEN on a port that is taken, it fails before starting anything, naming
+# 2. while it runs, target/demo/env aims other commands at it (status finds every binding
+#    ready), and the file goes with the demo;
+# 3. with DEMO_LISTEN on a port that is taken, it fails before starting anything, naming
 #    DEMO_LISTEN.
 # Usage: scripts/demo-check.sh [demo script, default scripts/demo.sh]
 set -euo pipefail
@@ -44,6 +46,14 @@ grep -q 'first full pass finished; ready' "$OUT/demo.log" || fail "the demo was 
 echo "demo-check: the demo is ready; its session:"
 session "$DEMO_PID" | sed 's/^/  /'
 [ "$(session "$DEMO_PID" | wc -l)" -ge 3 ] || fail "expected the script, the emulator and the operator in its session"
+# The env file aims other commands at the running demo: status sees every binding ready.
+[ -f target/demo/env ] || fail "no target/demo/env"
+if ! (set +u; . target/demo/env; target/debug/asg-cmk-operator status --config target/demo/config.yaml) >"$OUT/status.log" 2>&1; then
+  cat "$OUT/status.log" >&2
+  fail "status through target/demo/env did not find every binding ready"
+fi
+echo "demo-check: status through target/demo/env:"
+sed 's/^/  /' "$OUT/status.log" | head -n 5
 kill -TERM "$DEMO_PID"
 for _ in $(seq 1 40); do
   kill -0 "$DEMO_PID" 2>/dev/null || break
@@ -60,10 +70,11 @@ left=$(session "$DEMO_PID")
 [ -z "$left" ] || fail "processes left after SIGTERM to the script:
 $left"
 grep -q '"SIGTERM"' "$OUT/demo.log" || fail "the operator was not stopped by SIGTERM"
+[ ! -e target/demo/env ] || fail "target/demo/env outlived the demo"
 DEMO_PID=
 echo "demo-check: SIGTERM to the script stopped it, the emulator and the operator"
 
-# 2. A taken port names DEMO_LISTEN.
+# 3. A taken port names DEMO_LISTEN.
 port=$(free_port)
 .venv/bin/python -c 'import socket, sys, time; s=socket.socket(); s.bind(("127.0.0.1", int(sys.argv[1]))); s.listen(); time.sleep(120)' "$port" &
 HOLDER=$!

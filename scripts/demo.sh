@@ -39,6 +39,7 @@ OPERATOR=
 # both, however the script ends.
 cleanup() {
   trap '' INT TERM
+  rm -f "$DEMO_DIR/env"
   [ -z "$OPERATOR" ] || kill -TERM "$OPERATOR" 2>/dev/null || true
   [ -z "$OPERATOR" ] || wait "$OPERATOR" 2>/dev/null || true
   kill "$EMULATOR" 2>/dev/null || true
@@ -61,7 +62,15 @@ export AWS_ENDPOINT_URL="$ENDPOINT" AWS_ACCESS_KEY_ID=demo AWS_SECRET_ACCESS_KEY
 export AWS_EC2_METADATA_DISABLED=true AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null
 unset AWS_PROFILE AWS_SESSION_TOKEN
 .venv/bin/python scripts/demo_seed.py --endpoint "$ENDPOINT" --config "$DEMO_DIR/config.yaml" | sed 's/^/demo: /'
+# What another terminal needs to aim plan, status, discover and apply at this emulator.
+cat >"$DEMO_DIR/env" <<ENV
+export AWS_ENDPOINT_URL=$ENDPOINT AWS_ACCESS_KEY_ID=demo AWS_SECRET_ACCESS_KEY=demo AWS_REGION=us-west-2
+export AWS_EC2_METADATA_DISABLED=true AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null
+unset AWS_PROFILE AWS_SESSION_TOKEN
+ENV
 echo "demo: config at $DEMO_DIR/config.yaml; metrics at http://$LISTEN/metrics; Ctrl-C to stop"
+echo "demo: to aim commands at this emulator from another terminal: . $DEMO_DIR/env"
+echo "demo:   then, for example: target/debug/asg-cmk-operator status --config $DEMO_DIR/config.yaml"
 echo
 # In the background, and waited for: bash runs a trap only once the foreground command
 # ends, so with the operator in the foreground a signal sent to this script alone (not
