@@ -1,5 +1,5 @@
-//! Command line: `validate`, `plan`, `apply`, `status`, `discover`, `run`, `iam-policy`,
-//! and the conventions around them (`healthcheck`, `completions`, `man`).
+//! Command line: `validate`, `plan`, `apply`, `status`, `discover`, `run`, `handoff`,
+//! `iam-policy`, and the conventions around them (`healthcheck`, `completions`, `man`).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
