@@ -2,8 +2,8 @@
 # One command, no AWS account needed: starts a local AWS emulator (moto, with the test
 # launcher's extensions) on loopback, seeds a sample fleet whose ASGs cannot launch yet,
 # and runs `asg-cmk-operator run` against it. Edit target/demo/config.yaml while it runs.
-# Ctrl-C stops everything. It never talks to real AWS: the endpoint and credentials are
-# set here.
+# Ctrl-C, or a TERM or INT sent to this script alone, stops everything. It never talks to
+# real AWS: the endpoint and credentials are set here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/venv.sh
@@ -16,14 +16,38 @@ LISTEN="${DEMO_LISTEN:-127.0.0.1:8080}"
 mkdir -p "$DEMO_DIR"
 rm -f "$DEMO_DIR/emulator.out"
 
+# The operator's address first, so that a port in use is named before anything starts.
+if ! .venv/bin/python - "$LISTEN" <<'PY'
+import socket, sys
+host, _, port = sys.argv[1].rpartition(":")
+s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+try:
+    s.bind((host.strip("[]") or "0.0.0.0", int(port)))
+except (OSError, ValueError) as e:
+    sys.exit(f"demo: cannot listen on {sys.argv[1]}: {e}")
+PY
+then
+  echo "demo: set DEMO_LISTEN to a free address, e.g. DEMO_LISTEN=127.0.0.1:18090 scripts/demo.sh" >&2
+  exit 1
+fi
+
 .venv/bin/python tests/moto/launcher.py --host 127.0.0.1 --port 0 >"$DEMO_DIR/emulator.out" 2>"$DEMO_DIR/emulator.log" &
 EMULATOR=$!
+OPERATOR=
+# Stops the operator (SIGTERM: it finishes in-flight calls) and the emulator, and waits for
+# both, however the script ends.
 cleanup() {
+  trap '' INT TERM
+  rm -f "$DEMO_DIR/env"
+  [ -z "$OPERATOR" ] || kill -TERM "$OPERATOR" 2>/dev/null || true
+  [ -z "$OPERATOR" ] || wait "$OPERATOR" 2>/dev/null || true
   kill "$EMULATOR" 2>/dev/null || true
   wait "$EMULATOR" 2>/dev/null || true
 }
 trap cleanup EXIT
-trap 'exit 130' INT TERM
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 for _ in $(seq 1 100); do
   grep -q '^READY ' "$DEMO_DIR/emulator.out" 2>/dev/null && break
@@ -38,6 +62,22 @@ export AWS_ENDPOINT_URL="$ENDPOINT" AWS_ACCESS_KEY_ID=demo AWS_SECRET_ACCESS_KEY
 export AWS_EC2_METADATA_DISABLED=true AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null
 unset AWS_PROFILE AWS_SESSION_TOKEN
 .venv/bin/python scripts/demo_seed.py --endpoint "$ENDPOINT" --config "$DEMO_DIR/config.yaml" | sed 's/^/demo: /'
+# What another terminal needs to aim plan, status, discover and apply at this emulator.
+cat >"$DEMO_DIR/env" <<ENV
+export AWS_ENDPOINT_URL=$ENDPOINT AWS_ACCESS_KEY_ID=demo AWS_SECRET_ACCESS_KEY=demo AWS_REGION=us-west-2
+export AWS_EC2_METADATA_DISABLED=true AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null
+unset AWS_PROFILE AWS_SESSION_TOKEN
+ENV
 echo "demo: config at $DEMO_DIR/config.yaml; metrics at http://$LISTEN/metrics; Ctrl-C to stop"
+echo "demo: to aim commands at this emulator from another terminal: . $DEMO_DIR/env"
+echo "demo:   then, for example: target/debug/asg-cmk-operator status --config $DEMO_DIR/config.yaml"
 echo
-target/debug/asg-cmk-operator run --config "$DEMO_DIR/config.yaml" --listen "$LISTEN" --resync-interval 30s
+# In the background, and waited for: bash runs a trap only once the foreground command
+# ends, so with the operator in the foreground a signal sent to this script alone (not
+# to its process group, as Ctrl-C does) would never be acted on.
+target/debug/asg-cmk-operator run --config "$DEMO_DIR/config.yaml" --listen "$LISTEN" --resync-interval 30s &
+OPERATOR=$!
+status=0
+wait "$OPERATOR" || status=$?
+OPERATOR=
+exit "$status"

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Shows that the release binary runs with nothing but the shared libraries it links:
+# Runs the Dockerfile's build stage without a container engine (scripts/dockerfile_build.py),
+# then shows that the release binary runs with nothing but the shared libraries it links:
 # builds a FROM scratch image holding the binary, the libraries `ldd` lists (Debian 12's
 # glibc and libgcc, the same the distroless cc-debian12 runtime image ships) and a sample
 # config, then runs it there as the distroless non-root user. Needs buildah (Debian) and
@@ -9,6 +10,9 @@ cd "$(dirname "$0")/.."
 
 BIN=target/release/asg-cmk-operator
 cargo build --release --locked
+# The Dockerfile's own build stage, on exactly the files it copies, in a clean folder
+# (no container engine or registry needed); its dependencies come from the build above.
+python3 scripts/dockerfile_build.py --seed-target target/release
 command -v buildah >/dev/null || { echo "image-check: buildah is not installed" >&2; exit 1; }
 
 # The runtime image is Debian 12: glibc 2.36. The binary must not need a newer one.

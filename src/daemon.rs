@@ -230,6 +230,8 @@ struct Config {
     generation: u64,
     /// The generation in which each key's bindings last changed.
     changed_in: BTreeMap<KeyArn, u64>,
+    /// Whether the last look found the file unreadable (deleted, say).
+    unreadable: bool,
 }
 
 impl Config {
@@ -258,6 +260,10 @@ struct Daemon<R: Reconciler> {
     resync: Resync,
     /// Keys owed a full pass because a quick one left their groups' launches unread.
     launches_owed: BTreeSet<KeyArn>,
+    /// The failure each failing binding was last warned about: the same failure on the
+    /// next backoff step is logged at debug, so a binding that cannot succeed warns once
+    /// per change of its failure, not on every retry.
+    warned: BTreeMap<BindingId, (ErrorClass, String)>,
     jitter: Jitter,
 }
 
@@ -300,6 +306,7 @@ pub async fn run_with<R: Reconciler>(
     let mut watch = config::watch::watch(&settings.config, settings.debounce)?;
     tracing::info!(%addr, config = %settings.config.display(), bindings = desired.bindings.len(), resync = ?settings.resync, "listening");
     warn_default_roles(&desired, None);
+    warn_unknown_regions(&desired, None);
 
     let now = Instant::now();
     let mut d = Daemon {
@@ -311,6 +318,7 @@ pub async fn run_with<R: Reconciler>(
             last_text,
             generation: 0,
             changed_in: BTreeMap::new(),
+            unreadable: false,
         },
         telemetry: Telemetry { metrics, health, board },
         connection: Connection::Down { retry_at: now, failures: 0 },
@@ -325,6 +333,7 @@ pub async fn run_with<R: Reconciler>(
             first_done: false,
         },
         launches_owed: BTreeSet::new(),
+        warned: BTreeMap::new(),
         reconciler: Arc::new(reconciler),
         settings,
         jitter: Jitter::from_clock(),
@@ -497,6 +506,7 @@ impl<R: Reconciler> Daemon<R> {
         let error = match r {
             Ok(Ok(client)) => {
                 self.connection = Connection::Up(Arc::new(client));
+                self.telemetry.health.set_cause(None);
                 return;
             }
             Ok(Err(e)) => e,
@@ -508,6 +518,7 @@ impl<R: Reconciler> Daemon<R> {
         self.connection = Connection::Down { retry_at: Instant::now() + delay, failures };
         self.telemetry.metrics.errors.get_or_create(&ClassLabel { class: "connect".into() }).inc();
         tracing::error!(error = %error, retry_in = ?delay, "cannot reach AWS; not ready");
+        self.telemetry.health.set_cause(Some(format!("cannot reach AWS (retrying in {delay:?}): {error}")));
     }
 
     fn finished(&mut self, r: Result<(tokio::task::Id, Outcome), tokio::task::JoinError>) {
@@ -568,6 +579,10 @@ impl<R: Reconciler> Daemon<R> {
         outcome.failed.retain(|b, _| keep(b));
         outcome.status.retain(|s| keep(&s.binding));
 
+        // A binding that stops failing (or waits for its key's owner) is warned about again
+        // when it next fails.
+        let in_pass: BTreeSet<&KeyArn> = current.iter().collect();
+        self.warned.retain(|b, _| !in_pass.contains(&b.key) || outcome.failed.get(b).is_some_and(|f| !waiting(f)));
         let mut failed_keys: BTreeMap<&KeyArn, Vec<(&BindingId, &Failure)>> = BTreeMap::new();
         for (b, f) in &outcome.failed {
             failed_keys.entry(&b.key).or_default().push((b, f));
@@ -588,7 +603,13 @@ impl<R: Reconciler> Daemon<R> {
             }
             let delay = self.scheduler.failed_together(&unit, now);
             for (b, f) in unit.iter().filter_map(|u| failed_keys.get(u)).flatten().filter(|(_, f)| !waiting(f)) {
-                tracing::warn!(binding = %b, key = %b.key, error = %f, class = f.class.as_str(), retry_in = ?delay, "binding failed");
+                let failure = (f.class, f.message.clone());
+                if self.warned.get(*b) == Some(&failure) {
+                    tracing::debug!(binding = %b, key = %b.key, error = %f, class = f.class.as_str(), retry_in = ?delay, "binding still failing");
+                } else {
+                    tracing::warn!(binding = %b, key = %b.key, error = %f, class = f.class.as_str(), retry_in = ?delay, "binding failed");
+                    self.warned.insert((*b).clone(), failure);
+                }
             }
         }
         self.report_launches(&outcome);
@@ -678,24 +699,57 @@ impl<R: Reconciler> Daemon<R> {
         self.telemetry.metrics.report_bindings(&self.telemetry.board, &self.config.bound)
     }
 
-    /// Fallback for missed events: compare the file's content once a second.
+    /// Fallback for missed events: compare the file's content once a second. This is also
+    /// where a file that stays unreadable (deleted) is reported.
     fn poll_file(&mut self) {
-        if let Ok(text) = std::fs::read_to_string(&self.settings.config) {
-            if text != self.config.last_text {
-                self.apply_text(text);
+        match config::read_text(&self.settings.config) {
+            Ok(text) => {
+                self.file_readable();
+                if text != self.config.last_text {
+                    self.apply_text(text);
+                }
             }
+            Err(e) => self.file_unreadable(&e),
         }
     }
 
     fn reload(&mut self) {
-        match std::fs::read_to_string(&self.settings.config) {
-            Ok(text) if text == self.config.last_text => {}
-            Ok(text) => self.apply_text(text),
+        match config::read_text(&self.settings.config) {
+            Ok(text) => {
+                self.file_readable();
+                if text != self.config.last_text {
+                    self.apply_text(text);
+                }
+            }
             Err(e) => {
-                // Mid-swap the file can be briefly missing; the next event or poll retries.
+                // Mid-swap the file can be briefly missing; the next event or poll retries,
+                // and the poll reports a file that stays unreadable.
                 tracing::debug!(error = %e, "config file unreadable right now");
             }
         }
+    }
+
+    /// Warns once when the file becomes unreadable, and sets the gauge and `/status`.
+    fn file_unreadable(&mut self, e: &std::io::Error) {
+        if std::mem::replace(&mut self.config.unreadable, true) {
+            return;
+        }
+        let config = self.settings.config.display().to_string();
+        tracing::warn!(%config, error = %e, "config file cannot be read; keeping the last good config");
+        self.telemetry.metrics.config_unreadable.set(1);
+        self.telemetry.board.set_config_unreadable(Some(format!("{config}: {e}")));
+    }
+
+    /// Warns once when an unreadable file can be read again, and clears the gauge and
+    /// `/status`.
+    fn file_readable(&mut self) {
+        if !std::mem::replace(&mut self.config.unreadable, false) {
+            return;
+        }
+        let config = self.settings.config.display().to_string();
+        tracing::warn!(%config, "config file can be read again");
+        self.telemetry.metrics.config_unreadable.set(0);
+        self.telemetry.board.set_config_unreadable(None);
     }
 
     fn apply_text(&mut self, text: String) {
@@ -735,6 +789,7 @@ impl<R: Reconciler> Daemon<R> {
         let before: BTreeSet<&config::Binding> = self.config.desired.bindings.iter().collect();
         let fresh: BTreeSet<BindingId> = new.bindings.iter().filter(|b| !before.contains(b)).map(|b| b.id()).collect();
         self.telemetry.board.retain(|b| bound.contains(b) && !fresh.contains(b));
+        self.warned.retain(|b, _| bound.contains(b));
         self.config.bound = bound;
         let groups: BTreeSet<&AsgRef> = new.bindings.iter().map(|b| &b.asg).collect();
         for gone in self.config.desired.bindings.iter().map(|b| &b.asg).filter(|a| !groups.contains(a)) {
@@ -742,6 +797,7 @@ impl<R: Reconciler> Daemon<R> {
         }
         tracing::info!(bindings = new.bindings.len(), changed_keys = changed.len(), "config reloaded");
         warn_default_roles(&new, Some(&self.config.desired));
+        warn_unknown_regions(&new, Some(&self.config.desired));
         self.config.desired = Arc::new(new);
         self.update_gauge();
         self.resync_done_if_paid();
@@ -757,6 +813,15 @@ fn warn_default_roles(new: &Desired, old: Option<&Desired>) {
     let before = old.map(on_default).unwrap_or_default();
     for asg in on_default(new).difference(&before) {
         tracing::warn!(asg = %asg, "{}", config::default_role_warning(asg));
+    }
+}
+
+/// Warns once for each region the SDK does not know: at start, and on a reload only for
+/// those (or their groups) that are new.
+fn warn_unknown_regions(new: &Desired, old: Option<&Desired>) {
+    let before = old.map(config::unknown_region_warnings).unwrap_or_default();
+    for w in config::unknown_region_warnings(new).into_iter().filter(|w| !before.contains(w)) {
+        tracing::warn!("{w}");
     }
 }
 

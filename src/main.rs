@@ -1,9 +1,10 @@
-//! Command line: `validate`, `plan`, `apply`, `status`, `discover`, `run`, `iam-policy`,
-//! and the conventions around them (`healthcheck`, `completions`, `man`).
+//! Command line: `validate`, `plan`, `apply`, `status`, `discover`, `run`, `handoff`,
+//! `iam-policy`, and the conventions around them (`healthcheck`, `completions`, `man`).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -64,7 +65,7 @@ enum Command {
         max_passes: u32,
         /// Also write the AWS calls this apply made, by service, operation and outcome,
         /// as JSON to this file.
-        #[arg(long)]
+        #[arg(long, value_name = "FILE")]
         stats_json: Option<PathBuf>,
     },
     /// Print a config for the groups of one region: each with the customer managed keys
@@ -125,8 +126,9 @@ enum Command {
         /// The config file (YAML; see config/example.yaml and config/schema.json).
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
-        /// Address for /healthz, /readyz and /metrics.
-        #[arg(long, default_value = "0.0.0.0:8080")]
+        /// Address for /healthz, /readyz, /metrics and /status: IP:PORT, or HOST:PORT
+        /// (localhost:8080).
+        #[arg(long, default_value = "0.0.0.0:8080", value_parser = listen_address)]
         listen: SocketAddr,
         /// How often to observe everything and repair drift (e.g. 30s, 5m, 1h).
         #[arg(long, default_value = "5m", value_parser = resync_interval)]
@@ -184,14 +186,95 @@ fn resync_interval(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// Set when writing to stdout failed for a reason other than a reader that went away.
+static STDOUT_FAILED: AtomicBool = AtomicBool::new(false);
+
+/// Writes to stdout. A reader that has gone away (`| head`) is not an error: the rest of
+/// the output is dropped quietly, as Unix tools do, and the command's exit status stands.
+/// Any other write error is reported once, and makes the exit status 1.
+fn emit(text: &[u8]) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_all(text).and_then(|()| out.flush()) {
+        if e.kind() != std::io::ErrorKind::BrokenPipe && !STDOUT_FAILED.swap(true, Ordering::Relaxed) {
+            eprintln!("error: cannot write to stdout: {e}");
+        }
+    }
+}
+
+/// `print!` through [`emit`].
+macro_rules! out {
+    ($($arg:tt)*) => { emit(format!($($arg)*).as_bytes()) };
+}
+
+/// `println!` through [`emit`].
+macro_rules! outln {
+    ($($arg:tt)*) => { emit(format!("{}\n", format_args!($($arg)*)).as_bytes()) };
+}
+
+/// Whether a group, a key or an `accounts` entry of the config is in `account`.
+fn names_account(desired: &Desired, account: &AccountId) -> bool {
+    desired.accounts.contains_key(account)
+        || desired.bindings.iter().any(|b| &b.asg.account == account || b.key.account() == account)
+}
+
+/// `--listen`: an IP address and port, or a host name (localhost) and port, resolved to
+/// its first address.
+fn listen_address(s: &str) -> Result<SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    if let Ok(a) = s.parse() {
+        return Ok(a);
+    }
+    let hint = "use IP:PORT or HOST:PORT, such as 0.0.0.0:8080, 127.0.0.1:8080 or localhost:8080";
+    match s.to_socket_addrs() {
+        Ok(mut addrs) => addrs.next().ok_or_else(|| format!("{s:?} resolves to no address; {hint}")),
+        Err(e) => Err(format!("{s:?}: {e}; {hint}")),
+    }
+}
+
+/// The endpoint URL settings the SDK reads from the environment (`AWS_ENDPOINT_URL`, and
+/// `AWS_ENDPOINT_URL_<SERVICE>`): each must be an absolute URL. The SDK would log a
+/// warning and then fail every call with a dump of its request.
+fn check_endpoint_env() -> Result<(), String> {
+    if std::env::var("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS").is_ok_and(|v| v.eq_ignore_ascii_case("true")) {
+        return Ok(());
+    }
+    for (name, value) in std::env::vars_os() {
+        let (Some(name), Some(value)) = (name.to_str(), value.to_str()) else { continue };
+        if name != "AWS_ENDPOINT_URL" && !name.starts_with("AWS_ENDPOINT_URL_") {
+            continue;
+        }
+        let uri = value.parse::<hyper::Uri>().ok();
+        if !uri.is_some_and(|u| u.scheme().is_some() && u.authority().is_some()) {
+            let example =
+                if value.contains("://") { "http://127.0.0.1:5000".to_owned() } else { format!("http://{value}") };
+            return Err(format!("{name}={value:?} is not a URL with a scheme and a host, such as {example}"));
+        }
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     one_malloc_arena();
     let cli = Cli::parse();
     telemetry::init(cli.log_format);
-    match cli.command {
+    let calls_aws = matches!(
+        cli.command,
+        Command::Plan { .. }
+            | Command::Apply { .. }
+            | Command::Discover { .. }
+            | Command::Status { .. }
+            | Command::Handoff { .. }
+            | Command::Run { .. }
+    );
+    if let Some(Err(e)) = calls_aws.then(check_endpoint_env) {
+        eprintln!("error: {e}");
+        return ExitCode::FAILURE;
+    }
+    let code = match cli.command {
         Command::Validate { config } => match load_warning(&config) {
             Some(d) => {
-                println!("{}: valid, {} binding{}", config.display(), d.bindings.len(), plural(d.bindings.len()));
+                outln!("{}: valid, {} binding{}", config.display(), d.bindings.len(), plural(d.bindings.len()));
                 ExitCode::SUCCESS
             }
             None => ExitCode::FAILURE,
@@ -202,6 +285,12 @@ fn main() -> ExitCode {
         }
         Command::Apply { config, max_passes, stats_json } => {
             let Some(desired) = load_warning(&config) else { return ExitCode::FAILURE };
+            // Before any change is made: a path that cannot be written would otherwise fail
+            // only after every change, with no summary.
+            if let Some(Err(e)) = stats_json.as_deref().map(check_writable) {
+                eprintln!("error: --stats-json {}: cannot write: {e}", stats_json.unwrap_or_default().display());
+                return ExitCode::FAILURE;
+            }
             runtime().block_on(apply(desired, max_passes, stats_json))
         }
         Command::Discover { region, asgs, account } => runtime().block_on(discover(region, asgs, account)),
@@ -219,9 +308,14 @@ fn main() -> ExitCode {
                 Some(Ok(a)) => Some(a),
                 None => None,
             };
+            // An account the config names nowhere still gets the hub's policy (assume the
+            // roles of `accounts`), which is also what a mistyped id gets.
+            if let Some(a) = account.filter(|a| !names_account(&desired, a)) {
+                eprintln!("warning: account {a} is named nowhere in the config (no group, key or `accounts` entry is in it): the policy below only assumes the roles of `accounts`; check the id if this is not the account the operator runs in");
+            }
             match iam_policy::default_account(&desired, account).and_then(|a| iam_policy::policy(&desired, &a)) {
                 Ok(p) => {
-                    println!("{}", serde_json::to_string_pretty(&p).expect("policy JSON serialises"));
+                    outln!("{}", serde_json::to_string_pretty(&p).expect("policy JSON serialises"));
                     ExitCode::SUCCESS
                 }
                 Err(e) => {
@@ -242,11 +336,17 @@ fn main() -> ExitCode {
             }
         },
         Command::Completions { shell } => {
-            clap_complete::generate(shell, &mut Cli::command(), "asg-cmk-operator", &mut std::io::stdout());
+            // Rendered first: the generator panics on a write error.
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "asg-cmk-operator", &mut script);
+            emit(&script);
             ExitCode::SUCCESS
         }
-        Command::Man => match clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()) {
-            Ok(()) => ExitCode::SUCCESS,
+        Command::Man => match man_page() {
+            Ok(page) => {
+                emit(&page);
+                ExitCode::SUCCESS
+            }
             Err(e) => {
                 eprintln!("error: {e}");
                 ExitCode::FAILURE
@@ -268,7 +368,38 @@ fn main() -> ExitCode {
                 }
             }
         }
+    };
+    if STDOUT_FAILED.load(Ordering::Relaxed) {
+        ExitCode::FAILURE
+    } else {
+        code
     }
+}
+
+/// The man page: clap_mangen's, which lists the subcommands but not their options, then a
+/// section for each subcommand with its synopsis, description and options.
+fn man_page() -> std::io::Result<Vec<u8>> {
+    let mut cmd = Cli::command();
+    cmd.build();
+    let mut page = Vec::new();
+    clap_mangen::Man::new(cmd.clone()).render(&mut page)?;
+    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set() && s.get_name() != "help") {
+        let man = clap_mangen::Man::new(sub.clone());
+        let mut part = Vec::new();
+        man.render_synopsis_section(&mut part)?;
+        man.render_description_section(&mut part)?;
+        man.render_options_section(&mut part)?;
+        let title = sub.get_bin_name().unwrap_or(sub.get_name()).to_uppercase();
+        clap_mangen::roff::Roff::default().control("SH", [title.as_str()]).to_writer(&mut page)?;
+        // The subcommand's own sections become subsections of its section.
+        for line in String::from_utf8_lossy(&part).lines() {
+            match line.strip_prefix(".SH ") {
+                Some(heading) => page.extend_from_slice(format!(".SS {heading}\n").as_bytes()),
+                None => page.extend_from_slice(format!("{line}\n").as_bytes()),
+            }
+        }
+    }
+    Ok(page)
 }
 
 /// Resolves on SIGTERM or SIGINT.
@@ -303,15 +434,26 @@ fn one_malloc_arena() {
     }
 }
 
+/// Whether `path` can be opened for writing. Leaves an existing file as it is, and no file
+/// where there was none.
+fn check_writable(path: &Path) -> std::io::Result<()> {
+    let existed = path.exists();
+    std::fs::OpenOptions::new().append(true).create(true).open(path)?;
+    if !existed {
+        let _ = std::fs::remove_file(path);
+    }
+    Ok(())
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("failed to start the tokio runtime")
 }
 
-/// [`load`], and a warning on stderr for each group on the default service-linked role
-/// (`validate`, `plan` and `apply`; `run` logs them).
+/// [`load`], and a warning on stderr for each group on the default service-linked role and
+/// each region the SDK does not know (`validate`, `plan` and `apply`; `run` logs them).
 fn load_warning(path: &Path) -> Option<Desired> {
     let d = load(path)?;
-    for w in config::default_role_warnings(&d) {
+    for w in config::default_role_warnings(&d).into_iter().chain(config::unknown_region_warnings(&d)) {
         eprintln!("warning: {w}");
     }
     Some(d)
@@ -350,8 +492,8 @@ async fn plan(desired: Desired, output: Output) -> ExitCode {
     operators.insert(*aws.caller(), aws.caller_arn().to_owned());
     let access = access::key_access(&desired, &observed, &operators);
     match output {
-        Output::Text => print!("{}", output::plan_text(&p, desired.bindings.len(), &access)),
-        Output::Json => println!("{}", output::plan_json(&p, &access)),
+        Output::Text => out!("{}", output::plan_text(&p, desired.bindings.len(), &access)),
+        Output::Json => outln!("{}", output::plan_json(&p, &access)),
     }
     let awaiting = |b: &&plan::Blocked| {
         use asg_cmk_operator::model::ErrorClass;
@@ -369,8 +511,8 @@ async fn plan(desired: Desired, output: Output) -> ExitCode {
 async fn handoff(desired: Desired, output: Output) -> ExitCode {
     let Some(aws) = connect(&desired).await else { return ExitCode::FAILURE };
     match output {
-        Output::Text => print!("{}", asg_cmk_operator::handoff::text(&desired, aws.caller())),
-        Output::Json => println!(
+        Output::Text => out!("{}", asg_cmk_operator::handoff::text(&desired, aws.caller())),
+        Output::Json => outln!(
             "{}",
             serde_json::to_string_pretty(&asg_cmk_operator::handoff::document(&desired, aws.caller()))
                 .expect("hand-off JSON serialises")
@@ -383,6 +525,9 @@ async fn discover(region: String, asgs: Vec<String>, account: Option<String>) ->
     if !is_region(&region) {
         eprintln!("error: --region {region:?} is not a region name");
         return ExitCode::FAILURE;
+    }
+    if !asg_cmk_operator::model::is_known_region(&region) {
+        eprintln!("warning: --region {region:?} is not a region the AWS SDK knows: check its spelling");
     }
     let aws = match Aws::connect(&region, Default::default()).await {
         Ok(aws) => aws,
@@ -408,7 +553,7 @@ async fn discover(region: String, asgs: Vec<String>, account: Option<String>) ->
     let launches = aws::discover::group_launches(&own, &region, &sources, aws::READ_CONCURRENCY).await;
     let rows: Vec<(String, Result<_, String>)> =
         launches.into_iter().map(|(a, r)| (a.name.clone(), r.map_err(|f| f.message))).collect();
-    print!("{}", launch::render_config(&caller, &region, &rows, &status::rfc3339(status::now())));
+    out!("{}", launch::render_config(&caller, &region, &rows, &status::rfc3339(status::now())));
     ExitCode::SUCCESS
 }
 
@@ -418,9 +563,9 @@ async fn status(desired: Desired, output: Output) -> ExitCode {
     let observed = aws::observe(&aws, &desired, &reads).await;
     let statuses = status::evaluate(&desired, &observed, aws.caller(), status::now());
     match output {
-        Output::Text => print!("{}", status::text(&statuses)),
+        Output::Text => out!("{}", status::text(&statuses)),
         Output::Json => {
-            println!("{}", status::document(&statuses))
+            outln!("{}", status::document(&statuses))
         }
     }
     if statuses.iter().all(|s| s.ready()) {
@@ -457,7 +602,7 @@ async fn apply(desired: Desired, max_passes: u32, stats_json: Option<PathBuf>) -
         }
     }
     let n = out.applied.total() as usize;
-    println!(
+    outln!(
         "{} change{} applied; {} of {} binding{} converged.",
         n,
         plural(n),
@@ -475,19 +620,19 @@ async fn apply(desired: Desired, max_passes: u32, stats_json: Option<PathBuf>) -
     let (waiting, failed): (Vec<_>, Vec<_>) =
         failed.into_iter().partition(|(_, f)| f.class == ErrorClass::AwaitingOwner);
     if !failed.is_empty() {
-        println!("{} binding{} failed:", failed.len(), plural(failed.len()));
+        outln!("{} binding{} failed:", failed.len(), plural(failed.len()));
         for (b, f) in &failed {
-            println!("  ! {b}: {f}");
+            outln!("  ! {b}: {f}");
         }
     }
     if !waiting.is_empty() {
-        println!(
+        outln!(
             "{} binding{} awaiting key owner (`asg-cmk-operator handoff` prints what to add):",
             waiting.len(),
             plural(waiting.len())
         );
         for (b, f) in &waiting {
-            println!("  ? {b}: {}", f.message);
+            outln!("  ? {b}: {}", f.message);
         }
     }
     if !copying.is_empty() {
@@ -535,6 +680,45 @@ mod tests {
         assert!(resync_interval("169h").is_err());
         // Would overflow Instant arithmetic in the daemon if let through.
         assert!(resync_interval("18446744073709551615s").is_err());
+    }
+
+    #[test]
+    fn the_man_page_lists_every_option_of_every_subcommand() {
+        let page = String::from_utf8(man_page().unwrap()).unwrap();
+        let mut cmd = Cli::command();
+        cmd.build();
+        for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+            let title = format!(".SH \"ASG-CMK-OPERATOR {}\"", sub.get_name().to_uppercase());
+            let at = page.find(&title).unwrap_or_else(|| panic!("no section {title} in\n{page}"));
+            let section = &page[at..];
+            let section = &section[..section[1..].find("\n.SH ").map_or(section.len(), |n| n + 1)];
+            for arg in sub.get_arguments().filter(|a| !a.is_hide_set()) {
+                let name = match arg.get_long() {
+                    Some(long) => format!("\\-\\-{}", long.replace('-', "\\-")),
+                    None => arg.get_id().as_str().to_owned(),
+                };
+                assert!(section.contains(&name), "{} lacks {name}:\n{section}", sub.get_name());
+            }
+        }
+    }
+
+    #[test]
+    fn help_texts_name_what_they_take() {
+        let mut cmd = Cli::command();
+        let run = cmd.find_subcommand_mut("run").unwrap().render_long_help().to_string();
+        let listen = run.split("--listen").nth(1).unwrap();
+        assert!(listen[..listen.find("--resync-interval").unwrap()].contains("/status"), "{run}");
+        let apply = cmd.find_subcommand_mut("apply").unwrap().render_help().to_string();
+        assert!(apply.contains("--stats-json <FILE>"), "{apply}");
+    }
+
+    #[test]
+    fn listen_takes_a_host_name() {
+        let cli = Cli::try_parse_from(["asg-cmk-operator", "run", "--config", "c.yaml", "--listen", "localhost:8080"]);
+        let Command::Run { listen, .. } = cli.unwrap().command else { panic!("not run") };
+        assert!(listen.ip().is_loopback() && listen.port() == 8080, "{listen}");
+        assert_eq!(listen_address("0.0.0.0:9"), Ok(SocketAddr::from(([0, 0, 0, 0], 9))));
+        assert!(listen_address("localhost").unwrap_err().contains("localhost:8080"));
     }
 
     #[test]

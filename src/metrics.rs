@@ -73,6 +73,7 @@ pub struct Metrics {
     /// The `binding_failed` series exported, so those of bindings gone can be dropped.
     binding_series: Mutex<HashSet<BindingLabels>>,
     pub reloads: Family<ResultLabel, Counter>,
+    pub config_unreadable: Gauge,
     pub last_resync: Gauge<i64, AtomicI64>,
     /// `--resync-interval`, in seconds.
     pub resync_interval: Gauge<f64, AtomicU64>,
@@ -120,6 +121,7 @@ impl Metrics {
             binding_failed: Family::default(),
             binding_series: Mutex::default(),
             reloads: Family::default(),
+            config_unreadable: Gauge::default(),
             last_resync: Gauge::default(),
             resync_interval: Gauge::default(),
             start_time: Gauge::default(),
@@ -143,6 +145,11 @@ impl Metrics {
             m.binding_failed.clone(),
         );
         registry.register("config_reloads", "Config file reloads, by result", m.reloads.clone());
+        registry.register(
+            "config_file_unreadable",
+            "1 while the config file cannot be read (deleted, or no permission); the last good config stays in use",
+            m.config_unreadable.clone(),
+        );
         registry.register(
             "last_successful_resync_timestamp_seconds",
             "Unix time the last full resync finished with no transient failure (0 until one has)",
@@ -193,7 +200,7 @@ impl Metrics {
     /// A [`Health`] whose readiness is this registry's `ready` gauge, so `/readyz` and
     /// the metric can never disagree.
     pub fn health(&self) -> Health {
-        Health { heartbeat_ms: AtomicU64::default(), ready: self.ready.clone() }
+        Health { heartbeat_ms: AtomicU64::default(), ready: self.ready.clone(), cause: Default::default() }
     }
 
     /// Counts `bound` by where each stands on `board` into the `bindings` gauge, and sets
@@ -408,6 +415,8 @@ pub struct StatusBoard {
     statuses: std::sync::RwLock<BTreeMap<BindingId, BindingStatus>>,
     /// Whether a pass has reported yet: before that the document says so.
     reported: AtomicBool,
+    /// Why the config file cannot be read, while it cannot: the document says so.
+    config_unreadable: std::sync::RwLock<Option<String>>,
 }
 
 impl StatusBoard {
@@ -467,12 +476,23 @@ impl StatusBoard {
         self.statuses.read().expect("status lock").get(b).is_some_and(BindingStatus::awaiting_owner)
     }
 
-    /// The document, or an empty one before the first pass.
+    /// Sets or clears why the config file cannot be read.
+    pub fn set_config_unreadable(&self, error: Option<String>) {
+        *self.config_unreadable.write().expect("status lock") = error;
+    }
+
+    /// The document, or an empty one before the first pass; while the config file cannot
+    /// be read, with a `configFile` object saying why.
     pub fn get(&self) -> String {
-        if !self.reported.load(Ordering::Relaxed) {
-            return r#"{"ready": false, "bindings": []}"#.to_owned();
-        }
-        status::document(self.statuses.read().expect("status lock").values())
+        let doc = if !self.reported.load(Ordering::Relaxed) {
+            r#"{"ready": false, "bindings": []}"#.to_owned()
+        } else {
+            status::document(self.statuses.read().expect("status lock").values())
+        };
+        let Some(error) = self.config_unreadable.read().expect("status lock").clone() else { return doc };
+        let mut v: serde_json::Value = serde_json::from_str(&doc).expect("the status document is JSON");
+        v["configFile"] = serde_json::json!({"readable": false, "error": error, "using": "the last good config"});
+        serde_json::to_string_pretty(&v).expect("JSON serialises")
     }
 }
 
@@ -483,6 +503,9 @@ pub struct Health {
     heartbeat_ms: AtomicU64,
     /// 1 when ready: the `ready` metric when made by [`Metrics::health`].
     ready: Gauge<i64, AtomicI64>,
+    /// What keeps the daemon from being ready, when it is more than waiting for the first
+    /// full pass (AWS unreachable).
+    cause: std::sync::Mutex<Option<String>>,
 }
 
 /// The loop turns at least once a second; a heartbeat older than this means it is stuck.
@@ -503,6 +526,16 @@ impl Health {
 
     pub fn ready(&self) -> bool {
         self.ready.get() == 1
+    }
+
+    /// Sets or clears what keeps the daemon from being ready.
+    pub fn set_cause(&self, cause: Option<String>) {
+        *self.cause.lock().expect("health lock") = cause;
+    }
+
+    /// Why the daemon is not ready, for `/readyz`.
+    pub fn not_ready_cause(&self) -> String {
+        self.cause.lock().expect("health lock").clone().unwrap_or_else(|| "waiting for the first full pass".into())
     }
 }
 
@@ -624,7 +657,7 @@ mod tests {
                 assert_eq!(sample, name, "{line}");
             }
         }
-        assert_eq!(families, 12, "{text}");
+        assert_eq!(families, 13, "{text}");
         assert!(!text.contains("# EOF"), "{text}");
         assert!(text.contains("# TYPE asg_cmk_operator_reconcile_passes_total counter\n"), "{text}");
         assert!(text.contains("\nasg_cmk_operator_reconcile_passes_total{result=\"success\"} 1\n"), "{text}");

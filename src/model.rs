@@ -154,6 +154,67 @@ pub fn is_region(s: &str) -> bool {
         && parts[0].bytes().all(|b| b.is_ascii_lowercase())
 }
 
+/// The regions the AWS SDK knows, in every partition: the `regions` of the endpoint
+/// partitions data that the locked SDK crates embed (the SDK exposes no list; a test
+/// compares this one with that data). AWS lists its regions at
+/// <https://docs.aws.amazon.com/global-infrastructure/latest/regions/aws-regions.html>.
+/// A region missing here is only warned about: AWS may have opened it since.
+pub const KNOWN_REGIONS: &[&str] = &[
+    // aws
+    "af-south-1",
+    "ap-east-1",
+    "ap-east-2",
+    "ap-northeast-1",
+    "ap-northeast-2",
+    "ap-northeast-3",
+    "ap-south-1",
+    "ap-south-2",
+    "ap-southeast-1",
+    "ap-southeast-2",
+    "ap-southeast-3",
+    "ap-southeast-4",
+    "ap-southeast-5",
+    "ap-southeast-6",
+    "ap-southeast-7",
+    "ca-central-1",
+    "ca-west-1",
+    "eu-central-1",
+    "eu-central-2",
+    "eu-north-1",
+    "eu-south-1",
+    "eu-south-2",
+    "eu-west-1",
+    "eu-west-2",
+    "eu-west-3",
+    "il-central-1",
+    "me-central-1",
+    "me-south-1",
+    "mx-central-1",
+    "sa-east-1",
+    "us-east-1",
+    "us-east-2",
+    "us-west-1",
+    "us-west-2",
+    // aws-cn, aws-eusc, aws-iso, aws-iso-b, aws-iso-e, aws-iso-f, aws-us-gov
+    "cn-north-1",
+    "cn-northwest-1",
+    "eusc-de-east-1",
+    "us-iso-east-1",
+    "us-iso-west-1",
+    "us-isob-east-1",
+    "us-isob-west-1",
+    "eu-isoe-west-1",
+    "us-isof-east-1",
+    "us-isof-south-1",
+    "us-gov-east-1",
+    "us-gov-west-1",
+];
+
+/// Whether the SDK knows `region` (see [`KNOWN_REGIONS`]).
+pub fn is_known_region(region: &str) -> bool {
+    KNOWN_REGIONS.contains(&region)
+}
+
 fn is_key_id(s: &str) -> bool {
     let uuid = s.strip_prefix("mrk-").is_some_and(|hex| hex.len() == 32 && hex.bytes().all(|b| b.is_ascii_hexdigit()));
     let parts: Vec<&str> = s.split('-').collect();
@@ -453,6 +514,40 @@ impl fmt::Display for Failure {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn known_regions_are_region_names() {
+        assert!(KNOWN_REGIONS.iter().all(|r| is_region(r)));
+        assert!(is_known_region("us-west-2"));
+        assert!(!is_known_region("us-wset-2"));
+    }
+
+    /// The list matches the partitions data the locked aws-sdk-kms embeds, read from its
+    /// source in the cargo registry: updating the SDK without the list fails here.
+    #[test]
+    fn known_regions_are_the_sdks() {
+        let lock = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.lock")).unwrap();
+        let at = lock.find("name = \"aws-sdk-kms\"\nversion = \"").expect("aws-sdk-kms in Cargo.lock");
+        let version = lock[at..].split('"').nth(3).unwrap();
+        let home = std::env::var_os("CARGO_HOME")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| std::path::Path::new(&std::env::var_os("HOME").unwrap()).join(".cargo"));
+        let source = std::fs::read_dir(home.join("registry/src"))
+            .expect("the cargo registry's sources")
+            .filter_map(|d| {
+                std::fs::read_to_string(d.ok()?.path().join(format!("aws-sdk-kms-{version}/src/endpoint_lib.rs"))).ok()
+            })
+            .next()
+            .expect("aws-sdk-kms's endpoint_lib.rs in the cargo registry");
+        let sdk: std::collections::BTreeSet<&str> = source
+            .split(r#"\":{\"description\""#)
+            .filter_map(|before| before.rsplit(r#"\""#).next())
+            .filter(|name| is_region(name))
+            .collect();
+        let ours: std::collections::BTreeSet<&str> = KNOWN_REGIONS.iter().copied().collect();
+        assert!(sdk.len() > 30, "{sdk:?}");
+        assert_eq!(ours, sdk);
+    }
 
     #[test]
     fn key_arn_accepts_uuid_and_mrk_ids() {

@@ -34,7 +34,10 @@ fn route(req: &Request<Incoming>, metrics: &Metrics, health: &Health, board: &St
     };
     match req.uri().path() {
         "/healthz" => check(health.alive(), "ok\n", "reconcile loop is stuck\n"),
-        "/readyz" => check(health.ready(), "ready\n", "not ready: waiting for the first full pass\n"),
+        "/readyz" if !health.ready() => {
+            respond(StatusCode::SERVICE_UNAVAILABLE, "text/plain", format!("not ready: {}\n", health.not_ready_cause()))
+        }
+        "/readyz" => respond(StatusCode::OK, "text/plain", "ready\n"),
         "/metrics" => {
             let accept = req.headers().get(hyper::header::ACCEPT).and_then(|v| v.to_str().ok());
             let format = negotiate(accept);

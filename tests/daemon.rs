@@ -196,7 +196,11 @@ async fn unreachable_aws_at_start_is_retried_and_ready_follows_once_it_answers()
     let d = Daemon::start_with(operator_command(&endpoint, &[]), &cfg, "5m");
     d.wait_log(|v| v["message"] == "cannot reach AWS; not ready", SECS(30));
     assert_eq!(d.get("/healthz").0, 200);
-    assert_eq!(d.get("/readyz").0, 503);
+    let (status, body) = d.get("/readyz");
+    assert_eq!(status, 503);
+    // The cause, named: not just "waiting for the first full pass".
+    assert!(body.starts_with("not ready: cannot reach AWS (retrying in "), "{body}");
+    assert!(body.contains(&format!("127.0.0.1:{port}")) || body.contains("dispatch failure"), "{body}");
 
     // AWS comes up (an empty account: the binding fails, but the pass completes).
     let _moto = Moto::start_on(port);
@@ -306,4 +310,76 @@ async fn a_transient_write_failure_ends_the_pass_and_its_unit_comes_back_when_du
     at(&|v| v["message"] == "applied change" && v["action"] == "UpdateAutoScalingGroup", retry)
         .expect("the switch made by the retry pass");
     assert_eq!(count(&moto.calls(), "UpdateAutoScalingGroup"), 2, "refused once, then made");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deleted_config_file_is_warned_about_once_shown_and_its_return_noticed() {
+    let s = one_asg_on_own_key(Some("CMK")).await;
+    let mut d = Daemon::start(&s.moto, &s.cfg, "5m");
+    d.wait_ready(SECS(20));
+    let text = std::fs::read_to_string(&s.cfg).unwrap();
+    let gone = |v: &serde_json::Value| {
+        v["level"] == "WARN" && v["message"] == "config file cannot be read; keeping the last good config"
+    };
+    let back = |v: &serde_json::Value| v["level"] == "WARN" && v["message"] == "config file can be read again";
+    let metric = |d: &Daemon, value: u8| {
+        d.get("/metrics").1.lines().any(|l| l == format!("asg_cmk_operator_config_file_unreadable {value}"))
+    };
+    assert!(metric(&d, 0));
+
+    std::fs::remove_file(&s.cfg).unwrap();
+    let warned = d.wait_log(gone, SECS(5));
+    assert_eq!(warned["config"], s.cfg.as_str(), "{warned}");
+    assert!(warned["error"].as_str().unwrap().contains("No such file"), "{warned}");
+    eventually("the gauge says so", SECS(5), || async { metric(&d, 1) }).await;
+    let status: serde_json::Value = serde_json::from_str(&d.get("/status").1).unwrap();
+    assert_eq!(status["configFile"]["readable"], false, "{status}");
+    assert!(status["configFile"]["error"].as_str().unwrap().contains(&s.cfg), "{status}");
+    assert_eq!(status["bindings"].as_array().unwrap().len(), 1, "the last good config's binding: {status}");
+    assert_eq!(d.get("/readyz").0, 200, "the last good config is in use");
+    // The daemon looks once a second: several looks later, still one warning.
+    std::thread::sleep(SECS(3));
+    assert_eq!(d.logs().iter().filter(|v| gone(v)).count(), 1, "warned once");
+
+    std::fs::write(&s.cfg, &text).unwrap();
+    d.wait_log(back, SECS(5));
+    eventually("the gauge is back to 0", SECS(5), || async { metric(&d, 0) }).await;
+    let status: serde_json::Value = serde_json::from_str(&d.get("/status").1).unwrap();
+    assert!(status.get("configFile").is_none(), "{status}");
+    assert_eq!(d.logs().iter().filter(|v| back(v)).count(), 1);
+
+    // Gone again: warned again.
+    std::fs::remove_file(&s.cfg).unwrap();
+    eventually("warned a second time", SECS(5), || async { d.logs().iter().filter(|v| gone(v)).count() == 2 }).await;
+    assert_eq!(d.terminate(SECS(15)), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_binding_that_cannot_succeed_warns_once_not_on_every_retry() {
+    let moto = Moto::start();
+    let own = moto.own().await;
+    create_asgs(&own, &["web"]).await;
+    let dir = TempDir::new();
+    // No such key: every retry fails the same way.
+    let key = "arn:aws:kms:us-west-2:123456789012:key/11111111-1111-1111-1111-111111111111";
+    let cfg = dir.write("config.yaml", &config(&[("web", key, Some("CMK"))]));
+    let d = Daemon::start(&moto, &cfg, "5m");
+    let warned = |v: &serde_json::Value| v["level"] == "WARN" && v["message"] == "binding failed";
+    let again = |v: &serde_json::Value| v["level"] == "DEBUG" && v["message"] == "binding still failing";
+    // Backoff 2 s, then 4 s (with jitter): the third failure within some 10 s.
+    eventually("three failed attempts", SECS(30), || async {
+        d.logs().iter().filter(|v| warned(v) || again(v)).count() >= 3
+    })
+    .await;
+    let logs = d.logs();
+    assert_eq!(logs.iter().filter(|v| warned(v)).count(), 1, "warned once");
+    let first = logs.iter().find(|v| warned(v)).unwrap();
+    assert!(first["error"].as_str().unwrap().contains("does not exist"), "{first}");
+    let repeat = logs.iter().find(|v| again(v)).unwrap();
+    assert_eq!(repeat["error"], first["error"], "the same failure, at debug");
+
+    // A changed binding is a new state: a binding on another failing key warns at once.
+    let other = "arn:aws:kms:us-west-2:123456789012:key/22222222-2222-2222-2222-222222222222";
+    rename_replace(&cfg, &config(&[("web", other, Some("CMK"))]));
+    d.wait_log(|v| warned(v) && v["key"] == other, SECS(10));
 }

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, VariantAccess, Visitor};
 use serde_norway::{Mapping, Value};
 
-use crate::model::{check_slr_suffix, is_region, AccountId, AsgRef, BindingId, KeyArn};
+use crate::model::{check_slr_suffix, is_known_region, is_region, AccountId, AsgRef, BindingId, KeyArn};
 
 /// One located problem in a config file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -122,6 +122,25 @@ pub fn default_role_warning(asg: &crate::model::AsgRef) -> String {
     )
 }
 
+/// One warning per region of the bindings that the SDK does not know: a misspelling such
+/// as `us-wset-2`, or a region AWS opened after this build. Not an error, for the latter.
+pub fn unknown_region_warnings(desired: &Desired) -> Vec<String> {
+    let mut groups: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for b in desired.bindings.iter().filter(|b| !is_known_region(&b.asg.region)) {
+        groups.entry(&b.asg.region).or_default().insert(&b.asg.name);
+    }
+    groups
+        .into_iter()
+        .map(|(region, names)| {
+            let names: Vec<&str> = names.into_iter().collect();
+            format!(
+                "region {region:?} (ASG {}) is not a region the AWS SDK knows: check its spelling (a region opened after this build works, and then this warning can be ignored)",
+                names.join(", ")
+            )
+        })
+        .collect()
+}
+
 /// Reads and validates a config file.
 pub fn load(path: &Path) -> Result<Desired, ConfigErrors> {
     load_with_text(path).map(|(desired, _)| desired)
@@ -131,13 +150,42 @@ pub fn load(path: &Path) -> Result<Desired, ConfigErrors> {
 /// that watches the file compares later reads with exactly what it parsed.
 pub fn load_with_text(path: &Path) -> Result<(Desired, String), ConfigErrors> {
     let name = path.display().to_string();
-    match std::fs::read_to_string(path) {
+    match read_text(path) {
         Ok(text) => parse(&text, &name).map(|d| (d, text)),
-        Err(e) => Err(ConfigErrors {
-            source_name: name,
-            errors: vec![ConfigError { location: "file".into(), message: format!("cannot read: {e}") }],
-        }),
+        Err(e) => {
+            let message = match e.kind() {
+                std::io::ErrorKind::FileTooLarge => e.to_string(),
+                _ => format!("cannot read: {e}"),
+            };
+            Err(ConfigErrors { source_name: name, errors: vec![ConfigError { location: "file".into(), message }] })
+        }
     }
+}
+
+/// The most a config file may hold. Ten thousand bindings, each with a suffix, take about 1.6 MB.
+pub const MAX_FILE_BYTES: u64 = 16 << 20;
+
+/// Reads a config file of at most [`MAX_FILE_BYTES`]: a larger one is refused (error kind
+/// `FileTooLarge`) from its size before it is read, and a file that grows past the cap
+/// while being read (or a device with no size) is cut off there and refused too.
+pub fn read_text(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let too_large = || {
+        std::io::Error::new(
+            std::io::ErrorKind::FileTooLarge,
+            format!("is larger than {} MiB, the most a config file may hold", MAX_FILE_BYTES >> 20),
+        )
+    };
+    let file = std::fs::File::open(path)?;
+    if file.metadata()?.len() > MAX_FILE_BYTES {
+        return Err(too_large());
+    }
+    let mut text = String::new();
+    file.take(MAX_FILE_BYTES + 1).read_to_string(&mut text)?;
+    if text.len() as u64 > MAX_FILE_BYTES {
+        return Err(too_large());
+    }
+    Ok(text)
 }
 
 /// Parses and validates config text. `source_name` names the text in errors.
@@ -147,11 +195,16 @@ pub fn parse(text: &str, source_name: &str) -> Result<Desired, ConfigErrors> {
     let desired = match (Document { v: &mut v }).deserialize(serde_norway::Deserializer::from_str(text)) {
         Ok(d) => d,
         Err(e) => {
+            let message = e.to_string();
             let location = match e.location() {
-                Some(l) => format!("line {}, column {}", l.line(), l.column()),
+                Some(l) => {
+                    let (line, column) =
+                        duplicate_key_at(text, &message, l.line(), l.column()).unwrap_or((l.line(), l.column()));
+                    format!("line {line}, column {column}")
+                }
                 None => "yaml".into(),
             };
-            return Err(fail(vec![ConfigError { location, message: strip_location(&e.to_string()) }]));
+            return Err(fail(vec![ConfigError { location, message: strip_location(&message) }]));
         }
     };
     if v.errors.is_empty() {
@@ -380,6 +433,33 @@ impl<'de, F: FnMut(usize, Value)> Visitor<'de> for List<F> {
     }
 }
 
+/// Where a duplicate key is: the YAML parser reports the line and column of the mapping
+/// that holds it. In a block mapping every key starts at the mapping's column, so the
+/// second line that starts with the key there, before the mapping ends (a line indented
+/// less), is the duplicate. None for anything else, a flow mapping (`{a: 1, a: 2}`) say.
+fn duplicate_key_at(text: &str, message: &str, line: usize, column: usize) -> Option<(usize, usize)> {
+    let start = message.find("duplicate entry with key \"")? + "duplicate entry with key \"".len();
+    let name = &message[start..start + message[start..].find('"')?];
+    let forms = [format!("{name}:"), format!("\"{name}\":"), format!("'{name}':")];
+    let mut seen = 0;
+    for (n, l) in text.lines().enumerate().skip(line.checked_sub(1)?) {
+        let here = n + 1;
+        let indent = l.len() - l.trim_start().len();
+        let blank = l.trim().is_empty() || l.trim_start().starts_with('#');
+        if here > line && !blank && indent + 1 < column {
+            break;
+        }
+        let at = l.get(column - 1..).unwrap_or("");
+        if forms.iter().any(|f| at.starts_with(f.as_str())) {
+            seen += 1;
+            if seen == 2 {
+                return Some((here, column));
+            }
+        }
+    }
+    None
+}
+
 /// serde_norway puts " at line L column C" in its messages; the location is reported
 /// separately, so drop it from the message.
 fn strip_location(msg: &str) -> String {
@@ -488,10 +568,11 @@ impl Validator {
         let Some(map) = self.mapping(item, &path, &ACCOUNT_FIELDS) else { return };
         let id = self.string(map, &path, "id", true).and_then(|s| self.account_id(&s, &join(&path, "id")));
         let role = self.string(map, &path, "roleArn", true);
-        let (Some(id), Some(role)) = (id, role) else { return };
-        if let Err(e) = check_role_arn(&role, &id) {
+        // The role is checked even when the id is wrong, so that every error is reported.
+        if let Some(Err(e)) = role.as_deref().map(|r| check_role_arn(r, id.as_ref())) {
             return self.err(join(&path, "roleArn"), e);
         }
+        let (Some(id), Some(role)) = (id, role) else { return };
         match out.entry(id) {
             std::collections::btree_map::Entry::Occupied(_) => {
                 self.err(join(&path, "id"), format!("account {id} is listed twice"))
@@ -629,6 +710,10 @@ impl Validator {
     /// The keys of a binding entry, each with its field path: exactly one of `key` (one
     /// ARN) and `keys` (a list of them, for a group that needs several).
     fn keys_of(&mut self, map: &Mapping, path: &str) -> Vec<(String, KeyArn)> {
+        if let Some(Value::Sequence(_)) = map.get("key") {
+            self.err(join(path, "key"), "expected one key ARN, found a list; use `keys` to list several");
+            return Vec::new();
+        }
         let one = self.string(map, path, "key", false);
         let at = join(path, "keys");
         let many = match map.get("keys") {
@@ -696,12 +781,13 @@ impl Validator {
 }
 
 /// A role ARN to assume in `account`: `arn:<partition>:iam::<account>:role/<path/name>`.
-fn check_role_arn(arn: &str, account: &AccountId) -> Result<(), String> {
+/// Without a valid `account` (the entry's id is wrong, and reported), only its shape.
+fn check_role_arn(arn: &str, account: Option<&AccountId>) -> Result<(), String> {
     let parts: Vec<&str> = arn.splitn(6, ':').collect();
     if parts.len() != 6 || parts[0] != "arn" || parts[2] != "iam" || !parts[3].is_empty() {
         return Err("must be an IAM role ARN (arn:aws:iam::<account>:role/<name>)".into());
     }
-    if parts[4] != account.as_str() {
+    if let Some(account) = account.filter(|a| parts[4] != a.as_str()) {
         return Err(format!("role is in account {}, but the entry's id is {account}", parts[4]));
     }
     match parts[5].strip_prefix("role/") {
@@ -743,6 +829,62 @@ mod tests {
 
     fn errors(text: &str) -> Vec<String> {
         parse(text, "test.yaml").unwrap_err().errors.iter().map(|e| e.to_string()).collect()
+    }
+
+    #[test]
+    fn an_unknown_region_is_warned_about_naming_its_groups() {
+        let key = "arn:aws:kms:us-wset-2:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+        let text = format!(
+            "version: 1\nbindings:\n  - asg: a\n    account: \"111122223333\"\n    key: {key}\n  - asg: b\n    account: \"111122223333\"\n    key: {key}\n  - asg: c\n    account: \"111122223333\"\n    key: {KEY_A}\n"
+        );
+        let w = unknown_region_warnings(&parse(&text, "t").unwrap());
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].starts_with("region \"us-wset-2\" (ASG a, b) is not a region the AWS SDK knows"), "{w:?}");
+        let known = format!("version: 1\nbindings:\n  - asg: c\n    account: \"111122223333\"\n    key: {KEY_A}\n");
+        assert!(unknown_region_warnings(&parse(&known, "t").unwrap()).is_empty());
+    }
+
+    #[test]
+    fn an_accounts_entry_reports_every_error() {
+        let e = errors(&format!(
+            "version: 1\naccounts:\n  - id: 444455556666\n    roleArn: nope\n  - id: \"444455556666\"\n    roleArn: arn:aws:iam::111122223333:role/x\nbindings:\n  - {{asg: a, account: \"111122223333\", key: {KEY_A}}}\n"
+        ));
+        assert_eq!(
+            e,
+            [
+                "accounts[0].id: expected a quoted string, found the number 444455556666; write \"444455556666\"",
+                "accounts[0].roleArn: must be an IAM role ARN (arn:aws:iam::<account>:role/<name>)",
+                "accounts[1].roleArn: role is in account 111122223333, but the entry's id is 444455556666",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_duplicate_key_is_located_at_its_own_line() {
+        let binding = format!("  - asg: a\n    account: \"111122223333\"\n    key: {KEY_A}\n");
+        // At the top level, in a list item, in a nested mapping, after a blank and a
+        // comment line, and quoted.
+        for (text, want) in [
+            (format!("version: 1\nbindings:\n{binding}version: 1\n"), "line 6, column 1: duplicate entry with key \"version\""),
+            (format!("version: 1\nbindings:\n{binding}    asg: b\n"), "line 6, column 5: bindings[0]: duplicate entry with key \"asg\""),
+            (
+                format!("version: 1\ndefaults:\n  region: us-west-2\n\n  # the other one\n  \"region\": us-east-1\nbindings:\n{binding}"),
+                "line 6, column 3: defaults: duplicate entry with key \"region\"",
+            ),
+        ] {
+            assert_eq!(errors(&text), [want], "{text}");
+        }
+        // A flow mapping keeps the parser's location.
+        let flow = format!("version: 1\nbindings:\n  - {{asg: a, asg: b, account: \"111122223333\", key: {KEY_A}}}\n");
+        assert_eq!(errors(&flow).len(), 1);
+    }
+
+    #[test]
+    fn a_list_under_key_says_to_use_keys() {
+        let e = errors(&format!(
+            "version: 1\nbindings:\n  - asg: a\n    account: \"111122223333\"\n    key: [{KEY_A}, {KEY_B}]\n"
+        ));
+        assert_eq!(e, ["bindings[0].key: expected one key ARN, found a list; use `keys` to list several"]);
     }
 
     #[test]
