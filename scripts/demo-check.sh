@@ -3,8 +3,9 @@
 # 1. started in a session of its own, then sent SIGTERM to its own pid only (not the
 #    group, as Ctrl-C does), it exits, and no process of its session survives: not the
 #    emulator, not the operator;
-# 2. while it runs, target/demo/env aims other commands at it (status finds every binding
-#    ready), and the file goes with the demo;
+# 2. while it runs, the groups whose launches failed launch once the operator is ready,
+#    target/demo/env aims other commands at it (status finds every binding ready), and the
+#    file goes with the demo;
 # 3. with DEMO_LISTEN on a port that is taken, it fails before starting anything, naming
 #    DEMO_LISTEN.
 # Usage: scripts/demo-check.sh [demo script, default scripts/demo.sh]
@@ -43,6 +44,15 @@ for _ in $(seq 1 600); do
   sleep 0.5
 done
 grep -q 'first full pass finished; ready' "$OUT/demo.log" || fail "the demo was not ready within 300 s"
+# The groups whose launches failed before the operator acted are scaled out once it is
+# ready: their new launches succeed.
+for _ in $(seq 1 60); do
+  grep -q 'demo: after the fix, worker scaled to 2' "$OUT/demo.log" && break
+  sleep 0.5
+done
+for g in web worker; do
+  grep -q "demo: after the fix, $g scaled to 2: launch Successful" "$OUT/demo.log" || fail "$g's launch after the fix did not succeed"
+done
 echo "demo-check: the demo is ready; its session:"
 session "$DEMO_PID" | sed 's/^/  /'
 [ "$(session "$DEMO_PID" | wc -l)" -ge 3 ] || fail "expected the script, the emulator and the operator in its session"

@@ -35,11 +35,13 @@ fi
 .venv/bin/python tests/moto/launcher.py --host 127.0.0.1 --port 0 >"$DEMO_DIR/emulator.out" 2>"$DEMO_DIR/emulator.log" &
 EMULATOR=$!
 OPERATOR=
+SCALER=
 # Stops the operator (SIGTERM: it finishes in-flight calls) and the emulator, and waits for
 # both, however the script ends.
 cleanup() {
   trap '' INT TERM
   rm -f "$DEMO_DIR/env"
+  [ -z "$SCALER" ] || kill "$SCALER" 2>/dev/null || true
   [ -z "$OPERATOR" ] || kill -TERM "$OPERATOR" 2>/dev/null || true
   [ -z "$OPERATOR" ] || wait "$OPERATOR" 2>/dev/null || true
   kill "$EMULATOR" 2>/dev/null || true
@@ -61,7 +63,16 @@ echo "demo: local AWS emulator at $ENDPOINT"
 export AWS_ENDPOINT_URL="$ENDPOINT" AWS_ACCESS_KEY_ID=demo AWS_SECRET_ACCESS_KEY=demo AWS_REGION=us-west-2
 export AWS_EC2_METADATA_DISABLED=true AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null
 unset AWS_PROFILE AWS_SESSION_TOKEN
-.venv/bin/python scripts/demo_seed.py --endpoint "$ENDPOINT" --config "$DEMO_DIR/config.yaml" | sed 's/^/demo: /'
+SEED=(.venv/bin/python scripts/demo_seed.py --endpoint "$ENDPOINT")
+OP=target/debug/asg-cmk-operator
+"${SEED[@]}" seed | sed 's/^/demo: /'
+# The bindings come from what the groups launch with; batch is left for you to onboard.
+"$OP" discover --region us-west-2 --asg web --asg api --asg worker >"$DEMO_DIR/discovered.yaml"
+echo "demo: discover --region us-west-2 --asg web --asg api --asg worker found (in $DEMO_DIR/discovered.yaml):"
+grep -E '^  - asg:|^      - arn:' "$DEMO_DIR/discovered.yaml" | sed 's/  #.*//; s/^/demo:   /'
+"${SEED[@]}" config --discovered "$DEMO_DIR/discovered.yaml" --config "$DEMO_DIR/config.yaml"
+echo "demo: $DEMO_DIR/config.yaml is that, with the key account's role and the suffix CMK; before the operator acts, status says:"
+"$OP" status --config "$DEMO_DIR/config.yaml" 2>/dev/null | sed 's/^/demo:   /' || true
 # What another terminal needs to aim plan, status, discover and apply at this emulator.
 cat >"$DEMO_DIR/env" <<ENV
 export AWS_ENDPOINT_URL=$ENDPOINT AWS_ACCESS_KEY_ID=demo AWS_SECRET_ACCESS_KEY=demo AWS_REGION=us-west-2
@@ -75,8 +86,11 @@ echo
 # In the background, and waited for: bash runs a trap only once the foreground command
 # ends, so with the operator in the foreground a signal sent to this script alone (not
 # to its process group, as Ctrl-C does) would never be acted on.
-target/debug/asg-cmk-operator run --config "$DEMO_DIR/config.yaml" --listen "$LISTEN" --resync-interval 30s &
+"$OP" run --config "$DEMO_DIR/config.yaml" --listen "$LISTEN" --resync-interval 30s &
 OPERATOR=$!
+# Once the operator is ready, the groups whose launches failed are scaled out again.
+"${SEED[@]}" scale --when-ready "http://$LISTEN/readyz" --desired 2 web worker &
+SCALER=$!
 status=0
 wait "$OPERATOR" || status=$?
 OPERATOR=

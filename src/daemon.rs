@@ -260,6 +260,8 @@ struct Daemon<R: Reconciler> {
     resync: Resync,
     /// Keys owed a full pass because a quick one left their groups' launches unread.
     launches_owed: BTreeSet<KeyArn>,
+    /// Groups whose most recent launch, as last read, failed.
+    launch_failing: BTreeSet<AsgRef>,
     /// The failure each failing binding was last warned about: the same failure on the
     /// next backoff step is logged at debug, so a binding that cannot succeed warns once
     /// per change of its failure, not on every retry.
@@ -333,6 +335,7 @@ pub async fn run_with<R: Reconciler>(
             first_done: false,
         },
         launches_owed: BTreeSet::new(),
+        launch_failing: BTreeSet::new(),
         warned: BTreeMap::new(),
         reconciler: Arc::new(reconciler),
         settings,
@@ -675,7 +678,7 @@ impl<R: Reconciler> Daemon<R> {
 
     /// The groups' most recent launches (full passes only): the metric, by class, and a
     /// warning for each group whose most recent launch failed, quoting AWS's reason.
-    fn report_launches(&self, outcome: &Outcome) {
+    fn report_launches(&mut self, outcome: &Outcome) {
         let mut keys: BTreeMap<&AsgRef, Vec<&KeyArn>> = BTreeMap::new();
         for b in &self.config.desired.bindings {
             keys.entry(&b.asg).or_default().push(&b.key);
@@ -687,6 +690,10 @@ impl<R: Reconciler> Daemon<R> {
             if let (Some(a), Some(class)) = (launch, class) {
                 let message = a.status_message.as_deref().unwrap_or("no status message");
                 tracing::warn!(asg = %asg, started = a.start_time.as_deref().unwrap_or("unknown"), status = %a.status_code, class = class.as_str(), status_message = message, "the group's most recent launch failed");
+                self.launch_failing.insert((*asg).clone());
+            } else if self.launch_failing.remove(asg) {
+                let status = launch.as_ref().map_or("none recent", |a| a.status_code.as_str());
+                tracing::info!(asg = %asg, status, "the group's most recent launch no longer fails");
             }
             self.telemetry.metrics.set_launch_failure(asg, class);
         }
