@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Static checks: formatting, clippy, the Dockerfile, the Kubernetes manifests, the ECS task,
+# Static checks: formatting, clippy, dependency features shared by the plain and the tests'
+# builds, the Dockerfile, the Kubernetes manifests, the ECS task,
 # and the sample configs against config/schema.json.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -8,6 +9,8 @@ ensure_venv
 
 cargo fmt --check
 cargo clippy --locked --all-targets -- -D warnings
+# The demo's build and the tests' build share the SDK's compiled crates.
+.venv/bin/python scripts/check_shared_deps.py
 .venv/bin/hadolint --failure-threshold warning Dockerfile
 .venv/bin/kubernetes-validate --strict \
   deploy/kubernetes/namespace.yaml deploy/kubernetes/serviceaccount.yaml \
