@@ -35,6 +35,8 @@ pub struct Copy {
     pub state: String,
     /// Why a copy failed, as EC2 says (Image, StateReason).
     pub reason: Option<String>,
+    /// While pending: the least progress of its snapshots, as EC2 writes it (`45%`).
+    pub progress: Option<String>,
 }
 
 /// A launch template's latest version, as read while a group still needs a version.
@@ -331,7 +333,11 @@ fn copied(b: &Binding, own: &KeyArn, image: &str, reads: &ReencryptReads, why: i
         "available" => Copied::Available(copy.image_id.clone()),
         "pending" => Copied::Not(Next::Wait(Failure {
             class: ErrorClass::InProgress,
-            message: format!("copying image {image} as {} ({name}), encrypted with {own}: pending", copy.image_id),
+            message: format!(
+                "copying image {image} as {} ({name}), encrypted with {own}: pending{}",
+                copy.image_id,
+                copy.progress.as_deref().map(|p| format!(", snapshots at {p}")).unwrap_or_default()
+            ),
         })),
         state => {
             let reason = copy.reason.as_deref().unwrap_or("EC2 gave no reason");
@@ -534,7 +540,12 @@ mod tests {
     /// the template's latest version is `latest` (ours when `ours`), and `others` use it.
     fn reads(state: Option<&str>, access: DryRun, latest: u64, ours: bool, others: &[(&str, &str)]) -> ReencryptReads {
         let mut r = ReencryptReads::default();
-        let copy = state.map(|s| Copy { image_id: "ami-copy".into(), state: s.into(), reason: Some("why".into()) });
+        let copy = state.map(|s| Copy {
+            image_id: "ami-copy".into(),
+            state: s.into(),
+            reason: Some("why".into()),
+            progress: Some("45%".into()),
+        });
         r.copies.insert(copy_at(), Ok(copy));
         r.access.insert((key(FOREIGN), binding().slr()), Ok(access));
         let description = ours.then(|| version_description(1, "ami-copy", &key(OWN)));
@@ -582,6 +593,7 @@ mod tests {
         assert!(f.message.contains("arn:aws:iam::111122223333:root") && f.message.contains("kms:CreateGrant"), "{f}");
         let f = waits(next_of(&s, &reads(Some("pending"), DryRun::Allowed, 1, false, &[])));
         assert_eq!(f.class, ErrorClass::InProgress);
+        assert!(f.message.ends_with("pending, snapshots at 45%"), "{f}");
         let f = waits(next_of(&s, &reads(Some("failed"), DryRun::Allowed, 1, false, &[])));
         assert_eq!(f.class, ErrorClass::Terminal);
         assert!(f.message.contains("is failed: why"), "{f}");

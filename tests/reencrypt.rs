@@ -111,7 +111,7 @@ async fn a_group_on_another_accounts_key_moves_to_a_copy_under_its_own_key() {
     let first = moto.operator(&["apply", "--config", &config]);
     let text = stdout(&first);
     assert!(!first.status.success(), "{text}");
-    assert!(text.contains("in progress") && text.contains("pending"), "{text}");
+    assert!(text.contains("in progress") && text.contains("pending, snapshots at 45%"), "{text}");
     assert_eq!(count(&moto.calls(), "CopyImage"), 1, "{text}");
 
     let second = moto.operator(&["apply", "--config", &config]);

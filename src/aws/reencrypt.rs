@@ -124,10 +124,23 @@ async fn copies(account: &Account, region: &str, names: &BTreeSet<String>) -> Re
         let page = account.send("ec2", "DescribeImages", request).await?;
         for image in page.images() {
             let (Some(name), Some(id)) = (image.name(), image.image_id()) else { continue };
+            let state = image.state().map(|s| s.as_str().to_owned()).unwrap_or_default();
+            let snapshots: Vec<String> = image
+                .block_device_mappings()
+                .iter()
+                .filter_map(|m| m.ebs().and_then(|e| e.snapshot_id()).map(str::to_owned))
+                .collect();
+            // How far a pending copy has come: its snapshots' progress. A copy's progress
+            // is not a reason to fail the read of the copy itself.
+            let progress = match state.as_str() {
+                "pending" if !snapshots.is_empty() => progress(account, region, snapshots).await.ok().flatten(),
+                _ => None,
+            };
             let copy = Copy {
                 image_id: id.to_owned(),
-                state: image.state().map(|s| s.as_str().to_owned()).unwrap_or_default(),
+                state,
                 reason: image.state_reason().and_then(|r| r.message()).map(str::to_owned),
+                progress,
             };
             // A failed copy and a later good one may share the name: the good one wins.
             let better = out.get(name).is_none_or(|c: &Copy| c.state != "available");
@@ -137,6 +150,19 @@ async fn copies(account: &Account, region: &str, names: &BTreeSet<String>) -> Re
         }
     }
     Ok(out)
+}
+
+/// The least progress among `snapshots` (DescribeSnapshots, `Progress`: "The progress of
+/// the snapshot, as a percentage"), as EC2 writes it.
+async fn progress(account: &Account, region: &str, snapshots: Vec<String>) -> Result<Option<String>, Failure> {
+    let request = account.ec2(region).describe_snapshots().set_snapshot_ids(Some(snapshots)).send();
+    let out = account.send("ec2", "DescribeSnapshots", request).await?;
+    let least = out
+        .snapshots()
+        .iter()
+        .filter_map(|s| s.progress())
+        .min_by_key(|p| p.trim_end_matches('%').parse::<u32>().unwrap_or(0));
+    Ok(least.map(str::to_owned))
 }
 
 async fn latest_version(account: &Account, region: &str, template: &str) -> Result<LatestVersion, Failure> {

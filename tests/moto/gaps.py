@@ -33,7 +33,7 @@ from moto.autoscaling.models import FakeAutoScalingGroup
 from moto.core.responses import ActionResult
 from moto.ec2.models import ec2_backends
 from moto.ec2.models.amis import Ami, AmiBackend
-from moto.ec2.models.elastic_block_store import EBSBackend
+from moto.ec2.models.elastic_block_store import EBSBackend, Snapshot
 from moto.ec2.models.launch_templates import LaunchTemplate
 from moto.ec2.responses.amis import AmisResponse
 from moto.ec2.responses.launch_templates import LaunchTemplates
@@ -410,7 +410,7 @@ def _copy_image(self):
     image = backend.copy_image(
         source.id, source_backend.region_name, self._get_param("Name"), self._get_param("Description")
     )
-    mappings, refusals = [], []
+    mappings, refusals, copied = [], [], []
     for m in source.block_device_mappings:
         ebs = m.get("Ebs") or {}
         snapshot = owner_backend.snapshots.get(ebs.get("SnapshotId") or "")
@@ -427,6 +427,7 @@ def _copy_image(self):
             kms_key_id=key_id if encrypted else None,
         )
         new = backend.create_snapshot(volume.id, f"Copied for {image.id} from {snapshot.id}", backend.account_id)
+        copied.append(new)
         backend.delete_volume(volume.id)
         mapping = copy.deepcopy(m)
         mapping["Ebs"] = {k: v for k, v in ebs.items() if k not in ("SnapshotId", "Encrypted", "KmsKeyId")}
@@ -441,6 +442,10 @@ def _copy_image(self):
     else:
         image.state = "pending"
         image.pending_until_described = True
+        # EC2 API Reference, Snapshot, Progress: a copy's snapshots are on their way.
+        for snapshot in copied:
+            snapshot.copy_progress = "45%"
+        image.copied_snapshots = copied
     if token:
         _copies_by_token[(backend.account_id, token)] = image.id
     return ActionResult({"ImageId": image.id})
@@ -453,6 +458,8 @@ def _finishing_copies(describe):
         for image in list(self.amis.values()):
             if getattr(image, "shown_pending", False):
                 image.state, image.shown_pending = "available", False
+                for snapshot in getattr(image, "copied_snapshots", []):
+                    snapshot.copy_progress = None
         images = describe(self, *args, **kwargs)
         for image in images:
             if getattr(image, "pending_until_described", False):
@@ -460,6 +467,10 @@ def _finishing_copies(describe):
         return images
 
     return wrapper
+
+
+def _snapshot_progress(self):
+    return getattr(self, "copy_progress", None) or "100%"
 
 
 def install():
@@ -483,3 +494,4 @@ def install():
     )
     AmiBackend.describe_images = _finishing_copies(_describing_shared_images(AmiBackend.describe_images))
     AmisResponse.copy_image = _copy_image
+    Snapshot.progress = property(_snapshot_progress)
