@@ -209,15 +209,36 @@ fn copy_refused(b: &Binding, reads: &ReencryptReads) -> Option<Failure> {
     None
 }
 
+/// What of a launch source uses another account's key: the image's keys that do, whether
+/// the image does (those, or a shared image's unreadable encrypted snapshot), and the
+/// source's own mappings that name such a key. One reading for [`needs`] and [`next`].
+struct Foreign<'a> {
+    image_keys: Vec<&'a String>,
+    image_foreign: bool,
+    devices: Vec<String>,
+}
+
+impl<'a> Foreign<'a> {
+    fn of(b: &Binding, launch: &GroupLaunch, s: &'a SourceRead) -> Self {
+        let group = &b.asg.account;
+        let image_keys = foreign(s.image_keys.iter(), launch, group);
+        let devices = s
+            .mapping_keys
+            .iter()
+            .filter(|(_, k)| !foreign(std::iter::once(k), launch, group).is_empty())
+            .map(|(d, _)| d.clone())
+            .collect();
+        Foreign { image_foreign: s.shared_encrypted || !image_keys.is_empty(), image_keys, devices }
+    }
+}
+
 /// The reads the next step of source `s` of binding `b`'s group needs: the copy of its
 /// image, looked up by name, and, once that copy is available (or no image needs one),
 /// its template's latest version and the place's groups.
 pub fn needs(b: &Binding, own: &KeyArn, launch: &GroupLaunch, s: &SourceRead, copies: &ReencryptReads) -> Needs {
-    let group = &b.asg.account;
-    let image_foreign = s.shared_encrypted || !foreign(s.image_keys.iter(), launch, group).is_empty();
-    let mapping_foreign = !foreign(s.mapping_keys.iter().map(|(_, k)| k), launch, group).is_empty();
+    let Foreign { image_foreign, devices, .. } = Foreign::of(b, launch, s);
     let mut out = Needs::default();
-    if !image_foreign && !mapping_foreign {
+    if !image_foreign && devices.is_empty() {
         return out;
     }
     let Some(image) = &s.image_id else { return out };
@@ -247,14 +268,7 @@ pub fn needs(b: &Binding, own: &KeyArn, launch: &GroupLaunch, s: &SourceRead, co
 /// binding's key, resolved).
 pub fn next(b: &Binding, own: &KeyArn, launch: &GroupLaunch, s: &SourceRead, reads: &ReencryptReads) -> Next {
     let group = &b.asg.account;
-    let image_keys = foreign(s.image_keys.iter(), launch, group);
-    let devices: Vec<String> = s
-        .mapping_keys
-        .iter()
-        .filter(|(_, k)| !foreign(std::iter::once(k), launch, group).is_empty())
-        .map(|(d, _)| d.clone())
-        .collect();
-    let image_foreign = s.shared_encrypted || !image_keys.is_empty();
+    let Foreign { image_keys, image_foreign, devices } = Foreign::of(b, launch, s);
     if let (Some(why), Some(image)) = (&s.image_unread, &s.image_id) {
         // A parameter not resolved to an AMI is said by `discover`; nothing to copy yet.
         if !image.starts_with("resolve:") {
