@@ -1,6 +1,7 @@
 //! Adds what a key policy is missing, in statements the operator owns, and nothing else.
 //!
-//! The operator owns at most three statements per key, told apart by Sid:
+//! Each operator instance owns at most three statements per key, told apart by Sid (with
+//! `-<instance>` after it for an instance other than `default`):
 //! - `AsgCmkOperatorUse`: the use actions, for service-linked roles (case 1) and account
 //!   roots (case 2);
 //! - `AsgCmkOperatorAttachment`: `kms:CreateGrant` when `kms:GrantIsForAWSResource` is
@@ -9,8 +10,8 @@
 //!   account roots (case 2).
 //!
 //! A principal is added only when the policy, read by meaning, does not already allow it
-//! what it needs. Principals already in an owned statement stay there, so removing a
-//! binding never revokes access another binding may rely on, with one exception: when
+//! what it needs. Principals already in an owned statement stay there (unless pruning,
+//! see [`prune`], removes those no binding explains), with one exception: when
 //! the operator writes, it drops from its own statements the unique ids (`AROA…`) that
 //! KMS shows in place of deleted principals. KMS refuses every PutKeyPolicy while a
 //! policy names one (AWS Knowledge Center, "kms-policy-error-invalid-principals"), and
