@@ -148,3 +148,30 @@ async fn a_config_cut_to_no_bindings_prunes_nothing_and_warns() {
     assert!(stderr(&out).contains("WARN") && stderr(&out).contains("prune held"), "{}", stderr(&out));
     assert_eq!(key_policy(&own, &key).await, before);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_binding_removed_while_the_daemon_was_down_is_pruned_when_it_starts() {
+    let moto = Moto::start();
+    let own = moto.own().await;
+    let key = create_key(&own, Some(&policy_with(OWN, &[foreign()]))).await;
+    create_asgs(&own, &["web", "api"]).await;
+    let dir = TempDir::new();
+    let both = with(&config(&[("web", &key, Some("Web")), ("api", &key, Some("Api"))]), "defaults:\n  prune: true\n");
+    let path = dir.write("config.yaml", &both);
+    let mut d = Daemon::start(&moto, &path, "10m");
+    d.wait_ready(std::time::Duration::from_secs(30));
+    d.terminate(std::time::Duration::from_secs(10));
+    let before = key_policy(&own, &key).await;
+    assert_eq!(owned_principals(&before, "AsgCmkOperatorUse"), [slr_arn(OWN, Some("Api")), slr_arn(OWN, Some("Web"))]);
+
+    // Edited while no operator runs: nothing remembers api, and the restart still prunes it.
+    dir.write("config.yaml", &with(&config(&[("web", &key, Some("Web"))]), "defaults:\n  prune: true\n"));
+    let mut d = Daemon::start(&moto, &path, "10m");
+    d.wait_ready(std::time::Duration::from_secs(30));
+    let after = key_policy(&own, &key).await;
+    assert_eq!(owned_principals(&after, "AsgCmkOperatorUse"), [slr_arn(OWN, Some("Web"))]);
+    assert_eq!(statement(&after, "AppReads"), statement(&before, "AppReads"), "the foreign statement is unchanged");
+    let pruned = d.logs().iter().any(|v| v["action"] == "PutKeyPolicy" && v["message"] == "applied change");
+    assert!(pruned, "the prune is logged as a write");
+    d.terminate(std::time::Duration::from_secs(10));
+}
