@@ -98,7 +98,7 @@ fn bench_policy(c: &mut Criterion) {
         let doc = policy_with(n);
         merge.throughput(Throughput::Elements(n as u64));
         merge.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
-            b.iter(|| black_box(ensure(black_box(&doc), key.as_str(), &needs).unwrap()))
+            b.iter(|| black_box(ensure(black_box(&doc), key.as_str(), &needs, &Default::default()).unwrap()))
         });
     }
     merge.finish();

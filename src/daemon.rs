@@ -309,6 +309,7 @@ pub async fn run_with<R: Reconciler>(
     tracing::info!(%addr, config = %settings.config.display(), bindings = desired.bindings.len(), resync = ?settings.resync, "listening");
     warn_default_roles(&desired, None);
     warn_unknown_regions(&desired, None);
+    warn_empty_prune(&desired, &metrics);
 
     let now = Instant::now();
     let mut d = Daemon {
@@ -477,6 +478,9 @@ impl<R: Reconciler> Daemon<R> {
         let subset = Desired {
             accounts: desired.accounts.clone(),
             bindings: desired.bindings.iter().filter(|b| wanted.contains(&b.key)).cloned().collect(),
+            // With the whole config's count of bindings, which the prune guard weighs
+            // against: a unit alone would make every offboarding look like a mass one.
+            operator: desired.operator.clone(),
         };
         let trigger = match (full, self.resync.first_done) {
             (true, false) => "start",
@@ -572,6 +576,9 @@ impl<R: Reconciler> Daemon<R> {
         }
         for (action, n) in outcome.applied.by_action() {
             metrics.changes.get_or_create(&ActionLabel { action: action.into() }).inc_by(n);
+        }
+        if outcome.prune_held.is_some() {
+            metrics.prunes_held.inc();
         }
         let transient = outcome.failed.values().any(|f| f.class.is_transient());
         let pass_failed = outcome.failed.values().any(|f| !waiting(f));
@@ -805,6 +812,7 @@ impl<R: Reconciler> Daemon<R> {
         tracing::info!(bindings = new.bindings.len(), changed_keys = changed.len(), "config reloaded");
         warn_default_roles(&new, Some(&self.config.desired));
         warn_unknown_regions(&new, Some(&self.config.desired));
+        warn_empty_prune(&new, &self.telemetry.metrics);
         self.config.desired = Arc::new(new);
         self.update_gauge();
         self.resync_done_if_paid();
@@ -820,6 +828,18 @@ fn warn_default_roles(new: &Desired, old: Option<&Desired>) {
     let before = old.map(on_default).unwrap_or_default();
     for asg in on_default(new).difference(&before) {
         tracing::warn!(asg = %asg, "{}", config::default_role_warning(asg));
+    }
+}
+
+/// A config with no bindings and pruning on prunes nothing (the guard holds it, and no
+/// key is read): said at warn level and counted, since it is most likely an accident.
+fn warn_empty_prune(desired: &Desired, metrics: &Metrics) {
+    if desired.operator.prune && desired.bindings.is_empty() {
+        tracing::warn!(
+            reason = "the config has no bindings",
+            "prune held: nothing is pruned (the operator reads no key, and prunes only on keys some binding names)"
+        );
+        metrics.prunes_held.inc();
     }
 }
 

@@ -163,6 +163,7 @@ mod tests {
                 bind("web", key("444455556666")),
                 bind("api", key("444455556666")),
             ],
+            operator: Default::default(),
         };
         let doc = document(&desired, &caller);
         let owners = doc["owners"].as_array().unwrap();

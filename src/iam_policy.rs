@@ -168,14 +168,15 @@ pub fn policy(desired: &Desired, account: &AccountId) -> Result<Value, IamPolicy
             &asgs,
             None,
         ));
-        key_statements(
-            &mut statements,
-            "ManageOwnKeyPolicies",
-            &["kms:GetKeyPolicy", "kms:PutKeyPolicy"],
-            &own_keys,
-            None,
-        );
-        grant_statements(&mut statements, &mine, account, partition);
+        // With prune on, the grants on its own keys are listed too: a group of another
+        // account that left the config may have left its grant there, to be retired.
+        let own_key_actions: &[&str] = if desired.operator.prune {
+            &["kms:GetKeyPolicy", "kms:PutKeyPolicy", "kms:ListGrants"]
+        } else {
+            &["kms:GetKeyPolicy", "kms:PutKeyPolicy"]
+        };
+        key_statements(&mut statements, "ManageOwnKeyPolicies", own_key_actions, &own_keys, None);
+        grant_statements(&mut statements, &mine, account, partition, desired.operator.prune);
         reencrypt_statements(&mut statements, &mine, account, partition);
         // Hand-off keys (their owner has no `accounts` entry): the operator cannot list
         // their grants with the owner's credentials, so it lists the grants this account
@@ -223,7 +224,13 @@ pub fn policy(desired: &Desired, account: &AccountId) -> Result<Value, IamPolicy
 /// only delegates what a grant already allows, here the grants that name this account as
 /// their retiring principal or that it created (KMS Developer Guide, "Retiring and
 /// revoking grants"). It is scoped to the same keys.
-fn grant_statements(out: &mut Vec<Value>, mine: &[&crate::config::Binding], account: &AccountId, partition: &str) {
+fn grant_statements(
+    out: &mut Vec<Value>,
+    mine: &[&crate::config::Binding],
+    account: &AccountId,
+    partition: &str,
+    prune: bool,
+) {
     let mut by_roles: BTreeMap<&KeyArn, BTreeSet<String>> = BTreeMap::new();
     for b in mine.iter().filter(|b| b.is_cross_account()) {
         by_roles.entry(&b.key).or_default().insert(b.slr().arn());
@@ -254,7 +261,16 @@ fn grant_statements(out: &mut Vec<Value>, mine: &[&crate::config::Binding], acco
         );
         key_statements(out, &sid, &["kms:CreateGrant"], keys, Some(condition));
     }
-    key_statements(out, "RetireOwnGrantsOnOtherAccountsKeys", &["kms:RetireGrant"], &retired, None);
+    if prune {
+        // With prune on, a grant this account made on a key the config no longer names
+        // for it is retired too, so the keys cannot be listed here: any key. RetireGrant
+        // delegates only the grants that name this account as their retiring principal
+        // or that it created (see above), so this lets it retire nothing else.
+        let any = BTreeSet::from([format!("arn:{partition}:kms:*:*:key/*")]);
+        out.push(statement("RetireOwnGrantsOnOtherAccountsKeys", &["kms:RetireGrant"], &any, None));
+    } else {
+        key_statements(out, "RetireOwnGrantsOnOtherAccountsKeys", &["kms:RetireGrant"], &retired, None);
+    }
 }
 
 /// The keys of other accounts a re-encrypted binding replaces, by key ARN.

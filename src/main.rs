@@ -53,6 +53,14 @@ enum Command {
         /// text for people, json for programs.
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
+        /// Show (plan) or make (apply) prunes: remove from this instance's own statements
+        /// and grants what no binding explains. Same as defaults.prune: true.
+        #[arg(long)]
+        prune: bool,
+        /// Confirm a prune that would remove more access than the bindings left, or leave
+        /// none. Same as defaults.allowMassPrune: true.
+        #[arg(long)]
+        allow_mass_prune: bool,
     },
     /// Reconcile once: observe, plan, execute, and observe again until converged.
     /// Exit 0 when every binding has converged.
@@ -67,6 +75,14 @@ enum Command {
         /// as JSON to this file.
         #[arg(long, value_name = "FILE")]
         stats_json: Option<PathBuf>,
+        /// Show (plan) or make (apply) prunes: remove from this instance's own statements
+        /// and grants what no binding explains. Same as defaults.prune: true.
+        #[arg(long)]
+        prune: bool,
+        /// Confirm a prune that would remove more access than the bindings left, or leave
+        /// none. Same as defaults.allowMassPrune: true.
+        #[arg(long)]
+        allow_mass_prune: bool,
     },
     /// Print a config for the groups of one region: each with the customer managed keys
     /// its launches use (launch templates and configurations, AMI snapshots, the EBS
@@ -279,12 +295,16 @@ fn main() -> ExitCode {
             }
             None => ExitCode::FAILURE,
         },
-        Command::Plan { config, output } => {
-            let Some(desired) = load_warning(&config) else { return ExitCode::FAILURE };
+        Command::Plan { config, output, prune, allow_mass_prune } => {
+            let Some(mut desired) = load_warning(&config) else { return ExitCode::FAILURE };
+            desired.operator.prune |= prune;
+            desired.operator.allow_mass_prune |= allow_mass_prune;
             runtime().block_on(plan(desired, output))
         }
-        Command::Apply { config, max_passes, stats_json } => {
-            let Some(desired) = load_warning(&config) else { return ExitCode::FAILURE };
+        Command::Apply { config, max_passes, stats_json, prune, allow_mass_prune } => {
+            let Some(mut desired) = load_warning(&config) else { return ExitCode::FAILURE };
+            desired.operator.prune |= prune;
+            desired.operator.allow_mass_prune |= allow_mass_prune;
             // Before any change is made: a path that cannot be written would otherwise fail
             // only after every change, with no summary.
             if let Some(Err(e)) = stats_json.as_deref().map(check_writable) {

@@ -74,6 +74,8 @@ pub struct Metrics {
     binding_series: Mutex<HashSet<BindingLabels>>,
     pub reloads: Family<ResultLabel, Counter>,
     pub config_unreadable: Gauge,
+    /// Prunes held by the guard against pruning by accident.
+    pub prunes_held: Counter,
     pub last_resync: Gauge<i64, AtomicI64>,
     /// `--resync-interval`, in seconds.
     pub resync_interval: Gauge<f64, AtomicU64>,
@@ -122,6 +124,7 @@ impl Metrics {
             binding_series: Mutex::default(),
             reloads: Family::default(),
             config_unreadable: Gauge::default(),
+            prunes_held: Counter::default(),
             last_resync: Gauge::default(),
             resync_interval: Gauge::default(),
             start_time: Gauge::default(),
@@ -149,6 +152,11 @@ impl Metrics {
             "config_file_unreadable",
             "1 while the config file cannot be read (deleted, or no permission); the last good config stays in use",
             m.config_unreadable.clone(),
+        );
+        registry.register(
+            "prunes_held",
+            "Times a prune was held because it would remove more access than the config's bindings, or the config has none, and mass pruning is not allowed",
+            m.prunes_held.clone(),
         );
         registry.register(
             "last_successful_resync_timestamp_seconds",
@@ -657,7 +665,7 @@ mod tests {
                 assert_eq!(sample, name, "{line}");
             }
         }
-        assert_eq!(families, 13, "{text}");
+        assert_eq!(families, 14, "{text}");
         assert!(!text.contains("# EOF"), "{text}");
         assert!(text.contains("# TYPE asg_cmk_operator_reconcile_passes_total counter\n"), "{text}");
         assert!(text.contains("\nasg_cmk_operator_reconcile_passes_total{result=\"success\"} 1\n"), "{text}");

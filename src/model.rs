@@ -239,6 +239,56 @@ pub fn check_slr_suffix(suffix: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The name of one operator instance (`instance:` in the config). Several teams may run
+/// their own operator on one key: each instance's key-policy statements and grant names
+/// carry its name, so none edits or prunes another's. The instance `default` writes the
+/// names earlier versions wrote, so what they wrote is read as its own.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Instance(Arc<str>);
+
+impl Default for Instance {
+    fn default() -> Self {
+        Self(Arc::from(Instance::DEFAULT))
+    }
+}
+
+impl Instance {
+    pub const DEFAULT: &'static str = "default";
+    /// Longest name accepted: Sids and grant names stay short.
+    pub const MAX_LEN: usize = 32;
+
+    /// A name of 1 to 32 lowercase letters, digits and hyphens, starting with a letter or
+    /// digit and ending with one. Such a name holds no character that separates the parts
+    /// of a Sid or a grant name, so the names of two instances never read as each other's.
+    pub fn parse(name: &str) -> Result<Self, String> {
+        let ok = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
+        if name.is_empty() || name.len() > Self::MAX_LEN {
+            return Err(format!("must be 1 to {} characters long", Self::MAX_LEN));
+        }
+        if let Some(c) = name.chars().find(|&c| !ok(c) && c != '-') {
+            return Err(format!("character {c:?} is not allowed: use lowercase letters, digits and hyphens"));
+        }
+        if !name.starts_with(ok) || !name.ends_with(ok) {
+            return Err("must start and end with a lowercase letter or a digit".to_owned());
+        }
+        Ok(Self(Arc::from(name)))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn is_default(&self) -> bool {
+        &*self.0 == Self::DEFAULT
+    }
+}
+
+impl fmt::Display for Instance {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// The Auto Scaling service-linked role of one account.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Slr {

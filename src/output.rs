@@ -13,12 +13,13 @@ fn details(c: &Change) -> Value {
         Change::CreateServiceLinkedRole { slr } => json!({
             "roleName": slr.name(), "roleArn": slr.arn(), "customSuffix": slr.suffix.as_deref(),
         }),
-        Change::PutKeyPolicy { policy, .. } => {
-            json!({ "policy": serde_json::from_str::<Value>(policy).unwrap_or(Value::String(policy.clone())) })
-        }
+        Change::PutKeyPolicy { policy, prune, .. } => json!({
+            "policy": serde_json::from_str::<Value>(policy).unwrap_or(Value::String(policy.clone())),
+            "prune": prune,
+        }),
         // The name carries the role's unique id; null until the role exists.
-        Change::CreateGrant { slr, role_id, .. } => json!({
-            "granteePrincipal": slr.arn(), "name": role_id.as_deref().map(|id| grant_name(slr, id)),
+        Change::CreateGrant { slr, role_id, instance, .. } => json!({
+            "granteePrincipal": slr.arn(), "name": role_id.as_deref().map(|id| grant_name(slr, id, instance)),
             "operations": GRANT_OPERATIONS, "retiringPrincipal": slr.account.root_arn(slr.partition),
             "createdBy": slr.account.as_str(),
         }),
@@ -73,6 +74,11 @@ pub fn plan_json(plan: &Plan, access: &[KeyAccess]) -> String {
             "binding": n.binding.to_string(),
             "note": n.message,
         })).collect::<Vec<_>>(),
+        "prune": json!({
+            "pruned": plan.prune.pruned,
+            "held": plan.prune.held,
+            "notes": plan.prune.notes,
+        }),
         "keys": access.iter().map(|a| json!({
             "key": a.key.as_str(),
             "account": a.account.as_str(),
@@ -98,9 +104,10 @@ pub fn plan_text(plan: &Plan, bindings: usize, access: &[KeyAccess]) -> String {
         s.push_str("asg-cmk-operator will make these changes:\n\n");
         let w = plan.changes.iter().map(|c| c.change.action().len()).max().unwrap_or(0);
         for c in &plan.changes {
-            let sign = match c.change {
+            let sign = match &c.change {
                 Change::CreateServiceLinkedRole { .. } | Change::CreateGrant { .. } => '+',
                 Change::RetireGrant { .. } => '-',
+                Change::PutKeyPolicy { needs, prune, .. } if needs.is_empty() && !prune.is_empty() => '-',
                 _ => '~',
             };
             s.push_str(&format!(
@@ -111,15 +118,26 @@ pub fn plan_text(plan: &Plan, bindings: usize, access: &[KeyAccess]) -> String {
                 c.change.target(),
                 c.reason
             ));
+            if let Change::PutKeyPolicy { prune, instance, .. } = &c.change {
+                for p in prune {
+                    s.push_str(&format!("      - {p}: leaves the statements of instance {instance}\n"));
+                }
+            }
         }
         let n = plan.changes.len();
         s.push_str(&format!("\nPlan: {n} change{}.\n", if n == 1 { "" } else { "s" }));
     }
-    if !plan.notes.is_empty() {
+    if !plan.notes.is_empty() || !plan.prune.notes.is_empty() {
         s.push_str("\nNotes:\n");
         for n in &plan.notes {
             s.push_str(&format!("  - {}: {}\n", n.binding, n.message));
         }
+        for n in &plan.prune.notes {
+            s.push_str(&format!("  - prune: {n}\n"));
+        }
+    }
+    if let Some(why) = &plan.prune.held {
+        s.push_str(&format!("\nPrune held: {why}\n"));
     }
     let (waiting, stuck): (Vec<_>, Vec<_>) =
         plan.blocked.iter().partition(|b| b.failure.class == ErrorClass::AwaitingOwner);
@@ -193,6 +211,7 @@ mod tests {
                 kind: NoteKind::AwsManaged,
                 message: "an AWS managed key".into(),
             }],
+            prune: Default::default(),
         }
     }
 

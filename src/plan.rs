@@ -7,8 +7,8 @@ use crate::config::{Binding, Desired};
 use crate::launch::GroupLaunch;
 pub use crate::model::DryRun;
 use crate::model::{
-    AccountId, Asg, AsgRef, BindingId, ErrorClass, Failure, Grant, KeyArn, KeyInfo, KeyManager, LaunchActivity, Role,
-    Slr,
+    AccountId, Asg, AsgRef, BindingId, ErrorClass, Failure, Grant, Instance, KeyArn, KeyInfo, KeyManager,
+    LaunchActivity, Role, Slr,
 };
 use crate::policy::{self, Need, NeedKind, PolicyDocument, PrincipalIds, GRANT_OPERATIONS};
 use crate::reencrypt::{self, Next, ReencryptReads, Write};
@@ -69,9 +69,14 @@ pub enum Change {
     /// what is read then: PutKeyPolicy has no condition, so an edit made since the pass
     /// observed the key must not be lost. `policy` is the merge of the observed policy,
     /// shown by `plan`.
+    ///
+    /// `prune` (principals no current binding explains) are removed from the statements
+    /// of `instance` in that same fresh read, before `needs` are merged in.
     PutKeyPolicy {
         key: KeyArn,
         needs: Vec<Need>,
+        prune: Vec<String>,
+        instance: Instance,
         policy: String,
     },
     /// Created with the credentials of the role's account, the ASG account (procedure
@@ -81,6 +86,7 @@ pub enum Change {
         key: KeyArn,
         slr: Slr,
         role_id: Option<String>,
+        instance: Instance,
     },
     /// One of the operator's own grants that no longer does its job (it falls short, or
     /// its grantee was deleted), retired with the credentials of the account that created
@@ -231,7 +237,25 @@ pub struct Plan {
     pub changes: Vec<PlannedChange>,
     pub blocked: Vec<Blocked>,
     pub notes: Vec<Note>,
+    /// What pruning found, when it is on.
+    pub prune: PruneReport,
 }
+
+/// What the prune step found (see [`find_prunes`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PruneReport {
+    /// Accesses it removes in this plan (a principal from a key's statements, or a grant
+    /// whose account keeps no principal removed on that key).
+    pub pruned: usize,
+    /// Why nothing is pruned although something would be: the guard against pruning by
+    /// accident holds it until it is confirmed.
+    pub held: Option<String>,
+    /// Said once wherever something is pruned: what pruning leaves as it is.
+    pub notes: Vec<String>,
+}
+
+/// What pruning never does, said as a note with every prune.
+pub const PRUNE_LEAVES: &str = "a removed group's ServiceLinkedRoleARN is not reverted, and no service-linked role is deleted: the group and its role are the group owner's";
 
 /// The reads one pass needs, derived from the desired state.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -330,7 +354,9 @@ pub fn reads(desired: &Desired, caller: &AccountId, depth: Depth) -> Reads {
             continue;
         }
         r.keys.insert(b.key.clone());
-        if b.is_cross_account() {
+        // Pruning looks for the operator's grants on every key it reads: a key may keep
+        // the grant of a cross-account binding that is gone.
+        if b.is_cross_account() || desired.operator.prune {
             r.grant_keys.insert(b.key.clone());
         }
         r.accounts.insert(*b.key.account());
@@ -343,29 +369,50 @@ pub fn reads(desired: &Desired, caller: &AccountId, depth: Depth) -> Reads {
 /// a grant of its own. KMS returns the existing grant for a retried CreateGrant with the
 /// same name and parameters (KMS API Reference, CreateGrant, `Name`), so a retry after a
 /// lost answer makes no second grant.
-pub fn grant_name(slr: &Slr, role_id: &str) -> String {
-    format!("{}-{role_id}", grant_name_prefix(slr))
+pub fn grant_name(slr: &Slr, role_id: &str, instance: &Instance) -> String {
+    format!("{}{}-{role_id}", instance_prefix(instance), grant_role_part(slr))
 }
 
-/// `asg-cmk-operator-<account>-<role name>`. Grant names allow `[a-zA-Z0-9:/_-]`; other
-/// characters of the role name are replaced and a hash of the original keeps names apart.
-fn grant_name_prefix(slr: &Slr) -> String {
+/// How every grant name of `instance` starts: `asg-cmk-operator-` for the instance
+/// `default` (as earlier versions named grants), `asg-cmk-operator:<instance>:` for any
+/// other. An instance name has no `:`, and the default's prefix is followed by an account
+/// id, never by `:`, so a name belongs to one instance at most.
+fn instance_prefix(instance: &Instance) -> String {
+    match instance.is_default() {
+        true => "asg-cmk-operator-".to_owned(),
+        false => format!("asg-cmk-operator:{instance}:"),
+    }
+}
+
+/// `<account>-<role name>`. Grant names allow `[a-zA-Z0-9:/_-]`; other characters of the
+/// role name are replaced and a hash of the original keeps names apart.
+fn grant_role_part(slr: &Slr) -> String {
     let name = slr.name();
     let clean: String =
         name.chars().map(|c| if c.is_ascii_alphanumeric() || "_-:/".contains(c) { c } else { '-' }).collect();
-    let mut out = format!("asg-cmk-operator-{}-{clean}", slr.account);
+    let mut out = format!("{}-{clean}", slr.account);
     if clean != name {
         out.push_str(&format!("-{:08x}", fnv1a(name.as_bytes())));
     }
     out
 }
 
-/// True when a grant carries the operator's name for `slr`: it is the operator's own,
-/// whichever role id it was made for (and with none, as earlier versions named it).
-pub fn is_operators_grant(name: Option<&str>, slr: &Slr) -> bool {
-    let prefix = grant_name_prefix(slr);
+/// True when a grant carries the name `instance` gives its grant for `slr`: it is that
+/// instance's own, whichever role id it was made for (and with none, as earlier versions
+/// named it).
+pub fn is_operators_grant(name: Option<&str>, slr: &Slr, instance: &Instance) -> bool {
+    let prefix = format!("{}{}", instance_prefix(instance), grant_role_part(slr));
     name.and_then(|n| n.strip_prefix(prefix.as_str()))
         .is_some_and(|rest| rest.is_empty() || rest.strip_prefix('-').is_some_and(policy::is_unique_id))
+}
+
+/// The account of a grant that `instance` named, whatever role it is for; None for a
+/// grant it did not name.
+pub fn operators_grant_account(name: Option<&str>, instance: &Instance) -> Option<AccountId> {
+    let rest = name?.strip_prefix(instance_prefix(instance).as_str())?;
+    let (account, role) = rest.split_once('-')?;
+    role.starts_with(crate::model::DEFAULT_SLR_NAME).then_some(())?;
+    AccountId::parse(account)
 }
 
 fn fnv1a(bytes: &[u8]) -> u32 {
@@ -428,8 +475,10 @@ pub fn plan_holding(desired: &Desired, observed: &Observed, caller: &AccountId, 
     let (ready, checked) = check_observed(desired, observed, caller, held);
     blocked.extend(checked.blocked);
     let notes = checked.notes;
+    let prunes = find_prunes(desired, observed, caller);
+    let instance = &desired.operator.instance;
     for step in [plan_grants, plan_key_policies] {
-        let out = step(&ready, observed, &blocked);
+        let out = step(&ready, observed, &blocked, instance, &prunes.principals);
         for (b, f) in out.blocked {
             blocked.entry(b).or_insert(f);
         }
@@ -443,7 +492,9 @@ pub fn plan_holding(desired: &Desired, observed: &Observed, caller: &AccountId, 
     for (b, f) in images.blocked {
         blocked.entry(b).or_insert(f);
     }
+    changes.extend(prunes.grants);
     let mut plan = assemble(changes, blocked);
+    plan.prune = prunes.report;
     // A binding whose group is held back by another key still has its own key made
     // ready (that changes nothing the group launches with today); only the switch waits.
     plan.blocked.extend(groups.blocked.into_iter().map(|(binding, failure)| Blocked { binding, failure }));
@@ -660,7 +711,7 @@ pub(crate) fn unusable(configured: &KeyArn, info: &KeyInfo) -> Option<Failure> {
 /// the role (deleted, or deleted and created again), it is retired and a complete one made.
 /// A grant for the role that someone else made and that falls short is never duplicated:
 /// the binding is blocked instead, naming it.
-fn plan_grants(ready: &[Ready], observed: &Observed, blocked: &BlockedSet) -> Step {
+fn plan_grants(ready: &[Ready], observed: &Observed, blocked: &BlockedSet, instance: &Instance, _: &Pruned) -> Step {
     let mut step = Step::default();
     // The bindings of each (key, role) pair, and the role as observed.
     type Pair<'a> = (&'a KeyArn, &'a Slr);
@@ -671,7 +722,7 @@ fn plan_grants(ready: &[Ready], observed: &Observed, blocked: &BlockedSet) -> St
     for ((key, slr), (role, bindings)) in pairs {
         let ids = PrincipalIds::role(&slr.arn(), role.map(|x| x.role_id.as_str()));
         let listed = lookup(&observed.grants, key, "list grants").expect("checked in step 1");
-        let ours = |g: &Grant| is_operators_grant(g.name.as_deref(), slr);
+        let ours = |g: &Grant| is_operators_grant(g.name.as_deref(), slr, instance);
         let complete = |g: &Grant| ids.matches(&g.grantee_principal) && grant_is_sufficient(g);
         if !listed.iter().any(complete) {
             let short = listed.iter().find(|g| ids.matches(&g.grantee_principal) && !ours(g));
@@ -688,6 +739,7 @@ fn plan_grants(ready: &[Ready], observed: &Observed, blocked: &BlockedSet) -> St
                     key: key.clone(),
                     slr: slr.clone(),
                     role_id: role.map(|x| x.role_id.clone()),
+                    instance: instance.clone(),
                 },
                 reason: format!(
                     "no complete grant on this key for {}; a key of another account needs one (case 2)",
@@ -718,13 +770,24 @@ fn plan_grants(ready: &[Ready], observed: &Observed, blocked: &BlockedSet) -> St
 /// Step 3: one merged document per key for all its bindings, when anything is missing.
 /// A Deny for a binding's principal blocks that binding; an unreadable policy blocks the
 /// key's bindings.
-fn plan_key_policies(ready: &[Ready], observed: &Observed, blocked: &BlockedSet) -> Step {
+fn plan_key_policies(
+    ready: &[Ready],
+    observed: &Observed,
+    blocked: &BlockedSet,
+    instance: &Instance,
+    pruned: &Pruned,
+) -> Step {
     let mut step = Step::default();
     let mut by_key: BTreeMap<&KeyArn, Vec<&Ready>> = BTreeMap::new();
     for r in ready.iter().filter(|r| !blocked.contains_key(&r.id) && !r.handoff) {
         by_key.entry(r.key).or_default().push(r);
     }
+    // A key with something to prune is written even when none of its bindings is ready.
+    for key in pruned.keys() {
+        by_key.entry(key).or_default();
+    }
     for (key, rs) in by_key {
+        let prune: &[(String, String)] = pruned.get(key).map_or(&[], Vec::as_slice);
         let text = lookup(&observed.key_policies, key, "get key policy").expect("checked in step 1");
         // Many bindings share one need (ASGs on the same role or account): evaluate each
         // distinct need once, and remember which bindings it stands for.
@@ -750,7 +813,7 @@ fn plan_key_policies(ready: &[Ready], observed: &Observed, blocked: &BlockedSet)
             });
             owners[at].push(i);
         }
-        let doc = match PolicyDocument::parse(text) {
+        let mut doc = match PolicyDocument::parse(text) {
             Ok(doc) => doc,
             Err(e) => {
                 let f = Failure::terminal(format!("key policy of {key}: {e}"));
@@ -772,7 +835,10 @@ fn plan_key_policies(ready: &[Ready], observed: &Observed, blocked: &BlockedSet)
                 step.blocked.push((r.id.clone(), Failure::terminal(why.clone())));
             }
         }
-        let m = match policy::ensure(&doc, key.as_str(), &needs) {
+        // What no binding explains leaves first; what the bindings need is merged into
+        // the rest, so a need that only a pruned principal met is added back.
+        let removed = policy::prune(&mut doc, instance, &prune.iter().map(|(p, _)| p.clone()).collect::<Vec<_>>());
+        let m = match policy::ensure(&doc, key.as_str(), &needs, instance) {
             Ok(m) => m,
             Err(e) => {
                 let f = Failure::terminal(format!("key policy of {key}: {e}"));
@@ -786,7 +852,11 @@ fn plan_key_policies(ready: &[Ready], observed: &Observed, blocked: &BlockedSet)
                 step.blocked.push((rs[i].id.clone(), Failure::terminal(why.clone())));
             }
         }
-        let Some(merged) = &m.document else { continue };
+        let merged = match (&m.document, removed.is_empty()) {
+            (Some(merged), _) => merged,
+            (None, false) => &doc,
+            (None, true) => continue,
+        };
         // The write is for the needs that were missing, and serves their bindings.
         let served: Vec<usize> = m.missing.iter().copied().filter(|n| !m.denied.iter().any(|(d, _)| d == n)).collect();
         let bindings: Vec<BindingId> = served
@@ -795,22 +865,177 @@ fn plan_key_policies(ready: &[Ready], observed: &Observed, blocked: &BlockedSet)
             .filter(|a| !stopped.contains(a))
             .cloned()
             .collect();
-        if let Some(why) = m.unwritable() {
+        if let Some(why) = m.refusal() {
             let f = Failure::terminal(format!("key policy of {key}: {why}"));
             step.blocked.extend(bindings.into_iter().map(|b| (b, f.clone())));
             continue;
         }
+        let mut reason = m.added.clone();
+        reason.extend(prune.iter().filter(|(p, _)| removed.contains(p)).map(|(p, why)| format!("prune {p}: {why}")));
         step.changes.push(PlannedChange {
             change: Change::PutKeyPolicy {
                 key: key.clone(),
                 needs: served.iter().map(|n| needs[*n].clone()).collect(),
+                prune: removed,
+                instance: instance.clone(),
                 policy: merged.to_json(),
             },
-            reason: m.added.join("; "),
+            reason: reason.join("; "),
             bindings,
         });
     }
     step
+}
+
+/// Principals to prune from the instance's statements, by key (its own ARN), each with
+/// the reason.
+type Pruned = BTreeMap<KeyArn, Vec<(String, String)>>;
+
+/// What the prune step found.
+#[derive(Debug, Default)]
+struct Prunes {
+    principals: Pruned,
+    /// RetireGrant changes, made for no binding.
+    grants: Vec<PlannedChange>,
+    report: PruneReport,
+}
+
+/// The prune step (`prune` on): on each key whose policy this pass read, the principals
+/// in this instance's statements that no binding of the config explains, and this
+/// instance's grants for a role that no binding needs on that key. Derived from what AWS
+/// shows, not from memory: a binding removed while the operator was down is found too.
+///
+/// A binding explains its key's principal however its pass goes (a failed read of its
+/// group does not make its access look unexplained): its group's service-linked role on
+/// a key of its own account, its account's root and its role's grant on another's. A key
+/// that an alias which could not be described may name is not pruned.
+///
+/// Guard: when the accesses pruned outnumber the bindings of the whole config (more than
+/// half of what there was before the edit), or no binding is left, nothing is pruned
+/// unless mass pruning is allowed; the report says why.
+fn find_prunes(desired: &Desired, observed: &Observed, caller: &AccountId) -> Prunes {
+    let mut out = Prunes::default();
+    let op = &desired.operator;
+    if !op.prune {
+        return out;
+    }
+    let instance = &op.instance;
+    let mut explained: BTreeMap<KeyArn, Vec<PrincipalIds>> = BTreeMap::new();
+    let mut roles: BTreeMap<KeyArn, Vec<Slr>> = BTreeMap::new();
+    // (account, region) of aliases that could not be resolved: any key there may be theirs.
+    let mut unsure: BTreeSet<(AccountId, String)> = BTreeSet::new();
+    for b in desired.bindings.iter().filter(|b| !is_handoff(b, desired, caller)) {
+        let key = match observed.keys.get(&b.key) {
+            Some(Ok(info)) => info.arn.clone(),
+            _ if !b.key.is_alias() => b.key.clone(),
+            _ => {
+                unsure.insert((*b.key.account(), b.key.region().to_owned()));
+                continue;
+            }
+        };
+        let slr = b.slr();
+        let who = if b.is_cross_account() {
+            roles.entry(key.clone()).or_default().push(slr.clone());
+            PrincipalIds::account_root(&b.asg.account, key.partition())
+        } else {
+            let role = match observed.roles.get(&(slr.account, slr.name())) {
+                Some(Ok(Some(r))) => Some(r.role_id.as_str()),
+                _ => None,
+            };
+            PrincipalIds::role(&slr.arn(), role)
+        };
+        explained.entry(key).or_default().push(who);
+    }
+    let mut grants_pruned = Vec::new();
+    let mut count = 0;
+    for (key, text) in &observed.key_policies {
+        let Ok(text) = text else { continue };
+        if unsure.contains(&(*key.account(), key.region().to_owned())) {
+            continue;
+        }
+        let Ok(doc) = PolicyDocument::parse(text) else { continue };
+        let here = explained.get(key).map_or(&[][..], Vec::as_slice);
+        let gone: Vec<(String, String)> = policy::owned_principals(&doc, instance)
+            .into_iter()
+            .filter(|p| !here.iter().any(|who| who.matches(p)))
+            .map(|p| {
+                let why = match policy::is_unique_id(&p) {
+                    true => "the unique id of a deleted principal, which no binding explains".to_owned(),
+                    false => format!("no binding of instance {instance} uses this key through it any more"),
+                };
+                (p, why)
+            })
+            .collect();
+        count += gone.len();
+        let needed = roles.get(key).map_or(&[][..], Vec::as_slice);
+        if let Some(Ok(grants)) = observed.grants.get(key) {
+            for g in grants {
+                let Some(account) = policy_grant_account(g, instance) else { continue };
+                if needed.iter().any(|slr| is_operators_grant(g.name.as_deref(), slr, instance)) {
+                    continue;
+                }
+                if account != *caller && !desired.accounts.contains_key(&account) {
+                    out.report.notes.push(format!(
+                        "grant {} on {key} ({}) is this instance's and no binding needs it, but account {account}, which retires it, is neither the operator's nor listed under `accounts`: it stays",
+                        g.grant_id,
+                        g.name.as_deref().unwrap_or("")
+                    ));
+                    continue;
+                }
+                // The grant's own account root leaving the same key counts once.
+                let root = account.root_arn(key.partition());
+                if !gone.iter().any(|(p, _)| *p == root) {
+                    count += 1;
+                }
+                let slr = Slr { account, partition: key.partition(), suffix: suffix_of(&g.grantee_principal) };
+                grants_pruned.push(PlannedChange {
+                    reason: format!(
+                        "prune grant {} ({}) for {}: no binding of instance {instance} needs it on this key any more",
+                        g.grant_id,
+                        g.name.as_deref().unwrap_or(""),
+                        g.grantee_principal
+                    ),
+                    change: Change::RetireGrant { key: key.clone(), slr, grant_id: g.grant_id.clone() },
+                    bindings: Vec::new(),
+                });
+            }
+        }
+        if !gone.is_empty() {
+            out.principals.insert(key.clone(), gone);
+        }
+    }
+    if count == 0 {
+        if op.config_bindings == 0 {
+            out.report.held = Some(
+                "the config has no bindings: nothing is pruned (the operator reads no key, and prunes only on keys some binding names)".to_owned(),
+            );
+        }
+        return out;
+    }
+    let left = op.config_bindings;
+    if !op.allow_mass_prune && (left == 0 || count > left) {
+        out.report.held = Some(format!(
+            "this prune would remove {count} accesses while the config keeps {left} binding{}: more than half of what there was, or all of it. Nothing is pruned until it is confirmed (--allow-mass-prune, or defaults.allowMassPrune: true)",
+            if left == 1 { "" } else { "s" }
+        ));
+        out.principals.clear();
+        return out;
+    }
+    out.grants = grants_pruned;
+    out.report.pruned = count;
+    out.report.notes.push(PRUNE_LEAVES.to_owned());
+    out
+}
+
+/// The account of a grant this instance named (see [`operators_grant_account`]).
+fn policy_grant_account(g: &Grant, instance: &Instance) -> Option<AccountId> {
+    operators_grant_account(g.name.as_deref(), instance)
+}
+
+/// The custom suffix of an Auto Scaling service-linked role, from its ARN.
+fn suffix_of(arn: &str) -> Option<std::sync::Arc<str>> {
+    let name = arn.rsplit('/').next()?;
+    name.strip_prefix(crate::model::DEFAULT_SLR_NAME)?.strip_prefix('_').map(std::sync::Arc::from)
 }
 
 /// Step 4: the service-linked roles that do not exist yet, and the groups not yet on
@@ -930,17 +1155,20 @@ fn plan_reencrypt(ready: &[Ready], observed: &Observed, blocked: &BlockedSet, he
 
 /// The plan: each change keeps only the bindings that are still unblocked (a change with
 /// none left is dropped), in execution order.
+///
+/// A change made for no binding (a prune only) is kept.
 fn assemble(changes: Vec<PlannedChange>, blocked: BlockedSet) -> Plan {
     let mut changes: Vec<PlannedChange> = changes
         .into_iter()
         .filter_map(|mut c| {
+            let for_none = c.bindings.is_empty();
             c.bindings.retain(|b| !blocked.contains_key(b));
-            (!c.bindings.is_empty()).then_some(c)
+            (for_none || !c.bindings.is_empty()).then_some(c)
         })
         .collect();
     changes.sort_by_key(|c| c.change.phase());
     let blocked = blocked.into_iter().map(|(binding, failure)| Blocked { binding, failure }).collect();
-    Plan { changes, blocked, notes: Vec::new() }
+    Plan { changes, blocked, notes: Vec::new(), prune: PruneReport::default() }
 }
 
 #[cfg(test)]

@@ -155,6 +155,7 @@ fn within_units(desired: &Desired, keys: &BTreeSet<KeyArn>) -> Desired {
     Desired {
         accounts: desired.accounts.clone(),
         bindings: desired.bindings.iter().filter(|b| keep.contains(&b.key)).cloned().collect(),
+        operator: desired.operator.clone(),
     }
 }
 
@@ -163,6 +164,7 @@ pub fn without(desired: &Desired, drop: &BTreeMap<BindingId, Failure>) -> Desire
     Desired {
         accounts: desired.accounts.clone(),
         bindings: desired.bindings.iter().filter(|b| !drop.contains_key(&b.id())).cloned().collect(),
+        operator: desired.operator.clone(),
     }
 }
 
@@ -185,6 +187,8 @@ pub struct Outcome {
     /// Keys with AWS work in progress for a binding (an image copy): the daemon looks
     /// again soon.
     pub in_progress: BTreeSet<KeyArn>,
+    /// Why a prune was held by the guard against pruning by accident, if one was.
+    pub prune_held: Option<String>,
 }
 
 /// Reconciles until every binding has converged or failed terminally, or `max_passes`
@@ -234,6 +238,15 @@ pub async fn apply(
         let (observed, plan) =
             observe_and_plan(aws, focus.as_ref().unwrap_or(desired), &terminal, depth).instrument(span.clone()).await;
         let retry = plan.blocked.iter().any(|b| b.failure.class.is_transient());
+        if out.passes == 1 {
+            if let Some(why) = &plan.prune.held {
+                tracing::warn!(reason = %why, "prune held");
+                out.prune_held = Some(why.clone());
+            }
+            for n in &plan.prune.notes {
+                tracing::info!(note = %n, pruned = plan.prune.pruned, "prune");
+            }
+        }
         if depth == Depth::Full {
             // Once a pass: groups that will fail to launch for a reason their bindings
             // do not cover.

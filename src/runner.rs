@@ -128,7 +128,7 @@ mod tests {
                 })
             })
             .collect();
-        Units::of(&Desired { accounts: Default::default(), bindings })
+        Units::of(&Desired { accounts: Default::default(), bindings, operator: Default::default() })
     }
 
     #[tokio::test(start_paused = true)]

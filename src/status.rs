@@ -497,7 +497,7 @@ fn key_policy_condition(b: &Binding, key: &str, text: &str, role: &PrincipalIds,
         Need { who: role.clone(), kind: NeedKind::ServiceLinkedRole }
     };
     let denied = if b.is_cross_account() { policy::denial(&doc, role, key) } else { None };
-    match (denied, policy::ensure(&doc, key, std::slice::from_ref(&need))) {
+    match (denied, policy::ensure(&doc, key, std::slice::from_ref(&need), &Default::default())) {
         (Some(why), _) => c(State::False, "Denied", why),
         (None, Err(e)) => c(State::False, "Unwritable", e.to_string()),
         (None, Ok(m)) if !m.denied.is_empty() => c(State::False, "Denied", m.denied[0].1.clone()),

@@ -99,7 +99,7 @@ mod tests {
     }
 
     fn desired(bindings: Vec<Binding>) -> Desired {
-        Desired { accounts: Default::default(), bindings }
+        Desired { accounts: Default::default(), bindings, operator: Default::default() }
     }
 
     #[test]

@@ -441,3 +441,53 @@ async fn create_slr_default(conf: &aws_config::SdkConfig) {
     let iam = aws_sdk_iam::Client::new(conf);
     let _ = iam.create_service_linked_role().aws_service_name("autoscaling.amazonaws.com").send().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pruning_a_removed_case_2_group_stays_within_the_policies_of_the_edited_config() {
+    // OWN's key k, used by web (OWN, case 1) and by etl (OTHER, case 2: OTHER makes its
+    // grant); jobs in OTHER on OTHER's own key keeps OTHER in the config. Then etl leaves
+    // the config, with prune on: the policies are those of the edited config, as a user
+    // who regenerates them after each edit has.
+    let moto = Moto::start();
+    let (own, other) = (moto.own().await, moto.other().await);
+    let k = create_key(&own, None).await;
+    let k4 = create_key(&other, None).await;
+    create_asgs(&own, &["web"]).await;
+    create_asgs(&other, &["etl", "jobs"]).await;
+    let dir = TempDir::new();
+    let head = format!(
+        "version: 1\ndefaults:\n  prune: true\n  allowMassPrune: true\naccounts:\n  - id: \"{OTHER}\"\n    roleArn: {OTHER_ROLE}\nbindings:\n"
+    );
+    let line = |asg: &str, account: &str, key: &str| {
+        format!("  - {{asg: {asg}, account: \"{account}\", key: {key}, serviceLinkedRoleSuffix: CMK}}\n")
+    };
+    let kept = format!("{head}{}{}", line("web", OWN, &k), line("jobs", OTHER, &k4));
+    let all = format!("{kept}{}", line("etl", OTHER, &k));
+    let operator = operator_user(&own).await;
+    let in_other =
+        format!("arn:aws:sts::{OTHER}:assumed-role/{}/asg-cmk-operator", OTHER_ROLE.rsplit('/').next().unwrap());
+    let register = |cfg: &str| {
+        for (caller, account) in [(operator.0.as_str(), OWN), (in_other.as_str(), OTHER)] {
+            let policy = policy_of(&moto, cfg, account);
+            moto.hook("POST", "/_launcher/identity-policies", json!({"caller": caller, "policy": policy}));
+        }
+    };
+    let before = dir.write("all.yaml", &all);
+    register(&before);
+    assert!(run_as(&moto, &operator, &["apply", "--config", &before]).status.success());
+    assert_eq!(grants(&own, &k).await.len(), 1, "etl's grant");
+
+    let after = dir.write("kept.yaml", &kept);
+    register(&after);
+    moto.hook("POST", "/_launcher/authorizations/reset", Value::Null);
+    let out = run_as(&moto, &operator, &["apply", "--config", &after]);
+    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+    assert!(grants(&own, &k).await.is_empty(), "etl's grant was retired");
+    let seen = decisions(&moto);
+    let refused: Vec<&Value> = seen.iter().filter(|d| d["allowed"] != true).collect();
+    assert!(refused.is_empty(), "refused: {refused:#?}");
+    let made = |caller: &str, action: &str| seen.iter().any(|d| d["caller"] == caller && d["action"] == action);
+    assert!(made(&operator.0, "kms:ListGrants"), "the owner listed the grants on its own key");
+    assert!(made(&operator.0, "kms:PutKeyPolicy"), "the owner pruned OTHER's root from its statements");
+    assert!(made(&in_other, "kms:RetireGrant"), "OTHER retired its grant");
+}

@@ -18,7 +18,7 @@ use aws_smithy_types::retry::RetryConfig;
 use super::error::{classify, code, message};
 use super::observe::{get_key_policy, get_role};
 use super::{Account, Aws};
-use crate::model::{ErrorClass, Failure, KeyArn, Role, AUTOSCALING_SERVICE};
+use crate::model::{ErrorClass, Failure, Instance, KeyArn, Role, AUTOSCALING_SERVICE};
 use crate::plan::{grant_name, Change};
 use crate::policy::{self, Need, PolicyDocument, GRANT_OPERATIONS};
 use crate::scheduler::Backoff;
@@ -96,15 +96,17 @@ pub async fn execute(aws: &Aws, change: &Change, settings: &ExecSettings) -> Res
                 Err(e) => Err(classify("CreateServiceLinkedRole", &e)),
             }
         }
-        Change::PutKeyPolicy { key, needs, .. } => put_key_policy(&account, key, needs, settings).await,
-        Change::CreateGrant { key, slr, role_id } => {
+        Change::PutKeyPolicy { key, needs, prune, instance, .. } => {
+            put_key_policy(&account, key, (needs, prune, instance), settings).await
+        }
+        Change::CreateGrant { key, slr, role_id, instance } => {
             let Some(role_id) = role_id else {
                 return Err(Failure {
                     class: ErrorClass::Retryable,
                     message: format!("the unique id of {} is not known yet; the grant is named after it", slr.name()),
                 });
             };
-            let (client, name, grantee) = (account.kms(key.region()), grant_name(slr, role_id), slr.arn());
+            let (client, name, grantee) = (account.kms(key.region()), grant_name(slr, role_id, instance), slr.arn());
             // The group's account may retire the grant: KMS lets the retiring principal's
             // account delegate that to the operator through kms:RetireGrant (KMS Developer
             // Guide, "Retiring and revoking grants").
@@ -164,14 +166,15 @@ pub async fn execute(aws: &Aws, change: &Change, settings: &ExecSettings) -> Res
     }
 }
 
-/// Re-reads the key policy, merges `needs` into what it reads, and writes that; again on
-/// each retry. Someone's edit made after the pass observed the key survives: the window in
-/// which a concurrent edit can be lost shrinks to one round trip. The PutKeyPolicy permit
-/// is held from before the read to after the write.
+/// Re-reads the key policy, removes `prune` from the statements of `instance` and merges
+/// `needs` into what it reads, and writes that; again on each retry. Someone's edit made
+/// after the pass observed the key survives: the window in which a concurrent edit can be
+/// lost shrinks to one round trip. The PutKeyPolicy permit is held from before the read to
+/// after the write.
 async fn put_key_policy(
     account: &Account,
     key: &KeyArn,
-    needs: &[Need],
+    (needs, prune, instance): (&[Need], &[String], &Instance),
     settings: &ExecSettings,
 ) -> Result<Done, Failure> {
     let client = account.kms(key.region());
@@ -185,8 +188,10 @@ async fn put_key_policy(
         // here, not between the read and the write, which stay one round trip apart.
         let permit = limits.put_key_policy.acquire().await;
         let text = get_key_policy(account, key).await?;
-        let doc = PolicyDocument::parse(&text).map_err(|e| Failure::terminal(format!("key policy of {key}: {e}")))?;
-        let m = policy::ensure(&doc, key.as_str(), needs)
+        let mut doc =
+            PolicyDocument::parse(&text).map_err(|e| Failure::terminal(format!("key policy of {key}: {e}")))?;
+        let removed = policy::prune(&mut doc, instance, prune);
+        let m = policy::ensure(&doc, key.as_str(), needs, instance)
             .map_err(|e| Failure::terminal(format!("key policy of {key}: {e}")))?;
         if let Some((_, why)) = m.denied.first() {
             // A Deny appeared since the pass observed the key: plan again from a new read.
@@ -195,10 +200,14 @@ async fn put_key_policy(
                 message: format!("key policy of {key} changed since it was observed: {why}"),
             });
         }
-        if let Some(why) = m.unwritable() {
+        let merged = match (m.document.as_ref(), removed.is_empty()) {
+            (Some(merged), _) => merged,
+            (None, false) => &doc,
+            (None, true) => return Ok(Done::NotNeeded("the key policy allows it already, and names nothing to prune")),
+        };
+        if let Some(why) = m.refusal() {
             return Err(Failure::terminal(format!("key policy of {key}: {why}")));
         }
-        let Some(merged) = m.document else { return Ok(Done::NotNeeded("the key policy allows it already")) };
         // BypassPolicyLockoutSafetyCheck is never set: KMS keeps its lockout check.
         let request = client
             .put_key_policy()

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, VariantAccess, Visitor};
 use serde_norway::{Mapping, Value};
 
-use crate::model::{check_slr_suffix, is_known_region, is_region, AccountId, AsgRef, BindingId, KeyArn};
+use crate::model::{check_slr_suffix, is_known_region, is_region, AccountId, AsgRef, BindingId, Instance, KeyArn};
 
 /// One located problem in a config file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,6 +95,24 @@ pub struct Desired {
     /// Accounts other than our own, with the role to assume in each.
     pub accounts: BTreeMap<AccountId, String>,
     pub bindings: Vec<Binding>,
+    /// Which instance this is, and whether it prunes.
+    pub operator: Operator,
+}
+
+/// Settings of the operator itself, from the config (and the command line).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Operator {
+    /// `instance`: whose statements and grants these are.
+    pub instance: Instance,
+    /// `defaults.prune` (or `--prune`): remove what this instance wrote that no current
+    /// binding explains.
+    pub prune: bool,
+    /// `defaults.allowMassPrune` (or `--allow-mass-prune`): prune even when that would
+    /// remove more access than the bindings left, or when none is left.
+    pub allow_mass_prune: bool,
+    /// How many bindings the whole config has. A pass over part of it (one unit of work)
+    /// weighs a prune against all of them, not against its part.
+    pub config_bindings: usize,
 }
 
 /// Why a group on the default service-linked role is worth a warning. The EC2 Auto Scaling
@@ -279,8 +297,9 @@ impl<'de> DeserializeSeed<'de> for Document<'_> {
 }
 
 // The fields of each section; config/schema.json must list the same (a test checks it).
-const TOP_LEVEL: [&str; 4] = ["version", "defaults", "accounts", "bindings"];
-const DEFAULTS_FIELDS: [&str; 3] = ["region", "serviceLinkedRoleSuffix", "requireServiceLinkedRoleSuffix"];
+const TOP_LEVEL: [&str; 5] = ["version", "instance", "defaults", "accounts", "bindings"];
+const DEFAULTS_FIELDS: [&str; 5] =
+    ["region", "serviceLinkedRoleSuffix", "requireServiceLinkedRoleSuffix", "prune", "allowMassPrune"];
 const ACCOUNT_FIELDS: [&str; 2] = ["id", "roleArn"];
 const BINDING_FIELDS: [&str; 8] =
     ["asg", "account", "key", "keys", "region", "serviceLinkedRoleSuffix", "strategy", "reencryptWith"];
@@ -322,6 +341,17 @@ impl<'de> Visitor<'de> for DocumentVisitor<'_> {
             }
             match name {
                 "version" => version = Some(map.next_value()?),
+                "instance" => {
+                    let value: Value = map.next_value()?;
+                    match value {
+                        Value::Null => {}
+                        Value::String(s) => match Instance::parse(&s) {
+                            Ok(i) => desired.operator.instance = i,
+                            Err(e) => v.err("instance", e),
+                        },
+                        other => v.err("instance", format!("expected a string, found {}", kind(&other))),
+                    }
+                }
                 "defaults" => {
                     let value: Value = map.next_value()?;
                     defaults = Some(if value.is_null() { Defaults::default() } else { v.defaults(&value) });
@@ -354,6 +384,7 @@ impl<'de> Visitor<'de> for DocumentVisitor<'_> {
                 v.err("version", format!("unsupported version {}; this operator reads version 1", show(other)))
             }
         }
+        let (prune, allow_mass_prune) = defaults.as_ref().map_or((false, false), |d| (d.prune, d.allow_mass_prune));
         match bindings_shape {
             None | Some(Shape::Null) => v.err("bindings", "is required"),
             Some(Shape::Other(k)) => v.err("bindings", format!("expected a list, found {k}")),
@@ -366,6 +397,9 @@ impl<'de> Visitor<'de> for DocumentVisitor<'_> {
             }
         }
         desired.bindings = bindings.list;
+        desired.operator.prune = prune;
+        desired.operator.allow_mass_prune = allow_mass_prune;
+        desired.operator.config_bindings = desired.bindings.len();
         Ok(Shape::Expected(desired))
     }
 }
@@ -486,6 +520,10 @@ struct Defaults {
     /// `requireServiceLinkedRoleSuffix`: a binding without a suffix is an error, not a
     /// warning.
     require_suffix: bool,
+    /// `prune`: offboard what no binding explains any more.
+    prune: bool,
+    /// `allowMassPrune`: confirm a prune the guard would hold.
+    allow_mass_prune: bool,
 }
 
 impl Validator {
@@ -539,13 +577,18 @@ impl Validator {
         let Some(map) = self.mapping(value, "defaults", &DEFAULTS_FIELDS) else {
             return d;
         };
-        match map.get("requireServiceLinkedRoleSuffix") {
-            None | Some(Value::Null) => {}
-            Some(Value::Bool(b)) => d.require_suffix = *b,
-            Some(other) => self.err(
-                "defaults.requireServiceLinkedRoleSuffix",
-                format!("expected true or false, found {}", kind(other)),
-            ),
+        for (field, out) in [
+            ("requireServiceLinkedRoleSuffix", &mut d.require_suffix),
+            ("prune", &mut d.prune),
+            ("allowMassPrune", &mut d.allow_mass_prune),
+        ] {
+            match map.get(field) {
+                None | Some(Value::Null) => {}
+                Some(Value::Bool(b)) => *out = *b,
+                Some(other) => {
+                    self.err(format!("defaults.{field}"), format!("expected true or false, found {}", kind(other)))
+                }
+            }
         }
         d.region = self.string(map, "defaults", "region", false);
         if let Some(r) = &d.region {
@@ -1120,6 +1163,28 @@ mod tests {
         assert!(default_role_warnings(&parse(&with_default, "t").unwrap()).is_empty());
     }
 
+    #[test]
+    fn instance_and_prune_are_read_and_checked() {
+        let binding = format!("bindings:\n  - {{asg: a, account: \"111122223333\", key: {KEY_A}}}\n");
+        let d = parse(&format!("version: 1\n{binding}"), "t").unwrap();
+        assert_eq!(d.operator.instance.as_str(), "default");
+        assert!(!d.operator.prune && !d.operator.allow_mass_prune);
+        assert_eq!(d.operator.config_bindings, 1);
+        let d = parse(
+            &format!("version: 1\ninstance: team-b\ndefaults:\n  prune: true\n  allowMassPrune: true\n{binding}"),
+            "t",
+        )
+        .unwrap();
+        assert_eq!(d.operator.instance.as_str(), "team-b");
+        assert!(d.operator.prune && d.operator.allow_mass_prune);
+        for bad in ["Team", "-a", "a_b", "a:b", ""] {
+            let e = parse(&format!("version: 1\ninstance: \"{bad}\"\n{binding}"), "t").unwrap_err();
+            assert_eq!(e.errors[0].location, "instance", "{bad}: {:?}", e.errors);
+        }
+        let e = parse(&format!("version: 1\ndefaults:\n  prune: yes please\n{binding}"), "t").unwrap_err();
+        assert_eq!(e.errors[0].message, "expected true or false, found a string");
+    }
+
     /// config/schema.json (for editors and check-jsonschema) says what the validator says:
     /// the same fields in each section, and patterns that accept and refuse what it does.
     #[test]
@@ -1249,7 +1314,7 @@ mod tests {
     fn unknown_top_level_field_is_rejected() {
         assert_eq!(
             errors("version: 1\nbindings: []\nbindigns: []\n"),
-            vec!["bindigns: unknown field; expected one of version, defaults, accounts, bindings"]
+            vec!["bindigns: unknown field; expected one of version, instance, defaults, accounts, bindings"]
         );
     }
 }

@@ -23,7 +23,11 @@ const OLD_ROLE_ID: &str = "AROAQZZZZZZZZZZZZZZZZ";
 /// The operator's own grant for the role, as it names it.
 fn our_grant(grantee: &str, role_id: &str) -> Grant {
     let slr = binding("x", OTHER_KEY).slr();
-    Grant { grant_id: "g-ours".into(), name: Some(grant_name(&slr, role_id)), ..full_grant(grantee) }
+    Grant {
+        grant_id: "g-ours".into(),
+        name: Some(grant_name(&slr, role_id, &Instance::default())),
+        ..full_grant(grantee)
+    }
 }
 
 fn with_grants(o: &mut Observed, grants: Vec<Grant>) {
@@ -48,7 +52,7 @@ fn binding(asg: &str, key: &str) -> Binding {
 }
 
 fn desired(bindings: Vec<Binding>) -> Desired {
-    let mut d = Desired { accounts: Default::default(), bindings };
+    let mut d = Desired { accounts: Default::default(), bindings, operator: Default::default() };
     d.accounts.insert(acct(KEY_ACCT), "arn:aws:iam::444455556666:role/key-admin".into());
     d
 }
@@ -658,16 +662,20 @@ fn reads_are_shared_across_bindings() {
 fn grant_names_carry_the_role_id_and_are_valid() {
     let mut slr = binding("a", OTHER_KEY).slr();
     assert_eq!(
-        grant_name(&slr, ROLE_ID),
+        grant_name(&slr, ROLE_ID, &Instance::default()),
         format!("asg-cmk-operator-111122223333-AWSServiceRoleForAutoScaling-{ROLE_ID}")
     );
-    assert_ne!(grant_name(&slr, ROLE_ID), grant_name(&slr, OLD_ROLE_ID), "a recreated role gets its own grant");
+    assert_ne!(
+        grant_name(&slr, ROLE_ID, &Instance::default()),
+        grant_name(&slr, OLD_ROLE_ID, &Instance::default()),
+        "a recreated role gets its own grant"
+    );
     slr.suffix = Some("a.b@c".into());
-    let n = grant_name(&slr, ROLE_ID);
-    assert_eq!(n, grant_name(&slr, ROLE_ID));
+    let n = grant_name(&slr, ROLE_ID, &Instance::default());
+    assert_eq!(n, grant_name(&slr, ROLE_ID, &Instance::default()));
     assert!(n.chars().all(|c| c.is_ascii_alphanumeric() || "_-:/".contains(c)), "{n}");
     slr.suffix = Some("a,b@c".into());
-    assert_ne!(n, grant_name(&slr, ROLE_ID));
+    assert_ne!(n, grant_name(&slr, ROLE_ID, &Instance::default()));
 }
 
 #[test]
@@ -675,14 +683,29 @@ fn the_operators_grants_are_known_by_name_whatever_role_id_they_carry() {
     let slr = binding("a", OTHER_KEY).slr();
     let mut suffixed = slr.clone();
     suffixed.suffix = Some("CMK".into());
-    assert!(is_operators_grant(Some(&grant_name(&slr, ROLE_ID)), &slr));
-    assert!(is_operators_grant(Some(&grant_name(&slr, OLD_ROLE_ID)), &slr));
+    assert!(is_operators_grant(Some(&grant_name(&slr, ROLE_ID, &Instance::default())), &slr, &Instance::default()));
+    assert!(is_operators_grant(Some(&grant_name(&slr, OLD_ROLE_ID, &Instance::default())), &slr, &Instance::default()));
     // As versions before the role id named them.
-    assert!(is_operators_grant(Some("asg-cmk-operator-111122223333-AWSServiceRoleForAutoScaling"), &slr));
-    assert!(!is_operators_grant(Some(&grant_name(&suffixed, ROLE_ID)), &slr), "another role's grant");
-    assert!(!is_operators_grant(Some(&grant_name(&slr, ROLE_ID)), &suffixed));
-    assert!(!is_operators_grant(Some("asg-cmk-operator-111122223333-AWSServiceRoleForAutoScaling-x"), &slr));
-    assert!(!is_operators_grant(None, &slr));
+    assert!(is_operators_grant(
+        Some("asg-cmk-operator-111122223333-AWSServiceRoleForAutoScaling"),
+        &slr,
+        &Instance::default()
+    ));
+    assert!(
+        !is_operators_grant(Some(&grant_name(&suffixed, ROLE_ID, &Instance::default())), &slr, &Instance::default()),
+        "another role's grant"
+    );
+    assert!(!is_operators_grant(
+        Some(&grant_name(&slr, ROLE_ID, &Instance::default())),
+        &suffixed,
+        &Instance::default()
+    ));
+    assert!(!is_operators_grant(
+        Some("asg-cmk-operator-111122223333-AWSServiceRoleForAutoScaling-x"),
+        &slr,
+        &Instance::default()
+    ));
+    assert!(!is_operators_grant(None, &slr, &Instance::default()));
 }
 
 // Each step of the pipeline on its own. A row gives the bindings, what was observed,
@@ -828,7 +851,7 @@ fn check_observed_table() {
 #[test]
 fn plan_grants_table() {
     run_step(
-        |_, r, o, b| plan_grants(r, o, b),
+        |_, r, o, b| plan_grants(r, o, b, &Instance::default(), &Pruned::new()),
         vec![
             StepCase {
                 reason: "case 1 needs no grant",
@@ -887,7 +910,7 @@ fn plan_grants_table() {
 #[test]
 fn plan_key_policies_table() {
     run_step(
-        |_, r, o, b| plan_key_policies(r, o, b),
+        |_, r, o, b| plan_key_policies(r, o, b, &Instance::default(), &Pruned::new()),
         vec![
             StepCase {
                 reason: "converged policies → nothing",
@@ -1131,4 +1154,198 @@ fn a_handoff_key_the_group_account_may_not_describe_awaits_its_owner() {
     assert!(p.changes.is_empty());
     assert_eq!(p.blocked[0].failure.class, ErrorClass::AwaitingOwner);
     assert!(p.blocked[0].failure.message.contains("may not describe it yet"), "{}", p.blocked[0].failure.message);
+}
+
+// Pruning: what this instance wrote that no binding explains.
+
+const SLR_CMK: &str =
+    "arn:aws:iam::111122223333:role/aws-service-role/autoscaling.amazonaws.com/AWSServiceRoleForAutoScaling_CMK";
+
+fn pruning(mut d: Desired, instance: &str, mass: bool, config_bindings: usize) -> Desired {
+    d.operator.prune = true;
+    d.operator.instance = Instance::parse(instance).unwrap();
+    d.operator.allow_mass_prune = mass;
+    d.operator.config_bindings = config_bindings;
+    d
+}
+
+/// A policy with a foreign statement, this instance's statements (default Sids) naming
+/// `ours`, and another instance's naming `theirs`.
+fn shared_policy(ours: &[&str], theirs: &[&str]) -> String {
+    let use_actions = r#"["kms:Encrypt","kms:Decrypt","kms:ReEncrypt*","kms:GenerateDataKey*","kms:DescribeKey"]"#;
+    format!(
+        r#"{{"Statement":[
+          {{"Sid":"Enable IAM User Permissions","Effect":"Allow","Principal":{{"AWS":"arn:aws:iam::111122223333:root"}},"Action":"kms:*","Resource":"*"}},
+          {{"Sid":"AsgCmkOperatorUse","Effect":"Allow","Principal":{{"AWS":{ours}}},"Action":{use_actions},"Resource":"*"}},
+          {{"Sid":"AsgCmkOperatorAttachment","Effect":"Allow","Principal":{{"AWS":{ours}}},"Action":"kms:CreateGrant","Resource":"*","Condition":{{"Bool":{{"kms:GrantIsForAWSResource":true}}}}}},
+          {{"Sid":"AsgCmkOperatorUse-team-b","Effect":"Allow","Principal":{{"AWS":{theirs}}},"Action":{use_actions},"Resource":"*"}}]}}"#,
+        ours = serde_json::json!(ours),
+        theirs = serde_json::json!(theirs),
+    )
+}
+
+fn suffixed(asg: &str, key: &str, suffix: &str) -> Binding {
+    Binding { slr_suffix: Some(suffix.into()), ..binding(asg, key) }
+}
+
+#[test]
+fn a_principal_no_binding_explains_leaves_only_this_instances_statements() {
+    // Group a (default role) stays; group b (role _CMK) was removed from the config.
+    let d = pruning(desired(vec![binding("a", OWN_KEY)]), "default", false, 1);
+    let mut o = converged(&d);
+    with_policy(&mut o, OWN_KEY, shared_policy(&[SLR_ARN, SLR_CMK], &[SLR_CMK]));
+    let p = plan(&d, &o, &acct(ASG_ACCT));
+    assert_eq!(p.changes.len(), 1, "{p:#?}");
+    let Change::PutKeyPolicy { prune, policy, needs, .. } = &p.changes[0].change else { panic!("{p:#?}") };
+    assert_eq!(prune, &[SLR_CMK.to_owned()]);
+    assert!(needs.is_empty());
+    assert!(p.changes[0].bindings.is_empty(), "a prune is made for no binding");
+    assert!(p.changes[0].reason.contains(&format!("prune {SLR_CMK}")), "{}", p.changes[0].reason);
+    let doc: serde_json::Value = serde_json::from_str(policy).unwrap();
+    let st = doc["Statement"].as_array().unwrap();
+    assert_eq!(st[0]["Sid"], "Enable IAM User Permissions");
+    assert_eq!(st[1]["Principal"]["AWS"], serde_json::json!([SLR_ARN]));
+    assert_eq!(st[2]["Principal"]["AWS"], serde_json::json!([SLR_ARN]));
+    assert_eq!(st[3]["Sid"], "AsgCmkOperatorUse-team-b");
+    assert_eq!(st[3]["Principal"]["AWS"], serde_json::json!([SLR_CMK]), "another instance's principal stays");
+    assert_eq!(p.prune.pruned, 1);
+    assert_eq!(p.prune.notes, [PRUNE_LEAVES]);
+    // Applied, the next plan has nothing to do.
+    with_policy(&mut o, OWN_KEY, policy.clone());
+    assert_eq!(plan(&d, &o, &acct(ASG_ACCT)).changes, vec![]);
+}
+
+#[test]
+fn without_prune_nothing_is_removed() {
+    let mut d = pruning(desired(vec![binding("a", OWN_KEY)]), "default", false, 1);
+    d.operator.prune = false;
+    let mut o = converged(&d);
+    with_policy(&mut o, OWN_KEY, shared_policy(&[SLR_ARN, SLR_CMK], &[]));
+    let p = plan(&d, &o, &acct(ASG_ACCT));
+    assert_eq!(p.changes, vec![]);
+    assert_eq!(p.prune, PruneReport::default());
+}
+
+#[test]
+fn another_instance_prunes_only_its_own_statement() {
+    // Instance team-b has no binding left for _CMK: its statement goes, the default
+    // instance's statements (naming the same role) stay.
+    let d = pruning(desired(vec![binding("a", OWN_KEY)]), "team-b", true, 1);
+    let mut o = converged(&d);
+    with_policy(&mut o, OWN_KEY, shared_policy(&[SLR_ARN, SLR_CMK], &[SLR_CMK]));
+    let p = plan(&d, &o, &acct(ASG_ACCT));
+    let Change::PutKeyPolicy { prune, policy, .. } = &p.changes[0].change else { panic!("{p:#?}") };
+    assert_eq!(prune, &[SLR_CMK.to_owned()]);
+    let doc: serde_json::Value = serde_json::from_str(policy).unwrap();
+    let sids: Vec<&str> = doc["Statement"].as_array().unwrap().iter().map(|s| s["Sid"].as_str().unwrap()).collect();
+    assert_eq!(sids, ["Enable IAM User Permissions", "AsgCmkOperatorUse", "AsgCmkOperatorAttachment"]);
+    assert_eq!(doc["Statement"][1]["Principal"]["AWS"], serde_json::json!([SLR_ARN, SLR_CMK]));
+}
+
+#[test]
+fn the_operators_grant_for_a_removed_role_is_retired_and_foreign_grants_stay() {
+    // Group b (role _CMK) on the other account's key was removed; a (default role) stays.
+    let d = pruning(desired(vec![binding("a", OTHER_KEY)]), "default", false, 1);
+    let mut o = converged(&d);
+    let cmk = suffixed("b", OTHER_KEY, "CMK").slr();
+    let theirs = Grant { grant_id: "g-foreign".into(), name: Some("someone-else".into()), ..full_grant(SLR_CMK) };
+    let gone = Grant {
+        grant_id: "g-gone".into(),
+        name: Some(grant_name(&cmk, OLD_ROLE_ID, &Instance::default())),
+        ..full_grant(SLR_CMK)
+    };
+    let b_instance = Grant {
+        grant_id: "g-team-b".into(),
+        name: Some(grant_name(&cmk, OLD_ROLE_ID, &Instance::parse("team-b").unwrap())),
+        ..full_grant(SLR_CMK)
+    };
+    let kept = Grant { grant_id: "g-kept".into(), ..our_grant(SLR_ARN, ROLE_ID) };
+    with_grants(&mut o, vec![kept, theirs, gone, b_instance]);
+    let p = plan(&d, &o, &acct(ASG_ACCT));
+    let retired: Vec<(&str, &AccountId, Option<&str>)> = p
+        .changes
+        .iter()
+        .filter_map(|c| match &c.change {
+            Change::RetireGrant { grant_id, slr, .. } => Some((grant_id.as_str(), &slr.account, slr.suffix.as_deref())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(retired, [("g-gone", &acct(ASG_ACCT), Some("CMK"))], "{p:#?}");
+    assert_eq!(p.changes.len(), 1, "the account root stays: group a still needs it; {p:#?}");
+    assert!(p.changes[0].reason.starts_with("prune grant g-gone"), "{}", p.changes[0].reason);
+}
+
+#[test]
+fn a_blocked_binding_still_explains_its_principal() {
+    // Group a's ASG cannot be read: its role must not look unexplained.
+    let d = pruning(desired(vec![binding("a", OWN_KEY)]), "default", false, 1);
+    let mut o = converged(&d);
+    o.asgs.insert(d.bindings[0].asg.clone(), Err(failure("throttled")));
+    with_policy(&mut o, OWN_KEY, shared_policy(&[SLR_ARN], &[]));
+    let p = plan(&d, &o, &acct(ASG_ACCT));
+    assert_eq!(p.changes, vec![]);
+    assert_eq!(p.blocked.len(), 1);
+}
+
+#[test]
+fn a_prune_of_more_than_the_bindings_left_is_held_until_confirmed() {
+    // Two roles gone, one binding left: more than half of the three there were.
+    let d = pruning(desired(vec![binding("a", OWN_KEY)]), "default", false, 1);
+    let mut o = converged(&d);
+    let other =
+        "arn:aws:iam::111122223333:role/aws-service-role/autoscaling.amazonaws.com/AWSServiceRoleForAutoScaling_X";
+    with_policy(&mut o, OWN_KEY, shared_policy(&[SLR_ARN, SLR_CMK, other], &[]));
+    let p = plan(&d, &o, &acct(ASG_ACCT));
+    assert_eq!(p.changes, vec![], "held");
+    let held = p.prune.held.as_deref().expect("held");
+    assert!(held.contains("remove 2 accesses while the config keeps 1 binding"), "{held}");
+    assert!(held.contains("--allow-mass-prune"), "{held}");
+    // The whole config counts, not the part a pass plans for.
+    let d = pruning(desired(vec![binding("a", OWN_KEY)]), "default", false, 4);
+    let p = plan(&d, &o, &acct(ASG_ACCT));
+    assert_eq!(p.prune.held, None);
+    assert_eq!(p.prune.pruned, 2);
+    // Confirmed.
+    let d = pruning(desired(vec![binding("a", OWN_KEY)]), "default", true, 1);
+    let p = plan(&d, &o, &acct(ASG_ACCT));
+    let Change::PutKeyPolicy { prune, .. } = &p.changes[0].change else { panic!("{p:#?}") };
+    assert_eq!(prune.len(), 2);
+}
+
+#[test]
+fn a_config_with_no_bindings_prunes_nothing_and_says_so() {
+    let d = pruning(desired(vec![]), "default", false, 0);
+    let p = plan(&d, &Observed::default(), &acct(ASG_ACCT));
+    assert_eq!(p.changes, vec![]);
+    assert!(p.prune.held.as_deref().is_some_and(|h| h.contains("no bindings")), "{:?}", p.prune);
+}
+
+#[test]
+fn a_key_an_unresolved_alias_may_name_is_not_pruned() {
+    let mut d = pruning(desired(vec![binding("a", OTHER_KEY)]), "default", true, 1);
+    d.bindings.push(binding("b", OTHER_ALIAS));
+    let mut o = converged(&d);
+    o.keys.insert(KeyArn::parse(OTHER_ALIAS).unwrap(), Err(failure("throttled")));
+    let root9 = "arn:aws:iam::999988887777:root";
+    with_policy(&mut o, OTHER_KEY, shared_policy(&["arn:aws:iam::111122223333:root", root9], &[]));
+    let p = plan(&d, &o, &acct(ASG_ACCT));
+    assert!(
+        !p.changes.iter().any(|c| matches!(&c.change, Change::PutKeyPolicy { prune, .. } if !prune.is_empty())),
+        "{p:#?}"
+    );
+}
+
+#[test]
+fn instances_name_their_grants_apart() {
+    let slr = binding("a", OTHER_KEY).slr();
+    let (default, b) = (Instance::default(), Instance::parse("team-b").unwrap());
+    let named = grant_name(&slr, ROLE_ID, &b);
+    assert_eq!(named, format!("asg-cmk-operator:team-b:111122223333-AWSServiceRoleForAutoScaling-{ROLE_ID}"));
+    assert!(named.chars().all(|c| c.is_ascii_alphanumeric() || "_-:/".contains(c)), "{named}");
+    assert!(is_operators_grant(Some(&named), &slr, &b));
+    assert!(!is_operators_grant(Some(&named), &slr, &default));
+    assert!(!is_operators_grant(Some(&grant_name(&slr, ROLE_ID, &default)), &slr, &b));
+    assert_eq!(operators_grant_account(Some(&named), &b), Some(acct(ASG_ACCT)));
+    assert_eq!(operators_grant_account(Some(&named), &default), None);
+    assert_eq!(operators_grant_account(Some("someone-else"), &default), None);
 }

@@ -1,6 +1,7 @@
 //! Adds what a key policy is missing, in statements the operator owns, and nothing else.
 //!
-//! The operator owns at most three statements per key, told apart by Sid:
+//! Each operator instance owns at most three statements per key, told apart by Sid (with
+//! `-<instance>` after it for an instance other than `default`):
 //! - `AsgCmkOperatorUse`: the use actions, for service-linked roles (case 1) and account
 //!   roots (case 2);
 //! - `AsgCmkOperatorAttachment`: `kms:CreateGrant` when `kms:GrantIsForAWSResource` is
@@ -9,14 +10,16 @@
 //!   account roots (case 2).
 //!
 //! A principal is added only when the policy, read by meaning, does not already allow it
-//! what it needs. Principals already in an owned statement stay there, so removing a
-//! binding never revokes access another binding may rely on, with one exception: when
+//! what it needs. Principals already in an owned statement stay there (unless pruning,
+//! see [`prune`], removes those no binding explains), with one exception: when
 //! the operator writes, it drops from its own statements the unique ids (`AROA…`) that
 //! KMS shows in place of deleted principals. KMS refuses every PutKeyPolicy while a
 //! policy names one (AWS Knowledge Center, "kms-policy-error-invalid-principals"), and
 //! a deleted principal grants nothing.
 
 use serde_json::{json, Value};
+
+use crate::model::Instance;
 
 use super::eval::{coverage, Conditions, Coverage, PrincipalIds};
 use super::{
@@ -58,7 +61,13 @@ impl Merge {
     /// Why the document cannot be written, when a statement the operator may not edit
     /// names a deleted principal.
     pub fn unwritable(&self) -> Option<String> {
-        if self.document.is_none() || self.foreign_orphans.is_empty() {
+        self.document.as_ref().and_then(|_| self.refusal())
+    }
+
+    /// Why KMS would refuse any write of this policy, whatever is written: a statement the
+    /// operator may not edit names a deleted principal.
+    pub fn refusal(&self) -> Option<String> {
+        if self.foreign_orphans.is_empty() {
             return None;
         }
         let named: Vec<String> = self.foreign_orphans.iter().map(|(st, id)| format!("{st} names {id}")).collect();
@@ -82,45 +91,102 @@ enum Slot {
 impl Slot {
     const ALL: [Slot; 3] = [Slot::Use, Slot::Attachment, Slot::CrossAccountGrant];
 
-    fn sid(self) -> String {
+    /// `AsgCmkOperator<Slot>` for the instance `default` (the Sids earlier versions
+    /// wrote), `AsgCmkOperator<Slot>-<instance>` for any other. No slot name is a prefix
+    /// of another and an instance name has no character a slot name has at its end, so
+    /// a Sid names at most one (slot, instance).
+    fn sid(self, instance: &Instance) -> String {
         let tail = match self {
             Slot::Use => "Use",
             Slot::Attachment => "Attachment",
             Slot::CrossAccountGrant => "CrossAccountGrant",
         };
-        format!("{SID_PREFIX}{tail}")
+        match instance.is_default() {
+            true => format!("{SID_PREFIX}{tail}"),
+            false => format!("{SID_PREFIX}{tail}-{instance}"),
+        }
     }
 
-    fn statement(self, principals: &[String]) -> Value {
+    fn statement(self, instance: &Instance, principals: &[String]) -> Value {
         let aws = json!(principals);
+        let sid = self.sid(instance);
         match self {
             Slot::Use => json!({
-                "Sid": self.sid(), "Effect": "Allow", "Principal": {"AWS": aws},
+                "Sid": sid, "Effect": "Allow", "Principal": {"AWS": aws},
                 "Action": USE_ACTION_PATTERNS, "Resource": "*"
             }),
             Slot::Attachment => json!({
-                "Sid": self.sid(), "Effect": "Allow", "Principal": {"AWS": aws},
+                "Sid": sid, "Effect": "Allow", "Principal": {"AWS": aws},
                 "Action": "kms:CreateGrant", "Resource": "*",
                 "Condition": {"Bool": {"kms:GrantIsForAWSResource": true}}
             }),
             Slot::CrossAccountGrant => json!({
-                "Sid": self.sid(), "Effect": "Allow", "Principal": {"AWS": aws},
+                "Sid": sid, "Effect": "Allow", "Principal": {"AWS": aws},
                 "Action": "kms:CreateGrant", "Resource": "*"
             }),
         }
     }
 }
 
+/// True when `st` is one of the statements `instance` writes. Another instance's
+/// statements, whatever their Sid, are foreign to it: never edited, reordered or dropped.
+pub fn is_owned(st: &Value, instance: &Instance) -> bool {
+    let sid = st.get("Sid").and_then(Value::as_str);
+    sid.is_some_and(|sid| Slot::ALL.iter().any(|slot| slot.sid(instance) == sid))
+}
+
+/// Every principal the statements of `instance` name, as written, each once.
+pub fn owned_principals(doc: &PolicyDocument, instance: &Instance) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for st in doc.statements().into_iter().filter(|s| is_owned(s, instance)) {
+        let Some(aws) = st.get("Principal").and_then(|p| p.get("AWS")) else { continue };
+        for p in strings(aws) {
+            if !out.contains(&p) {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// Removes `principals` from the statements of `instance`, and drops a statement of its
+/// left with none. Statements of anyone else are left as they are. Returns the principals
+/// that were there.
+pub fn prune(doc: &mut PolicyDocument, instance: &Instance, principals: &[String]) -> Vec<String> {
+    let mut removed: Vec<String> = Vec::new();
+    let statements = doc.statements_mut();
+    for st in statements.iter_mut().filter(|s| is_owned(s, instance)) {
+        let Some(aws) = st.get_mut("Principal").and_then(|p| p.get_mut("AWS")) else { continue };
+        let before = strings(aws);
+        let kept: Vec<String> = before.iter().filter(|p| !principals.contains(p)).cloned().collect();
+        if kept.len() != before.len() {
+            for p in before.iter().filter(|p| principals.contains(p)) {
+                if !removed.contains(p) {
+                    removed.push(p.clone());
+                }
+            }
+            *aws = json!(kept);
+        }
+    }
+    statements.retain(|s| {
+        !is_owned(s, instance)
+            || s.get("Principal").and_then(|p| p.get("AWS")).is_none_or(|aws| !strings(aws).is_empty())
+    });
+    removed
+}
+
 /// The statements the operator writes in case 2 for the group accounts' roots: the use
 /// actions, and `kms:CreateGrant` (without `kms:GrantIsForAWSResource`: the operator, not
 /// an AWS service, creates the role's grant). What a hand-off key's owner is asked to add.
 pub fn case2_statements(roots: &[String]) -> Vec<Value> {
-    vec![Slot::Use.statement(roots), Slot::CrossAccountGrant.statement(roots)]
+    let instance = Instance::default();
+    vec![Slot::Use.statement(&instance, roots), Slot::CrossAccountGrant.statement(&instance, roots)]
 }
 
 /// Works out what `doc` is missing for `needs` on the key `key_arn`, and returns the
 /// merged document when something is.
-pub fn ensure(doc: &PolicyDocument, key_arn: &str, needs: &[Need]) -> Result<Merge, PolicyError> {
+/// Only the statements of `instance` are written to.
+pub fn ensure(doc: &PolicyDocument, key_arn: &str, needs: &[Need], instance: &Instance) -> Result<Merge, PolicyError> {
     let mut additions: [Vec<String>; 3] = Default::default();
     let mut added = Vec::new();
     let mut denied = Vec::new();
@@ -171,7 +237,7 @@ pub fn ensure(doc: &PolicyDocument, key_arn: &str, needs: &[Need]) -> Result<Mer
         }
     }
 
-    let foreign_orphans = foreign_orphans(doc);
+    let foreign_orphans = foreign_orphans(doc, instance);
     if additions.iter().all(Vec::is_empty) {
         return Ok(Merge { document: None, added, denied, missing, foreign_orphans });
     }
@@ -179,11 +245,11 @@ pub fn ensure(doc: &PolicyDocument, key_arn: &str, needs: &[Need]) -> Result<Mer
     for slot in Slot::ALL {
         let extra = &additions[slot as usize];
         if !extra.is_empty() {
-            upsert_owned(&mut merged, slot, extra);
+            upsert_owned(&mut merged, slot, instance, extra);
         }
     }
     let current: Vec<&str> = needs.iter().filter_map(|n| n.who.unique_id()).collect();
-    drop_orphans_from_owned(&mut merged, &current);
+    drop_orphans_from_owned(&mut merged, instance, &current);
     let size = merged.to_json().len();
     if size > MAX_POLICY_BYTES {
         return Err(PolicyError::TooLarge { size });
@@ -205,11 +271,11 @@ pub fn denial(doc: &PolicyDocument, who: &PrincipalIds, key_arn: &str) -> Option
 }
 
 /// (statement, id) for every unique id in a statement the operator did not write.
-fn foreign_orphans(doc: &PolicyDocument) -> Vec<(String, String)> {
+fn foreign_orphans(doc: &PolicyDocument, instance: &Instance) -> Vec<(String, String)> {
     let mut out = Vec::new();
     for (i, st) in doc.statements().iter().enumerate() {
         let sid = st.get("Sid").and_then(Value::as_str);
-        if sid.is_some_and(|s| s.starts_with(SID_PREFIX)) {
+        if is_owned(st, instance) {
             continue;
         }
         let label = sid.map_or_else(|| format!("statement {} (no Sid)", i + 1), |s| format!("statement {s:?}"));
@@ -226,8 +292,8 @@ fn foreign_orphans(doc: &PolicyDocument) -> Vec<(String, String)> {
 /// Removes from the operator's statements every unique id that is not one of `current`
 /// (the ids of the roles this policy is written for), and any owned statement left with
 /// no principal.
-fn drop_orphans_from_owned(doc: &mut PolicyDocument, current: &[&str]) {
-    let owned = |s: &Value| s.get("Sid").and_then(Value::as_str).is_some_and(|s| s.starts_with(SID_PREFIX));
+fn drop_orphans_from_owned(doc: &mut PolicyDocument, instance: &Instance, current: &[&str]) {
+    let owned = |s: &Value| is_owned(s, instance);
     let statements = doc.statements_mut();
     for st in statements.iter_mut().filter(|s| owned(s)) {
         let Some(aws) = st.get_mut("Principal").and_then(|p| p.get_mut("AWS")) else { continue };
@@ -244,8 +310,8 @@ fn drop_orphans_from_owned(doc: &mut PolicyDocument, current: &[&str]) {
 
 /// Rewrites the owned statement of `slot` in place (or appends it), keeping the principals
 /// it already lists and adding `extra`.
-fn upsert_owned(doc: &mut PolicyDocument, slot: Slot, extra: &[String]) {
-    let sid = slot.sid();
+fn upsert_owned(doc: &mut PolicyDocument, slot: Slot, instance: &Instance, extra: &[String]) {
+    let sid = slot.sid(instance);
     let statements = doc.statements_mut();
     let at = statements.iter().position(|s| s.get("Sid").and_then(Value::as_str) == Some(sid.as_str()));
     let mut principals: Vec<String> =
@@ -253,7 +319,7 @@ fn upsert_owned(doc: &mut PolicyDocument, slot: Slot, extra: &[String]) {
     principals.extend(extra.iter().cloned());
     principals.sort();
     principals.dedup();
-    let statement = slot.statement(&principals);
+    let statement = slot.statement(instance, &principals);
     match at {
         Some(i) => statements[i] = statement,
         None => statements.push(statement),
@@ -314,7 +380,7 @@ mod tests {
     #[test]
     fn merge_keeps_foreign_statement_with_same_sid() {
         let doc = parse(CONSOLE_POLICY);
-        let m = ensure(&doc, KEY, &[slr_need()]).unwrap();
+        let m = ensure(&doc, KEY, &[slr_need()], &Instance::default()).unwrap();
         let merged = m.document.expect("SLR was missing");
         let before = doc.statements();
         let after = merged.statements();
@@ -330,8 +396,11 @@ mod tests {
     #[test]
     fn merged_policy_satisfies_itself() {
         let doc = parse(CONSOLE_POLICY);
-        let merged = ensure(&doc, KEY, &[slr_need(), root_need("444455556666")]).unwrap().document.unwrap();
-        let again = ensure(&merged, KEY, &[slr_need(), root_need("444455556666")]).unwrap();
+        let merged = ensure(&doc, KEY, &[slr_need(), root_need("444455556666")], &Instance::default())
+            .unwrap()
+            .document
+            .unwrap();
+        let again = ensure(&merged, KEY, &[slr_need(), root_need("444455556666")], &Instance::default()).unwrap();
         assert_eq!(again.document, None);
         assert!(again.added.is_empty());
     }
@@ -347,7 +416,7 @@ mod tests {
               {{"Sid":"d","Effect":"Allow","Principal":{{"AWS":"444455556666"}},"Action":"kms:*","Resource":"*"}}
             ]}}"#
         ));
-        let m = ensure(&doc, KEY, &[slr_need(), root_need("444455556666")]).unwrap();
+        let m = ensure(&doc, KEY, &[slr_need(), root_need("444455556666")], &Instance::default()).unwrap();
         assert_eq!(m.document, None);
     }
 
@@ -357,7 +426,7 @@ mod tests {
             r#"{"Statement":[{"Effect":"Allow","Principal":{"AWS":"arn:aws:iam::444455556666:root"},"Action":["kms:Encrypt","kms:Decrypt","kms:ReEncrypt*","kms:GenerateDataKey*","kms:DescribeKey"],"Resource":"*"},
                {"Effect":"Allow","Principal":{"AWS":"arn:aws:iam::444455556666:root"},"Action":"kms:CreateGrant","Resource":"*","Condition":{"Bool":{"kms:GrantIsForAWSResource":true}}}]}"#,
         );
-        let m = ensure(&doc, KEY, &[root_need("444455556666")]).unwrap();
+        let m = ensure(&doc, KEY, &[root_need("444455556666")], &Instance::default()).unwrap();
         let merged = m.document.unwrap();
         assert_eq!(sids(&merged)[2..], ["AsgCmkOperatorCrossAccountGrant"]);
         assert_eq!(m.added, ["allow arn:aws:iam::444455556666:root to create grants"]);
@@ -369,7 +438,7 @@ mod tests {
         let doc = parse(
             r#"{"Statement":[{"Sid":"AsgCmkOperatorUse","Effect":"Allow","Principal":{"AWS":"arn:aws:iam::999988887777:root"},"Action":"kms:Encrypt","Resource":"*"}]}"#,
         );
-        let merged = ensure(&doc, KEY, &[root_need("444455556666")]).unwrap().document.unwrap();
+        let merged = ensure(&doc, KEY, &[root_need("444455556666")], &Instance::default()).unwrap().document.unwrap();
         let st = merged.statements();
         assert_eq!(st.len(), 2, "rewritten in place, not duplicated");
         assert_eq!(
@@ -386,7 +455,7 @@ mod tests {
               {{"Sid":"AsgCmkOperatorUse","Effect":"Allow","Principal":{{"AWS":"{SLR}"}},"Action":"kms:Encrypt","Resource":"*"}},
               {{"Sid":"AsgCmkOperatorAttachment","Effect":"Allow","Principal":{{"AWS":"{SLR}"}},"Action":"kms:CreateGrant","Resource":"*","Condition":{{"Bool":{{"kms:GrantIsForAWSResource":true}}}}}}]}}"#
         ));
-        let m = ensure(&doc, KEY, &[slr_need()]).unwrap();
+        let m = ensure(&doc, KEY, &[slr_need()], &Instance::default()).unwrap();
         assert_eq!(m.added, [format!("allow {SLR} to use the key")]);
         let merged = m.document.unwrap();
         assert_eq!(merged.statements()[0]["Action"], json!(USE_ACTION_PATTERNS));
@@ -395,7 +464,8 @@ mod tests {
 
     #[test]
     fn a_need_shared_by_several_bindings_is_added_and_reported_once() {
-        let m = ensure(&parse(CONSOLE_POLICY), KEY, &[slr_need(), slr_need(), slr_need()]).unwrap();
+        let m =
+            ensure(&parse(CONSOLE_POLICY), KEY, &[slr_need(), slr_need(), slr_need()], &Instance::default()).unwrap();
         assert_eq!(
             m.added,
             [format!("allow {SLR} to use the key"), format!("allow {SLR} to create grants for AWS resources")]
@@ -409,7 +479,7 @@ mod tests {
         let doc = parse(&format!(
             r#"{{"Statement":[{{"Sid":"NoSlr","Effect":"Deny","Principal":{{"AWS":"{SLR}"}},"Action":"kms:*","Resource":"*"}}]}}"#
         ));
-        let m = ensure(&doc, KEY, &[slr_need(), root_need("444455556666")]).unwrap();
+        let m = ensure(&doc, KEY, &[slr_need(), root_need("444455556666")], &Instance::default()).unwrap();
         assert_eq!(m.denied.len(), 1);
         assert_eq!(m.denied[0].0, 0);
         assert!(m.denied[0].1.contains("\"NoSlr\""), "{}", m.denied[0].1);
@@ -423,7 +493,7 @@ mod tests {
         let doc = parse(&format!(
             r#"{{"Statement":[{{"Sid":"big","Effect":"Allow","Principal":{{"AWS":"arn:aws:iam::111122223333:root"}},"Action":"kms:*","Resource":"*","Condition":{{"StringEquals":{{"aws:PrincipalTag/x":"{filler}"}}}}}}]}}"#
         ));
-        assert!(matches!(ensure(&doc, KEY, &[slr_need()]), Err(PolicyError::TooLarge { .. })));
+        assert!(matches!(ensure(&doc, KEY, &[slr_need()], &Instance::default()), Err(PolicyError::TooLarge { .. })));
     }
 
     #[test]
@@ -431,7 +501,7 @@ mod tests {
         let doc = parse(
             r#"{"Statement":{"Sid":"only","Effect":"Allow","Principal":{"AWS":"arn:aws:iam::111122223333:root"},"Action":"kms:*","Resource":"*"}}"#,
         );
-        let merged = ensure(&doc, KEY, &[slr_need()]).unwrap().document.unwrap();
+        let merged = ensure(&doc, KEY, &[slr_need()], &Instance::default()).unwrap().document.unwrap();
         assert_eq!(sids(&merged), ["only", "AsgCmkOperatorUse", "AsgCmkOperatorAttachment"]);
     }
 
@@ -447,7 +517,7 @@ mod tests {
               {{"Sid":"AsgCmkOperatorAttachment","Effect":"Allow","Principal":{{"AWS":"{GONE}"}},"Action":"kms:CreateGrant","Resource":"*","Condition":{{"Bool":{{"kms:GrantIsForAWSResource":true}}}}}}]}}"#
         ));
         let need = Need { who: PrincipalIds::role(SLR, Some(CURRENT)), kind: NeedKind::ServiceLinkedRole };
-        let m = ensure(&doc, KEY, &[need]).unwrap();
+        let m = ensure(&doc, KEY, &[need], &Instance::default()).unwrap();
         assert!(m.foreign_orphans.is_empty());
         let merged = m.document.unwrap();
         let st = merged.statements();
@@ -463,7 +533,7 @@ mod tests {
             r#"{{"Statement":[
               {{"Sid":"AsgCmkOperatorCrossAccountGrant","Effect":"Allow","Principal":{{"AWS":"{GONE}"}},"Action":"kms:CreateGrant","Resource":"*"}}]}}"#
         ));
-        let merged = ensure(&doc, KEY, &[slr_need()]).unwrap().document.unwrap();
+        let merged = ensure(&doc, KEY, &[slr_need()], &Instance::default()).unwrap().document.unwrap();
         assert_eq!(sids(&merged), ["AsgCmkOperatorUse", "AsgCmkOperatorAttachment"]);
     }
 
@@ -473,7 +543,10 @@ mod tests {
             r#"{{"Statement":[{{"Sid":"AsgCmkOperatorUse","Effect":"Allow","Principal":{{"AWS":"{CURRENT}"}},"Action":["kms:Encrypt","kms:Decrypt","kms:ReEncrypt*","kms:GenerateDataKey*","kms:DescribeKey"],"Resource":"*"}}]}}"#
         ));
         let need = Need { who: PrincipalIds::role(SLR, Some(CURRENT)), kind: NeedKind::ServiceLinkedRole };
-        let merged = ensure(&doc, KEY, &[need]).unwrap().document.expect("the attachment statement is missing");
+        let merged = ensure(&doc, KEY, &[need], &Instance::default())
+            .unwrap()
+            .document
+            .expect("the attachment statement is missing");
         assert_eq!(merged.statements()[0]["Principal"]["AWS"], json!(CURRENT));
     }
 
@@ -484,7 +557,7 @@ mod tests {
               {{"Sid":"Legacy","Effect":"Allow","Principal":{{"AWS":["{GONE}","arn:aws:iam::111122223333:role/app"]}},"Action":"kms:Decrypt","Resource":"*"}},
               {{"Effect":"Deny","NotPrincipal":{{"AWS":"AIDAYYYYYYYYYYYYYYYYY"}},"Action":"kms:ScheduleKeyDeletion","Resource":"*"}}]}}"#
         ));
-        let m = ensure(&doc, KEY, &[slr_need()]).unwrap();
+        let m = ensure(&doc, KEY, &[slr_need()], &Instance::default()).unwrap();
         assert_eq!(
             m.foreign_orphans,
             [
@@ -496,7 +569,7 @@ mod tests {
         assert!(why.contains(&format!("statement \"Legacy\" names {GONE}")), "{why}");
         assert!(why.contains("ask the key's administrators"), "{why}");
         // Nothing to write: nothing to refuse.
-        let done = ensure(&m.document.unwrap(), KEY, &[slr_need()]).unwrap();
+        let done = ensure(&m.document.unwrap(), KEY, &[slr_need()], &Instance::default()).unwrap();
         assert_eq!(done.unwritable(), None);
     }
 
@@ -505,7 +578,7 @@ mod tests {
         let doc = parse(
             r#"{"Statement":[{"Effect":"Allow","Principal":{"AWS":"444455556666"},"Action":"kms:*","Resource":"*"}]}"#,
         );
-        let m = ensure(&doc, KEY, &[root_need("444455556666"), slr_need()]).unwrap();
+        let m = ensure(&doc, KEY, &[root_need("444455556666"), slr_need()], &Instance::default()).unwrap();
         assert_eq!(m.missing, [1]);
     }
 

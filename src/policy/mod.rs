@@ -8,12 +8,13 @@ mod eval;
 mod merge;
 
 pub use eval::{coverage, Conditions, Coverage, PrincipalIds};
-pub use merge::{case2_statements, denial, ensure, Merge, Need, NeedKind};
+pub use merge::{case2_statements, denial, ensure, is_owned, owned_principals, prune, Merge, Need, NeedKind};
 
 use serde_json::{Map, Value};
 
-/// Sid prefix that marks statements written by this operator. Statements whose Sid does
-/// not start with it are never edited, reordered or dropped.
+/// Sid prefix of statements written by an operator instance. An instance edits only the
+/// statements whose Sid is exactly one of its own ([`is_owned`]); all others are never
+/// edited, reordered or dropped.
 pub const SID_PREFIX: &str = "AsgCmkOperator";
 /// KMS rejects key policies over 32 KB.
 pub const MAX_POLICY_BYTES: usize = 32 * 1024;
