@@ -5,10 +5,10 @@
 
 use std::hint::black_box;
 
-use asg_cmk_operator::config::{Binding, Desired};
-use asg_cmk_operator::model::{AccountId, Asg, AsgRef, KeyArn, KeyInfo, KeyManager};
-use asg_cmk_operator::plan::{plan, Observed};
-use asg_cmk_operator::policy::{ensure, Need, NeedKind, PolicyDocument, PrincipalIds};
+use asg_cmk_operator::core::config::{Binding, Desired};
+use asg_cmk_operator::core::model::{AccountId, Asg, AsgRef, KeyArn, KeyInfo, KeyManager};
+use asg_cmk_operator::core::plan::{plan, Observed};
+use asg_cmk_operator::core::policy::{ensure, Need, NeedKind, PolicyDocument, PrincipalIds};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
 const OWN: &str = "111122223333";

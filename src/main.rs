@@ -10,13 +10,14 @@ use std::time::Duration;
 
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 
-use asg_cmk_operator::aws::{self, Aws, ExecSettings};
-use asg_cmk_operator::config::{self, Desired};
-use asg_cmk_operator::model::is_region;
-use asg_cmk_operator::model::AccountId;
-use asg_cmk_operator::plan::{self, Depth};
-use asg_cmk_operator::telemetry::{self, LogFormat};
-use asg_cmk_operator::{access, daemon, healthcheck, iam_policy, launch, output, reconcile, status};
+use asg_cmk_operator::core::config::{self, Desired};
+use asg_cmk_operator::core::model::is_region;
+use asg_cmk_operator::core::model::AccountId;
+use asg_cmk_operator::core::plan::{self, Depth};
+use asg_cmk_operator::core::{access, iam_policy, launch, output, status};
+use asg_cmk_operator::shell::aws::{self, Aws, ExecSettings};
+use asg_cmk_operator::shell::telemetry::{self, LogFormat};
+use asg_cmk_operator::shell::{daemon, healthcheck, reconcile};
 
 /// Keeps EC2 Auto Scaling groups able to launch instances whose EBS volumes are
 /// encrypted with customer managed KMS keys.
@@ -516,7 +517,7 @@ async fn plan(desired: Desired, output: Output) -> ExitCode {
         Output::Json => outln!("{}", output::plan_json(&p, &access)),
     }
     let awaiting = |b: &&plan::Blocked| {
-        use asg_cmk_operator::model::ErrorClass;
+        use asg_cmk_operator::core::model::ErrorClass;
         matches!(b.failure.class, ErrorClass::AwaitingOwner | ErrorClass::InProgress)
     };
     if p.blocked.iter().any(|b| !awaiting(&b)) {
@@ -531,10 +532,10 @@ async fn plan(desired: Desired, output: Output) -> ExitCode {
 async fn handoff(desired: Desired, output: Output) -> ExitCode {
     let Some(aws) = connect(&desired).await else { return ExitCode::FAILURE };
     match output {
-        Output::Text => out!("{}", asg_cmk_operator::handoff::text(&desired, aws.caller())),
+        Output::Text => out!("{}", asg_cmk_operator::core::handoff::text(&desired, aws.caller())),
         Output::Json => outln!(
             "{}",
-            serde_json::to_string_pretty(&asg_cmk_operator::handoff::document(&desired, aws.caller()))
+            serde_json::to_string_pretty(&asg_cmk_operator::core::handoff::document(&desired, aws.caller()))
                 .expect("hand-off JSON serialises")
         ),
     }
@@ -546,7 +547,7 @@ async fn discover(region: String, asgs: Vec<String>, account: Option<String>) ->
         eprintln!("error: --region {region:?} is not a region name");
         return ExitCode::FAILURE;
     }
-    if !asg_cmk_operator::model::is_known_region(&region) {
+    if !asg_cmk_operator::core::model::is_known_region(&region) {
         eprintln!("warning: --region {region:?} is not a region the AWS SDK knows: check its spelling");
     }
     let aws = match Aws::connect(&region, Default::default()).await {
@@ -635,7 +636,7 @@ async fn apply(desired: Desired, max_passes: u32, stats_json: Option<PathBuf>) -
     }
     // A binding whose key's owner has not acted yet, or whose image copy AWS is still
     // making, is pending, not failed.
-    use asg_cmk_operator::model::ErrorClass;
+    use asg_cmk_operator::core::model::ErrorClass;
     let (copying, failed): (Vec<_>, Vec<_>) = out.failed.iter().partition(|(_, f)| f.class == ErrorClass::InProgress);
     let (waiting, failed): (Vec<_>, Vec<_>) =
         failed.into_iter().partition(|(_, f)| f.class == ErrorClass::AwaitingOwner);

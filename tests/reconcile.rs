@@ -494,8 +494,8 @@ async fn without_a_round_backoff_a_troubled_round_rereads_only_the_units_it_touc
     // As the daemon runs a pass: web's key and api's key are two units, both converged.
     // One GetKeyPolicy answers a transient error; the pass does not wait: it reads that
     // key's unit once more, not the other's, which here answers, and ends.
-    use asg_cmk_operator::aws::{Aws, CallStats, ExecSettings};
-    use asg_cmk_operator::plan::Depth;
+    use asg_cmk_operator::core::plan::Depth;
+    use asg_cmk_operator::shell::aws::{Aws, CallStats, ExecSettings};
     use std::sync::Arc;
 
     let moto = Moto::start();
@@ -507,12 +507,12 @@ async fn without_a_round_backoff_a_troubled_round_rereads_only_the_units_it_touc
     let cfg = dir.write("c.yaml", &text);
     assert!(moto.operator(&["apply", "--config", &cfg]).status.success());
 
-    let desired = asg_cmk_operator::config::parse(&text, "c.yaml").expect("config");
+    let desired = asg_cmk_operator::core::config::parse(&text, "c.yaml").expect("config");
     let aws = Arc::new(Aws::with_config(own.clone(), Arc::new(CallStats::default())).await.expect("connect"));
     moto.fault("kms", "GetKeyPolicy", 1, 400, "ConcurrentModificationException", "try again");
     moto.reset_calls();
     let settings = ExecSettings { round_backoff: None, ..ExecSettings::default() };
-    let out = asg_cmk_operator::reconcile::apply(&aws, &desired, 3, &settings, Depth::Quick).await;
+    let out = asg_cmk_operator::shell::reconcile::apply(&aws, &desired, 3, &settings, Depth::Quick).await;
 
     let calls = moto.calls();
     assert_eq!(out.passes, 2, "one round, then one last look");
@@ -522,11 +522,11 @@ async fn without_a_round_backoff_a_troubled_round_rereads_only_the_units_it_touc
     assert!(out.failed.is_empty(), "the last look found it converged: {:?}", out.failed);
     assert_eq!(out.converged.len(), 2, "{:?}", out.converged);
     // A quick pass reads no launches; every other condition holds.
-    let holds = |s: &asg_cmk_operator::status::BindingStatus| {
+    let holds = |s: &asg_cmk_operator::core::status::BindingStatus| {
         s.conditions
             .iter()
             .filter(|c| c.kind != "LaunchesHealthy")
-            .all(|c| c.status == asg_cmk_operator::status::State::True)
+            .all(|c| c.status == asg_cmk_operator::core::status::State::True)
     };
     assert!(out.status.iter().all(holds), "{:?}", out.status);
 }

@@ -7,8 +7,8 @@ mod common;
 
 use std::sync::Arc;
 
-use asg_cmk_operator::aws::{self, discover, Account, Aws, CallStats};
-use asg_cmk_operator::launch::GroupLaunch;
+use asg_cmk_operator::core::launch::GroupLaunch;
+use asg_cmk_operator::shell::aws::{self, discover, Account, Aws, CallStats};
 use aws_sdk_autoscaling::types::{LaunchTemplate as AsgLaunchTemplate, LaunchTemplateOverrides, MixedInstancesPolicy};
 use common::*;
 use serde_json::Value;

@@ -1,0 +1,580 @@
+//! `iam-policy`: the least-privilege IAM policy for the operator's identity in one account,
+//! derived from the config alone (no AWS call).
+//!
+//! An account can play three parts, and gets the statements of each it plays:
+//! - **home**: the account whose credentials the operator runs with (any account not
+//!   listed under `accounts`); it assumes the listed roles;
+//! - **ASG account**: it owns bindings' ASGs, so it manages their service-linked roles, the
+//!   groups, its own keys' policies (case 1), and the grants on other accounts' keys
+//!   (case 2);
+//! - **key owner**: it owns keys that other accounts' ASGs use (case 2), so it manages their
+//!   policies and lists their grants.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::{json, Value};
+
+use crate::core::config::Desired;
+use crate::core::model::{AccountId, KeyArn, AUTOSCALING_SERVICE};
+use crate::core::policy::GRANT_OPERATIONS;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IamPolicyError {
+    #[error("bindings use ASGs in several accounts ({0}); choose one with --account")]
+    Ambiguous(String),
+    #[error("the config has no bindings")]
+    Empty,
+    #[error("account {0} owns no ASG and no key in this config")]
+    NotInConfig(AccountId),
+}
+
+/// Picks the account: the given one, or the single ASG account of all bindings.
+pub fn default_account(desired: &Desired, given: Option<AccountId>) -> Result<AccountId, IamPolicyError> {
+    if let Some(a) = given {
+        return Ok(a);
+    }
+    let asg_accounts: BTreeSet<&AccountId> = desired.bindings.iter().map(|b| &b.asg.account).collect();
+    match asg_accounts.len() {
+        0 => Err(IamPolicyError::Empty),
+        1 => Ok(*asg_accounts.into_iter().next().expect("one")),
+        _ => Err(IamPolicyError::Ambiguous(asg_accounts.iter().map(|a| a.as_str()).collect::<Vec<_>>().join(", "))),
+    }
+}
+
+fn statement(sid: &str, actions: &[&str], resources: &BTreeSet<String>, condition: Option<Value>) -> Value {
+    let mut s = json!({ "Sid": sid, "Effect": "Allow", "Action": actions, "Resource": resources });
+    if let Some(c) = condition {
+        s["Condition"] = c;
+    }
+    s
+}
+
+/// The conditions of `a` and `b` together (every operator of both must hold; the two
+/// never share an operator here).
+fn both(a: Option<Value>, b: Option<Value>) -> Option<Value> {
+    match (a, b) {
+        (Some(Value::Object(mut a)), Some(Value::Object(b))) => {
+            a.extend(b);
+            Some(Value::Object(a))
+        }
+        (a, b) => a.or(b),
+    }
+}
+
+/// Statements allowing `actions` on `keys` under `condition`: key ARNs by name, and keys
+/// named by an alias (whose key is not known without asking AWS) through the
+/// `kms:ResourceAliases` condition, which matches a key by the aliases it has (KMS
+/// Developer Guide, "Using aliases to control access to KMS keys").
+fn key_statements(
+    out: &mut Vec<Value>,
+    sid: &str,
+    actions: &[&str],
+    keys: &BTreeSet<&KeyArn>,
+    condition: Option<Value>,
+) {
+    let direct: BTreeSet<String> = keys.iter().filter(|k| !k.is_alias()).map(|k| k.to_string()).collect();
+    if !direct.is_empty() {
+        out.push(statement(sid, actions, &direct, condition.clone()));
+    }
+    let mut by_place: BTreeMap<String, BTreeSet<&str>> = BTreeMap::new();
+    for k in keys.iter().filter(|k| k.is_alias()) {
+        let any_key = format!("arn:{}:kms:{}:{}:key/*", k.partition(), k.region(), k.account());
+        by_place.entry(any_key).or_default().insert(k.key_id());
+    }
+    for (i, (any_key, aliases)) in by_place.into_iter().enumerate() {
+        let by_alias = json!({"ForAnyValue:StringEquals": {"kms:ResourceAliases": aliases}});
+        let sid = format!("{sid}ByAlias{}", if i == 0 { String::new() } else { (i + 1).to_string() });
+        out.push(statement(&sid, actions, &BTreeSet::from([any_key]), both(Some(by_alias), condition.clone())));
+    }
+}
+
+/// The policy document for `account`: exactly the calls the operator makes with its
+/// credentials, each on the resources it makes them on.
+pub fn policy(desired: &Desired, account: &AccountId) -> Result<Value, IamPolicyError> {
+    let in_asg = |a: &AccountId| a == account;
+    let mine: Vec<_> = desired.bindings.iter().filter(|b| in_asg(&b.asg.account)).collect();
+    let owned_keys_used_elsewhere: BTreeSet<&KeyArn> = desired
+        .bindings
+        .iter()
+        .filter(|b| b.key.account() == account && b.is_cross_account())
+        .map(|b| &b.key)
+        .collect();
+    // Any account not listed under `accounts` may be the one the operator runs in; it
+    // assumes the listed roles.
+    let assumes_roles = !desired.accounts.contains_key(account) && !desired.accounts.is_empty();
+    if mine.is_empty() && owned_keys_used_elsewhere.is_empty() && !assumes_roles {
+        return Err(IamPolicyError::NotInConfig(*account));
+    }
+
+    let mut statements = Vec::new();
+    if !mine.is_empty() {
+        let partition = mine[0].key.partition();
+        let slrs: BTreeSet<String> = mine.iter().map(|b| b.slr().arn()).collect();
+        let asgs: BTreeSet<String> = mine
+            .iter()
+            .map(|b| {
+                format!(
+                    "arn:{}:autoscaling:{}:{}:autoScalingGroup:*:autoScalingGroupName/{}",
+                    b.key.partition(),
+                    b.asg.region,
+                    b.asg.account,
+                    b.asg.name
+                )
+            })
+            .collect();
+        let own_keys: BTreeSet<&KeyArn> = mine.iter().filter(|b| !b.is_cross_account()).map(|b| &b.key).collect();
+        statements.push(statement("ReadServiceLinkedRoles", &["iam:GetRole"], &slrs, None));
+        statements.push(statement(
+            "CreateAutoScalingServiceLinkedRoles",
+            &["iam:CreateServiceLinkedRole"],
+            &slrs,
+            Some(json!({"StringEquals": {"iam:AWSServiceName": AUTOSCALING_SERVICE}})),
+        ));
+        // Scoped to the roles, with no iam:PassedToService condition: the EC2 Auto
+        // Scaling User Guide ("Control which service-linked role can be passed") scopes
+        // PassRole for these roles by ARN alone and documents no such key for them, so a
+        // condition on it could refuse the group update in AWS. It would add nothing
+        // either: a service-linked role's trust policy names its service only, and no one
+        // can edit it (IAM User Guide, "Using service-linked roles").
+        statements.push(statement("PassServiceLinkedRolesToAutoScaling", &["iam:PassRole"], &slrs, None));
+        // These reads take no resource: their Resource must be "*".
+        statements.push(statement(
+            "ReadGroupsAndWhatTheyLaunchWith",
+            &[
+                "autoscaling:DescribeAutoScalingGroups",
+                "autoscaling:DescribeScalingActivities",
+                "autoscaling:DescribeLaunchConfigurations",
+                "ec2:DescribeLaunchTemplateVersions",
+                "ec2:DescribeImages",
+                "ec2:DescribeSnapshots",
+                "ec2:GetEbsEncryptionByDefault",
+                "ec2:GetEbsDefaultKmsKeyId",
+            ],
+            &BTreeSet::from(["*".to_owned()]),
+            None,
+        ));
+        // The keys the groups launch with are found in their launch templates and AMIs,
+        // so they are not known here: DescribeKey (metadata only) on any key. This also
+        // covers the configured keys of this account, which are described every pass.
+        statements.push(statement(
+            "DescribeKeysGroupsLaunchWith",
+            &["kms:DescribeKey"],
+            &BTreeSet::from([format!("arn:{partition}:kms:*:*:key/*")]),
+            None,
+        ));
+        statements.push(statement(
+            "UpdateConfiguredAutoScalingGroups",
+            &["autoscaling:UpdateAutoScalingGroup"],
+            &asgs,
+            None,
+        ));
+        // With prune on, the grants on its own keys are listed too: a group of another
+        // account that left the config may have left its grant there, to be retired.
+        let own_key_actions: &[&str] = if desired.operator.prune {
+            &["kms:GetKeyPolicy", "kms:PutKeyPolicy", "kms:ListGrants"]
+        } else {
+            &["kms:GetKeyPolicy", "kms:PutKeyPolicy"]
+        };
+        key_statements(&mut statements, "ManageOwnKeyPolicies", own_key_actions, &own_keys, None);
+        grant_statements(&mut statements, &mine, account, partition, desired.operator.prune);
+        reencrypt_statements(&mut statements, &mine, account, partition);
+        // Hand-off keys (their owner has no `accounts` entry): the operator cannot list
+        // their grants with the owner's credentials, so it lists the grants this account
+        // may retire, which are the ones it made (KMS API Reference, ListRetirableGrants:
+        // an account-wide list, Resource "*"). The dry run of the grant is the
+        // CreateGrant above, with the same conditions.
+        // An account not listed under `accounts` is the one the operator runs in; a key of
+        // another unlisted account is then a hand-off key. (A listed ASG account's keys in
+        // an unlisted account are taken to be the home account's.)
+        let listed = |a: &AccountId| desired.accounts.contains_key(a);
+        if !listed(account) && mine.iter().any(|b| b.is_cross_account() && !listed(b.key.account())) {
+            statements.push(statement(
+                "ListGrantsThisAccountMayRetire",
+                &["kms:ListRetirableGrants"],
+                &BTreeSet::from(["*".to_owned()]),
+                None,
+            ));
+        }
+    }
+    key_statements(
+        &mut statements,
+        "ManageKeyPoliciesAndReadGrantsForOtherAccounts",
+        &["kms:DescribeKey", "kms:GetKeyPolicy", "kms:PutKeyPolicy", "kms:ListGrants"],
+        &owned_keys_used_elsewhere,
+        None,
+    );
+    if assumes_roles {
+        let roles: BTreeSet<String> = desired.accounts.values().cloned().collect();
+        statements.push(statement("AssumeRolesInOtherAccounts", &["sts:AssumeRole"], &roles, None));
+    }
+    Ok(json!({ "Version": "2012-10-17", "Statement": statements }))
+}
+
+/// Case 2: the grants this account makes on other accounts' keys, and retires.
+///
+/// CreateGrant is allowed only for the grant the operator makes (KMS Developer Guide,
+/// "AWS KMS condition keys"): to the service-linked roles that use those keys
+/// (`kms:GranteePrincipal`), for the eight operations a launch needs and no other
+/// (`ForAllValues:StringEquals kms:GrantOperations`), retirable by this account
+/// (`kms:RetiringPrincipal`). Keys are grouped by the roles that use them, so a role may
+/// be granted only the keys its groups are bound to.
+///
+/// RetireGrant has no such condition: KMS defines none that names the grant for it (the
+/// grant condition keys apply to CreateGrant), and `kms:RetireGrant` in an IAM policy
+/// only delegates what a grant already allows, here the grants that name this account as
+/// their retiring principal or that it created (KMS Developer Guide, "Retiring and
+/// revoking grants"). It is scoped to the same keys.
+fn grant_statements(
+    out: &mut Vec<Value>,
+    mine: &[&crate::core::config::Binding],
+    account: &AccountId,
+    partition: &str,
+    prune: bool,
+) {
+    let mut by_roles: BTreeMap<&KeyArn, BTreeSet<String>> = BTreeMap::new();
+    for b in mine.iter().filter(|b| b.is_cross_account()) {
+        by_roles.entry(&b.key).or_default().insert(b.slr().arn());
+    }
+    let retired: BTreeSet<&KeyArn> = by_roles.keys().copied().collect();
+    // Re-encryption: before a copy, a dry run of the same grant on each key it replaces
+    // tells whether the key's owner lets this account use the key.
+    for b in mine.iter().filter(|b| b.reencrypt_from.is_some()) {
+        for k in replaced(b) {
+            by_roles.entry(k).or_default().insert(b.slr().arn());
+        }
+    }
+    let mut groups: BTreeMap<BTreeSet<String>, BTreeSet<&KeyArn>> = BTreeMap::new();
+    for (key, roles) in by_roles {
+        groups.entry(roles).or_default().insert(key);
+    }
+    for (i, (roles, keys)) in groups.iter().enumerate() {
+        let condition = json!({
+            "StringEquals": {
+                "kms:GranteePrincipal": roles,
+                "kms:RetiringPrincipal": account.root_arn(partition),
+            },
+            "ForAllValues:StringEquals": {"kms:GrantOperations": GRANT_OPERATIONS},
+        });
+        let sid = format!(
+            "GrantServiceLinkedRolesOtherAccountsKeys{}",
+            if i == 0 { String::new() } else { (i + 1).to_string() }
+        );
+        key_statements(out, &sid, &["kms:CreateGrant"], keys, Some(condition));
+    }
+    if prune {
+        // With prune on, a grant this account made on a key the config no longer names
+        // for it is retired too, so the keys cannot be listed here: any key. RetireGrant
+        // delegates only the grants that name this account as their retiring principal
+        // or that it created (see above), so this lets it retire nothing else.
+        let any = BTreeSet::from([format!("arn:{partition}:kms:*:*:key/*")]);
+        out.push(statement("RetireOwnGrantsOnOtherAccountsKeys", &["kms:RetireGrant"], &any, None));
+    } else {
+        key_statements(out, "RetireOwnGrantsOnOtherAccountsKeys", &["kms:RetireGrant"], &retired, None);
+    }
+}
+
+/// The keys of other accounts a re-encrypted binding replaces, by key ARN.
+fn replaced(b: &crate::core::config::Binding) -> impl Iterator<Item = &KeyArn> {
+    b.reencrypt_from.iter().flat_map(|f| f.iter()).filter(move |k| k.account() != &b.asg.account && !k.is_alias())
+}
+
+/// `strategy: reencrypt`: copying images, making launch template versions and launch
+/// configurations, and moving groups onto them.
+///
+/// - `ec2:CopyImage` makes the copy (Service Authorization Reference, Amazon EC2: on the
+///   new image, whose id is not known before) and `ec2:CreateTags` tags it, only as part
+///   of the copy (`ec2:CreateAction`).
+/// - EC2 reads the source snapshots' keys and writes the copy's with the caller's
+///   permissions, through EC2 (EC2 User Guide, "Copy an Amazon EC2 AMI"): `kms:Decrypt`
+///   and `kms:ReEncryptFrom` on the keys replaced, `kms:GenerateDataKeyWithoutPlaintext`
+///   and `kms:ReEncryptTo` on the own keys, and `kms:CreateGrant` for an AWS resource on
+///   both, each only via EC2 in the groups' Regions (`kms:ViaService`).
+/// - New versions and default versions of the account's launch templates, and launch
+///   configurations: their ids and names are not known from the config.
+/// - Updating a group with a launch template checks `ec2:RunInstances` with that template,
+///   and `iam:PassRole` for the template's instance profile, passed to EC2 (EC2 Auto
+///   Scaling User Guide, "Amazon EC2 Auto Scaling API permissions"); the roles are the
+///   templates', not known from the config, so PassRole is scoped by the service.
+fn reencrypt_statements(
+    out: &mut Vec<Value>,
+    mine: &[&crate::core::config::Binding],
+    account: &AccountId,
+    partition: &str,
+) {
+    let re: Vec<&&crate::core::config::Binding> = mine.iter().filter(|b| b.reencrypt_from.is_some()).collect();
+    if re.is_empty() {
+        return;
+    }
+    let regions: BTreeSet<&str> = re.iter().map(|b| b.asg.region.as_str()).collect();
+    let each = |f: &dyn Fn(&str) -> String| -> BTreeSet<String> { regions.iter().map(|r| f(r)).collect() };
+    let images = each(&|r| format!("arn:{partition}:ec2:{r}::image/*"));
+    let templates = each(&|r| format!("arn:{partition}:ec2:{r}:{account}:launch-template/*"));
+    let via: Vec<String> = regions.iter().map(|r| format!("ec2.{r}.amazonaws.com")).collect();
+    out.push(statement("CopyImagesForReencryption", &["ec2:CopyImage"], &images, None));
+    out.push(statement(
+        "TagImageCopies",
+        &["ec2:CreateTags"],
+        &images,
+        Some(json!({"StringEquals": {"ec2:CreateAction": "CopyImage"}})),
+    ));
+    let through_ec2 = json!({"StringEquals": {"kms:ViaService": via}});
+    let for_resource = json!({"StringEquals": {"kms:ViaService": via}, "Bool": {"kms:GrantIsForAWSResource": "true"}});
+    let from: BTreeSet<&KeyArn> = re.iter().flat_map(|b| replaced(b)).collect();
+    let own: BTreeSet<&KeyArn> = re.iter().map(|b| &b.key).collect();
+    key_statements(
+        out,
+        "ReadReplacedKeysThroughEc2",
+        &["kms:Decrypt", "kms:ReEncryptFrom"],
+        &from,
+        Some(through_ec2.clone()),
+    );
+    key_statements(
+        out,
+        "EncryptCopiesThroughEc2",
+        &["kms:GenerateDataKeyWithoutPlaintext", "kms:ReEncryptTo"],
+        &own,
+        Some(through_ec2),
+    );
+    let both_keys: BTreeSet<&KeyArn> = from.union(&own).copied().collect();
+    key_statements(out, "GrantEc2TheCopysKeys", &["kms:CreateGrant"], &both_keys, Some(for_resource));
+    out.push(statement(
+        "MakeTemplateVersions",
+        &["ec2:CreateLaunchTemplateVersion", "ec2:ModifyLaunchTemplate"],
+        &templates,
+        None,
+    ));
+    out.push(statement(
+        "CopyLaunchConfigurations",
+        &["autoscaling:CreateLaunchConfiguration"],
+        &each(&|r| {
+            format!("arn:{partition}:autoscaling:{r}:{account}:launchConfiguration:*:launchConfigurationName/*")
+        }),
+        None,
+    ));
+    out.push(statement(
+        "LaunchFromTheAccountsTemplates",
+        &["ec2:RunInstances"],
+        &BTreeSet::from(["*".to_owned()]),
+        Some(json!({"ArnLike": {"ec2:LaunchTemplate": templates}})),
+    ));
+    out.push(statement(
+        "PassInstanceProfileRolesToEc2",
+        &["iam:PassRole"],
+        &BTreeSet::from([format!("arn:{partition}:iam::{account}:role/*")]),
+        Some(json!({"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}})),
+    ));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn desired() -> Desired {
+        crate::core::config::parse(
+            "version: 1\naccounts:\n  - {id: \"444455556666\", roleArn: arn:aws:iam::444455556666:role/key-admin}\nbindings:\n  - {asg: web, account: \"111122223333\", key: arn:aws:kms:us-west-2:111122223333:key/11111111-1111-1111-1111-111111111111, serviceLinkedRoleSuffix: CMK}\n  - {asg: api, account: \"111122223333\", key: arn:aws:kms:us-west-2:444455556666:key/22222222-2222-2222-2222-222222222222}\n",
+            "t",
+        )
+        .unwrap()
+    }
+
+    fn acct(s: &str) -> AccountId {
+        AccountId::parse(s).unwrap()
+    }
+
+    fn sids(p: &Value) -> Vec<&str> {
+        p["Statement"].as_array().unwrap().iter().map(|s| s["Sid"].as_str().unwrap()).collect()
+    }
+
+    fn find<'a>(p: &'a Value, sid: &str) -> &'a Value {
+        p["Statement"].as_array().unwrap().iter().find(|s| s["Sid"] == sid).unwrap()
+    }
+
+    #[test]
+    fn asg_account_gets_roles_groups_own_keys_grants_and_assume_role() {
+        let d = desired();
+        let p = policy(&d, &default_account(&d, None).unwrap()).unwrap();
+        assert_eq!(
+            sids(&p),
+            [
+                "ReadServiceLinkedRoles",
+                "CreateAutoScalingServiceLinkedRoles",
+                "PassServiceLinkedRolesToAutoScaling",
+                "ReadGroupsAndWhatTheyLaunchWith",
+                "DescribeKeysGroupsLaunchWith",
+                "UpdateConfiguredAutoScalingGroups",
+                "ManageOwnKeyPolicies",
+                "GrantServiceLinkedRolesOtherAccountsKeys",
+                "RetireOwnGrantsOnOtherAccountsKeys",
+                "AssumeRolesInOtherAccounts",
+            ]
+        );
+        assert_eq!(
+            find(&p, "ReadServiceLinkedRoles")["Resource"],
+            json!([
+                "arn:aws:iam::111122223333:role/aws-service-role/autoscaling.amazonaws.com/AWSServiceRoleForAutoScaling",
+                "arn:aws:iam::111122223333:role/aws-service-role/autoscaling.amazonaws.com/AWSServiceRoleForAutoScaling_CMK"
+            ])
+        );
+        assert_eq!(
+            find(&p, "CreateAutoScalingServiceLinkedRoles")["Condition"]["StringEquals"]["iam:AWSServiceName"],
+            "autoscaling.amazonaws.com"
+        );
+        assert_eq!(
+            find(&p, "UpdateConfiguredAutoScalingGroups")["Resource"],
+            json!([
+                "arn:aws:autoscaling:us-west-2:111122223333:autoScalingGroup:*:autoScalingGroupName/api",
+                "arn:aws:autoscaling:us-west-2:111122223333:autoScalingGroup:*:autoScalingGroupName/web"
+            ])
+        );
+        for sid in ["GrantServiceLinkedRolesOtherAccountsKeys", "RetireOwnGrantsOnOtherAccountsKeys"] {
+            assert_eq!(
+                find(&p, sid)["Resource"],
+                json!(["arn:aws:kms:us-west-2:444455556666:key/22222222-2222-2222-2222-222222222222"])
+            );
+        }
+        assert_eq!(find(&p, "ManageOwnKeyPolicies")["Action"], json!(["kms:GetKeyPolicy", "kms:PutKeyPolicy"]));
+        assert_eq!(find(&p, "PassServiceLinkedRolesToAutoScaling").get("Condition"), None);
+        assert_eq!(
+            find(&p, "AssumeRolesInOtherAccounts")["Resource"],
+            json!(["arn:aws:iam::444455556666:role/key-admin"])
+        );
+    }
+
+    #[test]
+    fn a_handoff_key_adds_listing_the_grants_this_account_may_retire() {
+        let handoff = "arn:aws:kms:us-west-2:999999999999:key/33333333-3333-3333-3333-333333333333";
+        let mut d = desired();
+        d.bindings.push(crate::core::config::Binding {
+            asg: crate::core::model::AsgRef::new(acct("111122223333"), "us-west-2", "handed-off"),
+            key: KeyArn::parse(handoff).unwrap(),
+            slr_suffix: None,
+            reencrypt_from: None,
+        });
+        let before = policy(&desired(), &acct("111122223333")).unwrap();
+        assert!(!sids(&before).contains(&"ListGrantsThisAccountMayRetire"), "no hand-off key, no listing");
+        let p = policy(&d, &acct("111122223333")).unwrap();
+        let s = find(&p, "ListGrantsThisAccountMayRetire");
+        assert_eq!(s["Action"], json!(["kms:ListRetirableGrants"]));
+        assert_eq!(s["Resource"], json!(["*"]));
+        // The dry run is the grant's own CreateGrant: the hand-off key is in its statement,
+        // under the same conditions.
+        let grant = sids(&p).into_iter().filter(|s| s.starts_with("GrantServiceLinkedRolesOtherAccountsKeys"));
+        assert!(
+            grant.map(|sid| find(&p, sid)).any(|s| s["Resource"].as_array().unwrap().contains(&json!(handoff))),
+            "{p:#}"
+        );
+    }
+
+    #[test]
+    fn key_owner_account_gets_only_its_keys() {
+        let p = policy(&desired(), &acct("444455556666")).unwrap();
+        assert_eq!(sids(&p), ["ManageKeyPoliciesAndReadGrantsForOtherAccounts"]);
+        let s = find(&p, "ManageKeyPoliciesAndReadGrantsForOtherAccounts");
+        assert_eq!(s["Action"], json!(["kms:DescribeKey", "kms:GetKeyPolicy", "kms:PutKeyPolicy", "kms:ListGrants"]));
+        assert_eq!(
+            s["Resource"],
+            json!(["arn:aws:kms:us-west-2:444455556666:key/22222222-2222-2222-2222-222222222222"])
+        );
+    }
+
+    #[test]
+    fn no_wildcard_actions_and_only_reads_on_star() {
+        for account in ["111122223333", "444455556666"] {
+            let p = policy(&desired(), &acct(account)).unwrap();
+            for s in p["Statement"].as_array().unwrap() {
+                for a in s["Action"].as_array().unwrap() {
+                    let a = a.as_str().unwrap();
+                    assert!(!a.contains('*'), "{a}");
+                    let read = ["Describe", "Get", "List"].iter().any(|r| a.split(':').nth(1).unwrap().starts_with(r));
+                    let anywhere = s["Resource"].as_array().unwrap().iter().any(|r| {
+                        let r = r.as_str().unwrap();
+                        r == "*" || r.ends_with(":key/*")
+                    });
+                    assert!(read || !anywhere || s.get("Condition").is_some(), "a write on a wildcard resource: {s}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn several_asg_accounts_need_an_explicit_account() {
+        let mut d = desired();
+        let mut other = d.bindings[0].clone();
+        other.asg =
+            crate::core::model::AsgRef::new(acct("999988887777"), other.asg.region.clone(), other.asg.name.clone());
+        d.bindings.push(other);
+        assert_eq!(default_account(&d, None), Err(IamPolicyError::Ambiguous("111122223333, 999988887777".into())));
+    }
+
+    #[test]
+    fn a_hub_account_that_owns_nothing_only_assumes_roles() {
+        let p = policy(&desired(), &acct("123412341234")).unwrap();
+        assert_eq!(sids(&p), ["AssumeRolesInOtherAccounts"]);
+        let mut d = desired();
+        d.accounts.clear();
+        assert_eq!(policy(&d, &acct("123412341234")), Err(IamPolicyError::NotInConfig(acct("123412341234"))));
+    }
+
+    #[test]
+    fn a_key_named_by_an_alias_is_allowed_through_the_alias_condition() {
+        let d = crate::core::config::parse(
+            "version: 1\nbindings:\n  - {asg: web, account: \"111122223333\", keys: [arn:aws:kms:us-west-2:111122223333:alias/ebs-data, arn:aws:kms:us-west-2:111122223333:key/11111111-1111-1111-1111-111111111111]}\n",
+            "t",
+        )
+        .unwrap();
+        let p = policy(&d, &acct("111122223333")).unwrap();
+        assert_eq!(
+            find(&p, "ManageOwnKeyPolicies")["Resource"],
+            json!(["arn:aws:kms:us-west-2:111122223333:key/11111111-1111-1111-1111-111111111111"])
+        );
+        let by_alias = find(&p, "ManageOwnKeyPoliciesByAlias");
+        assert_eq!(by_alias["Resource"], json!(["arn:aws:kms:us-west-2:111122223333:key/*"]));
+        assert_eq!(
+            by_alias["Condition"],
+            json!({"ForAnyValue:StringEquals": {"kms:ResourceAliases": ["alias/ebs-data"]}})
+        );
+    }
+
+    #[test]
+    fn create_grant_is_only_for_the_roles_the_eight_operations_and_this_account_as_retirer() {
+        let p = policy(&desired(), &acct("111122223333")).unwrap();
+        let s = find(&p, "GrantServiceLinkedRolesOtherAccountsKeys");
+        assert_eq!(s["Action"], json!(["kms:CreateGrant"]));
+        assert_eq!(
+            s["Condition"],
+            json!({
+                "StringEquals": {
+                    "kms:GranteePrincipal": ["arn:aws:iam::111122223333:role/aws-service-role/autoscaling.amazonaws.com/AWSServiceRoleForAutoScaling"],
+                    "kms:RetiringPrincipal": "arn:aws:iam::111122223333:root",
+                },
+                "ForAllValues:StringEquals": {"kms:GrantOperations": GRANT_OPERATIONS},
+            })
+        );
+        assert_eq!(find(&p, "RetireOwnGrantsOnOtherAccountsKeys")["Action"], json!(["kms:RetireGrant"]));
+    }
+
+    #[test]
+    fn keys_used_by_different_roles_get_separate_grant_statements() {
+        let d = crate::core::config::parse(
+            "version: 1\nbindings:\n  - {asg: a, account: \"111122223333\", key: arn:aws:kms:us-west-2:444455556666:key/22222222-2222-2222-2222-222222222222, serviceLinkedRoleSuffix: A}\n  - {asg: b, account: \"111122223333\", key: arn:aws:kms:us-west-2:444455556666:key/33333333-3333-3333-3333-333333333333, serviceLinkedRoleSuffix: B}\n  - {asg: c, account: \"111122223333\", key: arn:aws:kms:us-west-2:444455556666:alias/shared, serviceLinkedRoleSuffix: B}\n",
+            "t",
+        )
+        .unwrap();
+        let p = policy(&d, &acct("111122223333")).unwrap();
+        let grantee = |sid: &str| find(&p, sid)["Condition"]["StringEquals"]["kms:GranteePrincipal"].clone();
+        let slr = |suffix: &str| {
+            format!("arn:aws:iam::111122223333:role/aws-service-role/autoscaling.amazonaws.com/AWSServiceRoleForAutoScaling_{suffix}")
+        };
+        assert_eq!(grantee("GrantServiceLinkedRolesOtherAccountsKeys"), json!([slr("A")]));
+        assert_eq!(
+            find(&p, "GrantServiceLinkedRolesOtherAccountsKeys")["Resource"],
+            json!(["arn:aws:kms:us-west-2:444455556666:key/22222222-2222-2222-2222-222222222222"])
+        );
+        assert_eq!(grantee("GrantServiceLinkedRolesOtherAccountsKeys2"), json!([slr("B")]));
+        // A key named by an alias: the role condition and the alias condition together.
+        let by_alias = find(&p, "GrantServiceLinkedRolesOtherAccountsKeys2ByAlias");
+        assert_eq!(by_alias["Condition"]["StringEquals"]["kms:GranteePrincipal"], json!([slr("B")]));
+        assert_eq!(by_alias["Condition"]["ForAnyValue:StringEquals"]["kms:ResourceAliases"], json!(["alias/shared"]));
+        assert_eq!(by_alias["Resource"], json!(["arn:aws:kms:us-west-2:444455556666:key/*"]));
+    }
+}

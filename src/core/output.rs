@@ -1,0 +1,267 @@
+//! Renders a plan for people (like `terraform plan`) and for programs (JSON).
+
+use serde_json::{json, Value};
+
+use crate::core::access::{Access, KeyAccess};
+use crate::core::model::ErrorClass;
+use crate::core::plan::{grant_name, Change, Plan, PlannedChange};
+use crate::core::policy::GRANT_OPERATIONS;
+use crate::core::reencrypt::Write;
+
+fn details(c: &Change) -> Value {
+    match c {
+        Change::CreateServiceLinkedRole { slr } => json!({
+            "roleName": slr.name(), "roleArn": slr.arn(), "customSuffix": slr.suffix.as_deref(),
+        }),
+        Change::PutKeyPolicy { policy, prune, .. } => json!({
+            "policy": serde_json::from_str::<Value>(policy).unwrap_or(Value::String(policy.clone())),
+            "prune": prune,
+        }),
+        // The name carries the role's unique id; null until the role exists.
+        Change::CreateGrant { slr, role_id, instance, .. } => json!({
+            "granteePrincipal": slr.arn(), "name": role_id.as_deref().map(|id| grant_name(slr, id, instance)),
+            "operations": GRANT_OPERATIONS, "retiringPrincipal": slr.account.root_arn(slr.partition),
+            "createdBy": slr.account.as_str(),
+        }),
+        Change::RetireGrant { slr, grant_id, .. } => json!({ "grantId": grant_id, "retiredBy": slr.account.as_str() }),
+        Change::UpdateAutoScalingGroup { service_linked_role_arn, .. } => {
+            json!({ "serviceLinkedRoleArn": service_linked_role_arn })
+        }
+        Change::Reencrypt { key, write, .. } => match write {
+            Write::CopyImage { source_image, name } => {
+                json!({ "sourceImageId": source_image, "name": name, "encrypted": true, "kmsKeyId": key.as_str() })
+            }
+            Write::CreateVersion { template_id, source_version, image_id, devices, description } => json!({
+                "launchTemplateId": template_id, "sourceVersion": source_version, "imageId": image_id,
+                "kmsKeyId": key.as_str(), "devices": devices, "versionDescription": description,
+            }),
+            Write::SetDefaultVersion { template_id, version } => {
+                json!({ "launchTemplateId": template_id, "defaultVersion": version })
+            }
+            Write::PointGroup { template_id, version, .. } => {
+                json!({ "launchTemplate": { "launchTemplateId": template_id, "version": version.to_string() } })
+            }
+            Write::CopyConfiguration { from, name, image_id } => {
+                json!({ "copyOf": from, "launchConfigurationName": name, "imageId": image_id })
+            }
+            Write::UseConfiguration { name } => json!({ "launchConfigurationName": name }),
+        },
+    }
+}
+
+fn action_json(c: &PlannedChange) -> Value {
+    json!({
+        "action": c.change.action(),
+        "account": c.change.account().as_str(),
+        "region": c.change.region(),
+        "target": c.change.target(),
+        "reason": c.reason,
+        "bindings": c.bindings.iter().map(|b| b.to_string()).collect::<Vec<_>>(),
+        "details": details(&c.change),
+    })
+}
+
+/// `{"actions": [...], "errors": [...], "notes": [...], "keys": [...]}`.
+pub fn plan_json(plan: &Plan, access: &[KeyAccess]) -> String {
+    let v = json!({
+        "actions": plan.changes.iter().map(action_json).collect::<Vec<_>>(),
+        "errors": plan.blocked.iter().map(|b| json!({
+            "binding": b.binding.to_string(),
+            "class": b.failure.class.as_str(),
+            "error": b.failure.message,
+        })).collect::<Vec<_>>(),
+        "notes": plan.notes.iter().map(|n| json!({
+            "binding": n.binding.to_string(),
+            "note": n.message,
+        })).collect::<Vec<_>>(),
+        "prune": json!({
+            "pruned": plan.prune.pruned,
+            "held": plan.prune.held,
+            "notes": plan.prune.notes,
+        }),
+        "keys": access.iter().map(|a| json!({
+            "key": a.key.as_str(),
+            "account": a.account.as_str(),
+            "operator": a.operator,
+            "access": a.kind(),
+            "message": a.message(),
+        })).collect::<Vec<_>>(),
+    });
+    serde_json::to_string_pretty(&v).expect("plan JSON serialises")
+}
+
+/// One line per change with its reason, then one line per binding that cannot progress,
+/// then what lets the operator manage each key.
+pub fn plan_text(plan: &Plan, bindings: usize, access: &[KeyAccess]) -> String {
+    let mut s = String::new();
+    if plan.changes.is_empty() {
+        s.push_str(&format!(
+            "No changes. {} of {bindings} binding{} up to date.\n",
+            bindings - plan.blocked.len(),
+            if bindings == 1 { " is" } else { "s are" }
+        ));
+    } else {
+        s.push_str("asg-cmk-operator will make these changes:\n\n");
+        let w = plan.changes.iter().map(|c| c.change.action().len()).max().unwrap_or(0);
+        for c in &plan.changes {
+            let sign = match &c.change {
+                Change::CreateServiceLinkedRole { .. } | Change::CreateGrant { .. } => '+',
+                Change::RetireGrant { .. } => '-',
+                Change::PutKeyPolicy { needs, prune, .. } if needs.is_empty() && !prune.is_empty() => '-',
+                _ => '~',
+            };
+            s.push_str(&format!(
+                "  {sign} {:<w$}  {}  {:<14} {}\n      # {}\n",
+                c.change.action(),
+                c.change.account(),
+                c.change.region().unwrap_or("global"),
+                c.change.target(),
+                c.reason
+            ));
+            if let Change::PutKeyPolicy { prune, instance, .. } = &c.change {
+                for p in prune {
+                    s.push_str(&format!("      - {p}: leaves the statements of instance {instance}\n"));
+                }
+            }
+        }
+        let n = plan.changes.len();
+        s.push_str(&format!("\nPlan: {n} change{}.\n", if n == 1 { "" } else { "s" }));
+    }
+    if !plan.notes.is_empty() || !plan.prune.notes.is_empty() {
+        s.push_str("\nNotes:\n");
+        for n in &plan.notes {
+            s.push_str(&format!("  - {}: {}\n", n.binding, n.message));
+        }
+        for n in &plan.prune.notes {
+            s.push_str(&format!("  - prune: {n}\n"));
+        }
+    }
+    if let Some(why) = &plan.prune.held {
+        s.push_str(&format!("\nPrune held: {why}\n"));
+    }
+    let (waiting, stuck): (Vec<_>, Vec<_>) =
+        plan.blocked.iter().partition(|b| b.failure.class == ErrorClass::AwaitingOwner);
+    if !stuck.is_empty() {
+        s.push_str(&format!("\n{} binding{} cannot progress:\n", stuck.len(), if stuck.len() == 1 { "" } else { "s" }));
+        for b in &stuck {
+            s.push_str(&format!("  ! {}: {}\n", b.binding, b.failure));
+        }
+    }
+    if !waiting.is_empty() {
+        s.push_str(&format!(
+            "\n{} binding{} awaiting key owner (`asg-cmk-operator handoff` prints what each owner must add):\n",
+            waiting.len(),
+            if waiting.len() == 1 { "" } else { "s" }
+        ));
+        for b in &waiting {
+            s.push_str(&format!(
+                "  ? {}: awaiting key owner: account {} has not yet let account {} use key {}\n",
+                b.binding,
+                b.binding.key.account(),
+                b.binding.asg.account,
+                b.binding.key
+            ));
+        }
+    }
+    if !access.is_empty() {
+        s.push_str("\nWhat lets the operator manage each key:\n");
+        for a in access {
+            let sign = if matches!(a.access, Access::Account | Access::Operator(_)) { '=' } else { '!' };
+            s.push_str(&format!("  {sign} {}: {}\n", a.key, a.message()));
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::model::{AccountId, AsgRef, BindingId, Failure, KeyArn, Slr};
+    use crate::core::plan::{Blocked, Note, NoteKind};
+
+    fn sample() -> Plan {
+        let account = AccountId::parse("111122223333").unwrap();
+        let key = KeyArn::parse("arn:aws:kms:us-west-2:111122223333:key/11111111-1111-1111-1111-111111111111").unwrap();
+        let asg = AsgRef::new(account, "us-west-2", "web");
+        let web = BindingId { asg: asg.clone(), key: key.clone() };
+        Plan {
+            changes: vec![
+                PlannedChange {
+                    change: Change::CreateServiceLinkedRole {
+                        slr: Slr { account, partition: "aws", suffix: Some("CMK".into()) },
+                    },
+                    reason: "service-linked role AWSServiceRoleForAutoScaling_CMK does not exist".into(),
+                    bindings: vec![web.clone()],
+                },
+                PlannedChange {
+                    change: Change::UpdateAutoScalingGroup {
+                        asg: asg.clone(),
+                        service_linked_role_arn: "arn:x".into(),
+                    },
+                    reason: "ServiceLinkedRoleARN is unset".into(),
+                    bindings: vec![web.clone()],
+                },
+            ],
+            blocked: vec![Blocked {
+                binding: BindingId { asg: AsgRef::new(account, "us-west-2", "ghost"), key: key.clone() },
+                failure: Failure::terminal("ASG ghost not found"),
+            }],
+            notes: vec![Note {
+                binding: BindingId { asg: AsgRef::new(account, "us-west-2", "batch"), key },
+                kind: NoteKind::AwsManaged,
+                message: "an AWS managed key".into(),
+            }],
+            prune: Default::default(),
+        }
+    }
+
+    #[test]
+    fn json_has_the_documented_shape() {
+        let v: Value = serde_json::from_str(&plan_json(&sample(), &[])).unwrap();
+        let a = &v["actions"][0];
+        assert_eq!(a["action"], "CreateServiceLinkedRole");
+        assert_eq!(a["account"], "111122223333");
+        assert_eq!(a["region"], Value::Null);
+        assert_eq!(a["target"], "AWSServiceRoleForAutoScaling_CMK");
+        assert!(a["reason"].as_str().unwrap().contains("does not exist"));
+        assert_eq!(v["actions"][1]["region"], "us-west-2");
+        assert_eq!(v["notes"][0]["note"], "an AWS managed key");
+        assert_eq!(v["errors"][0]["binding"], "111122223333/us-west-2/ghost [11111111-1111-1111-1111-111111111111]");
+    }
+
+    #[test]
+    fn a_binding_awaiting_its_key_owner_is_listed_apart_from_the_failures() {
+        let mut p = sample();
+        let key = KeyArn::parse("arn:aws:kms:us-west-2:999999999999:key/33333333-3333-3333-3333-333333333333").unwrap();
+        let account = AccountId::parse("111122223333").unwrap();
+        p.blocked.push(Blocked {
+            binding: BindingId { asg: AsgRef::new(account, "us-west-2", "api"), key },
+            failure: Failure { class: ErrorClass::AwaitingOwner, message: "awaiting key owner: ...".into() },
+        });
+        let t = plan_text(&p, 3, &[]);
+        assert!(t.contains("1 binding cannot progress:"), "{t}");
+        assert!(t.contains("1 binding awaiting key owner"), "{t}");
+        assert!(t.contains("  ? 111122223333/us-west-2/api [999999999999:33333333-3333-3333-3333-333333333333]: awaiting key owner: account 999999999999 has not yet let account 111122223333 use key"), "{t}");
+        let v: Value = serde_json::from_str(&plan_json(&p, &[])).unwrap();
+        assert_eq!(v["errors"][1]["class"], "awaiting_owner");
+    }
+
+    #[test]
+    fn text_has_one_line_per_change_and_per_blocked_binding() {
+        let t = plan_text(&sample(), 2, &[]);
+        assert!(t.contains("  + CreateServiceLinkedRole  111122223333  global"), "{t}");
+        assert!(t.contains("  ~ UpdateAutoScalingGroup   111122223333  us-west-2      web"), "{t}");
+        assert!(t.contains("Plan: 2 changes."), "{t}");
+        assert!(
+            t.contains(
+                "Notes:\n  - 111122223333/us-west-2/batch [11111111-1111-1111-1111-111111111111]: an AWS managed key"
+            ),
+            "{t}"
+        );
+        assert!(
+            t.contains("  ! 111122223333/us-west-2/ghost [11111111-1111-1111-1111-111111111111]: ASG ghost not found"),
+            "{t}"
+        );
+        assert_eq!(plan_text(&Plan::default(), 3, &[]), "No changes. 3 of 3 bindings are up to date.\n");
+    }
+}

@@ -1,0 +1,681 @@
+//! Re-encryption (`strategy: reencrypt`; procedure case 2, solution 1): a group whose
+//! images' snapshots use another account's key is moved onto copies of those images
+//! encrypted with a key of its own account, and then needs only case 1 for that key.
+//! Pure: what the next step is for a group, from what was read.
+//!
+//! For each launch source of the group that still uses another account's key:
+//! 1. its image is copied into the group's account and Region, encrypted with the own key
+//!    (CopyImage), under a name made of the source image and the key, so that a retry or
+//!    a restart finds the copy instead of copying again;
+//! 2. once the copy is `available`, a new version of the group's launch template is made
+//!    from the version the group launches, with the copy as its image and any mapping that
+//!    names another account's key naming the own key;
+//! 3. the group launches that version: by `$Latest` itself, by the template's default
+//!    version when no other group uses the template, or else by pointing this group alone
+//!    at the new number (in its own launch template, or in its mixed instances policy and
+//!    the overrides that name the template). A template another group launches at
+//!    `$Latest` is left alone: a new version would change what that group launches.
+//!
+//! A launch configuration, which cannot be changed, is copied with the new image, and the
+//! group moved to the copy.
+//!
+//! Old versions and the source image are never changed.
+
+use std::collections::BTreeMap;
+
+use crate::core::config::Binding;
+use crate::core::launch::{GroupLaunch, SourceRead};
+use crate::core::model::{AccountId, AsgRef, DryRun, ErrorClass, Failure, KeyArn, LaunchSource, Slr};
+
+/// An image the operator copied, found by its name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Copy {
+    pub image_id: String,
+    /// `pending`, `available`, `failed`, ... (EC2 API Reference, Image, State).
+    pub state: String,
+    /// Why a copy failed, as EC2 says (Image, StateReason).
+    pub reason: Option<String>,
+    /// While pending: the least progress of its snapshots, as EC2 writes it (`45%`).
+    pub progress: Option<String>,
+}
+
+/// A launch template's latest version, as read while a group still needs a version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LatestVersion {
+    pub number: u64,
+    pub description: Option<String>,
+}
+
+/// Where a copy is looked for: the group's account and Region, and the copy's name.
+pub type CopyAt = (AccountId, String, String);
+/// A launch template in an account and Region, by id.
+pub type TemplateAt = (AccountId, String, String);
+/// Every group of an account and Region, with its launch sources.
+pub type GroupsAt = (AccountId, String);
+/// The groups of a place, by name, with their launch sources.
+pub type Groups = Vec<(String, Vec<LaunchSource>)>;
+
+/// What re-encryption reads, beyond the groups' launches.
+#[derive(Debug, Clone, Default)]
+pub struct ReencryptReads {
+    pub copies: BTreeMap<CopyAt, Result<Option<Copy>, Failure>>,
+    pub latest: BTreeMap<TemplateAt, Result<LatestVersion, Failure>>,
+    /// The groups of a place, by name, with their launch sources: who else uses a
+    /// template.
+    pub groups: BTreeMap<GroupsAt, Result<Groups, Failure>>,
+    /// Before a copy: whether the group's account may use each key being replaced, as a
+    /// dry run of CreateGrant made with its credentials answers (KMS Developer Guide,
+    /// "Testing your permissions").
+    pub access: BTreeMap<(KeyArn, Slr), Result<DryRun, Failure>>,
+    /// Whether each launch configuration copy the operator would make exists already.
+    pub configurations: BTreeMap<CopyAt, Result<bool, Failure>>,
+}
+
+impl ReencryptReads {
+    pub fn absorb(&mut self, newer: ReencryptReads) {
+        self.copies.extend(newer.copies);
+        self.latest.extend(newer.latest);
+        self.groups.extend(newer.groups);
+        self.access.extend(newer.access);
+        self.configurations.extend(newer.configurations);
+    }
+}
+
+/// The next write for one launch source of a group.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Write {
+    CopyImage {
+        source_image: String,
+        name: String,
+    },
+    CreateVersion {
+        template_id: String,
+        source_version: u64,
+        image_id: String,
+        devices: Vec<String>,
+        description: String,
+    },
+    SetDefaultVersion {
+        template_id: String,
+        version: u64,
+    },
+    PointGroup {
+        template_id: String,
+        /// The template's name, as the group's description gave it.
+        name: Option<String>,
+        version: u64,
+    },
+    CopyConfiguration {
+        from: String,
+        name: String,
+        image_id: String,
+    },
+    UseConfiguration {
+        name: String,
+    },
+}
+
+/// Where one launch source of a group stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Next {
+    /// It uses no other account's key.
+    Done,
+    /// This write is next; `why` says what it is for.
+    Write { write: Write, why: String },
+    /// Nothing can be written now: waiting (a copy in progress), a read missing, or a
+    /// state the operator cannot change (the failure says which).
+    Wait(Failure),
+}
+
+/// What the reads needed for one source are: the copy's name to look up, and whether the
+/// template's latest version and the place's groups are needed.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Needs {
+    pub copies: Vec<String>,
+    /// Keys whose use by the group's account is checked before a copy is made.
+    pub access: Vec<KeyArn>,
+    pub template: Option<String>,
+    /// The launch configuration copy to look for.
+    pub configuration: Option<String>,
+}
+
+/// The name of the copy of `image` encrypted with `key`: AMI names allow letters, digits
+/// and `()[]./-'@_` and spaces, 3 to 128 characters (EC2 API Reference, CopyImage, Name);
+/// an image id and a key id fit well within that.
+pub fn copy_name(image: &str, key: &KeyArn) -> String {
+    format!("asg-cmk-operator/{image}/{}", key.key_id())
+}
+
+/// The description the operator gives a version it makes: the source version, the image
+/// and the key, so a version made before a lost answer or a restart is recognised.
+pub fn version_description(source_version: u64, image: &str, key: &KeyArn) -> String {
+    format!("asg-cmk-operator: version {source_version} with image {image} and key {}", key.key_id())
+}
+
+/// Which of a source's keys are another account's than `group`'s: each key as found, its
+/// account from its ARN, or from DescribeKey when it was named another way. A key that
+/// could not be described is not counted: `discover` and the drift notes report it.
+fn foreign<'a>(keys: impl Iterator<Item = &'a String>, launch: &GroupLaunch, group: &AccountId) -> Vec<&'a String> {
+    keys.filter(|k| {
+        let account = KeyArn::parse(k).ok().map(|a| *a.account()).or_else(|| {
+            launch
+                .keys
+                .iter()
+                .find(|l| &l.key_ref == *k)
+                .and_then(|l| l.resolved.as_ref().ok())
+                .map(|(a, _)| *a.account())
+        });
+        account.is_some_and(|a| a != *group)
+    })
+    .collect()
+}
+
+fn missing(what: String) -> Failure {
+    Failure { class: ErrorClass::Retryable, message: format!("{what}: not observed") }
+}
+
+fn read_failed(what: &str, f: &Failure) -> Failure {
+    Failure { class: f.class, message: format!("{what}: {}", f.message) }
+}
+
+/// The keys a binding replaces that the group's account must be allowed to use for a
+/// copy: another account's, by key ARN (an alias of another account cannot be checked).
+fn replaced(b: &Binding) -> impl Iterator<Item = &KeyArn> {
+    b.reencrypt_from.iter().flat_map(|f| f.iter()).filter(move |k| k.account() != &b.asg.account && !k.is_alias())
+}
+
+/// Why a copy cannot be made yet, if the owner of a key being replaced has not let the
+/// group's account use it: the statements to ask for, as the hand-off prints them.
+fn copy_refused(b: &Binding, reads: &ReencryptReads) -> Option<Failure> {
+    for key in replaced(b) {
+        match reads.access.get(&(key.clone(), b.slr())) {
+            None => return Some(missing(format!("a dry run of CreateGrant on {key}"))),
+            Some(Err(f)) => return Some(read_failed(&format!("a dry run of CreateGrant on {key}"), f)),
+            Some(Ok(DryRun::Refused)) => {
+                let statements = crate::core::policy::case2_statements(&[b.asg.account.root_arn(key.partition())]);
+                return Some(Failure {
+                    class: ErrorClass::AwaitingOwner,
+                    message: format!(
+                        "awaiting key owner: the group's images are copied with key {key}, which account {owner} owns, and a dry run of CreateGrant by account {account} was refused. Ask the key's administrators to add these statements to its key policy (no grant for the service-linked role is needed): {json}",
+                        owner = key.account(),
+                        account = b.asg.account,
+                        json = serde_json::Value::Array(statements),
+                    ),
+                });
+            }
+            Some(Ok(DryRun::Allowed | DryRun::GranteeUnknown)) => {}
+        }
+    }
+    None
+}
+
+/// What of a launch source uses another account's key: the image's keys that do, whether
+/// the image does (those, or a shared image's unreadable encrypted snapshot), and the
+/// source's own mappings that name such a key. One reading for [`needs`] and [`next`].
+struct Foreign<'a> {
+    image_keys: Vec<&'a String>,
+    image_foreign: bool,
+    devices: Vec<String>,
+}
+
+impl<'a> Foreign<'a> {
+    fn of(b: &Binding, launch: &GroupLaunch, s: &'a SourceRead) -> Self {
+        let group = &b.asg.account;
+        let image_keys = foreign(s.image_keys.iter(), launch, group);
+        let devices = s
+            .mapping_keys
+            .iter()
+            .filter(|(_, k)| !foreign(std::iter::once(k), launch, group).is_empty())
+            .map(|(d, _)| d.clone())
+            .collect();
+        Foreign { image_foreign: s.shared_encrypted || !image_keys.is_empty(), image_keys, devices }
+    }
+}
+
+/// The reads the next step of source `s` of binding `b`'s group needs: the copy of its
+/// image, looked up by name, and, once that copy is available (or no image needs one),
+/// its template's latest version and the place's groups.
+pub fn needs(b: &Binding, own: &KeyArn, launch: &GroupLaunch, s: &SourceRead, copies: &ReencryptReads) -> Needs {
+    let Foreign { image_foreign, devices, .. } = Foreign::of(b, launch, s);
+    let mut out = Needs::default();
+    if !image_foreign && devices.is_empty() {
+        return out;
+    }
+    let Some(image) = &s.image_id else { return out };
+    let mut image_now = image.clone();
+    if image_foreign {
+        let name = copy_name(image, own);
+        let at = (b.asg.account, b.asg.region.clone(), name.clone());
+        out.copies.push(name);
+        match copies.copies.get(&at) {
+            Some(Ok(Some(c))) if c.state == "available" => image_now = c.image_id.clone(),
+            Some(Ok(None)) => {
+                out.access = replaced(b).cloned().collect();
+                return out;
+            }
+            _ => return out,
+        }
+    }
+    match (&s.source, &s.template) {
+        (LaunchSource::Configuration(from), _) => out.configuration = Some(configuration_name(from, &image_now)),
+        (LaunchSource::Template { .. }, Some((template, _))) => out.template = Some(template.clone()),
+        (LaunchSource::Template { .. }, None) => {}
+    }
+    out
+}
+
+/// The next step for source `s` of binding `b`'s group, re-encrypting with `own` (the
+/// binding's key, resolved).
+pub fn next(b: &Binding, own: &KeyArn, launch: &GroupLaunch, s: &SourceRead, reads: &ReencryptReads) -> Next {
+    let group = &b.asg.account;
+    let Foreign { image_keys, image_foreign, devices } = Foreign::of(b, launch, s);
+    if let (Some(why), Some(image)) = (&s.image_unread, &s.image_id) {
+        // A parameter not resolved to an AMI is said by `discover`; nothing to copy yet.
+        if !image.starts_with("resolve:") {
+            return Next::Wait(Failure::terminal(format!(
+                "image {image} cannot be read by account {group}: {why}. Re-encryption copies it, so it must be owned by the account or shared with it (a launch permission)"
+            )));
+        }
+    }
+    if !image_foreign && devices.is_empty() {
+        return Next::Done;
+    }
+    let what = match &s.source {
+        LaunchSource::Configuration(name) => format!("launch configuration {name}"),
+        LaunchSource::Template { .. } => match &s.template {
+            Some((id, n)) => format!("launch template {id} version {n}"),
+            None => {
+                return Next::Wait(Failure::terminal(
+                    "the group's launch template version was read without its id and number",
+                ))
+            }
+        },
+    };
+    let Some(image) = s.image_id.clone() else {
+        return Next::Wait(Failure::terminal(format!("{what} names no image")));
+    };
+    // 1. The copy of the image, encrypted with the own key.
+    let image_now = if image_foreign {
+        let mut keys: Vec<&str> = image_keys.iter().map(|k| k.as_str()).collect();
+        if s.shared_encrypted {
+            keys.push("a key of the image's owner");
+        }
+        let why = || {
+            format!("image {image} of {what} has snapshots encrypted with another account's key ({}): copy it encrypted with {own}", keys.join(", "))
+        };
+        match copied(b, own, &image, reads, why) {
+            Copied::Available(id) => id,
+            Copied::Not(next) => return next,
+        }
+    } else {
+        image
+    };
+    // 2. A launch source with it, and 3. the group on that source.
+    match (&s.source, &s.template) {
+        (LaunchSource::Configuration(name), _) => configuration_step(b, name, &image_now, reads),
+        (LaunchSource::Template { version, name, .. }, Some((template, launched))) => {
+            let name = name.as_deref();
+            let at = TemplateStep { template, name, launched: *launched, selector: version, image: image_now, devices };
+            template_step(b, own, at, reads)
+        }
+        (LaunchSource::Template { .. }, None) => unreachable!("a template source without its id was answered above"),
+    }
+}
+
+/// Where the copy of an image stands.
+enum Copied {
+    Available(String),
+    Not(Next),
+}
+
+/// The copy of `image` under `own`: its id once available, else the next step.
+fn copied(b: &Binding, own: &KeyArn, image: &str, reads: &ReencryptReads, why: impl Fn() -> String) -> Copied {
+    let name = copy_name(image, own);
+    let copy = match reads.copies.get(&(b.asg.account, b.asg.region.clone(), name.clone())) {
+        None => return Copied::Not(Next::Wait(missing(format!("copy {name}")))),
+        Some(Err(f)) => return Copied::Not(Next::Wait(read_failed(&format!("copy {name}"), f))),
+        Some(Ok(None)) => {
+            if let Some(f) = copy_refused(b, reads) {
+                return Copied::Not(Next::Wait(f));
+            }
+            let write = Write::CopyImage { source_image: image.to_owned(), name };
+            return Copied::Not(Next::Write { write, why: why() });
+        }
+        Some(Ok(Some(c))) => c,
+    };
+    match copy.state.as_str() {
+        "available" => Copied::Available(copy.image_id.clone()),
+        "pending" => Copied::Not(Next::Wait(Failure {
+            class: ErrorClass::InProgress,
+            message: format!(
+                "copying image {image} as {} ({name}), encrypted with {own}: pending{}",
+                copy.image_id,
+                copy.progress.as_deref().map(|p| format!(", snapshots at {p}")).unwrap_or_default()
+            ),
+        })),
+        state => {
+            let reason = copy.reason.as_deref().unwrap_or("EC2 gave no reason");
+            Copied::Not(Next::Wait(Failure::terminal(format!(
+                "the copy {} ({name}) of image {image} is {state}: {reason}. Deregister it to have the operator copy again; a copy needs the source key's owner to let this account use the key (kms:Decrypt, kms:ReEncrypt*, kms:DescribeKey, kms:CreateGrant)",
+                copy.image_id
+            ))))
+        }
+    }
+}
+
+/// The name of the copy of launch configuration `from` with image `image`: launch
+/// configurations cannot be changed (EC2 Auto Scaling User Guide, "Launch
+/// configurations"), so the group moves to a copy. Up to 255 characters.
+pub fn configuration_name(from: &str, image: &str) -> String {
+    let keep = 255 - image.len() - 1;
+    let from: String = from.chars().take(keep).collect();
+    format!("{from}-{image}")
+}
+
+/// A launch configuration: a copy of it with the image, then the group on the copy. A
+/// configuration other groups use is left to them.
+fn configuration_step(b: &Binding, from: &str, image: &str, reads: &ReencryptReads) -> Next {
+    let name = configuration_name(from, image);
+    match reads.configurations.get(&(b.asg.account, b.asg.region.clone(), name.clone())) {
+        None => Next::Wait(missing(format!("launch configuration {name}"))),
+        Some(Err(f)) => Next::Wait(read_failed(&format!("launch configuration {name}"), f)),
+        Some(Ok(false)) => Next::Write {
+            write: Write::CopyConfiguration { from: from.to_owned(), name, image_id: image.to_owned() },
+            why: format!("launch configuration {from} launches with another account's key and cannot be changed: a copy of it with image {image}"),
+        },
+        Some(Ok(true)) => Next::Write {
+            write: Write::UseConfiguration { name: name.clone() },
+            why: format!("the group launches from launch configuration {from}: move it to {name}"),
+        },
+    }
+}
+
+/// The launch template version a group launches, and what its new version is made of.
+struct TemplateStep<'a> {
+    template: &'a str,
+    /// The template's name, when the group's description gave it.
+    name: Option<&'a str>,
+    launched: u64,
+    /// The version as the group names it: `$Latest`, `$Default` or a number.
+    selector: &'a str,
+    image: String,
+    /// Mappings that name another account's key.
+    devices: Vec<String>,
+}
+
+/// A launch template: a new version from the one the group launches, then the group on
+/// it.
+fn template_step(b: &Binding, own: &KeyArn, t: TemplateStep, reads: &ReencryptReads) -> Next {
+    let TemplateStep { template, name: t_name, launched, selector, image, devices } = t;
+    let template_id = template.to_owned();
+    let description = version_description(launched, &image, own);
+    let place = (b.asg.account, b.asg.region.clone());
+    let latest = match reads.latest.get(&(place.0, place.1.clone(), template_id.clone())) {
+        None => return Next::Wait(missing(format!("launch template {template_id}"))),
+        Some(Err(f)) => return Next::Wait(read_failed(&format!("launch template {template_id}"), f)),
+        Some(Ok(l)) => l,
+    };
+    let others = match reads.groups.get(&place) {
+        None => return Next::Wait(missing(format!("the groups of {}", b.asg.region))),
+        Some(Err(f)) => return Next::Wait(read_failed(&format!("the groups of {}", b.asg.region), f)),
+        Some(Ok(groups)) => users(groups, &b.asg, &template_id, t_name),
+    };
+    if latest.description.as_deref() != Some(description.as_str()) {
+        if let Some((other, _)) = others.iter().find(|(_, v)| v == "$Latest") {
+            return Next::Wait(Failure::terminal(format!(
+                "launch template {template_id} is shared with group {other}, which launches its $Latest version: a new version would change what {other} launches. Pin {other} to a version number, or give this group a template of its own"
+            )));
+        }
+        let why = format!(
+            "launch template {template_id} version {launched} launches with another account's key: a new version from it with image {image}{}",
+            if devices.is_empty() { String::new() } else { format!(" and {own} for {}", devices.join(", ")) }
+        );
+        let write =
+            Write::CreateVersion { template_id, source_version: launched, image_id: image, devices, description };
+        return Next::Write { write, why };
+    }
+    let ours = latest.number;
+    if ours == launched {
+        return Next::Wait(Failure::terminal(format!(
+            "launch template {template_id} version {ours}, made by the operator with image {image}, still uses another account's key: a mapping's own snapshot, which re-encryption does not replace"
+        )));
+    }
+    match selector {
+        "$Latest" => Next::Wait(Failure {
+            class: ErrorClass::Retryable,
+            message: format!("launch template {template_id}: $Latest was read as version {launched} and as {ours}"),
+        }),
+        "$Default" | "" if others.is_empty() => Next::Write {
+            write: Write::SetDefaultVersion { template_id: template_id.clone(), version: ours },
+            why: format!("the group launches the default version of launch template {template_id}, which no other group uses: make version {ours} the default"),
+        },
+        _ => {
+            let shared = if others.is_empty() {
+                String::new()
+            } else {
+                let names: Vec<&str> = others.iter().map(|(n, _)| n.as_str()).collect();
+                format!(" (the template is shared with {}, which keep their versions)", names.join(", "))
+            };
+            Next::Write {
+                write: Write::PointGroup { template_id, name: t_name.map(str::to_owned), version: ours },
+                why: format!("the group launches version {launched} ({selector}): point it at version {ours}{shared}"),
+            }
+        }
+    }
+}
+
+/// The other groups that launch template `template_id` (by id, or by the name their
+/// description gives with it), each with the version it names.
+fn users(
+    groups: &[(String, Vec<LaunchSource>)],
+    me: &AsgRef,
+    template_id: &str,
+    name: Option<&str>,
+) -> Vec<(String, String)> {
+    groups
+        .iter()
+        .filter(|(group, _)| *group != me.name)
+        .flat_map(|(group, sources)| {
+            sources.iter().filter_map(move |s| match s {
+                LaunchSource::Template { id, name: named, version, .. }
+                    if id.as_deref() == Some(template_id) || (named.is_some() && named.as_deref() == name) =>
+                {
+                    Some((group.clone(), if version.is_empty() { "$Default".to_owned() } else { version.clone() }))
+                }
+                _ => None,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::core::launch::LaunchKey;
+
+    const GROUP: &str = "111122223333";
+    const OWN: &str = "arn:aws:kms:us-west-2:111122223333:key/11111111-1111-1111-1111-111111111111";
+    const FOREIGN: &str = "arn:aws:kms:us-west-2:444455556666:key/22222222-2222-2222-2222-222222222222";
+    const LT: &str = "lt-0abc";
+
+    fn key(s: &str) -> KeyArn {
+        KeyArn::parse(s).unwrap()
+    }
+
+    fn binding() -> Binding {
+        Binding {
+            asg: AsgRef::new(AccountId::parse(GROUP).unwrap(), "us-west-2", "web"),
+            key: key(OWN),
+            slr_suffix: None,
+            reencrypt_from: Some(Arc::from([key(FOREIGN)])),
+        }
+    }
+
+    fn source(selector: &str, image_keys: &[&str]) -> SourceRead {
+        SourceRead {
+            source: LaunchSource::Template {
+                id: Some(LT.into()),
+                name: Some("web".into()),
+                version: selector.into(),
+                via: crate::core::model::VIA_GROUP,
+            },
+            template: Some((LT.into(), 1)),
+            image_id: Some("ami-src".into()),
+            image_keys: image_keys.iter().map(|k| k.to_string()).collect(),
+            mapping_keys: vec![],
+            shared_encrypted: false,
+            image_unread: None,
+        }
+    }
+
+    fn launch() -> GroupLaunch {
+        let keys = [OWN, FOREIGN]
+            .iter()
+            .map(|k| LaunchKey {
+                key_ref: k.to_string(),
+                source: "AMI".into(),
+                resolved: Ok((key(k), crate::core::model::KeyManager::Customer)),
+            })
+            .collect();
+        GroupLaunch { keys, ..GroupLaunch::default() }
+    }
+
+    fn at(name: &str) -> CopyAt {
+        (AccountId::parse(GROUP).unwrap(), "us-west-2".into(), name.into())
+    }
+
+    fn copy_at() -> CopyAt {
+        at(&copy_name("ami-src", &key(OWN)))
+    }
+
+    /// Reads in which the copy is `state` (None: absent), the dry run answered `access`,
+    /// the template's latest version is `latest` (ours when `ours`), and `others` use it.
+    fn reads(state: Option<&str>, access: DryRun, latest: u64, ours: bool, others: &[(&str, &str)]) -> ReencryptReads {
+        let mut r = ReencryptReads::default();
+        let copy = state.map(|s| Copy {
+            image_id: "ami-copy".into(),
+            state: s.into(),
+            reason: Some("why".into()),
+            progress: Some("45%".into()),
+        });
+        r.copies.insert(copy_at(), Ok(copy));
+        r.access.insert((key(FOREIGN), binding().slr()), Ok(access));
+        let description = ours.then(|| version_description(1, "ami-copy", &key(OWN)));
+        r.latest.insert(at(LT), Ok(LatestVersion { number: latest, description }));
+        let mut groups: Groups = vec![("web".into(), vec![source("$Default", &[]).source])];
+        for (name, version) in others {
+            let s = LaunchSource::Template { id: Some(LT.into()), name: None, version: version.to_string(), via: "x" };
+            groups.push((name.to_string(), vec![s]));
+        }
+        r.groups.insert((AccountId::parse(GROUP).unwrap(), "us-west-2".into()), Ok(groups));
+        r
+    }
+
+    fn next_of(s: &SourceRead, r: &ReencryptReads) -> Next {
+        next(&binding(), &key(OWN), &launch(), s, r)
+    }
+
+    fn write(n: Next) -> Write {
+        match n {
+            Next::Write { write, .. } => write,
+            other => panic!("expected a write, got {other:?}"),
+        }
+    }
+
+    fn waits(n: Next) -> Failure {
+        match n {
+            Next::Wait(f) => f,
+            other => panic!("expected a wait, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_source_on_own_keys_only_is_done() {
+        let r = reads(None, DryRun::Allowed, 1, false, &[]);
+        assert_eq!(next_of(&source("$Default", &[OWN]), &r), Next::Done);
+    }
+
+    #[test]
+    fn an_image_on_another_accounts_key_is_copied_once_the_owner_allows_it() {
+        let s = source("$Default", &[FOREIGN]);
+        let w = write(next_of(&s, &reads(None, DryRun::Allowed, 1, false, &[])));
+        assert_eq!(w, Write::CopyImage { source_image: "ami-src".into(), name: copy_name("ami-src", &key(OWN)) });
+        let f = waits(next_of(&s, &reads(None, DryRun::Refused, 1, false, &[])));
+        assert_eq!(f.class, ErrorClass::AwaitingOwner);
+        assert!(f.message.contains("arn:aws:iam::111122223333:root") && f.message.contains("kms:CreateGrant"), "{f}");
+        let f = waits(next_of(&s, &reads(Some("pending"), DryRun::Allowed, 1, false, &[])));
+        assert_eq!(f.class, ErrorClass::InProgress);
+        assert!(f.message.ends_with("pending, snapshots at 45%"), "{f}");
+        let f = waits(next_of(&s, &reads(Some("failed"), DryRun::Allowed, 1, false, &[])));
+        assert_eq!(f.class, ErrorClass::Terminal);
+        assert!(f.message.contains("is failed: why"), "{f}");
+    }
+
+    #[test]
+    fn a_copy_gets_a_version_then_the_default_when_no_other_group_uses_the_template() {
+        let s = source("$Default", &[FOREIGN]);
+        let w = write(next_of(&s, &reads(Some("available"), DryRun::Allowed, 1, false, &[])));
+        let description = version_description(1, "ami-copy", &key(OWN));
+        let want = Write::CreateVersion {
+            template_id: LT.into(),
+            source_version: 1,
+            image_id: "ami-copy".into(),
+            devices: vec![],
+            description,
+        };
+        assert_eq!(w, want);
+        let w = write(next_of(&s, &reads(Some("available"), DryRun::Allowed, 2, true, &[])));
+        assert_eq!(w, Write::SetDefaultVersion { template_id: LT.into(), version: 2 });
+    }
+
+    #[test]
+    fn a_shared_template_pins_this_group_and_one_on_latest_is_left_alone() {
+        let s = source("$Default", &[FOREIGN]);
+        let r = reads(Some("available"), DryRun::Allowed, 2, true, &[("api", "$Default")]);
+        let w = write(next_of(&s, &r));
+        assert_eq!(w, Write::PointGroup { template_id: LT.into(), name: Some("web".into()), version: 2 });
+        let r = reads(Some("available"), DryRun::Allowed, 1, false, &[("api", "$Latest")]);
+        let f = waits(next_of(&s, &r));
+        assert_eq!(f.class, ErrorClass::Terminal);
+        assert!(f.message.contains("shared with group api, which launches its $Latest version"), "{f}");
+    }
+
+    #[test]
+    fn a_version_of_the_operators_that_still_uses_the_key_is_not_made_again() {
+        let mut s = source("$Default", &[FOREIGN]);
+        s.template = Some((LT.into(), 2));
+        let mut r = reads(Some("available"), DryRun::Allowed, 2, false, &[]);
+        let description = version_description(2, "ami-copy", &key(OWN));
+        r.latest.insert(at(LT), Ok(LatestVersion { number: 2, description: Some(description) }));
+        let f = waits(next_of(&s, &r));
+        assert_eq!(f.class, ErrorClass::Terminal, "{f}");
+    }
+
+    #[test]
+    fn an_image_the_account_cannot_read_is_said_not_taken_for_converged() {
+        let mut s = source("$Default", &[]);
+        s.image_unread = Some("not found, or not shared with this account".into());
+        let f = waits(next_of(&s, &reads(None, DryRun::Allowed, 1, false, &[])));
+        assert_eq!(f.class, ErrorClass::Terminal);
+        assert!(f.message.contains("must be owned by the account or shared with it"), "{f}");
+    }
+
+    #[test]
+    fn a_launch_configuration_is_copied_then_used() {
+        let mut s = source("", &[FOREIGN]);
+        s.source = LaunchSource::Configuration("web-lc".into());
+        s.template = None;
+        let mut r = reads(Some("available"), DryRun::Allowed, 1, false, &[]);
+        let name = configuration_name("web-lc", "ami-copy");
+        r.configurations.insert(at(&name), Ok(false));
+        let w = write(next_of(&s, &r));
+        assert_eq!(
+            w,
+            Write::CopyConfiguration { from: "web-lc".into(), name: name.clone(), image_id: "ami-copy".into() }
+        );
+        r.configurations.insert(at(&name), Ok(true));
+        assert_eq!(write(next_of(&s, &r)), Write::UseConfiguration { name });
+    }
+}

@@ -1,0 +1,777 @@
+//! Prometheus metrics, and the state behind `/healthz` and `/readyz`.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use prometheus_client::encoding::EncodeLabelSet;
+
+use crate::core::model::{AsgRef, BindingId, LaunchFailureClass};
+use crate::core::status::{self, BindingStatus};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClassLabel {
+    pub class: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CallLabels {
+    pub service: String,
+    pub operation: String,
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ActionLabel {
+    pub action: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabel {
+    pub state: String,
+}
+
+/// A group, and a class of launch failure (`kms` or `other`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LaunchLabel {
+    pub asg: String,
+    pub account: String,
+    pub region: String,
+    pub class: String,
+}
+
+/// One binding: its group and its key.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BindingLabels {
+    pub asg: String,
+    pub account: String,
+    pub region: String,
+    pub key: String,
+}
+
+/// Every metric the daemon exports (names get the `asg_cmk_operator_` prefix).
+pub struct Metrics {
+    registry: Registry,
+    pub passes: Family<ResultLabel, Counter>,
+    pub errors: Family<ClassLabel, Counter>,
+    pub aws_calls: Family<CallLabels, Counter>,
+    pub changes: Family<ActionLabel, Counter>,
+    pub bindings: Family<StateLabel, Gauge>,
+    /// Per binding: 1 while it is failed (not ready, and not only for want of a key
+    /// owner's change), else 0.
+    pub binding_failed: Family<BindingLabels, Gauge>,
+    /// The `binding_failed` series exported, so those of bindings gone can be dropped.
+    binding_series: Mutex<HashSet<BindingLabels>>,
+    pub reloads: Family<ResultLabel, Counter>,
+    pub config_unreadable: Gauge,
+    /// Prunes held by the guard against pruning by accident.
+    pub prunes_held: Counter,
+    pub last_resync: Gauge<i64, AtomicI64>,
+    /// `--resync-interval`, in seconds.
+    pub resync_interval: Gauge<f64, AtomicU64>,
+    /// Unix time the metrics were made: when the daemon started.
+    pub start_time: Gauge<i64, AtomicI64>,
+    /// 1 when `/readyz` says ready, else 0: held by [`Health`] (see [`Metrics::health`]).
+    ready: Gauge<i64, AtomicI64>,
+    pub launch_failures: Family<LaunchLabel, Gauge>,
+}
+
+/// The two formats `/metrics` speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// OpenMetrics 1.0.0: counter families named without `_total`, ending in `# EOF`.
+    OpenMetrics,
+    /// Prometheus's classic text format 0.0.4: every family named as its samples are
+    /// (counters with `_total`), no `# EOF`.
+    Classic,
+}
+
+impl Format {
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            Format::Classic => "text/plain; version=0.0.4; charset=utf-8",
+        }
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("asg_cmk_operator");
+        let m = Self {
+            passes: Family::default(),
+            errors: Family::default(),
+            aws_calls: Family::default(),
+            changes: Family::default(),
+            bindings: Family::default(),
+            binding_failed: Family::default(),
+            binding_series: Mutex::default(),
+            reloads: Family::default(),
+            config_unreadable: Gauge::default(),
+            prunes_held: Counter::default(),
+            last_resync: Gauge::default(),
+            resync_interval: Gauge::default(),
+            start_time: Gauge::default(),
+            ready: Gauge::default(),
+            launch_failures: Family::default(),
+            registry: Registry::default(),
+        };
+        registry.register("reconcile_passes", "Reconcile passes, by result", m.passes.clone());
+        registry.register("reconcile_errors", "Bindings that failed in a pass, by error class", m.errors.clone());
+        registry.register("aws_calls", "AWS API calls, by service, operation and outcome", m.aws_calls.clone());
+        registry.register("changes_applied", "Changes applied, by action", m.changes.clone());
+        registry.register(
+            "bindings",
+            "Bindings by state, as /status says: converged (ready), failed (not ready), awaiting_key_owner (not ready until the owner of a key the operator cannot act in adds what `handoff` prints), pending (not reported on yet)",
+            m.bindings.clone(),
+        );
+        registry.register(
+            "binding_failed",
+            "1 while the binding is failed (not ready, and not only because a key owner has yet to act), else 0; \
+             /status says why",
+            m.binding_failed.clone(),
+        );
+        registry.register("config_reloads", "Config file reloads, by result", m.reloads.clone());
+        registry.register(
+            "config_file_unreadable",
+            "1 while the config file cannot be read (deleted, or no permission); the last good config stays in use",
+            m.config_unreadable.clone(),
+        );
+        registry.register(
+            "prunes_held",
+            "Times a prune was held because it would remove more access than the config's bindings, or the config has none, and mass pruning is not allowed",
+            m.prunes_held.clone(),
+        );
+        registry.register(
+            "last_successful_resync_timestamp_seconds",
+            "Unix time the last full resync finished with no transient failure (0 until one has)",
+            m.last_resync.clone(),
+        );
+        registry.register(
+            "resync_interval_seconds",
+            "The --resync-interval the daemon runs with",
+            m.resync_interval.clone(),
+        );
+        registry.register("start_time_seconds", "Unix time the daemon started", m.start_time.clone());
+        registry.register(
+            "ready",
+            "1 when /readyz answers 200 (the first full pass has finished), else 0",
+            m.ready.clone(),
+        );
+        registry.register(
+            "launch_failures",
+            "1 when the group's most recent launch failed or was cancelled for a reason of this class (kms: \
+             KMS or a permission; other: capacity, quotas, subnets, ...), else 0 (read on full passes)",
+            m.launch_failures.clone(),
+        );
+        // Known label values start at zero, so dashboards see them before the first event.
+        for r in ["success", "error"] {
+            m.passes.get_or_create(&ResultLabel { result: r.into() }).inc_by(0);
+            m.reloads.get_or_create(&ResultLabel { result: r.into() }).inc_by(0);
+        }
+        m.set_bindings(Tally::default());
+        m.start_time.set(unix_now());
+        Self { registry, ..m }
+    }
+
+    /// The exposition in OpenMetrics text, as the client library writes it.
+    pub fn encode(&self) -> String {
+        let mut s = String::new();
+        prometheus_client::encoding::text::encode(&mut s, &self.registry).expect("writing to a String cannot fail");
+        s
+    }
+
+    /// The exposition in `format`.
+    pub fn encode_as(&self, format: Format) -> String {
+        match format {
+            Format::OpenMetrics => self.encode(),
+            Format::Classic => classic(&self.encode()),
+        }
+    }
+
+    /// A [`Health`] whose readiness is this registry's `ready` gauge, so `/readyz` and
+    /// the metric can never disagree.
+    pub fn health(&self) -> Health {
+        Health { heartbeat_ms: AtomicU64::default(), ready: self.ready.clone(), cause: Default::default() }
+    }
+
+    /// Counts `bound` by where each stands on `board` into the `bindings` gauge, and sets
+    /// each one's `binding_failed` series, dropping those of bindings no longer bound.
+    pub fn report_bindings<'a>(&self, board: &StatusBoard, bound: impl IntoIterator<Item = &'a BindingId>) -> Tally {
+        let standings = board.standings(bound);
+        let tally = Tally::of(standings.iter().map(|(_, s)| *s));
+        self.set_bindings(tally);
+        let mut exported = self.binding_series.lock().expect("binding series lock");
+        let mut now = HashSet::with_capacity(standings.len());
+        for (b, standing) in standings {
+            let labels = BindingLabels {
+                asg: b.asg.name.clone(),
+                account: b.asg.account.to_string(),
+                region: b.asg.region.clone(),
+                key: b.key.to_string(),
+            };
+            self.binding_failed.get_or_create(&labels).set(i64::from(standing == Standing::Failed));
+            now.insert(labels);
+        }
+        for gone in exported.difference(&now) {
+            self.binding_failed.remove(gone);
+        }
+        *exported = now;
+        tally
+    }
+
+    pub fn set_bindings(&self, t: Tally) {
+        let states = [
+            ("converged", t.ready),
+            ("pending", t.pending),
+            ("failed", t.not_ready),
+            ("awaiting_key_owner", t.awaiting_owner),
+        ];
+        for (state, n) in states {
+            self.bindings.get_or_create(&StateLabel { state: state.into() }).set(n as i64);
+        }
+    }
+
+    pub fn count(family: &Family<ResultLabel, Counter>, result: &str) {
+        family.get_or_create(&ResultLabel { result: result.into() }).inc();
+    }
+
+    /// Sets a group's `launch_failures` series: 1 for the class its most recent launch
+    /// failed with, 0 for the other (both 0 when it did not fail).
+    pub fn set_launch_failure(&self, asg: &AsgRef, failed: Option<LaunchFailureClass>) {
+        for class in [LaunchFailureClass::Kms, LaunchFailureClass::Other] {
+            let value = i64::from(failed == Some(class));
+            self.launch_failures.get_or_create(&launch_label(asg, class)).set(value);
+        }
+    }
+
+    /// Drops a group's `launch_failures` series: it left the config.
+    pub fn forget_launches(&self, asg: &AsgRef) {
+        for class in [LaunchFailureClass::Kms, LaunchFailureClass::Other] {
+            self.launch_failures.remove(&launch_label(asg, class));
+        }
+    }
+}
+
+fn launch_label(asg: &AsgRef, class: LaunchFailureClass) -> LaunchLabel {
+    LaunchLabel {
+        asg: asg.name.clone(),
+        account: asg.account.to_string(),
+        region: asg.region.clone(),
+        class: class.as_str().into(),
+    }
+}
+
+/// Prometheus's classic text format (0.0.4) of an OpenMetrics exposition: a counter
+/// family takes its samples' name (`x_total`, not `x`), its `_created` samples and every
+/// exemplar are left out (the classic format has neither), `# UNIT` and `# EOF` go, an
+/// `info` family becomes a gauge named `x_info` and `unknown` becomes `untyped`. Help text
+/// is unescaped from OpenMetrics (`\\`, `\n`, `\"`) and escaped for the classic format
+/// (`\\`, `\n`). Label values are escaped the same way in both.
+fn classic(openmetrics: &str) -> String {
+    let mut out = String::with_capacity(openmetrics.len());
+    // The family being read: its OpenMetrics name and type, and its help until its type
+    // line says what to call it.
+    let mut family = String::new();
+    let mut kind = String::new();
+    let mut help: Option<String> = None;
+    for line in openmetrics.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let (name, text) = rest.split_once(' ').unwrap_or((rest, ""));
+            family = name.to_owned();
+            kind.clear();
+            help = Some(escape_help(&unescape_openmetrics(text)));
+        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, om_kind) = rest.split_once(' ').unwrap_or((rest, "unknown"));
+            if name != family {
+                help = None;
+                family = name.to_owned();
+            }
+            kind = om_kind.to_owned();
+            let (classic_name, classic_kind) = match om_kind {
+                "counter" => (format!("{name}_total"), "counter"),
+                "info" => (format!("{name}_info"), "gauge"),
+                "gauge" | "histogram" | "summary" => (name.to_owned(), om_kind),
+                _ => (name.to_owned(), "untyped"),
+            };
+            if let Some(h) = help.take() {
+                out.push_str(&format!("# HELP {classic_name} {h}\n"));
+            }
+            out.push_str(&format!("# TYPE {classic_name} {classic_kind}\n"));
+        } else if line.starts_with('#') {
+            // `# UNIT`, `# EOF`: not in the classic format.
+        } else if !line.is_empty() {
+            let sample_name = line.split(['{', ' ']).next().unwrap_or_default();
+            if matches!(kind.as_str(), "counter" | "histogram" | "summary")
+                && sample_name.strip_prefix(family.as_str()) == Some("_created")
+            {
+                continue;
+            }
+            // An exemplar follows the value after ` # `: look for it past the label set,
+            // whose values may hold `#`.
+            let after_labels = label_set_end(line);
+            let end = line[after_labels..].find(" # ").map_or(line.len(), |i| after_labels + i);
+            out.push_str(&line[..end]);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// Where a sample line's label set ends (just past its `}`), or where its name ends when
+/// it has none.
+fn label_set_end(line: &str) -> usize {
+    let Some(open) = line.find(['{', ' ']).filter(|&i| line.as_bytes()[i] == b'{') else {
+        return line.find(' ').unwrap_or(line.len());
+    };
+    let (mut quoted, mut escaped) = (false, false);
+    for (i, c) in line[open..].char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            '}' if !quoted => return open + i + 1,
+            _ => {}
+        }
+    }
+    line.len()
+}
+
+/// OpenMetrics escapes in help text and label values: `\\`, `\n` and `\"`.
+fn unescape_openmetrics(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('n') => out.push('\n'),
+            Some(other) => out.push(other),
+            None => out.push('\\'),
+        }
+    }
+    out
+}
+
+/// The classic format's escapes in help text: `\\` and `\n` only.
+fn escape_help(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('\n', "\\n")
+}
+
+/// Where one binding stands on the [`StatusBoard`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Standing {
+    /// Its group can launch with its key.
+    Ready,
+    /// Not ready, and not only for want of a key owner's change.
+    Failed,
+    /// Not ready only because a hand-off key's owner has not acted yet.
+    AwaitingOwner,
+    /// No pass has reported on it as it is now configured, or AWS is still at work for it
+    /// (an image copy).
+    Pending,
+}
+
+/// Bindings counted by where they stand on the [`StatusBoard`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tally {
+    pub ready: usize,
+    /// Not ready, and not only for want of a key owner's change.
+    pub not_ready: usize,
+    pub pending: usize,
+    /// Not ready only because a hand-off key's owner has not acted yet.
+    pub awaiting_owner: usize,
+}
+
+impl Tally {
+    pub fn of(standings: impl IntoIterator<Item = Standing>) -> Tally {
+        let mut t = Tally::default();
+        for s in standings {
+            match s {
+                Standing::Ready => t.ready += 1,
+                Standing::Failed => t.not_ready += 1,
+                Standing::AwaitingOwner => t.awaiting_owner += 1,
+                Standing::Pending => t.pending += 1,
+            }
+        }
+        t
+    }
+}
+
+/// Every binding's latest status, served on `/status`. The document is written when it
+/// is asked for, not after every pass.
+#[derive(Debug, Default)]
+pub struct StatusBoard {
+    statuses: std::sync::RwLock<BTreeMap<BindingId, BindingStatus>>,
+    /// Whether a pass has reported yet: before that the document says so.
+    reported: AtomicBool,
+    /// Why the config file cannot be read, while it cannot: the document says so.
+    config_unreadable: std::sync::RwLock<Option<String>>,
+}
+
+impl StatusBoard {
+    /// Takes in a pass's statuses, keeping each condition's transition time while its
+    /// status holds and, on a quick pass, the launches last read.
+    pub fn update(&self, statuses: Vec<BindingStatus>) {
+        let mut all = self.statuses.write().expect("status lock");
+        for mut s in statuses {
+            if let Some(before) = all.get(&s.binding) {
+                s.carry_over(before);
+            }
+            all.insert(s.binding.clone(), s);
+        }
+        self.reported.store(true, Ordering::Relaxed);
+    }
+
+    /// Forgets the bindings the config no longer has.
+    pub fn retain(&self, bound: impl Fn(&BindingId) -> bool) {
+        self.statuses.write().expect("status lock").retain(|b, _| bound(b));
+    }
+
+    /// Where the `bound` bindings stand: ready, not ready, or not reported on yet.
+    pub fn tally<B: std::borrow::Borrow<BindingId>>(&self, bound: impl IntoIterator<Item = B>) -> Tally {
+        Tally::of(self.standings(bound).into_iter().map(|(_, s)| s))
+    }
+
+    /// Each of the `bound` bindings, with where it stands.
+    pub fn standings<B: std::borrow::Borrow<BindingId>>(
+        &self,
+        bound: impl IntoIterator<Item = B>,
+    ) -> Vec<(B, Standing)> {
+        let all = self.statuses.read().expect("status lock");
+        bound
+            .into_iter()
+            .map(|b| {
+                let standing = match all.get(b.borrow()) {
+                    Some(s) if s.ready() => Standing::Ready,
+                    Some(s) if s.awaiting_owner() => Standing::AwaitingOwner,
+                    // An image copy AWS is making: not failed, not done.
+                    Some(s) if s.in_progress() => Standing::Pending,
+                    Some(_) => Standing::Failed,
+                    None => Standing::Pending,
+                };
+                (b, standing)
+            })
+            .collect()
+    }
+
+    /// Whether any of `bindings` has a status whose group's launches no pass has read.
+    pub fn launches_unread<B: std::borrow::Borrow<BindingId>>(&self, bindings: impl IntoIterator<Item = B>) -> bool {
+        let all = self.statuses.read().expect("status lock");
+        bindings.into_iter().any(|b| all.get(b.borrow()).is_some_and(BindingStatus::launches_unread))
+    }
+
+    /// Whether the binding's last status said it awaits its key's owner.
+    pub fn awaiting_owner(&self, b: &BindingId) -> bool {
+        self.statuses.read().expect("status lock").get(b).is_some_and(BindingStatus::awaiting_owner)
+    }
+
+    /// Sets or clears why the config file cannot be read.
+    pub fn set_config_unreadable(&self, error: Option<String>) {
+        *self.config_unreadable.write().expect("status lock") = error;
+    }
+
+    /// The document, or an empty one before the first pass; while the config file cannot
+    /// be read, with a `configFile` object saying why.
+    pub fn get(&self) -> String {
+        let doc = if !self.reported.load(Ordering::Relaxed) {
+            r#"{"ready": false, "bindings": []}"#.to_owned()
+        } else {
+            status::document(self.statuses.read().expect("status lock").values())
+        };
+        let Some(error) = self.config_unreadable.read().expect("status lock").clone() else { return doc };
+        let mut v: serde_json::Value = serde_json::from_str(&doc).expect("the status document is JSON");
+        v["configFile"] = serde_json::json!({"readable": false, "error": error, "using": "the last good config"});
+        serde_json::to_string_pretty(&v).expect("JSON serialises")
+    }
+}
+
+/// What `/healthz` and `/readyz` report.
+#[derive(Debug, Default)]
+pub struct Health {
+    /// Unix milliseconds of the daemon loop's last turn.
+    heartbeat_ms: AtomicU64,
+    /// 1 when ready: the `ready` metric when made by [`Metrics::health`].
+    ready: Gauge<i64, AtomicI64>,
+    /// What keeps the daemon from being ready, when it is more than waiting for the first
+    /// full pass (AWS unreachable).
+    cause: std::sync::Mutex<Option<String>>,
+}
+
+/// The loop turns at least once a second; a heartbeat older than this means it is stuck.
+pub const HEARTBEAT_STALE: Duration = Duration::from_secs(30);
+
+impl Health {
+    pub fn beat(&self) {
+        self.heartbeat_ms.store(now_ms(), Ordering::Relaxed);
+    }
+
+    pub fn alive(&self) -> bool {
+        now_ms().saturating_sub(self.heartbeat_ms.load(Ordering::Relaxed)) < HEARTBEAT_STALE.as_millis() as u64
+    }
+
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.set(i64::from(ready));
+    }
+
+    pub fn ready(&self) -> bool {
+        self.ready.get() == 1
+    }
+
+    /// Sets or clears what keeps the daemon from being ready.
+    pub fn set_cause(&self, cause: Option<String>) {
+        *self.cause.lock().expect("health lock") = cause;
+    }
+
+    /// Why the daemon is not ready, for `/readyz`.
+    pub fn not_ready_cause(&self) -> String {
+        self.cause.lock().expect("health lock").clone().unwrap_or_else(|| "waiting for the first full pass".into())
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+pub fn unix_now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_names_every_metric() {
+        let m = Metrics::new();
+        Metrics::count(&m.passes, "success");
+        m.aws_calls
+            .get_or_create(&CallLabels {
+                service: "kms".into(),
+                operation: "GetKeyPolicy".into(),
+                outcome: "success".into(),
+            })
+            .inc();
+        m.set_bindings(Tally { ready: 2, pending: 1, not_ready: 0, awaiting_owner: 3 });
+        m.changes.get_or_create(&ActionLabel { action: "PutKeyPolicy".into() }).inc();
+        m.errors.get_or_create(&ClassLabel { class: "terminal".into() }).inc();
+        m.last_resync.set(1_700_000_000);
+        let web = AsgRef::new(crate::core::model::AccountId::parse("111122223333").unwrap(), "us-west-2", "web");
+        m.set_launch_failure(&web, Some(LaunchFailureClass::Kms));
+        let text = m.encode();
+        for needle in [
+            "asg_cmk_operator_reconcile_passes_total{result=\"success\"} 1",
+            "asg_cmk_operator_aws_calls_total{service=\"kms\",operation=\"GetKeyPolicy\",outcome=\"success\"} 1",
+            "asg_cmk_operator_bindings{state=\"converged\"} 2",
+            "asg_cmk_operator_bindings{state=\"pending\"} 1",
+            "asg_cmk_operator_bindings{state=\"awaiting_key_owner\"} 3",
+            "asg_cmk_operator_last_successful_resync_timestamp_seconds 1700000000",
+            "asg_cmk_operator_config_reloads_total{result=\"error\"} 0",
+            "asg_cmk_operator_changes_applied_total{action=\"PutKeyPolicy\"} 1",
+            "asg_cmk_operator_reconcile_errors_total{class=\"terminal\"} 1",
+            "asg_cmk_operator_launch_failures{asg=\"web\",account=\"111122223333\",region=\"us-west-2\",class=\"kms\"} 1",
+            "asg_cmk_operator_launch_failures{asg=\"web\",account=\"111122223333\",region=\"us-west-2\",class=\"other\"} 0",
+        ] {
+            assert!(text.contains(needle), "missing {needle} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn launch_failures_move_between_classes_and_leave_with_their_group() {
+        let m = Metrics::new();
+        let acct = crate::core::model::AccountId::parse("111122223333").unwrap();
+        let (web, api) = (AsgRef::new(acct, "us-west-2", "web"), AsgRef::new(acct, "us-west-2", "api"));
+        m.set_launch_failure(&web, Some(LaunchFailureClass::Kms));
+        m.set_launch_failure(&api, Some(LaunchFailureClass::Other));
+        m.set_launch_failure(&web, Some(LaunchFailureClass::Other));
+        let text = m.encode();
+        assert!(text.contains("asg=\"web\",account=\"111122223333\",region=\"us-west-2\",class=\"kms\"} 0"), "{text}");
+        assert!(
+            text.contains("asg=\"web\",account=\"111122223333\",region=\"us-west-2\",class=\"other\"} 1"),
+            "{text}"
+        );
+        m.forget_launches(&web);
+        let text = m.encode();
+        assert!(!text.contains("asg=\"web\""), "{text}");
+        assert!(
+            text.contains("asg=\"api\",account=\"111122223333\",region=\"us-west-2\",class=\"other\"} 1"),
+            "{text}"
+        );
+    }
+
+    /// A registry with a sample in every family.
+    fn busy() -> Metrics {
+        let m = Metrics::new();
+        Metrics::count(&m.passes, "success");
+        m.aws_calls
+            .get_or_create(&CallLabels {
+                service: "kms".into(),
+                operation: "GetKeyPolicy".into(),
+                outcome: "success".into(),
+            })
+            .inc();
+        m.changes.get_or_create(&ActionLabel { action: "PutKeyPolicy".into() }).inc();
+        m.errors.get_or_create(&ClassLabel { class: "terminal".into() }).inc();
+        m.binding_failed
+            .get_or_create(&BindingLabels {
+                asg: "web".into(),
+                account: "111122223333".into(),
+                region: "us-west-2".into(),
+                key: "arn:aws:kms:us-west-2:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab".into(),
+            })
+            .set(1);
+        m.resync_interval.set(300.0);
+        let web = AsgRef::new(crate::core::model::AccountId::parse("111122223333").unwrap(), "us-west-2", "web");
+        m.set_launch_failure(&web, Some(LaunchFailureClass::Kms));
+        m
+    }
+
+    #[test]
+    fn classic_format_names_every_family_as_its_samples_with_help_and_type() {
+        let text = busy().encode_as(Format::Classic);
+        let lines: Vec<&str> = text.lines().collect();
+        let mut families = 0;
+        let mut family: Option<(&str, &str)> = None;
+        for (i, line) in lines.iter().enumerate() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let (name, kind) = rest.split_once(' ').unwrap();
+                let help = lines[i - 1].strip_prefix("# HELP ").unwrap_or_else(|| panic!("no help before {line}"));
+                assert!(help.starts_with(&format!("{name} ")) && help.len() > name.len() + 2, "{help}");
+                assert!(["counter", "gauge"].contains(&kind), "{line}");
+                assert_eq!(kind == "counter", name.ends_with("_total"), "{line}");
+                family = Some((name, kind));
+                families += 1;
+            } else if !line.starts_with("# HELP ") {
+                let (name, _) = family.unwrap_or_else(|| panic!("a sample before any family: {line}"));
+                let sample = line.split(['{', ' ']).next().unwrap();
+                assert_eq!(sample, name, "{line}");
+            }
+        }
+        assert_eq!(families, 14, "{text}");
+        assert!(!text.contains("# EOF"), "{text}");
+        assert!(text.contains("# TYPE asg_cmk_operator_reconcile_passes_total counter\n"), "{text}");
+        assert!(text.contains("\nasg_cmk_operator_reconcile_passes_total{result=\"success\"} 1\n"), "{text}");
+        assert!(text.contains("\nasg_cmk_operator_resync_interval_seconds 300.0\n"), "{text}");
+    }
+
+    #[test]
+    fn openmetrics_format_is_what_the_library_writes() {
+        let m = busy();
+        let text = m.encode_as(Format::OpenMetrics);
+        assert_eq!(text, m.encode());
+        assert!(text.contains("# TYPE asg_cmk_operator_reconcile_passes counter\n"), "{text}");
+        assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    #[test]
+    fn classic_translation_of_each_openmetrics_construct() {
+        let openmetrics = concat!(
+            "# HELP jobs Jobs \\\"done\\\" \\\\ here\\nand there.\n",
+            "# TYPE jobs counter\n",
+            "# UNIT jobs seconds\n",
+            "jobs_total{kind=\"a # b\",q=\"x\\\"}\"} 3 # {trace_id=\"t}\"} 1.0 1.5\n",
+            "jobs_created{kind=\"a # b\"} 1700000000.0\n",
+            "# HELP build Build.\n",
+            "# TYPE build info\n",
+            "build_info{version=\"1\"} 1\n",
+            "# TYPE odd unknown\n",
+            "odd 2\n",
+            "# HELP temp Temperature.\n",
+            "# TYPE temp gauge\n",
+            "temp -1.5\n",
+            "# EOF\n",
+        );
+        let want = concat!(
+            "# HELP jobs_total Jobs \"done\" \\\\ here\\nand there.\n",
+            "# TYPE jobs_total counter\n",
+            "jobs_total{kind=\"a # b\",q=\"x\\\"}\"} 3\n",
+            "# HELP build_info Build.\n",
+            "# TYPE build_info gauge\n",
+            "build_info{version=\"1\"} 1\n",
+            "# TYPE odd untyped\n",
+            "odd 2\n",
+            "# HELP temp Temperature.\n",
+            "# TYPE temp gauge\n",
+            "temp -1.5\n",
+        );
+        assert_eq!(classic(openmetrics), want);
+    }
+
+    #[test]
+    fn per_binding_series_follow_the_board_and_leave_with_their_binding() {
+        use crate::core::model::{AccountId, KeyArn};
+        use crate::core::status::{Condition, State};
+        let acct = AccountId::parse("111122223333").unwrap();
+        let key = KeyArn::parse("arn:aws:kms:us-west-2:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab").unwrap();
+        let id = |asg: &str| BindingId { asg: AsgRef::new(acct, "us-west-2", asg), key: key.clone() };
+        let status = |asg: &str, ok: bool| BindingStatus {
+            binding: id(asg),
+            conditions: vec![Condition {
+                kind: "RoleReady",
+                status: if ok { State::True } else { State::False },
+                reason: "r".into(),
+                message: "m".into(),
+                since: 0,
+            }],
+        };
+        let (m, board) = (Metrics::new(), StatusBoard::default());
+        board.update(vec![status("web", true), status("api", false)]);
+        let bound = [id("web"), id("api"), id("new")];
+        let t = m.report_bindings(&board, &bound);
+        assert_eq!(t, Tally { ready: 1, not_ready: 1, pending: 1, awaiting_owner: 0 });
+        let series = |asg: &str| {
+            format!("asg_cmk_operator_binding_failed{{asg=\"{asg}\",account=\"111122223333\",region=\"us-west-2\",key=\"{key}\"}}")
+        };
+        let text = m.encode();
+        assert!(text.contains(&format!("{} 0\n", series("web"))), "{text}");
+        assert!(text.contains(&format!("{} 1\n", series("api"))), "{text}");
+        assert!(text.contains(&format!("{} 0\n", series("new"))), "{text}");
+        assert!(text.contains("asg_cmk_operator_bindings{state=\"failed\"} 1\n"), "{text}");
+
+        board.update(vec![status("api", true)]);
+        board.retain(|b| b.asg.name != "web");
+        m.report_bindings(&board, &bound[1..]);
+        let text = m.encode();
+        assert!(!text.contains("asg=\"web\""), "{text}");
+        assert!(text.contains(&format!("{} 0\n", series("api"))), "{text}");
+    }
+
+    #[test]
+    fn readiness_is_the_ready_metric() {
+        let m = Metrics::new();
+        let h = m.health();
+        assert!(m.encode().contains("asg_cmk_operator_ready 0\n"));
+        h.set_ready(true);
+        assert!(h.ready());
+        assert!(m.encode().contains("asg_cmk_operator_ready 1\n"));
+    }
+
+    #[test]
+    fn health_is_alive_after_a_beat_and_ready_only_when_set() {
+        let h = Health::default();
+        assert!(!h.alive());
+        h.beat();
+        assert!(h.alive());
+        assert!(!h.ready());
+        h.set_ready(true);
+        assert!(h.ready());
+    }
+}
