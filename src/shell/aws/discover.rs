@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 
 use super::error::{classify, code};
-use super::observe::describe_key_ref;
+use super::reads::{asg_of, describe_key_ref};
 use super::Account;
 use crate::core::launch::{self, EbsDefaults, GroupLaunch, Image, Images, LaunchKey, LaunchSpec, Mapping, SnapshotKey};
 use crate::core::model::{Asg, AsgRef, Failure, KeyArn, KeyManager, LaunchSource};
@@ -718,7 +718,7 @@ pub async fn describe_groups(account: &Account, region: &str, names: &[String]) 
                 .map_err(|e| classify("DescribeAutoScalingGroups", &e))?;
             for g in page.auto_scaling_groups() {
                 let asg = AsgRef::new(*account.id(), region, g.auto_scaling_group_name().unwrap_or_default());
-                out.push((asg, super::observe::asg_of(g)));
+                out.push((asg, asg_of(g)));
             }
             match page.next_token() {
                 Some(t) if !t.is_empty() => token = Some(t.to_owned()),

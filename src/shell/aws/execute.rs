@@ -16,8 +16,8 @@ use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::retry::RetryConfig;
 
 use super::error::{classify, code, message};
-use super::observe::{get_key_policy, get_role};
-use super::{Account, Aws};
+use super::reads::{get_key_policy, get_role};
+use super::{Account, Aws, Done};
 use crate::core::model::{ErrorClass, Failure, Instance, KeyArn, Role, AUTOSCALING_SERVICE};
 use crate::core::plan::{grant_name, Change};
 use crate::core::policy::{self, Need, PolicyDocument, GRANT_OPERATIONS};
@@ -53,18 +53,6 @@ impl Default for ExecSettings {
             round_backoff: Some(Backoff { base: Duration::from_secs(1), max: Duration::from_secs(10) }),
         }
     }
-}
-
-/// What a change did, when it did not fail.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Done {
-    /// The call was made.
-    Applied,
-    /// The role exists now (created, or found created by someone else): its identity,
-    /// which the later phases of the same pass name.
-    Role(Option<Role>),
-    /// Nothing was written: what was read just before the write showed it not needed.
-    NotNeeded(&'static str),
 }
 
 /// Runs one change, with the credentials of the account that makes it. Returns the

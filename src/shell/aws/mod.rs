@@ -13,6 +13,7 @@ pub mod discover;
 mod error;
 mod execute;
 mod observe;
+mod reads;
 mod reencrypt;
 
 use std::collections::{BTreeMap, HashMap};
@@ -27,13 +28,13 @@ use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
 
 pub use error::{classify, classify_message};
-pub use execute::{execute, Done, ExecSettings};
+pub use execute::{execute, ExecSettings};
 pub use observe::{observe, READ_CONCURRENCY};
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 
-use crate::core::model::{AccountId, ErrorClass, Failure};
+use crate::core::model::{AccountId, ErrorClass, Failure, Role};
 use crate::shell::metrics::CallLabels;
 use crate::shell::ratelimit::RateLimiter;
 use adaptive::{KmsLimits, PacedClient, Paces};
@@ -314,6 +315,18 @@ fn credentials_error(e: &aws_credential_types::provider::error::CredentialsError
 #[derive(Debug, thiserror::Error)]
 #[error("cannot start talking to AWS: {0}")]
 pub struct ConnectError(pub Failure);
+
+/// What a change did, when it did not fail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Done {
+    /// The call was made.
+    Applied,
+    /// The role exists now (created, or found created by someone else): its identity,
+    /// which the later phases of the same pass name.
+    Role(Option<Role>),
+    /// Nothing was written: what was read just before the write showed it not needed.
+    NotNeeded(&'static str),
+}
 
 impl Aws {
     /// Loads the default AWS configuration (environment, profile, web identity, container

@@ -12,8 +12,7 @@ use aws_sdk_ec2::types::{
 };
 
 use super::error::classify;
-use super::execute::Done;
-use super::Account;
+use super::{Account, Done};
 use crate::core::config::{Binding, Desired};
 use crate::core::model::{AccountId, AsgRef, Failure, KeyArn, Slr};
 use crate::core::plan::{Observed, Reads};
@@ -57,7 +56,7 @@ pub async fn observe(
     });
     for (key, slr) in access {
         let Some(handle) = handles.get(&slr.account) else { continue };
-        let r = super::observe::dry_run_grant(handle, &key, &slr).await;
+        let r = super::reads::dry_run_grant(handle, &key, &slr).await;
         observed.reencrypt.access.insert((key, slr), r);
     }
     let mut templates: BTreeMap<(AccountId, String), BTreeSet<String>> = BTreeMap::new();
