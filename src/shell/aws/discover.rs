@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 
 use super::error::{classify, code};
+use super::mapping::mappings;
 use super::reads::{asg_of, describe_key_ref};
 use super::Account;
 use crate::core::launch::{self, EbsDefaults, GroupLaunch, Image, Images, LaunchKey, LaunchSpec, Mapping, SnapshotKey};
@@ -443,20 +444,7 @@ async fn read_version(
         (None, n) => n.unwrap_or("?").to_owned(),
     };
     let data = v.launch_template_data();
-    let mappings = data
-        .map(|d| d.block_device_mappings())
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|m| {
-            let ebs = m.ebs()?;
-            Some(Mapping {
-                device: m.device_name().unwrap_or("?").to_owned(),
-                encrypted: ebs.encrypted(),
-                kms_key_id: ebs.kms_key_id().map(str::to_owned),
-                snapshot_id: ebs.snapshot_id().map(str::to_owned),
-            })
-        })
-        .collect();
+    let mappings = mappings(data.map(|d| d.block_device_mappings()).unwrap_or_default());
     Ok(TemplateVersion {
         id: v.launch_template_id().map(str::to_owned),
         label,
@@ -484,25 +472,10 @@ pub(super) async fn launch_configurations(
             .map_err(|e| classify("DescribeLaunchConfigurations", &e))?;
         for lc in page.launch_configurations() {
             let name = lc.launch_configuration_name().unwrap_or_default().to_owned();
-            // Launch configurations cannot name a key: an encrypted volume uses the
-            // snapshot's key or the account's default.
-            let mappings = lc
-                .block_device_mappings()
-                .iter()
-                .filter_map(|m| {
-                    let ebs = m.ebs()?;
-                    Some(Mapping {
-                        device: m.device_name().unwrap_or("?").to_owned(),
-                        encrypted: ebs.encrypted(),
-                        kms_key_id: None,
-                        snapshot_id: ebs.snapshot_id().map(str::to_owned),
-                    })
-                })
-                .collect();
             let spec = LaunchSpec {
                 name: format!("launch configuration {name}"),
                 image_id: lc.image_id().map(str::to_owned),
-                mappings,
+                mappings: mappings(lc.block_device_mappings()),
                 spot: lc.spot_price().is_some_and(|p| !p.is_empty()),
                 template: None,
             };
@@ -585,20 +558,8 @@ async fn describe_images(
         .images()
         .iter()
         .map(|image| {
-            let mappings = image
-                .block_device_mappings()
-                .iter()
-                .filter_map(|m| {
-                    let ebs = m.ebs()?;
-                    Some(Mapping {
-                        device: m.device_name().unwrap_or("?").to_owned(),
-                        encrypted: ebs.encrypted(),
-                        kms_key_id: ebs.kms_key_id().map(str::to_owned),
-                        snapshot_id: ebs.snapshot_id().map(str::to_owned),
-                    })
-                })
-                .collect();
             let owner = image.owner_id().map(str::to_owned);
+            let mappings = mappings(image.block_device_mappings());
             (image.image_id().unwrap_or_default().to_owned(), Image { owner, mappings })
         })
         .collect())

@@ -12,6 +12,7 @@ mod creds;
 pub mod discover;
 mod error;
 mod execute;
+mod mapping;
 mod observe;
 mod reads;
 mod reencrypt;

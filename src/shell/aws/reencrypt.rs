@@ -7,11 +7,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use aws_sdk_ec2::types::{
-    Filter, LaunchTemplateBlockDeviceMappingRequest, LaunchTemplateEbsBlockDeviceRequest, RequestLaunchTemplateData,
-    ResourceType, Tag, TagSpecification,
+    Filter, LaunchTemplateBlockDeviceMappingRequest, RequestLaunchTemplateData, ResourceType, Tag, TagSpecification,
 };
 
 use super::error::classify;
+use super::mapping::with_key;
 use super::{Account, Done};
 use crate::core::config::{Binding, Desired};
 use crate::core::model::{AccountId, AsgRef, Failure, KeyArn, Slr};
@@ -390,30 +390,5 @@ async fn mappings_with_key(
         .launch_template_versions()
         .first()
         .ok_or_else(|| Failure::terminal(format!("launch template {template} has no version {version}")))?;
-    let mappings = v.launch_template_data().map(|d| d.block_device_mappings()).unwrap_or_default();
-    Ok(mappings
-        .iter()
-        .map(|m| {
-            let device = m.device_name().unwrap_or_default();
-            let ebs = m.ebs().map(|e| {
-                let named = devices.iter().any(|d| d == device);
-                LaunchTemplateEbsBlockDeviceRequest::builder()
-                    .set_encrypted(if named { Some(true) } else { e.encrypted() })
-                    .set_delete_on_termination(e.delete_on_termination())
-                    .set_iops(e.iops())
-                    .set_kms_key_id(if named { Some(key.to_string()) } else { e.kms_key_id().map(str::to_owned) })
-                    .set_snapshot_id(e.snapshot_id().map(str::to_owned))
-                    .set_volume_size(e.volume_size())
-                    .set_volume_type(e.volume_type().cloned())
-                    .set_throughput(e.throughput())
-                    .build()
-            });
-            LaunchTemplateBlockDeviceMappingRequest::builder()
-                .set_device_name(m.device_name().map(str::to_owned))
-                .set_virtual_name(m.virtual_name().map(str::to_owned))
-                .set_no_device(m.no_device().map(str::to_owned))
-                .set_ebs(ebs)
-                .build()
-        })
-        .collect())
+    Ok(with_key(v.launch_template_data().map(|d| d.block_device_mappings()).unwrap_or_default(), devices, key))
 }
