@@ -5,9 +5,10 @@
 
 use std::hint::black_box;
 
-use asg_cmk_operator::core::config::{Binding, Desired};
+use asg_cmk_operator::core::model::desired::{Binding, Desired};
+use asg_cmk_operator::core::model::observed::Observed;
 use asg_cmk_operator::core::model::{AccountId, Asg, AsgRef, KeyArn, KeyInfo, KeyManager};
-use asg_cmk_operator::core::plan::{plan, Observed};
+use asg_cmk_operator::core::plan::plan;
 use asg_cmk_operator::core::policy::{ensure, Need, NeedKind, PolicyDocument, PrincipalIds};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 

@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 
-use asg_cmk_operator::core::config::{self, Desired};
+use asg_cmk_operator::core::config;
+
+use asg_cmk_operator::core::model::desired::Desired;
 use asg_cmk_operator::core::model::is_region;
 use asg_cmk_operator::core::model::AccountId;
 use asg_cmk_operator::core::plan::{self, Depth};

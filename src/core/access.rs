@@ -9,9 +9,9 @@
 
 use std::collections::BTreeMap;
 
-use crate::core::config::Desired;
+use crate::core::model::desired::Desired;
+use crate::core::model::observed::Observed;
 use crate::core::model::{AccountId, KeyArn, KeyManager};
-use crate::core::plan::Observed;
 use crate::core::policy::{coverage, Conditions, Coverage, PolicyDocument, PrincipalIds};
 
 /// How the operator may call what it needs on one key.

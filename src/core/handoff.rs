@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{json, Value};
 
-use crate::core::config::Desired;
+use crate::core::model::desired::Desired;
 use crate::core::model::{AccountId, BindingId, KeyArn};
 use crate::core::plan;
 
@@ -136,7 +136,7 @@ pub fn text(desired: &Desired, caller: &AccountId) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::config::Binding;
+    use crate::core::model::desired::Binding;
     use crate::core::model::AsgRef;
 
     fn acct(s: &str) -> AccountId {

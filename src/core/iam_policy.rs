@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{json, Value};
 
-use crate::core::config::Desired;
+use crate::core::model::desired::Desired;
 use crate::core::model::{AccountId, KeyArn, AUTOSCALING_SERVICE};
 use crate::core::policy::GRANT_OPERATIONS;
 
@@ -226,7 +226,7 @@ pub fn policy(desired: &Desired, account: &AccountId) -> Result<Value, IamPolicy
 /// revoking grants"). It is scoped to the same keys.
 fn grant_statements(
     out: &mut Vec<Value>,
-    mine: &[&crate::core::config::Binding],
+    mine: &[&crate::core::model::desired::Binding],
     account: &AccountId,
     partition: &str,
     prune: bool,
@@ -274,7 +274,7 @@ fn grant_statements(
 }
 
 /// The keys of other accounts a re-encrypted binding replaces, by key ARN.
-fn replaced(b: &crate::core::config::Binding) -> impl Iterator<Item = &KeyArn> {
+fn replaced(b: &crate::core::model::desired::Binding) -> impl Iterator<Item = &KeyArn> {
     b.reencrypt_from.iter().flat_map(|f| f.iter()).filter(move |k| k.account() != &b.asg.account && !k.is_alias())
 }
 
@@ -297,11 +297,11 @@ fn replaced(b: &crate::core::config::Binding) -> impl Iterator<Item = &KeyArn> {
 ///   templates', not known from the config, so PassRole is scoped by the service.
 fn reencrypt_statements(
     out: &mut Vec<Value>,
-    mine: &[&crate::core::config::Binding],
+    mine: &[&crate::core::model::desired::Binding],
     account: &AccountId,
     partition: &str,
 ) {
-    let re: Vec<&&crate::core::config::Binding> = mine.iter().filter(|b| b.reencrypt_from.is_some()).collect();
+    let re: Vec<&&crate::core::model::desired::Binding> = mine.iter().filter(|b| b.reencrypt_from.is_some()).collect();
     if re.is_empty() {
         return;
     }
@@ -444,7 +444,7 @@ mod tests {
     fn a_handoff_key_adds_listing_the_grants_this_account_may_retire() {
         let handoff = "arn:aws:kms:us-west-2:999999999999:key/33333333-3333-3333-3333-333333333333";
         let mut d = desired();
-        d.bindings.push(crate::core::config::Binding {
+        d.bindings.push(crate::core::model::desired::Binding {
             asg: crate::core::model::AsgRef::new(acct("111122223333"), "us-west-2", "handed-off"),
             key: KeyArn::parse(handoff).unwrap(),
             slr_suffix: None,

@@ -23,8 +23,8 @@
 
 use std::collections::BTreeMap;
 
-use crate::core::config::Binding;
 use crate::core::launch::{GroupLaunch, SourceRead};
+use crate::core::model::desired::Binding;
 use crate::core::model::{AccountId, AsgRef, DryRun, ErrorClass, Failure, KeyArn, LaunchSource, Slr};
 
 /// An image the operator copied, found by its name.

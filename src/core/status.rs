@@ -24,9 +24,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::ser::{Serialize, SerializeStruct, Serializer};
 
-use crate::core::config::{Binding, Desired};
+use crate::core::model::desired::{Binding, Desired};
+use crate::core::model::observed::Observed;
 use crate::core::model::{AccountId, AsgRef, BindingId, ErrorClass, Failure, KeyArn, KeyManager, LaunchFailureClass};
-use crate::core::plan::{self, DryRun, Observed};
+use crate::core::plan::{self, DryRun};
 use crate::core::policy::{self, Need, NeedKind, PolicyDocument, PrincipalIds};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -580,6 +581,8 @@ pub fn rfc3339(secs: u64) -> String {
 pub fn by_binding(statuses: Vec<BindingStatus>) -> BTreeMap<BindingId, BindingStatus> {
     statuses.into_iter().map(|s| (s.binding.clone(), s)).collect()
 }
+
+pub mod board;
 
 #[cfg(test)]
 mod tests;

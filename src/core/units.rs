@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::core::config::Desired;
+use crate::core::model::desired::Desired;
 use crate::core::model::{AsgRef, KeyArn};
 
 /// The units of one desired state.
@@ -83,7 +83,7 @@ fn root(parent: &mut [usize], mut i: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::config::Binding;
+    use crate::core::model::desired::Binding;
     use crate::core::model::AccountId;
 
     fn key(n: u32) -> KeyArn {

@@ -33,13 +33,17 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::{sleep_until, Instant};
 use tracing::Instrument;
 
-use crate::core::config::{self, Desired};
+use crate::core::config;
+
+use crate::core::model::desired::{Binding, Desired};
 use crate::core::model::{AsgRef, BindingId, ErrorClass, Failure, KeyArn};
 use crate::core::plan::Depth;
+use crate::core::status::board::{StatusBoard, Tally};
 use crate::core::units::Units;
 use crate::shell::aws::{Aws, CallStats, ExecSettings};
 use crate::shell::config_watch;
-use crate::shell::metrics::{self, ActionLabel, ClassLabel, Health, Metrics, StatusBoard, Tally};
+use crate::shell::health::Health;
+use crate::shell::metrics::{self, ActionLabel, ClassLabel, Metrics};
 use crate::shell::reconcile::{self, Outcome};
 use crate::shell::runner::{PassId, Runner};
 use crate::shell::scheduler::{Backoff, Jitter, Scheduler};
@@ -801,7 +805,7 @@ impl<R: Reconciler> Daemon<R> {
         let bound: BTreeSet<BindingId> = new.bindings.iter().map(|b| b.id()).collect();
         // A new or changed binding's status (a role suffix edited) was about what it was:
         // it is pending until a pass reports on it as it is now.
-        let before: BTreeSet<&config::Binding> = self.config.desired.bindings.iter().collect();
+        let before: BTreeSet<&Binding> = self.config.desired.bindings.iter().collect();
         let fresh: BTreeSet<BindingId> = new.bindings.iter().filter(|b| !before.contains(b)).map(|b| b.id()).collect();
         self.telemetry.board.retain(|b| bound.contains(b) && !fresh.contains(b));
         self.warned.retain(|b, _| bound.contains(b));
@@ -855,7 +859,7 @@ fn warn_unknown_regions(new: &Desired, old: Option<&Desired>) {
 
 /// Keys whose bindings were added or changed, or whose accounts' roles changed.
 pub fn changed_keys(old: &Desired, new: &Desired) -> BTreeSet<KeyArn> {
-    let before: BTreeSet<&config::Binding> = old.bindings.iter().collect();
+    let before: BTreeSet<&Binding> = old.bindings.iter().collect();
     new.bindings
         .iter()
         .filter(|b| {

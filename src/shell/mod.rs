@@ -5,6 +5,7 @@ pub mod aws;
 pub mod bounded;
 pub mod config_watch;
 pub mod daemon;
+pub mod health;
 pub mod healthcheck;
 pub mod metrics;
 pub mod ratelimit;

@@ -5,9 +5,10 @@ use std::sync::Arc;
 
 use tracing::Instrument;
 
-use crate::core::config::Desired;
+use crate::core::model::desired::Desired;
+use crate::core::model::observed::Observed;
 use crate::core::model::{AsgRef, BindingId, ErrorClass, Failure, KeyArn, LaunchActivity};
-use crate::core::plan::{self, BlockedSet, Change, Depth, Observed, Plan, PlannedChange};
+use crate::core::plan::{self, BlockedSet, Change, Depth, Plan, PlannedChange};
 use crate::core::status::{self, BindingStatus};
 use crate::core::units::Units;
 use crate::shell::aws::{self, Aws, Done, ExecSettings};

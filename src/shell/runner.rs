@@ -106,7 +106,7 @@ impl<T> Runner<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::config::{Binding, Desired};
+    use crate::core::model::desired::{Binding, Desired};
     use crate::core::model::{AccountId, AsgRef};
 
     fn key(n: u32) -> KeyArn {

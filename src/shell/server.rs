@@ -11,7 +11,9 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-use crate::shell::metrics::{Format, Health, Metrics, StatusBoard};
+use crate::core::status::board::StatusBoard;
+use crate::shell::health::Health;
+use crate::shell::metrics::{Format, Metrics};
 
 fn respond(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
     Response::builder()

@@ -1,5 +1,8 @@
 //! SDK-free domain types shared by the config, the planner and the AWS layer.
 
+pub mod desired;
+pub mod observed;
+
 use std::fmt;
 use std::ops::Deref;
 use std::sync::Arc;

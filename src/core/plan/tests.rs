@@ -1,7 +1,7 @@
 //! Table tests for `plan`: each row reads like the procedure.
 
 use super::*;
-use crate::core::config::{Binding, Desired};
+use crate::core::model::desired::{Binding, Desired};
 use crate::core::model::{AccountId, Asg, AsgRef, Grant, KeyArn, KeyInfo, KeyManager, Role};
 
 const ASG_ACCT: &str = "111122223333";

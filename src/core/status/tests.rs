@@ -1,5 +1,5 @@
 use super::*;
-use crate::core::config::Desired;
+use crate::core::model::desired::Desired;
 use crate::core::model::{Asg, AsgRef, Grant, KeyArn, KeyInfo, LaunchActivity, Role};
 use crate::core::policy::GRANT_OPERATIONS;
 

@@ -8,12 +8,13 @@ use super::error::classify;
 use super::reads::{asg_of, describe_key_ref, dry_run_grant, get_key_policy, get_role};
 use super::{Account, Aws};
 use crate::core::activity::{Activity, Sweep};
-use crate::core::config::Desired;
+use crate::core::model::desired::Desired;
+use crate::core::model::observed::{Observed, Reads};
 use crate::core::model::{
     AccountId, Asg, AsgRef, ErrorClass, Failure, Grant, KeyArn, KeyInfo, KeyManager, LaunchActivity, LaunchSource,
     Role, Slr,
 };
-use crate::core::plan::{DryRun, Observed, Reads};
+use crate::core::plan::DryRun;
 
 /// At most this many reads in flight at once, across all accounts and regions.
 pub const READ_CONCURRENCY: usize = 16;

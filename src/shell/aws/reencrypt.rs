@@ -13,9 +13,9 @@ use aws_sdk_ec2::types::{
 use super::error::classify;
 use super::mapping::with_key;
 use super::{Account, Done};
-use crate::core::config::{Binding, Desired};
+use crate::core::model::desired::{Binding, Desired};
+use crate::core::model::observed::{Observed, Reads};
 use crate::core::model::{AccountId, AsgRef, Failure, KeyArn, Slr};
-use crate::core::plan::{Observed, Reads};
 use crate::core::reencrypt::{self, Copy, LatestVersion, Write};
 
 /// EC2 takes up to 200 values a filter; fewer are asked at a time here.
