@@ -19,7 +19,7 @@ use asg_cmk_operator::core::plan::{self, Depth};
 use asg_cmk_operator::core::{access, iam_policy, launch, output, status};
 use asg_cmk_operator::shell::aws::{self, Aws, ExecSettings};
 use asg_cmk_operator::shell::telemetry::{self, LogFormat};
-use asg_cmk_operator::shell::{daemon, healthcheck, reconcile};
+use asg_cmk_operator::shell::{config_file, daemon, healthcheck, reconcile};
 
 /// Keeps EC2 Auto Scaling groups able to launch instances whose EBS volumes are
 /// encrypted with customer managed KMS keys.
@@ -483,7 +483,7 @@ fn load_warning(path: &Path) -> Option<Desired> {
 }
 
 fn load(path: &Path) -> Option<Desired> {
-    match config::load(path) {
+    match config_file::load(path) {
         Ok(d) => Some(d),
         Err(e) => {
             eprintln!("error: {e}");

@@ -41,12 +41,12 @@ use crate::core::plan::Depth;
 use crate::core::status::board::{StatusBoard, Tally};
 use crate::core::units::Units;
 use crate::shell::aws::{Aws, CallStats, ExecSettings};
-use crate::shell::config_watch;
 use crate::shell::health::Health;
 use crate::shell::metrics::{self, ActionLabel, ClassLabel, Metrics};
 use crate::shell::reconcile::{self, Outcome};
 use crate::shell::runner::{PassId, Runner};
 use crate::shell::scheduler::{Backoff, Jitter, Scheduler};
+use crate::shell::{config_file, config_watch};
 
 /// How soon a key awaiting its owner is checked again, unless `--handoff-recheck-interval`
 /// says otherwise.
@@ -300,7 +300,7 @@ pub async fn run_with<R: Reconciler>(
     shutdown: impl Future<Output = ()>,
 ) -> Result<RunReport, DaemonError> {
     // One read: the text compared with later reads is the text that was parsed.
-    let (desired, last_text) = config::load_with_text(&settings.config)?;
+    let (desired, last_text) = config_file::load_with_text(&settings.config)?;
     let health = Arc::new(metrics.health());
     health.beat();
     metrics.resync_interval.set(settings.resync.as_secs_f64());
@@ -721,7 +721,7 @@ impl<R: Reconciler> Daemon<R> {
     /// Fallback for missed events: compare the file's content once a second. This is also
     /// where a file that stays unreadable (deleted) is reported.
     fn poll_file(&mut self) {
-        match config::read_text(&self.settings.config) {
+        match config_file::read_text(&self.settings.config) {
             Ok(text) => {
                 self.file_readable();
                 if text != self.config.last_text {
@@ -733,7 +733,7 @@ impl<R: Reconciler> Daemon<R> {
     }
 
     fn reload(&mut self) {
-        match config::read_text(&self.settings.config) {
+        match config_file::read_text(&self.settings.config) {
             Ok(text) => {
                 self.file_readable();
                 if text != self.config.last_text {

@@ -3,6 +3,7 @@
 
 pub mod aws;
 pub mod bounded;
+pub mod config_file;
 pub mod config_watch;
 pub mod daemon;
 pub mod health;

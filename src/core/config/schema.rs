@@ -1,0 +1,9 @@
+//! The schema: the fields each section of the file may have. config/schema.json, for
+//! editors and check-jsonschema, must list the same (a test in [`super`] checks it).
+
+pub(super) const TOP_LEVEL: [&str; 5] = ["version", "instance", "defaults", "accounts", "bindings"];
+pub(super) const DEFAULTS_FIELDS: [&str; 5] =
+    ["region", "serviceLinkedRoleSuffix", "requireServiceLinkedRoleSuffix", "prune", "allowMassPrune"];
+pub(super) const ACCOUNT_FIELDS: [&str; 2] = ["id", "roleArn"];
+pub(super) const BINDING_FIELDS: [&str; 8] =
+    ["asg", "account", "key", "keys", "region", "serviceLinkedRoleSuffix", "strategy", "reencryptWith"];
