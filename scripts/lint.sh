@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Static checks: formatting, clippy, dependency features shared by the plain and the tests'
-# builds, the Dockerfile, the Kubernetes manifests, the ECS task,
+# Static checks: formatting, clippy, the source layout (scripts/check_layout.py), dependency
+# features shared by the plain and the tests' builds, the Dockerfile, the Kubernetes
+# manifests, the ECS task,
 # and the sample configs against config/schema.json.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,6 +10,8 @@ ensure_venv
 
 cargo fmt --check
 cargo clippy --locked --all-targets -- -D warnings
+# The layout: the AWS SDK only in src/shell/aws, no I/O in src/core, no import cycles.
+.venv/bin/python scripts/check_layout.py
 # The demo's build and the tests' build share the SDK's compiled crates.
 .venv/bin/python scripts/check_shared_deps.py
 .venv/bin/hadolint --failure-threshold warning Dockerfile
