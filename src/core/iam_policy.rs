@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{json, Value};
 
-use crate::core::model::desired::Desired;
+use crate::core::model::desired::{Binding, Desired};
 use crate::core::model::{AccountId, KeyArn, AUTOSCALING_SERVICE};
 use crate::core::policy::GRANT_OPERATIONS;
 
@@ -108,93 +108,7 @@ pub fn policy(desired: &Desired, account: &AccountId) -> Result<Value, IamPolicy
 
     let mut statements = Vec::new();
     if !mine.is_empty() {
-        let partition = mine[0].key.partition();
-        let slrs: BTreeSet<String> = mine.iter().map(|b| b.slr().arn()).collect();
-        let asgs: BTreeSet<String> = mine
-            .iter()
-            .map(|b| {
-                format!(
-                    "arn:{}:autoscaling:{}:{}:autoScalingGroup:*:autoScalingGroupName/{}",
-                    b.key.partition(),
-                    b.asg.region,
-                    b.asg.account,
-                    b.asg.name
-                )
-            })
-            .collect();
-        let own_keys: BTreeSet<&KeyArn> = mine.iter().filter(|b| !b.is_cross_account()).map(|b| &b.key).collect();
-        statements.push(statement("ReadServiceLinkedRoles", &["iam:GetRole"], &slrs, None));
-        statements.push(statement(
-            "CreateAutoScalingServiceLinkedRoles",
-            &["iam:CreateServiceLinkedRole"],
-            &slrs,
-            Some(json!({"StringEquals": {"iam:AWSServiceName": AUTOSCALING_SERVICE}})),
-        ));
-        // Scoped to the roles, with no iam:PassedToService condition: the EC2 Auto
-        // Scaling User Guide ("Control which service-linked role can be passed") scopes
-        // PassRole for these roles by ARN alone and documents no such key for them, so a
-        // condition on it could refuse the group update in AWS. It would add nothing
-        // either: a service-linked role's trust policy names its service only, and no one
-        // can edit it (IAM User Guide, "Using service-linked roles").
-        statements.push(statement("PassServiceLinkedRolesToAutoScaling", &["iam:PassRole"], &slrs, None));
-        // These reads take no resource: their Resource must be "*".
-        statements.push(statement(
-            "ReadGroupsAndWhatTheyLaunchWith",
-            &[
-                "autoscaling:DescribeAutoScalingGroups",
-                "autoscaling:DescribeScalingActivities",
-                "autoscaling:DescribeLaunchConfigurations",
-                "ec2:DescribeLaunchTemplateVersions",
-                "ec2:DescribeImages",
-                "ec2:DescribeSnapshots",
-                "ec2:GetEbsEncryptionByDefault",
-                "ec2:GetEbsDefaultKmsKeyId",
-            ],
-            &BTreeSet::from(["*".to_owned()]),
-            None,
-        ));
-        // The keys the groups launch with are found in their launch templates and AMIs,
-        // so they are not known here: DescribeKey (metadata only) on any key. This also
-        // covers the configured keys of this account, which are described every pass.
-        statements.push(statement(
-            "DescribeKeysGroupsLaunchWith",
-            &["kms:DescribeKey"],
-            &BTreeSet::from([format!("arn:{partition}:kms:*:*:key/*")]),
-            None,
-        ));
-        statements.push(statement(
-            "UpdateConfiguredAutoScalingGroups",
-            &["autoscaling:UpdateAutoScalingGroup"],
-            &asgs,
-            None,
-        ));
-        // With prune on, the grants on its own keys are listed too: a group of another
-        // account that left the config may have left its grant there, to be retired.
-        let own_key_actions: &[&str] = if desired.operator.prune {
-            &["kms:GetKeyPolicy", "kms:PutKeyPolicy", "kms:ListGrants"]
-        } else {
-            &["kms:GetKeyPolicy", "kms:PutKeyPolicy"]
-        };
-        key_statements(&mut statements, "ManageOwnKeyPolicies", own_key_actions, &own_keys, None);
-        grant_statements(&mut statements, &mine, account, partition, desired.operator.prune);
-        reencrypt_statements(&mut statements, &mine, account, partition);
-        // Hand-off keys (their owner has no `accounts` entry): the operator cannot list
-        // their grants with the owner's credentials, so it lists the grants this account
-        // may retire, which are the ones it made (KMS API Reference, ListRetirableGrants:
-        // an account-wide list, Resource "*"). The dry run of the grant is the
-        // CreateGrant above, with the same conditions.
-        // An account not listed under `accounts` is the one the operator runs in; a key of
-        // another unlisted account is then a hand-off key. (A listed ASG account's keys in
-        // an unlisted account are taken to be the home account's.)
-        let listed = |a: &AccountId| desired.accounts.contains_key(a);
-        if !listed(account) && mine.iter().any(|b| b.is_cross_account() && !listed(b.key.account())) {
-            statements.push(statement(
-                "ListGrantsThisAccountMayRetire",
-                &["kms:ListRetirableGrants"],
-                &BTreeSet::from(["*".to_owned()]),
-                None,
-            ));
-        }
+        group_account_statements(&mut statements, desired, account, &mine);
     }
     key_statements(
         &mut statements,
@@ -208,6 +122,108 @@ pub fn policy(desired: &Desired, account: &AccountId) -> Result<Value, IamPolicy
         statements.push(statement("AssumeRolesInOtherAccounts", &["sts:AssumeRole"], &roles, None));
     }
     Ok(json!({ "Version": "2012-10-17", "Statement": statements }))
+}
+
+/// The statements of an account with groups in the config: their roles, the reads of what
+/// they launch with, the groups' updates, and the keys, grants and copies they need.
+fn group_account_statements(statements: &mut Vec<Value>, desired: &Desired, account: &AccountId, mine: &[&Binding]) {
+    let partition = mine[0].key.partition();
+    let slrs: BTreeSet<String> = mine.iter().map(|b| b.slr().arn()).collect();
+    let asgs: BTreeSet<String> = mine
+        .iter()
+        .map(|b| {
+            format!(
+                "arn:{}:autoscaling:{}:{}:autoScalingGroup:*:autoScalingGroupName/{}",
+                b.key.partition(),
+                b.asg.region,
+                b.asg.account,
+                b.asg.name
+            )
+        })
+        .collect();
+    let own_keys: BTreeSet<&KeyArn> = mine.iter().filter(|b| !b.is_cross_account()).map(|b| &b.key).collect();
+    role_statements(statements, &slrs);
+    read_statements(statements, partition);
+    statements.push(statement(
+        "UpdateConfiguredAutoScalingGroups",
+        &["autoscaling:UpdateAutoScalingGroup"],
+        &asgs,
+        None,
+    ));
+    // With prune on, the grants on its own keys are listed too: a group of another
+    // account that left the config may have left its grant there, to be retired.
+    let own_key_actions: &[&str] = if desired.operator.prune {
+        &["kms:GetKeyPolicy", "kms:PutKeyPolicy", "kms:ListGrants"]
+    } else {
+        &["kms:GetKeyPolicy", "kms:PutKeyPolicy"]
+    };
+    key_statements(statements, "ManageOwnKeyPolicies", own_key_actions, &own_keys, None);
+    grant_statements(statements, mine, account, partition, desired.operator.prune);
+    reencrypt_statements(statements, mine, account, partition);
+    // Hand-off keys (their owner has no `accounts` entry): the operator cannot list
+    // their grants with the owner's credentials, so it lists the grants this account
+    // may retire, which are the ones it made (KMS API Reference, ListRetirableGrants:
+    // an account-wide list, Resource "*"). The dry run of the grant is the
+    // CreateGrant above, with the same conditions.
+    // An account not listed under `accounts` is the one the operator runs in; a key of
+    // another unlisted account is then a hand-off key. (A listed ASG account's keys in
+    // an unlisted account are taken to be the home account's.)
+    let listed = |a: &AccountId| desired.accounts.contains_key(a);
+    if !listed(account) && mine.iter().any(|b| b.is_cross_account() && !listed(b.key.account())) {
+        statements.push(statement(
+            "ListGrantsThisAccountMayRetire",
+            &["kms:ListRetirableGrants"],
+            &BTreeSet::from(["*".to_owned()]),
+            None,
+        ));
+    }
+}
+
+/// The groups' service-linked roles: read, created, and passed to Auto Scaling.
+fn role_statements(statements: &mut Vec<Value>, slrs: &BTreeSet<String>) {
+    statements.push(statement("ReadServiceLinkedRoles", &["iam:GetRole"], slrs, None));
+    statements.push(statement(
+        "CreateAutoScalingServiceLinkedRoles",
+        &["iam:CreateServiceLinkedRole"],
+        slrs,
+        Some(json!({"StringEquals": {"iam:AWSServiceName": AUTOSCALING_SERVICE}})),
+    ));
+    // Scoped to the roles, with no iam:PassedToService condition: the EC2 Auto
+    // Scaling User Guide ("Control which service-linked role can be passed") scopes
+    // PassRole for these roles by ARN alone and documents no such key for them, so a
+    // condition on it could refuse the group update in AWS. It would add nothing
+    // either: a service-linked role's trust policy names its service only, and no one
+    // can edit it (IAM User Guide, "Using service-linked roles").
+    statements.push(statement("PassServiceLinkedRolesToAutoScaling", &["iam:PassRole"], slrs, None));
+}
+
+/// The reads of the groups and of what they launch with.
+fn read_statements(statements: &mut Vec<Value>, partition: &str) {
+    // These reads take no resource: their Resource must be "*".
+    statements.push(statement(
+        "ReadGroupsAndWhatTheyLaunchWith",
+        &[
+            "autoscaling:DescribeAutoScalingGroups",
+            "autoscaling:DescribeScalingActivities",
+            "autoscaling:DescribeLaunchConfigurations",
+            "ec2:DescribeLaunchTemplateVersions",
+            "ec2:DescribeImages",
+            "ec2:DescribeSnapshots",
+            "ec2:GetEbsEncryptionByDefault",
+            "ec2:GetEbsDefaultKmsKeyId",
+        ],
+        &BTreeSet::from(["*".to_owned()]),
+        None,
+    ));
+    // The keys the groups launch with are found in their launch templates and AMIs,
+    // so they are not known here: DescribeKey (metadata only) on any key. This also
+    // covers the configured keys of this account, which are described every pass.
+    statements.push(statement(
+        "DescribeKeysGroupsLaunchWith",
+        &["kms:DescribeKey"],
+        &BTreeSet::from([format!("arn:{partition}:kms:*:*:key/*")]),
+        None,
+    ));
 }
 
 /// Case 2: the grants this account makes on other accounts' keys, and retires.
@@ -224,13 +240,7 @@ pub fn policy(desired: &Desired, account: &AccountId) -> Result<Value, IamPolicy
 /// only delegates what a grant already allows, here the grants that name this account as
 /// their retiring principal or that it created (KMS Developer Guide, "Retiring and
 /// revoking grants"). It is scoped to the same keys.
-fn grant_statements(
-    out: &mut Vec<Value>,
-    mine: &[&crate::core::model::desired::Binding],
-    account: &AccountId,
-    partition: &str,
-    prune: bool,
-) {
+fn grant_statements(out: &mut Vec<Value>, mine: &[&Binding], account: &AccountId, partition: &str, prune: bool) {
     let mut by_roles: BTreeMap<&KeyArn, BTreeSet<String>> = BTreeMap::new();
     for b in mine.iter().filter(|b| b.is_cross_account()) {
         by_roles.entry(&b.key).or_default().insert(b.slr().arn());
@@ -274,7 +284,7 @@ fn grant_statements(
 }
 
 /// The keys of other accounts a re-encrypted binding replaces, by key ARN.
-fn replaced(b: &crate::core::model::desired::Binding) -> impl Iterator<Item = &KeyArn> {
+fn replaced(b: &Binding) -> impl Iterator<Item = &KeyArn> {
     b.reencrypt_from.iter().flat_map(|f| f.iter()).filter(move |k| k.account() != &b.asg.account && !k.is_alias())
 }
 
@@ -295,13 +305,8 @@ fn replaced(b: &crate::core::model::desired::Binding) -> impl Iterator<Item = &K
 ///   and `iam:PassRole` for the template's instance profile, passed to EC2 (EC2 Auto
 ///   Scaling User Guide, "Amazon EC2 Auto Scaling API permissions"); the roles are the
 ///   templates', not known from the config, so PassRole is scoped by the service.
-fn reencrypt_statements(
-    out: &mut Vec<Value>,
-    mine: &[&crate::core::model::desired::Binding],
-    account: &AccountId,
-    partition: &str,
-) {
-    let re: Vec<&&crate::core::model::desired::Binding> = mine.iter().filter(|b| b.reencrypt_from.is_some()).collect();
+fn reencrypt_statements(out: &mut Vec<Value>, mine: &[&Binding], account: &AccountId, partition: &str) {
+    let re: Vec<&&Binding> = mine.iter().filter(|b| b.reencrypt_from.is_some()).collect();
     if re.is_empty() {
         return;
     }
@@ -444,7 +449,7 @@ mod tests {
     fn a_handoff_key_adds_listing_the_grants_this_account_may_retire() {
         let handoff = "arn:aws:kms:us-west-2:999999999999:key/33333333-3333-3333-3333-333333333333";
         let mut d = desired();
-        d.bindings.push(crate::core::model::desired::Binding {
+        d.bindings.push(Binding {
             asg: crate::core::model::AsgRef::new(acct("111122223333"), "us-west-2", "handed-off"),
             key: KeyArn::parse(handoff).unwrap(),
             slr_suffix: None,

@@ -26,7 +26,10 @@ use serde::ser::{Serialize, SerializeStruct, Serializer};
 
 use crate::core::model::desired::{Binding, Desired};
 use crate::core::model::observed::Observed;
-use crate::core::model::{AccountId, AsgRef, BindingId, ErrorClass, Failure, KeyArn, KeyManager, LaunchFailureClass};
+use crate::core::model::{
+    AccountId, AsgRef, BindingId, ErrorClass, Failure, KeyArn, KeyInfo, KeyManager, LaunchActivity, LaunchFailureClass,
+    Role, Slr,
+};
 use crate::core::plan::{self, DryRun};
 use crate::core::policy::{self, Need, NeedKind, PolicyDocument, PrincipalIds};
 
@@ -218,165 +221,196 @@ fn binding_status(
     now: u64,
     memo: &mut PolicyMemo,
 ) -> BindingStatus {
-    let c = |kind: &'static str, status: State, reason: &str, message: String| Condition {
-        kind,
-        status,
-        reason: reason.into(),
-        message: message.into(),
-        since: now,
-    };
-    let unknown = |kind: &'static str, f: &Failure| c(kind, State::Unknown, "ReadFailed", f.message.clone());
+    let mut j = Judge { b, observed, slr: b.slr(), now, aws_managed: false, resolved: None };
     if let Some(f) = plan::access_error(b, desired, caller).or_else(|| account_error(b, observed)) {
         let kinds = ["KeyUsable", "RoleReady", "KeyPolicyReady", "GrantReady", "AsgUsesRole", "LaunchesHealthy"];
         let conditions = kinds.iter().filter(|k| **k != "GrantReady" || b.is_cross_account());
-        return BindingStatus { binding: b.id(), conditions: conditions.map(|k| unknown(k, &f)).collect() };
+        return BindingStatus { binding: b.id(), conditions: conditions.map(|k| j.unknown(k, &f)).collect() };
     }
-    let mut out = Vec::new();
-    let slr = b.slr();
     let info = observed.keys.get(&b.key);
     // An AWS managed key of the group's own account needs nothing; one of another account
     // can never be used.
-    let aws_managed =
+    j.aws_managed =
         matches!(info, Some(Ok(i)) if i.manager == KeyManager::Aws && plan::aws_managed_elsewhere(b, i).is_none());
-    out.push(match info {
-        None => c("KeyUsable", State::Unknown, NOT_READ, "the key was not described".into()),
-        Some(Err(f)) if f.class == ErrorClass::AwaitingOwner => {
-            c("KeyUsable", State::Unknown, AWAITING_KEY_OWNER, f.message.clone())
-        }
-        Some(Err(f)) => unknown("KeyUsable", f),
-        Some(Ok(i)) if !aws_managed && i.manager == KeyManager::Aws => c(
-            "KeyUsable",
-            State::False,
-            "AwsManagedInOtherAccount",
-            plan::aws_managed_elsewhere(b, i).map(|f| f.message).unwrap_or_default(),
-        ),
-        Some(Ok(i)) if i.manager == KeyManager::Aws => c(
-            "KeyUsable",
-            State::True,
-            "AwsManaged",
-            format!("{} is AWS managed: it needs no key policy or grant", i.arn),
-        ),
-        Some(Ok(i)) => match plan::unusable(&b.key, i) {
-            Some(f) => c("KeyUsable", State::False, &key_state_reason(&i.state, &i.spec), f.message),
-            None => c("KeyUsable", State::True, "Enabled", format!("{} is Enabled and symmetric", i.arn)),
-        },
-    });
-    let role = observed.roles.get(&(slr.account, slr.name()));
-    let not_needed =
-        |kind| c(kind, State::True, "NotNeeded", "an AWS managed key needs nothing of the group's role".into());
-    out.push(match role {
-        _ if aws_managed => not_needed("RoleReady"),
-        None => c("RoleReady", State::Unknown, NOT_READ, "the role was not read".into()),
-        Some(Err(f)) => unknown("RoleReady", f),
-        Some(Ok(Some(_))) => c("RoleReady", State::True, "Exists", format!("{} exists", slr.arn())),
-        Some(Ok(None)) => c("RoleReady", State::False, "NotFound", format!("{} does not exist", slr.arn())),
-    });
-    let role_id = role.and_then(|r| r.as_ref().ok()).and_then(|r| r.as_ref()).map(|r| r.role_id.as_str());
-    let ids = PrincipalIds::role(&slr.arn(), role_id);
-    let resolved = match info {
+    j.resolved = match info {
         Some(Ok(i)) => Some(&i.arn),
         _ => None,
     };
-    out.push(if aws_managed {
-        c("KeyPolicyReady", State::True, "NotNeeded", "an AWS managed key's policy allows its use".into())
+    let mut out = vec![j.key_usable(info)];
+    let role = observed.roles.get(&(j.slr.account, j.slr.name()));
+    out.push(j.role_ready(role));
+    let role_id = role.and_then(|r| r.as_ref().ok()).and_then(|r| r.as_ref()).map(|r| r.role_id.as_str());
+    let ids = PrincipalIds::role(&j.slr.arn(), role_id);
+    out.push(if j.aws_managed {
+        j.c("KeyPolicyReady", State::True, "NotNeeded", "an AWS managed key's policy allows its use".into())
     } else if plan::is_handoff(b, desired, caller) {
         handoff_condition(b, observed, now)
     } else {
-        match resolved.and_then(|k| observed.key_policies.get(k).map(|p| (k, p))) {
-            None => c("KeyPolicyReady", State::Unknown, NOT_READ, "the key policy was not read".into()),
-            Some((_, Err(f))) => unknown("KeyPolicyReady", f),
-            Some((key, Ok(text))) => memo
-                .entry((key.to_string(), b.is_cross_account(), ids.canonical().to_owned()))
-                .or_insert_with(|| key_policy_condition(b, key.as_str(), text, &ids, now))
-                .clone(),
-        }
+        j.key_policy_ready(&ids, memo)
     });
     if b.is_cross_account() {
-        out.push(if aws_managed {
-            c("GrantReady", State::True, "NotNeeded", "an AWS managed key needs no grant".into())
-        } else {
-            match resolved.and_then(|k| observed.grants.get(k)) {
-                None => c("GrantReady", State::Unknown, NOT_READ, "the grants were not listed".into()),
-                Some(Err(f)) => unknown("GrantReady", f),
-                Some(Ok(grants)) => {
-                    let mine = grants.iter().filter(|g| ids.matches(&g.grantee_principal));
-                    match mine.clone().find(|g| plan::grant_is_sufficient(g)) {
-                        Some(g) => c(
-                            "GrantReady",
-                            State::True,
-                            "Complete",
-                            format!("grant {} gives {} what EBS needs", g.grant_id, slr.arn()),
-                        ),
-                        None if mine.count() > 0 => c(
-                            "GrantReady",
-                            State::False,
-                            "Incomplete",
-                            format!("the grants for {} lack operations or carry constraints", slr.arn()),
-                        ),
-                        None => {
-                            c("GrantReady", State::False, "Missing", format!("no grant on the key for {}", slr.arn()))
-                        }
-                    }
-                }
-            }
-        });
+        out.push(j.grant_ready(&ids));
     }
-    out.push(match observed.asgs.get(&b.asg) {
-        _ if aws_managed => not_needed("AsgUsesRole"),
-        None => c("AsgUsesRole", State::Unknown, NOT_READ, "the group was not described".into()),
-        Some(Err(f)) => unknown("AsgUsesRole", f),
-        Some(Ok(None)) => {
-            c("AsgUsesRole", State::False, "AsgNotFound", format!("no group {} in {}", b.asg.name, b.asg.region))
-        }
-        Some(Ok(Some(g))) if g.service_linked_role_arn.as_deref() == Some(slr.arn().as_str()) => {
-            c("AsgUsesRole", State::True, "UsesRole", format!("the group launches with {}", slr.name()))
-        }
-        Some(Ok(Some(g))) => c(
-            "AsgUsesRole",
-            State::False,
-            "OtherRole",
-            format!(
-                "ServiceLinkedRoleARN is {}; want {}",
-                g.service_linked_role_arn.as_deref().unwrap_or("unset"),
-                slr.arn()
-            ),
-        ),
-    });
-    out.push(match observed.launches.get(&b.asg) {
-        None => c("LaunchesHealthy", State::Unknown, NOT_READ, "recent launches were not read".into()),
-        Some(Err(f)) => unknown("LaunchesHealthy", f),
-        Some(Ok(None)) => {
-            c("LaunchesHealthy", State::True, "NoRecentLaunch", "no launch among the recent scaling activities".into())
-        }
-        Some(Ok(Some(a))) if a.failed() => {
-            let keys: Vec<_> = std::iter::once(&b.key).chain(resolved).collect();
-            let (status, reason, why) = match a.failure_class(&keys) {
-                Some(LaunchFailureClass::Other) => {
-                    (State::True, LAUNCH_FAILED_OTHER, ", for a reason the key's permissions cannot cure")
-                }
-                _ => (State::False, "LaunchFailedKms", " over KMS or a permission"),
-            };
-            c(
-                "LaunchesHealthy",
-                status,
-                reason,
-                format!(
-                    "the most recent launch{} {}{why}: {}",
-                    a.start_time.as_deref().map(|t| format!(" (at {t})")).unwrap_or_default(),
-                    if a.status_code == "Cancelled" { "was cancelled" } else { "failed" },
-                    a.status_message.as_deref().unwrap_or("no status message")
-                ),
-            )
-        }
-        Some(Ok(Some(a))) => {
-            c("LaunchesHealthy", State::True, "LastLaunch", format!("the most recent launch is {}", a.status_code))
-        }
-    });
+    out.push(j.asg_uses_role());
+    out.push(j.launches_healthy());
     if b.reencrypt_from.is_some() {
         let (status, reason, message) = images_reencrypted(b, observed);
-        out.push(c("ImagesReencrypted", status, reason, message));
+        out.push(j.c("ImagesReencrypted", status, reason, message));
     }
     BindingStatus { binding: b.id(), conditions: out }
+}
+
+/// What each condition of one binding is judged with, and one method per condition.
+struct Judge<'a> {
+    b: &'a Binding,
+    observed: &'a Observed,
+    slr: Slr,
+    now: u64,
+    /// The key is AWS managed and of the group's own account: it needs nothing.
+    aws_managed: bool,
+    /// The key as DescribeKey resolved it (an alias to its key).
+    resolved: Option<&'a KeyArn>,
+}
+
+impl Judge<'_> {
+    fn c(&self, kind: &'static str, status: State, reason: &str, message: String) -> Condition {
+        Condition { kind, status, reason: reason.into(), message: message.into(), since: self.now }
+    }
+
+    fn unknown(&self, kind: &'static str, f: &Failure) -> Condition {
+        self.c(kind, State::Unknown, "ReadFailed", f.message.clone())
+    }
+
+    fn not_needed(&self, kind: &'static str) -> Condition {
+        self.c(kind, State::True, "NotNeeded", "an AWS managed key needs nothing of the group's role".into())
+    }
+
+    fn key_usable(&self, info: Option<&Result<KeyInfo, Failure>>) -> Condition {
+        let (b, c) = (self.b, |s, r: &str, m| self.c("KeyUsable", s, r, m));
+        match info {
+            None => c(State::Unknown, NOT_READ, "the key was not described".into()),
+            Some(Err(f)) if f.class == ErrorClass::AwaitingOwner => {
+                c(State::Unknown, AWAITING_KEY_OWNER, f.message.clone())
+            }
+            Some(Err(f)) => self.unknown("KeyUsable", f),
+            Some(Ok(i)) if !self.aws_managed && i.manager == KeyManager::Aws => c(
+                State::False,
+                "AwsManagedInOtherAccount",
+                plan::aws_managed_elsewhere(b, i).map(|f| f.message).unwrap_or_default(),
+            ),
+            Some(Ok(i)) if i.manager == KeyManager::Aws => {
+                c(State::True, "AwsManaged", format!("{} is AWS managed: it needs no key policy or grant", i.arn))
+            }
+            Some(Ok(i)) => match plan::unusable(&b.key, i) {
+                Some(f) => c(State::False, &key_state_reason(&i.state, &i.spec), f.message),
+                None => c(State::True, "Enabled", format!("{} is Enabled and symmetric", i.arn)),
+            },
+        }
+    }
+
+    fn role_ready(&self, role: Option<&Result<Option<Role>, Failure>>) -> Condition {
+        let (slr, c) = (&self.slr, |s, r: &str, m| self.c("RoleReady", s, r, m));
+        match role {
+            _ if self.aws_managed => self.not_needed("RoleReady"),
+            None => c(State::Unknown, NOT_READ, "the role was not read".into()),
+            Some(Err(f)) => self.unknown("RoleReady", f),
+            Some(Ok(Some(_))) => c(State::True, "Exists", format!("{} exists", slr.arn())),
+            Some(Ok(None)) => c(State::False, "NotFound", format!("{} does not exist", slr.arn())),
+        }
+    }
+
+    /// From the key's policy, read once for every binding with the same key, need and role.
+    fn key_policy_ready(&self, ids: &PrincipalIds, memo: &mut PolicyMemo) -> Condition {
+        let b = self.b;
+        match self.resolved.and_then(|k| self.observed.key_policies.get(k).map(|p| (k, p))) {
+            None => self.c("KeyPolicyReady", State::Unknown, NOT_READ, "the key policy was not read".into()),
+            Some((_, Err(f))) => self.unknown("KeyPolicyReady", f),
+            Some((key, Ok(text))) => memo
+                .entry((key.to_string(), b.is_cross_account(), ids.canonical().to_owned()))
+                .or_insert_with(|| key_policy_condition(b, key.as_str(), text, ids, self.now))
+                .clone(),
+        }
+    }
+
+    fn grant_ready(&self, ids: &PrincipalIds) -> Condition {
+        let (slr, c) = (&self.slr, |s, r: &str, m| self.c("GrantReady", s, r, m));
+        if self.aws_managed {
+            return c(State::True, "NotNeeded", "an AWS managed key needs no grant".into());
+        }
+        match self.resolved.and_then(|k| self.observed.grants.get(k)) {
+            None => c(State::Unknown, NOT_READ, "the grants were not listed".into()),
+            Some(Err(f)) => self.unknown("GrantReady", f),
+            Some(Ok(grants)) => {
+                let mine = grants.iter().filter(|g| ids.matches(&g.grantee_principal));
+                match mine.clone().find(|g| plan::grant_is_sufficient(g)) {
+                    Some(g) => {
+                        c(State::True, "Complete", format!("grant {} gives {} what EBS needs", g.grant_id, slr.arn()))
+                    }
+                    None if mine.count() > 0 => c(
+                        State::False,
+                        "Incomplete",
+                        format!("the grants for {} lack operations or carry constraints", slr.arn()),
+                    ),
+                    None => c(State::False, "Missing", format!("no grant on the key for {}", slr.arn())),
+                }
+            }
+        }
+    }
+
+    fn asg_uses_role(&self) -> Condition {
+        let (b, slr, c) = (self.b, &self.slr, |s, r: &str, m| self.c("AsgUsesRole", s, r, m));
+        match self.observed.asgs.get(&b.asg) {
+            _ if self.aws_managed => self.not_needed("AsgUsesRole"),
+            None => c(State::Unknown, NOT_READ, "the group was not described".into()),
+            Some(Err(f)) => self.unknown("AsgUsesRole", f),
+            Some(Ok(None)) => c(State::False, "AsgNotFound", format!("no group {} in {}", b.asg.name, b.asg.region)),
+            Some(Ok(Some(g))) if g.service_linked_role_arn.as_deref() == Some(slr.arn().as_str()) => {
+                c(State::True, "UsesRole", format!("the group launches with {}", slr.name()))
+            }
+            Some(Ok(Some(g))) => c(
+                State::False,
+                "OtherRole",
+                format!(
+                    "ServiceLinkedRoleARN is {}; want {}",
+                    g.service_linked_role_arn.as_deref().unwrap_or("unset"),
+                    slr.arn()
+                ),
+            ),
+        }
+    }
+
+    fn launches_healthy(&self) -> Condition {
+        let c = |s, r: &str, m| self.c("LaunchesHealthy", s, r, m);
+        match self.observed.launches.get(&self.b.asg) {
+            None => c(State::Unknown, NOT_READ, "recent launches were not read".into()),
+            Some(Err(f)) => self.unknown("LaunchesHealthy", f),
+            Some(Ok(None)) => c(State::True, "NoRecentLaunch", "no launch among the recent scaling activities".into()),
+            Some(Ok(Some(a))) if a.failed() => self.launch_failed(a),
+            Some(Ok(Some(a))) => c(State::True, "LastLaunch", format!("the most recent launch is {}", a.status_code)),
+        }
+    }
+
+    /// The most recent launch failed: over KMS or a permission, or for another reason.
+    fn launch_failed(&self, a: &LaunchActivity) -> Condition {
+        let keys: Vec<_> = std::iter::once(&self.b.key).chain(self.resolved).collect();
+        let (status, reason, why) = match a.failure_class(&keys) {
+            Some(LaunchFailureClass::Other) => {
+                (State::True, LAUNCH_FAILED_OTHER, ", for a reason the key's permissions cannot cure")
+            }
+            _ => (State::False, "LaunchFailedKms", " over KMS or a permission"),
+        };
+        self.c(
+            "LaunchesHealthy",
+            status,
+            reason,
+            format!(
+                "the most recent launch{} {}{why}: {}",
+                a.start_time.as_deref().map(|t| format!(" (at {t})")).unwrap_or_default(),
+                if a.status_code == "Cancelled" { "was cancelled" } else { "failed" },
+                a.status_message.as_deref().unwrap_or("no status message")
+            ),
+        )
+    }
 }
 
 /// `strategy: reencrypt`: whether every source the group launches from uses only keys of
