@@ -7,7 +7,7 @@ use tracing::Instrument;
 
 use crate::core::model::desired::Desired;
 use crate::core::model::observed::Observed;
-use crate::core::model::{AsgRef, BindingId, ErrorClass, Failure, KeyArn, LaunchActivity};
+use crate::core::model::{AccountId, AsgRef, BindingId, ErrorClass, Failure, KeyArn, LaunchActivity};
 use crate::core::plan::{self, BlockedSet, Change, Depth, Plan, PlannedChange};
 use crate::core::status::{self, BindingStatus};
 use crate::core::units::Units;
@@ -221,16 +221,7 @@ pub async fn apply(
     loop {
         out.passes += 1;
         // After a troubled round: wait and go on, or read once more and stop.
-        let last_look = match (troubled_rounds, settings.round_backoff) {
-            (0, _) => false,
-            (n, Some(backoff)) => {
-                let wait = backoff.delay(n, jitter.sample());
-                tracing::debug!(wait = ?wait, "transient failures in the last round; waiting before the next");
-                tokio::time::sleep(wait).await;
-                false
-            }
-            (_, None) => true,
-        };
+        let last_look = after_trouble(troubled_rounds, settings, &mut jitter).await;
         let span = tracing::info_span!("round", round = out.passes);
         let depth = if out.passes == 1 { depth } else { Depth::Quick };
         // The last look reads only the units the troubled round wrote to or failed on:
@@ -258,30 +249,8 @@ pub async fn apply(
         let done = plan.changes.is_empty() && !retry;
         if done || last_look || out.passes > max_passes {
             seen.absorb(observed);
-            let mut failed = terminal;
-            failed.extend(plan.blocked.iter().map(|b| (b.binding.clone(), b.failure.clone())));
-            for c in &plan.changes {
-                for b in &c.bindings {
-                    let why = last_failed.get(b).map_or("not converged", |f| f.message.as_str());
-                    let message = if out.passes > max_passes {
-                        format!("{why} after {max_passes} passes; still pending: {}", c.change.action())
-                    } else {
-                        format!("{why}; still pending: {}, to be tried again", c.change.action())
-                    };
-                    failed.entry(b.clone()).or_insert_with(|| Failure { class: ErrorClass::Retryable, message });
-                }
-            }
-            out.converged = desired.bindings.iter().map(|b| b.id()).filter(|a| !failed.contains_key(a)).collect();
-            out.awaiting_owner = failed
-                .iter()
-                .filter(|(_, f)| f.class == ErrorClass::AwaitingOwner)
-                .map(|(b, _)| b.key.clone())
-                .collect();
-            out.in_progress =
-                failed.iter().filter(|(_, f)| f.class == ErrorClass::InProgress).map(|(b, _)| b.key.clone()).collect();
-            out.failed = failed;
-            out.status = status::evaluate(desired, &seen, aws.caller(), status::now());
-            out.launches = std::mem::take(&mut seen.launches);
+            let failed = still_failing(terminal, &plan, &last_failed, out.passes, max_passes);
+            conclude(&mut out, desired, failed, seen, aws.caller());
             return out;
         }
         for b in plan.blocked.iter().filter(|b| !b.failure.class.is_transient()) {
@@ -302,4 +271,62 @@ pub async fn apply(
         last_failed = executed.failed;
         out.applied.extend(&executed.applied);
     }
+}
+
+/// After a troubled round: with a backoff set, waits it and goes on (false); without one,
+/// the next round is the last look (true).
+async fn after_trouble(troubled_rounds: u32, settings: &ExecSettings, jitter: &mut Jitter) -> bool {
+    match (troubled_rounds, settings.round_backoff) {
+        (0, _) => false,
+        (n, Some(backoff)) => {
+            let wait = backoff.delay(n, jitter.sample());
+            tracing::debug!(wait = ?wait, "transient failures in the last round; waiting before the next");
+            tokio::time::sleep(wait).await;
+            false
+        }
+        (_, None) => true,
+    }
+}
+
+/// What fails when the rounds end: the terminal failures, the blocked bindings, and the
+/// bindings of every change still pending, each with why.
+fn still_failing(
+    mut failed: BTreeMap<BindingId, Failure>,
+    plan: &Plan,
+    last_failed: &BTreeMap<BindingId, Failure>,
+    passes: u32,
+    max_passes: u32,
+) -> BTreeMap<BindingId, Failure> {
+    failed.extend(plan.blocked.iter().map(|b| (b.binding.clone(), b.failure.clone())));
+    for c in &plan.changes {
+        for b in &c.bindings {
+            let why = last_failed.get(b).map_or("not converged", |f| f.message.as_str());
+            let message = if passes > max_passes {
+                format!("{why} after {max_passes} passes; still pending: {}", c.change.action())
+            } else {
+                format!("{why}; still pending: {}, to be tried again", c.change.action())
+            };
+            failed.entry(b.clone()).or_insert_with(|| Failure { class: ErrorClass::Retryable, message });
+        }
+    }
+    failed
+}
+
+/// The outcome's bindings, from what fails at the end and the latest observation of every
+/// part.
+fn conclude(
+    out: &mut Outcome,
+    desired: &Desired,
+    failed: BTreeMap<BindingId, Failure>,
+    mut seen: Observed,
+    caller: &AccountId,
+) {
+    out.converged = desired.bindings.iter().map(|b| b.id()).filter(|a| !failed.contains_key(a)).collect();
+    out.awaiting_owner =
+        failed.iter().filter(|(_, f)| f.class == ErrorClass::AwaitingOwner).map(|(b, _)| b.key.clone()).collect();
+    out.in_progress =
+        failed.iter().filter(|(_, f)| f.class == ErrorClass::InProgress).map(|(b, _)| b.key.clone()).collect();
+    out.failed = failed;
+    out.status = status::evaluate(desired, &seen, caller, status::now());
+    out.launches = std::mem::take(&mut seen.launches);
 }

@@ -81,24 +81,7 @@ async fn read_all(
     if sources.is_empty() {
         return Ok(groups.iter().map(|(g, _)| (g.clone(), Ok(GroupLaunch::default()))).collect());
     }
-    let mut specs: BTreeMap<LaunchSource, Result<LaunchSpec, Failure>> = BTreeMap::new();
-    let configurations: Vec<&str> = sources
-        .iter()
-        .filter_map(|s| match s {
-            LaunchSource::Configuration(n) => Some(n.as_str()),
-            LaunchSource::Template { .. } => None,
-        })
-        .collect();
-    let mut by_name = launch_configurations(account, region, &configurations).await;
-    for name in configurations {
-        let spec = match &mut by_name {
-            Ok(found) => {
-                found.remove(name).ok_or_else(|| Failure::terminal(format!("launch configuration {name} not found")))
-            }
-            Err(f) => Err(f.clone()),
-        };
-        specs.insert(LaunchSource::Configuration(name.to_owned()), spec);
-    }
+    let mut specs = configuration_specs(account, region, &sources).await;
     // Each (template, version) is read once, whichever way groups reach it; the specs,
     // which name the way, are made after.
     let wanted: BTreeSet<VersionRef> = sources.iter().filter_map(|s| VersionRef::of(s)).collect();
@@ -123,8 +106,49 @@ async fn read_all(
     let defaults = ebs_defaults(account, region).await?;
 
     // What each group uses, then every key named, described once.
-    // Per group: its notes so far and the keys found, before they are described.
-    type Used = Result<(GroupLaunch, Vec<launch::Found>), Failure>;
+    let used = group_uses(groups, &specs, &images, &snapshots, &defaults);
+    let described = describe_found(account, region, &used, limit).await;
+    Ok(with_keys(used, &described))
+}
+
+/// The specs of the launch configurations among `sources`, read in batches.
+async fn configuration_specs(
+    account: &Account,
+    region: &str,
+    sources: &BTreeSet<&LaunchSource>,
+) -> BTreeMap<LaunchSource, Result<LaunchSpec, Failure>> {
+    let mut specs: BTreeMap<LaunchSource, Result<LaunchSpec, Failure>> = BTreeMap::new();
+    let configurations: Vec<&str> = sources
+        .iter()
+        .filter_map(|s| match s {
+            LaunchSource::Configuration(n) => Some(n.as_str()),
+            LaunchSource::Template { .. } => None,
+        })
+        .collect();
+    let mut by_name = launch_configurations(account, region, &configurations).await;
+    for name in configurations {
+        let spec = match &mut by_name {
+            Ok(found) => {
+                found.remove(name).ok_or_else(|| Failure::terminal(format!("launch configuration {name} not found")))
+            }
+            Err(f) => Err(f.clone()),
+        };
+        specs.insert(LaunchSource::Configuration(name.to_owned()), spec);
+    }
+    specs
+}
+
+/// Per group: its notes so far and the keys found, before they are described.
+type Used = Result<(GroupLaunch, Vec<launch::Found>), Failure>;
+
+/// What each group's sources use, from the specs, images and snapshots read.
+fn group_uses(
+    groups: &[(AsgRef, Vec<LaunchSource>)],
+    specs: &BTreeMap<LaunchSource, Result<LaunchSpec, Failure>>,
+    images: &Images,
+    snapshots: &BTreeMap<String, SnapshotKey>,
+    defaults: &EbsDefaults,
+) -> Vec<(AsgRef, Used)> {
     let mut used: Vec<(AsgRef, Used)> = Vec::new();
     for (group, sources) in groups {
         let mut g = GroupLaunch::default();
@@ -141,8 +165,8 @@ async fn read_all(
             if spec.spot {
                 g.spot.push(spec.name.clone());
             }
-            g.sources.push(launch::source_read(s, spec, &images, &snapshots, Some(defaults.account.as_str())));
-            let uses = launch::keys_used(spec, &images, &snapshots, &defaults);
+            g.sources.push(launch::source_read(s, spec, images, snapshots, Some(defaults.account.as_str())));
+            let uses = launch::keys_used(spec, images, snapshots, defaults);
             g.unknown.extend(uses.unknown);
             for f in uses.keys {
                 if !found.iter().any(|k| k.key_ref == f.key_ref) {
@@ -152,20 +176,35 @@ async fn read_all(
         }
         used.push((group.clone(), failure.map_or(Ok((g, found)), Err)));
     }
+    used
+}
+
+/// Every key the groups' launches name, described once.
+async fn describe_found(
+    account: &Arc<Account>,
+    region: &str,
+    used: &[(AsgRef, Used)],
+    limit: usize,
+) -> BTreeMap<String, Result<(KeyArn, KeyManager), String>> {
     let key_refs: BTreeSet<String> =
         used.iter().filter_map(|(_, r)| r.as_ref().ok()).flat_map(|(_, f)| f).map(|f| f.key_ref.clone()).collect();
     let describe = |key_ref: String| {
         let (account, region) = (account.clone(), region.to_owned());
         async move { describe_key_ref(&account, &region, &key_ref).await }
     };
-    let described: BTreeMap<String, Result<(KeyArn, KeyManager), String>> =
-        concurrently(key_refs.into_iter().collect(), limit, describe)
-            .await
-            .into_iter()
-            .map(|(k, r)| (k, r.map(|i| (i.arn, i.manager)).map_err(|f| f.message)))
-            .collect();
-    Ok(used
+    concurrently(key_refs.into_iter().collect(), limit, describe)
+        .await
         .into_iter()
+        .map(|(k, r)| (k, r.map(|i| (i.arn, i.manager)).map_err(|f| f.message)))
+        .collect()
+}
+
+/// Each group's launch with the keys found, as described.
+fn with_keys(
+    used: Vec<(AsgRef, Used)>,
+    described: &BTreeMap<String, Result<(KeyArn, KeyManager), String>>,
+) -> Vec<(AsgRef, Result<GroupLaunch, Failure>)> {
+    used.into_iter()
         .map(|(group, r)| {
             let r = r.map(|(mut g, found)| {
                 g.keys = found
@@ -179,7 +218,7 @@ async fn read_all(
             });
             (group, r)
         })
-        .collect())
+        .collect()
 }
 
 /// How many numbered launch template versions an account keeps, over all its regions. Far
