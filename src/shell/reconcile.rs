@@ -240,11 +240,7 @@ pub async fn apply(
             }
         }
         if depth == Depth::Full {
-            // Once a pass: groups that will fail to launch for a reason their bindings
-            // do not cover.
-            for n in plan.notes.iter().filter(|n| n.kind.is_drift()) {
-                tracing::warn!(binding = %n.binding, note = %n.message, "drift");
-            }
+            warn_drift(&plan);
         }
         let done = plan.changes.is_empty() && !retry;
         if done || last_look || out.passes > max_passes {
@@ -256,8 +252,7 @@ pub async fn apply(
         for b in plan.blocked.iter().filter(|b| !b.failure.class.is_transient()) {
             terminal.insert(b.binding.clone(), b.failure.clone());
         }
-        touched = plan.changes.iter().flat_map(|c| c.bindings.iter().map(|b| b.key.clone())).collect();
-        touched.extend(plan.blocked.iter().filter(|b| b.failure.class.is_transient()).map(|b| b.binding.key.clone()));
+        touched = keys_in_play(&plan);
         let mut executed = execute_plan(aws, desired, &terminal, observed, plan, settings).instrument(span).await;
         seen.absorb(std::mem::take(&mut executed.observed));
         for (b, f) in &executed.failed {
@@ -271,6 +266,21 @@ pub async fn apply(
         last_failed = executed.failed;
         out.applied.extend(&executed.applied);
     }
+}
+
+/// Once a pass: groups that will fail to launch for a reason their bindings do not cover.
+fn warn_drift(plan: &Plan) {
+    for n in plan.notes.iter().filter(|n| n.kind.is_drift()) {
+        tracing::warn!(binding = %n.binding, note = %n.message, "drift");
+    }
+}
+
+/// The keys a round is about to write to, or failed on for a reason that may pass.
+fn keys_in_play(plan: &Plan) -> BTreeSet<KeyArn> {
+    let mut keys: BTreeSet<KeyArn> =
+        plan.changes.iter().flat_map(|c| c.bindings.iter().map(|b| b.key.clone())).collect();
+    keys.extend(plan.blocked.iter().filter(|b| b.failure.class.is_transient()).map(|b| b.binding.key.clone()));
+    keys
 }
 
 /// After a troubled round: with a backoff set, waits it and goes on (false); without one,

@@ -18,7 +18,7 @@ use aws_smithy_types::retry::RetryConfig;
 use super::error::{classify, code, message};
 use super::reads::{get_key_policy, get_role};
 use super::{Account, Aws, Done};
-use crate::core::model::{ErrorClass, Failure, Instance, KeyArn, Role, AUTOSCALING_SERVICE};
+use crate::core::model::{AsgRef, ErrorClass, Failure, Instance, KeyArn, Role, Slr, AUTOSCALING_SERVICE};
 use crate::core::plan::{grant_name, Change};
 use crate::core::policy::{self, Need, PolicyDocument, GRANT_OPERATIONS};
 use crate::shell::scheduler::Backoff;
@@ -60,98 +60,124 @@ impl Default for ExecSettings {
 pub async fn execute(aws: &Aws, change: &Change, settings: &ExecSettings) -> Result<Done, Failure> {
     let account = aws.account(change.account())?;
     match change {
-        Change::CreateServiceLinkedRole { slr } => {
-            let request = account
-                .iam()
-                .create_service_linked_role()
-                .aws_service_name(AUTOSCALING_SERVICE)
-                .set_custom_suffix(slr.suffix.as_deref().map(str::to_owned))
-                .description("Auto Scaling service-linked role managed by asg-cmk-operator")
-                .send();
-            match account.call(None, "iam", "CreateServiceLinkedRole", &[], request).await {
-                Ok(out) => Ok(Done::Role(out.role().map(|r| Role { role_id: r.role_id().to_owned() }))),
-                // The role exists already (created since we looked): adopt it. Real IAM
-                // answers InvalidInput "...has been taken in this account...", moto
-                // answers EntityAlreadyExists.
-                Err(e)
-                    if code(&e) == Some("EntityAlreadyExists")
-                        || (code(&e) == Some("InvalidInput")
-                            && message(&e).is_some_and(|m| m.contains("has been taken"))) =>
-                {
-                    tracing::info!(role = %slr.name(), account = %slr.account, "service-linked role already exists; adopting it");
-                    Ok(Done::Role(get_role(&account, slr).await.ok().flatten()))
-                }
-                Err(e) => Err(classify("CreateServiceLinkedRole", &e)),
-            }
-        }
+        Change::CreateServiceLinkedRole { slr } => create_service_linked_role(&account, slr).await,
         Change::PutKeyPolicy { key, needs, prune, instance, .. } => {
             put_key_policy(&account, key, (needs, prune, instance), settings).await
         }
         Change::CreateGrant { key, slr, role_id, instance } => {
-            let Some(role_id) = role_id else {
-                return Err(Failure {
-                    class: ErrorClass::Retryable,
-                    message: format!("the unique id of {} is not known yet; the grant is named after it", slr.name()),
-                });
-            };
-            let (client, name, grantee) = (account.kms(key.region()), grant_name(slr, role_id, instance), slr.arn());
-            // The group's account may retire the grant: KMS lets the retiring principal's
-            // account delegate that to the operator through kms:RetireGrant (KMS Developer
-            // Guide, "Retiring and revoking grants").
-            let retiring = slr.account.root_arn(slr.partition);
-            let limits = account.kms_limits(key.region());
-            // A role created moments ago is refused as grantee with InvalidArnException
-            // until IAM has propagated it; terraform-provider-aws retries kms_grant on it
-            // for the same reason.
-            let unpropagated = |e: &SdkError<_, _>| code(e) == Some("InvalidArnException");
-            let out = retry_propagation(settings, "CreateGrant", key.as_str(), unpropagated, || {
-                let request = client
-                    .create_grant()
-                    .key_id(key.as_str())
-                    .grantee_principal(&grantee)
-                    .retiring_principal(&retiring)
-                    .name(&name)
-                    .set_operations(Some(GRANT_OPERATIONS.iter().map(|o| GrantOperation::from(*o)).collect()))
-                    .send();
-                account.call(Some(&limits.create_grant), "kms", "CreateGrant", &[], request)
-            })
-            .await;
-            out.map(|_| Done::Applied)
+            create_grant(&account, key, slr, role_id, instance, settings).await
         }
-        Change::RetireGrant { key, grant_id, .. } => {
-            // The account that created a grant may retire it, also on a key of another
-            // account (KMS API Reference, RetireGrant).
-            let request = account.kms(key.region()).retire_grant().key_id(key.as_str()).grant_id(grant_id).send();
-            let limits = account.kms_limits(key.region());
-            match account.call(Some(&limits.retire_grant), "kms", "RetireGrant", &["NotFoundException"], request).await
-            {
-                Ok(_) => Ok(Done::Applied),
-                Err(e) if code(&e) == Some("NotFoundException") => Ok(Done::NotNeeded("the grant is gone already")),
-                Err(e) => Err(classify("RetireGrant", &e)),
-            }
-        }
+        Change::RetireGrant { key, grant_id, .. } => retire_grant(&account, key, grant_id).await,
         Change::UpdateAutoScalingGroup { asg, service_linked_role_arn } => {
-            let client = account.autoscaling(&asg.region);
-            // Auto Scaling answers "ValidationError: ARN specified for Service-Linked Role
-            // does not exist." for a role IAM has not propagated yet (as recorded in
-            // terraform-aws-autoscaling's examples). The role exists, or we would not get
-            // here: GetRole saw it, or this pass created it.
-            let unpropagated = |e: &SdkError<_, _>| {
-                code(e) == Some("ValidationError") && message(e).is_some_and(|m| m.contains("Service-Linked Role"))
-            };
-            let out = retry_propagation(settings, "UpdateAutoScalingGroup", &asg.name, unpropagated, || {
-                let request = client
-                    .update_auto_scaling_group()
-                    .auto_scaling_group_name(&asg.name)
-                    .service_linked_role_arn(service_linked_role_arn)
-                    .send();
-                account.call(None, "autoscaling", "UpdateAutoScalingGroup", &[], request)
-            })
-            .await;
-            out.map(|_| Done::Applied)
+            update_group_role(&account, asg, service_linked_role_arn, settings).await
         }
         Change::Reencrypt { asg, key, write } => super::reencrypt::execute(&account, asg, key, write).await,
     }
+}
+
+/// Creates the group's service-linked role; one created since it was read is adopted.
+async fn create_service_linked_role(account: &Account, slr: &Slr) -> Result<Done, Failure> {
+    let request = account
+        .iam()
+        .create_service_linked_role()
+        .aws_service_name(AUTOSCALING_SERVICE)
+        .set_custom_suffix(slr.suffix.as_deref().map(str::to_owned))
+        .description("Auto Scaling service-linked role managed by asg-cmk-operator")
+        .send();
+    match account.call(None, "iam", "CreateServiceLinkedRole", &[], request).await {
+        Ok(out) => Ok(Done::Role(out.role().map(|r| Role { role_id: r.role_id().to_owned() }))),
+        // The role exists already (created since we looked): adopt it. Real IAM
+        // answers InvalidInput "...has been taken in this account...", moto
+        // answers EntityAlreadyExists.
+        Err(e)
+            if code(&e) == Some("EntityAlreadyExists")
+                || (code(&e) == Some("InvalidInput") && message(&e).is_some_and(|m| m.contains("has been taken"))) =>
+        {
+            tracing::info!(role = %slr.name(), account = %slr.account, "service-linked role already exists; adopting it");
+            Ok(Done::Role(get_role(account, slr).await.ok().flatten()))
+        }
+        Err(e) => Err(classify("CreateServiceLinkedRole", &e)),
+    }
+}
+
+/// Creates the role's grant on the key, named after the role's unique id.
+async fn create_grant(
+    account: &Account,
+    key: &KeyArn,
+    slr: &Slr,
+    role_id: &Option<String>,
+    instance: &Instance,
+    settings: &ExecSettings,
+) -> Result<Done, Failure> {
+    let Some(role_id) = role_id else {
+        return Err(Failure {
+            class: ErrorClass::Retryable,
+            message: format!("the unique id of {} is not known yet; the grant is named after it", slr.name()),
+        });
+    };
+    let (client, name, grantee) = (account.kms(key.region()), grant_name(slr, role_id, instance), slr.arn());
+    // The group's account may retire the grant: KMS lets the retiring principal's
+    // account delegate that to the operator through kms:RetireGrant (KMS Developer
+    // Guide, "Retiring and revoking grants").
+    let retiring = slr.account.root_arn(slr.partition);
+    let limits = account.kms_limits(key.region());
+    // A role created moments ago is refused as grantee with InvalidArnException
+    // until IAM has propagated it; terraform-provider-aws retries kms_grant on it
+    // for the same reason.
+    let unpropagated = |e: &SdkError<_, _>| code(e) == Some("InvalidArnException");
+    let out = retry_propagation(settings, "CreateGrant", key.as_str(), unpropagated, || {
+        let request = client
+            .create_grant()
+            .key_id(key.as_str())
+            .grantee_principal(&grantee)
+            .retiring_principal(&retiring)
+            .name(&name)
+            .set_operations(Some(GRANT_OPERATIONS.iter().map(|o| GrantOperation::from(*o)).collect()))
+            .send();
+        account.call(Some(&limits.create_grant), "kms", "CreateGrant", &[], request)
+    })
+    .await;
+    out.map(|_| Done::Applied)
+}
+
+/// Retires a grant; one gone already needs nothing.
+async fn retire_grant(account: &Account, key: &KeyArn, grant_id: &str) -> Result<Done, Failure> {
+    // The account that created a grant may retire it, also on a key of another
+    // account (KMS API Reference, RetireGrant).
+    let request = account.kms(key.region()).retire_grant().key_id(key.as_str()).grant_id(grant_id).send();
+    let limits = account.kms_limits(key.region());
+    match account.call(Some(&limits.retire_grant), "kms", "RetireGrant", &["NotFoundException"], request).await {
+        Ok(_) => Ok(Done::Applied),
+        Err(e) if code(&e) == Some("NotFoundException") => Ok(Done::NotNeeded("the grant is gone already")),
+        Err(e) => Err(classify("RetireGrant", &e)),
+    }
+}
+
+/// Points the group at its service-linked role.
+async fn update_group_role(
+    account: &Account,
+    asg: &AsgRef,
+    service_linked_role_arn: &str,
+    settings: &ExecSettings,
+) -> Result<Done, Failure> {
+    let client = account.autoscaling(&asg.region);
+    // Auto Scaling answers "ValidationError: ARN specified for Service-Linked Role
+    // does not exist." for a role IAM has not propagated yet (as recorded in
+    // terraform-aws-autoscaling's examples). The role exists, or we would not get
+    // here: GetRole saw it, or this pass created it.
+    let unpropagated = |e: &SdkError<_, _>| {
+        code(e) == Some("ValidationError") && message(e).is_some_and(|m| m.contains("Service-Linked Role"))
+    };
+    let out = retry_propagation(settings, "UpdateAutoScalingGroup", &asg.name, unpropagated, || {
+        let request = client
+            .update_auto_scaling_group()
+            .auto_scaling_group_name(&asg.name)
+            .service_linked_role_arn(service_linked_role_arn)
+            .send();
+        account.call(None, "autoscaling", "UpdateAutoScalingGroup", &[], request)
+    })
+    .await;
+    out.map(|_| Done::Applied)
 }
 
 /// Re-reads the key policy, removes `prune` from the statements of `instance` and merges
