@@ -526,66 +526,7 @@ fn check_observed<'a>(
     let mut ready = Vec::new();
     let mut step = Step::default();
     for b in desired.bindings.iter().filter(|b| !held.contains_key(&b.id())) {
-        let slr = b.slr();
-        let check = || -> Result<Option<Ready<'a>>, Failure> {
-            if let Some(f) = access_error(b, desired, caller) {
-                return Err(f);
-            }
-            for account in [&b.asg.account, b.key.account()] {
-                if let Some(f) = observed.account_errors.get(account) {
-                    return Err(Failure {
-                        class: f.class,
-                        message: format!("credentials for account {account}: {}", f.message),
-                    });
-                }
-            }
-            let asg = lookup(&observed.asgs, &b.asg, "describe ASG")?.as_ref().ok_or_else(|| {
-                Failure::terminal(format!(
-                    "ASG {} not found in account {} region {}",
-                    b.asg.name, b.asg.account, b.asg.region
-                ))
-            })?;
-            let handoff = is_handoff(b, desired, caller);
-            if handoff && b.key.is_alias() {
-                return Err(Failure::terminal(format!(
-                    "key {} belongs to account {}, which has no entry under `accounts`: name it by its key ARN (hand-off keys are checked by key ARN only), or list the account with a role to assume",
-                    b.key,
-                    b.key.account()
-                )));
-            }
-            let info = match lookup(&observed.keys, &b.key, "describe key") {
-                Err(f) if handoff && f.class == ErrorClass::AwaitingOwner => {
-                    return Err(awaiting_owner(b, &format!("account {} may not describe it yet", b.asg.account)))
-                }
-                r => r?,
-            };
-            if let Some(f) = unusable(&b.key, info).or_else(|| aws_managed_elsewhere(b, info)) {
-                return Err(f);
-            }
-            if info.manager == KeyManager::Aws {
-                return Ok(None);
-            }
-            let role = lookup(&observed.roles, &(slr.account, slr.name()), "get service-linked role")?.as_ref();
-            if handoff {
-                match lookup(&observed.handoff, &(b.key.clone(), slr.clone()), "dry run of CreateGrant")? {
-                    DryRun::Refused => {
-                        return Err(awaiting_owner(
-                            b,
-                            &format!("a dry run of CreateGrant by account {} was refused", b.asg.account),
-                        ))
-                    }
-                    DryRun::Allowed | DryRun::GranteeUnknown => {}
-                }
-                lookup(&observed.grants, &info.arn, "list retirable grants")?;
-                return Ok(Some(Ready { binding: b, id: b.id(), key: &info.arn, slr, role, group: asg, handoff }));
-            }
-            lookup(&observed.key_policies, &info.arn, "get key policy")?;
-            if b.is_cross_account() {
-                lookup(&observed.grants, &info.arn, "list grants")?;
-            }
-            Ok(Some(Ready { binding: b, id: b.id(), key: &info.arn, slr, role, group: asg, handoff: false }))
-        };
-        match check() {
+        match check_binding(b, desired, observed, caller) {
             Ok(Some(r)) => ready.push(r),
             Ok(None) => step.notes.push(Note {
                 binding: b.id(),
@@ -599,6 +540,83 @@ fn check_observed<'a>(
         }
     }
     (ready, step)
+}
+
+/// One binding: ready to plan for, with what was read for it; None for an AWS managed key
+/// (nothing to do); or why it cannot be planned for.
+fn check_binding<'a>(
+    b: &'a Binding,
+    desired: &Desired,
+    observed: &'a Observed,
+    caller: &AccountId,
+) -> Result<Option<Ready<'a>>, Failure> {
+    let slr = b.slr();
+    if let Some(f) = access_error(b, desired, caller) {
+        return Err(f);
+    }
+    for account in [&b.asg.account, b.key.account()] {
+        if let Some(f) = observed.account_errors.get(account) {
+            return Err(Failure {
+                class: f.class,
+                message: format!("credentials for account {account}: {}", f.message),
+            });
+        }
+    }
+    let asg = lookup(&observed.asgs, &b.asg, "describe ASG")?.as_ref().ok_or_else(|| {
+        Failure::terminal(format!("ASG {} not found in account {} region {}", b.asg.name, b.asg.account, b.asg.region))
+    })?;
+    let handoff = is_handoff(b, desired, caller);
+    if handoff && b.key.is_alias() {
+        return Err(Failure::terminal(format!(
+            "key {} belongs to account {}, which has no entry under `accounts`: name it by its key ARN (hand-off keys are checked by key ARN only), or list the account with a role to assume",
+            b.key,
+            b.key.account()
+        )));
+    }
+    let info = match lookup(&observed.keys, &b.key, "describe key") {
+        Err(f) if handoff && f.class == ErrorClass::AwaitingOwner => {
+            return Err(awaiting_owner(b, &format!("account {} may not describe it yet", b.asg.account)))
+        }
+        r => r?,
+    };
+    if let Some(f) = unusable(&b.key, info).or_else(|| aws_managed_elsewhere(b, info)) {
+        return Err(f);
+    }
+    if info.manager == KeyManager::Aws {
+        return Ok(None);
+    }
+    let role = lookup(&observed.roles, &(slr.account, slr.name()), "get service-linked role")?.as_ref();
+    if handoff {
+        return handoff_ready(b, observed, info, slr, role, asg).map(Some);
+    }
+    lookup(&observed.key_policies, &info.arn, "get key policy")?;
+    if b.is_cross_account() {
+        lookup(&observed.grants, &info.arn, "list grants")?;
+    }
+    Ok(Some(Ready { binding: b, id: b.id(), key: &info.arn, slr, role, group: asg, handoff: false }))
+}
+
+/// A hand-off binding: ready once the dry run of its grant is not refused and the grants
+/// it may retire are listed.
+fn handoff_ready<'a>(
+    b: &'a Binding,
+    observed: &'a Observed,
+    info: &'a KeyInfo,
+    slr: Slr,
+    role: Option<&'a Role>,
+    asg: &'a Asg,
+) -> Result<Ready<'a>, Failure> {
+    match lookup(&observed.handoff, &(b.key.clone(), slr.clone()), "dry run of CreateGrant")? {
+        DryRun::Refused => {
+            return Err(awaiting_owner(
+                b,
+                &format!("a dry run of CreateGrant by account {} was refused", b.asg.account),
+            ))
+        }
+        DryRun::Allowed | DryRun::GranteeUnknown => {}
+    }
+    lookup(&observed.grants, &info.arn, "list retirable grants")?;
+    Ok(Ready { binding: b, id: b.id(), key: &info.arn, slr, role, group: asg, handoff: true })
 }
 
 /// Why a group cannot use an AWS managed key of another account: such a key's policy
@@ -719,102 +737,131 @@ fn plan_key_policies(
     for (key, rs) in by_key {
         let prune: &[(String, String)] = pruned.get(key).map_or(&[], Vec::as_slice);
         let text = lookup(&observed.key_policies, key, "get key policy").expect("checked in step 1");
-        // Many bindings share one need (ASGs on the same role or account): evaluate each
-        // distinct need once, and remember which bindings it stands for.
-        let mut needs: Vec<Need> = Vec::new();
-        let mut owners: Vec<Vec<usize>> = Vec::new();
-        let mut index: BTreeMap<(bool, String), usize> = BTreeMap::new();
-        for (i, r) in rs.iter().enumerate() {
-            let cross = r.binding.is_cross_account();
-            let who = if cross { r.binding.asg.account.root_arn(key.partition()) } else { r.slr.arn() };
-            let at = *index.entry((cross, who)).or_insert_with(|| {
-                needs.push(match cross {
-                    false => Need {
-                        who: PrincipalIds::role(&r.slr.arn(), r.role.map(|x| x.role_id.as_str())),
-                        kind: NeedKind::ServiceLinkedRole,
-                    },
-                    true => Need {
-                        who: PrincipalIds::account_root(&r.binding.asg.account, key.partition()),
-                        kind: NeedKind::AccountRoot,
-                    },
-                });
-                owners.push(Vec::new());
-                needs.len() - 1
-            });
-            owners[at].push(i);
-        }
-        let mut doc = match PolicyDocument::parse(text) {
-            Ok(doc) => doc,
-            Err(e) => {
-                let f = Failure::terminal(format!("key policy of {key}: {e}"));
-                step.blocked.extend(rs.iter().map(|r| (r.id.clone(), f.clone())));
-                continue;
-            }
-        };
-        // In case 2 the role uses the key through the grant, and a Deny on it in the
-        // owner's policy overrides any grant. Each role is checked once per key.
-        let mut stopped: BTreeSet<&BindingId> = BTreeSet::new();
-        let mut denials: BTreeMap<&Slr, Option<String>> = BTreeMap::new();
-        for r in rs.iter().filter(|r| r.binding.is_cross_account()) {
-            let why = denials.entry(&r.slr).or_insert_with(|| {
-                let ids = PrincipalIds::role(&r.slr.arn(), r.role.map(|x| x.role_id.as_str()));
-                policy::denial(&doc, &ids, key.as_str())
-            });
-            if let Some(why) = why {
-                stopped.insert(&r.id);
-                step.blocked.push((r.id.clone(), Failure::terminal(why.clone())));
-            }
-        }
-        // What no binding explains leaves first; what the bindings need is merged into
-        // the rest, so a need that only a pruned principal met is added back.
-        let removed = policy::prune(&mut doc, instance, &prune.iter().map(|(p, _)| p.clone()).collect::<Vec<_>>());
-        let m = match policy::ensure(&doc, key.as_str(), &needs, instance) {
-            Ok(m) => m,
-            Err(e) => {
-                let f = Failure::terminal(format!("key policy of {key}: {e}"));
-                step.blocked.extend(rs.iter().map(|r| (r.id.clone(), f.clone())));
-                continue;
-            }
-        };
-        for (n, why) in &m.denied {
-            for &i in &owners[*n] {
-                stopped.insert(&rs[i].id);
-                step.blocked.push((rs[i].id.clone(), Failure::terminal(why.clone())));
-            }
-        }
-        let merged = match (&m.document, removed.is_empty()) {
-            (Some(merged), _) => merged,
-            (None, false) => &doc,
-            (None, true) => continue,
-        };
-        // The write is for the needs that were missing, and serves their bindings.
-        let served: Vec<usize> = m.missing.iter().copied().filter(|n| !m.denied.iter().any(|(d, _)| d == n)).collect();
-        let bindings: Vec<BindingId> = served
-            .iter()
-            .flat_map(|n| owners[*n].iter().map(|&i| &rs[i].id))
-            .filter(|a| !stopped.contains(a))
-            .cloned()
-            .collect();
-        if let Some(why) = m.refusal() {
-            let f = Failure::terminal(format!("key policy of {key}: {why}"));
-            step.blocked.extend(bindings.into_iter().map(|b| (b, f.clone())));
-            continue;
-        }
-        let mut reason = m.added.clone();
-        reason.extend(prune.iter().filter(|(p, _)| removed.contains(p)).map(|(p, why)| format!("prune {p}: {why}")));
-        step.changes.push(PlannedChange {
-            change: Change::PutKeyPolicy {
-                key: key.clone(),
-                needs: served.iter().map(|n| needs[*n].clone()).collect(),
-                prune: removed,
-                instance: instance.clone(),
-                policy: merged.to_json(),
-            },
-            reason: reason.join("; "),
-            bindings,
-        });
+        key_policy_step(&mut step, key, &rs, text, prune, instance);
     }
     step
+}
+
+/// One key's policy: the needs of its ready bindings merged in, and what no binding
+/// explains pruned; the bindings a Deny or a refusal stops are blocked.
+fn key_policy_step<'r>(
+    step: &mut Step,
+    key: &KeyArn,
+    rs: &[&'r Ready<'r>],
+    text: &str,
+    prune: &[(String, String)],
+    instance: &Instance,
+) {
+    let (needs, owners) = distinct_needs(key, rs);
+    let mut doc = match PolicyDocument::parse(text) {
+        Ok(doc) => doc,
+        Err(e) => {
+            let f = Failure::terminal(format!("key policy of {key}: {e}"));
+            step.blocked.extend(rs.iter().map(|r| (r.id.clone(), f.clone())));
+            return;
+        }
+    };
+    let mut stopped = denied_roles(step, key, rs, &doc);
+    // What no binding explains leaves first; what the bindings need is merged into
+    // the rest, so a need that only a pruned principal met is added back.
+    let removed = policy::prune(&mut doc, instance, &prune.iter().map(|(p, _)| p.clone()).collect::<Vec<_>>());
+    let m = match policy::ensure(&doc, key.as_str(), &needs, instance) {
+        Ok(m) => m,
+        Err(e) => {
+            let f = Failure::terminal(format!("key policy of {key}: {e}"));
+            step.blocked.extend(rs.iter().map(|r| (r.id.clone(), f.clone())));
+            return;
+        }
+    };
+    for (n, why) in &m.denied {
+        for &i in &owners[*n] {
+            stopped.insert(&rs[i].id);
+            step.blocked.push((rs[i].id.clone(), Failure::terminal(why.clone())));
+        }
+    }
+    let merged = match (&m.document, removed.is_empty()) {
+        (Some(merged), _) => merged,
+        (None, false) => &doc,
+        (None, true) => return,
+    };
+    // The write is for the needs that were missing, and serves their bindings.
+    let served: Vec<usize> = m.missing.iter().copied().filter(|n| !m.denied.iter().any(|(d, _)| d == n)).collect();
+    let bindings: Vec<BindingId> = served
+        .iter()
+        .flat_map(|n| owners[*n].iter().map(|&i| &rs[i].id))
+        .filter(|a| !stopped.contains(a))
+        .cloned()
+        .collect();
+    if let Some(why) = m.refusal() {
+        let f = Failure::terminal(format!("key policy of {key}: {why}"));
+        step.blocked.extend(bindings.into_iter().map(|b| (b, f.clone())));
+        return;
+    }
+    let mut reason = m.added.clone();
+    reason.extend(prune.iter().filter(|(p, _)| removed.contains(p)).map(|(p, why)| format!("prune {p}: {why}")));
+    step.changes.push(PlannedChange {
+        change: Change::PutKeyPolicy {
+            key: key.clone(),
+            needs: served.iter().map(|n| needs[*n].clone()).collect(),
+            prune: removed,
+            instance: instance.clone(),
+            policy: merged.to_json(),
+        },
+        reason: reason.join("; "),
+        bindings,
+    });
+}
+
+/// Many bindings share one need (ASGs on the same role or account): each distinct need
+/// once, with the indexes in `rs` of the bindings it stands for.
+fn distinct_needs(key: &KeyArn, rs: &[&Ready]) -> (Vec<Need>, Vec<Vec<usize>>) {
+    let mut needs: Vec<Need> = Vec::new();
+    let mut owners: Vec<Vec<usize>> = Vec::new();
+    let mut index: BTreeMap<(bool, String), usize> = BTreeMap::new();
+    for (i, r) in rs.iter().enumerate() {
+        let cross = r.binding.is_cross_account();
+        let who = if cross { r.binding.asg.account.root_arn(key.partition()) } else { r.slr.arn() };
+        let at = *index.entry((cross, who)).or_insert_with(|| {
+            needs.push(match cross {
+                false => Need {
+                    who: PrincipalIds::role(&r.slr.arn(), r.role.map(|x| x.role_id.as_str())),
+                    kind: NeedKind::ServiceLinkedRole,
+                },
+                true => Need {
+                    who: PrincipalIds::account_root(&r.binding.asg.account, key.partition()),
+                    kind: NeedKind::AccountRoot,
+                },
+            });
+            owners.push(Vec::new());
+            needs.len() - 1
+        });
+        owners[at].push(i);
+    }
+    (needs, owners)
+}
+
+/// In case 2 the role uses the key through the grant, and a Deny on it in the owner's
+/// policy overrides any grant: the bindings so stopped, blocked. Each role is checked
+/// once per key.
+fn denied_roles<'r>(
+    step: &mut Step,
+    key: &KeyArn,
+    rs: &[&'r Ready<'r>],
+    doc: &PolicyDocument,
+) -> BTreeSet<&'r BindingId> {
+    let mut stopped: BTreeSet<&BindingId> = BTreeSet::new();
+    let mut denials: BTreeMap<&Slr, Option<String>> = BTreeMap::new();
+    for r in rs.iter().filter(|r| r.binding.is_cross_account()) {
+        let why = denials.entry(&r.slr).or_insert_with(|| {
+            let ids = PrincipalIds::role(&r.slr.arn(), r.role.map(|x| x.role_id.as_str()));
+            policy::denial(doc, &ids, key.as_str())
+        });
+        if let Some(why) = why {
+            stopped.insert(&r.id);
+            step.blocked.push((r.id.clone(), Failure::terminal(why.clone())));
+        }
+    }
+    stopped
 }
 
 /// Principals to prune from the instance's statements, by key (its own ARN), each with

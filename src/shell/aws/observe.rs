@@ -110,6 +110,23 @@ enum Read {
 /// Performs every read in `reads`, concurrently and bounded, and returns what was seen.
 pub async fn observe(aws: &Arc<Aws>, desired: &Desired, reads: &Reads) -> Observed {
     let mut observed = Observed::default();
+    let handles = account_handles(aws, desired, reads, &mut observed).await;
+    run_jobs(&handles, first_jobs(reads, &handles), &mut observed).await;
+    let resolved = alias_jobs(reads, &observed);
+    run_jobs(&handles, resolved, &mut observed).await;
+    read_launch_keys(&handles, reads, &mut observed).await;
+    super::reencrypt::observe(&handles, desired, reads, &mut observed).await;
+    observed
+}
+
+/// A handle on every account to be read, its role assumed; the accounts whose
+/// credentials could not be had are recorded as such.
+async fn account_handles(
+    aws: &Arc<Aws>,
+    desired: &Desired,
+    reads: &Reads,
+    observed: &mut Observed,
+) -> BTreeMap<AccountId, Arc<Account>> {
     let mut handles: BTreeMap<AccountId, Arc<Account>> = BTreeMap::new();
     let credentials = |account: AccountId| {
         let (aws, role) = (aws.clone(), desired.accounts.get(&account).cloned());
@@ -132,10 +149,15 @@ pub async fn observe(aws: &Arc<Aws>, desired: &Desired, reads: &Reads) -> Observ
         },
     )
     .await;
-    let usable = |a: &AccountId| handles.contains_key(a);
+    handles
+}
 
+/// The first round of reads, of every account with a handle.
+fn first_jobs(reads: &Reads, handles: &BTreeMap<AccountId, Arc<Account>>) -> Vec<Job> {
+    let usable = |a: &AccountId| handles.contains_key(a);
     // The keys are described while everything else is read. A key named by an alias is
-    // known only once described, so its policy and grants are read in a second round.
+    // known only once described, so its policy and grants are read in a second round
+    // (alias_jobs).
     let mut jobs: Vec<Job> = Vec::new();
     jobs.extend(reads.roles.iter().filter(|s| usable(&s.account)).cloned().map(Job::Role));
     let keys = reads.keys.iter().filter(|k| usable(k.account()));
@@ -167,8 +189,12 @@ pub async fn observe(aws: &Arc<Aws>, desired: &Desired, reads: &Reads) -> Observ
         jobs.extend(accounts.iter().map(|a| Job::RetirableGrants(key.clone(), *a)));
         jobs.extend(slrs.iter().filter(|s| usable(&s.account)).map(|s| Job::DryRun(key.clone(), s.clone())));
     }
-    run_jobs(&handles, jobs, &mut observed).await;
+    jobs
+}
 
+/// The second round: the policy and grants of each key named by an alias, now that the
+/// first round described it.
+fn alias_jobs(reads: &Reads, observed: &Observed) -> Vec<Job> {
     let mut resolved: Vec<Job> = Vec::new();
     for (alias, info) in observed.keys.iter().filter(|(k, _)| k.is_alias()) {
         // A key EBS cannot use, or one AWS manages, is not read any further.
@@ -186,10 +212,7 @@ pub async fn observe(aws: &Arc<Aws>, desired: &Desired, reads: &Reads) -> Observ
             resolved.push(Job::Grants(info.arn.clone()));
         }
     }
-    run_jobs(&handles, resolved, &mut observed).await;
-    read_launch_keys(&handles, reads, &mut observed).await;
-    super::reencrypt::observe(&handles, desired, reads, &mut observed).await;
-    observed
+    resolved
 }
 
 /// On full passes: what the bound groups launch with, per account and region, once their
