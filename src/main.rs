@@ -305,97 +305,135 @@ fn main() -> ExitCode {
             runtime().block_on(plan(desired, output))
         }
         Command::Apply { config, max_passes, stats_json, prune, allow_mass_prune } => {
-            let Some(mut desired) = load_warning(&config) else { return ExitCode::FAILURE };
-            desired.operator.prune |= prune;
-            desired.operator.allow_mass_prune |= allow_mass_prune;
-            // Before any change is made: a path that cannot be written would otherwise fail
-            // only after every change, with no summary.
-            if let Some(Err(e)) = stats_json.as_deref().map(check_writable) {
-                eprintln!("error: --stats-json {}: cannot write: {e}", stats_json.unwrap_or_default().display());
-                return ExitCode::FAILURE;
-            }
-            runtime().block_on(apply(desired, max_passes, stats_json))
+            apply_command(&config, max_passes, stats_json, prune, allow_mass_prune)
         }
         Command::Discover { region, asgs, account } => runtime().block_on(discover(region, asgs, account)),
         Command::Status { config, output } => {
             let Some(desired) = load(&config) else { return ExitCode::FAILURE };
             runtime().block_on(status(desired, output))
         }
-        Command::IamPolicy { config, account } => {
-            let Some(desired) = load(&config) else { return ExitCode::FAILURE };
-            let account = match account.as_deref().map(|a| AccountId::parse(a).ok_or(a)) {
-                Some(Err(a)) => {
-                    eprintln!("error: --account {a:?} is not an account id of exactly 12 digits");
-                    return ExitCode::FAILURE;
-                }
-                Some(Ok(a)) => Some(a),
-                None => None,
-            };
-            // An account the config names nowhere still gets the hub's policy (assume the
-            // roles of `accounts`), which is also what a mistyped id gets.
-            if let Some(a) = account.filter(|a| !names_account(&desired, a)) {
-                eprintln!("warning: account {a} is named nowhere in the config (no group, key or `accounts` entry is in it): the policy below only assumes the roles of `accounts`; check the id if this is not the account the operator runs in");
-            }
-            match iam_policy::default_account(&desired, account).and_then(|a| iam_policy::policy(&desired, &a)) {
-                Ok(p) => {
-                    outln!("{}", serde_json::to_string_pretty(&p).expect("policy JSON serialises"));
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
-        Command::Healthcheck { url, timeout } => match healthcheck::check(&url, timeout) {
-            Ok(200) => ExitCode::SUCCESS,
-            Ok(code) => {
-                eprintln!("unhealthy: {url} answered {code}");
-                ExitCode::FAILURE
-            }
-            Err(e) => {
-                eprintln!("unhealthy: {e}");
-                ExitCode::FAILURE
-            }
-        },
-        Command::Completions { shell } => {
-            // Rendered first: the generator panics on a write error.
-            let mut script = Vec::new();
-            clap_complete::generate(shell, &mut Cli::command(), "asg-cmk-operator", &mut script);
-            emit(&script);
-            ExitCode::SUCCESS
-        }
-        Command::Man => match man_page() {
-            Ok(page) => {
-                emit(&page);
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::FAILURE
-            }
-        },
+        Command::IamPolicy { config, account } => iam_policy_command(&config, account.as_deref()),
+        Command::Healthcheck { url, timeout } => healthcheck_command(&url, timeout),
+        Command::Completions { shell } => completions_command(shell),
+        Command::Man => man_command(),
         Command::Handoff { config, output } => {
             let Some(desired) = load(&config) else { return ExitCode::FAILURE };
             runtime().block_on(handoff(desired, output))
         }
         Command::Run { config, listen, resync_interval, handoff_recheck_interval, copy_recheck_interval } => {
-            let mut settings = daemon::Settings::new(config, listen, resync_interval);
-            settings.handoff_recheck = handoff_recheck_interval;
-            settings.progress_recheck = copy_recheck_interval;
-            match runtime().block_on(daemon::run(settings, shutdown_signal())) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    ExitCode::FAILURE
-                }
-            }
+            run_daemon(config, listen, resync_interval, handoff_recheck_interval, copy_recheck_interval)
         }
     };
     if STDOUT_FAILED.load(Ordering::Relaxed) {
         ExitCode::FAILURE
     } else {
         code
+    }
+}
+
+/// `apply`: the config's changes made, after checking that `--stats-json` can be written.
+fn apply_command(
+    config: &Path,
+    max_passes: u32,
+    stats_json: Option<PathBuf>,
+    prune: bool,
+    allow_mass_prune: bool,
+) -> ExitCode {
+    let Some(mut desired) = load_warning(config) else { return ExitCode::FAILURE };
+    desired.operator.prune |= prune;
+    desired.operator.allow_mass_prune |= allow_mass_prune;
+    // Before any change is made: a path that cannot be written would otherwise fail
+    // only after every change, with no summary.
+    if let Some(Err(e)) = stats_json.as_deref().map(check_writable) {
+        eprintln!("error: --stats-json {}: cannot write: {e}", stats_json.unwrap_or_default().display());
+        return ExitCode::FAILURE;
+    }
+    runtime().block_on(apply(desired, max_passes, stats_json))
+}
+
+/// `iam-policy`: the operator's least-privilege policy for one account.
+fn iam_policy_command(config: &Path, account: Option<&str>) -> ExitCode {
+    let Some(desired) = load(config) else { return ExitCode::FAILURE };
+    let account = match account.map(|a| AccountId::parse(a).ok_or(a)) {
+        Some(Err(a)) => {
+            eprintln!("error: --account {a:?} is not an account id of exactly 12 digits");
+            return ExitCode::FAILURE;
+        }
+        Some(Ok(a)) => Some(a),
+        None => None,
+    };
+    // An account the config names nowhere still gets the hub's policy (assume the
+    // roles of `accounts`), which is also what a mistyped id gets.
+    if let Some(a) = account.filter(|a| !names_account(&desired, a)) {
+        eprintln!("warning: account {a} is named nowhere in the config (no group, key or `accounts` entry is in it): the policy below only assumes the roles of `accounts`; check the id if this is not the account the operator runs in");
+    }
+    match iam_policy::default_account(&desired, account).and_then(|a| iam_policy::policy(&desired, &a)) {
+        Ok(p) => {
+            outln!("{}", serde_json::to_string_pretty(&p).expect("policy JSON serialises"));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `healthcheck`: the daemon's /healthz answered 200, or why not.
+fn healthcheck_command(url: &str, timeout: Duration) -> ExitCode {
+    match healthcheck::check(url, timeout) {
+        Ok(200) => ExitCode::SUCCESS,
+        Ok(code) => {
+            eprintln!("unhealthy: {url} answered {code}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("unhealthy: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `completions`: the shell's completion script on stdout.
+fn completions_command(shell: clap_complete::Shell) -> ExitCode {
+    // Rendered first: the generator panics on a write error.
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "asg-cmk-operator", &mut script);
+    emit(&script);
+    ExitCode::SUCCESS
+}
+
+/// `man`: the man page on stdout.
+fn man_command() -> ExitCode {
+    match man_page() {
+        Ok(page) => {
+            emit(&page);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `run`: the daemon, until a shutdown signal.
+fn run_daemon(
+    config: PathBuf,
+    listen: SocketAddr,
+    resync_interval: Duration,
+    handoff_recheck_interval: Duration,
+    copy_recheck_interval: Duration,
+) -> ExitCode {
+    let mut settings = daemon::Settings::new(config, listen, resync_interval);
+    settings.handoff_recheck = handoff_recheck_interval;
+    settings.progress_recheck = copy_recheck_interval;
+    match runtime().block_on(daemon::run(settings, shutdown_signal())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 
