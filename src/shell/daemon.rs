@@ -316,37 +316,8 @@ pub async fn run_with<R: Reconciler>(
     warn_unknown_regions(&desired, None);
     warn_empty_prune(&desired, &metrics);
 
-    let now = Instant::now();
-    let mut d = Daemon {
-        scheduler: Scheduler::new(settings.backoff, Jitter::from_clock()),
-        config: Config {
-            bound: desired.bindings.iter().map(|b| b.id()).collect(),
-            units: Units::of(&desired),
-            desired: Arc::new(desired),
-            last_text,
-            generation: 0,
-            changed_in: BTreeMap::new(),
-            unreadable: false,
-        },
-        telemetry: Telemetry { metrics, health, board },
-        connection: Connection::Down { retry_at: now, failures: 0 },
-        passes: Passes { set: JoinSet::new(), running: HashMap::new(), runner: Runner::new(PASS_CONCURRENCY) },
-        resync: Resync {
-            every: settings.resync,
-            next_at: now,
-            owed: BTreeSet::new(),
-            active: false,
-            in_flight: 0,
-            troubled: false,
-            first_done: false,
-        },
-        launches_owed: BTreeSet::new(),
-        launch_failing: BTreeSet::new(),
-        warned: BTreeMap::new(),
-        reconciler: Arc::new(reconciler),
-        settings,
-        jitter: Jitter::from_clock(),
-    };
+    let telemetry = Telemetry { metrics, health, board };
+    let mut d = Daemon::new(settings, reconciler, desired, last_text, telemetry);
     Metrics::count(&d.telemetry.metrics.reloads, "success");
     d.update_gauge();
 
@@ -370,18 +341,7 @@ pub async fn run_with<R: Reconciler>(
         }
     }
 
-    tracing::info!("shutting down: no new work; waiting for in-flight AWS calls");
-    d.telemetry.health.set_ready(false);
-    if !d.passes.set.is_empty() {
-        let all = async { while d.passes.set.join_next().await.is_some() {} };
-        match tokio::time::timeout(d.settings.shutdown_grace, all).await {
-            Ok(()) => tracing::info!("in-flight passes finished"),
-            Err(_) => {
-                d.passes.set.abort_all();
-                tracing::warn!(grace = ?d.settings.shutdown_grace, "in-flight passes did not finish in time; abandoned");
-            }
-        }
-    }
+    d.shut_down().await;
     server.abort();
     tracing::info!("stopped");
     Ok(report)
@@ -396,6 +356,57 @@ async fn join_connection<C>(c: &mut Connection<C>) -> Result<Result<C, String>, 
 }
 
 impl<R: Reconciler> Daemon<R> {
+    /// A daemon about to start: not yet connected, and a full pass due at once.
+    fn new(settings: Settings, reconciler: R, desired: Desired, last_text: String, telemetry: Telemetry) -> Self {
+        let now = Instant::now();
+        Daemon {
+            scheduler: Scheduler::new(settings.backoff, Jitter::from_clock()),
+            config: Config {
+                bound: desired.bindings.iter().map(|b| b.id()).collect(),
+                units: Units::of(&desired),
+                desired: Arc::new(desired),
+                last_text,
+                generation: 0,
+                changed_in: BTreeMap::new(),
+                unreadable: false,
+            },
+            telemetry,
+            connection: Connection::Down { retry_at: now, failures: 0 },
+            passes: Passes { set: JoinSet::new(), running: HashMap::new(), runner: Runner::new(PASS_CONCURRENCY) },
+            resync: Resync {
+                every: settings.resync,
+                next_at: now,
+                owed: BTreeSet::new(),
+                active: false,
+                in_flight: 0,
+                troubled: false,
+                first_done: false,
+            },
+            launches_owed: BTreeSet::new(),
+            launch_failing: BTreeSet::new(),
+            warned: BTreeMap::new(),
+            reconciler: Arc::new(reconciler),
+            settings,
+            jitter: Jitter::from_clock(),
+        }
+    }
+
+    /// On shutdown: no longer ready, and the passes in flight given their grace.
+    async fn shut_down(&mut self) {
+        tracing::info!("shutting down: no new work; waiting for in-flight AWS calls");
+        self.telemetry.health.set_ready(false);
+        if !self.passes.set.is_empty() {
+            let all = async { while self.passes.set.join_next().await.is_some() {} };
+            match tokio::time::timeout(self.settings.shutdown_grace, all).await {
+                Ok(()) => tracing::info!("in-flight passes finished"),
+                Err(_) => {
+                    self.passes.set.abort_all();
+                    tracing::warn!(grace = ?self.settings.shutdown_grace, "in-flight passes did not finish in time; abandoned");
+                }
+            }
+        }
+    }
+
     fn keys(&self) -> BTreeSet<KeyArn> {
         self.config.desired.bindings.iter().map(|b| b.key.clone()).collect()
     }
