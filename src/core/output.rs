@@ -101,31 +101,7 @@ pub fn plan_text(plan: &Plan, bindings: usize, access: &[KeyAccess]) -> String {
             if bindings == 1 { " is" } else { "s are" }
         ));
     } else {
-        s.push_str("asg-cmk-operator will make these changes:\n\n");
-        let w = plan.changes.iter().map(|c| c.change.action().len()).max().unwrap_or(0);
-        for c in &plan.changes {
-            let sign = match &c.change {
-                Change::CreateServiceLinkedRole { .. } | Change::CreateGrant { .. } => '+',
-                Change::RetireGrant { .. } => '-',
-                Change::PutKeyPolicy { needs, prune, .. } if needs.is_empty() && !prune.is_empty() => '-',
-                _ => '~',
-            };
-            s.push_str(&format!(
-                "  {sign} {:<w$}  {}  {:<14} {}\n      # {}\n",
-                c.change.action(),
-                c.change.account(),
-                c.change.region().unwrap_or("global"),
-                c.change.target(),
-                c.reason
-            ));
-            if let Change::PutKeyPolicy { prune, instance, .. } = &c.change {
-                for p in prune {
-                    s.push_str(&format!("      - {p}: leaves the statements of instance {instance}\n"));
-                }
-            }
-        }
-        let n = plan.changes.len();
-        s.push_str(&format!("\nPlan: {n} change{}.\n", if n == 1 { "" } else { "s" }));
+        changes_text(&mut s, plan);
     }
     if !plan.notes.is_empty() || !plan.prune.notes.is_empty() {
         s.push_str("\nNotes:\n");
@@ -139,6 +115,48 @@ pub fn plan_text(plan: &Plan, bindings: usize, access: &[KeyAccess]) -> String {
     if let Some(why) = &plan.prune.held {
         s.push_str(&format!("\nPrune held: {why}\n"));
     }
+    blocked_text(&mut s, plan);
+    if !access.is_empty() {
+        s.push_str("\nWhat lets the operator manage each key:\n");
+        for a in access {
+            let sign = if matches!(a.access, Access::Account | Access::Operator(_)) { '=' } else { '!' };
+            s.push_str(&format!("  {sign} {}: {}\n", a.key, a.message()));
+        }
+    }
+    s
+}
+
+/// The changes, one line each with its reason, and their count.
+fn changes_text(s: &mut String, plan: &Plan) {
+    s.push_str("asg-cmk-operator will make these changes:\n\n");
+    let w = plan.changes.iter().map(|c| c.change.action().len()).max().unwrap_or(0);
+    for c in &plan.changes {
+        let sign = match &c.change {
+            Change::CreateServiceLinkedRole { .. } | Change::CreateGrant { .. } => '+',
+            Change::RetireGrant { .. } => '-',
+            Change::PutKeyPolicy { needs, prune, .. } if needs.is_empty() && !prune.is_empty() => '-',
+            _ => '~',
+        };
+        s.push_str(&format!(
+            "  {sign} {:<w$}  {}  {:<14} {}\n      # {}\n",
+            c.change.action(),
+            c.change.account(),
+            c.change.region().unwrap_or("global"),
+            c.change.target(),
+            c.reason
+        ));
+        if let Change::PutKeyPolicy { prune, instance, .. } = &c.change {
+            for p in prune {
+                s.push_str(&format!("      - {p}: leaves the statements of instance {instance}\n"));
+            }
+        }
+    }
+    let n = plan.changes.len();
+    s.push_str(&format!("\nPlan: {n} change{}.\n", if n == 1 { "" } else { "s" }));
+}
+
+/// The bindings that cannot progress, and those awaiting their key's owner.
+fn blocked_text(s: &mut String, plan: &Plan) {
     let (waiting, stuck): (Vec<_>, Vec<_>) =
         plan.blocked.iter().partition(|b| b.failure.class == ErrorClass::AwaitingOwner);
     if !stuck.is_empty() {
@@ -163,14 +181,6 @@ pub fn plan_text(plan: &Plan, bindings: usize, access: &[KeyAccess]) -> String {
             ));
         }
     }
-    if !access.is_empty() {
-        s.push_str("\nWhat lets the operator manage each key:\n");
-        for a in access {
-            let sign = if matches!(a.access, Access::Account | Access::Operator(_)) { '=' } else { '!' };
-            s.push_str(&format!("  {sign} {}: {}\n", a.key, a.message()));
-        }
-    }
-    s
 }
 
 #[cfg(test)]
