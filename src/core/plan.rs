@@ -784,14 +784,7 @@ fn key_policy_step<'r>(
         (None, false) => &doc,
         (None, true) => return,
     };
-    // The write is for the needs that were missing, and serves their bindings.
-    let served: Vec<usize> = m.missing.iter().copied().filter(|n| !m.denied.iter().any(|(d, _)| d == n)).collect();
-    let bindings: Vec<BindingId> = served
-        .iter()
-        .flat_map(|n| owners[*n].iter().map(|&i| &rs[i].id))
-        .filter(|a| !stopped.contains(a))
-        .cloned()
-        .collect();
+    let (served, bindings) = served(&m, &owners, rs, &stopped);
     if let Some(why) = m.refusal() {
         let f = Failure::terminal(format!("key policy of {key}: {why}"));
         step.blocked.extend(bindings.into_iter().map(|b| (b, f.clone())));
@@ -810,6 +803,24 @@ fn key_policy_step<'r>(
         reason: reason.join("; "),
         bindings,
     });
+}
+
+/// The write is for the needs that were missing, and serves their bindings: the needs, and
+/// the bindings not stopped.
+fn served(
+    m: &policy::Merge,
+    owners: &[Vec<usize>],
+    rs: &[&Ready],
+    stopped: &BTreeSet<&BindingId>,
+) -> (Vec<usize>, Vec<BindingId>) {
+    let served: Vec<usize> = m.missing.iter().copied().filter(|n| !m.denied.iter().any(|(d, _)| d == n)).collect();
+    let bindings: Vec<BindingId> = served
+        .iter()
+        .flat_map(|n| owners[*n].iter().map(|&i| &rs[i].id))
+        .filter(|a| !stopped.contains(a))
+        .cloned()
+        .collect();
+    (served, bindings)
 }
 
 /// Many bindings share one need (ASGs on the same role or account): each distinct need

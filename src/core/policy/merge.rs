@@ -192,30 +192,18 @@ pub fn ensure(doc: &PolicyDocument, key_arn: &str, needs: &[Need], instance: &In
     let mut denied = Vec::new();
     let mut missing = Vec::new();
 
-    'needs: for (i, need) in needs.iter().enumerate() {
+    for (i, need) in needs.iter().enumerate() {
         let (grant_slot, grant_conditions, grant_text) = match need.kind {
             NeedKind::ServiceLinkedRole => {
                 (Slot::Attachment, Conditions::GrantForAwsResource, "create grants for AWS resources")
             }
             NeedKind::AccountRoot => (Slot::CrossAccountGrant, Conditions::None, "create grants"),
         };
-        let mut use_missing = false;
-        for action in USE_ACTIONS {
-            match coverage(doc, &need.who, action, key_arn, Conditions::None) {
-                Coverage::Allowed => {}
-                Coverage::Missing => use_missing = true,
-                Coverage::Denied(sid) => {
-                    denied.push((i, denied_text(&need.who, action, sid)));
-                    continue 'needs;
-                }
-            }
-        }
-        let grant_missing = match coverage(doc, &need.who, "kms:CreateGrant", key_arn, grant_conditions) {
-            Coverage::Allowed => false,
-            Coverage::Missing => true,
-            Coverage::Denied(sid) => {
-                denied.push((i, denied_text(&need.who, "kms:CreateGrant", sid)));
-                continue 'needs;
+        let (use_missing, grant_missing) = match gaps(doc, need, key_arn, grant_conditions) {
+            Ok(gaps) => gaps,
+            Err(why) => {
+                denied.push((i, why));
+                continue;
             }
         };
         let who = need.who.canonical().to_owned();
@@ -255,6 +243,30 @@ pub fn ensure(doc: &PolicyDocument, key_arn: &str, needs: &[Need], instance: &In
         return Err(PolicyError::TooLarge { size });
     }
     Ok(Merge { document: Some(merged), added, denied, missing, foreign_orphans })
+}
+
+/// What of one need the policy lacks: the use of the key, and creating grants; or, when a
+/// Deny stops it, why.
+fn gaps(
+    doc: &PolicyDocument,
+    need: &Need,
+    key_arn: &str,
+    grant_conditions: Conditions,
+) -> Result<(bool, bool), String> {
+    let mut use_missing = false;
+    for action in USE_ACTIONS {
+        match coverage(doc, &need.who, action, key_arn, Conditions::None) {
+            Coverage::Allowed => {}
+            Coverage::Missing => use_missing = true,
+            Coverage::Denied(sid) => return Err(denied_text(&need.who, action, sid)),
+        }
+    }
+    let grant_missing = match coverage(doc, &need.who, "kms:CreateGrant", key_arn, grant_conditions) {
+        Coverage::Allowed => false,
+        Coverage::Missing => true,
+        Coverage::Denied(sid) => return Err(denied_text(&need.who, "kms:CreateGrant", sid)),
+    };
+    Ok((use_missing, grant_missing))
 }
 
 /// The first unconditional Deny in `doc` that keeps `who` from an action EBS needs through
