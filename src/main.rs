@@ -1,6 +1,7 @@
 //! Command line: `validate`, `plan`, `apply`, `status`, `discover`, `run`, `handoff`,
 //! `iam-policy`, and the conventions around them (`healthcheck`, `completions`, `man`).
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -14,7 +15,7 @@ use asg_cmk_operator::core::config;
 
 use asg_cmk_operator::core::model::desired::Desired;
 use asg_cmk_operator::core::model::is_region;
-use asg_cmk_operator::core::model::AccountId;
+use asg_cmk_operator::core::model::{AccountId, BindingId, Failure};
 use asg_cmk_operator::core::plan::{self, Depth};
 use asg_cmk_operator::core::{access, iam_policy, launch, output, status};
 use asg_cmk_operator::shell::aws::{self, Aws, ExecSettings};
@@ -647,20 +648,9 @@ async fn apply(desired: Desired, max_passes: u32, stats_json: Option<PathBuf>) -
             }
         }
     }
-    if let Some(path) = stats_json {
-        let calls: Vec<serde_json::Value> = aws
-            .stats()
-            .snapshot()
-            .into_iter()
-            .map(|((service, operation, outcome), count)| {
-                serde_json::json!({"service": service, "operation": operation, "outcome": outcome, "count": count})
-            })
-            .collect();
-        let doc = serde_json::json!({"passes": out.passes, "applied": out.applied.total(), "calls": calls});
-        if let Err(e) = std::fs::write(&path, doc.to_string()) {
-            eprintln!("error: cannot write {}: {e}", path.display());
-            return ExitCode::FAILURE;
-        }
+    if let Some(Err(e)) = stats_json.as_deref().map(|path| write_stats(path, &aws, &out)) {
+        eprintln!("error: cannot write {}: {e}", stats_json.unwrap_or_default().display());
+        return ExitCode::FAILURE;
     }
     let n = out.applied.total() as usize;
     outln!(
@@ -674,10 +664,30 @@ async fn apply(desired: Desired, max_passes: u32, stats_json: Option<PathBuf>) -
     if out.failed.is_empty() {
         return ExitCode::SUCCESS;
     }
+    print_unconverged(&out.failed);
+    ExitCode::FAILURE
+}
+
+/// `--stats-json`: the passes, the changes applied and the calls made, by outcome.
+fn write_stats(path: &Path, aws: &Aws, out: &reconcile::Outcome) -> std::io::Result<()> {
+    let calls: Vec<serde_json::Value> = aws
+        .stats()
+        .snapshot()
+        .into_iter()
+        .map(|((service, operation, outcome), count)| {
+            serde_json::json!({"service": service, "operation": operation, "outcome": outcome, "count": count})
+        })
+        .collect();
+    let doc = serde_json::json!({"passes": out.passes, "applied": out.applied.total(), "calls": calls});
+    std::fs::write(path, doc.to_string())
+}
+
+/// The bindings that did not converge: failed, awaiting their key's owner, or in progress.
+fn print_unconverged(failed: &BTreeMap<BindingId, Failure>) {
     // A binding whose key's owner has not acted yet, or whose image copy AWS is still
     // making, is pending, not failed.
     use asg_cmk_operator::core::model::ErrorClass;
-    let (copying, failed): (Vec<_>, Vec<_>) = out.failed.iter().partition(|(_, f)| f.class == ErrorClass::InProgress);
+    let (copying, failed): (Vec<_>, Vec<_>) = failed.iter().partition(|(_, f)| f.class == ErrorClass::InProgress);
     let (waiting, failed): (Vec<_>, Vec<_>) =
         failed.into_iter().partition(|(_, f)| f.class == ErrorClass::AwaitingOwner);
     if !failed.is_empty() {
@@ -706,7 +716,6 @@ async fn apply(desired: Desired, max_passes: u32, stats_json: Option<PathBuf>) -
             println!("  ~ {b}: {}", f.message);
         }
     }
-    ExitCode::FAILURE
 }
 
 #[cfg(test)]

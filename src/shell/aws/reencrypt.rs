@@ -190,47 +190,10 @@ fn client_token(what: &str) -> String {
 pub async fn execute(account: &Account, asg: &AsgRef, key: &KeyArn, write: &Write) -> Result<Done, Failure> {
     let region = asg.region.as_str();
     match write {
-        Write::CopyImage { source_image, name } => {
-            let tags = TagSpecification::builder()
-                .resource_type(ResourceType::Image)
-                .tags(Tag::builder().key(TAG_SOURCE_IMAGE).value(source_image).build())
-                .tags(Tag::builder().key(TAG_KEY).value(key.as_str()).build())
-                .build();
-            let request = account
-                .ec2(region)
-                .copy_image()
-                .source_image_id(source_image)
-                .source_region(region)
-                .name(name)
-                .description(format!("{source_image} re-encrypted with {key} by asg-cmk-operator"))
-                .encrypted(true)
-                .kms_key_id(key.as_str())
-                .client_token(client_token(name))
-                .tag_specifications(tags)
-                .send();
-            account.send("ec2", "CopyImage", request).await?;
-            Ok(Done::Applied)
-        }
+        Write::CopyImage { source_image, name } => copy_image(account, region, key, source_image, name).await,
         Write::CreateVersion { template_id, source_version, image_id, devices, description } => {
-            let mut data = RequestLaunchTemplateData::builder().image_id(image_id);
-            if !devices.is_empty() {
-                // The mappings are one parameter: given, they replace the source's, so
-                // every one is given, as read, with the key replaced where it must be.
-                data = data.set_block_device_mappings(Some(
-                    mappings_with_key(account, region, template_id, *source_version, devices, key).await?,
-                ));
-            }
-            let request = account
-                .ec2(region)
-                .create_launch_template_version()
-                .launch_template_id(template_id)
-                .source_version(source_version.to_string())
-                .version_description(description)
-                .client_token(client_token(description))
-                .launch_template_data(data.build())
-                .send();
-            account.send("ec2", "CreateLaunchTemplateVersion", request).await?;
-            Ok(Done::Applied)
+            let version = (*source_version, image_id.as_str(), devices.as_slice(), description.as_str());
+            create_version(account, region, key, template_id, version).await
         }
         Write::SetDefaultVersion { template_id, version } => {
             let request = account
@@ -259,6 +222,65 @@ pub async fn execute(account: &Account, asg: &AsgRef, key: &KeyArn, write: &Writ
             point_group(account, asg, template_id, name.as_deref(), *version).await
         }
     }
+}
+
+/// CopyImage: the source image copied under `key`, tagged with what it copies and the key.
+async fn copy_image(
+    account: &Account,
+    region: &str,
+    key: &KeyArn,
+    source_image: &str,
+    name: &str,
+) -> Result<Done, Failure> {
+    let tags = TagSpecification::builder()
+        .resource_type(ResourceType::Image)
+        .tags(Tag::builder().key(TAG_SOURCE_IMAGE).value(source_image).build())
+        .tags(Tag::builder().key(TAG_KEY).value(key.as_str()).build())
+        .build();
+    let request = account
+        .ec2(region)
+        .copy_image()
+        .source_image_id(source_image)
+        .source_region(region)
+        .name(name)
+        .description(format!("{source_image} re-encrypted with {key} by asg-cmk-operator"))
+        .encrypted(true)
+        .kms_key_id(key.as_str())
+        .client_token(client_token(name))
+        .tag_specifications(tags)
+        .send();
+    account.send("ec2", "CopyImage", request).await?;
+    Ok(Done::Applied)
+}
+
+/// CreateLaunchTemplateVersion: a version of the template from `source_version` that
+/// launches `image_id`, with `key` for `devices`.
+async fn create_version(
+    account: &Account,
+    region: &str,
+    key: &KeyArn,
+    template_id: &str,
+    (source_version, image_id, devices, description): (u64, &str, &[String], &str),
+) -> Result<Done, Failure> {
+    let mut data = RequestLaunchTemplateData::builder().image_id(image_id);
+    if !devices.is_empty() {
+        // The mappings are one parameter: given, they replace the source's, so
+        // every one is given, as read, with the key replaced where it must be.
+        data = data.set_block_device_mappings(Some(
+            mappings_with_key(account, region, template_id, source_version, devices, key).await?,
+        ));
+    }
+    let request = account
+        .ec2(region)
+        .create_launch_template_version()
+        .launch_template_id(template_id)
+        .source_version(source_version.to_string())
+        .version_description(description)
+        .client_token(client_token(description))
+        .launch_template_data(data.build())
+        .send();
+    account.send("ec2", "CreateLaunchTemplateVersion", request).await?;
+    Ok(Done::Applied)
 }
 
 /// Points group `asg` at version `version` of `template` wherever it names the template:
