@@ -133,54 +133,7 @@ impl Metrics {
             launch_failures: Family::default(),
             registry: Registry::default(),
         };
-        registry.register("reconcile_passes", "Reconcile passes, by result", m.passes.clone());
-        registry.register("reconcile_errors", "Bindings that failed in a pass, by error class", m.errors.clone());
-        registry.register("aws_calls", "AWS API calls, by service, operation and outcome", m.aws_calls.clone());
-        registry.register("changes_applied", "Changes applied, by action", m.changes.clone());
-        registry.register(
-            "bindings",
-            "Bindings by state, as /status says: converged (ready), failed (not ready), awaiting_key_owner (not ready until the owner of a key the operator cannot act in adds what `handoff` prints), pending (not reported on yet)",
-            m.bindings.clone(),
-        );
-        registry.register(
-            "binding_failed",
-            "1 while the binding is failed (not ready, and not only because a key owner has yet to act), else 0; \
-             /status says why",
-            m.binding_failed.clone(),
-        );
-        registry.register("config_reloads", "Config file reloads, by result", m.reloads.clone());
-        registry.register(
-            "config_file_unreadable",
-            "1 while the config file cannot be read (deleted, or no permission); the last good config stays in use",
-            m.config_unreadable.clone(),
-        );
-        registry.register(
-            "prunes_held",
-            "Times a prune was held because it would remove more access than the config's bindings, or the config has none, and mass pruning is not allowed",
-            m.prunes_held.clone(),
-        );
-        registry.register(
-            "last_successful_resync_timestamp_seconds",
-            "Unix time the last full resync finished with no transient failure (0 until one has)",
-            m.last_resync.clone(),
-        );
-        registry.register(
-            "resync_interval_seconds",
-            "The --resync-interval the daemon runs with",
-            m.resync_interval.clone(),
-        );
-        registry.register("start_time_seconds", "Unix time the daemon started", m.start_time.clone());
-        registry.register(
-            "ready",
-            "1 when /readyz answers 200 (the first full pass has finished), else 0",
-            m.ready.clone(),
-        );
-        registry.register(
-            "launch_failures",
-            "1 when the group's most recent launch failed or was cancelled for a reason of this class (kms: \
-             KMS or a permission; other: capacity, quotas, subnets, ...), else 0 (read on full passes)",
-            m.launch_failures.clone(),
-        );
+        m.register(&mut registry);
         // Known label values start at zero, so dashboards see them before the first event.
         for r in ["success", "error"] {
             m.passes.get_or_create(&ResultLabel { result: r.into() }).inc_by(0);
@@ -189,6 +142,58 @@ impl Metrics {
         m.set_bindings(Tally::default());
         m.start_time.set(unix_now());
         Self { registry, ..m }
+    }
+
+    /// Every metric in `registry`, with its help text.
+    fn register(&self, registry: &mut Registry) {
+        registry.register("reconcile_passes", "Reconcile passes, by result", self.passes.clone());
+        registry.register("reconcile_errors", "Bindings that failed in a pass, by error class", self.errors.clone());
+        registry.register("aws_calls", "AWS API calls, by service, operation and outcome", self.aws_calls.clone());
+        registry.register("changes_applied", "Changes applied, by action", self.changes.clone());
+        registry.register(
+            "bindings",
+            "Bindings by state, as /status says: converged (ready), failed (not ready), awaiting_key_owner (not ready until the owner of a key the operator cannot act in adds what `handoff` prints), pending (not reported on yet)",
+            self.bindings.clone(),
+        );
+        registry.register(
+            "binding_failed",
+            "1 while the binding is failed (not ready, and not only because a key owner has yet to act), else 0; \
+             /status says why",
+            self.binding_failed.clone(),
+        );
+        registry.register("config_reloads", "Config file reloads, by result", self.reloads.clone());
+        registry.register(
+            "config_file_unreadable",
+            "1 while the config file cannot be read (deleted, or no permission); the last good config stays in use",
+            self.config_unreadable.clone(),
+        );
+        registry.register(
+            "prunes_held",
+            "Times a prune was held because it would remove more access than the config's bindings, or the config has none, and mass pruning is not allowed",
+            self.prunes_held.clone(),
+        );
+        registry.register(
+            "last_successful_resync_timestamp_seconds",
+            "Unix time the last full resync finished with no transient failure (0 until one has)",
+            self.last_resync.clone(),
+        );
+        registry.register(
+            "resync_interval_seconds",
+            "The --resync-interval the daemon runs with",
+            self.resync_interval.clone(),
+        );
+        registry.register("start_time_seconds", "Unix time the daemon started", self.start_time.clone());
+        registry.register(
+            "ready",
+            "1 when /readyz answers 200 (the first full pass has finished), else 0",
+            self.ready.clone(),
+        );
+        registry.register(
+            "launch_failures",
+            "1 when the group's most recent launch failed or was cancelled for a reason of this class (kms: \
+             KMS or a permission; other: capacity, quotas, subnets, ...), else 0 (read on full passes)",
+            self.launch_failures.clone(),
+        );
     }
 
     /// The exposition in OpenMetrics text, as the client library writes it.

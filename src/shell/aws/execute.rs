@@ -202,32 +202,15 @@ async fn put_key_policy(
         // here, not between the read and the write, which stay one round trip apart.
         let permit = limits.put_key_policy.acquire().await;
         let text = get_key_policy(account, key).await?;
-        let mut doc =
-            PolicyDocument::parse(&text).map_err(|e| Failure::terminal(format!("key policy of {key}: {e}")))?;
-        let removed = policy::prune(&mut doc, instance, prune);
-        let m = policy::ensure(&doc, key.as_str(), needs, instance)
-            .map_err(|e| Failure::terminal(format!("key policy of {key}: {e}")))?;
-        if let Some((_, why)) = m.denied.first() {
-            // A Deny appeared since the pass observed the key: plan again from a new read.
-            return Err(Failure {
-                class: ErrorClass::Retryable,
-                message: format!("key policy of {key} changed since it was observed: {why}"),
-            });
-        }
-        let merged = match (m.document.as_ref(), removed.is_empty()) {
-            (Some(merged), _) => merged,
-            (None, false) => &doc,
-            (None, true) => return Ok(Done::NotNeeded("the key policy allows it already, and names nothing to prune")),
+        let Some(merged) = merged_policy(&text, key, (needs, prune, instance))? else {
+            return Ok(Done::NotNeeded("the key policy allows it already, and names nothing to prune"));
         };
-        if let Some(why) = m.refusal() {
-            return Err(Failure::terminal(format!("key policy of {key}: {why}")));
-        }
         // BypassPolicyLockoutSafetyCheck is never set: KMS keeps its lockout check.
         let request = client
             .put_key_policy()
             .key_id(key.as_str())
             .policy_name("default")
-            .policy(merged.to_json())
+            .policy(merged)
             .customize()
             .config_override(one_attempt.clone())
             .send();
@@ -252,6 +235,35 @@ async fn put_key_policy(
         };
         tokio::time::sleep(*wait).await;
     }
+}
+
+/// The key policy `text` with `prune` removed and the needs merged in, as JSON; None when
+/// it allows them already and names nothing to prune.
+fn merged_policy(
+    text: &str,
+    key: &KeyArn,
+    (needs, prune, instance): (&[Need], &[String], &Instance),
+) -> Result<Option<String>, Failure> {
+    let mut doc = PolicyDocument::parse(text).map_err(|e| Failure::terminal(format!("key policy of {key}: {e}")))?;
+    let removed = policy::prune(&mut doc, instance, prune);
+    let m = policy::ensure(&doc, key.as_str(), needs, instance)
+        .map_err(|e| Failure::terminal(format!("key policy of {key}: {e}")))?;
+    if let Some((_, why)) = m.denied.first() {
+        // A Deny appeared since the pass observed the key: plan again from a new read.
+        return Err(Failure {
+            class: ErrorClass::Retryable,
+            message: format!("key policy of {key} changed since it was observed: {why}"),
+        });
+    }
+    let merged = match (m.document.as_ref(), removed.is_empty()) {
+        (Some(merged), _) => merged,
+        (None, false) => &doc,
+        (None, true) => return Ok(None),
+    };
+    if let Some(why) = m.refusal() {
+        return Err(Failure::terminal(format!("key policy of {key}: {why}")));
+    }
+    Ok(Some(merged.to_json()))
 }
 
 /// Makes `attempt` until it succeeds, fails otherwise than by `unpropagated`, or the
