@@ -93,45 +93,42 @@ pub async fn execute_plan(
                 (c, r)
             }
         };
-        crate::shell::bounded::for_each(pending, WRITE_CONCURRENCY, start, |joined| {
-            let (c, r) = match joined {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::error!(error = %e, "write task failed");
-                    return;
-                }
-            };
-            let (action, account, region, target) = (
-                c.change.action(),
-                c.change.account().to_string(),
-                c.change.region().unwrap_or("global"),
-                c.change.target(),
-            );
-            match r {
-                Ok(Done::NotNeeded(why)) => {
-                    tracing::info!(action, %account, region, %target, why, "change not needed any more; nothing written");
-                }
-                Ok(d) => {
-                    tracing::info!(action, %account, region, %target, reason = %c.reason, "applied change");
-                    done.applied.add(action, 1);
-                    if let (Done::Role(Some(role)), Change::CreateServiceLinkedRole { slr }) = (d, &c.change) {
-                        observed.roles.insert((slr.account, slr.name()), Ok(Some(role)));
-                        replan = true;
-                    }
-                }
-                Err(f) => {
-                    tracing::warn!(action, %account, region, %target, error = %f, class = f.class.as_str(), "change failed");
-                    for b in &c.bindings {
-                        done.failed.entry(b.clone()).or_insert_with(|| f.clone());
-                    }
-                    replan = true;
-                }
-            }
+        crate::shell::bounded::for_each(pending, WRITE_CONCURRENCY, start, |joined| match joined {
+            Ok((c, r)) => replan |= record(c, r, &mut done, &mut observed),
+            Err(e) => tracing::error!(error = %e, "write task failed"),
         })
         .await;
     }
     done.observed = observed;
     done
+}
+
+/// Takes in what one change did: logged, counted, and a role created noted as observed.
+/// True when the rest of the plan must be planned again (a role created, a change failed).
+fn record(c: PlannedChange, r: Result<Done, Failure>, done: &mut Executed, observed: &mut Observed) -> bool {
+    let (action, account, region, target) =
+        (c.change.action(), c.change.account().to_string(), c.change.region().unwrap_or("global"), c.change.target());
+    match r {
+        Ok(Done::NotNeeded(why)) => {
+            tracing::info!(action, %account, region, %target, why, "change not needed any more; nothing written");
+        }
+        Ok(d) => {
+            tracing::info!(action, %account, region, %target, reason = %c.reason, "applied change");
+            done.applied.add(action, 1);
+            if let (Done::Role(Some(role)), Change::CreateServiceLinkedRole { slr }) = (d, &c.change) {
+                observed.roles.insert((slr.account, slr.name()), Ok(Some(role)));
+                return true;
+            }
+        }
+        Err(f) => {
+            tracing::warn!(action, %account, region, %target, error = %f, class = f.class.as_str(), "change failed");
+            for b in &c.bindings {
+                done.failed.entry(b.clone()).or_insert_with(|| f.clone());
+            }
+            return true;
+        }
+    }
+    false
 }
 
 /// The changes of one phase, cloned one at a time as write slots free.
@@ -249,22 +246,27 @@ pub async fn apply(
             conclude(&mut out, desired, failed, seen, aws.caller());
             return out;
         }
-        for b in plan.blocked.iter().filter(|b| !b.failure.class.is_transient()) {
-            terminal.insert(b.binding.clone(), b.failure.clone());
-        }
+        hold_terminal(&mut terminal, plan.blocked.iter().map(|b| (&b.binding, &b.failure)));
         touched = keys_in_play(&plan);
         let mut executed = execute_plan(aws, desired, &terminal, observed, plan, settings).instrument(span).await;
         seen.absorb(std::mem::take(&mut executed.observed));
-        for (b, f) in &executed.failed {
-            if !f.class.is_transient() {
-                terminal.insert(b.clone(), f.clone());
-            }
-        }
+        hold_terminal(&mut terminal, executed.failed.iter());
         touched.extend(executed.failed.keys().map(|b| b.key.clone()));
         let troubled = retry || executed.failed.values().any(|f| f.class.is_transient());
         troubled_rounds = if troubled { troubled_rounds + 1 } else { 0 };
         last_failed = executed.failed;
         out.applied.extend(&executed.applied);
+    }
+}
+
+/// Keeps the failures that will not pass by themselves: their bindings are not tried
+/// again in later rounds.
+fn hold_terminal<'a>(
+    terminal: &mut BTreeMap<BindingId, Failure>,
+    failures: impl Iterator<Item = (&'a BindingId, &'a Failure)>,
+) {
+    for (b, f) in failures.filter(|(_, f)| !f.class.is_transient()) {
+        terminal.insert(b.clone(), f.clone());
     }
 }
 
