@@ -322,26 +322,7 @@ fn reencrypt_statements(out: &mut Vec<Value>, mine: &[&Binding], account: &Accou
         &images,
         Some(json!({"StringEquals": {"ec2:CreateAction": "CopyImage"}})),
     ));
-    let through_ec2 = json!({"StringEquals": {"kms:ViaService": via}});
-    let for_resource = json!({"StringEquals": {"kms:ViaService": via}, "Bool": {"kms:GrantIsForAWSResource": "true"}});
-    let from: BTreeSet<&KeyArn> = re.iter().flat_map(|b| replaced(b)).collect();
-    let own: BTreeSet<&KeyArn> = re.iter().map(|b| &b.key).collect();
-    key_statements(
-        out,
-        "ReadReplacedKeysThroughEc2",
-        &["kms:Decrypt", "kms:ReEncryptFrom"],
-        &from,
-        Some(through_ec2.clone()),
-    );
-    key_statements(
-        out,
-        "EncryptCopiesThroughEc2",
-        &["kms:GenerateDataKeyWithoutPlaintext", "kms:ReEncryptTo"],
-        &own,
-        Some(through_ec2),
-    );
-    let both_keys: BTreeSet<&KeyArn> = from.union(&own).copied().collect();
-    key_statements(out, "GrantEc2TheCopysKeys", &["kms:CreateGrant"], &both_keys, Some(for_resource));
+    copy_key_statements(out, &re, &via);
     out.push(statement(
         "MakeTemplateVersions",
         &["ec2:CreateLaunchTemplateVersion", "ec2:ModifyLaunchTemplate"],
@@ -368,6 +349,31 @@ fn reencrypt_statements(out: &mut Vec<Value>, mine: &[&Binding], account: &Accou
         &BTreeSet::from([format!("arn:{partition}:iam::{account}:role/*")]),
         Some(json!({"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}})),
     ));
+}
+
+/// The keys an image copy reads from (the keys it replaces) and encrypts with (the
+/// group's own), used through EC2 only, in `via`'s regions.
+fn copy_key_statements(out: &mut Vec<Value>, re: &[&&Binding], via: &[String]) {
+    let through_ec2 = json!({"StringEquals": {"kms:ViaService": via}});
+    let for_resource = json!({"StringEquals": {"kms:ViaService": via}, "Bool": {"kms:GrantIsForAWSResource": "true"}});
+    let from: BTreeSet<&KeyArn> = re.iter().flat_map(|b| replaced(b)).collect();
+    let own: BTreeSet<&KeyArn> = re.iter().map(|b| &b.key).collect();
+    key_statements(
+        out,
+        "ReadReplacedKeysThroughEc2",
+        &["kms:Decrypt", "kms:ReEncryptFrom"],
+        &from,
+        Some(through_ec2.clone()),
+    );
+    key_statements(
+        out,
+        "EncryptCopiesThroughEc2",
+        &["kms:GenerateDataKeyWithoutPlaintext", "kms:ReEncryptTo"],
+        &own,
+        Some(through_ec2),
+    );
+    let both_keys: BTreeSet<&KeyArn> = from.union(&own).copied().collect();
+    key_statements(out, "GrantEc2TheCopysKeys", &["kms:CreateGrant"], &both_keys, Some(for_resource));
 }
 
 #[cfg(test)]

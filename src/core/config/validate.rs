@@ -158,21 +158,7 @@ impl Validator {
             }
         }
         let keys = self.keys_of(map, path);
-        let suffix = match self.string(map, path, "serviceLinkedRoleSuffix", false) {
-            Some(s) => {
-                if let Err(e) = check_slr_suffix(&s) {
-                    self.err(join(path, "serviceLinkedRoleSuffix"), e);
-                }
-                Some(Arc::from(s))
-            }
-            None => defaults.suffix.clone(),
-        };
-        if suffix.is_none() && defaults.require_suffix {
-            self.err(
-                join(path, "serviceLinkedRoleSuffix"),
-                "is required (defaults.requireServiceLinkedRoleSuffix is true): the group would use the default service-linked role",
-            );
-        }
+        let suffix = self.suffix(map, path, defaults);
         // Region: the binding's own, else the default, else the (first) key's.
         let region = region_field.or_else(|| defaults.region.clone());
         let region = region.or_else(|| keys.first().map(|(_, k)| k.region().to_owned()));
@@ -201,6 +187,27 @@ impl Validator {
         let mut bindings: Vec<Binding> = own.into_iter().filter(|k| *k != with).map(|k| binding(k, None)).collect();
         bindings.push(binding(with, Some(Arc::from(foreign))));
         Some(bindings)
+    }
+
+    /// `serviceLinkedRoleSuffix`: the binding's own, else the default; required when the
+    /// defaults say so.
+    fn suffix(&mut self, map: &Mapping, path: &str, defaults: &Defaults) -> Option<Arc<str>> {
+        let suffix = match self.string(map, path, "serviceLinkedRoleSuffix", false) {
+            Some(s) => {
+                if let Err(e) = check_slr_suffix(&s) {
+                    self.err(join(path, "serviceLinkedRoleSuffix"), e);
+                }
+                Some(Arc::from(s))
+            }
+            None => defaults.suffix.clone(),
+        };
+        if suffix.is_none() && defaults.require_suffix {
+            self.err(
+            join(path, "serviceLinkedRoleSuffix"),
+            "is required (defaults.requireServiceLinkedRoleSuffix is true): the group would use the default service-linked role",
+        );
+        }
+        suffix
     }
 
     /// `strategy` and `reencryptWith`: the key to re-encrypt with, for `strategy:

@@ -35,21 +35,7 @@ pub async fn observe(
     reads: &Reads,
     observed: &mut Observed,
 ) {
-    let mut names: BTreeMap<(AccountId, String), BTreeSet<String>> = BTreeMap::new();
-    each_need(desired, reads, observed, |asg, needs| {
-        names.entry((asg.account, asg.region.clone())).or_default().extend(needs.copies.iter().cloned());
-    });
-    for ((account, region), names) in names.into_iter().filter(|(_, n)| !n.is_empty()) {
-        let Some(handle) = handles.get(&account) else { continue };
-        let found = copies(handle, &region, &names).await;
-        for name in names {
-            let r = match &found {
-                Ok(by_name) => Ok(by_name.get(&name).cloned()),
-                Err(f) => Err(f.clone()),
-            };
-            observed.reencrypt.copies.insert((account, region.clone(), name), r);
-        }
-    }
+    read_copies(handles, desired, reads, observed).await;
     let mut access: BTreeSet<(KeyArn, Slr)> = BTreeSet::new();
     each_need_of(desired, reads, observed, |b, needs| {
         access.extend(needs.access.iter().map(|k| (k.clone(), b.slr())));
@@ -89,6 +75,30 @@ pub async fn observe(
             .await
             .map(|all| all.into_iter().map(|(a, g)| (a.name.clone(), g.sources)).collect());
         observed.reencrypt.groups.insert((account, region), groups);
+    }
+}
+
+/// The copies the operator made that the groups' next steps look for, by name.
+async fn read_copies(
+    handles: &BTreeMap<AccountId, Arc<Account>>,
+    desired: &Desired,
+    reads: &Reads,
+    observed: &mut Observed,
+) {
+    let mut names: BTreeMap<(AccountId, String), BTreeSet<String>> = BTreeMap::new();
+    each_need(desired, reads, observed, |asg, needs| {
+        names.entry((asg.account, asg.region.clone())).or_default().extend(needs.copies.iter().cloned());
+    });
+    for ((account, region), names) in names.into_iter().filter(|(_, n)| !n.is_empty()) {
+        let Some(handle) = handles.get(&account) else { continue };
+        let found = copies(handle, &region, &names).await;
+        for name in names {
+            let r = match &found {
+                Ok(by_name) => Ok(by_name.get(&name).cloned()),
+                Err(f) => Err(f.clone()),
+            };
+            observed.reencrypt.copies.insert((account, region.clone(), name), r);
+        }
     }
 }
 
