@@ -232,6 +232,9 @@ struct Config {
     changed_in: BTreeMap<KeyArn, u64>,
     /// Whether the last look found the file unreadable (deleted, say).
     unreadable: bool,
+    /// The last config whose edit the mass-prune guard let prune: an edit is weighed
+    /// against it, so a cut made in several quick edits counts as one.
+    prune_baseline: Arc<Desired>,
 }
 
 impl Config {
@@ -317,6 +320,7 @@ pub async fn run_with<R: Reconciler>(
         config: Config {
             bound: desired.bindings.iter().map(|b| b.id()).collect(),
             units: Units::of(&desired),
+            prune_baseline: Arc::new(desired.clone()),
             desired: Arc::new(desired),
             last_text,
             generation: 0,
@@ -766,12 +770,26 @@ impl<R: Reconciler> Daemon<R> {
         self.telemetry.board.set_config_unreadable(None);
     }
 
+    /// The guard against pruning by accident, over the whole edit: a pass plans one unit
+    /// and sees only its key's prunes, so a cut spread over many keys is weighed here,
+    /// against the last config the guard let prune. Said when the hold starts and lifts;
+    /// each pass that then holds a prune says so and counts it.
+    fn hold_mass_prune(&self, new: &mut Desired) {
+        new.operator.prune_held = crate::plan::edit_prune_hold(&self.config.prune_baseline, new);
+        let was = self.config.desired.operator.prune_held.is_some();
+        match &new.operator.prune_held {
+            Some(why) if !was && !new.bindings.is_empty() => tracing::warn!(reason = %why, "prune held"),
+            None if was => tracing::info!("prune no longer held: the config's removals are confirmed or undone"),
+            _ => {}
+        }
+    }
+
     fn apply_text(&mut self, text: String) {
         let name = self.settings.config.display().to_string();
         let parsed = config::parse(&text, &name);
         self.config.last_text = text;
         let metrics = &self.telemetry.metrics;
-        let new = match parsed {
+        let mut new = match parsed {
             Ok(new) => new,
             Err(e) => {
                 Metrics::count(&metrics.reloads, "error");
@@ -782,6 +800,7 @@ impl<R: Reconciler> Daemon<R> {
             }
         };
         Metrics::count(&metrics.reloads, "success");
+        self.hold_mass_prune(&mut new);
         let changed = changed_keys(&self.config.desired, &new);
         let now = Instant::now();
         self.config.generation += 1;
@@ -814,6 +833,9 @@ impl<R: Reconciler> Daemon<R> {
         warn_unknown_regions(&new, Some(&self.config.desired));
         warn_empty_prune(&new, &self.telemetry.metrics);
         self.config.desired = Arc::new(new);
+        if self.config.desired.operator.prune_held.is_none() {
+            self.config.prune_baseline = self.config.desired.clone();
+        }
         self.update_gauge();
         self.resync_done_if_paid();
     }
@@ -852,17 +874,32 @@ fn warn_unknown_regions(new: &Desired, old: Option<&Desired>) {
     }
 }
 
-/// Keys whose bindings were added or changed, or whose accounts' roles changed.
+/// Keys whose bindings were added or changed, or whose accounts' roles changed; with
+/// pruning on, also those that lost a binding, and every key when how it prunes changed
+/// (turned on, confirmed, another instance, or a hold started or lifted).
 pub fn changed_keys(old: &Desired, new: &Desired) -> BTreeSet<KeyArn> {
+    let (was, is) = (&old.operator, &new.operator);
+    let pruning = |o: &config::Operator| (o.prune, o.allow_mass_prune, o.instance.clone(), o.prune_held.is_some());
+    if is.prune && pruning(was) != pruning(is) {
+        return new.bindings.iter().map(|b| b.key.clone()).collect();
+    }
     let before: BTreeSet<&config::Binding> = old.bindings.iter().collect();
-    new.bindings
+    let mut changed: BTreeSet<KeyArn> = new
+        .bindings
         .iter()
         .filter(|b| {
             !before.contains(b)
                 || [&b.asg.account, b.key.account()].iter().any(|a| old.accounts.get(*a) != new.accounts.get(*a))
         })
         .map(|b| b.key.clone())
-        .collect()
+        .collect();
+    if is.prune {
+        // A removed binding's key has something to prune (the caller drops a key that
+        // left the config).
+        let after: BTreeSet<&config::Binding> = new.bindings.iter().collect();
+        changed.extend(old.bindings.iter().filter(|b| !after.contains(b)).map(|b| b.key.clone()));
+    }
+    changed
 }
 
 #[cfg(test)]

@@ -57,8 +57,8 @@ enum Command {
         /// and grants what no binding explains. Same as defaults.prune: true.
         #[arg(long)]
         prune: bool,
-        /// Confirm a prune that would remove more access than the bindings left, or leave
-        /// none. Same as defaults.allowMassPrune: true.
+        /// Confirm a prune of more than half of the bindings at once, or of all of them.
+        /// Same as defaults.allowMassPrune: true.
         #[arg(long)]
         allow_mass_prune: bool,
     },
@@ -79,8 +79,8 @@ enum Command {
         /// and grants what no binding explains. Same as defaults.prune: true.
         #[arg(long)]
         prune: bool,
-        /// Confirm a prune that would remove more access than the bindings left, or leave
-        /// none. Same as defaults.allowMassPrune: true.
+        /// Confirm a prune of more than half of the bindings at once, or of all of them.
+        /// Same as defaults.allowMassPrune: true.
         #[arg(long)]
         allow_mass_prune: bool,
     },

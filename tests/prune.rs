@@ -175,3 +175,80 @@ async fn a_binding_removed_while_the_daemon_was_down_is_pruned_when_it_starts() 
     assert!(pruned, "the prune is logged as a write");
     d.terminate(std::time::Duration::from_secs(10));
 }
+
+/// Polls the operator's use statement on `key` until it names exactly `want`.
+async fn wait_principals(own: &aws_config::SdkConfig, key: &str, want: &[String]) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let now = owned_principals(&key_policy(own, key).await, "AsgCmkOperatorUse");
+        if now == want {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "{key}: {now:?}, want {want:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_daemon_weighs_a_whole_edit_in_bindings_against_the_guard() {
+    let moto = Moto::start();
+    let own = moto.own().await;
+    let (k1, k2) = (create_key(&own, None).await, create_key(&own, None).await);
+    create_asgs(&own, &["a", "b", "c", "d", "e", "f"]).await;
+    let dir = TempDir::new();
+    let prune = |bindings: &[(&str, &str, Option<&str>)], extra: &str| {
+        with(&config(bindings), &format!("defaults:\n  prune: true\n{extra}"))
+    };
+    let (k1s, k2s) = (k1.as_str(), k2.as_str());
+    // a, b and c share one role.
+    let [a, b, c, d, e, f] = [
+        ("a", k1s, Some("S")),
+        ("b", k1s, Some("S")),
+        ("c", k2s, Some("S")),
+        ("d", k2s, Some("D")),
+        ("e", k1s, Some("E")),
+        ("f", k2s, Some("F")),
+    ];
+    let path = dir.write("config.yaml", &prune(&[a, b, c, d, e, f], ""));
+    let mut daemon = Daemon::start(&moto, &path, "10m");
+    daemon.wait_ready(std::time::Duration::from_secs(30));
+    let role = |s: &str| slr_arn(OWN, Some(s));
+
+    // One binding of six removed: its key is pruned at once, without waiting for a resync.
+    dir.write("config.yaml", &prune(&[a, b, c, e, f], ""));
+    wait_principals(&own, &k2, &[role("F"), role("S")]).await;
+
+    // Three of the five removed, over both keys: the role they share leaves each key, two
+    // accesses, no more than the two bindings the config keeps, which a pass's guard lets
+    // through. The edit as a whole removes more than half of the bindings, and is held.
+    dir.write("config.yaml", &prune(&[e, f], ""));
+    let held = daemon.wait_log(|v| v["message"] == "prune held", std::time::Duration::from_secs(10));
+    assert!(held["reason"].as_str().unwrap().contains("removes 3 of its 5 bindings"), "{held}");
+    // Both keys' passes end holding their prunes.
+    let after_hold = |d: &Daemon| -> (u64, usize) {
+        let logs = d.logs();
+        let at = logs.iter().position(|v| v["message"] == "prune held").unwrap();
+        let keys = logs[at..].iter().filter(|v| v["message"].as_str().is_some_and(|m| m.starts_with("pass finished")));
+        let held = logs[at + 1..].iter().filter(|v| v["message"] == "prune held").count();
+        (keys.map(|v| v["keys"].as_u64().unwrap()).sum(), held)
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while after_hold(&daemon).0 < 2 {
+        assert!(std::time::Instant::now() < deadline, "passes over both keys: {:?}", daemon.logs());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(after_hold(&daemon).1 >= 1, "a pass says it holds its prune");
+    assert_eq!(owned_principals(&key_policy(&own, &k1).await, "AsgCmkOperatorUse"), [role("E"), role("S")]);
+    assert_eq!(owned_principals(&key_policy(&own, &k2).await, "AsgCmkOperatorUse"), [role("F"), role("S")]);
+    let (_, metrics) = daemon.get("/metrics");
+    assert!(
+        metrics.lines().any(|l| l.starts_with("asg_cmk_operator_prunes_held_total ") && !l.ends_with(" 0")),
+        "{metrics}"
+    );
+
+    // Confirmed in the config: every key is looked at again, and both are pruned.
+    dir.write("config.yaml", &prune(&[e, f], "  allowMassPrune: true\n"));
+    wait_principals(&own, &k1, &[role("E")]).await;
+    wait_principals(&own, &k2, &[role("F")]).await;
+    daemon.terminate(std::time::Duration::from_secs(10));
+}

@@ -107,12 +107,16 @@ pub struct Operator {
     /// `defaults.prune` (or `--prune`): remove what this instance wrote that no current
     /// binding explains.
     pub prune: bool,
-    /// `defaults.allowMassPrune` (or `--allow-mass-prune`): prune even when that would
-    /// remove more access than the bindings left, or when none is left.
+    /// `defaults.allowMassPrune` (or `--allow-mass-prune`): prune even when the guard
+    /// would hold it (more than half of the bindings removed at once, or all of them).
     pub allow_mass_prune: bool,
     /// How many bindings the whole config has. A pass over part of it (one unit of work)
     /// weighs a prune against all of them, not against its part.
     pub config_bindings: usize,
+    /// Set by the daemon when the config edit that led here removes more than half of the
+    /// bindings (see [`crate::plan::edit_prune_hold`]): why nothing is pruned until that is
+    /// confirmed. It stands until an edit brings the removals back under half.
+    pub prune_held: Option<String>,
 }
 
 /// Why a group on the default service-linked role is worth a warning. The EC2 Auto Scaling
