@@ -235,6 +235,9 @@ struct Config {
     /// The last config whose edit the mass-prune guard let prune: an edit is weighed
     /// against it, so a cut made in several quick edits counts as one.
     prune_baseline: Arc<Desired>,
+    /// Keys no binding names any more, seen to leave while pruning: each is read and
+    /// pruned in a pass of its own until nothing this instance wrote is left on it.
+    departed: BTreeSet<KeyArn>,
 }
 
 impl Config {
@@ -321,6 +324,7 @@ pub async fn run_with<R: Reconciler>(
             bound: desired.bindings.iter().map(|b| b.id()).collect(),
             units: Units::of(&desired),
             prune_baseline: Arc::new(desired.clone()),
+            departed: BTreeSet::new(),
             desired: Arc::new(desired),
             last_text,
             generation: 0,
@@ -479,12 +483,14 @@ impl<R: Reconciler> Daemon<R> {
     fn spawn_pass(&mut self, client: Arc<R::Client>, keys: Vec<KeyArn>, full: bool) {
         let wanted: BTreeSet<&KeyArn> = keys.iter().collect();
         let desired = &self.config.desired;
+        let mut operator = desired.operator.clone();
+        operator.departed = self.config.departed.iter().filter(|k| wanted.contains(k)).cloned().collect();
         let subset = Desired {
             accounts: desired.accounts.clone(),
             bindings: desired.bindings.iter().filter(|b| wanted.contains(&b.key)).cloned().collect(),
             // With the whole config's count of bindings, which the prune guard weighs
             // against: a unit alone would make every offboarding look like a mass one.
-            operator: desired.operator.clone(),
+            operator,
         };
         let trigger = match (full, self.resync.first_done) {
             (true, false) => "start",
@@ -601,8 +607,12 @@ impl<R: Reconciler> Daemon<R> {
         for (b, f) in &outcome.failed {
             failed_keys.entry(&b.key).or_default().push((b, f));
         }
+        self.settle_departed(&current, &outcome.prune_pending);
         for unit in self.split_by_unit(&current) {
-            let failing = |u: &KeyArn| failed_keys.get(u).is_some_and(|fs| fs.iter().any(|(_, f)| !waiting(f)));
+            let failing = |u: &KeyArn| {
+                failed_keys.get(u).is_some_and(|fs| fs.iter().any(|(_, f)| !waiting(f)))
+                    || outcome.prune_pending.contains_key(u)
+            };
             if !unit.iter().any(failing) {
                 unit.iter().for_each(|u| self.scheduler.succeeded(u));
                 // Keys awaiting their owner are checked again on the shorter interval.
@@ -616,6 +626,9 @@ impl<R: Reconciler> Daemon<R> {
                 continue;
             }
             let delay = self.scheduler.failed_together(&unit, now);
+            for (key, f) in unit.iter().filter_map(|u| outcome.prune_pending.get_key_value(u)) {
+                tracing::warn!(%key, error = %f, class = f.class.as_str(), retry_in = ?delay, "prune not done");
+            }
             for (b, f) in unit.iter().filter_map(|u| failed_keys.get(u)).flatten().filter(|(_, f)| !waiting(f)) {
                 let failure = (f.class, f.message.clone());
                 if self.warned.get(*b) == Some(&failure) {
@@ -657,6 +670,31 @@ impl<R: Reconciler> Daemon<R> {
             tracing::info!(keys, applied, failed, pass_converged, ready_total, full, "pass finished");
         } else {
             tracing::debug!(keys, pass_converged, ready_total, full, "pass finished; converged");
+        }
+    }
+
+    /// Keys that left the config and that a pass over them left with nothing to prune are
+    /// done: no longer read. One whose prune failed terminally is given up, said at warn
+    /// level; the rest are tried again.
+    fn settle_departed(&mut self, keys: &[KeyArn], pending: &BTreeMap<KeyArn, Failure>) {
+        let mut done = false;
+        let departed: Vec<&KeyArn> = keys.iter().filter(|k| self.config.departed.contains(*k)).collect();
+        for key in departed {
+            match pending.get(key) {
+                Some(f) if f.class.is_transient() => continue,
+                Some(f) => {
+                    tracing::warn!(%key, error = %f, "prune of a key no binding names given up; what is left on it stays")
+                }
+                None => {
+                    tracing::info!(%key, "nothing this instance wrote is left on a key no binding names; it is no longer read")
+                }
+            }
+            self.config.departed.remove(key);
+            self.scheduler.unschedule(key);
+            done = true;
+        }
+        if done {
+            self.config.units = Units::of(&self.config.desired).with_lone(&self.config.departed);
         }
     }
 
@@ -784,6 +822,26 @@ impl<R: Reconciler> Daemon<R> {
         }
     }
 
+    /// With pruning on and not held, the keys the edit leaves no binding on (against the
+    /// last config the guard let prune) are owed a pass that prunes them; a key named
+    /// again is not. With pruning off, none is.
+    fn note_departed(&mut self, new: &Desired, named: &BTreeSet<KeyArn>, now: Instant) {
+        if !new.operator.prune {
+            self.config.departed.clear();
+            return;
+        }
+        self.config.departed.retain(|k| !named.contains(k));
+        if new.operator.prune_held.is_some() {
+            return;
+        }
+        for b in self.config.prune_baseline.bindings.iter().filter(|b| !named.contains(&b.key)) {
+            if self.config.departed.insert(b.key.clone()) {
+                tracing::info!(key = %b.key, "no binding names this key any more: pruning what this instance wrote on it");
+                self.scheduler.schedule(b.key.clone(), now);
+            }
+        }
+    }
+
     fn apply_text(&mut self, text: String) {
         let name = self.settings.config.display().to_string();
         let parsed = config::parse(&text, &name);
@@ -808,9 +866,11 @@ impl<R: Reconciler> Daemon<R> {
             self.scheduler.schedule(k.clone(), now);
             self.config.changed_in.insert(k.clone(), self.config.generation);
         }
-        self.config.units = Units::of(&new);
+        let named: BTreeSet<KeyArn> = new.bindings.iter().map(|b| b.key.clone()).collect();
+        self.note_departed(&new, &named, now);
+        self.config.units = Units::of(&new).with_lone(&self.config.departed);
         self.config.changed_in.retain(|k, _| !self.config.units.unit_of(k).is_empty());
-        let keys: BTreeSet<KeyArn> = new.bindings.iter().map(|b| b.key.clone()).collect();
+        let keys: BTreeSet<KeyArn> = named.union(&self.config.departed).cloned().collect();
         self.scheduler.retain(|k| keys.contains(k));
         self.passes.runner.retain(|k| keys.contains(k));
         // A key that left the config is owed no full pass.

@@ -630,8 +630,14 @@ async fn apply(desired: Desired, max_passes: u32, stats_json: Option<PathBuf>) -
         desired.bindings.len(),
         plural(desired.bindings.len())
     );
+    if !out.prune_pending.is_empty() {
+        outln!("{} key{} not pruned:", out.prune_pending.len(), plural(out.prune_pending.len()));
+        for (key, f) in &out.prune_pending {
+            outln!("  ! {key}: {f}");
+        }
+    }
     if out.failed.is_empty() {
-        return ExitCode::SUCCESS;
+        return if out.prune_pending.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE };
     }
     // A binding whose key's owner has not acted yet, or whose image copy AWS is still
     // making, is pending, not failed.

@@ -193,6 +193,16 @@ pub struct PlannedChange {
     pub bindings: Vec<BindingId>,
 }
 
+impl PlannedChange {
+    /// The key of a change made for no binding: a prune only.
+    pub fn prune_only_key(&self) -> Option<&KeyArn> {
+        match &self.change {
+            Change::PutKeyPolicy { key, .. } | Change::RetireGrant { key, .. } if self.bindings.is_empty() => Some(key),
+            _ => None,
+        }
+    }
+}
+
 /// A binding that cannot progress this pass, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Blocked {
@@ -361,7 +371,22 @@ pub fn reads(desired: &Desired, caller: &AccountId, depth: Depth) -> Reads {
         }
         r.accounts.insert(*b.key.account());
     }
+    if desired.operator.prune {
+        // A key that left the config is read, with its owner's credentials, to prune it.
+        for key in desired.operator.departed.iter().filter(|k| departed_readable(k, desired, caller)) {
+            r.keys.insert(key.clone());
+            r.grant_keys.insert(key.clone());
+            r.accounts.insert(*key.account());
+        }
+    }
     r
+}
+
+/// Whether the operator can read a key that left the config, to prune it: its owner is
+/// the operator's account or listed under `accounts`. A hand-off key's policy is the
+/// owner's to edit.
+pub fn departed_readable(key: &KeyArn, desired: &Desired, caller: &AccountId) -> bool {
+    key.account() == caller || desired.accounts.contains_key(key.account())
 }
 
 /// The operator's name for its grant to one service-linked role: the role's name and
@@ -917,6 +942,11 @@ fn find_prunes(desired: &Desired, observed: &Observed, caller: &AccountId) -> Pr
         return out;
     }
     let explained = Explained::of(desired, observed, caller);
+    for key in op.departed.iter().filter(|k| !departed_readable(k, desired, caller)) {
+        out.report.notes.push(format!(
+            "no binding names {key} any more, and its owner's account is not under `accounts`: what this instance wrote on it stays for its owner to remove"
+        ));
+    }
     let mut count = 0;
     for (key, text) in &observed.key_policies {
         let Ok(text) = text else { continue };

@@ -58,6 +58,8 @@ pub struct Executed {
     pub applied: Applied,
     /// Bindings whose changes failed, with the first failure.
     pub failed: BTreeMap<BindingId, Failure>,
+    /// Keys whose prune, a change made for no binding, failed, with the first failure.
+    pub prune_failed: BTreeMap<KeyArn, Failure>,
     /// The observation the plan came from, with the roles the writes created.
     pub observed: Observed,
 }
@@ -123,6 +125,9 @@ pub async fn execute_plan(
                     for b in &c.bindings {
                         done.failed.entry(b.clone()).or_insert_with(|| f.clone());
                     }
+                    if let Some(key) = c.prune_only_key() {
+                        done.prune_failed.entry(key.clone()).or_insert_with(|| f.clone());
+                    }
                     replan = true;
                 }
             }
@@ -152,10 +157,12 @@ impl Iterator for Phase<'_> {
 /// is planned with all its keys in view.
 fn within_units(desired: &Desired, keys: &BTreeSet<KeyArn>) -> Desired {
     let keep = Units::of(desired).close(keys);
+    let mut operator = desired.operator.clone();
+    operator.departed.retain(|k| keys.contains(k));
     Desired {
         accounts: desired.accounts.clone(),
         bindings: desired.bindings.iter().filter(|b| keep.contains(&b.key)).cloned().collect(),
-        operator: desired.operator.clone(),
+        operator,
     }
 }
 
@@ -189,6 +196,9 @@ pub struct Outcome {
     pub in_progress: BTreeSet<KeyArn>,
     /// Why a prune was held by the guard against pruning by accident, if one was.
     pub prune_held: Option<String>,
+    /// Keys on which something to prune is left (a prune that failed, or was not tried
+    /// again after a failure), with why. A prune that is held is not pending.
+    pub prune_pending: BTreeMap<KeyArn, Failure>,
 }
 
 /// Reconciles until every binding has converged or failed terminally, or `max_passes`
@@ -217,6 +227,10 @@ pub async fn apply(
     let mut troubled_rounds = 0;
     // The keys the last round wrote to or failed on.
     let mut touched: BTreeSet<KeyArn> = BTreeSet::new();
+    // Prunes that failed: the last failure of each key's, and those not tried again
+    // within this apply (a terminal failure).
+    let mut prune_failed: BTreeMap<KeyArn, Failure> = BTreeMap::new();
+    let mut prune_stopped: BTreeMap<KeyArn, Failure> = BTreeMap::new();
     loop {
         out.passes += 1;
         // After a troubled round: wait and go on, or read once more and stop.
@@ -235,8 +249,9 @@ pub async fn apply(
         // The last look reads only the units the troubled round wrote to or failed on:
         // the others' observation from that round stands, as nothing was written there.
         let focus = last_look.then(|| within_units(desired, &touched));
-        let (observed, plan) =
+        let (observed, mut plan) =
             observe_and_plan(aws, focus.as_ref().unwrap_or(desired), &terminal, depth).instrument(span.clone()).await;
+        plan.changes.retain(|c| c.prune_only_key().is_none_or(|k| !prune_stopped.contains_key(k)));
         let retry = plan.blocked.iter().any(|b| b.failure.class.is_transient());
         if out.passes == 1 {
             if let Some(why) = &plan.prune.held {
@@ -279,6 +294,7 @@ pub async fn apply(
             out.in_progress =
                 failed.iter().filter(|(_, f)| f.class == ErrorClass::InProgress).map(|(b, _)| b.key.clone()).collect();
             out.failed = failed;
+            out.prune_pending = prunes_left(&plan, prune_stopped, &prune_failed);
             out.status = status::evaluate(desired, &seen, aws.caller(), status::now());
             out.launches = std::mem::take(&mut seen.launches);
             return out;
@@ -287,6 +303,7 @@ pub async fn apply(
             terminal.insert(b.binding.clone(), b.failure.clone());
         }
         touched = plan.changes.iter().flat_map(|c| c.bindings.iter().map(|b| b.key.clone())).collect();
+        touched.extend(plan.changes.iter().filter_map(|c| c.prune_only_key().cloned()));
         touched.extend(plan.blocked.iter().filter(|b| b.failure.class.is_transient()).map(|b| b.binding.key.clone()));
         let mut executed = execute_plan(aws, desired, &terminal, observed, plan, settings).instrument(span).await;
         seen.absorb(std::mem::take(&mut executed.observed));
@@ -296,9 +313,35 @@ pub async fn apply(
             }
         }
         touched.extend(executed.failed.keys().map(|b| b.key.clone()));
-        let troubled = retry || executed.failed.values().any(|f| f.class.is_transient());
+        let prune_trouble = executed.prune_failed.values().any(|f| f.class.is_transient());
+        for (key, f) in std::mem::take(&mut executed.prune_failed) {
+            if !f.class.is_transient() {
+                prune_stopped.insert(key.clone(), f.clone());
+            }
+            prune_failed.insert(key, f);
+        }
+        let troubled = retry || prune_trouble || executed.failed.values().any(|f| f.class.is_transient());
         troubled_rounds = if troubled { troubled_rounds + 1 } else { 0 };
         last_failed = executed.failed;
         out.applied.extend(&executed.applied);
     }
+}
+
+/// The keys with something to prune left after the last round: those whose prune stopped
+/// on a terminal failure, and those the last plan still prunes, with the last failure
+/// when there was one.
+fn prunes_left(
+    last: &Plan,
+    mut stopped: BTreeMap<KeyArn, Failure>,
+    failed: &BTreeMap<KeyArn, Failure>,
+) -> BTreeMap<KeyArn, Failure> {
+    for key in last.changes.iter().filter_map(PlannedChange::prune_only_key) {
+        stopped.entry(key.clone()).or_insert_with(|| {
+            failed.get(key).cloned().unwrap_or_else(|| Failure {
+                class: ErrorClass::Retryable,
+                message: "something is left to prune, to be tried again".to_owned(),
+            })
+        });
+    }
+    stopped
 }

@@ -252,3 +252,73 @@ async fn the_daemon_weighs_a_whole_edit_in_bindings_against_the_guard() {
     wait_principals(&own, &k2, &[role("F")]).await;
     daemon.terminate(std::time::Duration::from_secs(10));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_daemon_prunes_a_key_whose_last_binding_left() {
+    let CrossAccount { moto, own, other, key, dir, cfg: _ } = one_asg_on_other_key(Some("Api")).await;
+    let mine = create_key(&own, None).await;
+    create_asgs(&own, &["web"]).await;
+    let both = [("web", mine.as_str(), Some("Web")), ("api", key.as_str(), Some("Api"))];
+    let path = dir.write("config.yaml", &with(&config(&both), "defaults:\n  prune: true\n"));
+    let mut d = Daemon::start(&moto, &path, "10m");
+    d.wait_ready(std::time::Duration::from_secs(30));
+    let before = key_policy(&other, &key).await;
+    assert_eq!(owned_principals(&before, "AsgCmkOperatorUse"), [format!("arn:aws:iam::{OWN}:root")]);
+    assert_eq!(grants(&other, &key).await.len(), 1);
+
+    // The other account's key is named by no binding now: the daemon saw it leave, and
+    // prunes it once, the account root from the owner's policy and the grant.
+    dir.write("config.yaml", &with(&config(&both[..1]), "defaults:\n  prune: true\n"));
+    d.wait_log(
+        |v| v["message"].as_str().is_some_and(|m| m.starts_with("nothing this instance wrote is left")),
+        std::time::Duration::from_secs(30),
+    );
+    let after = key_policy(&other, &key).await;
+    assert!(
+        after["Statement"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| !s["Sid"].as_str().unwrap_or("").starts_with("AsgCmkOperator")),
+        "the operator's statements, left empty, are deleted: {after}"
+    );
+    let foreign = |p: &Value| -> Vec<Value> {
+        let all = p["Statement"].as_array().unwrap().iter();
+        all.filter(|s| !s["Sid"].as_str().unwrap_or("").starts_with("AsgCmkOperator")).cloned().collect()
+    };
+    assert!(!foreign(&before).is_empty());
+    assert_eq!(foreign(&after), foreign(&before), "the owner's own statements are unchanged");
+    assert!(grants(&other, &key).await.is_empty());
+    assert_eq!(owned_principals(&key_policy(&own, &mine).await, "AsgCmkOperatorUse"), [slr_arn(OWN, Some("Web"))]);
+    let logged = |action: &str| d.logs().iter().any(|v| v["action"] == action && v["message"] == "applied change");
+    assert!(logged("PutKeyPolicy") && logged("RetireGrant"), "both prunes are logged as writes");
+    d.terminate(std::time::Duration::from_secs(10));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_prune_that_keeps_being_throttled_is_reported_not_done_and_done_later() {
+    let moto = Moto::start();
+    let own = moto.own().await;
+    let key = create_key(&own, None).await;
+    create_asgs(&own, &["web", "api"]).await;
+    let dir = TempDir::new();
+    let both = dir.write("both.yaml", &config(&[("web", &key, Some("Web")), ("api", &key, Some("Api"))]));
+    assert!(moto.operator(&["apply", "--config", &both]).status.success());
+    let pruning = dir.write("prune.yaml", &with(&config(&[("web", &key, Some("Web"))]), "defaults:\n  prune: true\n"));
+
+    // Every PutKeyPolicy is throttled: the prune, a write for no binding, is not done, and
+    // apply says so and fails rather than report the key converged.
+    let proxy = FaultProxy::start(&moto, &["--quota", "PutKeyPolicy=1:0"]);
+    let out = operator_command(&proxy.url, &["apply", "--config", &pruning, "--max-passes", "2"]).output().unwrap();
+    assert!(!out.status.success(), "{}", stdout(&out));
+    let text = stdout(&out);
+    assert!(text.contains("1 key not pruned:") && text.contains(&key), "{text}");
+    assert!(proxy.stats()["quota_throttled"].as_u64().unwrap() >= 2, "tried again: {}", proxy.stats());
+    let policy = key_policy(&own, &key).await;
+    assert_eq!(owned_principals(&policy, "AsgCmkOperatorUse"), [slr_arn(OWN, Some("Api")), slr_arn(OWN, Some("Web"))]);
+
+    // Once AWS lets it through, it is done.
+    let out = moto.operator(&["apply", "--config", &pruning]);
+    assert!(out.status.success(), "{}", stdout(&out));
+    assert_eq!(owned_principals(&key_policy(&own, &key).await, "AsgCmkOperatorUse"), [slr_arn(OWN, Some("Web"))]);
+}

@@ -117,6 +117,10 @@ pub struct Operator {
     /// bindings (see [`crate::plan::edit_prune_hold`]): why nothing is pruned until that is
     /// confirmed. It stands until an edit brings the removals back under half.
     pub prune_held: Option<String>,
+    /// Keys no binding names any more, which the daemon saw leave the config while
+    /// pruning: read, with pruning on, to prune what this instance wrote there, until
+    /// nothing of it is left. Only the daemon sees an edit, so only it fills this.
+    pub departed: std::collections::BTreeSet<KeyArn>,
 }
 
 /// Why a group on the default service-linked role is worth a warning. The EC2 Auto Scaling
