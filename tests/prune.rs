@@ -322,3 +322,31 @@ async fn a_prune_that_keeps_being_throttled_is_reported_not_done_and_done_later(
     assert!(out.status.success(), "{}", stdout(&out));
     assert_eq!(owned_principals(&key_policy(&own, &key).await, "AsgCmkOperatorUse"), [slr_arn(OWN, Some("Web"))]);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_daemon_backs_off_and_retries_a_throttled_prune() {
+    let moto = Moto::start();
+    let own = moto.own().await;
+    let key = create_key(&own, None).await;
+    create_asgs(&own, &["web", "api"]).await;
+    let dir = TempDir::new();
+    let both = dir.write("both.yaml", &config(&[("web", &key, Some("Web")), ("api", &key, Some("Api"))]));
+    assert!(moto.operator(&["apply", "--config", &both]).status.success());
+    let path = dir.write("prune.yaml", &with(&config(&[("web", &key, Some("Web"))]), "defaults:\n  prune: true\n"));
+
+    // Every PutKeyPolicy is throttled: the daemon says the prune is not done, and tries
+    // again after a backoff rather than count the key converged.
+    let proxy = FaultProxy::start(&moto, &["--quota", "PutKeyPolicy=1:0"]);
+    let d = Daemon::start_with(operator_command(&proxy.url, &[]), &path, "10m");
+    let not_done = |d: &Daemon| d.logs().into_iter().filter(|v| v["message"] == "prune not done").collect::<Vec<_>>();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(40);
+    while not_done(&d).len() < 2 {
+        assert!(std::time::Instant::now() < deadline, "{:?}", not_done(&d));
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let first = &not_done(&d)[0];
+    assert_eq!(first["key"], key.as_str());
+    assert!(first["retry_in"].as_str().is_some_and(|r| !r.is_empty()), "{first}");
+    let policy = key_policy(&own, &key).await;
+    assert_eq!(owned_principals(&policy, "AsgCmkOperatorUse"), [slr_arn(OWN, Some("Api")), slr_arn(OWN, Some("Web"))]);
+}
