@@ -262,6 +262,9 @@ pub struct PruneReport {
     pub held: Option<String>,
     /// Said once wherever something is pruned: what pruning leaves as it is.
     pub notes: Vec<String>,
+    /// Keys no binding names any more (`departed`) that could not be read: whether
+    /// anything is left to prune on them is not known.
+    pub unread: BTreeMap<KeyArn, Failure>,
 }
 
 /// What pruning never does, said as a note with every prune.
@@ -942,10 +945,14 @@ fn find_prunes(desired: &Desired, observed: &Observed, caller: &AccountId) -> Pr
         return out;
     }
     let explained = Explained::of(desired, observed, caller);
-    for key in op.departed.iter().filter(|k| !departed_readable(k, desired, caller)) {
-        out.report.notes.push(format!(
-            "no binding names {key} any more, and its owner's account is not under `accounts`: what this instance wrote on it stays for its owner to remove"
-        ));
+    for key in &op.departed {
+        if !departed_readable(key, desired, caller) {
+            out.report.notes.push(format!(
+                "no binding names {key} any more, and its owner's account is not under `accounts`: what this instance wrote on it stays for its owner to remove"
+            ));
+        } else if let Some(f) = read_failure(key, observed) {
+            out.report.unread.insert(key.clone(), f);
+        }
     }
     let mut count = 0;
     for (key, text) in &observed.key_policies {
@@ -972,6 +979,19 @@ fn find_prunes(desired: &Desired, observed: &Observed, caller: &AccountId) -> Pr
         out.report.notes.push(PRUNE_LEAVES.to_owned());
     }
     out
+}
+
+/// Why what a key holds could not be read, if it could not: its description, its policy
+/// or its grants.
+fn read_failure(key: &KeyArn, observed: &Observed) -> Option<Failure> {
+    let arn = match observed.keys.get(key) {
+        Some(Ok(info)) => &info.arn,
+        Some(Err(f)) => return Some(f.clone()),
+        None => key,
+    };
+    let policy = observed.key_policies.get(arn).and_then(|r| r.as_ref().err());
+    let grants = observed.grants.get(arn).and_then(|r| r.as_ref().err());
+    policy.or(grants).cloned()
 }
 
 /// What the config's bindings explain, by key (its own ARN).

@@ -252,7 +252,8 @@ pub async fn apply(
         let (observed, mut plan) =
             observe_and_plan(aws, focus.as_ref().unwrap_or(desired), &terminal, depth).instrument(span.clone()).await;
         plan.changes.retain(|c| c.prune_only_key().is_none_or(|k| !prune_stopped.contains_key(k)));
-        let retry = plan.blocked.iter().any(|b| b.failure.class.is_transient());
+        let retry =
+            plan.blocked.iter().map(|b| &b.failure).chain(plan.prune.unread.values()).any(|f| f.class.is_transient());
         if out.passes == 1 {
             if let Some(why) = &plan.prune.held {
                 tracing::warn!(reason = %why, "prune held");
@@ -295,6 +296,7 @@ pub async fn apply(
                 failed.iter().filter(|(_, f)| f.class == ErrorClass::InProgress).map(|(b, _)| b.key.clone()).collect();
             out.failed = failed;
             out.prune_pending = prunes_left(&plan, prune_stopped, &prune_failed);
+            out.prune_pending.extend(plan.prune.unread.clone());
             out.status = status::evaluate(desired, &seen, aws.caller(), status::now());
             out.launches = std::mem::take(&mut seen.launches);
             return out;
@@ -304,6 +306,7 @@ pub async fn apply(
         }
         touched = plan.changes.iter().flat_map(|c| c.bindings.iter().map(|b| b.key.clone())).collect();
         touched.extend(plan.changes.iter().filter_map(|c| c.prune_only_key().cloned()));
+        touched.extend(plan.prune.unread.keys().cloned());
         touched.extend(plan.blocked.iter().filter(|b| b.failure.class.is_transient()).map(|b| b.binding.key.clone()));
         let mut executed = execute_plan(aws, desired, &terminal, observed, plan, settings).instrument(span).await;
         seen.absorb(std::mem::take(&mut executed.observed));
@@ -329,7 +332,8 @@ pub async fn apply(
 
 /// The keys with something to prune left after the last round: those whose prune stopped
 /// on a terminal failure, and those the last plan still prunes, with the last failure
-/// when there was one.
+/// when there was one. (A key that left the config and could not be read is added by
+/// the caller: whether anything is left there is not known.)
 fn prunes_left(
     last: &Plan,
     mut stopped: BTreeMap<KeyArn, Failure>,

@@ -1415,3 +1415,34 @@ fn a_removed_group_on_another_accounts_key_is_one_access() {
         p.changes
     );
 }
+
+#[test]
+fn a_key_that_left_the_config_is_read_and_pruned_whole_when_the_daemon_names_it() {
+    let mut d = pruning(desired(vec![binding("a", OTHER_KEY)]), "default", false, 1);
+    let own = KeyArn::parse(OWN_KEY).unwrap();
+    let handoff = KeyArn::parse(HANDOFF_KEY).unwrap();
+    d.operator.departed = [own.clone(), handoff.clone()].into();
+    let r = reads(&d, &acct(ASG_ACCT), Depth::Quick);
+    assert!(r.keys.contains(&own) && r.grant_keys.contains(&own), "read with its owner's credentials");
+    assert!(!r.keys.contains(&handoff), "a hand-off key's policy is its owner's");
+
+    let mut o = converged(&d);
+    o.keys.insert(own.clone(), Ok(key_info(&own, "Enabled")));
+    with_policy(&mut o, OWN_KEY, shared_policy(&[SLR_ARN], &[]));
+    o.grants.insert(own.clone(), Ok(vec![]));
+    let p = plan(&d, &o, &acct(ASG_ACCT));
+    let Change::PutKeyPolicy { key, prune, needs, .. } = &p.changes[0].change else { panic!("{p:#?}") };
+    assert_eq!((key, prune.as_slice(), needs.is_empty()), (&own, [SLR_ARN.to_owned()].as_slice(), true));
+    assert!(p.changes[0].bindings.is_empty() && p.changes[0].prune_only_key() == Some(&own));
+    assert!(
+        p.prune.notes.iter().any(|n| n.contains(HANDOFF_KEY) && n.contains("not under `accounts`")),
+        "{:?}",
+        p.prune
+    );
+
+    // Unread, it is not taken for done.
+    o.key_policies.insert(own.clone(), Err(failure("GetKeyPolicy: ThrottlingException")));
+    let p = plan(&d, &o, &acct(ASG_ACCT));
+    assert!(p.changes.iter().all(|c| c.prune_only_key().is_none()), "{:#?}", p.changes);
+    assert!(p.prune.unread.get(&own).is_some_and(|f| f.message.contains("Throttling")), "{:?}", p.prune);
+}
