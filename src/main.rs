@@ -61,8 +61,8 @@ enum Command {
         /// and grants what no binding explains. Same as defaults.prune: true.
         #[arg(long)]
         prune: bool,
-        /// Confirm a prune that would remove more access than the bindings left, or leave
-        /// none. Same as defaults.allowMassPrune: true.
+        /// Confirm a prune of more than half of the bindings at once, or of all of them.
+        /// Same as defaults.allowMassPrune: true.
         #[arg(long)]
         allow_mass_prune: bool,
     },
@@ -83,8 +83,8 @@ enum Command {
         /// and grants what no binding explains. Same as defaults.prune: true.
         #[arg(long)]
         prune: bool,
-        /// Confirm a prune that would remove more access than the bindings left, or leave
-        /// none. Same as defaults.allowMassPrune: true.
+        /// Confirm a prune of more than half of the bindings at once, or of all of them.
+        /// Same as defaults.allowMassPrune: true.
         #[arg(long)]
         allow_mass_prune: bool,
     },
@@ -661,8 +661,14 @@ async fn apply(desired: Desired, max_passes: u32, stats_json: Option<PathBuf>) -
         desired.bindings.len(),
         plural(desired.bindings.len())
     );
+    if !out.prune_pending.is_empty() {
+        outln!("{} key{} not pruned:", out.prune_pending.len(), plural(out.prune_pending.len()));
+        for (key, f) in &out.prune_pending {
+            outln!("  ! {key}: {f}");
+        }
+    }
     if out.failed.is_empty() {
-        return ExitCode::SUCCESS;
+        return if out.prune_pending.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE };
     }
     print_unconverged(&out.failed);
     ExitCode::FAILURE

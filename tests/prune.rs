@@ -175,3 +175,178 @@ async fn a_binding_removed_while_the_daemon_was_down_is_pruned_when_it_starts() 
     assert!(pruned, "the prune is logged as a write");
     d.terminate(std::time::Duration::from_secs(10));
 }
+
+/// Polls the operator's use statement on `key` until it names exactly `want`.
+async fn wait_principals(own: &aws_config::SdkConfig, key: &str, want: &[String]) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let now = owned_principals(&key_policy(own, key).await, "AsgCmkOperatorUse");
+        if now == want {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "{key}: {now:?}, want {want:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_daemon_weighs_a_whole_edit_in_bindings_against_the_guard() {
+    let moto = Moto::start();
+    let own = moto.own().await;
+    let (k1, k2) = (create_key(&own, None).await, create_key(&own, None).await);
+    create_asgs(&own, &["a", "b", "c", "d", "e", "f"]).await;
+    let dir = TempDir::new();
+    let prune = |bindings: &[(&str, &str, Option<&str>)], extra: &str| {
+        with(&config(bindings), &format!("defaults:\n  prune: true\n{extra}"))
+    };
+    let (k1s, k2s) = (k1.as_str(), k2.as_str());
+    // a, b and c share one role.
+    let [a, b, c, d, e, f] = [
+        ("a", k1s, Some("S")),
+        ("b", k1s, Some("S")),
+        ("c", k2s, Some("S")),
+        ("d", k2s, Some("D")),
+        ("e", k1s, Some("E")),
+        ("f", k2s, Some("F")),
+    ];
+    let path = dir.write("config.yaml", &prune(&[a, b, c, d, e, f], ""));
+    let mut daemon = Daemon::start(&moto, &path, "10m");
+    daemon.wait_ready(std::time::Duration::from_secs(30));
+    let role = |s: &str| slr_arn(OWN, Some(s));
+
+    // One binding of six removed: its key is pruned at once, without waiting for a resync.
+    dir.write("config.yaml", &prune(&[a, b, c, e, f], ""));
+    wait_principals(&own, &k2, &[role("F"), role("S")]).await;
+
+    // Three of the five removed, over both keys: the role they share leaves each key, two
+    // accesses, no more than the two bindings the config keeps, which a pass's guard lets
+    // through. The edit as a whole removes more than half of the bindings, and is held.
+    dir.write("config.yaml", &prune(&[e, f], ""));
+    let held = daemon.wait_log(|v| v["message"] == "prune held", std::time::Duration::from_secs(10));
+    assert!(held["reason"].as_str().unwrap().contains("removes 3 of its 5 bindings"), "{held}");
+    // Both keys' passes end holding their prunes.
+    let after_hold = |d: &Daemon| -> (u64, usize) {
+        let logs = d.logs();
+        let at = logs.iter().position(|v| v["message"] == "prune held").unwrap();
+        let keys = logs[at..].iter().filter(|v| v["message"].as_str().is_some_and(|m| m.starts_with("pass finished")));
+        let held = logs[at + 1..].iter().filter(|v| v["message"] == "prune held").count();
+        (keys.map(|v| v["keys"].as_u64().unwrap()).sum(), held)
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while after_hold(&daemon).0 < 2 {
+        assert!(std::time::Instant::now() < deadline, "passes over both keys: {:?}", daemon.logs());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(after_hold(&daemon).1 >= 1, "a pass says it holds its prune");
+    assert_eq!(owned_principals(&key_policy(&own, &k1).await, "AsgCmkOperatorUse"), [role("E"), role("S")]);
+    assert_eq!(owned_principals(&key_policy(&own, &k2).await, "AsgCmkOperatorUse"), [role("F"), role("S")]);
+    let (_, metrics) = daemon.get("/metrics");
+    assert!(
+        metrics.lines().any(|l| l.starts_with("asg_cmk_operator_prunes_held_total ") && !l.ends_with(" 0")),
+        "{metrics}"
+    );
+
+    // Confirmed in the config: every key is looked at again, and both are pruned.
+    dir.write("config.yaml", &prune(&[e, f], "  allowMassPrune: true\n"));
+    wait_principals(&own, &k1, &[role("E")]).await;
+    wait_principals(&own, &k2, &[role("F")]).await;
+    daemon.terminate(std::time::Duration::from_secs(10));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_daemon_prunes_a_key_whose_last_binding_left() {
+    let CrossAccount { moto, own, other, key, dir, cfg: _ } = one_asg_on_other_key(Some("Api")).await;
+    let mine = create_key(&own, None).await;
+    create_asgs(&own, &["web"]).await;
+    let both = [("web", mine.as_str(), Some("Web")), ("api", key.as_str(), Some("Api"))];
+    let path = dir.write("config.yaml", &with(&config(&both), "defaults:\n  prune: true\n"));
+    let mut d = Daemon::start(&moto, &path, "10m");
+    d.wait_ready(std::time::Duration::from_secs(30));
+    let before = key_policy(&other, &key).await;
+    assert_eq!(owned_principals(&before, "AsgCmkOperatorUse"), [format!("arn:aws:iam::{OWN}:root")]);
+    assert_eq!(grants(&other, &key).await.len(), 1);
+
+    // The other account's key is named by no binding now: the daemon saw it leave, and
+    // prunes it once, the account root from the owner's policy and the grant.
+    dir.write("config.yaml", &with(&config(&both[..1]), "defaults:\n  prune: true\n"));
+    d.wait_log(
+        |v| v["message"].as_str().is_some_and(|m| m.starts_with("nothing this instance wrote is left")),
+        std::time::Duration::from_secs(30),
+    );
+    let after = key_policy(&other, &key).await;
+    assert!(
+        after["Statement"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| !s["Sid"].as_str().unwrap_or("").starts_with("AsgCmkOperator")),
+        "the operator's statements, left empty, are deleted: {after}"
+    );
+    let foreign = |p: &Value| -> Vec<Value> {
+        let all = p["Statement"].as_array().unwrap().iter();
+        all.filter(|s| !s["Sid"].as_str().unwrap_or("").starts_with("AsgCmkOperator")).cloned().collect()
+    };
+    assert!(!foreign(&before).is_empty());
+    assert_eq!(foreign(&after), foreign(&before), "the owner's own statements are unchanged");
+    assert!(grants(&other, &key).await.is_empty());
+    assert_eq!(owned_principals(&key_policy(&own, &mine).await, "AsgCmkOperatorUse"), [slr_arn(OWN, Some("Web"))]);
+    let logged = |action: &str| d.logs().iter().any(|v| v["action"] == action && v["message"] == "applied change");
+    assert!(logged("PutKeyPolicy") && logged("RetireGrant"), "both prunes are logged as writes");
+    d.terminate(std::time::Duration::from_secs(10));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_prune_that_keeps_being_throttled_is_reported_not_done_and_done_later() {
+    let moto = Moto::start();
+    let own = moto.own().await;
+    let key = create_key(&own, None).await;
+    create_asgs(&own, &["web", "api"]).await;
+    let dir = TempDir::new();
+    let both = dir.write("both.yaml", &config(&[("web", &key, Some("Web")), ("api", &key, Some("Api"))]));
+    assert!(moto.operator(&["apply", "--config", &both]).status.success());
+    let pruning = dir.write("prune.yaml", &with(&config(&[("web", &key, Some("Web"))]), "defaults:\n  prune: true\n"));
+
+    // Every PutKeyPolicy is throttled: the prune, a write for no binding, is not done, and
+    // apply says so and fails rather than report the key converged.
+    let proxy = FaultProxy::start(&moto, &["--quota", "PutKeyPolicy=1:0"]);
+    let out = operator_command(&proxy.url, &["apply", "--config", &pruning, "--max-passes", "2"]).output().unwrap();
+    assert!(!out.status.success(), "{}", stdout(&out));
+    let text = stdout(&out);
+    assert!(text.contains("1 key not pruned:") && text.contains(&key), "{text}");
+    assert!(proxy.stats()["quota_throttled"].as_u64().unwrap() >= 2, "tried again: {}", proxy.stats());
+    let policy = key_policy(&own, &key).await;
+    assert_eq!(owned_principals(&policy, "AsgCmkOperatorUse"), [slr_arn(OWN, Some("Api")), slr_arn(OWN, Some("Web"))]);
+
+    // Once AWS lets it through, it is done.
+    let out = moto.operator(&["apply", "--config", &pruning]);
+    assert!(out.status.success(), "{}", stdout(&out));
+    assert_eq!(owned_principals(&key_policy(&own, &key).await, "AsgCmkOperatorUse"), [slr_arn(OWN, Some("Web"))]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_daemon_backs_off_and_retries_a_throttled_prune() {
+    let moto = Moto::start();
+    let own = moto.own().await;
+    let key = create_key(&own, None).await;
+    create_asgs(&own, &["web", "api"]).await;
+    let dir = TempDir::new();
+    let both = dir.write("both.yaml", &config(&[("web", &key, Some("Web")), ("api", &key, Some("Api"))]));
+    assert!(moto.operator(&["apply", "--config", &both]).status.success());
+    let path = dir.write("prune.yaml", &with(&config(&[("web", &key, Some("Web"))]), "defaults:\n  prune: true\n"));
+
+    // Every PutKeyPolicy is throttled: the daemon says the prune is not done, and tries
+    // again after a backoff rather than count the key converged.
+    let proxy = FaultProxy::start(&moto, &["--quota", "PutKeyPolicy=1:0"]);
+    let d = Daemon::start_with(operator_command(&proxy.url, &[]), &path, "10m");
+    let not_done = |d: &Daemon| d.logs().into_iter().filter(|v| v["message"] == "prune not done").collect::<Vec<_>>();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(40);
+    while not_done(&d).len() < 2 {
+        assert!(std::time::Instant::now() < deadline, "{:?}", not_done(&d));
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let first = &not_done(&d)[0];
+    assert_eq!(first["key"], key.as_str());
+    assert!(first["retry_in"].as_str().is_some_and(|r| !r.is_empty()), "{first}");
+    let policy = key_policy(&own, &key).await;
+    assert_eq!(owned_principals(&policy, "AsgCmkOperatorUse"), [slr_arn(OWN, Some("Api")), slr_arn(OWN, Some("Web"))]);
+}

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::core::model::desired::{Binding, Desired};
+use crate::core::model::desired::{Binding, Desired, Operator};
 use crate::core::model::observed::{Observed, Reads};
 pub use crate::core::model::DryRun;
 use crate::core::model::{
@@ -146,6 +146,16 @@ pub struct PlannedChange {
     pub bindings: Vec<BindingId>,
 }
 
+impl PlannedChange {
+    /// The key of a change made for no binding: a prune only.
+    pub fn prune_only_key(&self) -> Option<&KeyArn> {
+        match &self.change {
+            Change::PutKeyPolicy { key, .. } | Change::RetireGrant { key, .. } if self.bindings.is_empty() => Some(key),
+            _ => None,
+        }
+    }
+}
+
 /// A binding that cannot progress this pass, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Blocked {
@@ -205,6 +215,9 @@ pub struct PruneReport {
     pub held: Option<String>,
     /// Said once wherever something is pruned: what pruning leaves as it is.
     pub notes: Vec<String>,
+    /// Keys no binding names any more (`departed`) that could not be read: whether
+    /// anything is left to prune on them is not known.
+    pub unread: BTreeMap<KeyArn, Failure>,
 }
 
 /// What pruning never does, said as a note with every prune.
@@ -291,7 +304,22 @@ pub fn reads(desired: &Desired, caller: &AccountId, depth: Depth) -> Reads {
         }
         r.accounts.insert(*b.key.account());
     }
+    if desired.operator.prune {
+        // A key that left the config is read, with its owner's credentials, to prune it.
+        for key in desired.operator.departed.iter().filter(|k| departed_readable(k, desired, caller)) {
+            r.keys.insert(key.clone());
+            r.grant_keys.insert(key.clone());
+            r.accounts.insert(*key.account());
+        }
+    }
     r
+}
+
+/// Whether the operator can read a key that left the config, to prune it: its owner is
+/// the operator's account or listed under `accounts`. A hand-off key's policy is the
+/// owner's to edit.
+pub fn departed_readable(key: &KeyArn, desired: &Desired, caller: &AccountId) -> bool {
+    key.account() == caller || desired.accounts.contains_key(key.account())
 }
 
 /// The operator's name for its grant to one service-linked role: the role's name and
@@ -893,126 +921,221 @@ struct Prunes {
 /// instance's grants for a role that no binding needs on that key. Derived from what AWS
 /// shows, not from memory: a binding removed while the operator was down is found too.
 ///
-/// A binding explains its key's principal however its pass goes (a failed read of its
-/// group does not make its access look unexplained): its group's service-linked role on
-/// a key of its own account, its account's root and its role's grant on another's. A key
-/// that an alias which could not be described may name is not pruned.
-///
-/// Guard: when the accesses pruned outnumber the bindings of the whole config (more than
-/// half of what there was before the edit), or no binding is left, nothing is pruned
-/// unless mass pruning is allowed; the report says why.
+/// Guard: nothing is pruned, unless mass pruning is allowed, when the daemon found that
+/// the edit that led here removes more than half of the bindings (`prune_held`), when
+/// the accesses pruned outnumber the bindings the whole config keeps, or when it keeps
+/// none. Each access pruned is a role's use of a key that at least one removed binding
+/// had, so that count never overstates the bindings removed. The report says why.
 fn find_prunes(desired: &Desired, observed: &Observed, caller: &AccountId) -> Prunes {
     let mut out = Prunes::default();
     let op = &desired.operator;
     if !op.prune {
         return out;
     }
-    let instance = &op.instance;
-    let mut explained: BTreeMap<KeyArn, Vec<PrincipalIds>> = BTreeMap::new();
-    let mut roles: BTreeMap<KeyArn, Vec<Slr>> = BTreeMap::new();
-    // (account, region) of aliases that could not be resolved: any key there may be theirs.
-    let mut unsure: BTreeSet<(AccountId, String)> = BTreeSet::new();
-    for b in desired.bindings.iter().filter(|b| !is_handoff(b, desired, caller)) {
-        let key = match observed.keys.get(&b.key) {
-            Some(Ok(info)) => info.arn.clone(),
-            _ if !b.key.is_alias() => b.key.clone(),
-            _ => {
-                unsure.insert((*b.key.account(), b.key.region().to_owned()));
-                continue;
-            }
-        };
-        let slr = b.slr();
-        let who = if b.is_cross_account() {
-            roles.entry(key.clone()).or_default().push(slr.clone());
-            PrincipalIds::account_root(&b.asg.account, key.partition())
-        } else {
-            let role = match observed.roles.get(&(slr.account, slr.name())) {
-                Some(Ok(Some(r))) => Some(r.role_id.as_str()),
-                _ => None,
-            };
-            PrincipalIds::role(&slr.arn(), role)
-        };
-        explained.entry(key).or_default().push(who);
+    let explained = Explained::of(desired, observed, caller);
+    for key in &op.departed {
+        if !departed_readable(key, desired, caller) {
+            out.report.notes.push(format!(
+                "no binding names {key} any more, and its owner's account is not under `accounts`: what this instance wrote on it stays for its owner to remove"
+            ));
+        } else if let Some(f) = read_failure(key, observed) {
+            out.report.unread.insert(key.clone(), f);
+        }
     }
-    let mut grants_pruned = Vec::new();
     let mut count = 0;
     for (key, text) in &observed.key_policies {
         let Ok(text) = text else { continue };
-        if unsure.contains(&(*key.account(), key.region().to_owned())) {
+        if explained.unsure.contains(&(*key.account(), key.region().to_owned())) {
             continue;
         }
         let Ok(doc) = PolicyDocument::parse(text) else { continue };
-        let here = explained.get(key).map_or(&[][..], Vec::as_slice);
-        let gone: Vec<(String, String)> = policy::owned_principals(&doc, instance)
-            .into_iter()
-            .filter(|p| !here.iter().any(|who| who.matches(p)))
-            .map(|p| {
-                let why = match policy::is_unique_id(&p) {
-                    true => "the unique id of a deleted principal, which no binding explains".to_owned(),
-                    false => format!("no binding of instance {instance} uses this key through it any more"),
-                };
-                (p, why)
-            })
-            .collect();
+        let gone = unexplained_principals(&doc, key, &explained, &op.instance);
         count += gone.len();
-        let needed = roles.get(key).map_or(&[][..], Vec::as_slice);
-        if let Some(Ok(grants)) = observed.grants.get(key) {
-            for g in grants {
-                let Some(account) = policy_grant_account(g, instance) else { continue };
-                if needed.iter().any(|slr| is_operators_grant(g.name.as_deref(), slr, instance)) {
-                    continue;
-                }
-                if account != *caller && !desired.accounts.contains_key(&account) {
-                    out.report.notes.push(format!(
-                        "grant {} on {key} ({}) is this instance's and no binding needs it, but account {account}, which retires it, is neither the operator's nor listed under `accounts`: it stays",
-                        g.grant_id,
-                        g.name.as_deref().unwrap_or("")
-                    ));
-                    continue;
-                }
-                // The grant's own account root leaving the same key counts once.
-                let root = account.root_arn(key.partition());
-                if !gone.iter().any(|(p, _)| *p == root) {
-                    count += 1;
-                }
-                let slr = Slr { account, partition: key.partition(), suffix: suffix_of(&g.grantee_principal) };
-                grants_pruned.push(PlannedChange {
-                    reason: format!(
-                        "prune grant {} ({}) for {}: no binding of instance {instance} needs it on this key any more",
-                        g.grant_id,
-                        g.name.as_deref().unwrap_or(""),
-                        g.grantee_principal
-                    ),
-                    change: Change::RetireGrant { key: key.clone(), slr, grant_id: g.grant_id.clone() },
-                    bindings: Vec::new(),
-                });
-            }
-        }
+        count += prune_grants(key, observed, &explained, &gone, desired, caller, &mut out);
         if !gone.is_empty() {
             out.principals.insert(key.clone(), gone);
         }
     }
-    if count == 0 {
-        if op.config_bindings == 0 {
-            out.report.held = Some(
-                "the config has no bindings: nothing is pruned (the operator reads no key, and prunes only on keys some binding names)".to_owned(),
-            );
-        }
-        return out;
-    }
-    let left = op.config_bindings;
-    if !op.allow_mass_prune && (left == 0 || count > left) {
-        out.report.held = Some(format!(
-            "this prune would remove {count} accesses while the config keeps {left} binding{}: more than half of what there was, or all of it. Nothing is pruned until it is confirmed (--allow-mass-prune, or defaults.allowMassPrune: true)",
-            if left == 1 { "" } else { "s" }
-        ));
+    if let Some(why) = prune_guard(op, count) {
+        out.report.held = Some(why);
         out.principals.clear();
+        out.grants.clear();
         return out;
     }
-    out.grants = grants_pruned;
-    out.report.pruned = count;
-    out.report.notes.push(PRUNE_LEAVES.to_owned());
+    if count > 0 {
+        out.report.pruned = count;
+        out.report.notes.push(PRUNE_LEAVES.to_owned());
+    }
     out
+}
+
+/// Why what a key holds could not be read, if it could not: its description, its policy
+/// or its grants.
+fn read_failure(key: &KeyArn, observed: &Observed) -> Option<Failure> {
+    let arn = match observed.keys.get(key) {
+        Some(Ok(info)) => &info.arn,
+        Some(Err(f)) => return Some(f.clone()),
+        None => key,
+    };
+    let policy = observed.key_policies.get(arn).and_then(|r| r.as_ref().err());
+    let grants = observed.grants.get(arn).and_then(|r| r.as_ref().err());
+    policy.or(grants).cloned()
+}
+
+/// What the config's bindings explain, by key (its own ARN).
+///
+/// A binding explains its key's principal however its pass goes (a failed read of its
+/// group does not make its access look unexplained): its group's service-linked role on
+/// a key of its own account, its account's root and its role's grant on another's. A key
+/// that an alias which could not be described may name is not pruned.
+#[derive(Default)]
+struct Explained {
+    principals: BTreeMap<KeyArn, Vec<PrincipalIds>>,
+    /// The roles whose grants are needed on each key.
+    roles: BTreeMap<KeyArn, Vec<Slr>>,
+    /// (account, region) of aliases that could not be resolved: any key there may be theirs.
+    unsure: BTreeSet<(AccountId, String)>,
+}
+
+impl Explained {
+    fn of(desired: &Desired, observed: &Observed, caller: &AccountId) -> Self {
+        let mut out = Explained::default();
+        for b in desired.bindings.iter().filter(|b| !is_handoff(b, desired, caller)) {
+            let key = match observed.keys.get(&b.key) {
+                Some(Ok(info)) => info.arn.clone(),
+                _ if !b.key.is_alias() => b.key.clone(),
+                _ => {
+                    out.unsure.insert((*b.key.account(), b.key.region().to_owned()));
+                    continue;
+                }
+            };
+            let slr = b.slr();
+            let who = if b.is_cross_account() {
+                out.roles.entry(key.clone()).or_default().push(slr.clone());
+                PrincipalIds::account_root(&b.asg.account, key.partition())
+            } else {
+                let role = match observed.roles.get(&(slr.account, slr.name())) {
+                    Some(Ok(Some(r))) => Some(r.role_id.as_str()),
+                    _ => None,
+                };
+                PrincipalIds::role(&slr.arn(), role)
+            };
+            out.principals.entry(key).or_default().push(who);
+        }
+        out
+    }
+}
+
+/// The principals in `instance`'s statements on `key` that no binding explains, each with
+/// the reason.
+fn unexplained_principals(
+    doc: &PolicyDocument,
+    key: &KeyArn,
+    explained: &Explained,
+    instance: &Instance,
+) -> Vec<(String, String)> {
+    let here = explained.principals.get(key).map_or(&[][..], Vec::as_slice);
+    policy::owned_principals(doc, instance)
+        .into_iter()
+        .filter(|p| !here.iter().any(|who| who.matches(p)))
+        .map(|p| {
+            let why = match policy::is_unique_id(&p) {
+                true => "the unique id of a deleted principal, which no binding explains".to_owned(),
+                false => format!("no binding of instance {instance} uses this key through it any more"),
+            };
+            (p, why)
+        })
+        .collect()
+}
+
+/// Plans the retirement of `instance`'s grants on `key` that no binding needs, into
+/// `out`. Returns the accesses they remove: a grant whose account's root also leaves the
+/// key (`gone`) is that same access, counted once.
+fn prune_grants(
+    key: &KeyArn,
+    observed: &Observed,
+    explained: &Explained,
+    gone: &[(String, String)],
+    desired: &Desired,
+    caller: &AccountId,
+    out: &mut Prunes,
+) -> usize {
+    let instance = &desired.operator.instance;
+    let needed = explained.roles.get(key).map_or(&[][..], Vec::as_slice);
+    let Some(Ok(grants)) = observed.grants.get(key) else { return 0 };
+    let mut count = 0;
+    for g in grants {
+        let Some(account) = policy_grant_account(g, instance) else { continue };
+        if needed.iter().any(|slr| is_operators_grant(g.name.as_deref(), slr, instance)) {
+            continue;
+        }
+        let name = g.name.as_deref().unwrap_or("");
+        if account != *caller && !desired.accounts.contains_key(&account) {
+            out.report.notes.push(format!(
+                "grant {} on {key} ({name}) is this instance's and no binding needs it, but account {account}, which retires it, is neither the operator's nor listed under `accounts`: it stays",
+                g.grant_id
+            ));
+            continue;
+        }
+        let root = account.root_arn(key.partition());
+        if !gone.iter().any(|(p, _)| *p == root) {
+            count += 1;
+        }
+        let slr = Slr { account, partition: key.partition(), suffix: suffix_of(&g.grantee_principal) };
+        out.grants.push(PlannedChange {
+            reason: format!(
+                "prune grant {} ({name}) for {}: no binding of instance {instance} needs it on this key any more",
+                g.grant_id, g.grantee_principal
+            ),
+            change: Change::RetireGrant { key: key.clone(), slr, grant_id: g.grant_id.clone() },
+            bindings: Vec::new(),
+        });
+    }
+    count
+}
+
+/// Why a prune of `count` accesses is held, if it is (see [`find_prunes`]).
+fn prune_guard(op: &Operator, count: usize) -> Option<String> {
+    let left = op.config_bindings;
+    if count == 0 {
+        return (left == 0).then(|| {
+            "the config has no bindings: nothing is pruned (the operator reads no key, and prunes only on keys some binding names)".to_owned()
+        });
+    }
+    if op.allow_mass_prune {
+        return None;
+    }
+    if let Some(why) = &op.prune_held {
+        return Some(why.clone());
+    }
+    (left == 0 || count > left).then(|| {
+        format!(
+            "this prune would remove {count} accesses while the config keeps {left} binding{}: more than half of what there was, or all of it. {CONFIRM}",
+            if left == 1 { "" } else { "s" }
+        )
+    })
+}
+
+/// How a held prune is confirmed.
+pub const CONFIRM: &str =
+    "Nothing is pruned until it is confirmed (--allow-mass-prune, or defaults.allowMassPrune: true)";
+
+/// The guard over a whole edit, which only the daemon sees: why the edit from `before` to
+/// `after` may not prune, if it removes more than half of `before`'s bindings, or all of
+/// them, and mass pruning is not allowed. A binding whose role suffix changed counts as
+/// removed: its old role's access goes. `None` when `after` does not prune.
+pub fn edit_prune_hold(before: &Desired, after: &Desired) -> Option<String> {
+    let op = &after.operator;
+    if !op.prune || op.allow_mass_prune {
+        return None;
+    }
+    let kept: BTreeSet<(&AsgRef, &KeyArn, Option<&str>)> =
+        after.bindings.iter().map(|b| (&b.asg, &b.key, b.slr_suffix.as_deref())).collect();
+    let removed = before.bindings.iter().filter(|b| !kept.contains(&(&b.asg, &b.key, b.slr_suffix.as_deref()))).count();
+    let was = before.bindings.len();
+    (removed > 0 && (after.bindings.is_empty() || removed * 2 > was)).then(|| {
+        format!("the config edit removes {removed} of its {was} bindings: more than half, or all of them. {CONFIRM}")
+    })
 }
 
 /// The account of a grant this instance named (see [`operators_grant_account`]).

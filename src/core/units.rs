@@ -50,6 +50,18 @@ impl Units {
         Units { of, members }
     }
 
+    /// These units, and a unit of its own for each of `keys` that is in none: a key no
+    /// binding uses any more, still to be pruned.
+    pub fn with_lone<'a>(mut self, keys: impl IntoIterator<Item = &'a KeyArn>) -> Self {
+        for k in keys {
+            if !self.of.contains_key(k) {
+                self.of.insert(k.clone(), self.members.len());
+                self.members.push(vec![k.clone()]);
+            }
+        }
+        self
+    }
+
     /// How many units there are.
     pub fn len(&self) -> usize {
         self.members.len()
@@ -88,6 +100,25 @@ mod tests {
 
     fn key(n: u32) -> KeyArn {
         KeyArn::parse(&format!("arn:aws:kms:us-west-2:111122223333:key/{n:08}-0000-0000-0000-000000000000")).unwrap()
+    }
+
+    #[test]
+    fn a_key_no_binding_uses_gets_a_unit_of_its_own() {
+        let d = Desired {
+            accounts: Default::default(),
+            bindings: vec![Binding {
+                asg: group("111122223333", "a"),
+                key: key(1),
+                slr_suffix: None,
+                reencrypt_from: None,
+            }],
+            operator: Default::default(),
+        };
+        let units = Units::of(&d).with_lone([&key(1), &key(2)]);
+        assert_eq!(units.len(), 2);
+        assert_eq!(units.unit_of(&key(2)), [key(2)]);
+        assert_eq!(units.unit_of(&key(1)), [key(1)], "a bound key keeps its unit");
+        assert_eq!(units.close([&key(2)]), BTreeSet::from([key(2)]));
     }
 
     fn group(account: &str, name: &str) -> AsgRef {

@@ -35,7 +35,7 @@ use tracing::Instrument;
 
 use crate::core::config;
 
-use crate::core::model::desired::{Binding, Desired};
+use crate::core::model::desired::{Binding, Desired, Operator};
 use crate::core::model::{AsgRef, BindingId, ErrorClass, Failure, KeyArn};
 use crate::core::plan::Depth;
 use crate::core::status::board::{StatusBoard, Tally};
@@ -237,6 +237,12 @@ struct Config {
     changed_in: BTreeMap<KeyArn, u64>,
     /// Whether the last look found the file unreadable (deleted, say).
     unreadable: bool,
+    /// The last config whose edit the mass-prune guard let prune: an edit is weighed
+    /// against it, so a cut made in several quick edits counts as one.
+    prune_baseline: Arc<Desired>,
+    /// Keys no binding names any more, seen to leave while pruning: each is read and
+    /// pruned in a pass of its own until nothing this instance wrote is left on it.
+    departed: BTreeSet<KeyArn>,
 }
 
 impl Config {
@@ -364,6 +370,8 @@ impl<R: Reconciler> Daemon<R> {
             config: Config {
                 bound: desired.bindings.iter().map(|b| b.id()).collect(),
                 units: Units::of(&desired),
+                prune_baseline: Arc::new(desired.clone()),
+                departed: BTreeSet::new(),
                 desired: Arc::new(desired),
                 last_text,
                 generation: 0,
@@ -491,12 +499,14 @@ impl<R: Reconciler> Daemon<R> {
     fn spawn_pass(&mut self, client: Arc<R::Client>, keys: Vec<KeyArn>, full: bool) {
         let wanted: BTreeSet<&KeyArn> = keys.iter().collect();
         let desired = &self.config.desired;
+        let mut operator = desired.operator.clone();
+        operator.departed = self.config.departed.iter().filter(|k| wanted.contains(k)).cloned().collect();
         let subset = Desired {
             accounts: desired.accounts.clone(),
             bindings: desired.bindings.iter().filter(|b| wanted.contains(&b.key)).cloned().collect(),
             // With the whole config's count of bindings, which the prune guard weighs
             // against: a unit alone would make every offboarding look like a mass one.
-            operator: desired.operator.clone(),
+            operator,
         };
         let trigger = match (full, self.resync.first_done) {
             (true, false) => "start",
@@ -568,7 +578,6 @@ impl<R: Reconciler> Daemon<R> {
 
     /// Takes in what a pass found.
     fn settle(&mut self, keys: &[KeyArn], pass: Pass, r: Result<Outcome, tokio::task::JoinError>, now: Instant) {
-        let metrics = &self.telemetry.metrics;
         // Only the keys the config still has, unchanged since the pass began: a removed
         // key is not queued again, and an edited one is already queued for a new pass.
         let current: Vec<KeyArn> = keys.iter().filter(|k| self.config.current(k, pass.generation)).cloned().collect();
@@ -576,7 +585,7 @@ impl<R: Reconciler> Daemon<R> {
             Ok(o) => o,
             Err(e) => {
                 tracing::error!(error = %e, "pass task failed");
-                Metrics::count(&metrics.passes, "error");
+                Metrics::count(&self.telemetry.metrics.passes, "error");
                 self.resync.troubled |= pass.full;
                 for unit in self.split_by_unit(&current) {
                     self.scheduler.failed_together(&unit, now);
@@ -584,20 +593,8 @@ impl<R: Reconciler> Daemon<R> {
                 return;
             }
         };
-        // A key awaiting its owner, or AWS's work in progress, is not an error of the
-        // operator's.
-        let waiting = |f: &Failure| matches!(f.class, ErrorClass::AwaitingOwner | ErrorClass::InProgress);
-        for f in outcome.failed.values().filter(|f| !waiting(f)) {
-            metrics.errors.get_or_create(&ClassLabel { class: f.class.as_str().into() }).inc();
-        }
-        for (action, n) in outcome.applied.by_action() {
-            metrics.changes.get_or_create(&ActionLabel { action: action.into() }).inc_by(n);
-        }
-        if outcome.prune_held.is_some() {
-            metrics.prunes_held.inc();
-        }
+        self.count_outcome(&outcome);
         let transient = outcome.failed.values().any(|f| f.class.is_transient());
-        let pass_failed = outcome.failed.values().any(|f| !waiting(f));
         let failures = outcome.failed.values().filter(|f| !waiting(f)).count() as u64;
         // What the pass found for bindings that have left or changed since is not theirs.
         let keep = |b: &BindingId| self.config.current(&b.key, pass.generation) && self.config.bound.contains(b);
@@ -609,12 +606,57 @@ impl<R: Reconciler> Daemon<R> {
         // when it next fails.
         let in_pass: BTreeSet<&KeyArn> = current.iter().collect();
         self.warned.retain(|b, _| !in_pass.contains(&b.key) || outcome.failed.get(b).is_some_and(|f| !waiting(f)));
+        self.settle_departed(&current, &outcome.prune_pending);
+        self.schedule_units(&current, &outcome, now);
+        self.report_launches(&outcome);
+        self.report_handoffs(&outcome);
+        for (b, f) in outcome.failed.iter().filter(|(_, f)| f.class == ErrorClass::InProgress) {
+            let recheck_in = self.settings.progress_recheck;
+            tracing::info!(binding = %b, key = %b.key, detail = %f.message, ?recheck_in, "AWS is still at work for this binding; looking again soon");
+        }
+        let reported: Vec<BindingId> = outcome.status.iter().map(|s| s.binding.clone()).collect();
+        let (applied, converged) = (outcome.applied.total(), outcome.converged.len());
+        self.telemetry.board.update(outcome.status);
+        let tally = self.update_gauge();
+        if pass.depth == Depth::Quick {
+            self.owe_launches(&reported, now);
+        }
+        Metrics::count(&self.telemetry.metrics.passes, if failures > 0 { "error" } else { "success" });
+        if pass.full {
+            self.resync.troubled |= transient;
+        }
+        let (ready_total, keys, full, failed) = (tally.ready, keys.len(), pass.full, failures);
+        if applied > 0 || failed > 0 {
+            tracing::info!(keys, applied, failed, pass_converged = converged, ready_total, full, "pass finished");
+        } else {
+            tracing::debug!(keys, pass_converged = converged, ready_total, full, "pass finished; converged");
+        }
+    }
+
+    /// A pass's errors by class, its changes by action, and a held prune, counted.
+    fn count_outcome(&self, outcome: &Outcome) {
+        let metrics = &self.telemetry.metrics;
+        for f in outcome.failed.values().filter(|f| !waiting(f)) {
+            metrics.errors.get_or_create(&ClassLabel { class: f.class.as_str().into() }).inc();
+        }
+        for (action, n) in outcome.applied.by_action() {
+            metrics.changes.get_or_create(&ActionLabel { action: action.into() }).inc_by(n);
+        }
+        if outcome.prune_held.is_some() {
+            metrics.prunes_held.inc();
+        }
+    }
+
+    /// Queues each unit of the pass again: on its backoff when a binding of it failed or a
+    /// prune on it is not done (each said once, until it changes), else on the shorter
+    /// intervals of a key awaiting its owner or AWS's work in progress.
+    fn schedule_units(&mut self, current: &[KeyArn], outcome: &Outcome, now: Instant) {
         let mut failed_keys: BTreeMap<&KeyArn, Vec<(&BindingId, &Failure)>> = BTreeMap::new();
-        for (b, f) in &outcome.failed {
+        for (b, f) in outcome.failed.iter().filter(|(_, f)| !waiting(f)) {
             failed_keys.entry(&b.key).or_default().push((b, f));
         }
-        for unit in self.split_by_unit(&current) {
-            let failing = |u: &KeyArn| failed_keys.get(u).is_some_and(|fs| fs.iter().any(|(_, f)| !waiting(f)));
+        for unit in self.split_by_unit(current) {
+            let failing = |u: &KeyArn| failed_keys.contains_key(u) || outcome.prune_pending.contains_key(u);
             if !unit.iter().any(failing) {
                 unit.iter().for_each(|u| self.scheduler.succeeded(u));
                 // Keys awaiting their owner are checked again on the shorter interval.
@@ -628,7 +670,10 @@ impl<R: Reconciler> Daemon<R> {
                 continue;
             }
             let delay = self.scheduler.failed_together(&unit, now);
-            for (b, f) in unit.iter().filter_map(|u| failed_keys.get(u)).flatten().filter(|(_, f)| !waiting(f)) {
+            for (key, f) in unit.iter().filter_map(|u| outcome.prune_pending.get_key_value(u)) {
+                tracing::warn!(%key, error = %f, class = f.class.as_str(), retry_in = ?delay, "prune not done");
+            }
+            for (b, f) in unit.iter().filter_map(|u| failed_keys.get(u)).flatten() {
                 let failure = (f.class, f.message.clone());
                 if self.warned.get(*b) == Some(&failure) {
                     tracing::debug!(binding = %b, key = %b.key, error = %f, class = f.class.as_str(), retry_in = ?delay, "binding still failing");
@@ -638,37 +683,44 @@ impl<R: Reconciler> Daemon<R> {
                 }
             }
         }
-        self.report_launches(&outcome);
-        self.report_handoffs(&outcome);
-        for (b, f) in outcome.failed.iter().filter(|(_, f)| f.class == ErrorClass::InProgress) {
-            let recheck_in = self.settings.progress_recheck;
-            tracing::info!(binding = %b, key = %b.key, detail = %f.message, ?recheck_in, "AWS is still at work for this binding; looking again soon");
+    }
+
+    /// A quick pass over an onboarded group switched it without reading its launches:
+    /// the next pass over its unit, at once, reads them, so `/status` is whole soon after
+    /// the switch and the switch did not wait for those reads.
+    fn owe_launches(&mut self, reported: &[BindingId], now: Instant) {
+        if !self.telemetry.board.launches_unread(reported) {
+            return;
         }
-        let reported: Vec<BindingId> = outcome.status.iter().map(|s| s.binding.clone()).collect();
-        self.telemetry.board.update(outcome.status);
-        let tally = self.update_gauge();
-        // A quick pass over an onboarded group switched it without reading its launches:
-        // the next pass over its unit, at once, reads them, so `/status` is whole soon
-        // after the switch and the switch did not wait for those reads.
-        if pass.depth == Depth::Quick && self.telemetry.board.launches_unread(&reported) {
-            let owed: BTreeSet<&KeyArn> = reported.iter().map(|b| &b.key).collect();
-            for k in owed {
-                self.launches_owed.insert(k.clone());
-                self.scheduler.schedule(k.clone(), now);
+        let owed: BTreeSet<&KeyArn> = reported.iter().map(|b| &b.key).collect();
+        for k in owed {
+            self.launches_owed.insert(k.clone());
+            self.scheduler.schedule(k.clone(), now);
+        }
+    }
+
+    /// Keys that left the config and that a pass over them left with nothing to prune are
+    /// done: no longer read. One whose prune failed terminally is given up, said at warn
+    /// level; the rest are tried again.
+    fn settle_departed(&mut self, keys: &[KeyArn], pending: &BTreeMap<KeyArn, Failure>) {
+        let mut done = false;
+        let departed: Vec<&KeyArn> = keys.iter().filter(|k| self.config.departed.contains(*k)).collect();
+        for key in departed {
+            match pending.get(key) {
+                Some(f) if f.class.is_transient() => continue,
+                Some(f) => {
+                    tracing::warn!(%key, error = %f, "prune of a key no binding names given up; what is left on it stays")
+                }
+                None => {
+                    tracing::info!(%key, "nothing this instance wrote is left on a key no binding names; it is no longer read")
+                }
             }
+            self.config.departed.remove(key);
+            self.scheduler.unschedule(key);
+            done = true;
         }
-        let metrics = &self.telemetry.metrics;
-        Metrics::count(&metrics.passes, if pass_failed { "error" } else { "success" });
-        if pass.full {
-            self.resync.troubled |= transient;
-        }
-        let (applied, failed) = (outcome.applied.total(), failures);
-        let ready_total = tally.ready;
-        let (keys, pass_converged, full) = (keys.len(), outcome.converged.len(), pass.full);
-        if applied > 0 || failed > 0 {
-            tracing::info!(keys, applied, failed, pass_converged, ready_total, full, "pass finished");
-        } else {
-            tracing::debug!(keys, pass_converged, ready_total, full, "pass finished; converged");
+        if done {
+            self.config.units = Units::of(&self.config.desired).with_lone(&self.config.departed);
         }
     }
 
@@ -782,12 +834,46 @@ impl<R: Reconciler> Daemon<R> {
         self.telemetry.board.set_config_unreadable(None);
     }
 
+    /// The guard against pruning by accident, over the whole edit: a pass plans one unit
+    /// and sees only its key's prunes, so a cut spread over many keys is weighed here,
+    /// against the last config the guard let prune. Said when the hold starts and lifts;
+    /// each pass that then holds a prune says so and counts it.
+    fn hold_mass_prune(&self, new: &mut Desired) {
+        new.operator.prune_held = crate::core::plan::edit_prune_hold(&self.config.prune_baseline, new);
+        let was = self.config.desired.operator.prune_held.is_some();
+        match &new.operator.prune_held {
+            Some(why) if !was && !new.bindings.is_empty() => tracing::warn!(reason = %why, "prune held"),
+            None if was => tracing::info!("prune no longer held: the config's removals are confirmed or undone"),
+            _ => {}
+        }
+    }
+
+    /// With pruning on and not held, the keys the edit leaves no binding on (against the
+    /// last config the guard let prune) are owed a pass that prunes them; a key named
+    /// again is not. With pruning off, none is.
+    fn note_departed(&mut self, new: &Desired, named: &BTreeSet<KeyArn>, now: Instant) {
+        if !new.operator.prune {
+            self.config.departed.clear();
+            return;
+        }
+        self.config.departed.retain(|k| !named.contains(k));
+        if new.operator.prune_held.is_some() {
+            return;
+        }
+        for b in self.config.prune_baseline.bindings.iter().filter(|b| !named.contains(&b.key)) {
+            if self.config.departed.insert(b.key.clone()) {
+                tracing::info!(key = %b.key, "no binding names this key any more: pruning what this instance wrote on it");
+                self.scheduler.schedule(b.key.clone(), now);
+            }
+        }
+    }
+
     fn apply_text(&mut self, text: String) {
         let name = self.settings.config.display().to_string();
         let parsed = config::parse(&text, &name);
         self.config.last_text = text;
         let metrics = &self.telemetry.metrics;
-        let new = match parsed {
+        let mut new = match parsed {
             Ok(new) => new,
             Err(e) => {
                 Metrics::count(&metrics.reloads, "error");
@@ -798,6 +884,7 @@ impl<R: Reconciler> Daemon<R> {
             }
         };
         Metrics::count(&metrics.reloads, "success");
+        self.hold_mass_prune(&mut new);
         let changed = changed_keys(&self.config.desired, &new);
         let now = Instant::now();
         self.config.generation += 1;
@@ -805,9 +892,11 @@ impl<R: Reconciler> Daemon<R> {
             self.scheduler.schedule(k.clone(), now);
             self.config.changed_in.insert(k.clone(), self.config.generation);
         }
-        self.config.units = Units::of(&new);
+        let named: BTreeSet<KeyArn> = new.bindings.iter().map(|b| b.key.clone()).collect();
+        self.note_departed(&new, &named, now);
+        self.config.units = Units::of(&new).with_lone(&self.config.departed);
         self.config.changed_in.retain(|k, _| !self.config.units.unit_of(k).is_empty());
-        let keys: BTreeSet<KeyArn> = new.bindings.iter().map(|b| b.key.clone()).collect();
+        let keys: BTreeSet<KeyArn> = named.union(&self.config.departed).cloned().collect();
         self.scheduler.retain(|k| keys.contains(k));
         self.passes.runner.retain(|k| keys.contains(k));
         // A key that left the config is owed no full pass.
@@ -830,6 +919,9 @@ impl<R: Reconciler> Daemon<R> {
         warn_unknown_regions(&new, Some(&self.config.desired));
         warn_empty_prune(&new, &self.telemetry.metrics);
         self.config.desired = Arc::new(new);
+        if self.config.desired.operator.prune_held.is_none() {
+            self.config.prune_baseline = self.config.desired.clone();
+        }
         self.update_gauge();
         self.resync_done_if_paid();
     }
@@ -868,17 +960,38 @@ fn warn_unknown_regions(new: &Desired, old: Option<&Desired>) {
     }
 }
 
-/// Keys whose bindings were added or changed, or whose accounts' roles changed.
+/// A key awaiting its owner, or AWS's work in progress, is not an error of the
+/// operator's.
+fn waiting(f: &Failure) -> bool {
+    matches!(f.class, ErrorClass::AwaitingOwner | ErrorClass::InProgress)
+}
+
+/// Keys whose bindings were added or changed, or whose accounts' roles changed; with
+/// pruning on, also those that lost a binding, and every key when how it prunes changed
+/// (turned on, confirmed, another instance, or a hold started or lifted).
 pub fn changed_keys(old: &Desired, new: &Desired) -> BTreeSet<KeyArn> {
+    let (was, is) = (&old.operator, &new.operator);
+    let pruning = |o: &Operator| (o.prune, o.allow_mass_prune, o.instance.clone(), o.prune_held.is_some());
+    if is.prune && pruning(was) != pruning(is) {
+        return new.bindings.iter().map(|b| b.key.clone()).collect();
+    }
     let before: BTreeSet<&Binding> = old.bindings.iter().collect();
-    new.bindings
+    let mut changed: BTreeSet<KeyArn> = new
+        .bindings
         .iter()
         .filter(|b| {
             !before.contains(b)
                 || [&b.asg.account, b.key.account()].iter().any(|a| old.accounts.get(*a) != new.accounts.get(*a))
         })
         .map(|b| b.key.clone())
-        .collect()
+        .collect();
+    if is.prune {
+        // A removed binding's key has something to prune (the caller drops a key that
+        // left the config).
+        let after: BTreeSet<&Binding> = new.bindings.iter().collect();
+        changed.extend(old.bindings.iter().filter(|b| !after.contains(b)).map(|b| b.key.clone()));
+    }
+    changed
 }
 
 #[cfg(test)]

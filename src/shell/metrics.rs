@@ -169,7 +169,7 @@ impl Metrics {
         );
         registry.register(
             "prunes_held",
-            "Times a prune was held because it would remove more access than the config's bindings, or the config has none, and mass pruning is not allowed",
+            "Times a prune was held because it would remove more than half of the bindings at once, or the config has none, and mass pruning is not allowed",
             self.prunes_held.clone(),
         );
         registry.register(

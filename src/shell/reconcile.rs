@@ -59,6 +59,8 @@ pub struct Executed {
     pub applied: Applied,
     /// Bindings whose changes failed, with the first failure.
     pub failed: BTreeMap<BindingId, Failure>,
+    /// Keys whose prune, a change made for no binding, failed, with the first failure.
+    pub prune_failed: BTreeMap<KeyArn, Failure>,
     /// The observation the plan came from, with the roles the writes created.
     pub observed: Observed,
 }
@@ -125,6 +127,9 @@ fn record(c: PlannedChange, r: Result<Done, Failure>, done: &mut Executed, obser
             for b in &c.bindings {
                 done.failed.entry(b.clone()).or_insert_with(|| f.clone());
             }
+            if let Some(key) = c.prune_only_key() {
+                done.prune_failed.entry(key.clone()).or_insert_with(|| f.clone());
+            }
             return true;
         }
     }
@@ -150,10 +155,12 @@ impl Iterator for Phase<'_> {
 /// is planned with all its keys in view.
 fn within_units(desired: &Desired, keys: &BTreeSet<KeyArn>) -> Desired {
     let keep = Units::of(desired).close(keys);
+    let mut operator = desired.operator.clone();
+    operator.departed.retain(|k| keys.contains(k));
     Desired {
         accounts: desired.accounts.clone(),
         bindings: desired.bindings.iter().filter(|b| keep.contains(&b.key)).cloned().collect(),
-        operator: desired.operator.clone(),
+        operator,
     }
 }
 
@@ -187,6 +194,9 @@ pub struct Outcome {
     pub in_progress: BTreeSet<KeyArn>,
     /// Why a prune was held by the guard against pruning by accident, if one was.
     pub prune_held: Option<String>,
+    /// Keys on which something to prune is left (a prune that failed, or was not tried
+    /// again after a failure), with why. A prune that is held is not pending.
+    pub prune_pending: BTreeMap<KeyArn, Failure>,
 }
 
 /// Reconciles until every binding has converged or failed terminally, or `max_passes`
@@ -215,6 +225,7 @@ pub async fn apply(
     let mut troubled_rounds = 0;
     // The keys the last round wrote to or failed on.
     let mut touched: BTreeSet<KeyArn> = BTreeSet::new();
+    let mut prunes = PruneProgress::default();
     loop {
         out.passes += 1;
         // After a troubled round: wait and go on, or read once more and stop.
@@ -224,17 +235,13 @@ pub async fn apply(
         // The last look reads only the units the troubled round wrote to or failed on:
         // the others' observation from that round stands, as nothing was written there.
         let focus = last_look.then(|| within_units(desired, &touched));
-        let (observed, plan) =
+        let (observed, mut plan) =
             observe_and_plan(aws, focus.as_ref().unwrap_or(desired), &terminal, depth).instrument(span.clone()).await;
-        let retry = plan.blocked.iter().any(|b| b.failure.class.is_transient());
+        prunes.skip_stopped(&mut plan);
+        let retry =
+            plan.blocked.iter().map(|b| &b.failure).chain(plan.prune.unread.values()).any(|f| f.class.is_transient());
         if out.passes == 1 {
-            if let Some(why) = &plan.prune.held {
-                tracing::warn!(reason = %why, "prune held");
-                out.prune_held = Some(why.clone());
-            }
-            for n in &plan.prune.notes {
-                tracing::info!(note = %n, pruned = plan.prune.pruned, "prune");
-            }
+            out.prune_held = report_prune(&plan);
         }
         if depth == Depth::Full {
             warn_drift(&plan);
@@ -243,6 +250,7 @@ pub async fn apply(
         if done || last_look || out.passes > max_passes {
             seen.absorb(observed);
             let failed = still_failing(terminal, &plan, &last_failed, out.passes, max_passes);
+            out.prune_pending = prunes.left(&plan);
             conclude(&mut out, desired, failed, seen, aws.caller());
             return out;
         }
@@ -252,11 +260,23 @@ pub async fn apply(
         seen.absorb(std::mem::take(&mut executed.observed));
         hold_terminal(&mut terminal, executed.failed.iter());
         touched.extend(executed.failed.keys().map(|b| b.key.clone()));
-        let troubled = retry || executed.failed.values().any(|f| f.class.is_transient());
+        let prune_trouble = prunes.record(std::mem::take(&mut executed.prune_failed));
+        let troubled = retry || prune_trouble || executed.failed.values().any(|f| f.class.is_transient());
         troubled_rounds = if troubled { troubled_rounds + 1 } else { 0 };
         last_failed = executed.failed;
         out.applied.extend(&executed.applied);
     }
+}
+
+/// Once an apply: a held prune at warn level (and why, returned), and what pruning
+/// leaves as it is.
+fn report_prune(plan: &Plan) -> Option<String> {
+    for n in &plan.prune.notes {
+        tracing::info!(note = %n, pruned = plan.prune.pruned, "prune");
+    }
+    let why = plan.prune.held.clone()?;
+    tracing::warn!(reason = %why, "prune held");
+    Some(why)
 }
 
 /// Keeps the failures that will not pass by themselves: their bindings are not tried
@@ -282,6 +302,8 @@ fn keys_in_play(plan: &Plan) -> BTreeSet<KeyArn> {
     let mut keys: BTreeSet<KeyArn> =
         plan.changes.iter().flat_map(|c| c.bindings.iter().map(|b| b.key.clone())).collect();
     keys.extend(plan.blocked.iter().filter(|b| b.failure.class.is_transient()).map(|b| b.binding.key.clone()));
+    keys.extend(plan.changes.iter().filter_map(|c| c.prune_only_key().cloned()));
+    keys.extend(plan.prune.unread.keys().cloned());
     keys
 }
 
@@ -341,4 +363,50 @@ fn conclude(
     out.failed = failed;
     out.status = status::evaluate(desired, &seen, caller, status::now());
     out.launches = std::mem::take(&mut seen.launches);
+}
+
+/// How the prunes of one apply went: a prune is a write for no binding, so its failure
+/// is kept by key. One that failed terminally is not tried again within the apply.
+#[derive(Default)]
+struct PruneProgress {
+    /// The last failure of each key's prune.
+    failed: BTreeMap<KeyArn, Failure>,
+    stopped: BTreeMap<KeyArn, Failure>,
+}
+
+impl PruneProgress {
+    /// Drops from `plan` the prunes not to be tried again.
+    fn skip_stopped(&self, plan: &mut Plan) {
+        plan.changes.retain(|c| c.prune_only_key().is_none_or(|k| !self.stopped.contains_key(k)));
+    }
+
+    /// Takes in a round's failed prunes; whether one of them may pass if tried again.
+    fn record(&mut self, failed: BTreeMap<KeyArn, Failure>) -> bool {
+        let transient = failed.values().any(|f| f.class.is_transient());
+        for (key, f) in failed {
+            if !f.class.is_transient() {
+                self.stopped.insert(key.clone(), f.clone());
+            }
+            self.failed.insert(key, f);
+        }
+        transient
+    }
+
+    /// The keys with something to prune left after the last round: those whose prune
+    /// stopped on a terminal failure, those the last plan still prunes (with the last
+    /// failure when there was one), and keys that left the config and could not be read,
+    /// where whether anything is left is not known.
+    fn left(self, last: &Plan) -> BTreeMap<KeyArn, Failure> {
+        let mut left = self.stopped;
+        for key in last.changes.iter().filter_map(PlannedChange::prune_only_key) {
+            left.entry(key.clone()).or_insert_with(|| {
+                self.failed.get(key).cloned().unwrap_or_else(|| Failure {
+                    class: ErrorClass::Retryable,
+                    message: "something is left to prune, to be tried again".to_owned(),
+                })
+            });
+        }
+        left.extend(last.prune.unread.clone());
+        left
+    }
 }

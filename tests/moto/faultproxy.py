@@ -17,7 +17,8 @@ the same for the same seed and request order), it may:
   done but its answer is lost, as when a connection drops after AWS acted;
 - sleep uniformly between MIN and MAX milliseconds before forwarding (``--latency``);
 - enforce undisclosed request quotas (``--quota ACTION=RATE[:BURST]``, a token bucket per
-  action, BURST defaulting to RATE): a request finding its bucket empty gets the
+  action, BURST defaulting to RATE; a BURST of 0 throttles every call of the action):
+  a request finding its bucket empty gets the
   throttling error above without being forwarded. AWS documents per-API request quotas
   for KMS (KMS Developer Guide, "Request quotas") and throttles beyond them.
 
@@ -77,8 +78,8 @@ def quota(text):
     rate, _, burst = rate.partition(":")
     rate = float(rate)
     burst = float(burst) if burst else rate
-    if not action or rate <= 0 or burst < 1:
-        raise argparse.ArgumentTypeError(f"{text}: want ACTION=RATE[:BURST], RATE > 0, BURST >= 1")
+    if not action or rate <= 0 or burst < 0:
+        raise argparse.ArgumentTypeError(f"{text}: want ACTION=RATE[:BURST], RATE > 0, BURST >= 0")
     return action, TokenBucket(rate, burst)
 
 

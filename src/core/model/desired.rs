@@ -53,10 +53,18 @@ pub struct Operator {
     /// `defaults.prune` (or `--prune`): remove what this instance wrote that no current
     /// binding explains.
     pub prune: bool,
-    /// `defaults.allowMassPrune` (or `--allow-mass-prune`): prune even when that would
-    /// remove more access than the bindings left, or when none is left.
+    /// `defaults.allowMassPrune` (or `--allow-mass-prune`): prune even when the guard
+    /// would hold it (more than half of the bindings removed at once, or all of them).
     pub allow_mass_prune: bool,
     /// How many bindings the whole config has. A pass over part of it (one unit of work)
     /// weighs a prune against all of them, not against its part.
     pub config_bindings: usize,
+    /// Set by the daemon when the config edit that led here removes more than half of the
+    /// bindings (see [`crate::core::plan::edit_prune_hold`]): why nothing is pruned until
+    /// that is confirmed. It stands until an edit brings the removals back under half.
+    pub prune_held: Option<String>,
+    /// Keys no binding names any more, which the daemon saw leave the config while
+    /// pruning: read, with pruning on, to prune what this instance wrote there, until
+    /// nothing of it is left. Only the daemon sees an edit, so only it fills this.
+    pub departed: std::collections::BTreeSet<KeyArn>,
 }

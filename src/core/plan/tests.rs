@@ -1349,3 +1349,100 @@ fn instances_name_their_grants_apart() {
     assert_eq!(operators_grant_account(Some(&named), &default), None);
     assert_eq!(operators_grant_account(Some("someone-else"), &default), None);
 }
+
+#[test]
+fn an_edit_removing_more_than_half_of_the_bindings_is_held_as_a_whole() {
+    let before = desired(vec![binding("a", OWN_KEY), binding("b", OWN_KEY), binding("c", OTHER_KEY)]);
+    let after = |keep: &[usize], mass: bool| {
+        let mut d = pruning(before.clone(), "default", mass, keep.len());
+        d.bindings = keep.iter().map(|i| before.bindings[*i].clone()).collect();
+        d
+    };
+    assert_eq!(edit_prune_hold(&before, &after(&[0, 2], false)), None, "one of three");
+    let held = edit_prune_hold(&before, &after(&[2], false)).expect("two of three");
+    assert!(held.contains("removes 2 of its 3 bindings") && held.contains("--allow-mass-prune"), "{held}");
+    assert!(edit_prune_hold(&before, &after(&[], false)).is_some(), "all of them");
+    assert_eq!(edit_prune_hold(&before, &after(&[2], true)), None, "confirmed");
+    let mut off = after(&[2], false);
+    off.operator.prune = false;
+    assert_eq!(edit_prune_hold(&before, &off), None, "not pruning");
+    // A role suffix changed removes the old role's access.
+    let mut renamed = after(&[0, 1, 2], false);
+    renamed.bindings[0].slr_suffix = Some("New".into());
+    renamed.bindings[1].slr_suffix = Some("New".into());
+    assert!(edit_prune_hold(&before, &renamed).is_some());
+}
+
+#[test]
+fn a_held_edit_prunes_nothing_on_any_key_until_confirmed() {
+    let other =
+        "arn:aws:iam::111122223333:role/aws-service-role/autoscaling.amazonaws.com/AWSServiceRoleForAutoScaling_X";
+    let mut d = pruning(desired(vec![binding("a", OWN_KEY)]), "default", false, 4);
+    let mut o = converged(&d);
+    with_policy(&mut o, OWN_KEY, shared_policy(&[SLR_ARN, other], &[]));
+    assert_eq!(plan(&d, &o, &acct(ASG_ACCT)).prune.pruned, 1, "this key alone passes its guard");
+    d.operator.prune_held = Some("the config edit removes 3 of its 5 bindings".into());
+    let p = plan(&d, &o, &acct(ASG_ACCT));
+    assert_eq!(p.changes, vec![]);
+    assert_eq!(p.prune.held.as_deref(), Some("the config edit removes 3 of its 5 bindings"));
+    d.operator.allow_mass_prune = true;
+    assert_eq!(plan(&d, &o, &acct(ASG_ACCT)).prune.pruned, 1);
+}
+
+#[test]
+fn a_removed_group_on_another_accounts_key_is_one_access() {
+    // Two groups of the key's other account left on the key, each with its own role; one
+    // is removed: its grant is one access, and the account root stays.
+    let mut web = binding("web", OTHER_KEY);
+    web.slr_suffix = Some("Web".into());
+    let mut api = binding("api", OTHER_KEY);
+    api.slr_suffix = Some("Api".into());
+    let full = desired(vec![web.clone(), api]);
+    let mut o = converged(&full);
+    let named = |b: &Binding, id: &str| Grant {
+        grant_id: id.into(),
+        name: Some(grant_name(&b.slr(), ROLE_ID, &Instance::default())),
+        ..full_grant(&b.slr().arn())
+    };
+    o.grants.insert(web.key.clone(), Ok(vec![named(&full.bindings[0], "g-web"), named(&full.bindings[1], "g-api")]));
+    let d = pruning(desired(vec![web]), "default", false, 1);
+    let p = plan(&d, &o, &acct(ASG_ACCT));
+    assert_eq!(p.prune.held, None, "{:?}", p.prune);
+    assert_eq!(p.prune.pruned, 1);
+    assert!(
+        matches!(&p.changes[..], [PlannedChange { change: Change::RetireGrant { grant_id, .. }, .. }] if grant_id == "g-api"),
+        "{:#?}",
+        p.changes
+    );
+}
+
+#[test]
+fn a_key_that_left_the_config_is_read_and_pruned_whole_when_the_daemon_names_it() {
+    let mut d = pruning(desired(vec![binding("a", OTHER_KEY)]), "default", false, 1);
+    let own = KeyArn::parse(OWN_KEY).unwrap();
+    let handoff = KeyArn::parse(HANDOFF_KEY).unwrap();
+    d.operator.departed = [own.clone(), handoff.clone()].into();
+    let r = reads(&d, &acct(ASG_ACCT), Depth::Quick);
+    assert!(r.keys.contains(&own) && r.grant_keys.contains(&own), "read with its owner's credentials");
+    assert!(!r.keys.contains(&handoff), "a hand-off key's policy is its owner's");
+
+    let mut o = converged(&d);
+    o.keys.insert(own.clone(), Ok(key_info(&own, "Enabled")));
+    with_policy(&mut o, OWN_KEY, shared_policy(&[SLR_ARN], &[]));
+    o.grants.insert(own.clone(), Ok(vec![]));
+    let p = plan(&d, &o, &acct(ASG_ACCT));
+    let Change::PutKeyPolicy { key, prune, needs, .. } = &p.changes[0].change else { panic!("{p:#?}") };
+    assert_eq!((key, prune.as_slice(), needs.is_empty()), (&own, [SLR_ARN.to_owned()].as_slice(), true));
+    assert!(p.changes[0].bindings.is_empty() && p.changes[0].prune_only_key() == Some(&own));
+    assert!(
+        p.prune.notes.iter().any(|n| n.contains(HANDOFF_KEY) && n.contains("not under `accounts`")),
+        "{:?}",
+        p.prune
+    );
+
+    // Unread, it is not taken for done.
+    o.key_policies.insert(own.clone(), Err(failure("GetKeyPolicy: ThrottlingException")));
+    let p = plan(&d, &o, &acct(ASG_ACCT));
+    assert!(p.changes.iter().all(|c| c.prune_only_key().is_none()), "{:#?}", p.changes);
+    assert!(p.prune.unread.get(&own).is_some_and(|f| f.message.contains("Throttling")), "{:?}", p.prune);
+}

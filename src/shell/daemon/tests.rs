@@ -33,6 +33,26 @@ fn a_changed_account_role_requeues_the_keys_that_touch_it() {
     assert_eq!(changed_keys(&cfg("r"), &cfg("other")), BTreeSet::from([KeyArn::parse(K2).unwrap()]));
 }
 
+#[test]
+fn with_pruning_on_a_key_that_lost_a_binding_is_requeued_and_a_new_way_of_pruning_requeues_all() {
+    let old = cfg("r");
+    let mut new = old.clone();
+    new.bindings.remove(1);
+    assert!(changed_keys(&old, &new).is_empty(), "pruning off: nothing to do for a removal");
+    new.operator.prune = true;
+    let mut was = old.clone();
+    was.operator.prune = true;
+    assert_eq!(changed_keys(&was, &new), BTreeSet::from([KeyArn::parse(K2).unwrap()]));
+    // Turned on, confirmed, or a hold lifted: every key of the new config.
+    let all = BTreeSet::from([KeyArn::parse(K1).unwrap(), KeyArn::parse(K2).unwrap()]);
+    let mut on = old.clone();
+    on.operator.prune = true;
+    assert_eq!(changed_keys(&old, &on), all);
+    let mut held = on.clone();
+    held.operator.prune_held = Some("held".into());
+    assert_eq!(changed_keys(&held, &on), all);
+}
+
 // The loop on a paused clock, with a reconciler whose passes take time and whose
 // connection may fail: it must wake only for work it can start.
 
