@@ -7,7 +7,9 @@
 - no module imports one that imports it back: the graph of `crate::`/`super::` paths
   between module files has no cycle. A module's own submodules do not count as its
   imports (it declares them, and may re-export their items); a submodule's use of its
-  parent, or of a sibling, does.
+  parent, or of a sibling, does;
+- no function outside tests is longer than MAX_FN_LINES lines, from its `fn` line to its
+  closing brace.
 
 Prints each breach and exits 1 if there is any. `--src DIR` checks another tree.
 """
@@ -22,6 +24,8 @@ CORE_FORBIDDEN = re.compile(
     r"\b(tokio|notify|hyper|hyper_util|aws_sdk_\w+|aws_smithy_\w+|aws_config|aws_credential_types"
     r"|std::fs|std::net|std::process|std::env|crate::shell)\b"
 )
+FN = re.compile(r"^(\s*)(?:pub(?:\([^)]*\))?\s+)?(?:const\s+)?(?:async\s+)?(?:unsafe\s+)?fn\s+(\w+)")
+MAX_FN_LINES = 60
 PATH = re.compile(r"\b(crate|super|self)((?:::\w+)+)")
 USE = re.compile(r"^\s*(?:pub(?:\([^)]*\))?\s+)?use\s+([^;]+);", re.M | re.S)
 
@@ -45,6 +49,23 @@ def code_lines(text: str, file: Path) -> str:
                 break
     strings = re.compile(r'"(?:[^"\\]|\\.)*"')
     return "\n".join(re.sub(r"//.*", "", strings.sub('""', line)) for line in lines)
+
+
+def long_functions(code: str) -> list:
+    """(line, name, length) of each function longer than MAX_FN_LINES: from its `fn` line
+    to the first line after it that is its closing brace at the same indent."""
+    lines, out = code.split("\n"), []
+    for i, line in enumerate(lines):
+        m = FN.match(line)
+        if not m or line.rstrip().endswith(";"):
+            continue
+        close = m.group(1) + "}"
+        if line.rstrip().endswith("}"):
+            continue
+        end = next((j for j in range(i + 1, len(lines)) if lines[j].rstrip() == close), i)
+        if end - i + 1 > MAX_FN_LINES:
+            out.append((i + 1, m.group(2), end - i + 1))
+    return out
 
 
 def expand(tree: str) -> list:
@@ -168,6 +189,9 @@ def main() -> int:
                 problems.append(f"{rel}:{n}: the AWS SDK outside src/shell/aws: {line.strip()}")
             if here[:1] == ("core",) and CORE_FORBIDDEN.search(line):
                 problems.append(f"{rel}:{n}: I/O or shell in src/core: {line.strip()}")
+        if f.name != "tests.rs":
+            for n, name, length in long_functions(code):
+                problems.append(f"{rel}:{n}: fn {name} is {length} lines, over {MAX_FN_LINES}: split it")
         paths = [p for u in USE.findall(code) for p in expand(u)]
         paths += ["".join(m) for m in PATH.findall(USE.sub("", code))]
         for p in paths:
