@@ -295,8 +295,17 @@ async fn the_daemon_prunes_a_key_whose_last_binding_left() {
     d.terminate(std::time::Duration::from_secs(10));
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_prune_that_keeps_being_throttled_is_reported_not_done_and_done_later() {
+/// Groups web and api onboarded on one key of the operator's account, and a config that
+/// removes api with pruning on.
+struct TwoOnOneKey {
+    moto: Moto,
+    own: aws_config::SdkConfig,
+    key: String,
+    _dir: TempDir,
+    pruning: String,
+}
+
+async fn two_on_one_key() -> TwoOnOneKey {
     let moto = Moto::start();
     let own = moto.own().await;
     let key = create_key(&own, None).await;
@@ -305,6 +314,12 @@ async fn a_prune_that_keeps_being_throttled_is_reported_not_done_and_done_later(
     let both = dir.write("both.yaml", &config(&[("web", &key, Some("Web")), ("api", &key, Some("Api"))]));
     assert!(moto.operator(&["apply", "--config", &both]).status.success());
     let pruning = dir.write("prune.yaml", &with(&config(&[("web", &key, Some("Web"))]), "defaults:\n  prune: true\n"));
+    TwoOnOneKey { moto, own, key, _dir: dir, pruning }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_prune_that_keeps_being_throttled_is_reported_not_done_and_done_later() {
+    let TwoOnOneKey { moto, own, key, _dir, pruning } = two_on_one_key().await;
 
     // Every PutKeyPolicy is throttled: the prune, a write for no binding, is not done, and
     // apply says so and fails rather than report the key converged.
@@ -325,14 +340,7 @@ async fn a_prune_that_keeps_being_throttled_is_reported_not_done_and_done_later(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_daemon_backs_off_and_retries_a_throttled_prune() {
-    let moto = Moto::start();
-    let own = moto.own().await;
-    let key = create_key(&own, None).await;
-    create_asgs(&own, &["web", "api"]).await;
-    let dir = TempDir::new();
-    let both = dir.write("both.yaml", &config(&[("web", &key, Some("Web")), ("api", &key, Some("Api"))]));
-    assert!(moto.operator(&["apply", "--config", &both]).status.success());
-    let path = dir.write("prune.yaml", &with(&config(&[("web", &key, Some("Web"))]), "defaults:\n  prune: true\n"));
+    let TwoOnOneKey { moto, own, key, _dir, pruning: path } = two_on_one_key().await;
 
     // Every PutKeyPolicy is throttled: the daemon says the prune is not done, and tries
     // again after a backoff rather than count the key converged.
