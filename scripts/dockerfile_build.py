@@ -9,9 +9,13 @@ else, so a file the build needs but the Dockerfile does not copy fails the build
 would in `docker build`. cargo runs offline (CARGO_NET_OFFLINE), on the local registry
 cache. Exits with the status of the first instruction that fails.
 
---seed-target DIR copies a host `target/release` into the folder first, minus this
+--seed-target DIR puts a host `target/release` into the folder first, minus this
 package's own artifacts: the dependencies' layer cache, which saves compiling the AWS SDK
-twice in CI. The package itself is always compiled from the copied files.
+twice in CI. The package itself is always compiled from the copied files. The cache is
+hard-linked, not copied, where the filesystem allows (the folder is made under `target/`
+for that): a copy doubles the release cache on disk, some gigabytes. A dependency output has
+its inputs' hash in its name, so a rebuild here that rewrites a linked file writes the same
+artifact the host already had.
 
 Usage: scripts/dockerfile_build.py [--dockerfile Dockerfile] [--seed-target target/release]
 """
@@ -100,6 +104,15 @@ def copy(sources, dest, root, workdir):
             shutil.copy2(src, target)
 
 
+def link_or_copy(src, dst):
+    """A hard link where the filesystem allows one, else a copy."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+    return dst
+
+
 def seed(target_release, workdir):
     dest = workdir / "target" / "release"
     print(f"dockerfile-build: seeding the dependencies' build cache from {target_release}", flush=True)
@@ -108,6 +121,7 @@ def seed(target_release, workdir):
         dest,
         symlinks=True,
         ignore=shutil.ignore_patterns("incremental", "asg-cmk-operator*", "asg_cmk_operator-*", "libasg_cmk_operator*"),
+        copy_function=link_or_copy,
     )
     for sub in (".fingerprint", "build"):
         for p in (dest / sub).glob("asg-cmk-operator-*"):
@@ -124,7 +138,9 @@ def main():
     steps, later = stages(instructions(Path(opts.dockerfile).read_text()))
     env = {k: v for k, v in os.environ.items() if k not in ("CARGO_TARGET_DIR", "CARGO_BUILD_TARGET_DIR")}
     env["CARGO_NET_OFFLINE"] = "true"
-    tmp = Path(tempfile.mkdtemp(prefix="dockerfile-build-"))
+    # Under target/ when it exists: the same filesystem as the seed, so it can be linked.
+    scratch = REPO / "target"
+    tmp = Path(tempfile.mkdtemp(prefix="dockerfile-build-", dir=scratch if scratch.is_dir() else None))
     root = tmp / "root"
     workdir = root
     seeded = False
