@@ -851,6 +851,16 @@ fn served(
     (served, bindings)
 }
 
+/// Who a binding names in its key's policy: its group's service-linked role (by ARN, and
+/// by unique id when the role was read) on a key of its own account, its account's root
+/// on another account's key. Both the needs of the policy step and what prune keeps.
+fn key_principal(b: &Binding, slr: &Slr, role_id: Option<&str>, key: &KeyArn) -> PrincipalIds {
+    match b.is_cross_account() {
+        true => PrincipalIds::account_root(&b.asg.account, key.partition()),
+        false => PrincipalIds::role(&slr.arn(), role_id),
+    }
+}
+
 /// Many bindings share one need (ASGs on the same role or account): each distinct need
 /// once, with the indexes in `rs` of the bindings it stands for.
 fn distinct_needs(key: &KeyArn, rs: &[&Ready]) -> (Vec<Need>, Vec<Vec<usize>>) {
@@ -861,16 +871,8 @@ fn distinct_needs(key: &KeyArn, rs: &[&Ready]) -> (Vec<Need>, Vec<Vec<usize>>) {
         let cross = r.binding.is_cross_account();
         let who = if cross { r.binding.asg.account.root_arn(key.partition()) } else { r.slr.arn() };
         let at = *index.entry((cross, who)).or_insert_with(|| {
-            needs.push(match cross {
-                false => Need {
-                    who: PrincipalIds::role(&r.slr.arn(), r.role.map(|x| x.role_id.as_str())),
-                    kind: NeedKind::ServiceLinkedRole,
-                },
-                true => Need {
-                    who: PrincipalIds::account_root(&r.binding.asg.account, key.partition()),
-                    kind: NeedKind::AccountRoot,
-                },
-            });
+            let kind = if cross { NeedKind::AccountRoot } else { NeedKind::ServiceLinkedRole };
+            needs.push(Need { who: key_principal(r.binding, &r.slr, r.role.map(|x| x.role_id.as_str()), key), kind });
             owners.push(Vec::new());
             needs.len() - 1
         });
@@ -1010,16 +1012,14 @@ impl Explained {
                 }
             };
             let slr = b.slr();
-            let who = if b.is_cross_account() {
+            if b.is_cross_account() {
                 out.roles.entry(key.clone()).or_default().push(slr.clone());
-                PrincipalIds::account_root(&b.asg.account, key.partition())
-            } else {
-                let role = match observed.roles.get(&(slr.account, slr.name())) {
-                    Some(Ok(Some(r))) => Some(r.role_id.as_str()),
-                    _ => None,
-                };
-                PrincipalIds::role(&slr.arn(), role)
+            }
+            let role_id = match observed.roles.get(&(slr.account, slr.name())) {
+                Some(Ok(Some(r))) => Some(r.role_id.as_str()),
+                _ => None,
             };
+            let who = key_principal(b, &slr, role_id, &key);
             out.principals.entry(key).or_default().push(who);
         }
         out
@@ -1065,7 +1065,7 @@ fn prune_grants(
     let Some(Ok(grants)) = observed.grants.get(key) else { return 0 };
     let mut count = 0;
     for g in grants {
-        let Some(account) = policy_grant_account(g, instance) else { continue };
+        let Some(account) = operators_grant_account(g.name.as_deref(), instance) else { continue };
         if needed.iter().any(|slr| is_operators_grant(g.name.as_deref(), slr, instance)) {
             continue;
         }
@@ -1098,7 +1098,9 @@ fn prune_grants(
 fn prune_guard(op: &Operator, count: usize) -> Option<String> {
     let left = op.config_bindings;
     if count == 0 {
-        return (left == 0).then(|| {
+        // Said only where it holds something back: a config allowed to prune everything
+        // has nothing held when there is nothing left to prune.
+        return (left == 0 && !op.allow_mass_prune).then(|| {
             "the config has no bindings: nothing is pruned (the operator reads no key, and prunes only on keys some binding names)".to_owned()
         });
     }
@@ -1136,11 +1138,6 @@ pub fn edit_prune_hold(before: &Desired, after: &Desired) -> Option<String> {
     (removed > 0 && (after.bindings.is_empty() || removed * 2 > was)).then(|| {
         format!("the config edit removes {removed} of its {was} bindings: more than half, or all of them. {CONFIRM}")
     })
-}
-
-/// The account of a grant this instance named (see [`operators_grant_account`]).
-fn policy_grant_account(g: &Grant, instance: &Instance) -> Option<AccountId> {
-    operators_grant_account(g.name.as_deref(), instance)
 }
 
 /// The custom suffix of an Auto Scaling service-linked role, from its ARN.

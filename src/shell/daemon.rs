@@ -251,6 +251,11 @@ impl Config {
     fn current(&self, key: &KeyArn, generation: u64) -> bool {
         !self.units.unit_of(key).is_empty() && self.changed_in.get(key).is_none_or(|g| *g <= generation)
     }
+
+    /// The units of work for `desired`, with each departed key in a unit of its own.
+    fn set_units(&mut self, desired: &Desired) {
+        self.units = Units::of(desired).with_lone(&self.departed);
+    }
 }
 
 /// What the daemon reports: metrics, health, and each binding's status (/status).
@@ -720,7 +725,8 @@ impl<R: Reconciler> Daemon<R> {
             done = true;
         }
         if done {
-            self.config.units = Units::of(&self.config.desired).with_lone(&self.config.departed);
+            let desired = self.config.desired.clone();
+            self.config.set_units(&desired);
         }
     }
 
@@ -894,7 +900,7 @@ impl<R: Reconciler> Daemon<R> {
         }
         let named: BTreeSet<KeyArn> = new.bindings.iter().map(|b| b.key.clone()).collect();
         self.note_departed(&new, &named, now);
-        self.config.units = Units::of(&new).with_lone(&self.config.departed);
+        self.config.set_units(&new);
         self.config.changed_in.retain(|k, _| !self.config.units.unit_of(k).is_empty());
         let keys: BTreeSet<KeyArn> = named.union(&self.config.departed).cloned().collect();
         self.scheduler.retain(|k| keys.contains(k));

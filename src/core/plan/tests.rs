@@ -1318,6 +1318,11 @@ fn a_config_with_no_bindings_prunes_nothing_and_says_so() {
     let p = plan(&d, &Observed::default(), &acct(ASG_ACCT));
     assert_eq!(p.changes, vec![]);
     assert!(p.prune.held.as_deref().is_some_and(|h| h.contains("no bindings")), "{:?}", p.prune);
+    // Allowed to prune everything, with nothing left to prune: nothing is held, so the
+    // report says nothing of a hold.
+    let d = pruning(desired(vec![]), "default", true, 0);
+    let p = plan(&d, &Observed::default(), &acct(ASG_ACCT));
+    assert_eq!((p.changes, p.prune.held), (vec![], None));
 }
 
 #[test]
