@@ -242,6 +242,14 @@ def rss_kib(pid):
     return int(fields["VmHWM"].split()[0]), int(fields["VmRSS"].split()[0])
 
 
+def rss_split(pid):
+    """The resident set now, split into heap and stacks (anonymous) and the binary's and
+    libraries' pages (file): which of the two a change in peak RSS comes from."""
+    with open(f"/proc/{pid}/smaps_rollup", encoding="utf-8") as f:
+        kib = {k: int(v.split()[0]) for k, v in (line.split(":", 1) for line in f if line.split(":", 1)[1].strip().endswith("kB"))}
+    return f"RSS now {kib['Rss'] / 1024:.1f} MiB: anonymous {kib['Anonymous'] / 1024:.1f}, file-backed {(kib['Rss'] - kib['Anonymous']) / 1024:.1f}"
+
+
 # How long the waiting key's new role stays invisible to KMS and Auto Scaling.
 PROPAGATION_SECONDS = 40.0
 
@@ -300,6 +308,7 @@ def daemon(emu, n, k, edits, tmp):
         with urllib.request.urlopen(f"http://{addr}/readyz") as r:
             assert r.status == 200
         peak, now = rss_kib(proc.pid)
+        print(f"bench: daemon N={n}: {rss_split(proc.pid)}", file=sys.stderr, flush=True)
         proc.terminate()
         proc.wait(timeout=20)
         reads, writes = full_resync(emu, fleet, cfg)

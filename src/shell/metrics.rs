@@ -1,18 +1,19 @@
 //! Prometheus metrics.
 
-use std::collections::HashSet;
 use std::sync::atomic::{AtomicI64, AtomicU64};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 
 use crate::core::model::{AsgRef, BindingId, LaunchFailureClass};
 use crate::core::status::board::{Standing, StatusBoard, Tally};
 use crate::shell::health::Health;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -51,13 +52,34 @@ pub struct LaunchLabel {
     pub class: String,
 }
 
-/// One binding: its group and its key.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct BindingLabels {
-    pub asg: String,
-    pub account: String,
-    pub region: String,
-    pub key: String,
+/// The `binding_failed` family: per binding, 1 while it is failed (not ready, and not only
+/// for want of a key owner's change), else 0.
+///
+/// The series are written when `/metrics` is asked for, from each bound binding's standing
+/// after the last pass, not kept as a family of label sets: at 1,000 bindings a family
+/// holding four label strings per series, and the set of series to drop, cost 2 MiB of
+/// the daemon's peak RSS. A binding's id shares its parts with the config.
+#[derive(Debug, Default)]
+struct BindingFailed(Mutex<Vec<(BindingId, bool)>>);
+
+const BINDING_FAILED_HELP: &str = "1 while the binding is failed (not ready, and not only because a key owner has yet to act), else 0; /status says why";
+
+impl Collector for BindingFailed {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let series = self.0.lock().expect("binding series lock");
+        let mut family = encoder.encode_descriptor("binding_failed", BINDING_FAILED_HELP, None, MetricType::Gauge)?;
+        for (b, failed) in series.iter() {
+            let (account, key) = (b.asg.account.to_string(), b.key.to_string());
+            let labels = [
+                ("asg", b.asg.name.as_str()),
+                ("account", account.as_str()),
+                ("region", b.asg.region.as_str()),
+                ("key", key.as_str()),
+            ];
+            ConstGauge::new(i64::from(*failed)).encode(family.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
 }
 
 /// Every metric the daemon exports (names get the `asg_cmk_operator_` prefix).
@@ -68,11 +90,8 @@ pub struct Metrics {
     pub aws_calls: Family<CallLabels, Counter>,
     pub changes: Family<ActionLabel, Counter>,
     pub bindings: Family<StateLabel, Gauge>,
-    /// Per binding: 1 while it is failed (not ready, and not only for want of a key
-    /// owner's change), else 0.
-    pub binding_failed: Family<BindingLabels, Gauge>,
-    /// The `binding_failed` series exported, so those of bindings gone can be dropped.
-    binding_series: Mutex<HashSet<BindingLabels>>,
+    /// Per binding: whether it is failed (see [`BindingFailed`]).
+    binding_failed: Arc<BindingFailed>,
     pub reloads: Family<ResultLabel, Counter>,
     pub config_unreadable: Gauge,
     /// Prunes held by the guard against pruning by accident.
@@ -121,8 +140,7 @@ impl Metrics {
             aws_calls: Family::default(),
             changes: Family::default(),
             bindings: Family::default(),
-            binding_failed: Family::default(),
-            binding_series: Mutex::default(),
+            binding_failed: Arc::default(),
             reloads: Family::default(),
             config_unreadable: Gauge::default(),
             prunes_held: Counter::default(),
@@ -155,12 +173,7 @@ impl Metrics {
             "Bindings by state, as /status says: converged (ready), failed (not ready), awaiting_key_owner (not ready until the owner of a key the operator cannot act in adds what `handoff` prints), pending (not reported on yet)",
             self.bindings.clone(),
         );
-        registry.register(
-            "binding_failed",
-            "1 while the binding is failed (not ready, and not only because a key owner has yet to act), else 0; \
-             /status says why",
-            self.binding_failed.clone(),
-        );
+        registry.register_collector(Box::new(self.binding_failed.clone()));
         registry.register("config_reloads", "Config file reloads, by result", self.reloads.clone());
         registry.register(
             "config_file_unreadable",
@@ -217,28 +230,14 @@ impl Metrics {
         Health::new(self.ready.clone())
     }
 
-    /// Counts `bound` by where each stands on `board` into the `bindings` gauge, and sets
-    /// each one's `binding_failed` series, dropping those of bindings no longer bound.
+    /// Counts `bound` by where each stands on `board` into the `bindings` gauge, and makes
+    /// the `binding_failed` series those of `bound`: a binding no longer bound has none.
     pub fn report_bindings<'a>(&self, board: &StatusBoard, bound: impl IntoIterator<Item = &'a BindingId>) -> Tally {
         let standings = board.standings(bound);
         let tally = Tally::of(standings.iter().map(|(_, s)| *s));
         self.set_bindings(tally);
-        let mut exported = self.binding_series.lock().expect("binding series lock");
-        let mut now = HashSet::with_capacity(standings.len());
-        for (b, standing) in standings {
-            let labels = BindingLabels {
-                asg: b.asg.name.clone(),
-                account: b.asg.account.to_string(),
-                region: b.asg.region.clone(),
-                key: b.key.to_string(),
-            };
-            self.binding_failed.get_or_create(&labels).set(i64::from(standing == Standing::Failed));
-            now.insert(labels);
-        }
-        for gone in exported.difference(&now) {
-            self.binding_failed.remove(gone);
-        }
-        *exported = now;
+        let series = standings.into_iter().map(|(b, s)| (b.clone(), s == Standing::Failed)).collect();
+        *self.binding_failed.0.lock().expect("binding series lock") = series;
         tally
     }
 
@@ -462,16 +461,25 @@ mod tests {
             .inc();
         m.changes.get_or_create(&ActionLabel { action: "PutKeyPolicy".into() }).inc();
         m.errors.get_or_create(&ClassLabel { class: "terminal".into() }).inc();
-        m.binding_failed
-            .get_or_create(&BindingLabels {
-                asg: "web".into(),
-                account: "111122223333".into(),
-                region: "us-west-2".into(),
-                key: "arn:aws:kms:us-west-2:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab".into(),
-            })
-            .set(1);
         m.resync_interval.set(300.0);
         let web = AsgRef::new(crate::core::model::AccountId::parse("111122223333").unwrap(), "us-west-2", "web");
+        let key = crate::core::model::KeyArn::parse(
+            "arn:aws:kms:us-west-2:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+        )
+        .unwrap();
+        let failed = BindingId { asg: web.clone(), key };
+        let board = StatusBoard::default();
+        board.update(vec![BindingStatus {
+            binding: failed.clone(),
+            conditions: vec![crate::core::status::Condition {
+                kind: "RoleReady",
+                status: crate::core::status::State::False,
+                reason: "r".into(),
+                message: "m".into(),
+                since: 0,
+            }],
+        }]);
+        m.report_bindings(&board, [&failed]);
         m.set_launch_failure(&web, Some(LaunchFailureClass::Kms));
         m
     }
