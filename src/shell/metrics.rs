@@ -57,8 +57,8 @@ pub struct LaunchLabel {
 ///
 /// The series are written when `/metrics` is asked for, from each bound binding's standing
 /// after the last pass, not kept as a family of label sets: at 1,000 bindings a family
-/// holding four label strings per series, and the set of series to drop, cost 2 MiB of
-/// the daemon's peak RSS. A binding's id shares its parts with the config.
+/// holding four label strings per series, and the set of series to drop, cost about 1 MiB
+/// of the daemon's peak RSS. A binding's id shares its parts with the config.
 #[derive(Debug, Default)]
 struct BindingFailed(Mutex<Vec<(BindingId, bool)>>);
 
