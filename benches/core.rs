@@ -8,7 +8,7 @@ use std::hint::black_box;
 use asg_cmk_operator::core::model::desired::{Binding, Desired};
 use asg_cmk_operator::core::model::observed::Observed;
 use asg_cmk_operator::core::model::{AccountId, Asg, AsgRef, KeyArn, KeyInfo, KeyManager};
-use asg_cmk_operator::core::plan::plan;
+use asg_cmk_operator::core::plan::{plan, Context};
 use asg_cmk_operator::core::policy::{ensure, Need, NeedKind, PolicyDocument, PrincipalIds};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
@@ -63,11 +63,12 @@ fn bench_plan(c: &mut Criterion) {
     g.sample_size(10);
     for (n, k) in [(1_000, 10), (1_000, 100), (10_000, 100), (10_000, 1_000), (50_000, 100), (50_000, 1_000)] {
         let (d, o, own) = fleet(n, k);
-        let p = plan(&d, &o, &own);
-        assert!(p.blocked.is_empty() && p.changes.len() > n, "the fixture must plan work for every binding");
+        let ctx = Context::at(0);
+        let p = plan(&d, &o, &own, &ctx);
+        assert!(p.stopped().next().is_none() && p.changes.len() > n, "the fixture must plan work for every binding");
         g.throughput(Throughput::Elements(n as u64));
         g.bench_with_input(BenchmarkId::new(format!("{k}_keys"), n), &n, |b, _| {
-            b.iter(|| black_box(plan(black_box(&d), black_box(&o), &own)))
+            b.iter(|| black_box(plan(black_box(&d), black_box(&o), &own, &ctx)))
         });
     }
     g.finish();

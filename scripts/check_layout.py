@@ -9,7 +9,10 @@
   imports (it declares them, and may re-export their items); a submodule's use of its
   parent, or of a sibling, does;
 - no function outside tests is longer than MAX_FN_LINES lines, from its `fn` line to its
-  closing brace.
+  closing brace;
+- no file is longer than MAX_FILE_LINES lines outside its tests;
+- inside src/core, imports go down the layers (CORE_LAYERS) and never up: the model
+  imports nothing above it, the judgement nothing of the planner, and so on.
 
 Prints each breach and exits 1 if there is any. `--src DIR` checks another tree.
 """
@@ -26,6 +29,26 @@ CORE_FORBIDDEN = re.compile(
 )
 FN = re.compile(r"^(\s*)(?:pub(?:\([^)]*\))?\s+)?(?:const\s+)?(?:async\s+)?(?:unsafe\s+)?fn\s+(\w+)")
 MAX_FN_LINES = 60
+MAX_FILE_LINES = 600
+# The layers of src/core, lowest first: a module may import its own layer or a lower one.
+CORE_LAYERS = {
+    "model": 0,
+    "config": 1,
+    "policy": 1,
+    "naming": 1,
+    "launch": 2,
+    "reencrypt": 2,
+    "activity": 2,
+    "units": 2,
+    "judge": 3,
+    "plan": 4,
+    "next": 4,
+    "status": 5,
+    "output": 5,
+    "handoff": 5,
+    "iam_policy": 5,
+    "access": 5,
+}
 PATH = re.compile(r"\b(crate|super|self)((?:::\w+)+)")
 USE = re.compile(r"^\s*(?:pub(?:\([^)]*\))?\s+)?use\s+([^;]+);", re.M | re.S)
 
@@ -172,6 +195,18 @@ def path_within(graph: dict, group: set) -> list:
     return sorted(group)
 
 
+def layer_breach(rel, here: tuple, target: tuple) -> list:
+    """A breach of the core's layers, when `here` imports a module of a higher layer."""
+    if here[:1] != ("core",) or target[:1] != ("core",) or len(here) < 2 or len(target) < 2:
+        return []
+    mine, theirs = CORE_LAYERS.get(here[1]), CORE_LAYERS.get(target[1])
+    if mine is None:
+        return [f"{rel}: core::{here[1]} has no layer in CORE_LAYERS (scripts/check_layout.py): give it one"]
+    if theirs is not None and theirs > mine:
+        return [f"{rel}: core::{here[1]} (layer {mine}) imports core::{target[1]} (layer {theirs}): a lower layer imports nothing above it"]
+    return []
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--src", default=str(Path(__file__).resolve().parent.parent / "src"))
@@ -192,6 +227,9 @@ def main() -> int:
         if f.name != "tests.rs":
             for n, name, length in long_functions(code):
                 problems.append(f"{rel}:{n}: fn {name} is {length} lines, over {MAX_FN_LINES}: split it")
+            lines = len(code.rstrip("\n").split("\n"))
+            if lines > MAX_FILE_LINES:
+                problems.append(f"{rel}: {lines} lines outside its tests, over {MAX_FILE_LINES}: split it")
         paths = [p for u in USE.findall(code) for p in expand(u)]
         paths += ["".join(m) for m in PATH.findall(USE.sub("", code))]
         for p in paths:
@@ -200,6 +238,7 @@ def main() -> int:
             if target is None or target[: len(here)] == here:
                 continue
             graph.setdefault(here, set()).add(target)
+            problems.extend(layer_breach(rel, here, target))
     for cycle in cycles(graph):
         names = " -> ".join("::".join(("crate",) + m) for m in cycle)
         problems.append(f"import cycle: {names}")

@@ -9,202 +9,24 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser};
+
+mod cli;
+#[cfg(test)]
+use cli::{listen_address, parse_duration, resync_interval};
+use cli::{Cli, Command, Output};
 
 use asg_cmk_operator::core::config;
 
+use asg_cmk_operator::core::judge::{self, Judged, Standing};
 use asg_cmk_operator::core::model::desired::Desired;
 use asg_cmk_operator::core::model::is_region;
-use asg_cmk_operator::core::model::{AccountId, BindingId, Failure};
+use asg_cmk_operator::core::model::{AccountId, Wait};
 use asg_cmk_operator::core::plan::{self, Depth};
 use asg_cmk_operator::core::{access, iam_policy, launch, output, status};
 use asg_cmk_operator::shell::aws::{self, Aws, ExecSettings};
-use asg_cmk_operator::shell::telemetry::{self, LogFormat};
-use asg_cmk_operator::shell::{config_file, daemon, healthcheck, reconcile};
-
-/// Keeps EC2 Auto Scaling groups able to launch instances whose EBS volumes are
-/// encrypted with customer managed KMS keys.
-#[derive(Debug, Parser)]
-#[command(name = "asg-cmk-operator", version, about)]
-struct Cli {
-    /// Log format on stderr. RUST_LOG sets the level (default info).
-    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
-    log_format: LogFormat,
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Output {
-    Text,
-    Json,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Check a config file without calling AWS. Exit 0 when valid, 1 with every error otherwise.
-    Validate {
-        /// The config file (YAML; see config/example.yaml and config/schema.json).
-        #[arg(long, value_name = "FILE")]
-        config: PathBuf,
-    },
-    /// Show the changes that would be made, and change nothing.
-    /// Exit 0: nothing to do; 2: changes pending; 1: error.
-    Plan {
-        /// The config file (YAML; see config/example.yaml and config/schema.json).
-        #[arg(long, value_name = "FILE")]
-        config: PathBuf,
-        /// text for people, json for programs.
-        #[arg(long, value_enum, default_value_t = Output::Text)]
-        output: Output,
-        /// Show (plan) or make (apply) prunes: remove from this instance's own statements
-        /// and grants what no binding explains. Same as defaults.prune: true.
-        #[arg(long)]
-        prune: bool,
-        /// Confirm a prune of more than half of the bindings at once, or of all of them.
-        /// Same as defaults.allowMassPrune: true.
-        #[arg(long)]
-        allow_mass_prune: bool,
-    },
-    /// Reconcile once: observe, plan, execute, and observe again until converged.
-    /// Exit 0 when every binding has converged.
-    Apply {
-        /// The config file (YAML; see config/example.yaml and config/schema.json).
-        #[arg(long, value_name = "FILE")]
-        config: PathBuf,
-        /// How many rounds of work to try before giving up (1 to 100).
-        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
-        max_passes: u32,
-        /// Also write the AWS calls this apply made, by service, operation and outcome,
-        /// as JSON to this file.
-        #[arg(long, value_name = "FILE")]
-        stats_json: Option<PathBuf>,
-        /// Show (plan) or make (apply) prunes: remove from this instance's own statements
-        /// and grants what no binding explains. Same as defaults.prune: true.
-        #[arg(long)]
-        prune: bool,
-        /// Confirm a prune of more than half of the bindings at once, or of all of them.
-        /// Same as defaults.allowMassPrune: true.
-        #[arg(long)]
-        allow_mass_prune: bool,
-    },
-    /// Print a config for the groups of one region: each with the customer managed keys
-    /// its launches use (launch templates and configurations, AMI snapshots, the EBS
-    /// default key), and where each was found. Only reads.
-    Discover {
-        /// The region whose groups to read.
-        #[arg(long)]
-        region: String,
-        /// Only these groups (repeat the flag); all of the region's by default.
-        #[arg(long = "asg", value_name = "NAME")]
-        asgs: Vec<String>,
-        /// The account; it must be the one the credentials act in (the default).
-        #[arg(long)]
-        account: Option<String>,
-    },
-    /// Show whether each binding's group can launch, as conditions (KeyUsable, RoleReady,
-    /// KeyPolicyReady, GrantReady, AsgUsesRole, LaunchesHealthy). Only reads.
-    /// Exit 0: every binding ready; 2: some are not; 1: error.
-    Status {
-        /// The config file (YAML; see config/example.yaml and config/schema.json).
-        #[arg(long, value_name = "FILE")]
-        config: PathBuf,
-        /// text for people, json for programs.
-        #[arg(long, value_enum, default_value_t = Output::Text)]
-        output: Output,
-    },
-    /// Print the least-privilege IAM policy (JSON) for the operator's identity in one
-    /// account. Makes no AWS call.
-    IamPolicy {
-        /// The config file (YAML; see config/example.yaml and config/schema.json).
-        #[arg(long, value_name = "FILE")]
-        config: PathBuf,
-        /// The account; defaults to the ASG account when all bindings share one.
-        #[arg(long)]
-        account: Option<String>,
-    },
-    /// Exit 0 when the daemon at URL answers 200, 1 otherwise: a container health check
-    /// for platforms without an HTTP probe (ECS), in images without curl.
-    Healthcheck {
-        /// The daemon's /healthz (or /readyz) URL, plain http.
-        #[arg(long, default_value = "http://127.0.0.1:8080/healthz")]
-        url: String,
-        /// How long to wait for the answer.
-        #[arg(long, default_value = "3s", value_parser = parse_duration)]
-        timeout: Duration,
-    },
-    /// Print a shell completion script (bash, zsh, fish, elvish or powershell).
-    Completions {
-        #[arg(value_enum)]
-        shell: clap_complete::Shell,
-    },
-    /// Print the man page (roff), generated from this help.
-    Man,
-    /// Run as a daemon: reconcile, watch the config file, resync periodically, and serve
-    /// /healthz, /readyz, /metrics and /status.
-    Run {
-        /// The config file (YAML; see config/example.yaml and config/schema.json).
-        #[arg(long, value_name = "FILE")]
-        config: PathBuf,
-        /// Address for /healthz, /readyz, /metrics and /status: IP:PORT, or HOST:PORT
-        /// (localhost:8080).
-        #[arg(long, default_value = "0.0.0.0:8080", value_parser = listen_address)]
-        listen: SocketAddr,
-        /// How often to observe everything and repair drift (e.g. 30s, 5m, 1h).
-        #[arg(long, default_value = "5m", value_parser = resync_interval)]
-        resync_interval: Duration,
-        /// How soon a key whose owner has not yet added what `handoff` prints is checked
-        /// again (e.g. 30s, 1m, 5m).
-        #[arg(long, default_value = "1m", value_parser = resync_interval)]
-        handoff_recheck_interval: Duration,
-        /// How soon an image copy in progress (`strategy: reencrypt`) is looked at again.
-        #[arg(long, default_value = "15s", value_parser = resync_interval)]
-        copy_recheck_interval: Duration,
-    },
-    /// For keys whose owner account has no `accounts` entry: print, per owner account, the
-    /// key policy statements to add (the operator's own case 2 statements, each with its
-    /// reason) and the aws CLI steps. Only reads (who the caller is).
-    Handoff {
-        /// The config file (YAML; see config/example.yaml and config/schema.json).
-        #[arg(long, value_name = "FILE")]
-        config: PathBuf,
-        /// text for people, json for programs.
-        #[arg(long, value_enum, default_value_t = Output::Text)]
-        output: Output,
-    },
-}
-
-/// `1500ms`, `30s`, `5m`, `1h`, or a plain number of seconds. Arithmetic is checked: a
-/// number too large for its unit is an error, never a wrapped value or a panic.
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a duration such as 30s, 5m or 1h"))?;
-    let too_long = || format!("{s:?} is too long");
-    let d = match unit {
-        "ms" => Duration::from_millis(n),
-        "" | "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n.checked_mul(60).ok_or_else(too_long)?),
-        "h" => Duration::from_secs(n.checked_mul(3600).ok_or_else(too_long)?),
-        _ => return Err(format!("unknown unit {unit:?}; use ms, s, m or h")),
-    };
-    if d.is_zero() {
-        return Err("must be more than zero".into());
-    }
-    Ok(d)
-}
-
-/// The resync interval: from a second (more often would spend the AWS read quotas on
-/// repeating the same answer) to a week.
-fn resync_interval(s: &str) -> Result<Duration, String> {
-    const RANGE: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(7 * 24 * 3600));
-    let d = parse_duration(s)?;
-    if d < RANGE.0 || d > RANGE.1 {
-        return Err(format!("must be between 1s and 168h (a week), not {s}"));
-    }
-    Ok(d)
-}
+use asg_cmk_operator::shell::telemetry;
+use asg_cmk_operator::shell::{clock, config_file, daemon, healthcheck, reconcile};
 
 /// Set when writing to stdout failed for a reason other than a reader that went away.
 static STDOUT_FAILED: AtomicBool = AtomicBool::new(false);
@@ -236,20 +58,6 @@ macro_rules! outln {
 fn names_account(desired: &Desired, account: &AccountId) -> bool {
     desired.accounts.contains_key(account)
         || desired.bindings.iter().any(|b| &b.asg.account == account || b.key.account() == account)
-}
-
-/// `--listen`: an IP address and port, or a host name (localhost) and port, resolved to
-/// its first address.
-fn listen_address(s: &str) -> Result<SocketAddr, String> {
-    use std::net::ToSocketAddrs;
-    if let Ok(a) = s.parse() {
-        return Ok(a);
-    }
-    let hint = "use IP:PORT or HOST:PORT, such as 0.0.0.0:8080, 127.0.0.1:8080 or localhost:8080";
-    match s.to_socket_addrs() {
-        Ok(mut addrs) => addrs.next().ok_or_else(|| format!("{s:?} resolves to no address; {hint}")),
-        Err(e) => Err(format!("{s:?}: {e}; {hint}")),
-    }
 }
 
 /// The endpoint URL settings the SDK reads from the environment (`AWS_ENDPOINT_URL`, and
@@ -305,8 +113,8 @@ fn main() -> ExitCode {
             desired.operator.allow_mass_prune |= allow_mass_prune;
             runtime().block_on(plan(desired, output))
         }
-        Command::Apply { config, max_passes, stats_json, prune, allow_mass_prune } => {
-            apply_command(&config, max_passes, stats_json, prune, allow_mass_prune)
+        Command::Apply { config, max_rounds, stats_json, prune, allow_mass_prune } => {
+            apply_command(&config, max_rounds, stats_json, prune, allow_mass_prune)
         }
         Command::Discover { region, asgs, account } => runtime().block_on(discover(region, asgs, account)),
         Command::Status { config, output } => {
@@ -335,7 +143,7 @@ fn main() -> ExitCode {
 /// `apply`: the config's changes made, after checking that `--stats-json` can be written.
 fn apply_command(
     config: &Path,
-    max_passes: u32,
+    max_rounds: u32,
     stats_json: Option<PathBuf>,
     prune: bool,
     allow_mass_prune: bool,
@@ -349,7 +157,7 @@ fn apply_command(
         eprintln!("error: --stats-json {}: cannot write: {e}", stats_json.unwrap_or_default().display());
         return ExitCode::FAILURE;
     }
-    runtime().block_on(apply(desired, max_passes, stats_json))
+    runtime().block_on(apply(desired, max_rounds, stats_json))
 }
 
 /// `iam-policy`: the operator's least-privilege policy for one account.
@@ -547,23 +355,19 @@ async fn connect(desired: &Desired) -> Option<Arc<Aws>> {
 
 async fn plan(desired: Desired, output: Output) -> ExitCode {
     let Some(aws) = connect(&desired).await else { return ExitCode::FAILURE };
-    let (observed, p) = reconcile::observe_and_plan(&aws, &desired, &Default::default(), Depth::Full).await;
+    let (observed, p) = reconcile::observe_and_plan(&aws, &desired, Depth::Full).await;
     // The operator acts as its own caller in its account, and as the configured role in
     // every other.
     let mut operators: std::collections::BTreeMap<AccountId, String> = desired.accounts.clone();
     operators.insert(*aws.caller(), aws.caller_arn().to_owned());
     let access = access::key_access(&desired, &observed, &operators);
     match output {
-        Output::Text => out!("{}", output::plan_text(&p, desired.bindings.len(), &access)),
+        Output::Text => out!("{}", output::plan_text(&p, &access)),
         Output::Json => outln!("{}", output::plan_json(&p, &access)),
     }
-    let awaiting = |b: &&plan::Blocked| {
-        use asg_cmk_operator::core::model::ErrorClass;
-        matches!(b.failure.class, ErrorClass::AwaitingOwner | ErrorClass::InProgress)
-    };
-    if p.blocked.iter().any(|b| !awaiting(&b)) {
+    if p.stopped().any(|j| j.verdict.is_failed()) {
         ExitCode::FAILURE
-    } else if p.changes.is_empty() && !p.blocked.iter().any(|b| awaiting(&b)) {
+    } else if p.changes.is_empty() && p.stopped().next().is_none() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(2)
@@ -615,7 +419,7 @@ async fn discover(region: String, asgs: Vec<String>, account: Option<String>) ->
     let launches = aws::discover::group_launches(&own, &region, &sources, aws::READ_CONCURRENCY).await;
     let rows: Vec<(String, Result<_, String>)> =
         launches.into_iter().map(|(a, r)| (a.name.clone(), r.map_err(|f| f.message))).collect();
-    out!("{}", launch::render_config(&caller, &region, &rows, &status::rfc3339(status::now())));
+    out!("{}", launch::render_config(&caller, &region, &rows, &status::rfc3339(clock::unix_seconds())));
     ExitCode::SUCCESS
 }
 
@@ -623,23 +427,23 @@ async fn status(desired: Desired, output: Output) -> ExitCode {
     let Some(aws) = connect(&desired).await else { return ExitCode::FAILURE };
     let reads = plan::reads(&desired, aws.caller(), Depth::Full);
     let observed = aws::observe(&aws, &desired, &reads).await;
-    let statuses = status::evaluate(&desired, &observed, aws.caller(), status::now());
+    let ctx = judge::Context::at(clock::unix_seconds());
+    let judged = judge::judge(&desired, &observed, aws.caller(), &ctx).judged;
     match output {
-        Output::Text => out!("{}", status::text(&statuses)),
-        Output::Json => {
-            outln!("{}", status::document(&statuses))
-        }
+        Output::Text => out!("{}", status::text(&judged)),
+        Output::Json => outln!("{}", status::document(&judged)),
     }
-    if statuses.iter().all(|s| s.ready()) {
+    if judged.iter().all(|j| j.ready()) {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(2)
     }
 }
 
-async fn apply(desired: Desired, max_passes: u32, stats_json: Option<PathBuf>) -> ExitCode {
+async fn apply(desired: Desired, max_rounds: u32, stats_json: Option<PathBuf>) -> ExitCode {
     let Some(aws) = connect(&desired).await else { return ExitCode::FAILURE };
-    let out = reconcile::apply(&aws, &desired, max_passes, &ExecSettings::default(), Depth::Full).await;
+    let out =
+        reconcile::apply(&aws, &desired, max_rounds, &ExecSettings::default(), Depth::Full, &BTreeMap::new()).await;
     for (asg, launch) in &out.launches {
         if let Ok(Some(a)) = launch.as_ref().map(Option::as_ref) {
             if a.failed() {
@@ -653,11 +457,12 @@ async fn apply(desired: Desired, max_passes: u32, stats_json: Option<PathBuf>) -
         return ExitCode::FAILURE;
     }
     let n = out.applied.total() as usize;
+    let converged = out.judged.iter().filter(|j| j.verdict.converged()).count();
     outln!(
         "{} change{} applied; {} of {} binding{} converged.",
         n,
         plural(n),
-        out.converged.len(),
+        converged,
         desired.bindings.len(),
         plural(desired.bindings.len())
     );
@@ -667,14 +472,14 @@ async fn apply(desired: Desired, max_passes: u32, stats_json: Option<PathBuf>) -
             outln!("  ! {key}: {f}");
         }
     }
-    if out.failed.is_empty() {
+    if out.judged.iter().all(|j| j.verdict.converged()) {
         return if out.prune_pending.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE };
     }
-    print_unconverged(&out.failed);
+    print_unconverged(&out.judged);
     ExitCode::FAILURE
 }
 
-/// `--stats-json`: the passes, the changes applied and the calls made, by outcome.
+/// `--stats-json`: the rounds, the changes applied and the calls made, by outcome.
 fn write_stats(path: &Path, aws: &Aws, out: &reconcile::Outcome) -> std::io::Result<()> {
     let calls: Vec<serde_json::Value> = aws
         .stats()
@@ -684,22 +489,21 @@ fn write_stats(path: &Path, aws: &Aws, out: &reconcile::Outcome) -> std::io::Res
             serde_json::json!({"service": service, "operation": operation, "outcome": outcome, "count": count})
         })
         .collect();
-    let doc = serde_json::json!({"passes": out.passes, "applied": out.applied.total(), "calls": calls});
+    let doc = serde_json::json!({"rounds": out.rounds, "applied": out.applied.total(), "calls": calls});
     std::fs::write(path, doc.to_string())
 }
 
-/// The bindings that did not converge: failed, awaiting their key's owner, or in progress.
-fn print_unconverged(failed: &BTreeMap<BindingId, Failure>) {
-    // A binding whose key's owner has not acted yet, or whose image copy AWS is still
-    // making, is pending, not failed.
-    use asg_cmk_operator::core::model::ErrorClass;
-    let (copying, failed): (Vec<_>, Vec<_>) = failed.iter().partition(|(_, f)| f.class == ErrorClass::InProgress);
-    let (waiting, failed): (Vec<_>, Vec<_>) =
-        failed.into_iter().partition(|(_, f)| f.class == ErrorClass::AwaitingOwner);
+/// The bindings that did not converge: failed, awaiting their key's owner, or with an
+/// image copy in progress.
+fn print_unconverged(judged: &[Judged]) {
+    let waits = |j: &&Judged, w: Wait| j.verdict.standing() == Standing::Waiting(w);
+    let failed: Vec<&Judged> = judged.iter().filter(|j| !j.verdict.converged() && j.verdict.is_failed()).collect();
+    let waiting: Vec<&Judged> = judged.iter().filter(|j| waits(j, Wait::KeyOwner)).collect();
+    let copying: Vec<&Judged> = judged.iter().filter(|j| waits(j, Wait::Copy)).collect();
     if !failed.is_empty() {
         outln!("{} binding{} failed:", failed.len(), plural(failed.len()));
-        for (b, f) in &failed {
-            outln!("  ! {b}: {f}");
+        for j in &failed {
+            outln!("  ! {}: {}", j.binding, j.verdict.message());
         }
     }
     if !waiting.is_empty() {
@@ -708,18 +512,18 @@ fn print_unconverged(failed: &BTreeMap<BindingId, Failure>) {
             waiting.len(),
             plural(waiting.len())
         );
-        for (b, f) in &waiting {
-            outln!("  ? {b}: {}", f.message);
+        for j in &waiting {
+            outln!("  ? {}: {}", j.binding, j.verdict.message());
         }
     }
     if !copying.is_empty() {
-        println!(
+        outln!(
             "{} binding{} in progress (run `apply` again once AWS has finished, or let `run` follow it):",
             copying.len(),
             plural(copying.len())
         );
-        for (b, f) in &copying {
-            println!("  ~ {b}: {}", f.message);
+        for j in &copying {
+            outln!("  ~ {}: {}", j.binding, j.verdict.message());
         }
     }
 }

@@ -47,7 +47,7 @@ async fn converges_serves_endpoints_takes_an_appended_binding_and_stops_on_sigte
         "asg_cmk_operator_reconcile_passes_total{result=\"success\"}",
         "asg_cmk_operator_aws_calls_total{service=\"kms\",operation=\"GetKeyPolicy\",outcome=\"success\"}",
         "asg_cmk_operator_changes_applied_total{action=\"UpdateAutoScalingGroup\"} 2",
-        "asg_cmk_operator_bindings{state=\"converged\"} 2",
+        "asg_cmk_operator_bindings{state=\"ready\"} 2",
         "asg_cmk_operator_config_reloads_total{result=\"success\"} 2",
         "asg_cmk_operator_last_successful_resync_timestamp_seconds",
     ];

@@ -74,7 +74,7 @@ async fn the_owner_adds_what_handoff_printed_and_the_daemon_converges_within_the
     // Let it re-check a few times.
     std::thread::sleep(SECS(5));
     let (_, metrics) = d.get("/metrics");
-    assert_eq!(metric(&metrics, "asg_cmk_operator_bindings{state=\"awaiting_key_owner\"}"), Some(1.0), "{metrics}");
+    assert_eq!(metric(&metrics, "asg_cmk_operator_bindings{state=\"waiting\"}"), Some(1.0), "{metrics}");
     assert_eq!(metric(&metrics, "asg_cmk_operator_bindings{state=\"failed\"}"), Some(0.0), "{metrics}");
     let logs = d.logs();
     let waiting =
@@ -116,8 +116,8 @@ async fn the_owner_adds_what_handoff_printed_and_the_daemon_converges_within_the
     assert_eq!(g[0].operations, GRANT_OPERATIONS.iter().map(|s| s.to_string()).collect::<Vec<_>>());
     assert_eq!(asg_role(&own, "api").await.as_deref(), Some(slr_arn(OWN, None).as_str()));
     let (_, metrics) = d.get("/metrics");
-    assert_eq!(metric(&metrics, "asg_cmk_operator_bindings{state=\"converged\"}"), Some(1.0), "{metrics}");
-    assert_eq!(metric(&metrics, "asg_cmk_operator_bindings{state=\"awaiting_key_owner\"}"), Some(0.0), "{metrics}");
+    assert_eq!(metric(&metrics, "asg_cmk_operator_bindings{state=\"ready\"}"), Some(1.0), "{metrics}");
+    assert_eq!(metric(&metrics, "asg_cmk_operator_bindings{state=\"waiting\"}"), Some(0.0), "{metrics}");
     // Converged: the next passes read only, and make no second grant.
     moto.reset_calls();
     std::thread::sleep(SECS(3));

@@ -195,7 +195,7 @@ async fn prometheus_scrapes_counters_as_counters_and_the_converged_bindings() {
 
     p.wait("the target is up", SECS(30), |p| p.query("up{job=\"asg-cmk-operator\"}").iter().any(|(_, v)| *v == 1.0));
     p.wait("bindings reach the converged count", SECS(30), |p| {
-        p.query("asg_cmk_operator_bindings{state=\"converged\"}").iter().any(|(_, v)| *v == 3.0)
+        p.query("asg_cmk_operator_bindings{state=\"ready\"}").iter().any(|(_, v)| *v == 3.0)
     });
     let failed = p.query("asg_cmk_operator_binding_failed");
     assert_eq!(failed.len(), 3, "one series per binding: {failed:?}");

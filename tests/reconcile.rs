@@ -512,21 +512,19 @@ async fn without_a_round_backoff_a_troubled_round_rereads_only_the_units_it_touc
     moto.fault("kms", "GetKeyPolicy", 1, 400, "ConcurrentModificationException", "try again");
     moto.reset_calls();
     let settings = ExecSettings { round_backoff: None, ..ExecSettings::default() };
-    let out = asg_cmk_operator::shell::reconcile::apply(&aws, &desired, 3, &settings, Depth::Quick).await;
+    let prior = std::collections::BTreeMap::new();
+    let out = asg_cmk_operator::shell::reconcile::apply(&aws, &desired, 3, &settings, Depth::Quick, &prior).await;
 
     let calls = moto.calls();
-    assert_eq!(out.passes, 2, "one round, then one last look");
+    assert_eq!(out.rounds, 2, "one round, then one last look");
     assert_eq!(count(&calls, "GetKeyPolicy"), 3, "both keys, then the failed one's unit only: {calls:?}");
     assert_eq!(count(&calls, "DescribeKey"), 3, "{calls:?}");
     assert_eq!(writes(&calls), Vec::<String>::new());
-    assert!(out.failed.is_empty(), "the last look found it converged: {:?}", out.failed);
-    assert_eq!(out.converged.len(), 2, "{:?}", out.converged);
+    use asg_cmk_operator::core::judge::{Judged, Kind, State};
+    assert!(!out.judged.iter().any(|j| j.verdict.is_failed()), "the last look found it converged: {:?}", out.judged);
+    assert_eq!(out.judged.len(), 2, "{:?}", out.judged);
     // A quick pass reads no launches; every other condition holds.
-    let holds = |s: &asg_cmk_operator::core::status::BindingStatus| {
-        s.conditions
-            .iter()
-            .filter(|c| c.kind != "LaunchesHealthy")
-            .all(|c| c.status == asg_cmk_operator::core::status::State::True)
-    };
-    assert!(out.status.iter().all(holds), "{:?}", out.status);
+    let holds =
+        |s: &Judged| s.conditions.iter().filter(|c| c.kind != Kind::LaunchesHealthy).all(|c| c.status == State::True);
+    assert!(out.judged.iter().all(holds), "{:?}", out.judged);
 }

@@ -1,14 +1,14 @@
 //! `handoff`: what the owners of keys the operator cannot act in must add to their key
-//! policies (procedure case 2, hand-off mode; see [`plan::is_handoff`]). Pure: from the
+//! policies (procedure case 2, hand-off mode; see [`Desired::is_handoff`](crate::core::model::desired::Desired::is_handoff)). Pure: from the
 //! config and the caller's account.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{json, Value};
 
+use crate::core::judge;
 use crate::core::model::desired::Desired;
 use crate::core::model::{AccountId, BindingId, KeyArn};
-use crate::core::plan;
 
 /// One hand-off key: the group accounts that use it and the bindings that need it.
 struct HandoffKey {
@@ -19,7 +19,7 @@ struct HandoffKey {
 /// The hand-off keys of `desired`, by owner account.
 fn by_owner(desired: &Desired, caller: &AccountId) -> BTreeMap<AccountId, BTreeMap<KeyArn, HandoffKey>> {
     let mut owners: BTreeMap<AccountId, BTreeMap<KeyArn, HandoffKey>> = BTreeMap::new();
-    for b in desired.bindings.iter().filter(|b| plan::is_handoff(b, desired, caller)) {
+    for b in desired.bindings.iter().filter(|b| desired.is_handoff(b, caller)) {
         let key = owners
             .entry(*b.key.account())
             .or_default()
@@ -69,7 +69,7 @@ pub fn document(desired: &Desired, caller: &AccountId) -> Value {
                 .map(|(key, k)| {
                     let groups: Vec<&str> = k.groups.iter().map(AccountId::as_str).collect();
                     let named = groups.join(", ");
-                    let statements: Vec<Value> = plan::handoff_statements(&key, &k.groups)
+                    let statements: Vec<Value> = judge::handoff_statements(&key, &k.groups)
                         .into_iter()
                         .map(|st| {
                             let sid = st["Sid"].as_str().unwrap_or_default().to_owned();

@@ -13,51 +13,9 @@
 
 use std::collections::BTreeMap;
 
-use crate::core::model::{KeyArn, KeyManager, LaunchSource};
+use crate::core::model::{KeyManager, LaunchSource};
 
-/// A key one of a group's launches uses.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LaunchKey {
-    /// As written where it was found (a key id, ARN, alias name or alias ARN).
-    pub key_ref: String,
-    /// Where: `launch template lt-0abc (web) version 3 ($Default): /dev/xvdb`.
-    pub source: String,
-    /// The key it names, as DescribeKey answers; why not, when it could not be described.
-    pub resolved: Result<(KeyArn, KeyManager), String>,
-}
-
-/// What a group's launches use.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct GroupLaunch {
-    pub keys: Vec<LaunchKey>,
-    /// Volumes whose key could not be known (a snapshot that could not be read), and why.
-    pub unknown: Vec<String>,
-    /// Launch configurations that request Spot instances.
-    pub spot: Vec<String>,
-    /// Each launch source as read: what re-encryption (`strategy: reencrypt`) replaces.
-    pub sources: Vec<SourceRead>,
-}
-
-/// One of a group's launch sources as read: its image and the keys that come with it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SourceRead {
-    pub source: LaunchSource,
-    /// For a launch template: its id and the number of the version the group launches.
-    pub template: Option<(String, u64)>,
-    /// The AMI, a Systems Manager parameter resolved.
-    pub image_id: Option<String>,
-    /// The keys of the AMI's encrypted snapshots that launches read (a device the source
-    /// maps anew from its own snapshot is not the AMI's), as DescribeSnapshots names them.
-    pub image_keys: Vec<String>,
-    /// The source's own mappings that name a key: (device, key as written).
-    pub mapping_keys: Vec<(String, String)>,
-    /// The AMI is another account's, and has an encrypted snapshot whose key could not be
-    /// read here (a shared image's snapshots usually are not): its owner's key, as far as
-    /// re-encryption is concerned.
-    pub shared_encrypted: bool,
-    /// Why the AMI could not be read, if it could not: its snapshots' keys are unknown.
-    pub image_unread: Option<String>,
-}
+pub use crate::core::model::launch::{GroupLaunch, LaunchKey, SourceRead};
 
 /// `source`, launched as `spec`: its image's snapshot keys and its mappings' keys.
 pub fn source_read(
@@ -582,7 +540,7 @@ mod render_tests {
         LaunchKey {
             key_ref: r.into(),
             source: source.into(),
-            resolved: resolved.map(|(a, m)| (KeyArn::parse(a).unwrap(), m)).map_err(str::to_owned),
+            resolved: resolved.map(|(a, m)| (crate::core::model::KeyArn::parse(a).unwrap(), m)).map_err(str::to_owned),
         }
     }
 

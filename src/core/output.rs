@@ -3,7 +3,8 @@
 use serde_json::{json, Value};
 
 use crate::core::access::{Access, KeyAccess};
-use crate::core::model::ErrorClass;
+use crate::core::judge::{Judged, Standing};
+use crate::core::model::Wait;
 use crate::core::plan::{grant_name, Change, Plan, PlannedChange};
 use crate::core::policy::GRANT_OPERATIONS;
 use crate::core::reencrypt::Write;
@@ -65,10 +66,10 @@ fn action_json(c: &PlannedChange) -> Value {
 pub fn plan_json(plan: &Plan, access: &[KeyAccess]) -> String {
     let v = json!({
         "actions": plan.changes.iter().map(action_json).collect::<Vec<_>>(),
-        "errors": plan.blocked.iter().map(|b| json!({
-            "binding": b.binding.to_string(),
-            "class": b.failure.class.as_str(),
-            "error": b.failure.message,
+        "errors": plan.stopped().map(|j| json!({
+            "binding": j.binding.to_string(),
+            "class": j.verdict.class(),
+            "error": j.verdict.message(),
         })).collect::<Vec<_>>(),
         "notes": plan.notes.iter().map(|n| json!({
             "binding": n.binding.to_string(),
@@ -92,12 +93,13 @@ pub fn plan_json(plan: &Plan, access: &[KeyAccess]) -> String {
 
 /// One line per change with its reason, then one line per binding that cannot progress,
 /// then what lets the operator manage each key.
-pub fn plan_text(plan: &Plan, bindings: usize, access: &[KeyAccess]) -> String {
+pub fn plan_text(plan: &Plan, access: &[KeyAccess]) -> String {
     let mut s = String::new();
+    let bindings = plan.judged.len();
     if plan.changes.is_empty() {
         s.push_str(&format!(
             "No changes. {} of {bindings} binding{} up to date.\n",
-            bindings - plan.blocked.len(),
+            bindings - plan.stopped().count(),
             if bindings == 1 { " is" } else { "s are" }
         ));
     } else {
@@ -157,12 +159,12 @@ fn changes_text(s: &mut String, plan: &Plan) {
 
 /// The bindings that cannot progress, and those awaiting their key's owner.
 fn blocked_text(s: &mut String, plan: &Plan) {
-    let (waiting, stuck): (Vec<_>, Vec<_>) =
-        plan.blocked.iter().partition(|b| b.failure.class == ErrorClass::AwaitingOwner);
+    let owner = |j: &&Judged| j.verdict.standing() == Standing::Waiting(Wait::KeyOwner);
+    let (waiting, stuck): (Vec<&Judged>, Vec<&Judged>) = plan.stopped().partition(owner);
     if !stuck.is_empty() {
         s.push_str(&format!("\n{} binding{} cannot progress:\n", stuck.len(), if stuck.len() == 1 { "" } else { "s" }));
-        for b in &stuck {
-            s.push_str(&format!("  ! {}: {}\n", b.binding, b.failure));
+        for j in &stuck {
+            s.push_str(&format!("  ! {}: {}\n", j.binding, j.verdict.message()));
         }
     }
     if !waiting.is_empty() {
@@ -171,13 +173,14 @@ fn blocked_text(s: &mut String, plan: &Plan) {
             waiting.len(),
             if waiting.len() == 1 { "" } else { "s" }
         ));
-        for b in &waiting {
+        for j in &waiting {
+            let b = &j.binding;
             s.push_str(&format!(
                 "  ? {}: awaiting key owner: account {} has not yet let account {} use key {}\n",
-                b.binding,
-                b.binding.key.account(),
-                b.binding.asg.account,
-                b.binding.key
+                b,
+                b.key.account(),
+                b.asg.account,
+                b.key
             ));
         }
     }
@@ -186,8 +189,14 @@ fn blocked_text(s: &mut String, plan: &Plan) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::judge::{Retry, Verdict};
     use crate::core::model::{AccountId, AsgRef, BindingId, Failure, KeyArn, Slr};
-    use crate::core::plan::{Blocked, Note, NoteKind};
+    use crate::core::plan::{Note, NoteKind};
+
+    /// A binding judged with `verdict`, and no conditions.
+    fn judged(binding: BindingId, verdict: Verdict) -> Judged {
+        Judged { binding, conditions: vec![], verdict }
+    }
 
     fn sample() -> Plan {
         let account = AccountId::parse("111122223333").unwrap();
@@ -212,10 +221,13 @@ mod tests {
                     bindings: vec![web.clone()],
                 },
             ],
-            blocked: vec![Blocked {
-                binding: BindingId { asg: AsgRef::new(account, "us-west-2", "ghost"), key: key.clone() },
-                failure: Failure::terminal("ASG ghost not found"),
-            }],
+            judged: vec![
+                judged(web.clone(), Verdict::Converging),
+                judged(
+                    BindingId { asg: AsgRef::new(account, "us-west-2", "ghost"), key: key.clone() },
+                    Verdict::Failed { failure: Failure::terminal("ASG ghost not found"), retry: Retry::Backoff },
+                ),
+            ],
             notes: vec![Note {
                 binding: BindingId { asg: AsgRef::new(account, "us-west-2", "batch"), key },
                 kind: NoteKind::AwsManaged,
@@ -244,11 +256,11 @@ mod tests {
         let mut p = sample();
         let key = KeyArn::parse("arn:aws:kms:us-west-2:999999999999:key/33333333-3333-3333-3333-333333333333").unwrap();
         let account = AccountId::parse("111122223333").unwrap();
-        p.blocked.push(Blocked {
-            binding: BindingId { asg: AsgRef::new(account, "us-west-2", "api"), key },
-            failure: Failure { class: ErrorClass::AwaitingOwner, message: "awaiting key owner: ...".into() },
-        });
-        let t = plan_text(&p, 3, &[]);
+        p.judged.push(judged(
+            BindingId { asg: AsgRef::new(account, "us-west-2", "api"), key },
+            Verdict::Waiting { wait: Wait::KeyOwner, message: "awaiting key owner: ...".into() },
+        ));
+        let t = plan_text(&p, &[]);
         assert!(t.contains("1 binding cannot progress:"), "{t}");
         assert!(t.contains("1 binding awaiting key owner"), "{t}");
         assert!(t.contains("  ? 111122223333/us-west-2/api [999999999999:33333333-3333-3333-3333-333333333333]: awaiting key owner: account 999999999999 has not yet let account 111122223333 use key"), "{t}");
@@ -258,7 +270,7 @@ mod tests {
 
     #[test]
     fn text_has_one_line_per_change_and_per_blocked_binding() {
-        let t = plan_text(&sample(), 2, &[]);
+        let t = plan_text(&sample(), &[]);
         assert!(t.contains("  + CreateServiceLinkedRole  111122223333  global"), "{t}");
         assert!(t.contains("  ~ UpdateAutoScalingGroup   111122223333  us-west-2      web"), "{t}");
         assert!(t.contains("Plan: 2 changes."), "{t}");
@@ -272,6 +284,8 @@ mod tests {
             t.contains("  ! 111122223333/us-west-2/ghost [11111111-1111-1111-1111-111111111111]: ASG ghost not found"),
             "{t}"
         );
-        assert_eq!(plan_text(&Plan::default(), 3, &[]), "No changes. 3 of 3 bindings are up to date.\n");
+        let ready = sample().judged.into_iter().map(|j| judged(j.binding, Verdict::Ready)).collect();
+        let done = Plan { judged: ready, ..Plan::default() };
+        assert_eq!(plan_text(&done, &[]), "No changes. 2 of 2 bindings are up to date.\n");
     }
 }

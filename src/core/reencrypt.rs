@@ -21,65 +21,11 @@
 //!
 //! Old versions and the source image are never changed.
 
-use std::collections::BTreeMap;
-
 use crate::core::launch::{GroupLaunch, SourceRead};
 use crate::core::model::desired::Binding;
-use crate::core::model::{AccountId, AsgRef, DryRun, ErrorClass, Failure, KeyArn, LaunchSource, Slr};
+use crate::core::model::{AccountId, AsgRef, DryRun, ErrorClass, Failure, KeyArn, LaunchSource, Wait};
 
-/// An image the operator copied, found by its name.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Copy {
-    pub image_id: String,
-    /// `pending`, `available`, `failed`, ... (EC2 API Reference, Image, State).
-    pub state: String,
-    /// Why a copy failed, as EC2 says (Image, StateReason).
-    pub reason: Option<String>,
-    /// While pending: the least progress of its snapshots, as EC2 writes it (`45%`).
-    pub progress: Option<String>,
-}
-
-/// A launch template's latest version, as read while a group still needs a version.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LatestVersion {
-    pub number: u64,
-    pub description: Option<String>,
-}
-
-/// Where a copy is looked for: the group's account and Region, and the copy's name.
-pub type CopyAt = (AccountId, String, String);
-/// A launch template in an account and Region, by id.
-pub type TemplateAt = (AccountId, String, String);
-/// Every group of an account and Region, with its launch sources.
-pub type GroupsAt = (AccountId, String);
-/// The groups of a place, by name, with their launch sources.
-pub type Groups = Vec<(String, Vec<LaunchSource>)>;
-
-/// What re-encryption reads, beyond the groups' launches.
-#[derive(Debug, Clone, Default)]
-pub struct ReencryptReads {
-    pub copies: BTreeMap<CopyAt, Result<Option<Copy>, Failure>>,
-    pub latest: BTreeMap<TemplateAt, Result<LatestVersion, Failure>>,
-    /// The groups of a place, by name, with their launch sources: who else uses a
-    /// template.
-    pub groups: BTreeMap<GroupsAt, Result<Groups, Failure>>,
-    /// Before a copy: whether the group's account may use each key being replaced, as a
-    /// dry run of CreateGrant made with its credentials answers (KMS Developer Guide,
-    /// "Testing your permissions").
-    pub access: BTreeMap<(KeyArn, Slr), Result<DryRun, Failure>>,
-    /// Whether each launch configuration copy the operator would make exists already.
-    pub configurations: BTreeMap<CopyAt, Result<bool, Failure>>,
-}
-
-impl ReencryptReads {
-    pub fn absorb(&mut self, newer: ReencryptReads) {
-        self.copies.extend(newer.copies);
-        self.latest.extend(newer.latest);
-        self.groups.extend(newer.groups);
-        self.access.extend(newer.access);
-        self.configurations.extend(newer.configurations);
-    }
-}
+pub use crate::core::model::launch::{Copy, CopyAt, Groups, GroupsAt, LatestVersion, ReencryptReads, TemplateAt};
 
 /// The next write for one launch source of a group.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -122,9 +68,12 @@ pub enum Next {
     Done,
     /// This write is next; `why` says what it is for.
     Write { write: Write, why: String },
-    /// Nothing can be written now: waiting (a copy in progress), a read missing, or a
-    /// state the operator cannot change (the failure says which).
-    Wait(Failure),
+    /// Nothing can be written now: someone else's work comes first (the key's owner must
+    /// allow the copy; EC2 is making it), as the message says.
+    Wait(Wait, String),
+    /// Nothing can be written: a read missing or failed, or a state the operator cannot
+    /// change (the failure says which).
+    Stop(Failure),
 }
 
 /// What the reads needed for one source are: the copy's name to look up, and whether the
@@ -186,22 +135,22 @@ fn replaced(b: &Binding) -> impl Iterator<Item = &KeyArn> {
 
 /// Why a copy cannot be made yet, if the owner of a key being replaced has not let the
 /// group's account use it: the statements to ask for, as the hand-off prints them.
-fn copy_refused(b: &Binding, reads: &ReencryptReads) -> Option<Failure> {
+fn copy_refused(b: &Binding, reads: &ReencryptReads) -> Option<Next> {
     for key in replaced(b) {
         match reads.access.get(&(key.clone(), b.slr())) {
-            None => return Some(missing(format!("a dry run of CreateGrant on {key}"))),
-            Some(Err(f)) => return Some(read_failed(&format!("a dry run of CreateGrant on {key}"), f)),
+            None => return Some(Next::Stop(missing(format!("a dry run of CreateGrant on {key}")))),
+            Some(Err(f)) => return Some(Next::Stop(read_failed(&format!("a dry run of CreateGrant on {key}"), f))),
             Some(Ok(DryRun::Refused)) => {
                 let statements = crate::core::policy::case2_statements(&[b.asg.account.root_arn(key.partition())]);
-                return Some(Failure {
-                    class: ErrorClass::AwaitingOwner,
-                    message: format!(
+                return Some(Next::Wait(
+                    Wait::KeyOwner,
+                    format!(
                         "awaiting key owner: the group's images are copied with key {key}, which account {owner} owns, and a dry run of CreateGrant by account {account} was refused. Ask the key's administrators to add these statements to its key policy (no grant for the service-linked role is needed): {json}",
                         owner = key.account(),
                         account = b.asg.account,
                         json = serde_json::Value::Array(statements),
                     ),
-                });
+                ));
             }
             Some(Ok(DryRun::Allowed | DryRun::GranteeUnknown)) => {}
         }
@@ -272,7 +221,7 @@ pub fn next(b: &Binding, own: &KeyArn, launch: &GroupLaunch, s: &SourceRead, rea
     if let (Some(why), Some(image)) = (&s.image_unread, &s.image_id) {
         // A parameter not resolved to an AMI is said by `discover`; nothing to copy yet.
         if !image.starts_with("resolve:") {
-            return Next::Wait(Failure::terminal(format!(
+            return Next::Stop(Failure::terminal(format!(
                 "image {image} cannot be read by account {group}: {why}. Re-encryption copies it, so it must be owned by the account or shared with it (a launch permission)"
             )));
         }
@@ -285,14 +234,14 @@ pub fn next(b: &Binding, own: &KeyArn, launch: &GroupLaunch, s: &SourceRead, rea
         LaunchSource::Template { .. } => match &s.template {
             Some((id, n)) => format!("launch template {id} version {n}"),
             None => {
-                return Next::Wait(Failure::terminal(
+                return Next::Stop(Failure::terminal(
                     "the group's launch template version was read without its id and number",
                 ))
             }
         },
     };
     let Some(image) = s.image_id.clone() else {
-        return Next::Wait(Failure::terminal(format!("{what} names no image")));
+        return Next::Stop(Failure::terminal(format!("{what} names no image")));
     };
     // 1. The copy of the image, encrypted with the own key.
     let image_now = if image_foreign {
@@ -332,11 +281,11 @@ enum Copied {
 fn copied(b: &Binding, own: &KeyArn, image: &str, reads: &ReencryptReads, why: impl Fn() -> String) -> Copied {
     let name = copy_name(image, own);
     let copy = match reads.copies.get(&(b.asg.account, b.asg.region.clone(), name.clone())) {
-        None => return Copied::Not(Next::Wait(missing(format!("copy {name}")))),
-        Some(Err(f)) => return Copied::Not(Next::Wait(read_failed(&format!("copy {name}"), f))),
+        None => return Copied::Not(Next::Stop(missing(format!("copy {name}")))),
+        Some(Err(f)) => return Copied::Not(Next::Stop(read_failed(&format!("copy {name}"), f))),
         Some(Ok(None)) => {
-            if let Some(f) = copy_refused(b, reads) {
-                return Copied::Not(Next::Wait(f));
+            if let Some(next) = copy_refused(b, reads) {
+                return Copied::Not(next);
             }
             let write = Write::CopyImage { source_image: image.to_owned(), name };
             return Copied::Not(Next::Write { write, why: why() });
@@ -345,17 +294,17 @@ fn copied(b: &Binding, own: &KeyArn, image: &str, reads: &ReencryptReads, why: i
     };
     match copy.state.as_str() {
         "available" => Copied::Available(copy.image_id.clone()),
-        "pending" => Copied::Not(Next::Wait(Failure {
-            class: ErrorClass::InProgress,
-            message: format!(
+        "pending" => Copied::Not(Next::Wait(
+            Wait::Copy,
+            format!(
                 "copying image {image} as {} ({name}), encrypted with {own}: pending{}",
                 copy.image_id,
                 copy.progress.as_deref().map(|p| format!(", snapshots at {p}")).unwrap_or_default()
             ),
-        })),
+        )),
         state => {
             let reason = copy.reason.as_deref().unwrap_or("EC2 gave no reason");
-            Copied::Not(Next::Wait(Failure::terminal(format!(
+            Copied::Not(Next::Stop(Failure::terminal(format!(
                 "the copy {} ({name}) of image {image} is {state}: {reason}. Deregister it to have the operator copy again; a copy needs the source key's owner to let this account use the key (kms:Decrypt, kms:ReEncrypt*, kms:DescribeKey, kms:CreateGrant)",
                 copy.image_id
             ))))
@@ -377,8 +326,8 @@ pub fn configuration_name(from: &str, image: &str) -> String {
 fn configuration_step(b: &Binding, from: &str, image: &str, reads: &ReencryptReads) -> Next {
     let name = configuration_name(from, image);
     match reads.configurations.get(&(b.asg.account, b.asg.region.clone(), name.clone())) {
-        None => Next::Wait(missing(format!("launch configuration {name}"))),
-        Some(Err(f)) => Next::Wait(read_failed(&format!("launch configuration {name}"), f)),
+        None => Next::Stop(missing(format!("launch configuration {name}"))),
+        Some(Err(f)) => Next::Stop(read_failed(&format!("launch configuration {name}"), f)),
         Some(Ok(false)) => Next::Write {
             write: Write::CopyConfiguration { from: from.to_owned(), name, image_id: image.to_owned() },
             why: format!("launch configuration {from} launches with another account's key and cannot be changed: a copy of it with image {image}"),
@@ -411,18 +360,18 @@ fn template_step(b: &Binding, own: &KeyArn, t: TemplateStep, reads: &ReencryptRe
     let description = version_description(launched, &image, own);
     let place = (b.asg.account, b.asg.region.clone());
     let latest = match reads.latest.get(&(place.0, place.1.clone(), template_id.clone())) {
-        None => return Next::Wait(missing(format!("launch template {template_id}"))),
-        Some(Err(f)) => return Next::Wait(read_failed(&format!("launch template {template_id}"), f)),
+        None => return Next::Stop(missing(format!("launch template {template_id}"))),
+        Some(Err(f)) => return Next::Stop(read_failed(&format!("launch template {template_id}"), f)),
         Some(Ok(l)) => l,
     };
     let others = match reads.groups.get(&place) {
-        None => return Next::Wait(missing(format!("the groups of {}", b.asg.region))),
-        Some(Err(f)) => return Next::Wait(read_failed(&format!("the groups of {}", b.asg.region), f)),
+        None => return Next::Stop(missing(format!("the groups of {}", b.asg.region))),
+        Some(Err(f)) => return Next::Stop(read_failed(&format!("the groups of {}", b.asg.region), f)),
         Some(Ok(groups)) => users(groups, &b.asg, &template_id, t_name),
     };
     if latest.description.as_deref() != Some(description.as_str()) {
         if let Some((other, _)) = others.iter().find(|(_, v)| v == "$Latest") {
-            return Next::Wait(Failure::terminal(format!(
+            return Next::Stop(Failure::terminal(format!(
                 "launch template {template_id} is shared with group {other}, which launches its $Latest version: a new version would change what {other} launches. Pin {other} to a version number, or give this group a template of its own"
             )));
         }
@@ -436,12 +385,12 @@ fn template_step(b: &Binding, own: &KeyArn, t: TemplateStep, reads: &ReencryptRe
     }
     let ours = latest.number;
     if ours == launched {
-        return Next::Wait(Failure::terminal(format!(
+        return Next::Stop(Failure::terminal(format!(
             "launch template {template_id} version {ours}, made by the operator with image {image}, still uses another account's key: a mapping's own snapshot, which re-encryption does not replace"
         )));
     }
     match selector {
-        "$Latest" => Next::Wait(Failure {
+        "$Latest" => Next::Stop(Failure {
             class: ErrorClass::Retryable,
             message: format!("launch template {template_id}: $Latest was read as version {launched} and as {ours}"),
         }),
@@ -584,10 +533,20 @@ mod tests {
         }
     }
 
+    /// What stops a source: the failure, or, for a wait, a failure whose message is the
+    /// wait's (and `waited` says which wait).
     fn waits(n: Next) -> Failure {
         match n {
-            Next::Wait(f) => f,
+            Next::Stop(f) => f,
+            Next::Wait(_, message) => Failure { class: ErrorClass::Retryable, message },
             other => panic!("expected a wait, got {other:?}"),
+        }
+    }
+
+    fn waited(n: &Next) -> Option<Wait> {
+        match n {
+            Next::Wait(w, _) => Some(*w),
+            _ => None,
         }
     }
 
@@ -602,11 +561,13 @@ mod tests {
         let s = source("$Default", &[FOREIGN]);
         let w = write(next_of(&s, &reads(None, DryRun::Allowed, 1, false, &[])));
         assert_eq!(w, Write::CopyImage { source_image: "ami-src".into(), name: copy_name("ami-src", &key(OWN)) });
-        let f = waits(next_of(&s, &reads(None, DryRun::Refused, 1, false, &[])));
-        assert_eq!(f.class, ErrorClass::AwaitingOwner);
+        let n = next_of(&s, &reads(None, DryRun::Refused, 1, false, &[]));
+        assert_eq!(waited(&n), Some(Wait::KeyOwner));
+        let f = waits(n);
         assert!(f.message.contains("arn:aws:iam::111122223333:root") && f.message.contains("kms:CreateGrant"), "{f}");
-        let f = waits(next_of(&s, &reads(Some("pending"), DryRun::Allowed, 1, false, &[])));
-        assert_eq!(f.class, ErrorClass::InProgress);
+        let n = next_of(&s, &reads(Some("pending"), DryRun::Allowed, 1, false, &[]));
+        assert_eq!(waited(&n), Some(Wait::Copy));
+        let f = waits(n);
         assert!(f.message.ends_with("pending, snapshots at 45%"), "{f}");
         let f = waits(next_of(&s, &reads(Some("failed"), DryRun::Allowed, 1, false, &[])));
         assert_eq!(f.class, ErrorClass::Terminal);

@@ -62,6 +62,16 @@ impl Units {
         self
     }
 
+    /// The index of the unit `key` is in.
+    pub fn index_of(&self, key: &KeyArn) -> Option<usize> {
+        self.of.get(key).copied()
+    }
+
+    /// The keys of unit `u` (by index); none for an index out of range.
+    pub fn members(&self, u: usize) -> &[KeyArn] {
+        self.members.get(u).map_or(&[], Vec::as_slice)
+    }
+
     /// How many units there are.
     pub fn len(&self) -> usize {
         self.members.len()

@@ -4,6 +4,7 @@
 //! large), so spawning a thousand reads or writes at once would hold tens of MiB before
 //! any of them ran. Reads and writes both go through here.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 
 use tokio::task::{JoinError, JoinSet};
@@ -31,6 +32,45 @@ pub async fn for_each<I, F, T>(
         }
         done(joined);
     }
+}
+
+/// Runs `read(item)` for each item, `limit` at a time, through the one bounded spawner;
+/// a read whose task panicked answers `Err`.
+pub async fn concurrently<I, T, F, Fut>(
+    items: Vec<I>,
+    limit: usize,
+    read: F,
+) -> Vec<(I, Result<T, crate::core::model::Failure>)>
+where
+    I: Clone + Send + 'static,
+    T: Send + 'static,
+    F: Fn(I) -> Fut,
+    Fut: std::future::Future<Output = Result<T, crate::core::model::Failure>> + Send + 'static,
+{
+    let mut out = Vec::with_capacity(items.len());
+    let mut lost = Vec::new();
+    let start = |(i, item): (usize, I)| {
+        let read = read(item);
+        async move { (i, read.await) }
+    };
+    let indexed: Vec<(usize, I)> = items.iter().cloned().enumerate().collect();
+    for_each(indexed, limit, start, |joined| match joined {
+        Ok((i, r)) => out.push((i, r)),
+        Err(e) => lost.push(e.to_string()),
+    })
+    .await;
+    let mut by_index: BTreeMap<usize, Result<T, crate::core::model::Failure>> = out.into_iter().collect();
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let r = by_index.remove(&i).unwrap_or_else(|| {
+                tracing::error!(errors = ?lost, "a launch read task failed");
+                Err(crate::core::model::Failure::terminal("the read failed inside the operator"))
+            });
+            (item, r)
+        })
+        .collect()
 }
 
 #[cfg(test)]

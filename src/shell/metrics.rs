@@ -2,7 +2,6 @@
 
 use std::sync::atomic::{AtomicI64, AtomicU64};
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
@@ -170,7 +169,7 @@ impl Metrics {
         registry.register("changes_applied", "Changes applied, by action", self.changes.clone());
         registry.register(
             "bindings",
-            "Bindings by state, as /status says: converged (ready), failed (not ready), awaiting_key_owner (not ready until the owner of a key the operator cannot act in adds what `handoff` prints), pending (not reported on yet)",
+            "Bindings by state, as /status says: ready (the group can launch with the key), failed (not ready), waiting (not ready until someone else's work is done: a key's owner, an image copy), pending (not reported on yet)",
             self.bindings.clone(),
         );
         registry.register_collector(Box::new(self.binding_failed.clone()));
@@ -242,14 +241,8 @@ impl Metrics {
     }
 
     pub fn set_bindings(&self, t: Tally) {
-        let states = [
-            ("converged", t.ready),
-            ("pending", t.pending),
-            ("failed", t.not_ready),
-            ("awaiting_key_owner", t.awaiting_owner),
-        ];
-        for (state, n) in states {
-            self.bindings.get_or_create(&StateLabel { state: state.into() }).set(n as i64);
+        for state in Standing::ALL {
+            self.bindings.get_or_create(&StateLabel { state: state.as_str().into() }).set(t.get(state) as i64);
         }
     }
 
@@ -382,13 +375,12 @@ fn escape_help(s: &str) -> String {
 }
 
 pub fn unix_now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+    crate::shell::clock::unix_seconds() as i64
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::status::BindingStatus;
 
     #[test]
     fn exposition_names_every_metric() {
@@ -401,7 +393,7 @@ mod tests {
                 outcome: "success".into(),
             })
             .inc();
-        m.set_bindings(Tally { ready: 2, pending: 1, not_ready: 0, awaiting_owner: 3 });
+        m.set_bindings(Tally { ready: 2, pending: 1, failed: 0, waiting: 3 });
         m.changes.get_or_create(&ActionLabel { action: "PutKeyPolicy".into() }).inc();
         m.errors.get_or_create(&ClassLabel { class: "terminal".into() }).inc();
         m.last_resync.set(1_700_000_000);
@@ -411,9 +403,9 @@ mod tests {
         for needle in [
             "asg_cmk_operator_reconcile_passes_total{result=\"success\"} 1",
             "asg_cmk_operator_aws_calls_total{service=\"kms\",operation=\"GetKeyPolicy\",outcome=\"success\"} 1",
-            "asg_cmk_operator_bindings{state=\"converged\"} 2",
+            "asg_cmk_operator_bindings{state=\"ready\"} 2",
             "asg_cmk_operator_bindings{state=\"pending\"} 1",
-            "asg_cmk_operator_bindings{state=\"awaiting_key_owner\"} 3",
+            "asg_cmk_operator_bindings{state=\"waiting\"} 3",
             "asg_cmk_operator_last_successful_resync_timestamp_seconds 1700000000",
             "asg_cmk_operator_config_reloads_total{result=\"error\"} 0",
             "asg_cmk_operator_changes_applied_total{action=\"PutKeyPolicy\"} 1",
@@ -469,15 +461,13 @@ mod tests {
         .unwrap();
         let failed = BindingId { asg: web.clone(), key };
         let board = StatusBoard::default();
-        board.update(vec![BindingStatus {
+        board.update(vec![crate::core::judge::Judged {
             binding: failed.clone(),
-            conditions: vec![crate::core::status::Condition {
-                kind: "RoleReady",
-                status: crate::core::status::State::False,
-                reason: "r".into(),
-                message: "m".into(),
-                since: 0,
-            }],
+            conditions: vec![],
+            verdict: crate::core::judge::Verdict::Failed {
+                failure: crate::core::model::Failure::terminal("m"),
+                retry: crate::core::judge::Retry::Backoff,
+            },
         }]);
         m.report_bindings(&board, [&failed]);
         m.set_launch_failure(&web, Some(LaunchFailureClass::Kms));
@@ -557,26 +547,25 @@ mod tests {
 
     #[test]
     fn per_binding_series_follow_the_board_and_leave_with_their_binding() {
+        use crate::core::judge::{Judged, Retry, Verdict};
+        use crate::core::model::Failure;
         use crate::core::model::{AccountId, KeyArn};
-        use crate::core::status::{Condition, State};
         let acct = AccountId::parse("111122223333").unwrap();
         let key = KeyArn::parse("arn:aws:kms:us-west-2:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab").unwrap();
         let id = |asg: &str| BindingId { asg: AsgRef::new(acct, "us-west-2", asg), key: key.clone() };
-        let status = |asg: &str, ok: bool| BindingStatus {
+        let status = |asg: &str, ok: bool| Judged {
             binding: id(asg),
-            conditions: vec![Condition {
-                kind: "RoleReady",
-                status: if ok { State::True } else { State::False },
-                reason: "r".into(),
-                message: "m".into(),
-                since: 0,
-            }],
+            conditions: vec![],
+            verdict: match ok {
+                true => Verdict::Ready,
+                false => Verdict::Failed { failure: Failure::terminal("no"), retry: Retry::Backoff },
+            },
         };
         let (m, board) = (Metrics::new(), StatusBoard::default());
         board.update(vec![status("web", true), status("api", false)]);
         let bound = [id("web"), id("api"), id("new")];
         let t = m.report_bindings(&board, &bound);
-        assert_eq!(t, Tally { ready: 1, not_ready: 1, pending: 1, awaiting_owner: 0 });
+        assert_eq!(t, Tally { ready: 1, failed: 1, pending: 1, waiting: 0 });
         let series = |asg: &str| {
             format!("asg_cmk_operator_binding_failed{{asg=\"{asg}\",account=\"111122223333\",region=\"us-west-2\",key=\"{key}\"}}")
         };

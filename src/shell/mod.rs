@@ -3,6 +3,7 @@
 
 pub mod aws;
 pub mod bounded;
+pub mod clock;
 pub mod config_file;
 pub mod config_watch;
 pub mod daemon;
@@ -15,3 +16,4 @@ pub mod runner;
 pub mod scheduler;
 pub mod server;
 pub mod telemetry;
+pub mod writes;

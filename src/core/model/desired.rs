@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::{AccountId, AsgRef, BindingId, Instance, KeyArn, Slr};
+use super::{AccountId, AsgRef, BindingId, Failure, Instance, KeyArn, Slr};
 
 /// A validated binding: one ASG that must be able to use one key. A config entry with
 /// `keys:` makes one per key, all with the same group and role.
@@ -45,6 +45,34 @@ pub struct Desired {
     pub operator: Operator,
 }
 
+impl Desired {
+    /// Whether the operator can act in `account`: its own, or one listed under `accounts`.
+    pub fn reaches(&self, account: &AccountId, caller: &AccountId) -> bool {
+        account == caller || self.accounts.contains_key(account)
+    }
+
+    /// Why a binding cannot be acted on with the credentials at hand, if it cannot: its
+    /// group's account is neither the operator's nor listed. A key owner account the
+    /// operator cannot act in is no error: see [`Desired::is_handoff`].
+    pub fn unreachable(&self, b: &Binding, caller: &AccountId) -> Option<Failure> {
+        (!self.reaches(&b.asg.account, caller)).then(|| {
+            Failure::terminal(format!(
+                "ASG account {} is neither the operator's own account ({caller}) nor listed under `accounts`",
+                b.asg.account
+            ))
+        })
+    }
+
+    /// Hand-off mode (procedure case 2 when someone else owns the key): the key's owner
+    /// account is neither the caller's, nor the group's, nor listed under `accounts`. The
+    /// operator never writes that key's policy: it checks, with the group account's
+    /// credentials, whether the owner's policy lets the group's account create the grant,
+    /// creates it once it does, and until then reports what the owner must add.
+    pub fn is_handoff(&self, b: &Binding, caller: &AccountId) -> bool {
+        b.key.account() != &b.asg.account && !self.reaches(b.key.account(), caller)
+    }
+}
+
 /// Settings of the operator itself, from the config (and the command line).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Operator {
@@ -60,7 +88,7 @@ pub struct Operator {
     /// weighs a prune against all of them, not against its part.
     pub config_bindings: usize,
     /// Set by the daemon when the config edit that led here removes more than half of the
-    /// bindings (see [`crate::core::plan::edit_prune_hold`]): why nothing is pruned until
+    /// bindings (see `edit_prune_hold` in the planner's prune step): why nothing is pruned until
     /// that is confirmed. It stands until an edit brings the removals back under half.
     pub prune_held: Option<String>,
     /// Keys no binding names any more, which the daemon saw leave the config while

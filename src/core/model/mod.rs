@@ -1,6 +1,7 @@
 //! SDK-free domain types shared by the config, the planner and the AWS layer.
 
 pub mod desired;
+pub mod launch;
 pub mod observed;
 
 use std::fmt;
@@ -518,13 +519,6 @@ pub enum ErrorClass {
     Retryable,
     /// The API throttled us: retry with backoff and slow down.
     Throttled,
-    /// Hand-off: the key's owner account, which the operator cannot act in, has not yet
-    /// let the group's account use the key. Not an error: checked again on a shorter
-    /// interval until the owner adds what the operator printed.
-    AwaitingOwner,
-    /// Work AWS is doing for the operator, such as an image copy: not an error, looked at
-    /// again soon.
-    InProgress,
 }
 
 impl ErrorClass {
@@ -533,15 +527,37 @@ impl ErrorClass {
             ErrorClass::Terminal => "terminal",
             ErrorClass::Retryable => "retryable",
             ErrorClass::Throttled => "throttled",
-            ErrorClass::AwaitingOwner => "awaiting_owner",
-            ErrorClass::InProgress => "in_progress",
         }
     }
 
     /// Whether trying again soon may help: throttling and transient errors. A terminal
-    /// failure waits for a change of config or account; a hand-off key, for its owner.
+    /// failure waits for a change of config or account.
     pub fn is_transient(self) -> bool {
         matches!(self, ErrorClass::Retryable | ErrorClass::Throttled)
+    }
+}
+
+/// What a binding waits for that is not a failure: someone else's work, or a read the
+/// daemon owes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Wait {
+    /// Hand-off: the owner of a key the operator cannot act in has not yet let the
+    /// group's account use it. Checked again on the hand-off interval.
+    KeyOwner,
+    /// An image copy EC2 is making for re-encryption. Looked at again soon.
+    Copy,
+    /// A quick pass switched the group without reading its launches: a full pass over
+    /// it follows at once.
+    Launches,
+}
+
+impl Wait {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Wait::KeyOwner => "awaiting_owner",
+            Wait::Copy => "in_progress",
+            Wait::Launches => "launches_unread",
+        }
     }
 }
 

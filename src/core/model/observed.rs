@@ -2,9 +2,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use super::launch::{GroupLaunch, ReencryptReads};
 use super::{AccountId, Asg, AsgRef, DryRun, Failure, Grant, KeyArn, KeyInfo, LaunchActivity, Role, Slr};
-use crate::core::launch::GroupLaunch;
-use crate::core::reencrypt::ReencryptReads;
 
 /// What one pass of observation saw. Each entry is the result of one read; a failed read
 /// fails only the bindings that depend on it.
@@ -52,6 +51,15 @@ impl Observed {
     }
 }
 
+/// How much a pass reads. A full pass (at start, on resync, and for the one-shot
+/// commands) also reads what changes rarely but matters to whether a group can launch:
+/// its recent launches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Depth {
+    Quick,
+    Full,
+}
+
 /// The reads one pass needs, derived from the desired state.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Reads {
@@ -66,7 +74,7 @@ pub struct Reads {
     pub accounts: BTreeSet<AccountId>,
     /// Groups whose recent launches are read (full passes only).
     pub launches: BTreeSet<AsgRef>,
-    /// Hand-off keys (see [`is_handoff`](crate::core::plan::is_handoff)), each with the roles that need its grant. Not
+    /// Hand-off keys (see [`Desired::is_handoff`](super::desired::Desired::is_handoff)), each with the roles that need its grant. Not
     /// in `keys`: they are described, and their grants listed, with the group account's
     /// credentials, and their policies are never read.
     pub handoff: BTreeMap<KeyArn, BTreeSet<Slr>>,

@@ -1,8 +1,51 @@
 //! Table tests for `plan`: each row reads like the procedure.
 
+use std::collections::BTreeMap;
+
 use super::*;
+use crate::core::judge::{Retry, Standing};
 use crate::core::model::desired::{Binding, Desired};
-use crate::core::model::{AccountId, Asg, AsgRef, Grant, KeyArn, KeyInfo, KeyManager, Role};
+use crate::core::model::{
+    AccountId, Asg, AsgRef, ErrorClass, Failure, Grant, Instance, KeyArn, KeyInfo, KeyManager, Role, Wait,
+};
+use crate::core::policy::GRANT_OPERATIONS;
+
+/// The plan of `d` against `o`, with nothing settled.
+fn plan(d: &Desired, o: &Observed, caller: &AccountId) -> Plan {
+    super::plan(d, o, caller, &Context::at(0))
+}
+
+/// The plan, with the bindings of `held` settled as failed (a write of theirs failed
+/// earlier in the same pass).
+fn plan_holding(d: &Desired, o: &Observed, caller: &AccountId, held: &BTreeMap<BindingId, Failure>) -> Plan {
+    let settled: Settled =
+        held.iter().map(|(b, f)| (b.clone(), Verdict::Failed { failure: f.clone(), retry: Retry::Backoff })).collect();
+    let none = BTreeMap::new();
+    super::plan(d, o, caller, &Context { now: 0, settled: &settled, prior: &none })
+}
+
+/// A binding the plan cannot move on, with its verdict and why.
+#[derive(Debug)]
+struct Blocked {
+    binding: BindingId,
+    verdict: Verdict,
+    message: String,
+}
+
+/// The bindings the plan cannot move on: waiting, blocked or failed.
+fn blocked(p: &Plan) -> Vec<Blocked> {
+    p.stopped()
+        .map(|j| Blocked {
+            binding: j.binding.clone(),
+            verdict: j.verdict.clone(),
+            message: j.verdict.message().into(),
+        })
+        .collect()
+}
+
+fn is_handoff(b: &Binding, d: &Desired, caller: &AccountId) -> bool {
+    d.is_handoff(b, caller)
+}
 
 const ASG_ACCT: &str = "111122223333";
 const KEY_ACCT: &str = "444455556666";
@@ -578,14 +621,14 @@ fn plan_table() {
         let got: Vec<(&str, String)> = p.changes.iter().map(|c| (c.change.action(), c.change.target())).collect();
         let want: Vec<(&str, String)> = case.want.iter().map(|(a, t)| (*a, t.to_string())).collect();
         assert_eq!(got, want, "{}", case.reason);
-        assert_eq!(p.blocked.len(), case.want_blocked.len(), "{}: {:?}", case.reason, p.blocked);
+        let stopped = blocked(&p);
+        assert_eq!(stopped.len(), case.want_blocked.len(), "{}: {:?}", case.reason, stopped);
         for (asg, text) in case.want_blocked {
-            let b = p
-                .blocked
+            let b = stopped
                 .iter()
                 .find(|b| b.binding.asg.name == asg)
                 .unwrap_or_else(|| panic!("{}: {asg} not blocked", case.reason));
-            assert!(b.failure.message.contains(text), "{}: {}", case.reason, b.failure.message);
+            assert!(b.message.contains(text), "{}: {}", case.reason, b.message);
         }
     }
 }
@@ -628,7 +671,8 @@ fn applying_the_plan_converges() {
             Change::Reencrypt { .. } => panic!("no binding here re-encrypts"),
         }
     }
-    assert_eq!(plan(&d, &o, &acct(ASG_ACCT)), Plan::default());
+    let p = plan(&d, &o, &acct(ASG_ACCT));
+    assert!(p.changes.is_empty() && blocked(&p).is_empty(), "{p:#?}");
 }
 
 #[test]
@@ -708,13 +752,10 @@ fn the_operators_grants_are_known_by_name_whatever_role_id_they_carry() {
     assert!(!is_operators_grant(None, &slr, &Instance::default()));
 }
 
-// Each step of the pipeline on its own. A row gives the bindings, what was observed,
-// and which bindings earlier steps blocked; it wants the step's changes (action, target,
-// bindings served) and the bindings it blocks.
-
-/// One step of the planner, given the desired state, the ready bindings, the observation
-/// and the bindings blocked before it.
-type StepFn = fn(&Desired, &[Ready], &Observed, &BlockedSet) -> Step;
+// Each step of the pipeline on its own: the plan's changes of the step's actions. A row
+// gives the bindings, what was observed, and which bindings earlier steps blocked (here,
+// settled as failed); it wants the step's changes (action, target, bindings served) and
+// the bindings it blocks.
 
 struct StepCase {
     reason: &'static str,
@@ -725,22 +766,21 @@ struct StepCase {
     want_blocked: Vec<(&'static str, &'static str)>,
 }
 
-fn run_step(step: StepFn, cases: Vec<StepCase>) {
+fn run_step(actions: &[&str], cases: Vec<StepCase>) {
     for case in cases {
         let d = desired(case.bindings);
         let o = (case.observed)(&d);
-        let (ready, checked) = check_observed(&d, &o, &acct(ASG_ACCT), &BlockedSet::new());
-        assert!(checked.blocked.is_empty(), "{}: fixture reads failed: {:?}", case.reason, checked.blocked);
-        let before: BlockedSet = d
+        let before: BTreeMap<BindingId, Failure> = d
             .bindings
             .iter()
             .filter(|b| case.blocked_before.contains(&b.asg.name.as_str()))
             .map(|b| (b.id(), Failure::terminal("blocked earlier")))
             .collect();
-        let out = step(&d, &ready, &o, &before);
-        let got: Vec<(&str, String, Vec<String>)> = out
+        let p = plan_holding(&d, &o, &acct(ASG_ACCT), &before);
+        let got: Vec<(&str, String, Vec<String>)> = p
             .changes
             .iter()
+            .filter(|c| actions.contains(&c.change.action()))
             .map(|c| (c.change.action(), c.change.target(), c.bindings.iter().map(|b| b.asg.name.clone()).collect()))
             .collect();
         let want: Vec<(&str, String, Vec<String>)> = case
@@ -749,11 +789,12 @@ fn run_step(step: StepFn, cases: Vec<StepCase>) {
             .map(|(a, t, bs)| (*a, t.to_string(), bs.iter().map(|b| b.to_string()).collect()))
             .collect();
         assert_eq!(got, want, "{}", case.reason);
-        let got_blocked: Vec<&str> = out.blocked.iter().map(|(b, _)| b.asg.name.as_str()).collect();
+        let stopped: Vec<Blocked> = blocked(&p).into_iter().filter(|b| !before.contains_key(&b.binding)).collect();
+        let got_blocked: Vec<&str> = stopped.iter().map(|b| b.binding.asg.name.as_str()).collect();
         let want_blocked: Vec<&str> = case.want_blocked.iter().map(|(b, _)| *b).collect();
-        assert_eq!(got_blocked, want_blocked, "{}: {:?}", case.reason, out.blocked);
-        for ((_, f), (_, text)) in out.blocked.iter().zip(&case.want_blocked) {
-            assert!(f.message.contains(text), "{}: {}", case.reason, f.message);
+        assert_eq!(got_blocked, want_blocked, "{}: {:?}", case.reason, stopped);
+        for (b, (_, text)) in stopped.iter().zip(&case.want_blocked) {
+            assert!(b.message.contains(text), "{}: {}", case.reason, b.message);
         }
     }
 }
@@ -835,15 +876,20 @@ fn check_observed_table() {
     for row in rows {
         let d = desired(row.bindings);
         let o = (row.observed)(&d);
-        let (ready, step) = check_observed(&d, &o, &acct(ASG_ACCT), &BlockedSet::new());
-        let names: Vec<&str> = ready.iter().map(|r| r.binding.asg.name.as_str()).collect();
+        let p = plan(&d, &o, &acct(ASG_ACCT));
+        let stopped = blocked(&p);
+        let names: Vec<&str> = d
+            .bindings
+            .iter()
+            .filter(|b| !stopped.iter().any(|s| s.binding == b.id()))
+            .map(|b| b.asg.name.as_str())
+            .collect();
         assert_eq!(names, row.want_ready, "{}", row.reason);
-        assert!(step.changes.is_empty(), "{}", row.reason);
-        let blocked: Vec<&str> = step.blocked.iter().map(|(b, _)| b.asg.name.as_str()).collect();
+        let got: Vec<&str> = stopped.iter().map(|b| b.binding.asg.name.as_str()).collect();
         let want: Vec<&str> = row.want_blocked.iter().map(|(b, _)| *b).collect();
-        assert_eq!(blocked, want, "{}", row.reason);
-        for ((_, f), (_, text)) in step.blocked.iter().zip(&row.want_blocked) {
-            assert!(f.message.contains(text), "{}: {}", row.reason, f.message);
+        assert_eq!(got, want, "{}", row.reason);
+        for (b, (_, text)) in stopped.iter().zip(&row.want_blocked) {
+            assert!(b.message.contains(text), "{}: {}", row.reason, b.message);
         }
     }
 }
@@ -851,7 +897,7 @@ fn check_observed_table() {
 #[test]
 fn plan_grants_table() {
     run_step(
-        |_, r, o, b| plan_grants(r, o, b, &Instance::default(), &Pruned::new()),
+        &["CreateGrant", "RetireGrant"],
         vec![
             StepCase {
                 reason: "case 1 needs no grant",
@@ -910,7 +956,7 @@ fn plan_grants_table() {
 #[test]
 fn plan_key_policies_table() {
     run_step(
-        |_, r, o, b| plan_key_policies(r, o, b, &Instance::default(), &Pruned::new()),
+        &["PutKeyPolicy"],
         vec![
             StepCase {
                 reason: "converged policies → nothing",
@@ -970,7 +1016,7 @@ fn plan_key_policies_table() {
 #[test]
 fn plan_roles_and_asgs_table() {
     run_step(
-        |d, r, _, b| plan_roles_and_asgs(d, r, b),
+        &["CreateServiceLinkedRole", "UpdateAutoScalingGroup"],
         vec![
             StepCase {
                 reason: "a group bound to two keys → one update, serving both bindings",
@@ -1027,9 +1073,14 @@ fn other_key_denies_the_role(o: &mut Observed) {
     );
 }
 
-fn blocked_message<'a>(p: &'a Plan, key: &str) -> &'a str {
-    let b = p.blocked.iter().find(|b| b.binding.key.as_str() == key).unwrap_or_else(|| panic!("{key} not blocked"));
-    &b.failure.message
+fn blocked_message(p: &Plan, key: &str) -> String {
+    let b = blocked(p).into_iter().find(|b| b.binding.key.as_str() == key);
+    b.unwrap_or_else(|| panic!("{key} not blocked")).message
+}
+
+fn blocked_verdict(p: &Plan, key: &str) -> Verdict {
+    let b = blocked(p).into_iter().find(|b| b.binding.key.as_str() == key);
+    b.unwrap_or_else(|| panic!("{key} not blocked")).verdict
 }
 
 #[test]
@@ -1043,8 +1094,8 @@ fn a_group_is_not_switched_while_another_of_its_keys_denies_the_new_role() {
     let held = blocked_message(&p, OWN_KEY);
     assert!(held.contains(&format!("key {OTHER_KEY} is not")) && held.contains("NoNewRole"), "{held}");
     assert!(held.contains("AWSServiceRoleForAutoScaling_Old"), "names the role it keeps: {held}");
-    let own = p.blocked.iter().find(|b| b.binding.key.as_str() == OWN_KEY).unwrap();
-    assert_eq!(own.failure.class, ErrorClass::Terminal, "held by a Deny: terminal, as the Deny is");
+    let own = blocked_verdict(&p, OWN_KEY);
+    assert_eq!(own.failure().unwrap().class, ErrorClass::Terminal, "held by a Deny: terminal, as the Deny is");
 }
 
 #[test]
@@ -1068,13 +1119,14 @@ fn a_failed_write_for_one_key_holds_the_switch_in_the_replan() {
     let d = desired(vec![binding("web", OWN_KEY), binding("web", OTHER_KEY)]);
     let o = converged_but_asgs_on_another_role(&d);
     let other = d.bindings.iter().find(|b| b.key.as_str() == OTHER_KEY).unwrap().id();
-    let held: BlockedSet = [(other, failure("CreateGrant: ThrottlingException"))].into_iter().collect();
+    let held: BTreeMap<BindingId, Failure> =
+        [(other, failure("CreateGrant: ThrottlingException"))].into_iter().collect();
     let p = plan_holding(&d, &o, &acct(ASG_ACCT), &held);
     assert!(p.changes.is_empty(), "{:?}", p.changes);
     let msg = blocked_message(&p, OWN_KEY);
     assert!(msg.contains("ThrottlingException"), "{msg}");
-    let own = p.blocked.iter().find(|b| b.binding.key.as_str() == OWN_KEY).unwrap();
-    assert_eq!(own.failure.class, ErrorClass::Retryable, "held by a transient failure: retried");
+    let own = blocked_verdict(&p, OWN_KEY);
+    assert_eq!(own.failure().unwrap().class, ErrorClass::Retryable, "held by a transient failure: retried");
     // Without the failure the group is switched, once.
     let p = plan(&d, &o, &acct(ASG_ACCT));
     assert_eq!(p.changes.iter().filter(|c| c.change.action() == "UpdateAutoScalingGroup").count(), 1);
@@ -1087,7 +1139,7 @@ fn a_group_already_on_its_role_is_not_held_by_a_blocked_key() {
     other_key_denies_the_role(&mut o);
     let p = plan(&d, &o, &acct(ASG_ACCT));
     assert!(p.changes.is_empty());
-    assert_eq!(p.blocked.len(), 1, "only the denied binding: {:?}", p.blocked);
+    assert_eq!(blocked(&p).len(), 1, "only the denied binding: {:?}", blocked(&p));
 }
 
 /// A hand-off binding as observed with the group account's credentials: the key described,
@@ -1112,18 +1164,15 @@ fn a_handoff_key_awaits_its_owner_and_nothing_is_written_for_it() {
     // The own key is made ready; the group stays where it is while the other key waits.
     let got: Vec<(&str, String)> = p.changes.iter().map(|c| (c.change.action(), c.change.target())).collect();
     assert_eq!(got, [("PutKeyPolicy", OWN_KEY.to_owned())], "never the hand-off key's policy, no grant, no switch");
-    let waiting = p.blocked.iter().find(|b| b.binding.key.as_str() == HANDOFF_KEY).unwrap();
-    assert_eq!(waiting.failure.class, ErrorClass::AwaitingOwner);
-    assert!(waiting.failure.message.contains("awaiting key owner"), "{}", waiting.failure.message);
-    assert!(
-        waiting.failure.message.contains(r#""Sid":"AsgCmkOperatorCrossAccountGrant""#),
-        "{}",
-        waiting.failure.message
-    );
-    assert!(waiting.failure.message.contains("arn:aws:iam::111122223333:root"), "{}", waiting.failure.message);
-    let held = p.blocked.iter().find(|b| b.binding.key.as_str() == OWN_KEY).unwrap();
-    assert!(held.failure.message.contains("stays on"), "{}", held.failure.message);
-    assert_eq!(held.failure.class, ErrorClass::AwaitingOwner, "held by a waiting key, the binding waits too");
+    let waiting = blocked_verdict(&p, HANDOFF_KEY);
+    assert_eq!(waiting.standing(), Standing::Waiting(Wait::KeyOwner));
+    let message = waiting.message();
+    assert!(message.contains("awaiting key owner"), "{message}");
+    assert!(message.contains(r#""Sid":"AsgCmkOperatorCrossAccountGrant""#), "{message}");
+    assert!(message.contains("arn:aws:iam::111122223333:root"), "{message}");
+    let held = blocked_verdict(&p, OWN_KEY);
+    assert!(held.message().contains("stays on"), "{}", held.message());
+    assert_eq!(held.standing(), Standing::Waiting(Wait::KeyOwner), "held by a waiting key, the binding waits too");
 }
 
 #[test]
@@ -1133,7 +1182,7 @@ fn a_handoff_key_the_owner_allows_gets_one_grant_and_the_switch() {
     let p = plan(&d, &o, &acct(ASG_ACCT));
     let got: Vec<(&str, String)> = p.changes.iter().map(|c| (c.change.action(), c.change.target())).collect();
     assert_eq!(got, [("CreateGrant", HANDOFF_KEY.to_owned()), ("UpdateAutoScalingGroup", "web".to_owned())]);
-    assert!(p.blocked.is_empty(), "{:?}", p.blocked);
+    assert!(blocked(&p).is_empty(), "{:?}", blocked(&p));
     assert_eq!(p.changes[0].change.account().as_str(), ASG_ACCT, "made with the group account's credentials");
     // Once the grant is listed (ListRetirableGrants) and the group switched: nothing.
     let slr = d.bindings[0].slr();
@@ -1141,19 +1190,20 @@ fn a_handoff_key_the_owner_allows_gets_one_grant_and_the_switch() {
     o.asgs
         .insert(d.bindings[0].asg.clone(), Ok(Some(Asg { service_linked_role_arn: Some(slr.arn()), sources: vec![] })));
     let p = plan(&d, &o, &acct(ASG_ACCT));
-    assert!(p.changes.is_empty() && p.blocked.is_empty(), "{p:?}");
+    assert!(p.changes.is_empty() && blocked(&p).is_empty(), "{p:?}");
 }
 
 #[test]
 fn a_handoff_key_the_group_account_may_not_describe_awaits_its_owner() {
     let d = desired(vec![binding("web", HANDOFF_KEY)]);
     let mut o = handoff_observed(&d, DryRun::Refused);
-    let denied = Failure { class: ErrorClass::AwaitingOwner, message: "DescribeKey: AccessDeniedException".into() };
+    let denied = Failure { class: ErrorClass::Terminal, message: "DescribeKey: AccessDeniedException".into() };
     o.keys.insert(KeyArn::parse(HANDOFF_KEY).unwrap(), Err(denied));
     let p = plan(&d, &o, &acct(ASG_ACCT));
     assert!(p.changes.is_empty());
-    assert_eq!(p.blocked[0].failure.class, ErrorClass::AwaitingOwner);
-    assert!(p.blocked[0].failure.message.contains("may not describe it yet"), "{}", p.blocked[0].failure.message);
+    let b = &blocked(&p)[0];
+    assert_eq!(b.verdict.standing(), Standing::Waiting(Wait::KeyOwner));
+    assert!(b.message.contains("may not describe it yet"), "{}", b.message);
 }
 
 // Pruning: what this instance wrote that no binding explains.
@@ -1284,7 +1334,7 @@ fn a_blocked_binding_still_explains_its_principal() {
     with_policy(&mut o, OWN_KEY, shared_policy(&[SLR_ARN], &[]));
     let p = plan(&d, &o, &acct(ASG_ACCT));
     assert_eq!(p.changes, vec![]);
-    assert_eq!(p.blocked.len(), 1);
+    assert_eq!(blocked(&p).len(), 1);
 }
 
 #[test]

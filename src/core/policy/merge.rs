@@ -67,18 +67,24 @@ impl Merge {
     /// Why KMS would refuse any write of this policy, whatever is written: a statement the
     /// operator may not edit names a deleted principal.
     pub fn refusal(&self) -> Option<String> {
-        if self.foreign_orphans.is_empty() {
-            return None;
-        }
-        let named: Vec<String> = self.foreign_orphans.iter().map(|(st, id)| format!("{st} names {id}")).collect();
-        Some(format!(
-            "{}: the unique id of a deleted IAM principal. KMS refuses every PutKeyPolicy on this key until it is \
-             removed (\"Policy contains a statement with one or more invalid principals\"). The operator does not \
-             edit statements it did not write: ask the key's administrators to remove that principal from the \
-             statement, or put back the principal it stood for",
-            named.join("; ")
-        ))
+        refusal(&self.foreign_orphans)
     }
+}
+
+/// Why KMS would refuse any write of a policy whose statements the operator may not edit
+/// name the deleted principals `orphans` (as (statement, id); see [`foreign_orphans`]).
+pub fn refusal(orphans: &[(String, String)]) -> Option<String> {
+    if orphans.is_empty() {
+        return None;
+    }
+    let named: Vec<String> = orphans.iter().map(|(st, id)| format!("{st} names {id}")).collect();
+    Some(format!(
+        "{}: the unique id of a deleted IAM principal. KMS refuses every PutKeyPolicy on this key until it is \
+         removed (\"Policy contains a statement with one or more invalid principals\"). The operator does not \
+         edit statements it did not write: ask the key's administrators to remove that principal from the \
+         statement, or put back the principal it stood for",
+        named.join("; ")
+    ))
 }
 
 #[derive(Clone, Copy)]
@@ -183,51 +189,84 @@ pub fn case2_statements(roots: &[String]) -> Vec<Value> {
     vec![Slot::Use.statement(&instance, roots), Slot::CrossAccountGrant.statement(&instance, roots)]
 }
 
-/// Works out what `doc` is missing for `needs` on the key `key_arn`, and returns the
-/// merged document when something is.
-/// Only the statements of `instance` are written to.
-pub fn ensure(doc: &PolicyDocument, key_arn: &str, needs: &[Need], instance: &Instance) -> Result<Merge, PolicyError> {
-    let mut additions: [Vec<String>; 3] = Default::default();
-    let mut added = Vec::new();
-    let mut denied = Vec::new();
-    let mut missing = Vec::new();
+/// What a policy lacks for one need: the use of the key, creating grants, or both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Gap {
+    pub use_key: bool,
+    pub grants: bool,
+}
 
-    for (i, need) in needs.iter().enumerate() {
-        let (grant_slot, grant_conditions, grant_text) = match need.kind {
+impl Gap {
+    /// Whether anything is missing.
+    pub fn any(self) -> bool {
+        self.use_key || self.grants
+    }
+}
+
+impl NeedKind {
+    /// The statement that gives this kind of need `kms:CreateGrant`, the conditions it
+    /// must be allowed under, and how a plan says it.
+    fn grant(self) -> (Slot, Conditions, &'static str) {
+        match self {
             NeedKind::ServiceLinkedRole => {
                 (Slot::Attachment, Conditions::GrantForAwsResource, "create grants for AWS resources")
             }
             NeedKind::AccountRoot => (Slot::CrossAccountGrant, Conditions::None, "create grants"),
-        };
-        let (use_missing, grant_missing) = match gaps(doc, need, key_arn, grant_conditions) {
-            Ok(gaps) => gaps,
-            Err(why) => {
-                denied.push((i, why));
-                continue;
-            }
-        };
-        let who = need.who.canonical().to_owned();
-        // Several bindings can share one need (ASGs on the same role and key): say it once.
-        let mut add = |slot: Slot, text: String| {
-            if !added.contains(&text) {
-                additions[slot as usize].push(who.clone());
-                added.push(text);
-            }
-        };
-        if use_missing {
-            add(Slot::Use, format!("allow {who} to use the key"));
-        }
-        if grant_missing {
-            add(grant_slot, format!("allow {who} to {grant_text}"));
-        }
-        if use_missing || grant_missing {
-            missing.push(i);
         }
     }
+}
 
-    let foreign_orphans = foreign_orphans(doc, instance);
-    if additions.iter().all(Vec::is_empty) {
-        return Ok(Merge { document: None, added, denied, missing, foreign_orphans });
+/// What `doc`, read by meaning, lacks for `need` on the key `key_arn`; or, when an
+/// unconditional Deny stops it, why.
+pub fn gap(doc: &PolicyDocument, need: &Need, key_arn: &str) -> Result<Gap, String> {
+    let mut use_key = false;
+    for action in USE_ACTIONS {
+        match coverage(doc, &need.who, action, key_arn, Conditions::None) {
+            Coverage::Allowed => {}
+            Coverage::Missing => use_key = true,
+            Coverage::Denied(sid) => return Err(denied_text(&need.who, action, sid)),
+        }
+    }
+    let grants = match coverage(doc, &need.who, "kms:CreateGrant", key_arn, need.kind.grant().1) {
+        Coverage::Allowed => false,
+        Coverage::Missing => true,
+        Coverage::Denied(sid) => return Err(denied_text(&need.who, "kms:CreateGrant", sid)),
+    };
+    Ok(Gap { use_key, grants })
+}
+
+/// One line per permission that filling `gap` adds for `need`, as plans and statuses say
+/// it.
+pub fn lines(need: &Need, gap: Gap) -> Vec<String> {
+    let who = need.who.canonical();
+    let mut out = Vec::new();
+    if gap.use_key {
+        out.push(format!("allow {who} to use the key"));
+    }
+    if gap.grants {
+        out.push(format!("allow {who} to {}", need.kind.grant().2));
+    }
+    out
+}
+
+/// `doc` with the statements of `instance` extended by what each of `missing` lacks, and
+/// the unique ids of deleted principals dropped from them, but for `current` (the ids of
+/// the roles the policy is written for). Refused over KMS's size limit.
+pub fn extend(
+    doc: &PolicyDocument,
+    instance: &Instance,
+    missing: &[(&Need, Gap)],
+    current: &[&str],
+) -> Result<PolicyDocument, PolicyError> {
+    let mut additions: [Vec<String>; 3] = Default::default();
+    for (need, gap) in missing {
+        let who = need.who.canonical().to_owned();
+        if gap.use_key {
+            additions[Slot::Use as usize].push(who.clone());
+        }
+        if gap.grants {
+            additions[need.kind.grant().0 as usize].push(who);
+        }
     }
     let mut merged = doc.clone();
     for slot in Slot::ALL {
@@ -236,37 +275,45 @@ pub fn ensure(doc: &PolicyDocument, key_arn: &str, needs: &[Need], instance: &In
             upsert_owned(&mut merged, slot, instance, extra);
         }
     }
-    let current: Vec<&str> = needs.iter().filter_map(|n| n.who.unique_id()).collect();
-    drop_orphans_from_owned(&mut merged, instance, &current);
+    drop_orphans_from_owned(&mut merged, instance, current);
     let size = merged.to_json().len();
     if size > MAX_POLICY_BYTES {
         return Err(PolicyError::TooLarge { size });
     }
-    Ok(Merge { document: Some(merged), added, denied, missing, foreign_orphans })
+    Ok(merged)
 }
 
-/// What of one need the policy lacks: the use of the key, and creating grants; or, when a
-/// Deny stops it, why.
-fn gaps(
-    doc: &PolicyDocument,
-    need: &Need,
-    key_arn: &str,
-    grant_conditions: Conditions,
-) -> Result<(bool, bool), String> {
-    let mut use_missing = false;
-    for action in USE_ACTIONS {
-        match coverage(doc, &need.who, action, key_arn, Conditions::None) {
-            Coverage::Allowed => {}
-            Coverage::Missing => use_missing = true,
-            Coverage::Denied(sid) => return Err(denied_text(&need.who, action, sid)),
+/// Works out what `doc` is missing for `needs` on the key `key_arn`, and returns the
+/// merged document when something is: [`gap`] for each need, then [`extend`]. Only the
+/// statements of `instance` are written to.
+pub fn ensure(doc: &PolicyDocument, key_arn: &str, needs: &[Need], instance: &Instance) -> Result<Merge, PolicyError> {
+    let mut added: Vec<String> = Vec::new();
+    let mut denied = Vec::new();
+    let mut missing = Vec::new();
+    let mut gaps: Vec<(&Need, Gap)> = Vec::new();
+    for (i, need) in needs.iter().enumerate() {
+        match gap(doc, need, key_arn) {
+            Err(why) => denied.push((i, why)),
+            Ok(g) if g.any() => {
+                missing.push(i);
+                // Several bindings can share one need (ASGs on the same role and key):
+                // say it once.
+                let new: Vec<String> = lines(need, g).into_iter().filter(|l| !added.contains(l)).collect();
+                if !new.is_empty() {
+                    added.extend(new);
+                    gaps.push((need, g));
+                }
+            }
+            Ok(_) => {}
         }
     }
-    let grant_missing = match coverage(doc, &need.who, "kms:CreateGrant", key_arn, grant_conditions) {
-        Coverage::Allowed => false,
-        Coverage::Missing => true,
-        Coverage::Denied(sid) => return Err(denied_text(&need.who, "kms:CreateGrant", sid)),
-    };
-    Ok((use_missing, grant_missing))
+    let foreign_orphans = foreign_orphans(doc, instance);
+    if gaps.is_empty() {
+        return Ok(Merge { document: None, added, denied, missing, foreign_orphans });
+    }
+    let current: Vec<&str> = needs.iter().filter_map(|n| n.who.unique_id()).collect();
+    let merged = extend(doc, instance, &gaps, &current)?;
+    Ok(Merge { document: Some(merged), added, denied, missing, foreign_orphans })
 }
 
 /// The first unconditional Deny in `doc` that keeps `who` from an action EBS needs through
@@ -283,7 +330,7 @@ pub fn denial(doc: &PolicyDocument, who: &PrincipalIds, key_arn: &str) -> Option
 }
 
 /// (statement, id) for every unique id in a statement the operator did not write.
-fn foreign_orphans(doc: &PolicyDocument, instance: &Instance) -> Vec<(String, String)> {
+pub fn foreign_orphans(doc: &PolicyDocument, instance: &Instance) -> Vec<(String, String)> {
     let mut out = Vec::new();
     for (i, st) in doc.statements().iter().enumerate() {
         let sid = st.get("Sid").and_then(Value::as_str);

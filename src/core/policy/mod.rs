@@ -8,7 +8,10 @@ mod eval;
 mod merge;
 
 pub use eval::{coverage, Conditions, Coverage, PrincipalIds};
-pub use merge::{case2_statements, denial, ensure, is_owned, owned_principals, prune, Merge, Need, NeedKind};
+pub use merge::{
+    case2_statements, denial, ensure, extend, foreign_orphans, gap, is_owned, lines, owned_principals, prune, refusal,
+    Gap, Merge, Need, NeedKind,
+};
 
 use serde_json::{Map, Value};
 

@@ -1,57 +1,90 @@
-//! The status board: every binding's latest status, as the daemon's passes report them,
-//! and where each binding stands.
+//! The status board: every binding's latest judgement, as the daemon's passes report
+//! them, and where each binding stands.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use super::BindingStatus;
+use crate::core::judge::{Judged, Standing as VerdictStanding};
 use crate::core::model::BindingId;
 
-/// Where one binding stands on the [`StatusBoard`].
+/// Where one binding stands on the [`StatusBoard`]: its verdict's standing, or pending
+/// when no pass has reported on it as it is now configured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Standing {
     /// Its group can launch with its key.
     Ready,
-    /// Not ready, and not only for want of a key owner's change.
+    /// Not ready, for a reason the operator cannot write away now.
     Failed,
-    /// Not ready only because a hand-off key's owner has not acted yet.
-    AwaitingOwner,
-    /// No pass has reported on it as it is now configured, or AWS is still at work for it
-    /// (an image copy).
+    /// Not ready, waiting for someone else's work (a key's owner, an image copy) or for
+    /// a read the daemon owes it.
+    Waiting,
+    /// No pass has reported on it as it is now configured.
     Pending,
+}
+
+impl Standing {
+    /// The `state` label of the `bindings` gauge.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Standing::Ready => "ready",
+            Standing::Failed => "failed",
+            Standing::Waiting => "waiting",
+            Standing::Pending => "pending",
+        }
+    }
+
+    pub const ALL: [Standing; 4] = [Standing::Ready, Standing::Failed, Standing::Waiting, Standing::Pending];
+
+    fn of(judged: Option<&Judged>) -> Standing {
+        match judged.map(|j| j.verdict.standing()) {
+            Some(VerdictStanding::Ready) => Standing::Ready,
+            Some(VerdictStanding::Failed(..)) => Standing::Failed,
+            Some(VerdictStanding::Waiting(_)) => Standing::Waiting,
+            // Writes still under way when the pass ended are the pass's to report as
+            // failed; a judgement that says so here was not concluded.
+            Some(VerdictStanding::Converging) | None => Standing::Pending,
+        }
+    }
 }
 
 /// Bindings counted by where they stand on the [`StatusBoard`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Tally {
     pub ready: usize,
-    /// Not ready, and not only for want of a key owner's change.
-    pub not_ready: usize,
+    pub failed: usize,
+    pub waiting: usize,
     pub pending: usize,
-    /// Not ready only because a hand-off key's owner has not acted yet.
-    pub awaiting_owner: usize,
 }
 
 impl Tally {
     pub fn of(standings: impl IntoIterator<Item = Standing>) -> Tally {
         let mut t = Tally::default();
         for s in standings {
-            match s {
-                Standing::Ready => t.ready += 1,
-                Standing::Failed => t.not_ready += 1,
-                Standing::AwaitingOwner => t.awaiting_owner += 1,
-                Standing::Pending => t.pending += 1,
-            }
+            *t.count(s) += 1;
         }
         t
     }
+
+    fn count(&mut self, s: Standing) -> &mut usize {
+        match s {
+            Standing::Ready => &mut self.ready,
+            Standing::Failed => &mut self.failed,
+            Standing::Waiting => &mut self.waiting,
+            Standing::Pending => &mut self.pending,
+        }
+    }
+
+    /// How many stand at `s`.
+    pub fn get(mut self, s: Standing) -> usize {
+        *self.count(s)
+    }
 }
 
-/// Every binding's latest status, served on `/status`. The document is written when it
-/// is asked for, not after every pass.
+/// Every binding's latest judgement, served on `/status`. The document is written when
+/// it is asked for, not after every pass.
 #[derive(Debug, Default)]
 pub struct StatusBoard {
-    statuses: std::sync::RwLock<BTreeMap<BindingId, BindingStatus>>,
+    judged: std::sync::RwLock<BTreeMap<BindingId, Judged>>,
     /// Whether a pass has reported yet: before that the document says so.
     reported: AtomicBool,
     /// Why the config file cannot be read, while it cannot: the document says so.
@@ -59,25 +92,28 @@ pub struct StatusBoard {
 }
 
 impl StatusBoard {
-    /// Takes in a pass's statuses, keeping each condition's transition time while its
-    /// status holds and, on a quick pass, the launches last read.
-    pub fn update(&self, statuses: Vec<BindingStatus>) {
-        let mut all = self.statuses.write().expect("status lock");
-        for mut s in statuses {
-            if let Some(before) = all.get(&s.binding) {
-                s.carry_over(before);
-            }
-            all.insert(s.binding.clone(), s);
+    /// Takes in a pass's judgements (which carry over what the pass did not read from the
+    /// judgements it was given: see [`crate::core::judge::Context::prior`]).
+    pub fn update(&self, judged: Vec<Judged>) {
+        let mut all = self.judged.write().expect("status lock");
+        for j in judged {
+            all.insert(j.binding.clone(), j);
         }
         self.reported.store(true, Ordering::Relaxed);
     }
 
     /// Forgets the bindings the config no longer has.
     pub fn retain(&self, bound: impl Fn(&BindingId) -> bool) {
-        self.statuses.write().expect("status lock").retain(|b, _| bound(b));
+        self.judged.write().expect("status lock").retain(|b, _| bound(b));
     }
 
-    /// Where the `bound` bindings stand: ready, not ready, or not reported on yet.
+    /// The last judgements of `bindings`, for a pass over them to carry over.
+    pub fn prior<'a>(&self, bindings: impl IntoIterator<Item = &'a BindingId>) -> BTreeMap<BindingId, Judged> {
+        let all = self.judged.read().expect("status lock");
+        bindings.into_iter().filter_map(|b| all.get(b).map(|j| (b.clone(), j.clone()))).collect()
+    }
+
+    /// Where the `bound` bindings stand.
     pub fn tally<B: std::borrow::Borrow<BindingId>>(&self, bound: impl IntoIterator<Item = B>) -> Tally {
         Tally::of(self.standings(bound).into_iter().map(|(_, s)| s))
     }
@@ -87,32 +123,19 @@ impl StatusBoard {
         &self,
         bound: impl IntoIterator<Item = B>,
     ) -> Vec<(B, Standing)> {
-        let all = self.statuses.read().expect("status lock");
+        let all = self.judged.read().expect("status lock");
         bound
             .into_iter()
             .map(|b| {
-                let standing = match all.get(b.borrow()) {
-                    Some(s) if s.ready() => Standing::Ready,
-                    Some(s) if s.awaiting_owner() => Standing::AwaitingOwner,
-                    // An image copy AWS is making: not failed, not done.
-                    Some(s) if s.in_progress() => Standing::Pending,
-                    Some(_) => Standing::Failed,
-                    None => Standing::Pending,
-                };
+                let standing = Standing::of(all.get(b.borrow()));
                 (b, standing)
             })
             .collect()
     }
 
-    /// Whether any of `bindings` has a status whose group's launches no pass has read.
-    pub fn launches_unread<B: std::borrow::Borrow<BindingId>>(&self, bindings: impl IntoIterator<Item = B>) -> bool {
-        let all = self.statuses.read().expect("status lock");
-        bindings.into_iter().any(|b| all.get(b.borrow()).is_some_and(BindingStatus::launches_unread))
-    }
-
-    /// Whether the binding's last status said it awaits its key's owner.
-    pub fn awaiting_owner(&self, b: &BindingId) -> bool {
-        self.statuses.read().expect("status lock").get(b).is_some_and(BindingStatus::awaiting_owner)
+    /// The last judgement of one binding.
+    pub fn get_judged(&self, b: &BindingId) -> Option<Judged> {
+        self.judged.read().expect("status lock").get(b).cloned()
     }
 
     /// Sets or clears why the config file cannot be read.
@@ -126,7 +149,7 @@ impl StatusBoard {
         let doc = if !self.reported.load(Ordering::Relaxed) {
             r#"{"ready": false, "bindings": []}"#.to_owned()
         } else {
-            super::document(self.statuses.read().expect("status lock").values())
+            super::document(self.judged.read().expect("status lock").values())
         };
         let Some(error) = self.config_unreadable.read().expect("status lock").clone() else { return doc };
         let mut v: serde_json::Value = serde_json::from_str(&doc).expect("the status document is JSON");

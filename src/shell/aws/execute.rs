@@ -19,7 +19,8 @@ use super::error::{classify, code, message};
 use super::reads::{get_key_policy, get_role};
 use super::{Account, Aws, Done};
 use crate::core::model::{AsgRef, ErrorClass, Failure, Instance, KeyArn, Role, Slr, AUTOSCALING_SERVICE};
-use crate::core::plan::{grant_name, Change};
+use crate::core::naming::grant_name;
+use crate::core::plan::Change;
 use crate::core::policy::{self, Need, PolicyDocument, GRANT_OPERATIONS};
 use crate::shell::scheduler::Backoff;
 

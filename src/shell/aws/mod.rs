@@ -16,6 +16,7 @@ mod mapping;
 mod observe;
 mod reads;
 mod reencrypt;
+mod versions;
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;

@@ -10,11 +10,11 @@ use super::{Account, Aws};
 use crate::core::activity::{Activity, Sweep};
 use crate::core::model::desired::Desired;
 use crate::core::model::observed::{Observed, Reads};
+use crate::core::model::DryRun;
 use crate::core::model::{
     AccountId, Asg, AsgRef, ErrorClass, Failure, Grant, KeyArn, KeyInfo, KeyManager, LaunchActivity, LaunchSource,
     Role, Slr,
 };
-use crate::core::plan::DryRun;
 
 /// At most this many reads in flight at once, across all accounts and regions.
 pub const READ_CONCURRENCY: usize = 16;
@@ -72,7 +72,7 @@ async fn run(account: Arc<Account>, job: Job) -> Read {
         Job::Asgs(asgs) => Read::Asgs(describe_asgs(&account, asgs).await),
         Job::Launches(asgs) => Read::Launches(last_launches(&account, asgs).await),
         Job::DescribeAs(key, _) => {
-            let r = describe_key(&account, &key).await.map_err(|f| handoff_denial(f, &key));
+            let r = describe_key(&account, &key).await;
             Read::Described(key, r)
         }
         Job::RetirableGrants(key, _) => {
@@ -83,15 +83,6 @@ async fn run(account: Arc<Account>, job: Job) -> Read {
             let r = dry_run_grant(&account, &key, &slr).await;
             Read::DryRun(key, slr, r)
         }
-    }
-}
-
-/// A hand-off key that the group's account may not describe yet waits for its owner.
-fn handoff_denial(f: Failure, key: &KeyArn) -> Failure {
-    if f.message.contains("AccessDenied") {
-        Failure { class: ErrorClass::AwaitingOwner, message: format!("{key}: {}", f.message) }
-    } else {
-        f
     }
 }
 

@@ -3,14 +3,14 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::task::Poll;
 
 use super::*;
-use crate::core::model::ErrorClass;
-use crate::core::status::{BindingStatus, Condition, State};
+use crate::core::judge::{Condition, Kind, Reason, Retry, State, Verdict};
+use crate::core::model::Wait;
 
 const K1: &str = "arn:aws:kms:us-west-2:111122223333:key/11111111-1111-1111-1111-111111111111";
 const K2: &str = "arn:aws:kms:us-west-2:444455556666:key/22222222-2222-2222-2222-222222222222";
 
 fn cfg(extra: &str) -> Desired {
-    config::parse(
+    config_text::parse(
         &format!(
             "version: 1\naccounts:\n  - {{id: \"444455556666\", roleArn: arn:aws:iam::444455556666:role/{extra}}}\nbindings:\n  - {{asg: a, account: \"111122223333\", key: {K1}}}\n  - {{asg: b, account: \"111122223333\", key: {K2}}}\n"
         ),
@@ -60,15 +60,13 @@ fn with_pruning_on_a_key_that_lost_a_binding_is_requeued_and_a_new_way_of_prunin
 type Span = (Vec<String>, Instant, Instant);
 
 /// Passes that take `pass_time`; connections that fail the first `connect_failures`
-/// times; every pass fails its bindings when `fail` is set.
+/// times; every pass judges its bindings `fail` when it is set, else ready.
 struct Slow {
     pass_time: Duration,
     connect_failures: AtomicU32,
     connects: Arc<AtomicU32>,
     passes: Arc<AtomicU32>,
-    fail: bool,
-    /// The class of those failures.
-    fail_class: ErrorClass,
+    fail: Option<Verdict>,
     /// Fail only full passes.
     fail_full_only: bool,
     /// The groups of each pass, in the order the passes started.
@@ -79,12 +77,13 @@ struct Slow {
     spans: Arc<std::sync::Mutex<Vec<Span>>>,
     /// Passes in flight now, and the most at once.
     in_flight: Arc<(AtomicU32, AtomicU32)>,
-    /// A group whose binding the pass reports converged (nothing to change) but not ready
-    /// (its launches fail for its key, say).
-    not_ready: Option<&'static str>,
+    /// A group whose launches the pass finds failing over KMS although its permissions
+    /// are in place: its binding is judged failed, to be looked at again at the resync.
+    launches_failing: Option<&'static str>,
     /// Each pass's depth, in the order the passes started.
     depths: Arc<std::sync::Mutex<Vec<Depth>>>,
-    /// A quick pass reports the groups' launches unread, as the real one does.
+    /// A quick pass reads no launches, as the real one does: a binding whose launches were
+    /// never read waits for a full pass.
     launches_unread_when_quick: bool,
 }
 
@@ -95,14 +94,13 @@ impl Slow {
             connect_failures: AtomicU32::new(connect_failures),
             connects: Arc::default(),
             passes: Arc::default(),
-            fail: false,
-            fail_class: ErrorClass::Retryable,
+            fail: None,
             fail_full_only: false,
             groups: Arc::default(),
             slow_group: None,
             spans: Arc::default(),
             in_flight: Arc::default(),
-            not_ready: None,
+            launches_failing: None,
             depths: Arc::default(),
             launches_unread_when_quick: false,
         }
@@ -130,6 +128,7 @@ impl Reconciler for Slow {
         _client: Arc<()>,
         desired: Desired,
         depth: Depth,
+        prior: BTreeMap<BindingId, Judged>,
     ) -> impl Future<Output = Outcome> + Send + 'static {
         self.passes.fetch_add(1, Ordering::SeqCst);
         let groups: Vec<String> = desired.bindings.iter().map(|b| b.asg.name.clone()).collect();
@@ -139,9 +138,8 @@ impl Reconciler for Slow {
             Some((g, t)) if groups.iter().any(|x| x == g) => t,
             _ => self.pass_time,
         };
-        let fail = self.fail && (!self.fail_full_only || depth == Depth::Full);
-        let (class, spans, in_flight, not_ready) =
-            (self.fail_class, self.spans.clone(), self.in_flight.clone(), self.not_ready);
+        let fail = self.fail.clone().filter(|_| !self.fail_full_only || depth == Depth::Full);
+        let (spans, in_flight, failing) = (self.spans.clone(), self.in_flight.clone(), self.launches_failing);
         let unread = self.launches_unread_when_quick && depth == Depth::Quick;
         async move {
             let start = Instant::now();
@@ -152,39 +150,38 @@ impl Reconciler for Slow {
             spans.lock().unwrap().push((groups, start, Instant::now()));
             let mut out = Outcome::default();
             for b in desired.bindings {
-                if fail {
-                    if class == ErrorClass::AwaitingOwner {
-                        out.awaiting_owner.insert(b.key.clone());
+                let id = b.id();
+                // As the judgement says of launches a quick pass did not read: the last
+                // ones read, or, never read, owed.
+                let read = !unread || prior.get(&id).is_some_and(|p| !p.has(Kind::LaunchesHealthy, Reason::NotRead));
+                let verdict = match (&fail, failing == Some(b.asg.name.as_str()), read) {
+                    (Some(v), _, _) => v.clone(),
+                    (None, true, _) => {
+                        Verdict::Failed { failure: Failure::terminal("launch failed"), retry: Retry::Resync }
                     }
-                    out.failed.insert(b.id(), Failure { class, message: "x".into() });
-                } else {
-                    out.converged.push(b.id());
-                }
-                let ready = !fail && not_ready != Some(b.asg.name.as_str());
-                let mut status = status_of(b.id(), ready);
-                if unread {
-                    // As status::evaluate says of launches a quick pass did not read.
-                    let unread = Condition {
-                        kind: "LaunchesHealthy",
-                        status: State::Unknown,
-                        reason: "NotRead".into(),
-                        message: "".into(),
-                        since: 0,
-                    };
-                    status.conditions.push(unread);
-                }
-                out.status.push(status);
+                    (None, false, false) => Verdict::Waiting { wait: Wait::Launches, message: "unread".into() },
+                    (None, false, true) => Verdict::Ready,
+                };
+                let launches = match read {
+                    true => (State::True, Reason::NoRecentLaunch),
+                    false => (State::Unknown, Reason::NotRead),
+                };
+                out.judged.push(judged(id, verdict, launches));
             }
             out
         }
     }
 }
 
-/// A status with one condition, True when `ready`.
-fn status_of(binding: BindingId, ready: bool) -> BindingStatus {
-    let status = if ready { State::True } else { State::False };
-    let condition = Condition { kind: "KeyUsable", status, reason: "Test".into(), message: "".into(), since: 0 };
-    BindingStatus { binding, conditions: vec![condition] }
+/// A binding judged `verdict`, with its launches as given.
+fn judged(binding: BindingId, verdict: Verdict, (status, reason): (State, Reason)) -> Judged {
+    let condition = Condition { kind: Kind::LaunchesHealthy, status, reason, message: "".into(), since: 0 };
+    Judged { binding, conditions: vec![condition], verdict }
+}
+
+/// A verdict of failure, of `class`.
+fn failed(class: ErrorClass) -> Verdict {
+    Verdict::Failed { failure: Failure { class, message: "x".into() }, retry: Retry::Backoff }
 }
 
 struct Fixture {
@@ -288,7 +285,7 @@ async fn keys_due_while_aws_is_unreachable_do_not_wake_the_loop() {
 async fn failing_keys_are_retried_by_backoff_not_by_spinning() {
     let f = Fixture::new("failing");
     let mut slow = Slow::new(Duration::from_millis(100), 0);
-    slow.fail = true;
+    slow.fail = Some(failed(ErrorClass::Retryable));
     let passes = slow.passes.clone();
     let started = Instant::now();
     let (stop, _) = stop_after(Duration::from_secs(120), 100_000);
@@ -304,8 +301,7 @@ async fn failing_keys_are_retried_by_backoff_not_by_spinning() {
 async fn keys_awaiting_their_owner_are_checked_on_the_handoff_interval_not_backed_off() {
     let f = Fixture::new("awaiting");
     let mut slow = Slow::new(Duration::from_millis(100), 0);
-    slow.fail = true;
-    slow.fail_class = ErrorClass::AwaitingOwner;
+    slow.fail = Some(Verdict::Waiting { wait: Wait::KeyOwner, message: "x".into() });
     let passes = slow.passes.clone();
     let mut settings = f.settings(Duration::from_secs(3600));
     settings.handoff_recheck = Duration::from_secs(10);
@@ -374,7 +370,7 @@ async fn a_pass_speaks_only_for_bindings_unchanged_since_it_began() {
             std::fs::write(&path, Fixture::text(1).replace("}\n", ", serviceLinkedRoleSuffix: CMK}\n")).unwrap();
             // The first pass ends at 60 s; the second, for the edit, at 120 s.
             tokio::time::sleep(Duration::from_secs(55)).await;
-            (gauge(&metrics, "converged"), gauge(&metrics, "pending"))
+            (gauge(&metrics, "ready"), gauge(&metrics, "pending"))
         }
     };
     let (report, seen) =
@@ -388,7 +384,7 @@ async fn a_key_removed_during_a_failing_pass_is_not_retried() {
     let f = Fixture::new("removed");
     std::fs::write(&f.config, Fixture::text(2)).unwrap();
     let mut slow = Slow::new(Duration::from_secs(30), 0);
-    slow.fail = true;
+    slow.fail = Some(failed(ErrorClass::Retryable));
     let groups = slow.groups.clone();
     let (stop, _) = stop_after(Duration::from_secs(120), 100_000);
     let edit = write_at(&f.config, Duration::from_secs(10), Fixture::text(1));
@@ -402,15 +398,13 @@ async fn a_key_removed_during_a_failing_pass_is_not_retried() {
 #[tokio::test(start_paused = true)]
 async fn the_resync_timestamp_moves_only_for_a_full_pass_without_transient_failures() {
     let f = Fixture::new("resync");
-    for (fail, class, moves) in
-        [(false, ErrorClass::Retryable, true), (true, ErrorClass::Retryable, false), (true, ErrorClass::Terminal, true)]
-    {
+    for (fail, moves) in [(None, true), (Some(ErrorClass::Retryable), false), (Some(ErrorClass::Terminal), true)] {
         let mut slow = Slow::new(Duration::from_millis(100), 0);
-        (slow.fail, slow.fail_class) = (fail, class);
+        slow.fail = fail.map(failed);
         let metrics = Arc::new(Metrics::new());
         let (stop, _) = stop_after(Duration::from_secs(5), 100_000);
         run_with(f.settings(Duration::from_secs(3600)), slow, metrics.clone(), stop).await.unwrap();
-        assert_eq!(metrics.last_resync.get() > 0, moves, "fail={fail} class={class:?}");
+        assert_eq!(metrics.last_resync.get() > 0, moves, "fail={fail:?}");
     }
 }
 
@@ -487,7 +481,7 @@ async fn a_quick_pass_after_a_troubled_resync_does_not_count_as_a_resync() {
     // succeeds. The resync timestamp stays unset until a full pass succeeds.
     let f = Fixture::new("quick-after-resync");
     let mut slow = Slow::new(Duration::from_millis(100), 0);
-    (slow.fail, slow.fail_full_only) = (true, true);
+    (slow.fail, slow.fail_full_only) = (Some(failed(ErrorClass::Retryable)), true);
     let passes = slow.passes.clone();
     let metrics = Arc::new(Metrics::new());
     let (stop, _) = stop_after(Duration::from_secs(10), 100_000);
@@ -498,20 +492,20 @@ async fn a_quick_pass_after_a_troubled_resync_does_not_count_as_a_resync() {
 
 #[tokio::test(start_paused = true)]
 async fn the_bindings_gauge_gives_the_same_answer_as_status() {
-    // g1's pass finds nothing to change, but its status is not ready: the gauge counts it
-    // as /status does, failed, not converged.
+    // g1's pass finds nothing to change, but its launches fail: it is not ready, and the
+    // gauge counts it as /status does, failed.
     let f = Fixture::new("one-answer");
     std::fs::write(&f.config, Fixture::text(2)).unwrap();
     let mut slow = Slow::new(Duration::from_secs(1), 0);
-    slow.not_ready = Some("g1");
+    slow.launches_failing = Some("g1");
     let metrics = Arc::new(Metrics::new());
     let (stop, _) = stop_after(Duration::from_secs(5), 100_000);
     let probe = {
         let metrics = metrics.clone();
         async move {
-            let before = (gauge(&metrics, "converged"), gauge(&metrics, "pending"), gauge(&metrics, "failed"));
+            let before = (gauge(&metrics, "ready"), gauge(&metrics, "pending"), gauge(&metrics, "failed"));
             tokio::time::sleep(Duration::from_secs(3)).await;
-            let after = (gauge(&metrics, "converged"), gauge(&metrics, "pending"), gauge(&metrics, "failed"));
+            let after = (gauge(&metrics, "ready"), gauge(&metrics, "pending"), gauge(&metrics, "failed"));
             (before, after)
         }
     };
@@ -528,7 +522,7 @@ async fn retry_passes(tag: &str, coalesce: Duration) -> Vec<Vec<String>> {
     let f = Fixture::new(tag);
     std::fs::write(&f.config, Fixture::text(2)).unwrap();
     let mut slow = Slow::new(Duration::from_millis(10), 0);
-    slow.fail = true;
+    slow.fail = Some(failed(ErrorClass::Retryable));
     let groups = slow.groups.clone();
     let mut settings = f.settings(Duration::from_secs(3600));
     settings.backoff = Backoff { base: Duration::from_millis(400), max: Duration::from_millis(400) };
