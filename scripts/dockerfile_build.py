@@ -17,7 +17,11 @@ for that): a copy doubles the release cache on disk, some gigabytes. A dependenc
 its inputs' hash in its name, so a rebuild here that rewrites a linked file writes the same
 artifact the host already had.
 
-Usage: scripts/dockerfile_build.py [--dockerfile Dockerfile] [--seed-target target/release]
+--out DIR copies what the later stages take from the build stage (its `COPY --from`
+sources: the release binary) into DIR, so the binary checked in a scratch image is the one
+this stage made, and no second release build is needed.
+
+Usage: scripts/dockerfile_build.py [--dockerfile Dockerfile] [--seed-target target/release] [--out DIR]
 """
 
 import argparse
@@ -133,6 +137,7 @@ def main():
     ap.add_argument("--dockerfile", default=str(REPO / "Dockerfile"))
     ap.add_argument("--seed-target", help="a target/release to copy in first, without this package's artifacts")
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    ap.add_argument("--out", help="copy what the later stages take from the build stage into this folder")
     opts = ap.parse_args()
 
     steps, later = stages(instructions(Path(opts.dockerfile).read_text()))
@@ -179,9 +184,14 @@ def main():
                 break
         for line, sources in copied_from_build(later) if status == 0 else []:
             for s in sources:
-                if not (root / s.lstrip("/")).exists():
+                made = root / s.lstrip("/")
+                if not made.exists():
                     print(f"dockerfile-build: line {line}: the build stage made no {s}", file=sys.stderr)
                     status = 1
+                elif opts.out:
+                    Path(opts.out).mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(made, Path(opts.out) / made.name)
+                    print(f"dockerfile-build: {s} copied to {Path(opts.out) / made.name}", flush=True)
         if status == 0:
             print("dockerfile-build: the Dockerfile's build stage succeeded on exactly the files it copies")
     finally:

@@ -1,18 +1,30 @@
 #!/usr/bin/env bash
 # Runs the Dockerfile's build stage without a container engine (scripts/dockerfile_build.py),
-# then shows that the release binary runs with nothing but the shared libraries it links:
-# builds a FROM scratch image holding the binary, the libraries `ldd` lists (Debian 12's
-# glibc and libgcc, the same the distroless cc-debian12 runtime image ships) and a sample
-# config, then runs it there as the distroless non-root user. Needs buildah (Debian) and
-# root; builds no registry image and pushes nothing.
+# then shows that the binary that stage makes runs with nothing but the shared libraries it
+# links: builds a FROM scratch image holding the binary, the libraries `ldd` lists (Debian
+# 12's glibc and libgcc, the same the distroless cc-debian12 runtime image ships) and a
+# sample config, then runs it there as the distroless non-root user. Needs buildah
+# (Debian) and root; builds no registry image and pushes nothing.
+#
+# Usage: scripts/image-check.sh [--built DIR]
+#   --built DIR: the build stage has already run (`scripts/dockerfile_build.py --out DIR`,
+#   as CI runs it beside the tests); check the binary it left in DIR.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-BIN=target/release/asg-cmk-operator
-cargo build --release --locked
-# The Dockerfile's own build stage, on exactly the files it copies, in a clean folder
-# (no container engine or registry needed); its dependencies come from the build above.
-python3 scripts/dockerfile_build.py --seed-target target/release
+OUT=target/image
+if [ "${1:-}" = --built ]; then
+  OUT=$2
+else
+  # The Dockerfile's own build stage, on exactly the files it copies, in a clean folder (no
+  # container engine or registry needed); a host release build, when there is one, seeds
+  # its dependencies.
+  seed=()
+  [ -d target/release ] && seed=(--seed-target target/release)
+  python3 scripts/dockerfile_build.py "${seed[@]}" --out "$OUT"
+fi
+BIN=$OUT/asg-cmk-operator
+[ -x "$BIN" ] || { echo "image-check: no binary at $BIN" >&2; exit 1; }
 command -v buildah >/dev/null || { echo "image-check: buildah is not installed" >&2; exit 1; }
 
 # The runtime image is Debian 12: glibc 2.36. The binary must not need a newer one.
@@ -47,4 +59,4 @@ if "${B[@]}" run --isolation chroot --user 65532:65532 "$ctr" -- \
   echo "image-check: healthcheck succeeded with nothing listening" >&2
   exit 1
 fi
-echo "image-check: the binary runs in a scratch image with only its ldd libraries"
+echo "image-check: the binary the Dockerfile's build stage makes runs in a scratch image with only its ldd libraries"
