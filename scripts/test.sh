@@ -10,7 +10,7 @@ ensure_venv
 ensure_prometheus
 rm -rf target/fault-suite
 cargo test --locked "$@"
-# The fault-injection suite's figures (tests/faults.rs), as the README's table.
+# The fault-injection suite's figures (tests/faults.rs), as docs/testing.md's table.
 if compgen -G "target/fault-suite/*.md" >/dev/null; then
   echo
   echo "Fault-injection suite (tests/faults.rs):"

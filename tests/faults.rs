@@ -4,7 +4,7 @@
 //! concurrent editor, SIGKILL at random points, and a slow IAM propagation.
 //!
 //! Each test prints its figures as a row of the table that scripts/test.sh shows after
-//! the tests (and the README quotes).
+//! the tests (and docs/testing.md quotes).
 
 mod common;
 
