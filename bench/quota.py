@@ -12,7 +12,8 @@ and the emulator with a token-bucket quota of RATE UpdateAutoScalingGroup calls 
 - the share of UpdateAutoScalingGroup requests the quota throttled (target at most 10%);
 - the whole apply's wall time (reads and the KMS writes included), for context.
 
-Run it through `scripts/bench.sh quota`.
+Run it through `scripts/bench.sh quota`. The table goes into docs/benchmarks.md
+(bench/report.py), unless --dry-run.
 """
 
 import argparse
@@ -25,6 +26,7 @@ import time
 import urllib.request
 
 import e2e
+import report
 
 PROXY = os.path.join(e2e.ROOT, "tests", "moto", "faultproxy.py")
 ACTION = "UpdateAutoScalingGroup"
@@ -111,11 +113,14 @@ def table(results):
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--cases", default="300:15,300:150", help="comma-separated N:RATE")
+    p.add_argument("--dry-run", action="store_true", help="print the table only; docs/benchmarks.md is left as it is")
     args = p.parse_args()
     cases = [tuple(int(x) for x in c.split(":")) for c in args.cases.split(",") if c]
     with tempfile.TemporaryDirectory() as work:
         results = [case(n, rate, work) for n, rate in cases]
     print(table(results))
+    if not args.dry_run:
+        report.write("quota", table(results))
 
 
 if __name__ == "__main__":
