@@ -28,6 +28,12 @@ use asg_cmk_operator::shell::aws::{self, Aws, ExecSettings};
 use asg_cmk_operator::shell::telemetry;
 use asg_cmk_operator::shell::{clock, config_file, daemon, healthcheck, reconcile};
 
+/// `eprintln!` that never panics: a message stderr cannot take (its reader went away) is
+/// dropped and counted, and the command goes on.
+macro_rules! errln {
+    ($($arg:tt)*) => { telemetry::eprint(&format!("{}\n", format_args!($($arg)*))) };
+}
+
 /// Set when writing to stdout failed for a reason other than a reader that went away.
 static STDOUT_FAILED: AtomicBool = AtomicBool::new(false);
 
@@ -39,7 +45,7 @@ fn emit(text: &[u8]) {
     let mut out = std::io::stdout().lock();
     if let Err(e) = out.write_all(text).and_then(|()| out.flush()) {
         if e.kind() != std::io::ErrorKind::BrokenPipe && !STDOUT_FAILED.swap(true, Ordering::Relaxed) {
-            eprintln!("error: cannot write to stdout: {e}");
+            errln!("error: cannot write to stdout: {e}");
         }
     }
 }
@@ -96,7 +102,7 @@ fn main() -> ExitCode {
             | Command::Run { .. }
     );
     if let Some(Err(e)) = calls_aws.then(check_endpoint_env) {
-        eprintln!("error: {e}");
+        errln!("error: {e}");
         return ExitCode::FAILURE;
     }
     let code = match cli.command {
@@ -154,7 +160,7 @@ fn apply_command(
     // Before any change is made: a path that cannot be written would otherwise fail
     // only after every change, with no summary.
     if let Some(Err(e)) = stats_json.as_deref().map(check_writable) {
-        eprintln!("error: --stats-json {}: cannot write: {e}", stats_json.unwrap_or_default().display());
+        errln!("error: --stats-json {}: cannot write: {e}", stats_json.unwrap_or_default().display());
         return ExitCode::FAILURE;
     }
     runtime().block_on(apply(desired, max_rounds, stats_json))
@@ -165,7 +171,7 @@ fn iam_policy_command(config: &Path, account: Option<&str>) -> ExitCode {
     let Some(desired) = load(config) else { return ExitCode::FAILURE };
     let account = match account.map(|a| AccountId::parse(a).ok_or(a)) {
         Some(Err(a)) => {
-            eprintln!("error: --account {a:?} is not an account id of exactly 12 digits");
+            errln!("error: --account {a:?} is not an account id of exactly 12 digits");
             return ExitCode::FAILURE;
         }
         Some(Ok(a)) => Some(a),
@@ -174,7 +180,7 @@ fn iam_policy_command(config: &Path, account: Option<&str>) -> ExitCode {
     // An account the config names nowhere still gets the hub's policy (assume the
     // roles of `accounts`), which is also what a mistyped id gets.
     if let Some(a) = account.filter(|a| !names_account(&desired, a)) {
-        eprintln!("warning: account {a} is named nowhere in the config (no group, key or `accounts` entry is in it): the policy below only assumes the roles of `accounts`; check the id if this is not the account the operator runs in");
+        errln!("warning: account {a} is named nowhere in the config (no group, key or `accounts` entry is in it): the policy below only assumes the roles of `accounts`; check the id if this is not the account the operator runs in");
     }
     match iam_policy::default_account(&desired, account).and_then(|a| iam_policy::policy(&desired, &a)) {
         Ok(p) => {
@@ -182,7 +188,7 @@ fn iam_policy_command(config: &Path, account: Option<&str>) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             ExitCode::FAILURE
         }
     }
@@ -193,11 +199,11 @@ fn healthcheck_command(url: &str, timeout: Duration) -> ExitCode {
     match healthcheck::check(url, timeout) {
         Ok(200) => ExitCode::SUCCESS,
         Ok(code) => {
-            eprintln!("unhealthy: {url} answered {code}");
+            errln!("unhealthy: {url} answered {code}");
             ExitCode::FAILURE
         }
         Err(e) => {
-            eprintln!("unhealthy: {e}");
+            errln!("unhealthy: {e}");
             ExitCode::FAILURE
         }
     }
@@ -220,7 +226,7 @@ fn man_command() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             ExitCode::FAILURE
         }
     }
@@ -237,10 +243,12 @@ fn run_daemon(
     let mut settings = daemon::Settings::new(config, listen, resync_interval);
     settings.handoff_recheck = handoff_recheck_interval;
     settings.progress_recheck = copy_recheck_interval;
-    match runtime().block_on(daemon::run(settings, shutdown_signal())) {
+    match runtime().block_on(daemon::run(settings, async {
+        shutdown_signal().await;
+    })) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             ExitCode::FAILURE
         }
     }
@@ -272,14 +280,19 @@ fn man_page() -> std::io::Result<Vec<u8>> {
     Ok(page)
 }
 
-/// Resolves on SIGTERM or SIGINT.
-async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("failed to install the SIGTERM handler");
-    tokio::select! {
-        _ = term.recv() => tracing::info!(signal = "SIGTERM", "signal received"),
-        _ = tokio::signal::ctrl_c() => tracing::info!(signal = "SIGINT", "signal received"),
-    }
+/// Resolves on SIGTERM or SIGINT, with the signal's name. Where the handler cannot be
+/// installed, it never resolves (and says so): the default action stops the process.
+async fn shutdown_signal() -> &'static str {
+    let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) else {
+        tracing::warn!("cannot handle SIGTERM; it stops the process without a summary");
+        return std::future::pending().await;
+    };
+    let name = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = tokio::signal::ctrl_c() => "SIGINT",
+    };
+    tracing::info!(signal = name, "signal received");
+    name
 }
 
 fn plural(n: usize) -> &'static str {
@@ -324,7 +337,7 @@ fn runtime() -> tokio::runtime::Runtime {
 fn load_warning(path: &Path) -> Option<Desired> {
     let d = load(path)?;
     for w in config::default_role_warnings(&d).into_iter().chain(config::unknown_region_warnings(&d)) {
-        eprintln!("warning: {w}");
+        errln!("warning: {w}");
     }
     Some(d)
 }
@@ -333,7 +346,7 @@ fn load(path: &Path) -> Option<Desired> {
     match config_file::load(path) {
         Ok(d) => Some(d),
         Err(e) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             None
         }
     }
@@ -347,7 +360,7 @@ async fn connect(desired: &Desired) -> Option<Arc<Aws>> {
             Some(Arc::new(aws))
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             None
         }
     }
@@ -389,29 +402,29 @@ async fn handoff(desired: Desired, output: Output) -> ExitCode {
 
 async fn discover(region: String, asgs: Vec<String>, account: Option<String>) -> ExitCode {
     if !is_region(&region) {
-        eprintln!("error: --region {region:?} is not a region name");
+        errln!("error: --region {region:?} is not a region name");
         return ExitCode::FAILURE;
     }
     if !asg_cmk_operator::core::model::is_known_region(&region) {
-        eprintln!("warning: --region {region:?} is not a region the AWS SDK knows: check its spelling");
+        errln!("warning: --region {region:?} is not a region the AWS SDK knows: check its spelling");
     }
     let aws = match Aws::connect(&region, Default::default()).await {
         Ok(aws) => aws,
         Err(e) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             return ExitCode::FAILURE;
         }
     };
     let caller = *aws.caller();
     if let Some(a) = account.filter(|a| a != caller.as_str()) {
-        eprintln!("error: --account {a} is not the account the credentials act in ({caller}); run discover with that account's credentials");
+        errln!("error: --account {a} is not the account the credentials act in ({caller}); run discover with that account's credentials");
         return ExitCode::FAILURE;
     }
     let own = aws.account(&caller).expect("our own account always resolves");
     let groups = match aws::discover::describe_groups(&own, &region, &asgs).await {
         Ok(g) => g,
         Err(f) => {
-            eprintln!("error: {f}");
+            errln!("error: {f}");
             return ExitCode::FAILURE;
         }
     };
@@ -442,8 +455,23 @@ async fn status(desired: Desired, output: Output) -> ExitCode {
 
 async fn apply(desired: Desired, max_rounds: u32, stats_json: Option<PathBuf>) -> ExitCode {
     let Some(aws) = connect(&desired).await else { return ExitCode::FAILURE };
-    let out =
-        reconcile::apply(&aws, &desired, max_rounds, &ExecSettings::default(), Depth::Full, &BTreeMap::new()).await;
+    // SIGTERM or SIGINT: the writes in flight finish, no other starts, and what was done
+    // and what was not is said before exiting non-zero.
+    let settings = ExecSettings::default();
+    let stop = settings.stop.clone();
+    let signalled = tokio::spawn(async move {
+        let name = shutdown_signal().await;
+        stop.request();
+        name
+    });
+    let out = reconcile::apply(&aws, &desired, max_rounds, &settings, Depth::Full, &BTreeMap::new()).await;
+    let stopped_by = match signalled.is_finished() {
+        true => signalled.await.ok(),
+        false => {
+            signalled.abort();
+            None
+        }
+    };
     for (asg, launch) in &out.launches {
         if let Ok(Some(a)) = launch.as_ref().map(Option::as_ref) {
             if a.failed() {
@@ -453,7 +481,7 @@ async fn apply(desired: Desired, max_rounds: u32, stats_json: Option<PathBuf>) -
         }
     }
     if let Some(Err(e)) = stats_json.as_deref().map(|path| write_stats(path, &aws, &out)) {
-        eprintln!("error: cannot write {}: {e}", stats_json.unwrap_or_default().display());
+        errln!("error: cannot write {}: {e}", stats_json.unwrap_or_default().display());
         return ExitCode::FAILURE;
     }
     let n = out.applied.total() as usize;
@@ -472,11 +500,19 @@ async fn apply(desired: Desired, max_rounds: u32, stats_json: Option<PathBuf>) -
             outln!("  ! {key}: {f}");
         }
     }
+    if let Some(signal) = stopped_by {
+        outln!("stopped by {signal}: the writes in flight finished, and no other was made.");
+    }
+    let exit = match stopped_by {
+        Some("SIGINT") => ExitCode::from(130),
+        Some(_) => ExitCode::from(143),
+        None => ExitCode::FAILURE,
+    };
     if out.judged.iter().all(|j| j.verdict.converged()) {
-        return if out.prune_pending.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE };
+        return if out.prune_pending.is_empty() && stopped_by.is_none() { ExitCode::SUCCESS } else { exit };
     }
     print_unconverged(&out.judged);
-    ExitCode::FAILURE
+    exit
 }
 
 /// `--stats-json`: the rounds, the changes applied and the calls made, by outcome.

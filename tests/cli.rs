@@ -131,3 +131,91 @@ fn iam_policy_for_an_account_the_config_never_names_warns() {
         assert!(!stderr(&out).contains("warning"), "{account} is named: {}", stderr(&out));
     }
 }
+
+/// Runs `cmd` with stderr on a pipe whose reading end is already closed (a log shipper
+/// that went away), stdout captured; returns (exit code, stdout).
+fn run_with_stderr_closed(mut cmd: Command) -> (Option<i32>, String) {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = cmd.stderr(Stdio::from(writer)).stdout(Stdio::piped()).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    eprintln!("--- {cmd:?} exit {:?}\n{stdout}", out.status.code());
+    (out.status.code(), stdout)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn apply_with_its_stderr_closed_by_the_reader_converges_and_exits_0() {
+    // Logs at debug: every line fails to be written, and none stops the command.
+    let s = one_asg_on_own_key(Some("CMK")).await;
+    let mut cmd = s.moto.operator_command(&["apply", "--config", &s.cfg]);
+    cmd.env("RUST_LOG", "debug");
+    let (code, stdout) = run_with_stderr_closed(cmd);
+    assert_eq!(code, Some(0), "{stdout}");
+    assert!(stdout.contains("1 of 1 binding converged."), "{stdout}");
+    assert_eq!(asg_role(&s.own, "web").await, Some(slr_arn(OWN, Some("CMK"))));
+}
+
+#[test]
+fn a_deeply_nested_config_is_refused_at_once_naming_the_place() {
+    let dir = TempDir::new();
+    // 117 KB of brackets took about a minute to parse before the depth was capped.
+    let deep = format!("version: 1\nbindings: {}{}\n", "[".repeat(60_000), "]".repeat(60_000));
+    let cfg = dir.write("deep.yaml", &deep);
+    let started = std::time::Instant::now();
+    let out = run_logged(without_emulator(&["validate", "--config", &cfg]), &["validate"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(started.elapsed() < std::time::Duration::from_secs(5), "took {:?}", started.elapsed());
+    assert!(stderr(&out).contains("line 2, column 74: nests deeper than 64 levels"), "{}", stderr(&out));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_during_apply_finishes_the_write_in_flight_says_what_was_and_was_not_done_and_exits_143() {
+    let moto = Moto::start();
+    let own = moto.own().await;
+    let mut keys = Vec::new();
+    for _ in 0..12 {
+        keys.push(create_key(&own, None).await);
+    }
+    let names: Vec<String> = (0..12).map(|i| format!("g{i:02}")).collect();
+    create_asgs(&own, &names.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    let dir = TempDir::new();
+    let bindings: Vec<(&str, &str, Option<&str>)> =
+        names.iter().zip(&keys).map(|(n, k)| (n.as_str(), k.as_str(), Some("CMK"))).collect();
+    let cfg = dir.write("c.yaml", &config(&bindings));
+    // Every call takes a quarter of a second: the apply is under way for seconds.
+    let proxy = FaultProxy::start(&moto, &["--latency", "250:250"]);
+    let mut cmd = operator_command(&proxy.url, &["--log-format", "json", "apply", "--config", &cfg]);
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut logs = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    use std::io::BufRead;
+    loop {
+        line.clear();
+        assert!(logs.read_line(&mut line).unwrap() > 0, "apply ended before it wrote anything");
+        if line.contains("\"applied change\"") {
+            break;
+        }
+    }
+    let signalled = std::time::Instant::now();
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    let rest = std::thread::spawn(move || logs.lines().map_while(Result::ok).collect::<Vec<_>>());
+    let out = child.wait_with_output().unwrap();
+    let took = signalled.elapsed();
+    let text = stdout(&out);
+    eprintln!("--- apply after SIGTERM exit {:?} in {took:?}\n{text}", out.status.code());
+    let rest = rest.join().unwrap();
+    assert_eq!(out.status.code(), Some(143), "{text}");
+    assert!(text.contains("stopped by SIGTERM: the writes in flight finished, and no other was made."), "{text}");
+    assert!(text.contains("binding converged.") || text.contains("bindings converged."), "{text}");
+    assert!(!text.contains("12 of 12 bindings converged."), "the signal came too late to show anything: {text}");
+    assert!(text.contains("failed:"), "what was not done is listed: {text}");
+    assert!(rest.iter().any(|l| l.contains("\"SIGTERM\"")), "{rest:?}");
+    // It did not go on with the rest of the fleet: the remaining writes would take seconds.
+    assert!(took < std::time::Duration::from_secs(10), "{took:?}");
+    // What it left is finished by the next apply, with no duplicate.
+    let again = moto.operator(&["apply", "--config", &cfg]);
+    assert!(again.status.success(), "{}", stdout(&again));
+    for n in &names {
+        assert_eq!(asg_role(&own, n).await, Some(slr_arn(OWN, Some("CMK"))), "{n}");
+    }
+}

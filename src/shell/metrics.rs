@@ -81,6 +81,19 @@ impl Collector for BindingFailed {
     }
 }
 
+/// `log_writes_dropped_total`: log lines stderr could not take, read when `/metrics` is
+/// asked for (see [`crate::shell::telemetry::dropped`]).
+#[derive(Debug, Default)]
+struct DroppedLogs;
+
+impl Collector for DroppedLogs {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let help = "Log lines that could not be written to stderr (its reader went away) and were dropped";
+        let metric = encoder.encode_descriptor("log_writes_dropped", help, None, MetricType::Counter)?;
+        prometheus_client::metrics::counter::ConstCounter::new(crate::shell::telemetry::dropped()).encode(metric)
+    }
+}
+
 /// Every metric the daemon exports (names get the `asg_cmk_operator_` prefix).
 pub struct Metrics {
     registry: Registry,
@@ -93,6 +106,10 @@ pub struct Metrics {
     binding_failed: Arc<BindingFailed>,
     pub reloads: Family<ResultLabel, Counter>,
     pub config_unreadable: Gauge,
+    /// 1 while the last edit of the config file was taken in, 0 while it was refused.
+    pub config_valid: Gauge,
+    /// 1 while a prune is held by the guard against pruning by accident.
+    pub prune_held: Gauge,
     /// Prunes held by the guard against pruning by accident.
     pub prunes_held: Counter,
     pub last_resync: Gauge<i64, AtomicI64>,
@@ -142,6 +159,8 @@ impl Metrics {
             binding_failed: Arc::default(),
             reloads: Family::default(),
             config_unreadable: Gauge::default(),
+            config_valid: Gauge::default(),
+            prune_held: Gauge::default(),
             prunes_held: Counter::default(),
             last_resync: Gauge::default(),
             resync_interval: Gauge::default(),
@@ -157,6 +176,7 @@ impl Metrics {
             m.reloads.get_or_create(&ResultLabel { result: r.into() }).inc_by(0);
         }
         m.set_bindings(Tally::default());
+        m.config_valid.set(1);
         m.start_time.set(unix_now());
         Self { registry, ..m }
     }
@@ -173,11 +193,22 @@ impl Metrics {
             self.bindings.clone(),
         );
         registry.register_collector(Box::new(self.binding_failed.clone()));
+        registry.register_collector(Box::new(DroppedLogs));
         registry.register("config_reloads", "Config file reloads, by result", self.reloads.clone());
         registry.register(
             "config_file_unreadable",
             "1 while the config file cannot be read (deleted, or no permission); the last good config stays in use",
             self.config_unreadable.clone(),
+        );
+        registry.register(
+            "config_valid",
+            "1 while the last edit of the config file was taken in, 0 while it was refused (the last good config stays in use; /status says why)",
+            self.config_valid.clone(),
+        );
+        registry.register(
+            "prune_held",
+            "1 while a prune is held: the config removes more than half of the bindings, or all of them, and mass pruning is not confirmed",
+            self.prune_held.clone(),
         );
         registry.register(
             "prunes_held",
@@ -495,7 +526,7 @@ mod tests {
                 assert_eq!(sample, name, "{line}");
             }
         }
-        assert_eq!(families, 14, "{text}");
+        assert_eq!(families, 17, "{text}");
         assert!(!text.contains("# EOF"), "{text}");
         assert!(text.contains("# TYPE asg_cmk_operator_reconcile_passes_total counter\n"), "{text}");
         assert!(text.contains("\nasg_cmk_operator_reconcile_passes_total{result=\"success\"} 1\n"), "{text}");

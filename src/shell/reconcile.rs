@@ -76,12 +76,14 @@ pub async fn apply(
     loop {
         out.rounds += 1;
         // After a troubled round: wait and go on, or read once more and stop.
-        let last_look = after_trouble(r.troubled, settings, &mut jitter).await;
+        // Stopped (a signal): the writes in flight have finished, and one more look at what
+        // they touched says where things stand.
+        let last_look = settings.stop.requested() || after_trouble(r.troubled, settings, &mut jitter).await;
         let span = tracing::info_span!("round", round = out.rounds);
         let depth = if out.rounds == 1 { depth } else { Depth::Quick };
         // The last look reads only the units the troubled round wrote to or failed on:
         // the others' judgement from that round stands, as nothing was written there.
-        let focus = last_look.then(|| within(desired, &r.touched));
+        let focus = (last_look && out.rounds > 1).then(|| within(desired, &r.touched));
         let scope = focus.as_ref().unwrap_or(desired);
         let mut plan = r.observe_and_plan(aws, scope, depth, prior).instrument(span.clone()).await;
         r.prunes.skip_stopped(&mut plan);

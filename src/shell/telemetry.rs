@@ -1,7 +1,44 @@
-//! Logging: tracing to stderr, as text or one JSON object per line.
+//! Logging: tracing to stderr, as text or one JSON object per line. Logging never stops
+//! the operator: a line stderr cannot take (its reader went away: a log shipper
+//! restarting, `2>&1 | head`) is dropped and counted, never a panic.
+
+use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use clap::ValueEnum;
 use tracing_subscriber::EnvFilter;
+
+/// Writes to stderr that failed, and were dropped.
+static DROPPED: AtomicU64 = AtomicU64::new(0);
+
+/// How many writes to stderr failed and were dropped since the process started.
+pub fn dropped() -> u64 {
+    DROPPED.load(Ordering::Relaxed)
+}
+
+/// Stderr, where a failed write is dropped and counted instead of returned: tracing
+/// would report it on stderr itself (`eprintln!`, which panics when stderr is gone).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LossyStderr;
+
+impl Write for LossyStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if std::io::stderr().lock().write_all(buf).is_err() {
+            DROPPED.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        let _ = std::io::stderr().flush();
+        Ok(())
+    }
+}
+
+/// `eprint!` that never panics: a message stderr cannot take is dropped and counted.
+pub fn eprint(text: &str) {
+    let _ = LossyStderr.write(text.as_bytes());
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -32,14 +69,15 @@ pub fn init(format: LogFormat) {
     let directives = filter_directives(rust_log.as_deref());
     let filter = EnvFilter::try_new(&directives).unwrap_or_else(|e| {
         let given = rust_log.as_deref().unwrap_or_default();
-        eprintln!("warning: RUST_LOG={given:?} is not a valid filter ({e}); using {DEFAULT_FILTER}");
+        eprint(&format!("warning: RUST_LOG={given:?} is not a valid filter ({e}); using {DEFAULT_FILTER}\n"));
         EnvFilter::new(DEFAULT_FILTER)
     });
     // Colours only on a terminal: log collectors would store the escape codes.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(|| LossyStderr)
+        .log_internal_errors(false)
         .with_target(false)
         .with_ansi(ansi);
     match format {

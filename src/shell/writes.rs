@@ -19,8 +19,9 @@ use crate::core::plan::{self, Change, Plan, PlannedChange};
 use crate::core::units::Units;
 use crate::shell::aws::{self, Aws, Done, ExecSettings};
 
-/// Writes in flight at once per account and service (KMS, Auto Scaling, IAM, EC2): a
-/// write to one service never waits for a slot held by a write to another.
+/// Writes in flight at once per account and action: a write of one kind never waits for
+/// a slot held by a write of another (a group update behind key policies that wait on
+/// KMS's pace, say).
 pub const WRITE_CONCURRENCY: usize = 8;
 
 /// Applied changes, counted by action. Only the counts are kept: a cold pass over a large
@@ -75,20 +76,14 @@ impl Executed {
     }
 }
 
-/// The write slots, per account and service.
+/// The write slots, per account and action.
 #[derive(Default)]
 struct Slots(std::sync::Mutex<BTreeMap<(AccountId, &'static str), Arc<Semaphore>>>);
 
 impl Slots {
     fn of(&self, c: &Change) -> Arc<Semaphore> {
-        let service = match c {
-            Change::CreateServiceLinkedRole { .. } => "iam",
-            Change::PutKeyPolicy { .. } | Change::CreateGrant { .. } | Change::RetireGrant { .. } => "kms",
-            Change::UpdateAutoScalingGroup { .. } => "autoscaling",
-            Change::Reencrypt { .. } => "ec2",
-        };
         let mut all = self.0.lock().expect("slots lock");
-        all.entry((*c.account(), service)).or_insert_with(|| Arc::new(Semaphore::new(WRITE_CONCURRENCY))).clone()
+        all.entry((*c.account(), c.action())).or_insert_with(|| Arc::new(Semaphore::new(WRITE_CONCURRENCY))).clone()
     }
 }
 
@@ -179,6 +174,9 @@ async fn run_unit(
 ) -> Executed {
     let mut done = Executed::default();
     for phase in 1..Change::PHASES {
+        if settings.stop.requested() {
+            break;
+        }
         let (now, later): (Vec<PlannedChange>, Vec<PlannedChange>) =
             changes.into_iter().partition(|c| c.change.phase() == phase);
         changes = later;
@@ -207,7 +205,7 @@ fn settle(settled: &Settled, failed: &BTreeMap<BindingId, Failure>) -> Settled {
     out
 }
 
-/// Runs one step's changes side by side, each in its account's and service's slots.
+/// Runs one step's changes side by side, each in its account's and action's slots.
 async fn run_step(
     aws: &Arc<Aws>,
     changes: Vec<PlannedChange>,
@@ -219,6 +217,9 @@ async fn run_step(
         let (aws, settings, slot) = (aws.clone(), settings.clone(), slots.of(&c.change));
         set.spawn(async move {
             let _permit = slot.acquire_owned().await.expect("the write slots are never closed");
+            if settings.stop.requested() {
+                return (c, Err(Failure::terminal("not made: the pass was stopped before this write began")));
+            }
             let r = aws::execute(&aws, &c.change, &settings).await;
             (c, r)
         });

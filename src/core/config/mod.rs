@@ -101,9 +101,19 @@ pub fn unknown_region_warnings(desired: &Desired) -> Vec<String> {
         .collect()
 }
 
-/// Parses and validates config text. `source_name` names the text in errors.
+/// How deep a config may nest: the deepest it needs is a handful of levels (a binding's
+/// `keys` list), so anything deeper is a mistake, or a file made to be slow to parse (the
+/// YAML parser's time grows with the square of the depth).
+pub const MAX_DEPTH: usize = 64;
+
+/// Parses and validates config text. `source_name` names the text in errors. A UTF-8 byte
+/// order mark before the text is skipped, as YAML allows.
 pub fn parse(text: &str, source_name: &str) -> Result<Desired, ConfigErrors> {
     let fail = |errors| ConfigErrors { source_name: source_name.to_owned(), errors };
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    if let Some(e) = too_deep(text, MAX_DEPTH) {
+        return Err(fail(vec![e]));
+    }
     let mut v = Validator::default();
     let desired = match (Document { v: &mut v }).deserialize(serde_norway::Deserializer::from_str(text)) {
         Ok(d) => d,
@@ -125,6 +135,59 @@ pub fn parse(text: &str, source_name: &str) -> Result<Desired, ConfigErrors> {
     } else {
         Err(fail(v.errors))
     }
+}
+
+/// Where `text` first nests deeper than `max` levels, if it does: blocks by indentation
+/// and sequence dashes, and flow collections by brackets, quoted scalars and comments
+/// skipped. Linear in the text, so a file made to be slow to parse is refused at once.
+fn too_deep(text: &str, max: usize) -> Option<ConfigError> {
+    let mut flow = 0usize;
+    let mut blocks: Vec<usize> = Vec::new();
+    let breach = |line: usize, column: usize| ConfigError {
+        location: format!("line {line}, column {column}"),
+        message: format!("nests deeper than {max} levels; a config needs only a few"),
+    };
+    for (n, line) in text.lines().enumerate() {
+        let indent = line.len() - line.trim_start_matches(' ').len();
+        let content = &line[indent..];
+        if flow == 0 && !content.is_empty() && !content.starts_with('#') {
+            while blocks.last().is_some_and(|&b| b >= indent) {
+                blocks.pop();
+            }
+            blocks.push(indent);
+            // "- - x": each dash opens a sequence inside the one before it.
+            let mut col = indent;
+            let mut rest = content;
+            while let Some(after) = rest.strip_prefix("- ").or_else(|| (rest == "-").then_some("")) {
+                let skipped = rest.len() - after.trim_start_matches(' ').len();
+                col += skipped;
+                rest = &rest[skipped..];
+                blocks.push(col);
+            }
+            if blocks.len() > max {
+                return Some(breach(n + 1, col + 1));
+            }
+        }
+        let (mut quote, mut prev) = (None, ' ');
+        for (i, c) in content.char_indices() {
+            match (quote, c) {
+                (Some(q), c) if c == q => quote = None,
+                (Some(_), _) => {}
+                (None, '#') if prev == ' ' || prev == '\t' => break,
+                (None, '"' | '\'') if matches!(prev, ' ' | ':' | '[' | '{' | ',') => quote = Some(c),
+                (None, '[' | '{') => {
+                    flow += 1;
+                    if blocks.len() + flow > max {
+                        return Some(breach(n + 1, indent + i + 1));
+                    }
+                }
+                (None, ']' | '}') => flow = flow.saturating_sub(1),
+                _ => {}
+            }
+            prev = c;
+        }
+    }
+    None
 }
 
 #[cfg(test)]

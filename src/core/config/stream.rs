@@ -162,6 +162,9 @@ fn check_version(v: &mut Validator, version: Option<&Value>) {
     match version {
         None => v.err("version", "is required and must be 1"),
         Some(Value::Number(n)) if n.as_u64() == Some(1) => {}
+        Some(Value::String(s)) if s.trim() == "1" => {
+            v.err("version", format!("is the string {s:?}: write the number 1, without quotes"))
+        }
         Some(other) => v.err("version", format!("unsupported version {}; this operator reads version 1", show(other))),
     }
 }

@@ -435,3 +435,36 @@ fn unknown_top_level_field_is_rejected() {
         vec!["bindigns: unknown field; expected one of version, instance, defaults, accounts, bindings"]
     );
 }
+
+#[test]
+fn a_config_nested_deeper_than_the_cap_is_refused_where_it_goes_too_deep_and_at_once() {
+    // 117 KB of brackets, as a file made to be slow to parse: refused by a linear scan.
+    let deep = format!("version: 1\nbindings: {}{}\n", "[".repeat(60_000), "]".repeat(60_000));
+    let started = std::time::Instant::now();
+    let got = errors(&deep);
+    assert!(started.elapsed() < std::time::Duration::from_secs(1), "{:?}", started.elapsed());
+    assert_eq!(
+        got,
+        vec![format!("line 2, column 74: nests deeper than {MAX_DEPTH} levels; a config needs only a few")]
+    );
+    // Blocks count too: a dash per level.
+    let mut block = "version: 1\nbindings:\n".to_owned();
+    for i in 0..70 {
+        block.push_str(&format!("{}- x\n", " ".repeat(2 * i)));
+        block.push_str(&format!("{}  - \n", " ".repeat(2 * i)));
+    }
+    assert!(errors(&block)[0].contains("nests deeper than 64 levels"), "{:?}", errors(&block));
+    // A real config is nowhere near: brackets in quoted text do not count.
+    let ok = "version: 1\nbindings:\n  - {asg: \"[[[[[[[[\", account: \"111122223333\", key: arn:aws:kms:us-west-2:111122223333:key/11111111-1111-1111-1111-111111111111} # [[[\n";
+    assert!(parse(ok, "t").is_ok(), "{:?}", parse(ok, "t").err());
+}
+
+#[test]
+fn a_byte_order_mark_is_skipped_and_a_quoted_version_is_named_as_such() {
+    let text = "\u{feff}version: 1\nbindings: []\n";
+    assert!(parse(text, "t").is_ok(), "{:?}", parse(text, "t").err());
+    assert_eq!(
+        errors("version: \"1\"\nbindings: []\n"),
+        vec!["version: is the string \"1\": write the number 1, without quotes"]
+    );
+}

@@ -41,6 +41,23 @@ pub struct ExecSettings {
     /// things stand, and end the pass, so the caller queues the work again when it is due
     /// (the daemon, whose passes never sleep).
     pub round_backoff: Option<Backoff>,
+    /// Set when the pass must stop (a signal to `apply`): the writes in flight finish,
+    /// no other starts, and no other round runs.
+    pub stop: Stop,
+}
+
+/// A flag that asks a pass to stop, shared with whoever asks.
+#[derive(Debug, Clone, Default)]
+pub struct Stop(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Stop {
+    pub fn request(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn requested(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
 }
 
 impl Default for ExecSettings {
@@ -52,6 +69,7 @@ impl Default for ExecSettings {
             unpropagated: ErrorClass::Terminal,
             transient_delays: [200, 800].into_iter().map(Duration::from_millis).collect(),
             round_backoff: Some(Backoff { base: Duration::from_secs(1), max: Duration::from_secs(10) }),
+            stop: Stop::default(),
         }
     }
 }

@@ -30,7 +30,7 @@ use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
 
 pub use error::{classify, classify_message};
-pub use execute::{execute, ExecSettings};
+pub use execute::{execute, ExecSettings, Stop};
 pub use observe::{observe, READ_CONCURRENCY};
 
 use prometheus_client::metrics::counter::Counter;
