@@ -383,3 +383,157 @@ async fn a_binding_that_cannot_succeed_warns_once_not_on_every_retry() {
     rename_replace(&cfg, &config(&[("web", other, Some("CMK"))]));
     d.wait_log(|v| warned(v) && v["key"] == other, SECS(10));
 }
+
+/// Starts `run` on a fixed port with its stderr on a pipe whose reader is already gone.
+fn daemon_with_stderr_closed(moto: &Moto, cfg: &str, port: u16) -> std::process::Child {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let mut cmd = moto.operator_command(&[
+        "run",
+        "--config",
+        cfg,
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--resync-interval",
+        "5m",
+    ]);
+    cmd.env("RUST_LOG", "debug").stdout(std::process::Stdio::null()).stderr(std::process::Stdio::from(writer));
+    cmd.spawn().expect("start daemon")
+}
+
+/// GET `path` on `addr`: the status, or None when nothing answered within 2 s.
+fn get_status(addr: &str, path: &str) -> Option<u16> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(SECS(2))).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").ok()?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).ok()?;
+    resp.split_whitespace().nth(1)?.parse().ok()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn run_with_its_stderr_closed_goes_on_reconciling_and_serving() {
+    let moto = Moto::start();
+    let own = moto.own().await;
+    let key = create_key(&own, None).await;
+    create_asgs(&own, &["first", "second"]).await;
+    let dir = TempDir::new();
+    let cfg = dir.write("config.yaml", &config(&[("first", &key, Some("CMK"))]));
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut child = daemon_with_stderr_closed(&moto, &cfg, port);
+    let slr = slr_arn(OWN, Some("CMK"));
+    eventually("ready with stderr gone", SECS(30), || async { get_status(&addr, "/readyz") == Some(200) }).await;
+    assert_eq!(asg_role(&own, "first").await.as_deref(), Some(slr.as_str()));
+    let mut text = std::fs::read_to_string(&cfg).unwrap();
+    text.push_str(&format!(
+        "  - asg: second\n    account: \"{OWN}\"\n    key: {key}\n    serviceLinkedRoleSuffix: CMK\n"
+    ));
+    std::fs::write(&cfg, text).unwrap();
+    eventually("an edit onboarded with stderr gone", SECS(15), || async {
+        asg_role(&own, "second").await.as_deref() == Some(slr.as_str())
+    })
+    .await;
+    assert_eq!(get_status(&addr, "/healthz"), Some(200));
+    assert!(child.try_wait().unwrap().is_none(), "the daemon exited");
+    let mut metrics = String::new();
+    {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+        s.read_to_string(&mut metrics).unwrap();
+    }
+    let dropped = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("asg_cmk_operator_log_writes_dropped_total "))
+        .and_then(|v| v.parse::<f64>().ok())
+        .expect("the dropped-logs counter");
+    assert!(dropped > 0.0, "the lines it could not write are counted: {dropped}");
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_thousand_connections_that_never_finish_a_request_leave_healthz_answering_within_a_second() {
+    let s = one_asg_on_own_key(Some("CMK")).await;
+    let d = Daemon::start(&s.moto, &s.cfg, "5m");
+    d.wait_ready(SECS(20));
+    let mut held = Vec::new();
+    for _ in 0..1000 {
+        use std::io::Write;
+        let mut c = std::net::TcpStream::connect(&d.addr).unwrap();
+        let _ = c.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n");
+        held.push(c);
+    }
+    for path in ["/healthz", "/readyz"] {
+        let started = std::time::Instant::now();
+        assert_eq!(get_status(&d.addr, path), Some(200), "{path}");
+        assert!(started.elapsed() < SECS(1), "{path} took {:?}", started.elapsed());
+    }
+    drop(held);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_edit_shows_on_status_and_the_gauge_until_it_is_fixed() {
+    let s = one_asg_on_own_key(Some("CMK")).await;
+    let d = Daemon::start(&s.moto, &s.cfg, "5m");
+    d.wait_ready(SECS(20));
+    let status = |d: &Daemon| serde_json::from_str::<serde_json::Value>(&d.get("/status").1).unwrap();
+    assert_eq!(status(&d)["config"]["valid"], true);
+    assert!(d.get("/metrics").1.contains("asg_cmk_operator_config_valid 1\n"));
+    let good = std::fs::read_to_string(&s.cfg).unwrap();
+    std::fs::write(&s.cfg, good.replace(&format!("account: \"{OWN}\""), "account: \"12345\"")).unwrap();
+    eventually("the refusal shows", SECS(10), || async { status(&d)["config"]["valid"] == false }).await;
+    let config = status(&d)["config"].clone();
+    assert_eq!(config["location"], "bindings[0].account", "{config}");
+    assert!(config["error"].as_str().unwrap().contains("12 digits"), "{config}");
+    assert!(config["since"].as_str().is_some_and(|t| t.ends_with('Z')), "{config}");
+    assert!(d.get("/metrics").1.contains("asg_cmk_operator_config_valid 0\n"));
+    // The last good config still stands: the binding is still ready.
+    assert_eq!(status(&d)["bindings"][0]["ready"], true);
+    std::fs::write(&s.cfg, &good).unwrap();
+    eventually("the fix shows", SECS(10), || async { status(&d)["config"]["valid"] == true }).await;
+    assert!(d.get("/metrics").1.contains("asg_cmk_operator_config_valid 1\n"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn healthz_stays_200_while_a_large_edit_parses() {
+    let s = one_asg_on_own_key(Some("CMK")).await;
+    let d = Daemon::start(&s.moto, &s.cfg, "5m");
+    d.wait_ready(SECS(20));
+    // Sixty thousand bindings on groups that do not exist: seconds of parsing.
+    let mut big = std::fs::read_to_string(&s.cfg).unwrap();
+    for i in 0..60_000 {
+        big.push_str(&format!("  - asg: ghost-{i:05}\n    account: \"{OWN}\"\n    key: {}\n", s.key));
+    }
+    std::fs::write(&s.cfg, &big).unwrap();
+    let started = std::time::Instant::now();
+    let mut slowest = std::time::Duration::ZERO;
+    while !d.logs().iter().any(|v| v["message"] == "config reloaded") {
+        let t = std::time::Instant::now();
+        assert_eq!(get_status(&d.addr, "/healthz"), Some(200), "after {:?}", started.elapsed());
+        slowest = slowest.max(t.elapsed());
+        assert!(started.elapsed() < SECS(120), "the edit was never taken in");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    eprintln!("the edit parsed in about {:?}; /healthz took at most {slowest:?}", started.elapsed());
+    assert!(slowest < SECS(1), "{slowest:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sighup_reads_the_config_again_and_the_daemon_goes_on() {
+    let s = one_asg_on_own_key(Some("CMK")).await;
+    let mut d = Daemon::start(&s.moto, &s.cfg, "5m");
+    d.wait_ready(SECS(20));
+    let pid = d.child.id().to_string();
+    assert!(std::process::Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    d.wait_log(
+        |v| v["message"] == "signal received: reading the config file again" && v["signal"] == "SIGHUP",
+        SECS(5),
+    );
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(d.child.try_wait().unwrap().is_none(), "SIGHUP stopped the daemon");
+    assert_eq!(d.get("/healthz").0, 200);
+    assert_eq!(d.terminate(SECS(20)), Some(0));
+}

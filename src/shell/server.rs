@@ -9,7 +9,6 @@ use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 
 use crate::core::status::board::StatusBoard;
 use crate::shell::health::Health;
@@ -115,11 +114,14 @@ fn quality(accept: &str, kind: &str, subtype: &str, version: &str) -> Option<f32
     best.map(|(_, q)| q)
 }
 
-/// What one client may hold of the server: connections at once, and time to send a
+/// What clients may hold of the server: connections at once, and time to send a
 /// request's headers.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
-    /// Connections served at once; more wait to be accepted (in the listen backlog).
+    /// Connections served at once. The listener never stops accepting: a connection past
+    /// the cap closes the oldest one, so peers that hold connections open and send nothing
+    /// cannot keep a probe from being answered. (A request, once whole, is answered in
+    /// microseconds: the oldest connection is, in practice, one that sent nothing.)
     pub max_connections: usize,
     /// A connection that has not sent a whole request head within this long, the first
     /// or the next on a kept-alive connection, is closed.
@@ -129,13 +131,21 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         // Prometheus, the kubelet's probes and a person with curl: a handful at a time.
-        Self { max_connections: 64, header_read_timeout: Duration::from_secs(10) }
+        // The cap is for peers that misbehave, and file descriptors are cheap.
+        Self { max_connections: 256, header_read_timeout: Duration::from_secs(3) }
     }
 }
 
 /// Serves until the task is dropped or aborted.
 pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, health: Arc<Health>, board: Arc<StatusBoard>) {
     serve_with(listener, Limits::default(), metrics, health, board).await
+}
+
+/// The connections being served, oldest first, each with how to close it.
+#[derive(Default)]
+struct Open {
+    next: u64,
+    conns: std::collections::BTreeMap<u64, tokio::task::AbortHandle>,
 }
 
 /// Serves within `limits` until the task is dropped or aborted.
@@ -146,20 +156,26 @@ pub async fn serve_with(
     health: Arc<Health>,
     board: Arc<StatusBoard>,
 ) {
-    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let open = Arc::new(std::sync::Mutex::new(Open::default()));
     loop {
-        let Ok(slot) = slots.clone().acquire_owned().await else { return };
         let stream = match listener.accept().await {
             Ok((s, _)) => s,
             Err(e) => {
+                // Out of file descriptors, say: the next accept may succeed.
                 tracing::warn!(error = %e, "failed to accept a connection");
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                tokio::time::sleep(Duration::from_millis(20)).await;
                 continue;
             }
         };
-        let (metrics, health, board) = (metrics.clone(), health.clone(), board.clone());
-        tokio::spawn(async move {
-            let _slot = slot;
+        let mut all = open.lock().expect("connections lock");
+        while all.conns.len() >= limits.max_connections.max(1) {
+            let Some((_, oldest)) = all.conns.pop_first() else { break };
+            oldest.abort();
+        }
+        let id = all.next;
+        all.next += 1;
+        let (metrics, health, board, registry) = (metrics.clone(), health.clone(), board.clone(), open.clone());
+        let task = tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
                 let r = route(&req, &metrics, &health, &board);
                 async move { Ok::<_, Infallible>(r) }
@@ -172,7 +188,9 @@ pub async fn serve_with(
             if let Err(e) = served {
                 tracing::debug!(error = %e, "http connection ended with an error");
             }
+            registry.lock().expect("connections lock").conns.remove(&id);
         });
+        all.conns.insert(id, task.abort_handle());
     }
 }
 
@@ -294,17 +312,38 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn connections_past_the_cap_wait_for_a_slot() {
-        let addr = start(Limits { max_connections: 1, header_read_timeout: Duration::from_secs(1) }).await;
-        // One idle connection holds the only slot until its header time runs out.
-        let mut idle = TcpStream::connect(addr).await.unwrap();
+    async fn a_connection_past_the_cap_closes_the_oldest_and_is_answered_at_once() {
+        let addr = start(Limits { max_connections: 4, header_read_timeout: Duration::from_secs(30) }).await;
+        let mut idle = Vec::new();
+        for _ in 0..4 {
+            let mut c = TcpStream::connect(addr).await.unwrap();
+            c.write_all(b"GET /healthz HTTP/1.1\r\n").await.unwrap();
+            idle.push(c);
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
         let started = Instant::now();
-        let mut next = TcpStream::connect(addr).await.unwrap();
-        next.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
-        let answer = closed_within(&mut next, Duration::from_secs(5)).await.expect("never answered");
+        let answer = get(addr, "/healthz", None).await;
         assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-        assert!(started.elapsed() >= Duration::from_millis(700), "served beside the idle one: {:?}", started.elapsed());
-        assert!(closed_within(&mut idle, Duration::from_secs(1)).await.is_some());
+        assert!(started.elapsed() < Duration::from_secs(1), "waited {:?}", started.elapsed());
+        // The oldest connection was closed to make room.
+        assert!(closed_within(&mut idle[0], Duration::from_secs(1)).await.is_some(), "the oldest is still open");
+    }
+
+    #[tokio::test]
+    async fn a_thousand_connections_that_never_finish_a_request_leave_the_probes_answered() {
+        let addr = start(Limits::default()).await;
+        let mut slow = Vec::new();
+        for _ in 0..1000 {
+            let mut c = TcpStream::connect(addr).await.unwrap();
+            let _ = c.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").await;
+            slow.push(c);
+        }
+        for path in ["/healthz", "/readyz"] {
+            let started = Instant::now();
+            let answer = tokio::time::timeout(Duration::from_secs(1), get(addr, path, None)).await;
+            let answer = answer.unwrap_or_else(|_| panic!("{path} not answered within 1 s"));
+            assert!(answer.starts_with("HTTP/1.1 "), "{answer}");
+            assert!(started.elapsed() < Duration::from_secs(1), "{path}: {:?}", started.elapsed());
+        }
     }
 }

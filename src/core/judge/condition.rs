@@ -112,6 +112,10 @@ pub enum Reason {
     LastLaunch,
     LaunchFailedKms,
     LaunchFailedOther,
+    /// The most recent launch failed over KMS, but every permission the binding needs is
+    /// in place now and was not when it failed (or, for a one-shot command, may not have
+    /// been): the next launch will tell.
+    FixedSinceLastLaunch,
     // ImagesReencrypted
     OwnKeyOnly,
     ReencryptPending,
@@ -158,6 +162,7 @@ impl Reason {
             Reason::LastLaunch => "LastLaunch",
             Reason::LaunchFailedKms => "LaunchFailedKms",
             Reason::LaunchFailedOther => "LaunchFailedOther",
+            Reason::FixedSinceLastLaunch => "FixedSinceLastLaunch",
             Reason::OwnKeyOnly => "OwnKeyOnly",
             Reason::ReencryptPending => "ReencryptPending",
             Reason::CopyInProgress => "CopyInProgress",

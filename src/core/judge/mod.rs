@@ -134,6 +134,10 @@ pub fn judge<'a>(
             Judged { binding: id, conditions, verdict }
         })
         .collect();
+    let mut judged = judged;
+    for j in &mut judged {
+        fixed_since_last_launch(j, observed);
+    }
     let notes = notes::of(desired, observed);
     let facts = judging.into_iter().map(|j| j.facts).collect();
     Judgement { judged, notes, facts, keys: cx.keys, grants: cx.grants }
@@ -319,6 +323,64 @@ fn blocked(j: &Judging, h: &Judging, holder: Verdict, observed: &Observed) -> Ve
         holder.message()
     );
     Verdict::Blocked { by: h.binding.key.clone(), holder: Box::new(holder), message: Arc::from(message) }
+}
+
+/// A launch that failed over KMS before the binding's permissions were all in place says
+/// nothing of the next one: `LaunchesHealthy` is `Unknown` (`FixedSinceLastLaunch`) until
+/// a launch made since succeeds or fails, and the binding is ready. When the permissions
+/// became ready is the latest transition time of its other conditions: in the daemon, the
+/// pass that made them so; in a one-shot command, which has no memory, now (so a launch
+/// that failed although they were in place shows as fixed too, and the next launch tells).
+fn fixed_since_last_launch(j: &mut Judged, observed: &Observed) {
+    if !j.has(Kind::LaunchesHealthy, Reason::LaunchFailedKms) {
+        return;
+    }
+    let others = j.conditions.iter().filter(|c| c.kind != Kind::LaunchesHealthy);
+    if others.clone().any(|c| c.status != State::True) {
+        return;
+    }
+    let ready_since = others.map(|c| c.since).max().unwrap_or(0);
+    let started = match observed.launches.get(&j.binding.asg) {
+        Some(Ok(Some(a))) => a.start_time.as_deref().and_then(unix_seconds),
+        _ => None,
+    };
+    let Some(started) = started else { return };
+    if started > ready_since {
+        return;
+    }
+    let Some(c) = j.conditions.iter_mut().find(|c| c.kind == Kind::LaunchesHealthy) else { return };
+    c.status = State::Unknown;
+    c.reason = Reason::FixedSinceLastLaunch;
+    c.message = Arc::from(format!(
+        "{}; every permission the group needs is in place now, and was not when it failed (or may not have been): the next launch will tell",
+        c.message
+    ));
+    if matches!(j.verdict, Verdict::Failed { retry: Retry::Resync, .. }) {
+        j.verdict = Verdict::Ready;
+    }
+}
+
+/// Unix seconds of an RFC 3339 UTC time as AWS writes it (`2026-11-29T23:49:13Z`, with or
+/// without a fraction, `Z` or `+00:00`); None for anything else.
+pub fn unix_seconds(t: &str) -> Option<u64> {
+    let (date, time) = t.split_once('T')?;
+    let mut d = date.split('-').map(|p| p.parse::<i64>().ok());
+    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+    let time = time.strip_suffix('Z').or_else(|| time.strip_suffix("+00:00"))?;
+    let time = time.split('.').next()?;
+    let mut h = time.split(':').map(|p| p.parse::<i64>().ok());
+    let (hh, mm, ss) = (h.next()??, h.next()??, h.next()??);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&day) || hh > 23 || mm > 59 || ss > 60 {
+        return None;
+    }
+    // Days from the civil date (Howard Hinnant's algorithm, the inverse of status::rfc3339).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    u64::try_from(days * 86_400 + hh * 3600 + mm * 60 + ss).ok()
 }
 
 /// One copy of each message text. At 10,000 bindings, a copy per condition was 12 MB of

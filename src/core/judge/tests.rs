@@ -405,3 +405,203 @@ fn a_handoff_key_awaiting_its_owner_says_so_with_the_statements_and_is_ready_onc
     assert_eq!(of(s, "KeyUsable").reason, Reason::AwaitingKeyOwner);
     assert!(matches!(s.verdict, Verdict::Waiting { wait: Wait::KeyOwner, .. }), "{s:?}");
 }
+
+/// What a verdict is, in a word, for the table below.
+fn kind_of(v: &Verdict) -> String {
+    match v {
+        Verdict::Ready => "Ready".into(),
+        Verdict::Converging => "Converging".into(),
+        Verdict::Waiting { wait, .. } => format!("Waiting {}", wait.as_str()),
+        Verdict::Blocked { by, holder, .. } => format!("Blocked by {} ({})", by.key_id(), kind_of(holder)),
+        Verdict::Failed { failure, retry } => format!("Failed {} {retry:?}", failure.class.as_str()),
+    }
+}
+
+#[test]
+fn verdicts_table() {
+    struct Row {
+        reason: &'static str,
+        keys: Vec<&'static str>,
+        observed: fn(&Desired) -> Observed,
+        /// The verdict of each binding, in a word, and a text in its message.
+        want: Vec<(&'static str, &'static str)>,
+    }
+    let rows = vec![
+        Row {
+            reason: "everything in place, launches fine → ready",
+            keys: vec![OWN_KEY, OTHER_KEY],
+            observed: converged,
+            want: vec![("Ready", ""), ("Ready", "")],
+        },
+        Row {
+            reason: "the role is missing → converging: a write makes it",
+            keys: vec![OWN_KEY],
+            observed: |d| {
+                let mut o = converged(d);
+                o.roles.insert((acct(ASG_ACCT), "AWSServiceRoleForAutoScaling".into()), Ok(None));
+                o
+            },
+            want: vec![("Converging", "")],
+        },
+        Row {
+            reason: "a disabled key → failed, terminal, backed off (someone may enable it)",
+            keys: vec![OWN_KEY],
+            observed: |d| {
+                let mut o = converged(d);
+                if let Some(Ok(k)) = o.keys.get_mut(&d.bindings[0].key) {
+                    k.state = "Disabled".into();
+                }
+                o
+            },
+            want: vec![("Failed terminal Backoff", "it is disabled")],
+        },
+        Row {
+            reason: "a throttled read of the group → failed, throttled: tried again after a backoff",
+            keys: vec![OWN_KEY],
+            observed: |d| {
+                let mut o = converged(d);
+                let f = Failure { class: ErrorClass::Throttled, message: "Throttling".into() };
+                o.asgs.insert(d.bindings[0].asg.clone(), Err(f));
+                o
+            },
+            want: vec![("Failed throttled Backoff", "describe ASG: Throttling")],
+        },
+        Row {
+            reason: "a Deny on the role in the other key's policy → that binding failed, and the group's other binding blocked by it",
+            keys: vec![OWN_KEY, OTHER_KEY],
+            observed: |d| {
+                let mut o = converged(d);
+                let old = "arn:aws:iam::111122223333:role/aws-service-role/autoscaling.amazonaws.com/AWSServiceRoleForAutoScaling_Old";
+                o.asgs.insert(
+                    d.bindings[0].asg.clone(),
+                    Ok(Some(Asg { service_linked_role_arn: Some(old.into()), sources: vec![] })),
+                );
+                o.key_policies.insert(
+                    KeyArn::parse(OTHER_KEY).unwrap(),
+                    Ok(format!(
+                        r#"{{"Statement":[{{"Effect":"Allow","Principal":{{"AWS":"{ASG_ACCT}"}},"Action":"kms:*","Resource":"*"}},{{"Sid":"NoRole","Effect":"Deny","Principal":{{"AWS":"{SLR}"}},"Action":"kms:Decrypt","Resource":"*"}}]}}"#
+                    )),
+                );
+                o
+            },
+            want: vec![
+                ("Blocked by 22222222-2222-2222-2222-222222222222 (Failed terminal Backoff)", "stays on"),
+                ("Failed terminal Backoff", "\"NoRole\" denies kms:Decrypt"),
+            ],
+        },
+        Row {
+            reason: "a hand-off key whose owner has not acted → waiting for the key's owner",
+            keys: vec!["arn:aws:kms:us-west-2:999999999999:key/33333333-3333-3333-3333-333333333333"],
+            observed: |d| {
+                let mut o = converged(d);
+                o.handoff.insert((d.bindings[0].key.clone(), d.bindings[0].slr()), Ok(DryRun::Refused));
+                o.grants.insert(d.bindings[0].key.clone(), Ok(vec![]));
+                o
+            },
+            want: vec![("Waiting awaiting_owner", "awaiting key owner")],
+        },
+        Row {
+            reason: "everything in place but the last launch failed over KMS → failed, retried at the resync",
+            keys: vec![OWN_KEY],
+            observed: |d| with_launch(d, "Failed", "Client.InternalError: Client error on launch"),
+            want: vec![("Failed terminal Resync", "Client error on launch")],
+        },
+        Row {
+            reason: "a launch that failed for capacity → ready: no write cures it",
+            keys: vec![OWN_KEY],
+            observed: |d| with_launch(d, "Failed", "insufficient capacity"),
+            want: vec![("Ready", "")],
+        },
+        Row {
+            reason: "everything in place, launches never read (a quick pass) → waiting for a full pass",
+            keys: vec![OWN_KEY],
+            observed: |d| {
+                let mut o = converged(d);
+                o.launches.clear();
+                o
+            },
+            want: vec![("Waiting launches_unread", "not read")],
+        },
+    ];
+    for row in rows {
+        let d = desired(&row.keys);
+        let o = (row.observed)(&d);
+        let judged = evaluate(&d, &o, &acct(ASG_ACCT), 1);
+        assert_eq!(judged.len(), row.want.len(), "{}", row.reason);
+        for (j, (kind, text)) in judged.iter().zip(&row.want) {
+            assert_eq!(kind_of(&j.verdict), *kind, "{}: {:?}", row.reason, j.verdict);
+            assert!(j.verdict.message().contains(text), "{}: {}", row.reason, j.verdict.message());
+        }
+    }
+}
+
+#[test]
+fn a_settled_binding_keeps_its_verdict_and_holds_its_group() {
+    // A write for the other key failed earlier in the pass: its binding is settled, and
+    // the group's switch waits for it although the own key is ready.
+    let d = desired(&[OWN_KEY, OTHER_KEY]);
+    let mut o = converged(&d);
+    let old =
+        "arn:aws:iam::111122223333:role/aws-service-role/autoscaling.amazonaws.com/AWSServiceRoleForAutoScaling_Old";
+    o.asgs.insert(
+        d.bindings[0].asg.clone(),
+        Ok(Some(Asg { service_linked_role_arn: Some(old.into()), sources: vec![] })),
+    );
+    let failed = Verdict::Failed {
+        failure: Failure { class: ErrorClass::Throttled, message: "CreateGrant: slow".into() },
+        retry: Retry::Backoff,
+    };
+    let settled: Settled = BTreeMap::from([(d.bindings[1].id(), failed.clone())]);
+    let none = BTreeMap::new();
+    let judged = judge(&d, &o, &acct(ASG_ACCT), &Context { now: 1, settled: &settled, prior: &none }).judged;
+    assert_eq!(judged[1].verdict, failed);
+    assert_eq!(
+        kind_of(&judged[0].verdict),
+        "Blocked by 22222222-2222-2222-2222-222222222222 (Failed throttled Backoff)"
+    );
+    assert!(judged[0].verdict.message().contains("CreateGrant: slow"), "{:?}", judged[0].verdict);
+}
+
+#[test]
+fn a_launch_that_failed_before_the_fix_reads_as_fixed_and_one_after_it_as_failed() {
+    let d = desired(&[OWN_KEY]);
+    let o = with_launch(&d, "Failed", "Client.InternalError: Client error on launch");
+    let failed_at = unix_seconds("2026-11-29T01:00:00Z").unwrap();
+    // A one-shot status an hour later, with every permission in place: the launch may
+    // have failed before they were; the next launch tells.
+    let later = evaluate(&d, &o, &acct(ASG_ACCT), failed_at + 3600).remove(0);
+    let c = of(&later, "LaunchesHealthy");
+    assert_eq!((c.status, c.reason), (State::Unknown, Reason::FixedSinceLastLaunch), "{}", c.message);
+    assert!(c.message.contains("the next launch will tell"), "{}", c.message);
+    assert_eq!(later.verdict, Verdict::Ready);
+    // In the daemon, the permissions were in place since before that launch: it failed
+    // although they were, and the binding is not ready.
+    let mut prior = later.clone();
+    for c in &mut prior.conditions {
+        c.since = failed_at - 600;
+    }
+    let prior = BTreeMap::from([(prior.binding.clone(), prior)]);
+    let settled = Settled::new();
+    let ctx = Context { now: failed_at + 3600, settled: &settled, prior: &prior };
+    let daemon = judge(&d, &o, &acct(ASG_ACCT), &ctx).judged.remove(0);
+    assert_eq!(of(&daemon, "LaunchesHealthy").reason, Reason::LaunchFailedKms);
+    assert!(matches!(daemon.verdict, Verdict::Failed { retry: Retry::Resync, .. }), "{:?}", daemon.verdict);
+    // With a permission missing, the failure is what it says.
+    let mut o = o;
+    o.roles.insert((acct(ASG_ACCT), "AWSServiceRoleForAutoScaling".into()), Ok(None));
+    let missing = evaluate(&d, &o, &acct(ASG_ACCT), failed_at + 3600).remove(0);
+    assert_eq!(of(&missing, "LaunchesHealthy").reason, Reason::LaunchFailedKms);
+}
+
+#[test]
+fn aws_times_read_as_unix_seconds() {
+    assert_eq!(unix_seconds("1970-01-01T00:00:00Z"), Some(0));
+    assert_eq!(unix_seconds("2000-02-29T00:00:00Z"), Some(951_782_400));
+    assert_eq!(unix_seconds("2026-11-29T23:49:13.861554Z"), unix_seconds("2026-11-29T23:49:13+00:00"));
+    for t in 0..5 {
+        let secs = 1_700_000_000 + t * 86_399;
+        assert_eq!(unix_seconds(&crate::core::status::rfc3339(secs)), Some(secs));
+    }
+    assert_eq!(unix_seconds("yesterday"), None);
+    assert_eq!(unix_seconds("2026-13-01T00:00:00Z"), None);
+}

@@ -80,6 +80,17 @@ impl Tally {
     }
 }
 
+/// Whether the last edit of the config file was taken in: `/status` says so, so a
+/// rejected edit (the group it onboards never onboarded) shows where monitoring looks.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum ConfigState {
+    #[default]
+    Valid,
+    /// The last edit was refused: the first error, where it is, how many there were,
+    /// and since when (Unix seconds). The last good config stands.
+    Invalid { error: String, location: String, errors: usize, since: u64 },
+}
+
 /// Every binding's latest judgement, served on `/status`. The document is written when
 /// it is asked for, not after every pass.
 #[derive(Debug, Default)]
@@ -89,6 +100,8 @@ pub struct StatusBoard {
     reported: AtomicBool,
     /// Why the config file cannot be read, while it cannot: the document says so.
     config_unreadable: std::sync::RwLock<Option<String>>,
+    /// Whether the last edit was taken in.
+    config: std::sync::RwLock<ConfigState>,
 }
 
 impl StatusBoard {
@@ -138,22 +151,43 @@ impl StatusBoard {
         self.judged.read().expect("status lock").get(b).cloned()
     }
 
+    /// Sets whether the last edit of the config was taken in. An edit refused while
+    /// another refusal stands keeps the earlier `since`.
+    pub fn set_config(&self, state: ConfigState) {
+        let mut now = self.config.write().expect("status lock");
+        *now = match (&*now, state) {
+            (ConfigState::Invalid { since, .. }, ConfigState::Invalid { error, location, errors, .. }) => {
+                ConfigState::Invalid { error, location, errors, since: *since }
+            }
+            (_, state) => state,
+        };
+    }
+
     /// Sets or clears why the config file cannot be read.
     pub fn set_config_unreadable(&self, error: Option<String>) {
         *self.config_unreadable.write().expect("status lock") = error;
     }
 
-    /// The document, or an empty one before the first pass; while the config file cannot
-    /// be read, with a `configFile` object saying why.
+    /// The document, or an empty one before the first pass, with a `config` object
+    /// saying whether the last edit was taken in; while the config file cannot be read,
+    /// with a `configFile` object saying why.
     pub fn get(&self) -> String {
         let doc = if !self.reported.load(Ordering::Relaxed) {
             r#"{"ready": false, "bindings": []}"#.to_owned()
         } else {
             super::document(self.judged.read().expect("status lock").values())
         };
-        let Some(error) = self.config_unreadable.read().expect("status lock").clone() else { return doc };
         let mut v: serde_json::Value = serde_json::from_str(&doc).expect("the status document is JSON");
-        v["configFile"] = serde_json::json!({"readable": false, "error": error, "using": "the last good config"});
+        v["config"] = match self.config.read().expect("status lock").clone() {
+            ConfigState::Valid => serde_json::json!({"valid": true}),
+            ConfigState::Invalid { error, location, errors, since } => serde_json::json!({
+                "valid": false, "error": error, "location": location, "errors": errors,
+                "since": super::rfc3339(since), "using": "the last good config",
+            }),
+        };
+        if let Some(error) = self.config_unreadable.read().expect("status lock").clone() {
+            v["configFile"] = serde_json::json!({"readable": false, "error": error, "using": "the last good config"});
+        }
         serde_json::to_string_pretty(&v).expect("JSON serialises")
     }
 }

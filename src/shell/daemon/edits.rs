@@ -6,8 +6,24 @@ use tokio::time::Instant;
 
 use super::{report, Daemon, Reconciler};
 use crate::core::config as config_text;
+use crate::core::status::board::ConfigState;
+use crate::shell::clock::unix_seconds;
 use crate::shell::config_file;
 use crate::shell::metrics::Metrics;
+
+/// What parsing an edit gives.
+pub(super) type Parsed = Result<crate::core::model::desired::Desired, config_text::ConfigErrors>;
+
+/// A parse under way: its text and what it found.
+pub(super) type Parsing = tokio::task::JoinHandle<(String, Parsed)>;
+
+/// Resolves when a parse under way ends; never while there is none.
+pub(super) async fn join(p: &mut Option<Parsing>) -> Result<(String, Parsed), tokio::task::JoinError> {
+    match p {
+        Some(handle) => handle.await,
+        None => std::future::pending().await,
+    }
+}
 
 impl<R: Reconciler> Daemon<R> {
     /// Fallback for missed events: compare the file's content once a second. This is also
@@ -16,9 +32,7 @@ impl<R: Reconciler> Daemon<R> {
         match config_file::read_text(&self.settings.config) {
             Ok(text) => {
                 self.file_readable();
-                if text != self.config.last_text {
-                    self.apply_text(text);
-                }
+                self.parse(text);
             }
             Err(e) => self.file_unreadable(&e),
         }
@@ -28,9 +42,7 @@ impl<R: Reconciler> Daemon<R> {
         match config_file::read_text(&self.settings.config) {
             Ok(text) => {
                 self.file_readable();
-                if text != self.config.last_text {
-                    self.apply_text(text);
-                }
+                self.parse(text);
             }
             // Mid-swap the file can be briefly missing; the next event or poll retries,
             // and the poll reports a file that stays unreadable.
@@ -61,9 +73,30 @@ impl<R: Reconciler> Daemon<R> {
         self.report.board.set_config_unreadable(None);
     }
 
-    fn apply_text(&mut self, text: String) {
+    /// Parses `text`, when it is an edit, off the loop's thread: the loop goes on turning
+    /// (and `/healthz` answering) however long it takes. One parse at a time; an edit
+    /// made meanwhile is read by the next look at the file.
+    fn parse(&mut self, text: String) {
+        if self.parsing.is_some() || text == self.config.last_text {
+            return;
+        }
         let name = self.settings.config.display().to_string();
-        let parsed = config_text::parse(&text, &name);
+        self.parsing = Some(tokio::task::spawn_blocking(move || {
+            let parsed = config_text::parse(&text, &name);
+            (text, parsed)
+        }));
+    }
+
+    /// Takes in what a parse found.
+    pub(super) fn parsed(&mut self, r: Result<(String, Parsed), tokio::task::JoinError>) {
+        self.parsing = None;
+        match r {
+            Ok((text, parsed)) => self.apply_text(text, parsed),
+            Err(e) => tracing::error!(error = %e, "parsing the config file failed inside the operator"),
+        }
+    }
+
+    fn apply_text(&mut self, text: String, parsed: Parsed) {
         self.config.last_text = text;
         let metrics = self.report.metrics.clone();
         let mut new = match parsed {
@@ -73,10 +106,20 @@ impl<R: Reconciler> Daemon<R> {
                 for err in &e.errors {
                     tracing::error!(location = %err.location, error = %err.message, "invalid config; keeping the last good one");
                 }
+                let first = e.errors.first();
+                self.report.board.set_config(ConfigState::Invalid {
+                    error: first.map_or_else(String::new, |f| f.message.clone()),
+                    location: first.map_or_else(String::new, |f| f.location.clone()),
+                    errors: e.errors.len(),
+                    since: unix_seconds(),
+                });
+                metrics.config_valid.set(0);
                 return;
             }
         };
         Metrics::count(&metrics.reloads, "success");
+        self.report.board.set_config(ConfigState::Valid);
+        metrics.config_valid.set(1);
         match self.config.hold_mass_prune(&mut new) {
             Some(true) => tracing::warn!(reason = new.operator.prune_held.as_deref().unwrap_or_default(), "prune held"),
             Some(false) => tracing::info!("prune no longer held: the config's removals are confirmed or undone"),
@@ -108,6 +151,7 @@ impl<R: Reconciler> Daemon<R> {
         report::warn_unknown_regions(&new, Some(&old));
         report::warn_empty_prune(&new, &metrics);
         self.report.gauge(&self.config.bound);
+        self.prune_gauge();
         self.resync_done_if_paid();
     }
 }

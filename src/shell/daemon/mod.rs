@@ -26,6 +26,7 @@ mod connection;
 mod edits;
 mod report;
 mod resync;
+mod start;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
@@ -50,13 +51,11 @@ use crate::core::model::desired::Desired;
 use crate::core::model::{BindingId, ErrorClass, Failure, KeyArn};
 use crate::core::next::{next, Action, Intervals};
 use crate::core::plan::Depth;
-use crate::core::status::board::StatusBoard;
 use crate::shell::aws::{Aws, CallStats, ExecSettings};
 use crate::shell::metrics::{self, ClassLabel, Metrics};
 use crate::shell::reconcile::{self, Outcome};
 use crate::shell::runner::{PassId, Runner};
 use crate::shell::scheduler::{Backoff, Jitter, Scheduler};
-use crate::shell::{config_file, config_watch};
 
 /// How soon a key awaiting its owner is checked again, unless `--handoff-recheck-interval`
 /// says otherwise.
@@ -126,6 +125,8 @@ pub enum DaemonError {
     },
     #[error("failed to watch the config file: {0}")]
     Watch(#[from] notify::Error),
+    #[error("failed to read the config file: {0}")]
+    Load(String),
 }
 
 /// What the loop needs from the outside world: a connection, and a pass over some
@@ -209,6 +210,11 @@ struct Daemon<R: Reconciler> {
     resync: Resync,
     /// Keys whose next pass is owed at full depth (their groups' launches unread).
     launches_owed: BTreeSet<KeyArn>,
+    /// Keys whose last pass held a prune (it would remove more accesses than the config
+    /// keeps bindings).
+    prunes_held: BTreeSet<KeyArn>,
+    /// An edit of the config file being parsed, off the loop's thread.
+    parsing: Option<edits::Parsing>,
     jitter: Jitter,
 }
 
@@ -237,33 +243,24 @@ pub async fn run_with<R: Reconciler>(
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<RunReport, DaemonError> {
-    // One read: the text compared with later reads is the text that was parsed.
-    let (desired, last_text) = config_file::load_with_text(&settings.config)?;
-    let health = Arc::new(metrics.health());
-    health.beat();
-    metrics.resync_interval.set(settings.resync.as_secs_f64());
-    let board = Arc::new(StatusBoard::default());
-    let listener = tokio::net::TcpListener::bind(settings.listen)
-        .await
-        .map_err(|source| DaemonError::Listen { addr: settings.listen, source })?;
-    let addr = listener.local_addr().unwrap_or(settings.listen);
-    let server = tokio::spawn(crate::shell::server::serve(listener, metrics.clone(), health.clone(), board.clone()));
-    let mut watch = config_watch::watch(&settings.config, settings.debounce)?;
-    tracing::info!(%addr, config = %settings.config.display(), bindings = desired.bindings.len(), resync = ?settings.resync, "listening");
-    report::warn_default_roles(&desired, None);
-    report::warn_unknown_regions(&desired, None);
-    report::warn_empty_prune(&desired, &metrics);
-
-    let mut d = Daemon::new(settings, reconciler, desired, last_text, Reporter::new(metrics, health, board));
+    let started = start::start(&settings, &metrics).await?;
+    let (server, mut watch) = (started.server, started.watch);
+    let report = Reporter::new(metrics, started.health, started.board);
+    let mut d = Daemon::new(settings, reconciler, started.desired, started.last_text, report);
     Metrics::count(&d.report.metrics.reloads, "success");
     d.report.gauge(&d.config.bound);
+    d.prune_gauge();
 
-    let mut report = RunReport::default();
+    let mut turns = RunReport::default();
     tokio::pin!(shutdown);
+    // SIGHUP reads the config file again, as daemons do.
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .inspect_err(|e| tracing::warn!(error = %e, "cannot handle SIGHUP; edits are still seen as they are saved"))
+        .ok();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        report.turns += 1;
+        turns.turns += 1;
         d.report.health.beat();
         d.start_work();
         let wake = d.next_wake();
@@ -273,6 +270,11 @@ pub async fn run_with<R: Reconciler>(
             r = connection::join(&mut d.connection) => d.connected(r),
             Some(r) = d.passes.set.join_next_with_id(), if !d.passes.set.is_empty() => d.finished(r),
             Some(()) = watch.changes.recv() => d.reload(),
+            Some(()) = hangup(&mut hup) => {
+                tracing::info!(signal = "SIGHUP", "signal received: reading the config file again");
+                d.reload();
+            }
+            r = edits::join(&mut d.parsing) => d.parsed(r),
             _ = tick.tick() => d.poll_file(),
             _ = sleep_until(wake.unwrap_or_else(Instant::now)), if wake.is_some() => {}
         }
@@ -281,7 +283,15 @@ pub async fn run_with<R: Reconciler>(
     d.shut_down().await;
     server.abort();
     tracing::info!("stopped");
-    Ok(report)
+    Ok(turns)
+}
+
+/// The next SIGHUP; never, where it cannot be handled.
+async fn hangup(hup: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
+    match hup {
+        Some(s) => s.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 impl<R: Reconciler> Daemon<R> {
@@ -296,6 +306,8 @@ impl<R: Reconciler> Daemon<R> {
             passes: Passes { set: JoinSet::new(), running: HashMap::new(), runner: Runner::new(PASS_CONCURRENCY) },
             resync: Resync::new(settings.resync, now),
             launches_owed: BTreeSet::new(),
+            prunes_held: BTreeSet::new(),
+            parsing: None,
             reconciler: Arc::new(reconciler),
             settings,
             jitter: Jitter::from_clock(),
@@ -488,16 +500,33 @@ impl<R: Reconciler> Daemon<R> {
             }
         }
         self.report.launches(&outcome, &self.config.desired);
+        match outcome.prune_held {
+            Some(_) => self.prunes_held.extend(current.iter().cloned()),
+            None => self.prunes_held.retain(|k| !current.contains(k)),
+        }
+        self.prune_gauge();
         let (applied, ready) = (outcome.applied.total(), outcome.ready());
-        let failed = outcome.judged.iter().filter(|j| j.verdict.is_failed()).count();
+        let converged = outcome.judged.iter().filter(|j| j.verdict.converged()).count();
+        let failed = outcome.judged.iter().filter(|j| report::counted_failure(&j.verdict).is_some()).count();
         self.report.board.update(outcome.judged);
         let tally = self.report.gauge(&self.config.bound);
         let (ready_total, keys, full) = (tally.ready, keys.len(), pass.full);
         if applied > 0 || failed > 0 {
-            tracing::info!(keys, applied, failed, ready, ready_total, full, "pass finished");
+            tracing::info!(keys, applied, failed, converged, ready, ready_total, full, "pass finished");
         } else {
-            tracing::debug!(keys, ready, ready_total, full, "pass finished; nothing to change");
+            tracing::debug!(keys, converged, ready, ready_total, full, "pass finished; nothing to change");
         }
+    }
+
+    /// The `prune_held` gauge: 1 while a prune is held, by the guard over an edit, by an
+    /// empty config, or by a pass over some unit.
+    pub(super) fn prune_gauge(&mut self) {
+        let op = &self.config.desired.operator;
+        let keys = self.config.keys();
+        self.prunes_held.retain(|k| keys.contains(k));
+        let empty = op.prune && self.config.desired.bindings.is_empty() && !op.allow_mass_prune;
+        let held = op.prune && (op.prune_held.is_some() || empty || !self.prunes_held.is_empty());
+        self.report.metrics.prune_held.set(i64::from(held));
     }
 
     /// Applies a unit's next step; for a backoff, returns the delay.

@@ -137,7 +137,7 @@ impl Reporter {
 /// The failure a pass counts for a binding: its own, or that of the key that holds its
 /// group; not a wait, and not launches that fail although every permission is in place
 /// (no write of the operator's failed).
-fn counted_failure(v: &Verdict) -> Option<Failure> {
+pub(super) fn counted_failure(v: &Verdict) -> Option<Failure> {
     match v {
         Verdict::Failed { retry: Retry::Resync, .. } => None,
         v => v.failure(),

@@ -503,8 +503,11 @@ async fn the_bindings_gauge_gives_the_same_answer_as_status() {
     let probe = {
         let metrics = metrics.clone();
         async move {
+            // Half-way through the first (one-second) pass: the config is read, nothing is
+            // reported yet.
+            tokio::time::sleep(Duration::from_millis(500)).await;
             let before = (gauge(&metrics, "ready"), gauge(&metrics, "pending"), gauge(&metrics, "failed"));
-            tokio::time::sleep(Duration::from_secs(3)).await;
+            tokio::time::sleep(Duration::from_millis(2500)).await;
             let after = (gauge(&metrics, "ready"), gauge(&metrics, "pending"), gauge(&metrics, "failed"));
             (before, after)
         }
