@@ -20,6 +20,23 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// Which trust policy `iam-policy --trust` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Trust {
+    Irsa,
+    PodIdentity,
+    Ecs,
+    KeyAccount,
+}
+
+/// `KEY=VALUE`, for `--group-tag`.
+fn tag(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(format!("{s:?} is not KEY=VALUE")),
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Output {
     Text,
@@ -91,7 +108,10 @@ pub enum Command {
     },
     /// Show whether each binding's group can launch, as conditions (KeyUsable, RoleReady,
     /// KeyPolicyReady, GrantReady, AsgUsesRole, LaunchesHealthy). Only reads.
-    /// Exit 0: every binding ready; 2: some are not; 1: error.
+    /// Exit 0: every binding's permissions are in place, so its group can launch (a launch
+    /// that failed before they were shows as LaunchesHealthy Unknown, FixedSinceLastLaunch,
+    /// until the next launch tells); 2: some are not, or a launch failed with them in place;
+    /// 1: error.
     Status {
         /// The config file (YAML; see config/example.yaml and config/schema.json).
         #[arg(long, value_name = "FILE")]
@@ -101,7 +121,9 @@ pub enum Command {
         output: Output,
     },
     /// Print the least-privilege IAM policy (JSON) for the operator's identity in one
-    /// account. Makes no AWS call.
+    /// account, in documents IAM accepts (at most 6,144 characters each; several, as a
+    /// JSON array, only when one cannot hold it), and the trust policies of its roles.
+    /// Makes no AWS call.
     IamPolicy {
         /// The config file (YAML; see config/example.yaml and config/schema.json).
         #[arg(long, value_name = "FILE")]
@@ -109,6 +131,33 @@ pub enum Command {
         /// The account; defaults to the ASG account when all bindings share one.
         #[arg(long)]
         account: Option<String>,
+        /// Allow the group updates on groups that carry this tag (KEY=VALUE), whatever their
+        /// names: a group onboarded with the tag then needs no policy change.
+        #[arg(long, value_name = "KEY=VALUE", value_parser = tag)]
+        group_tag: Option<(String, String)>,
+        /// Allow the group updates on groups whose names start with PREFIX (repeat it).
+        #[arg(long = "group-name-prefix", value_name = "PREFIX")]
+        group_prefixes: Vec<String>,
+        /// Print a trust policy instead: irsa (needs --oidc-provider), pod-identity, ecs, or
+        /// key-account (the role under `accounts`, trusting --operator-role).
+        #[arg(long, value_enum)]
+        trust: Option<Trust>,
+        /// The EKS cluster's OIDC provider ARN, for the IRSA trust policy.
+        #[arg(long, value_name = "ARN")]
+        oidc_provider: Option<String>,
+        /// The operator's Kubernetes namespace, for IRSA.
+        #[arg(long, default_value = "asg-cmk-operator")]
+        namespace: String,
+        /// The operator's Kubernetes service account, for IRSA.
+        #[arg(long, default_value = "asg-cmk-operator")]
+        service_account: String,
+        /// The role the operator runs as, which a key-account role trusts.
+        #[arg(long, value_name = "ARN")]
+        operator_role: Option<String>,
+        /// Write every document to this folder (permissions*.json, and the trust policies
+        /// whose inputs are given) instead of printing.
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<PathBuf>,
     },
     /// Exit 0 when the daemon at URL answers 200, 1 otherwise: a container health check
     /// for platforms without an HTTP probe (ECS), in images without curl.
@@ -161,7 +210,7 @@ pub enum Command {
     },
 }
 
-/// `1500ms`, `30s`, `5m`, `1h`, or a plain number of seconds. Arithmetic is checked: a
+/// `1500ms`, `30s`, `5m` or `1h`; a number without a unit is an error. Arithmetic is checked: a
 /// number too large for its unit is an error, never a wrapped value or a panic.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
@@ -171,7 +220,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let too_long = || format!("{s:?} is too long");
     let d = match unit {
         "ms" => Duration::from_millis(n),
-        "" | "s" => Duration::from_secs(n),
+        "s" => Duration::from_secs(n),
+        // As Go's durations (and so Kubernetes flags): `5` could mean seconds or minutes.
+        "" => return Err(format!("{s:?} has no unit: write {n}s, {n}m or {n}h")),
         "m" => Duration::from_secs(n.checked_mul(60).ok_or_else(too_long)?),
         "h" => Duration::from_secs(n.checked_mul(3600).ok_or_else(too_long)?),
         _ => return Err(format!("unknown unit {unit:?}; use ms, s, m or h")),

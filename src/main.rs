@@ -127,7 +127,22 @@ fn main() -> ExitCode {
             let Some(desired) = load(&config) else { return ExitCode::FAILURE };
             runtime().block_on(status(desired, output))
         }
-        Command::IamPolicy { config, account } => iam_policy_command(&config, account.as_deref()),
+        Command::IamPolicy {
+            config,
+            account,
+            group_tag,
+            group_prefixes,
+            trust,
+            oidc_provider,
+            namespace,
+            service_account,
+            operator_role,
+            out_dir,
+        } => {
+            let scope = iam_policy::Scope { group_tag, group_prefixes };
+            let trusts = TrustInputs { kind: trust, oidc_provider, namespace, service_account, operator_role };
+            iam_policy_command(&config, account.as_deref(), &scope, &trusts, out_dir.as_deref())
+        }
         Command::Healthcheck { url, timeout } => healthcheck_command(&url, timeout),
         Command::Completions { shell } => completions_command(shell),
         Command::Man => man_command(),
@@ -166,8 +181,49 @@ fn apply_command(
     runtime().block_on(apply(desired, max_rounds, stats_json))
 }
 
-/// `iam-policy`: the operator's least-privilege policy for one account.
-fn iam_policy_command(config: &Path, account: Option<&str>) -> ExitCode {
+/// What `iam-policy` needs for the trust policies.
+struct TrustInputs {
+    kind: Option<cli::Trust>,
+    oidc_provider: Option<String>,
+    namespace: String,
+    service_account: String,
+    operator_role: Option<String>,
+}
+
+impl TrustInputs {
+    /// Each trust policy whose inputs are given, by its file name; an error for `kind`
+    /// when its inputs are missing or wrong.
+    fn policies(&self, account: &AccountId) -> Result<Vec<(&'static str, serde_json::Value)>, String> {
+        use iam_policy::trust;
+        let mut out = vec![
+            ("trust-pod-identity.json", trust::pod_identity(account)),
+            ("trust-ecs.json", trust::ecs_task(account)),
+        ];
+        match &self.oidc_provider {
+            Some(p) => out.push(("trust-irsa.json", trust::irsa(p, &self.namespace, &self.service_account)?)),
+            None if self.kind == Some(cli::Trust::Irsa) => return Err("--trust irsa needs --oidc-provider ARN".into()),
+            None => {}
+        }
+        match &self.operator_role {
+            Some(r) => out.push(("trust-key-account.json", trust::assumed_by(r)?)),
+            None if self.kind == Some(cli::Trust::KeyAccount) => {
+                return Err("--trust key-account needs --operator-role ARN (the role the operator runs as)".into())
+            }
+            None => {}
+        }
+        Ok(out)
+    }
+}
+
+/// `iam-policy`: the operator's least-privilege policy for one account, in documents IAM
+/// accepts; or a trust policy; or all of them written to a folder.
+fn iam_policy_command(
+    config: &Path,
+    account: Option<&str>,
+    scope: &iam_policy::Scope,
+    trusts: &TrustInputs,
+    out_dir: Option<&Path>,
+) -> ExitCode {
     let Some(desired) = load(config) else { return ExitCode::FAILURE };
     let account = match account.map(|a| AccountId::parse(a).ok_or(a)) {
         Some(Err(a)) => {
@@ -182,16 +238,75 @@ fn iam_policy_command(config: &Path, account: Option<&str>) -> ExitCode {
     if let Some(a) = account.filter(|a| !names_account(&desired, a)) {
         errln!("warning: account {a} is named nowhere in the config (no group, key or `accounts` entry is in it): the policy below only assumes the roles of `accounts`; check the id if this is not the account the operator runs in");
     }
-    match iam_policy::default_account(&desired, account).and_then(|a| iam_policy::policy(&desired, &a)) {
-        Ok(p) => {
-            outln!("{}", serde_json::to_string_pretty(&p).expect("policy JSON serialises"));
-            ExitCode::SUCCESS
-        }
+    let account = match iam_policy::default_account(&desired, account) {
+        Ok(a) => a,
         Err(e) => {
             errln!("error: {e}");
-            ExitCode::FAILURE
+            return ExitCode::FAILURE;
+        }
+    };
+    let trust = match trusts.policies(&account) {
+        Ok(t) => t,
+        Err(e) => {
+            errln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Some(kind) = trusts.kind {
+        let file = match kind {
+            cli::Trust::Irsa => "trust-irsa.json",
+            cli::Trust::PodIdentity => "trust-pod-identity.json",
+            cli::Trust::Ecs => "trust-ecs.json",
+            cli::Trust::KeyAccount => "trust-key-account.json",
+        };
+        let doc = trust.iter().find(|(f, _)| *f == file).map(|(_, d)| d).expect("checked above");
+        outln!("{}", serde_json::to_string_pretty(doc).expect("policy JSON serialises"));
+        return ExitCode::SUCCESS;
+    }
+    let policies = match iam_policy::policies(&desired, &account, scope) {
+        Ok(p) => p,
+        Err(e) => {
+            errln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    for n in &policies.notes {
+        errln!("note: {n}");
+    }
+    match out_dir {
+        Some(dir) => write_policies(dir, &policies.documents, &trust),
+        None => {
+            let shown = match policies.documents.as_slice() {
+                [one] => one.clone(),
+                many => serde_json::Value::Array(many.to_vec()),
+            };
+            outln!("{}", serde_json::to_string_pretty(&shown).expect("policy JSON serialises"));
+            ExitCode::SUCCESS
         }
     }
+}
+
+/// `iam-policy --out-dir`: each document in a file of its own, named as it is listed.
+fn write_policies(dir: &Path, documents: &[serde_json::Value], trust: &[(&str, serde_json::Value)]) -> ExitCode {
+    let mut files: Vec<(String, &serde_json::Value)> = match documents {
+        [one] => vec![("permissions.json".to_owned(), one)],
+        many => many.iter().enumerate().map(|(i, d)| (format!("permissions-{}.json", i + 1), d)).collect(),
+    };
+    files.extend(trust.iter().map(|(f, d)| ((*f).to_owned(), d)));
+    if let Err(e) = std::fs::create_dir_all(dir) {
+        errln!("error: --out-dir {}: {e}", dir.display());
+        return ExitCode::FAILURE;
+    }
+    for (name, doc) in files {
+        let path = dir.join(&name);
+        let text = serde_json::to_string_pretty(doc).expect("policy JSON serialises");
+        if let Err(e) = std::fs::write(&path, format!("{text}\n")) {
+            errln!("error: cannot write {}: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
+        outln!("{}", path.display());
+    }
+    ExitCode::SUCCESS
 }
 
 /// `healthcheck`: the daemon's /healthz answered 200, or why not.
@@ -572,7 +687,7 @@ mod tests {
     fn durations_read_like_kubernetes_flags() {
         assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
         assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
-        assert_eq!(parse_duration("45"), Ok(Duration::from_secs(45)));
+        assert_eq!(parse_duration("45"), Err("\"45\" has no unit: write 45s, 45m or 45h".into()));
         assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
         assert_eq!(parse_duration("1500ms"), Ok(Duration::from_millis(1500)));
         assert!(parse_duration("0s").is_err());

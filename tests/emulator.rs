@@ -159,7 +159,7 @@ async fn strict_settings_default_on_and_change_at_runtime() {
         defaults,
         json!({"principals": true, "propagation_seconds": 0.0, "grant_names": true,
                "key_state": true, "grant_paging": true, "asg_roles": true, "launches": true,
-               "ec2_reads": true})
+               "ec2_reads": true, "policy_size": true})
     );
     let changed = strict(&moto, json!({"key_state": false, "propagation_seconds": 1.5}));
     assert_eq!(changed["key_state"], false);
@@ -181,7 +181,7 @@ async fn lenient_launcher_starts_with_every_switch_off() {
         settings,
         json!({"principals": false, "propagation_seconds": 3.0, "grant_names": false,
                "key_state": false, "grant_paging": false, "asg_roles": false, "launches": false,
-               "ec2_reads": false})
+               "ec2_reads": false, "policy_size": false})
     );
 }
 
@@ -1396,4 +1396,47 @@ async fn create_grant_dry_run_across_accounts_follows_the_owner_key_policy_and_c
         .await
         .unwrap();
     assert!(none.grants().is_empty());
+}
+
+// --- IAM policy sizes --------------------------------------------------------------------
+
+/// An IAM policy of exactly `size` characters without white space, padded with `pad`
+/// white space characters that IAM does not count.
+fn sized_policy(size: usize, pad: usize) -> String {
+    let shell = |resource: &str| {
+        format!(
+            r#"{{"Version":"2012-10-17","Statement":[{{"Effect":"Allow","Action":"s3:GetObject","Resource":"arn:aws:s3:::{resource}"}}]}}"#
+        )
+    };
+    let fill = size - shell("").len();
+    let text = shell(&"b".repeat(fill));
+    assert_eq!(text.len(), size);
+    format!("{text}{}", " ".repeat(pad))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn iam_refuses_policies_over_its_size_limits_and_does_not_count_white_space() {
+    let moto = Moto::start();
+    let iam = aws_sdk_iam::Client::new(&moto.own().await);
+    // A managed policy: 6,144 characters, however much white space besides.
+    let at_limit = iam.create_policy().policy_name("at-limit").policy_document(sized_policy(6144, 3000)).send();
+    let arn = at_limit.await.unwrap().policy().unwrap().arn().unwrap().to_owned();
+    let (refused, message) =
+        failure(iam.create_policy().policy_name("over").policy_document(sized_policy(6145, 0)).send().await);
+    assert_eq!((refused.as_str(), message.as_str()), ("LimitExceeded", "Cannot exceed quota for PolicySize: 6144"));
+    let version = iam.create_policy_version().policy_arn(&arn).policy_document(sized_policy(6145, 0)).send().await;
+    assert_eq!(code(version), "LimitExceeded");
+    // A role's inline policies: 10,240 characters together.
+    let trust = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"ec2.amazonaws.com"},"Action":"sts:AssumeRole"}]}"#;
+    iam.create_role().role_name("r").assume_role_policy_document(trust).send().await.unwrap();
+    let put = |name: &str, size: usize| {
+        iam.put_role_policy().role_name("r").policy_name(name).policy_document(sized_policy(size, 100)).send()
+    };
+    put("a", 6000).await.unwrap();
+    put("b", 4240).await.unwrap();
+    assert_eq!(code(put("c", 200).await), "LimitExceeded", "10,440 together");
+    put("b", 4000).await.expect("a policy replaced is not counted twice");
+    // moto's own behaviour, when switched off: any size.
+    strict(&moto, json!({"policy_size": false}));
+    iam.create_policy().policy_name("over").policy_document(sized_policy(20000, 0)).send().await.unwrap();
 }

@@ -89,3 +89,93 @@ async fn several_asg_accounts_need_an_explicit_account() {
     assert_eq!(bad.status.code(), Some(1));
     assert_eq!(moto.calls().len(), 0, "iam-policy makes no AWS call");
 }
+
+/// IAM's count: characters without white space.
+fn iam_size(doc: &Value) -> usize {
+    doc.to_string().chars().filter(|c| !c.is_whitespace()).count()
+}
+
+/// 1,000 groups over 10 keys (5 of OWN, 5 of OTHER), named as node groups and pipelines
+/// name them.
+fn thousand_groups() -> String {
+    let mut text = "version: 1\nbindings:\n".to_owned();
+    for i in 0..1000 {
+        let owner = if i % 10 < 5 { OWN } else { OTHER };
+        let asg = if i % 2 == 0 { format!("eks-nodes-{i:04}-a1b2c3d4") } else { format!("pipeline-run-{i:04}") };
+        text.push_str(&format!(
+            "  - {{asg: {asg}, account: \"{OWN}\", key: \"arn:aws:kms:{REGION}:{owner}:key/{:08}-1111-1111-1111-111111111111\", serviceLinkedRoleSuffix: S{}}}\n",
+            i % 10,
+            i % 7
+        ));
+    }
+    text
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_thousand_groups_over_ten_keys_give_documents_iam_accepts() {
+    let moto = Moto::start();
+    let iam = aws_sdk_iam::Client::new(&moto.own().await);
+    let dir = TempDir::new();
+    let cfg = dir.write("fleet.yaml", &thousand_groups());
+
+    // Named by the config alone: prefixes, said on stderr, in as few documents as fit.
+    let out = moto.operator(&["iam-policy", "--config", &cfg]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("note: the groups are too many to name one by one"), "{}", stderr(&out));
+    let printed: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let documents = match printed {
+        Value::Array(docs) => docs,
+        one => vec![one],
+    };
+    assert!((1..=10).contains(&documents.len()), "{}", documents.len());
+    for (i, doc) in documents.iter().enumerate() {
+        assert!(iam_size(doc) <= 6144, "document {i}: {} characters", iam_size(doc));
+        let made = iam.create_policy().policy_name(format!("asg-cmk-operator-{i}")).policy_document(doc.to_string());
+        made.send().await.unwrap_or_else(|e| panic!("document {i}: {e:?}"));
+    }
+
+    // Scoped by a tag: one document, and every file of --out-dir is accepted by IAM.
+    let out_dir = dir.0.join("iam");
+    let provider = format!("arn:aws:iam::{OWN}:oidc-provider/oidc.eks.{REGION}.amazonaws.com/id/ABCDEF");
+    let operator_role = format!("arn:aws:iam::{OWN}:role/asg-cmk-operator");
+    let args = [
+        "iam-policy",
+        "--config",
+        &cfg,
+        "--group-tag",
+        "asg-cmk-operator=managed",
+        "--oidc-provider",
+        &provider,
+        "--operator-role",
+        &operator_role,
+        "--out-dir",
+        out_dir.to_str().unwrap(),
+    ];
+    let out = moto.operator(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mut files: Vec<String> =
+        std::fs::read_dir(&out_dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    files.sort();
+    assert_eq!(
+        files,
+        ["permissions.json", "trust-ecs.json", "trust-irsa.json", "trust-key-account.json", "trust-pod-identity.json"]
+    );
+    let read = |f: &str| serde_json::from_str::<Value>(&std::fs::read_to_string(out_dir.join(f)).unwrap()).unwrap();
+    let permissions = read("permissions.json");
+    assert!(iam_size(&permissions) <= 6144);
+    assert!(permissions.to_string().contains("autoscaling:ResourceTag/asg-cmk-operator"));
+    iam.create_policy().policy_name("scoped").policy_document(permissions.to_string()).send().await.unwrap();
+    for trust in ["trust-ecs.json", "trust-irsa.json", "trust-key-account.json", "trust-pod-identity.json"] {
+        let role = iam.create_role().role_name(trust.trim_end_matches(".json"));
+        role.assume_role_policy_document(read(trust).to_string())
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{trust}: {e:?}"));
+    }
+    // One trust policy alone, and its missing input named.
+    let irsa = moto.operator(&["iam-policy", "--config", &cfg, "--trust", "irsa", "--oidc-provider", &provider]);
+    assert_eq!(serde_json::from_str::<Value>(&stdout(&irsa)).unwrap(), read("trust-irsa.json"));
+    let missing = moto.operator(&["iam-policy", "--config", &cfg, "--trust", "irsa"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(stderr(&missing).contains("--trust irsa needs --oidc-provider"), "{}", stderr(&missing));
+}

@@ -491,3 +491,82 @@ async fn pruning_a_removed_case_2_group_stays_within_the_policies_of_the_edited_
     assert!(made(&operator.0, "kms:PutKeyPolicy"), "the owner pruned OTHER's root from its statements");
     assert!(made(&in_other, "kms:RetireGrant"), "OTHER retired its grant");
 }
+
+/// Tags `group` with `key`=`value`.
+async fn tag_group(conf: &aws_config::SdkConfig, group: &str, key: &str, value: &str) {
+    let tag = aws_sdk_autoscaling::types::Tag::builder()
+        .resource_id(group)
+        .resource_type("auto-scaling-group")
+        .key(key)
+        .value(value)
+        .propagate_at_launch(false)
+        .build();
+    aws_sdk_autoscaling::Client::new(conf).create_or_update_tags().tags(tag).send().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_policy_scoped_by_a_group_tag_allows_every_call_for_tagged_groups_and_no_other() {
+    // OWN: web (case 1, on an AMI encrypted with k1) and batch (case 2, OTHER's key k2),
+    // both tagged; the policy names neither, only the tag.
+    let moto = Moto::start();
+    let (own, other) = (moto.own().await, moto.other().await);
+    let k1 = create_key(&own, None).await;
+    let k2 = create_key(&other, None).await;
+    group_on_encrypted_ami(&own, "web", &k1).await;
+    create_asgs(&own, &["batch", "stray"]).await;
+    for g in ["web", "batch"] {
+        tag_group(&own, g, "asg-cmk-operator", "managed").await;
+    }
+    tag_group(&own, "stray", "asg-cmk-operator", "someone-else").await;
+    let dir = TempDir::new();
+    let head = format!("version: 1\naccounts:\n  - id: \"{OTHER}\"\n    roleArn: {OTHER_ROLE}\nbindings:\n");
+    let line = |asg: &str, key: &str| {
+        format!("  - {{asg: {asg}, account: \"{OWN}\", key: {key}, serviceLinkedRoleSuffix: CMK}}\n")
+    };
+    let cfg = dir.write("fleet.yaml", &format!("{head}{}{}", line("web", &k1), line("batch", &k2)));
+    let scoped =
+        moto.operator(&["iam-policy", "--config", &cfg, "--account", OWN, "--group-tag", "asg-cmk-operator=managed"]);
+    assert!(scoped.status.success(), "{}", stderr(&scoped));
+    let scoped: Value = serde_json::from_str(&stdout(&scoped)).unwrap();
+    let size = scoped.to_string().chars().filter(|c| !c.is_whitespace()).count();
+    assert!(size <= 6144, "{size} characters");
+    assert!(!scoped.to_string().contains("autoScalingGroupName/web"), "no group is named: {scoped:#}");
+    let policies: BTreeMap<&str, Value> = [(OWN, scoped), (OTHER, policy_of(&moto, &cfg, OTHER))].into();
+    let operator = operator_user(&own).await;
+    let in_other =
+        format!("arn:aws:sts::{OTHER}:assumed-role/{}/asg-cmk-operator", OTHER_ROLE.rsplit('/').next().unwrap());
+    let callers = [(operator.0.clone(), OWN), (in_other, OTHER)];
+    for (caller, account) in &callers {
+        moto.hook("POST", "/_launcher/identity-policies", json!({"caller": caller, "policy": policies[account]}));
+    }
+
+    let applied = run_as(&moto, &operator, &["apply", "--config", &cfg]);
+    assert!(applied.status.success(), "{}\n{}", stdout(&applied), stderr(&applied));
+    // A short grant under the operator's name, which it retires.
+    let ours = grants(&other, &k2).await;
+    kms_short_grant(&own, &k2, &ours[0].grantee, ours[0].name.as_deref().unwrap()).await;
+    assert!(run_as(&moto, &operator, &["apply", "--config", &cfg]).status.success());
+    assert_eq!(grants(&other, &k2).await.len(), 1, "the short grant was retired");
+    assert_eq!(run_as(&moto, &operator, &["status", "--config", &cfg]).status.code(), Some(0));
+    let seen = both_ways(&moto, &callers, &policies);
+    let updates: Vec<&Value> = seen.iter().filter(|d| d["action"] == "autoscaling:UpdateAutoScalingGroup").collect();
+    assert_eq!(updates.len(), 2, "{updates:#?}");
+    for u in updates {
+        assert_eq!(u["context"]["autoscaling:resourcetag/asg-cmk-operator"], json!(["managed"]), "{u:#}");
+    }
+
+    // A group without the tag, onboarded without a policy change: IAM refuses its update,
+    // and the operator says which call and why.
+    let stray_role = asg_role(&own, "stray").await;
+    assert_ne!(stray_role, Some(slr_arn(OWN, Some("CMK"))));
+    let cfg =
+        dir.write("fleet.yaml", &format!("{head}{}{}{}", line("web", &k1), line("batch", &k2), line("stray", &k1)));
+    let refused = run_as(&moto, &operator, &["apply", "--config", &cfg]);
+    assert_eq!(refused.status.code(), Some(1), "{}", stdout(&refused));
+    let text = format!("{}{}", stdout(&refused), stderr(&refused));
+    assert!(text.contains("stray") && text.contains("UpdateAutoScalingGroup"), "{text}");
+    assert_eq!(asg_role(&own, "stray").await, stray_role, "the group is unchanged");
+    assert!(decisions(&moto).iter().any(|d| d["action"] == "autoscaling:UpdateAutoScalingGroup"
+        && d["allowed"] != true
+        && d["resource"].as_str().unwrap().ends_with("autoScalingGroupName/stray")));
+}

@@ -170,8 +170,22 @@ def _assume_role(req, _):
     return [Check("sts:AssumeRole", req.params.get("RoleArn", ""))]
 
 
+def _group_tags(group):
+    """The condition keys a group's tags give (Service Authorization Reference, "Actions,
+    resources, and condition keys for Amazon EC2 Auto Scaling": UpdateAutoScalingGroup
+    takes autoscaling:ResourceTag/${TagKey} and aws:ResourceTag/${TagKey} of the group)."""
+    context = {}
+    for tag in getattr(group, "tags", None) or []:
+        key, value = tag.get("Key") or tag.get("key"), tag.get("Value") or tag.get("value") or ""
+        if key:
+            for prefix in ("autoscaling", "aws"):
+                context[f"{prefix}:resourcetag/{key.lower()}"] = [value]
+    return context
+
+
 def _group(verb):
-    """Create/UpdateAutoScalingGroup: the group, and iam:PassRole on the role it is given."""
+    """Create/UpdateAutoScalingGroup: the group (in the context of its tags), and
+    iam:PassRole on the role it is given."""
 
     def authorize(req, _):
         name = req.params.get("AutoScalingGroupName", "")
@@ -182,7 +196,7 @@ def _group(verb):
             if group is not None
             else f"arn:{_partition(req)}:autoscaling:{req.region}:{req.account}:autoScalingGroup:*:autoScalingGroupName/{name}"
         )
-        checks = [Check(f"autoscaling:{verb}", arn)]
+        checks = [Check(f"autoscaling:{verb}", arn, _group_tags(group))]
         role = req.params.get("ServiceLinkedRoleARN")
         if role:
             checks.append(Check("iam:PassRole", role))

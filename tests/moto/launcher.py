@@ -95,6 +95,9 @@ Settings and defaults:
   with InvalidAMIID.NotFound when one id in it names no image the caller may see (a
   recently deregistered one is left out instead). Off: moto takes both (using the name)
   and answers the images it knows.
+- ``policy_size`` (true): CreatePolicy and CreatePolicyVersion refuse a document over 6,144
+  characters, and PutRolePolicy a role's inline policies over 10,240 together, white space
+  not counted, with LimitExceeded (409). Off: moto takes any size.
 
 Usage: ``launcher.py [--host 127.0.0.1] [--port 0] [--exit-with-stdin] [--lenient]
 [--propagation-seconds S]``. Port 0 picks a free port. ``--lenient`` starts with every

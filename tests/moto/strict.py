@@ -31,7 +31,16 @@ import wire
 
 # --- settings --------------------------------------------------------------------------
 
-BOOLEAN_SETTINGS = ("principals", "grant_names", "key_state", "grant_paging", "asg_roles", "launches", "ec2_reads")
+BOOLEAN_SETTINGS = (
+    "principals",
+    "grant_names",
+    "key_state",
+    "grant_paging",
+    "asg_roles",
+    "launches",
+    "ec2_reads",
+    "policy_size",
+)
 
 
 class Settings:
@@ -48,6 +57,7 @@ class Settings:
             "asg_roles": True,
             "launches": True,
             "ec2_reads": True,
+            "policy_size": True,
         }
         changes = {name: not lenient for name in BOOLEAN_SETTINGS}
         changes["propagation_seconds"] = propagation_seconds
@@ -398,6 +408,22 @@ def _send_json(reply, start_response, value):
     return _send(reply, start_response)
 
 
+# IAM User Guide, "IAM and AWS STS quotas" (character limits; white space is not counted).
+MANAGED_POLICY_MAX = 6144
+ROLE_INLINE_MAX = 10240
+
+
+def policy_size(text):
+    """A policy document's size as IAM counts it: its characters, white space left out."""
+    return sum(1 for c in text if not c.isspace())
+
+
+def _partition_of(req):
+    """The partition of the request's Region (IAM is global within a partition)."""
+    region = req.region or ""
+    return "aws-cn" if region.startswith("cn-") else "aws-us-gov" if region.startswith("us-gov-") else "aws"
+
+
 def _reject(req, start_response, code, message, status=400):
     return wire.error({"code": code, "message": message, "status": status}, req.environ, start_response)
 
@@ -470,6 +496,9 @@ class Strict:
             ("autoscaling", "UpdateAutoScalingGroup"): self._asg_service_linked_role,
             ("ec2", "DescribeLaunchTemplateVersions"): self._one_template_name,
             ("ec2", "DescribeImages"): self._every_image_found,
+            ("iam", "CreatePolicy"): self._managed_policy_size,
+            ("iam", "CreatePolicyVersion"): self._managed_policy_size,
+            ("iam", "PutRolePolicy"): self._role_policy_size,
         }
         for action in KEY_STATE_CHECKED:
             self.routes.setdefault(("kms", action), self._key_state_only)
@@ -519,6 +548,34 @@ class Strict:
             if key.key_state == "PendingDeletion":
                 return "KMSInvalidStateException", f"{key.arn} is pending deletion."
         return None
+
+    # --- IAM handlers ---
+
+    def _managed_policy_size(self, req, app, start_response):
+        """IAM User Guide, "IAM and AWS STS quotas": a managed policy holds at most 6,144
+        characters, white space not counted; IAM answers LimitExceeded (409)."""
+        doc = req.params.get("PolicyDocument")
+        if self.settings.get("policy_size") and isinstance(doc, str):
+            size = policy_size(doc)
+            if size > MANAGED_POLICY_MAX:
+                return _reject(req, start_response, "LimitExceeded", f"Cannot exceed quota for PolicySize: {MANAGED_POLICY_MAX}", 409)
+        return app(req.environ, start_response)
+
+    def _role_policy_size(self, req, app, start_response):
+        """IAM User Guide, "IAM and AWS STS quotas": a role's inline policies hold at most
+        10,240 characters together, white space not counted (LimitExceeded, 409)."""
+        doc, role_name = req.params.get("PolicyDocument"), req.params.get("RoleName", "")
+        if self.settings.get("policy_size") and isinstance(doc, str):
+            backend = _iam_backend(req.account, _partition_of(req))
+            role = None
+            if backend is not None:
+                role = next((r for r in backend.roles.values() if r.name == role_name), None)
+            name = req.params.get("PolicyName", "")
+            others = [d for n, d in ((role.policies or {}).items() if role is not None else []) if n != name]
+            total = policy_size(doc) + sum(policy_size(d if isinstance(d, str) else json.dumps(d)) for d in others)
+            if total > ROLE_INLINE_MAX:
+                return _reject(req, start_response, "LimitExceeded", f"Maximum policy size of {ROLE_INLINE_MAX} bytes exceeded for role {role_name}", 409)
+        return app(req.environ, start_response)
 
     # --- KMS handlers ---
 

@@ -14,6 +14,13 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{json, Value};
 
+mod pack;
+mod scope;
+pub mod trust;
+
+pub use pack::{pack, size, MAX_DOCUMENTS, MAX_MANAGED_POLICY};
+pub use scope::{GroupScope, RoleScope, Scope};
+
 use crate::core::model::desired::{Binding, Desired};
 use crate::core::model::{AccountId, KeyArn, AUTOSCALING_SERVICE};
 use crate::core::policy::GRANT_OPERATIONS;
@@ -26,6 +33,8 @@ pub enum IamPolicyError {
     Empty,
     #[error("account {0} owns no ASG and no key in this config")]
     NotInConfig(AccountId),
+    #[error("the policy does not fit in {MAX_DOCUMENTS} managed policies of {MAX_MANAGED_POLICY} characters, however its groups and roles are named: split the config by account or region, or scope the groups by a tag (--group-tag)")]
+    TooLarge,
 }
 
 /// Picks the account: the given one, or the single ASG account of all bindings.
@@ -89,8 +98,98 @@ fn key_statements(
 }
 
 /// The policy document for `account`: exactly the calls the operator makes with its
-/// credentials, each on the resources it makes them on.
+/// credentials, each on the resources it makes them on, groups and roles named one by one.
 pub fn policy(desired: &Desired, account: &AccountId) -> Result<Value, IamPolicyError> {
+    let statements = statements(desired, account, &Scoped::default())?;
+    Ok(json!({ "Version": "2012-10-17", "Statement": statements }))
+}
+
+/// What `iam-policy` gives for one account: documents IAM accepts, and what it chose to
+/// get there, said once each.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Policies {
+    pub documents: Vec<Value>,
+    pub notes: Vec<String>,
+}
+
+/// The operator's policy for `account` in documents of at most [`MAX_MANAGED_POLICY`]
+/// characters. Groups and roles are named one by one while that fits one document;
+/// else groups by `scope` (a tag they carry, or name prefixes), or by the longest name
+/// prefixes that fit, and roles, if still needed, as every Auto Scaling service-linked
+/// role of the account. What does not fit one document is split, into at most
+/// [`MAX_DOCUMENTS`], and said so.
+pub fn policies(desired: &Desired, account: &AccountId, scope: &Scope) -> Result<Policies, IamPolicyError> {
+    let names: BTreeSet<&str> =
+        desired.bindings.iter().filter(|b| &b.asg.account == account).map(|b| b.asg.name.as_str()).collect();
+    let groups: Vec<GroupScope> = match (&scope.group_tag, scope.group_prefixes.is_empty()) {
+        (Some((k, v)), _) => vec![GroupScope::Tag(k.clone(), v.clone())],
+        (None, false) => vec![GroupScope::Prefixes(scope.group_prefixes.iter().map(|p| format!("{p}*")).collect())],
+        (None, true) => {
+            let longest = names.iter().map(|n| n.chars().count()).max().unwrap_or(0);
+            let mut derived: Vec<Vec<String>> = Vec::new();
+            for depth in (0..longest).rev() {
+                let p = scope::prefixes(&names, depth);
+                if derived.last() != Some(&p) {
+                    derived.push(p);
+                }
+            }
+            std::iter::once(GroupScope::Exact).chain(derived.into_iter().map(GroupScope::Prefixes)).collect()
+        }
+    };
+    // A scope the user chose is there so that onboarding a group needs no policy change:
+    // that holds only if the group's role, whatever its suffix, is covered too.
+    let role_scopes: &[RoleScope] =
+        if scope.is_chosen() { &[RoleScope::AllAutoScaling] } else { &[RoleScope::Exact, RoleScope::AllAutoScaling] };
+    let mut fallback: Option<(Scoped, Vec<Value>)> = None;
+    for roles in role_scopes {
+        for g in &groups {
+            let scoped = Scoped { groups: g.clone(), roles: roles.clone() };
+            let Some(docs) = pack(statements(desired, account, &scoped)?, MAX_MANAGED_POLICY) else { continue };
+            if docs.len() == 1 {
+                return Ok(Policies { notes: notes(&scoped, scope, 1), documents: docs });
+            }
+            if docs.len() <= MAX_DOCUMENTS && fallback.is_none() {
+                fallback = Some((scoped, docs));
+            }
+        }
+    }
+    match fallback {
+        Some((scoped, docs)) => Ok(Policies { notes: notes(&scoped, scope, docs.len()), documents: docs }),
+        None => Err(IamPolicyError::TooLarge),
+    }
+}
+
+/// What a choice of scope means, said to the person who attaches the policy.
+fn notes(scoped: &Scoped, scope: &Scope, documents: usize) -> Vec<String> {
+    let mut out = Vec::new();
+    if let GroupScope::Prefixes(p) = &scoped.groups {
+        if scope.group_prefixes.is_empty() {
+            out.push(format!(
+                "the groups are too many to name one by one in a policy IAM accepts: UpdateAutoScalingGroup is allowed on groups named {}, which may match groups the config does not name; --group-tag KEY=VALUE scopes it by a tag the groups carry instead",
+                p.join(", ")
+            ));
+        }
+    }
+    if scoped.roles == RoleScope::AllAutoScaling && !scope.is_chosen() {
+        out.push("the service-linked roles are too many to name one by one: the role statements name every Auto Scaling service-linked role of the account (AWSServiceRoleForAutoScaling*)".to_owned());
+    }
+    if documents > 1 {
+        out.push(format!(
+            "the policy is split into {documents} documents of at most {MAX_MANAGED_POLICY} characters each (IAM's limit for a managed policy): attach every one of them"
+        ));
+    }
+    out
+}
+
+/// How the statements name the groups the operator updates and the roles it manages.
+#[derive(Debug, Clone, Default)]
+pub struct Scoped {
+    pub groups: GroupScope,
+    pub roles: RoleScope,
+}
+
+/// The statements for `account`, with groups and roles as `scoped` says.
+pub fn statements(desired: &Desired, account: &AccountId, scoped: &Scoped) -> Result<Vec<Value>, IamPolicyError> {
     let in_asg = |a: &AccountId| a == account;
     let mine: Vec<_> = desired.bindings.iter().filter(|b| in_asg(&b.asg.account)).collect();
     let owned_keys_used_elsewhere: BTreeSet<&KeyArn> = desired
@@ -108,7 +207,7 @@ pub fn policy(desired: &Desired, account: &AccountId) -> Result<Value, IamPolicy
 
     let mut statements = Vec::new();
     if !mine.is_empty() {
-        group_account_statements(&mut statements, desired, account, &mine);
+        group_account_statements(&mut statements, desired, account, &mine, scoped);
     }
     key_statements(
         &mut statements,
@@ -121,34 +220,29 @@ pub fn policy(desired: &Desired, account: &AccountId) -> Result<Value, IamPolicy
         let roles: BTreeSet<String> = desired.accounts.values().cloned().collect();
         statements.push(statement("AssumeRolesInOtherAccounts", &["sts:AssumeRole"], &roles, None));
     }
-    Ok(json!({ "Version": "2012-10-17", "Statement": statements }))
+    Ok(statements)
 }
 
 /// The statements of an account with groups in the config: their roles, the reads of what
 /// they launch with, the groups' updates, and the keys, grants and copies they need.
-fn group_account_statements(statements: &mut Vec<Value>, desired: &Desired, account: &AccountId, mine: &[&Binding]) {
+fn group_account_statements(
+    statements: &mut Vec<Value>,
+    desired: &Desired,
+    account: &AccountId,
+    mine: &[&Binding],
+    scoped: &Scoped,
+) {
     let partition = mine[0].key.partition();
-    let slrs: BTreeSet<String> = mine.iter().map(|b| b.slr().arn()).collect();
-    let asgs: BTreeSet<String> = mine
-        .iter()
-        .map(|b| {
-            format!(
-                "arn:{}:autoscaling:{}:{}:autoScalingGroup:*:autoScalingGroupName/{}",
-                b.key.partition(),
-                b.asg.region,
-                b.asg.account,
-                b.asg.name
-            )
-        })
-        .collect();
+    let slrs = scoped.roles.resources(mine, account, partition);
     let own_keys: BTreeSet<&KeyArn> = mine.iter().filter(|b| !b.is_cross_account()).map(|b| &b.key).collect();
     role_statements(statements, &slrs);
     read_statements(statements, partition);
+    let (asgs, condition) = scoped.groups.resources(mine, account, partition);
     statements.push(statement(
         "UpdateConfiguredAutoScalingGroups",
         &["autoscaling:UpdateAutoScalingGroup"],
         &asgs,
-        None,
+        condition,
     ));
     // With prune on, the grants on its own keys are listed too: a group of another
     // account that left the config may have left its grant there, to be retired.
@@ -158,7 +252,7 @@ fn group_account_statements(statements: &mut Vec<Value>, desired: &Desired, acco
         &["kms:GetKeyPolicy", "kms:PutKeyPolicy"]
     };
     key_statements(statements, "ManageOwnKeyPolicies", own_key_actions, &own_keys, None);
-    grant_statements(statements, mine, account, partition, desired.operator.prune);
+    grant_statements(statements, mine, account, partition, (desired.operator.prune, &scoped.roles));
     reencrypt_statements(statements, mine, account, partition);
     // Hand-off keys (their owner has no `accounts` entry): the operator cannot list
     // their grants with the owner's credentials, so it lists the grants this account
@@ -240,7 +334,13 @@ fn read_statements(statements: &mut Vec<Value>, partition: &str) {
 /// only delegates what a grant already allows, here the grants that name this account as
 /// their retiring principal or that it created (KMS Developer Guide, "Retiring and
 /// revoking grants"). It is scoped to the same keys.
-fn grant_statements(out: &mut Vec<Value>, mine: &[&Binding], account: &AccountId, partition: &str, prune: bool) {
+fn grant_statements(
+    out: &mut Vec<Value>,
+    mine: &[&Binding],
+    account: &AccountId,
+    partition: &str,
+    (prune, roles): (bool, &RoleScope),
+) {
     let mut by_roles: BTreeMap<&KeyArn, BTreeSet<String>> = BTreeMap::new();
     for b in mine.iter().filter(|b| b.is_cross_account()) {
         by_roles.entry(&b.key).or_default().insert(b.slr().arn());
@@ -257,14 +357,23 @@ fn grant_statements(out: &mut Vec<Value>, mine: &[&Binding], account: &AccountId
     for (key, roles) in by_roles {
         groups.entry(roles).or_default().insert(key);
     }
-    for (i, (roles, keys)) in groups.iter().enumerate() {
-        let condition = json!({
-            "StringEquals": {
-                "kms:GranteePrincipal": roles,
-                "kms:RetiringPrincipal": account.root_arn(partition),
-            },
+    // With every Auto Scaling service-linked role of the account named by one pattern,
+    // the keys need not be told apart by role.
+    if let RoleScope::AllAutoScaling = roles {
+        let all: BTreeSet<&KeyArn> = groups.into_values().flatten().collect();
+        groups = BTreeMap::from([(BTreeSet::new(), all)]);
+    }
+    for (i, (grantees, keys)) in groups.iter().enumerate() {
+        let mut condition = json!({
+            "StringEquals": {"kms:RetiringPrincipal": account.root_arn(partition)},
             "ForAllValues:StringEquals": {"kms:GrantOperations": GRANT_OPERATIONS},
         });
+        match roles {
+            RoleScope::Exact => condition["StringEquals"]["kms:GranteePrincipal"] = json!(grantees),
+            RoleScope::AllAutoScaling => {
+                condition["ArnLike"] = json!({"kms:GranteePrincipal": scope::all_autoscaling_roles(account, partition)})
+            }
+        }
         let sid = format!(
             "GrantServiceLinkedRolesOtherAccountsKeys{}",
             if i == 0 { String::new() } else { (i + 1).to_string() }
@@ -587,5 +696,110 @@ mod tests {
         assert_eq!(by_alias["Condition"]["StringEquals"]["kms:GranteePrincipal"], json!([slr("B")]));
         assert_eq!(by_alias["Condition"]["ForAnyValue:StringEquals"]["kms:ResourceAliases"], json!(["alias/shared"]));
         assert_eq!(by_alias["Resource"], json!(["arn:aws:kms:us-west-2:444455556666:key/*"]));
+    }
+
+    /// 1,000 groups over 10 keys (5 of this account, 5 of another), named as node groups
+    /// and pipelines name them.
+    fn fleet() -> Desired {
+        let mut text = "version: 1\nbindings:\n".to_owned();
+        for i in 0..1000 {
+            let (account, k) = if i % 10 < 5 { ("111122223333", i % 10) } else { ("444455556666", i % 10) };
+            let asg = if i % 2 == 0 { format!("eks-nodes-{i:04}-a1b2c3d4") } else { format!("pipeline-run-{i:04}") };
+            text.push_str(&format!(
+                "  - {{asg: {asg}, account: \"111122223333\", key: \"arn:aws:kms:us-west-2:{account}:key/{k:08}-1111-1111-1111-111111111111\", serviceLinkedRoleSuffix: S{}}}\n",
+                i % 7
+            ));
+        }
+        crate::core::config::parse(&text, "t").unwrap()
+    }
+
+    fn glob(pattern: &str, value: &str) -> bool {
+        match pattern.split_once('*') {
+            None => pattern == value,
+            Some((head, rest)) => {
+                value.starts_with(head) && (0..=value.len() - head.len()).any(|i| glob(rest, &value[head.len() + i..]))
+            }
+        }
+    }
+
+    fn group_statement(docs: &[Value]) -> &Value {
+        docs.iter()
+            .flat_map(|d| d["Statement"].as_array().unwrap())
+            .find(|s| s["Sid"] == "UpdateConfiguredAutoScalingGroups")
+            .unwrap()
+    }
+
+    #[test]
+    fn a_thousand_groups_over_ten_keys_fit_in_documents_iam_accepts() {
+        let d = fleet();
+        let account = acct("111122223333");
+        // One by one, the names alone are far over IAM's limit.
+        assert!(size(&policy(&d, &account).unwrap()) > 10 * MAX_MANAGED_POLICY);
+        let p = policies(&d, &account, &Scope::default()).unwrap();
+        assert!(!p.documents.is_empty() && p.documents.len() <= MAX_DOCUMENTS, "{}", p.documents.len());
+        for doc in &p.documents {
+            assert!(size(doc) <= MAX_MANAGED_POLICY, "{} characters", size(doc));
+        }
+        // Every configured group is still allowed, by a prefix, and the note says so.
+        let resources: Vec<&str> =
+            group_statement(&p.documents)["Resource"].as_array().unwrap().iter().map(|r| r.as_str().unwrap()).collect();
+        assert!(resources.len() < 100, "{resources:?}");
+        for b in &d.bindings {
+            let arn = format!(
+                "arn:aws:autoscaling:us-west-2:111122223333:autoScalingGroup:0000-uuid:autoScalingGroupName/{}",
+                b.asg.name
+            );
+            assert!(resources.iter().any(|r| glob(r, &arn)), "{arn} matches none of {resources:?}");
+        }
+        assert!(p.notes.iter().any(|n| n.contains("may match groups the config does not name")), "{:?}", p.notes);
+        // The same statements as one by one, only named differently.
+        let sids = |docs: &[Value]| -> BTreeSet<String> {
+            docs.iter()
+                .flat_map(|d| d["Statement"].as_array().unwrap())
+                .map(|s| s["Sid"].as_str().unwrap().trim_end_matches(char::is_numeric).to_owned())
+                .collect()
+        };
+        assert_eq!(sids(&p.documents), sids(&[policy(&d, &account).unwrap()]));
+    }
+
+    #[test]
+    fn a_group_tag_scopes_the_updates_and_every_autoscaling_role_in_one_document() {
+        let d = fleet();
+        let scope = Scope { group_tag: Some(("asg-cmk-operator".into(), "managed".into())), group_prefixes: vec![] };
+        let p = policies(&d, &acct("111122223333"), &scope).unwrap();
+        assert_eq!(p.documents.len(), 1);
+        assert!(size(&p.documents[0]) <= MAX_MANAGED_POLICY);
+        let groups = group_statement(&p.documents);
+        assert_eq!(
+            groups["Resource"],
+            json!(["arn:aws:autoscaling:us-west-2:111122223333:autoScalingGroup:*:autoScalingGroupName/*"])
+        );
+        assert_eq!(
+            groups["Condition"],
+            json!({"StringEquals": {"autoscaling:ResourceTag/asg-cmk-operator": "managed"}})
+        );
+        // A new group's role, whatever its suffix, is covered: no policy change to onboard.
+        let text = p.documents[0].to_string();
+        assert!(text.contains("autoscaling.amazonaws.com/AWSServiceRoleForAutoScaling*"), "{text}");
+        assert!(!text.contains("AWSServiceRoleForAutoScaling_S3"), "{text}");
+        assert!(p.notes.is_empty(), "{:?}", p.notes);
+    }
+
+    #[test]
+    fn chosen_prefixes_name_the_groups_and_a_small_config_stays_one_by_one() {
+        let d = desired();
+        let account = acct("111122223333");
+        let p = policies(&d, &account, &Scope::default()).unwrap();
+        assert_eq!(p.documents, vec![policy(&d, &account).unwrap()], "a config that fits is named one by one");
+        assert!(p.notes.is_empty());
+        let scope = Scope { group_tag: None, group_prefixes: vec!["eks-".into(), "web".into()] };
+        let p = policies(&d, &account, &scope).unwrap();
+        assert_eq!(
+            group_statement(&p.documents)["Resource"],
+            json!([
+                "arn:aws:autoscaling:us-west-2:111122223333:autoScalingGroup:*:autoScalingGroupName/eks-*",
+                "arn:aws:autoscaling:us-west-2:111122223333:autoScalingGroup:*:autoScalingGroupName/web*"
+            ])
+        );
     }
 }
