@@ -247,6 +247,13 @@ async fn a_group_that_cannot_launch_is_reported_bound_fully_and_then_launches() 
     let apply = moto.operator(&["apply", "--config", &cfg]);
     assert!(apply.status.success());
     assert!(stderr(&apply).contains("which no binding covers"), "warned once: {}", stderr(&apply));
+    // The launch failed before the apply, but one key is still not bound: no fix is
+    // claimed, and status says what is missing.
+    let short = moto.operator(&["status", "--config", &cfg]);
+    assert_eq!(short.status.code(), Some(2), "{}", stdout(&short));
+    assert!(!stdout(&short).contains("FixedSinceLastLaunch"), "{}", stdout(&short));
+    assert!(stdout(&short).contains("LaunchesHealthy False (LaunchFailedKms)"), "{}", stdout(&short));
+    assert!(stdout(&short).contains(&format!("customer managed key {image}")), "{}", stdout(&short));
     set_desired(&own, "web", 1).await;
     assert_eq!(activities(&own, "web").await[0], failed(), "still one key short");
 
@@ -275,19 +282,33 @@ async fn a_case_2_group_launches_once_the_operator_has_converged() {
     let cfg = dir.write("c.yaml", &config(&[("api", &key, CMK)]));
 
     assert!(moto.operator(&["apply", "--config", &cfg]).status.success());
+    // Converged, and the last launch failed before the fix: the permissions are in place,
+    // and the next launch tells.
+    let fixed = moto.operator(&["status", "--config", &cfg]);
+    assert_eq!(fixed.status.code(), Some(0), "{}", stdout(&fixed));
+    assert!(stdout(&fixed).contains("LaunchesHealthy Unknown (FixedSinceLastLaunch)"), "{}", stdout(&fixed));
+    assert!(stdout(&fixed).contains("1 of 1 binding ready"), "{}", stdout(&fixed));
     set_desired(&own, "api", 1).await;
     assert_eq!(activities(&own, "api").await[0], successful(), "{:?}", can_launch(&moto, "api"));
+    let launched = moto.operator(&["status", "--config", &cfg, "--output", "json"]);
+    let doc: serde_json::Value = serde_json::from_str(&stdout(&launched)).unwrap();
+    let launches = doc["bindings"][0]["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "LaunchesHealthy");
+    assert_eq!(launches.unwrap()["reason"], "LastLaunch", "{doc:#}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_daemon_counts_and_quotes_a_failed_launch() {
+    // web launches with two keys, and its binding covers one: the daemon puts that one in
+    // place, and web's launch fails for the other. api's launch failed before the daemon
+    // put its key in place: the next launch tells, and nothing is counted against it yet.
     let moto = Moto::start();
     let own = moto.own().await;
-    let key = create_key(&own, None).await;
-    let lt = launch_template(&own, "web", None, Some(&key)).await;
-    group_on_template(&own, "web", &lt, 1, None).await;
+    let (data, image) = (create_key(&own, None).await, create_key(&own, None).await);
+    web_on_two_keys(&own, &data, &image, 1).await;
+    let lt = launch_template(&own, "api", None, Some(&data)).await;
+    group_on_template(&own, "api", &lt, 1, None).await;
     let dir = TempDir::new();
-    let cfg = dir.write("c.yaml", &config(&[("web", &key, CMK)]));
+    let cfg = dir.write("c.yaml", &config(&[("web", &data, CMK), ("api", &data, CMK)]));
 
     let d = Daemon::start(&moto, &cfg, "5m");
     d.wait_ready(std::time::Duration::from_secs(20));
@@ -295,26 +316,33 @@ async fn the_daemon_counts_and_quotes_a_failed_launch() {
         d.wait_log(|v| v["message"] == "the group's most recent launch failed", std::time::Duration::from_secs(5));
     assert_eq!(warned["status_message"], "Client.InternalError: Client error on launch");
     assert_eq!(warned["class"], "kms");
+    assert_eq!(warned["asg"], format!("{OWN}/{REGION}/web"));
+    let fixed = d.wait_log(
+        |v| v["message"].as_str().is_some_and(|m| m.contains("failed before its permissions were in place")),
+        std::time::Duration::from_secs(5),
+    );
+    assert_eq!(fixed["asg"], format!("{OWN}/{REGION}/api"));
     let metrics = d.get("/metrics").1;
-    let series = |class: &str, value: u8| {
-        format!("asg_cmk_operator_launch_failures{{asg=\"web\",account=\"{OWN}\",region=\"{REGION}\",class=\"{class}\"}} {value}")
+    let series = |asg: &str, class: &str, value: u8| {
+        format!("asg_cmk_operator_launch_failures{{asg=\"{asg}\",account=\"{OWN}\",region=\"{REGION}\",class=\"{class}\"}} {value}")
     };
-    assert!(metrics.contains(&series("kms", 1)), "{metrics}");
-    assert!(metrics.contains(&series("other", 0)), "{metrics}");
+    assert!(metrics.contains(&series("web", "kms", 1)), "{metrics}");
+    assert!(metrics.contains(&series("web", "other", 0)), "{metrics}");
+    assert!(metrics.contains(&series("api", "kms", 0)), "{metrics}");
     let status: serde_json::Value = serde_json::from_str(&d.get("/status").1).unwrap();
-    let launches = status["bindings"][0]["conditions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["type"] == "LaunchesHealthy")
-        .unwrap()
-        .clone();
-    assert_eq!(launches["status"], "False");
-    assert_eq!(launches["reason"], "LaunchFailedKms");
-    assert!(launches["message"].as_str().unwrap().contains("Client error on launch"), "{launches}");
+    let launches = |asg: &str| {
+        let b = status["bindings"].as_array().unwrap().iter().find(|b| b["asg"] == asg).unwrap();
+        b["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "LaunchesHealthy").unwrap().clone()
+    };
+    let web = launches("web");
+    assert_eq!((web["status"].as_str(), web["reason"].as_str()), (Some("False"), Some("LaunchFailedKms")));
+    assert!(web["message"].as_str().unwrap().contains("Client error on launch"), "{web}");
+    assert!(web["message"].as_str().unwrap().contains(&format!("customer managed key {image}")), "{web}");
+    let api = launches("api");
+    assert_eq!((api["status"].as_str(), api["reason"].as_str()), (Some("Unknown"), Some("FixedSinceLastLaunch")));
 
     // The group leaves the config: its series go with it.
-    rename_replace(&cfg, &config(&[("api", &key, CMK)]));
+    rename_replace(&cfg, &config(&[("api", &data, CMK)]));
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
         let metrics = d.get("/metrics").1;
@@ -385,7 +413,8 @@ async fn one_sweep_of_a_regions_activities_reads_every_groups_newest_launch() {
     loop {
         let status: serde_json::Value = serde_json::from_str(&d.get("/status").1).unwrap();
         if launches(&status, "web") == "LastLaunch" {
-            assert_eq!(launches(&status, "api"), "LaunchFailedKms", "api's launch is kept from the sweep before");
+            // api's launch is kept from the sweep before; it failed before the fix.
+            assert_eq!(launches(&status, "api"), "FixedSinceLastLaunch");
             break;
         }
         assert!(std::time::Instant::now() < deadline, "web's new launch not seen: {status}");

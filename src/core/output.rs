@@ -96,11 +96,18 @@ pub fn plan_json(plan: &Plan, access: &[KeyAccess]) -> String {
 pub fn plan_text(plan: &Plan, access: &[KeyAccess]) -> String {
     let mut s = String::new();
     let bindings = plan.judged.len();
-    if plan.changes.is_empty() {
+    let stopped = plan.stopped().count();
+    if plan.changes.is_empty() && stopped == 0 {
         s.push_str(&format!(
-            "No changes. {} of {bindings} binding{} up to date.\n",
-            bindings - plan.stopped().count(),
+            "No changes. {bindings} of {bindings} binding{} up to date.\n",
             if bindings == 1 { " is" } else { "s are" }
+        ));
+    } else if plan.changes.is_empty() {
+        // Nothing to write is not "nothing to do": say first that some cannot progress.
+        s.push_str(&format!(
+            "No change can be made: {stopped} of {bindings} binding{} cannot progress (see below); {} up to date.\n",
+            if bindings == 1 { "" } else { "s" },
+            bindings - stopped
         ));
     } else {
         changes_text(&mut s, plan);
@@ -287,5 +294,12 @@ mod tests {
         let ready = sample().judged.into_iter().map(|j| judged(j.binding, Verdict::Ready)).collect();
         let done = Plan { judged: ready, ..Plan::default() };
         assert_eq!(plan_text(&done, &[]), "No changes. 2 of 2 bindings are up to date.\n");
+        let failing = sample().judged.into_iter().filter(|j| j.binding.asg.name == "ghost").collect();
+        let t = plan_text(&Plan { judged: failing, ..Plan::default() }, &[]);
+        assert!(
+            t.starts_with("No change can be made: 1 of 1 binding cannot progress (see below); 0 up to date.\n"),
+            "{t}"
+        );
+        assert!(t.contains("ASG ghost not found"), "{t}");
     }
 }

@@ -134,11 +134,16 @@ pub fn judge<'a>(
             Judged { binding: id, conditions, verdict }
         })
         .collect();
-    let mut judged = judged;
-    for j in &mut judged {
-        fixed_since_last_launch(j, observed);
-    }
+    let mut judged: Vec<Judged> = judged;
     let notes = notes::of(desired, observed);
+    for j in &mut judged {
+        let unbound: Vec<&str> = notes
+            .iter()
+            .filter(|n| n.kind == notes::NoteKind::UnboundKey && n.binding.asg == j.binding.asg)
+            .map(|n| n.message.as_str())
+            .collect();
+        fixed_since_last_launch(j, observed, &unbound);
+    }
     let facts = judging.into_iter().map(|j| j.facts).collect();
     Judgement { judged, notes, facts, keys: cx.keys, grants: cx.grants }
 }
@@ -331,8 +336,16 @@ fn blocked(j: &Judging, h: &Judging, holder: Verdict, observed: &Observed) -> Ve
 /// became ready is the latest transition time of its other conditions: in the daemon, the
 /// pass that made them so; in a one-shot command, which has no memory, now (so a launch
 /// that failed although they were in place shows as fixed too, and the next launch tells).
-fn fixed_since_last_launch(j: &mut Judged, observed: &Observed) {
+/// A group that launches with a customer managed key no binding covers (`unbound`, the
+/// notes that say so) is not fixed: its next launch fails too, and its condition says why.
+fn fixed_since_last_launch(j: &mut Judged, observed: &Observed, unbound: &[&str]) {
     if !j.has(Kind::LaunchesHealthy, Reason::LaunchFailedKms) {
+        return;
+    }
+    if !unbound.is_empty() {
+        if let Some(c) = j.conditions.iter_mut().find(|c| c.kind == Kind::LaunchesHealthy) {
+            c.message = Arc::from(format!("{}; {}", c.message, unbound.join("; ")));
+        }
         return;
     }
     let others = j.conditions.iter().filter(|c| c.kind != Kind::LaunchesHealthy);

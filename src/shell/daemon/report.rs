@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::core::config;
-use crate::core::judge::{Judged, Retry, Verdict};
+use crate::core::judge::{Judged, Kind, Reason, Retry, Verdict};
 use crate::core::model::desired::Desired;
 use crate::core::model::{AsgRef, BindingId, ErrorClass, Failure, KeyArn, Wait};
 use crate::core::status::board::{StatusBoard, Tally};
@@ -21,6 +21,8 @@ pub(super) struct Reporter {
     pub board: Arc<StatusBoard>,
     /// Groups whose most recent launch, as last read, failed.
     launch_failing: BTreeSet<AsgRef>,
+    /// Groups whose most recent launch failed before their permissions were in place.
+    launch_fixed: BTreeSet<AsgRef>,
     /// The failure each failing binding was last warned about: the same failure on the
     /// next backoff step is logged at debug, so a binding that cannot succeed warns once
     /// per change of its failure, not on every retry.
@@ -29,7 +31,14 @@ pub(super) struct Reporter {
 
 impl Reporter {
     pub fn new(metrics: Arc<Metrics>, health: Arc<Health>, board: Arc<StatusBoard>) -> Self {
-        Reporter { metrics, health, board, launch_failing: BTreeSet::new(), warned: BTreeMap::new() }
+        Reporter {
+            metrics,
+            health,
+            board,
+            launch_failing: BTreeSet::new(),
+            launch_fixed: BTreeSet::new(),
+            warned: BTreeMap::new(),
+        }
     }
 
     /// A pass's failures by class, its changes by action, and a held prune, counted.
@@ -106,14 +115,34 @@ impl Reporter {
         for (asg, launch) in &outcome.launches {
             // A group the config dropped while this pass ran keeps no series.
             let (Ok(launch), Some(bound)) = (launch, keys.get(asg)) else { continue };
-            let class = launch.as_ref().and_then(|a| a.failure_class(bound));
-            if let (Some(a), Some(class)) = (launch, class) {
-                let message = a.status_message.as_deref().unwrap_or("no status message");
-                tracing::warn!(asg = %asg, started = a.start_time.as_deref().unwrap_or("unknown"), status = %a.status_code, class = class.as_str(), status_message = message, "the group's most recent launch failed");
-                self.launch_failing.insert((*asg).clone());
-            } else if self.launch_failing.remove(asg) {
-                let status = launch.as_ref().map_or("none recent", |a| a.status_code.as_str());
-                tracing::info!(asg = %asg, status, "the group's most recent launch no longer fails");
+            let mut class = launch.as_ref().and_then(|a| a.failure_class(bound));
+            // Failed before the group's permissions were in place: the next launch tells,
+            // and the gauge (and its alert) wait for it.
+            let fixed = class.is_some()
+                && outcome
+                    .judged
+                    .iter()
+                    .any(|j| j.binding.asg == *asg && j.has(Kind::LaunchesHealthy, Reason::FixedSinceLastLaunch));
+            match (launch, class) {
+                (Some(a), Some(_)) if fixed => {
+                    self.launch_failing.remove(asg);
+                    if self.launch_fixed.insert((*asg).clone()) {
+                        tracing::info!(asg = %asg, started = a.start_time.as_deref().unwrap_or("unknown"), status = %a.status_code, "the group's most recent launch failed before its permissions were in place; they are now, and the next launch will tell");
+                    }
+                    class = None;
+                }
+                (Some(a), Some(class)) => {
+                    let message = a.status_message.as_deref().unwrap_or("no status message");
+                    tracing::warn!(asg = %asg, started = a.start_time.as_deref().unwrap_or("unknown"), status = %a.status_code, class = class.as_str(), status_message = message, "the group's most recent launch failed");
+                    self.launch_failing.insert((*asg).clone());
+                    self.launch_fixed.remove(asg);
+                }
+                _ => {
+                    if self.launch_failing.remove(asg) | self.launch_fixed.remove(asg) {
+                        let status = launch.as_ref().map_or("none recent", |a| a.status_code.as_str());
+                        tracing::info!(asg = %asg, status, "the group's most recent launch no longer fails");
+                    }
+                }
             }
             self.metrics.set_launch_failure(asg, class);
         }
@@ -130,6 +159,7 @@ impl Reporter {
         for g in gone_groups {
             self.metrics.forget_launches(g);
             self.launch_failing.remove(g);
+            self.launch_fixed.remove(g);
         }
     }
 }
