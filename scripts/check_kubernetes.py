@@ -15,7 +15,11 @@
   prometheus-operator object, so the base applies to a cluster without those CRDs (they
   belong in a `Component`).
 
-Usage: check_kubernetes.py MANIFEST...; exit 1 naming each problem.
+- A kustomization's output (`--rendered FILE`, from `kubectl kustomize`): the Deployment
+  runs an image of a registry, mounts a ConfigMap the output holds (with `config.yaml`),
+  and the ServiceAccount carries an IRSA role ARN; each from the kustomization's fields.
+
+Usage: check_kubernetes.py MANIFEST... [--rendered FILE]...; exit 1 naming each problem.
 """
 
 import os
@@ -79,6 +83,11 @@ def prometheus_rule_problems(path, doc, name):
 
 def kustomization_problems(path, doc):
     base = os.path.dirname(path)
+    for generator in doc.get("configMapGenerator", []):
+        for entry in generator.get("files", []):
+            source = entry.split("=", 1)[-1]
+            if not os.path.isfile(os.path.join(base, source)):
+                yield f"{path}: configMapGenerator {generator.get('name')}: {source} does not exist"
     for resource in doc.get("resources", []) + doc.get("components", []):
         target = os.path.join(base, resource)
         if not os.path.exists(target):
@@ -107,9 +116,41 @@ def problems(path, all_services):
                 yield f"{path}: {kind} {name}: the pod's automountServiceAccountToken must be false"
 
 
-def main(paths):
+def rendered_problems(path):
+    """A kustomization's output (`kubectl kustomize`): the Deployment runs the image the
+    kustomization names, mounts a ConfigMap the output holds, with a config.yaml, and the
+    ServiceAccount carries the IRSA role the kustomization sets."""
+    docs = load(path)
+    by_kind = {}
+    for d in docs:
+        by_kind.setdefault(d.get("kind"), []).append(d)
+    config_maps = {d["metadata"]["name"]: d for d in by_kind.get("ConfigMap", [])}
+    for deployment in by_kind.get("Deployment", []):
+        pod = deployment["spec"]["template"]["spec"]
+        for c in pod.get("containers", []):
+            if "/" not in c.get("image", ""):
+                yield f"{path}: container {c.get('name')} runs {c.get('image')!r}, not an image of a registry: set `images` in the kustomization"
+        for v in pod.get("volumes", []):
+            name = (v.get("configMap") or {}).get("name")
+            if name is None:
+                continue
+            if name not in config_maps:
+                yield f"{path}: the Deployment mounts ConfigMap {name}, which the output does not hold"
+            elif "config.yaml" not in config_maps[name].get("data", {}):
+                yield f"{path}: ConfigMap {name} has no config.yaml"
+    for sa in by_kind.get("ServiceAccount", []):
+        role = (sa["metadata"].get("annotations") or {}).get("eks.amazonaws.com/role-arn", "")
+        if not role.startswith("arn:") or ":role/" not in role:
+            yield f"{path}: ServiceAccount {sa['metadata']['name']} has no IRSA role ARN: set it in the kustomization's `patches`"
+
+
+def main(args):
+    rendered = [args[i + 1] for i, a in enumerate(args[:-1]) if a == "--rendered"]
+    paths = [a for i, a in enumerate(args) if a != "--rendered" and (i == 0 or args[i - 1] != "--rendered")]
+    paths += rendered
     all_services = services(paths)
     found = [p for path in paths for p in problems(path, all_services)]
+    found += [p for path in rendered for p in rendered_problems(path)]
     for p in found:
         print(p, file=sys.stderr)
     return 1 if found else 0

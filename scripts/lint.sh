@@ -22,15 +22,37 @@ fi
 # The demo's build and the tests' build share the SDK's compiled crates.
 .venv/bin/python scripts/check_shared_deps.py
 .venv/bin/hadolint --failure-threshold warning Dockerfile
-.venv/bin/kubernetes-validate --strict \
-  deploy/kubernetes/namespace.yaml deploy/kubernetes/serviceaccount.yaml \
-  deploy/kubernetes/configmap.yaml deploy/kubernetes/deployment.yaml deploy/kubernetes/service.yaml
+# The kustomizations rendered as `kubectl apply -k` would apply them, then validated: the
+# base against the Kubernetes schemas, both by check_kubernetes.py.
+rendered=$(mktemp -d)
+trap 'rm -rf "$rendered"' EXIT
+if command -v kubectl >/dev/null; then
+  kubectl kustomize deploy/kubernetes >"$rendered/kubernetes.yaml"
+  kubectl kustomize deploy/kubernetes-monitoring >"$rendered/kubernetes-monitoring.yaml"
+  kubectl kustomize deploy/kubernetes-overlay >"$rendered/kubernetes-overlay.yaml"
+  # The overlay's three fields reach the output: its image, its role, its config.
+  grep -q 'image: 999988887777.dkr.ecr.eu-west-1.amazonaws.com/asg-cmk-operator:0.1.0' "$rendered/kubernetes-overlay.yaml"
+  grep -q 'role-arn: arn:aws:iam::999988887777:role/asg-cmk-operator' "$rendered/kubernetes-overlay.yaml"
+  grep -q 'asg: eks-nodes-general' "$rendered/kubernetes-overlay.yaml"
+elif [ -n "${CI:-}" ]; then
+  echo "lint: kubectl (with its kustomize) is needed to render deploy/kubernetes" >&2
+  exit 1
+else
+  echo "lint: no kubectl here: the kustomizations are not rendered (CI renders them)" >&2
+fi
+.venv/bin/kubernetes-validate --strict deploy/kubernetes/namespace.yaml deploy/kubernetes/serviceaccount.yaml \
+  deploy/kubernetes/deployment.yaml deploy/kubernetes/service.yaml
+if [ -s "$rendered/kubernetes.yaml" ]; then
+  .venv/bin/kubernetes-validate --strict "$rendered/kubernetes.yaml" "$rendered/kubernetes-overlay.yaml"
+fi
+rendered_args=()
+for f in "$rendered"/*.yaml; do
+  [ -e "$f" ] && rendered_args+=(--rendered "$f")
+done
 .venv/bin/python scripts/check_kubernetes.py deploy/kubernetes/*.yaml deploy/kubernetes/components/monitoring/*.yaml \
-  deploy/kubernetes-monitoring/kustomization.yaml deploy/monitoring/kustomization.yaml deploy/monitoring/prometheusrule.yaml
+  deploy/kubernetes-monitoring/kustomization.yaml deploy/monitoring/kustomization.yaml deploy/monitoring/prometheusrule.yaml \
+  "${rendered_args[@]}"
 .venv/bin/python scripts/check_ecs_task.py deploy/ecs/task-definition.json
 # The example config, and the config the Kubernetes ConfigMap carries, against the schema.
-configmap_config=$(mktemp --suffix=.yaml)
-trap 'rm -f "$configmap_config"' EXIT
-.venv/bin/python -c 'import sys; from ruamel.yaml import YAML; print(YAML(typ="safe").load(open(sys.argv[1]))["data"]["config.yaml"])' \
-  deploy/kubernetes/configmap.yaml >"$configmap_config"
-.venv/bin/check-jsonschema --schemafile config/schema.json config/example.yaml "$configmap_config"
+.venv/bin/check-jsonschema --schemafile config/schema.json config/example.yaml deploy/kubernetes/config.yaml \
+  deploy/kubernetes-overlay/config.yaml
