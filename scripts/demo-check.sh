@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Checks scripts/demo.sh as a user (or a supervisor) stops it:
-# 1. started in a session of its own, then sent SIGTERM to its own pid only (not the
-#    group, as Ctrl-C does), it exits, and no process of its session survives: not the
-#    emulator, not the operator;
+# Checks scripts/demo.sh as a user runs it and as a user (or a supervisor) stops it:
+# 0. run as the README shows it, it ends on its own, exit 0, after the launches that
+#    follow the fix succeed and status finds every binding ready;
+# 1. with --keep-running, started in a session of its own, then sent SIGTERM to its own
+#    pid only (not the group, as Ctrl-C does), it exits, and no process of its session
+#    survives: not the emulator, not the operator;
 # 2. while it runs, the groups whose launches failed launch once the operator is ready,
 #    target/demo/env aims other commands at it (status finds every binding ready), and the
 #    file goes with the demo;
@@ -34,9 +36,28 @@ fail() {
 free_port() { .venv/bin/python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 session() { ps -eo pid=,sid=,args= | awk -v s="$1" '$2 == s'; }
 
+# 0. As the README shows it: it ends on its own, in a session of its own, and leaves no
+#    process of that session behind.
+: >"$OUT/demo.log"
+DEMO_LISTEN="127.0.0.1:$(free_port)" setsid timeout 300 "$DEMO" >"$OUT/demo.log" 2>&1 </dev/null &
+DEMO_PID=$!
+wait "$DEMO_PID" || fail "the demo did not end on its own with exit 0 within 300 s"
+for g in web worker; do
+  grep -q "demo: after the fix, $g scaled to 2: launch Successful" "$OUT/demo.log" || fail "$g's launch after the fix did not succeed"
+done
+grep -q "demo:   3 of 3 bindings ready." "$OUT/demo.log" || fail "status after the fix did not find every binding ready"
+for _ in $(seq 1 10); do
+  [ -z "$(session "$DEMO_PID")" ] && break
+  sleep 0.5
+done
+[ -z "$(session "$DEMO_PID")" ] || fail "processes left after the demo ended: $(session "$DEMO_PID")"
+DEMO_PID=
+echo "demo-check: the demo ended on its own, every binding ready:"
+grep 'demo: after the fix\|bindings ready' "$OUT/demo.log" | sed 's/^/  /'
+
 # 1. SIGTERM to the script's pid.
 : >"$OUT/demo.log"
-DEMO_LISTEN="127.0.0.1:$(free_port)" setsid "$DEMO" >"$OUT/demo.log" 2>&1 </dev/null &
+DEMO_LISTEN="127.0.0.1:$(free_port)" setsid "$DEMO" --keep-running >"$OUT/demo.log" 2>&1 </dev/null &
 DEMO_PID=$!
 for _ in $(seq 1 600); do
   grep -q 'first full pass finished; ready' "$OUT/demo.log" && break

@@ -1,11 +1,30 @@
 #!/usr/bin/env bash
 # One command, no AWS account needed: starts a local AWS emulator (moto, with the test
 # launcher's extensions) on loopback, seeds a sample fleet whose ASGs cannot launch yet,
-# and runs `asg-cmk-operator run` against it. Edit target/demo/config.yaml while it runs.
-# Ctrl-C, or a TERM or INT sent to this script alone, stops everything. It never talks to
-# real AWS: the endpoint and credentials are set here.
+# and runs `asg-cmk-operator run` against it until the groups launch; then it shows
+# `status` once more and ends. It never talks to real AWS: the endpoint and credentials
+# are set here.
+#
+# Usage: scripts/demo.sh [--keep-running]
+#   --keep-running: the operator and the emulator stay up after the story, to explore (edit
+#   target/demo/config.yaml, aim other commands at it with `. target/demo/env`) until
+#   Ctrl-C, or a TERM or INT sent to this script alone.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+KEEP=0
+for arg in "$@"; do
+  case "$arg" in
+    --keep-running) KEEP=1 ;;
+    -h | --help)
+      sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
+      exit 0
+      ;;
+    *)
+      echo "demo: unknown argument $arg (see scripts/demo.sh --help)" >&2
+      exit 2
+      ;;
+  esac
+done
 . scripts/venv.sh
 ensure_venv
 # cargo shows its own progress; the first build compiles the AWS SDK (minutes).
@@ -79,9 +98,13 @@ export AWS_ENDPOINT_URL=$ENDPOINT AWS_ACCESS_KEY_ID=demo AWS_SECRET_ACCESS_KEY=d
 export AWS_EC2_METADATA_DISABLED=true AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null
 unset AWS_PROFILE AWS_SESSION_TOKEN
 ENV
-echo "demo: config at $DEMO_DIR/config.yaml; metrics at http://$LISTEN/metrics; Ctrl-C to stop"
-echo "demo: to aim commands at this emulator from another terminal: . $DEMO_DIR/env"
-echo "demo:   then, for example: target/debug/asg-cmk-operator status --config $DEMO_DIR/config.yaml"
+if [ "$KEEP" = 1 ]; then
+  echo "demo: config at $DEMO_DIR/config.yaml; metrics at http://$LISTEN/metrics; Ctrl-C to stop"
+  echo "demo: to aim commands at this emulator from another terminal: . $DEMO_DIR/env"
+  echo "demo:   then, for example: target/debug/asg-cmk-operator status --config $DEMO_DIR/config.yaml"
+else
+  echo "demo: the operator runs until the groups launch, then the demo ends (--keep-running keeps it up)"
+fi
 echo
 # In the background, and waited for: bash runs a trap only once the foreground command
 # ends, so with the operator in the foreground a signal sent to this script alone (not
@@ -91,7 +114,22 @@ OPERATOR=$!
 # Once the operator is ready, the groups whose launches failed are scaled out again.
 "${SEED[@]}" scale --when-ready "http://$LISTEN/readyz" --desired 2 web worker &
 SCALER=$!
+if [ "$KEEP" = 1 ]; then
+  status=0
+  wait "$OPERATOR" || status=$?
+  OPERATOR=
+  exit "$status"
+fi
+# The story's end: the launches after the fix succeeded; status says so; the demo ends.
 status=0
-wait "$OPERATOR" || status=$?
+wait "$SCALER" || status=$?
+SCALER=
+[ "$status" = 0 ] || { echo "demo: scaling the groups out after the fix failed" >&2; exit "$status"; }
+kill -0 "$OPERATOR" 2>/dev/null || { echo "demo: the operator stopped" >&2; exit 1; }
+echo "demo: after the fix, status says:"
+"$OP" status --config "$DEMO_DIR/config.yaml" 2>/dev/null | sed 's/^/demo:   /' || status=$?
+kill -TERM "$OPERATOR"
+wait "$OPERATOR" || true
 OPERATOR=
-exit "$status"
+[ "$status" = 0 ] || { echo "demo: status says not every binding is ready (exit $status)" >&2; exit 1; }
+echo "demo: done; scripts/demo.sh --keep-running keeps the operator up to explore (onboard batch, break the config)"
