@@ -41,6 +41,7 @@ CORE_LAYERS = {
     "reencrypt": 2,
     "activity": 2,
     "units": 2,
+    "select": 2,
     "judge": 3,
     "plan": 4,
     "next": 4,

@@ -97,8 +97,14 @@ pub enum Command {
     /// default key), and where each was found. Only reads.
     Discover {
         /// The region whose groups to read.
-        #[arg(long)]
-        region: String,
+        #[arg(long, required_unless_present = "selector")]
+        region: Option<String>,
+        /// Instead: preview what the config's selector NAME would bind now (needs --config).
+        #[arg(long, value_name = "NAME", requires = "config", conflicts_with_all = ["region", "asgs"])]
+        selector: Option<String>,
+        /// The config file whose selector to preview.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
         /// Only these groups (repeat the flag); all of the region's by default.
         #[arg(long = "asg", value_name = "NAME")]
         asgs: Vec<String>,
@@ -210,28 +216,7 @@ pub enum Command {
     },
 }
 
-/// `1500ms`, `30s`, `5m` or `1h`; a number without a unit is an error. Arithmetic is checked: a
-/// number too large for its unit is an error, never a wrapped value or a panic.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a duration such as 30s, 5m or 1h"))?;
-    let too_long = || format!("{s:?} is too long");
-    let d = match unit {
-        "ms" => Duration::from_millis(n),
-        "s" => Duration::from_secs(n),
-        // As Go's durations (and so Kubernetes flags): `5` could mean seconds or minutes.
-        "" => return Err(format!("{s:?} has no unit: write {n}s, {n}m or {n}h")),
-        "m" => Duration::from_secs(n.checked_mul(60).ok_or_else(too_long)?),
-        "h" => Duration::from_secs(n.checked_mul(3600).ok_or_else(too_long)?),
-        _ => return Err(format!("unknown unit {unit:?}; use ms, s, m or h")),
-    };
-    if d.is_zero() {
-        return Err("must be more than zero".into());
-    }
-    Ok(d)
-}
+pub use asg_cmk_operator::core::config::duration::parse_duration;
 
 /// The resync interval: from a second (more often would spend the AWS read quotas on
 /// repeating the same answer) to a week.

@@ -64,6 +64,10 @@ macro_rules! outln {
 fn names_account(desired: &Desired, account: &AccountId) -> bool {
     desired.accounts.contains_key(account)
         || desired.bindings.iter().any(|b| &b.asg.account == account || b.key.account() == account)
+        || desired
+            .selectors
+            .iter()
+            .any(|s| &s.account == account || s.allowed_keys.iter().any(|k| k.account() == account))
 }
 
 /// The endpoint URL settings the SDK reads from the environment (`AWS_ENDPOINT_URL`, and
@@ -122,7 +126,13 @@ fn main() -> ExitCode {
         Command::Apply { config, max_rounds, stats_json, prune, allow_mass_prune } => {
             apply_command(&config, max_rounds, stats_json, prune, allow_mass_prune)
         }
-        Command::Discover { region, asgs, account } => runtime().block_on(discover(region, asgs, account)),
+        Command::Discover { selector: Some(name), config: Some(config), .. } => {
+            let Some(desired) = load(&config) else { return ExitCode::FAILURE };
+            runtime().block_on(preview_selector(desired, name))
+        }
+        Command::Discover { region, asgs, account, .. } => {
+            runtime().block_on(discover(region.unwrap_or_default(), asgs, account))
+        }
         Command::Status { config, output } => {
             let Some(desired) = load(&config) else { return ExitCode::FAILURE };
             runtime().block_on(status(desired, output))
@@ -468,7 +478,8 @@ fn load(path: &Path) -> Option<Desired> {
 }
 
 async fn connect(desired: &Desired) -> Option<Arc<Aws>> {
-    let region = desired.bindings.first().map_or("us-east-1", |b| b.asg.region.as_str());
+    let region = desired.bindings.first().map(|b| b.asg.region.as_str());
+    let region = region.or_else(|| desired.selectors.first().map(|s| s.regions[0].as_str())).unwrap_or("us-east-1");
     match Aws::connect(region, Default::default()).await {
         Ok(aws) => {
             tracing::info!(account = %aws.caller(), "connected to AWS");
@@ -483,6 +494,7 @@ async fn connect(desired: &Desired) -> Option<Arc<Aws>> {
 
 async fn plan(desired: Desired, output: Output) -> ExitCode {
     let Some(aws) = connect(&desired).await else { return ExitCode::FAILURE };
+    let desired = aws::select::selected(&aws, &desired).await;
     let (observed, p) = reconcile::observe_and_plan(&aws, &desired, Depth::Full).await;
     // The operator acts as its own caller in its account, and as the configured role in
     // every other.
@@ -504,6 +516,7 @@ async fn plan(desired: Desired, output: Output) -> ExitCode {
 
 async fn handoff(desired: Desired, output: Output) -> ExitCode {
     let Some(aws) = connect(&desired).await else { return ExitCode::FAILURE };
+    let desired = aws::select::selected(&aws, &desired).await;
     match output {
         Output::Text => out!("{}", asg_cmk_operator::core::handoff::text(&desired, aws.caller())),
         Output::Json => outln!(
@@ -551,8 +564,26 @@ async fn discover(region: String, asgs: Vec<String>, account: Option<String>) ->
     ExitCode::SUCCESS
 }
 
+/// `discover --selector NAME`: what the selector would bind now, group by group.
+async fn preview_selector(mut desired: Desired, name: String) -> ExitCode {
+    let Some(selector) = desired.selectors.iter().find(|s| *s.name == *name).cloned() else {
+        let names: Vec<&str> = desired.selectors.iter().map(|s| &*s.name).collect();
+        errln!(
+            "error: the config has no selector {name:?} (it has: {})",
+            if names.is_empty() { "none".to_owned() } else { names.join(", ") }
+        );
+        return ExitCode::FAILURE;
+    };
+    desired.selectors = vec![selector];
+    let Some(aws) = connect(&desired).await else { return ExitCode::FAILURE };
+    let swept = aws::select::sweep(&aws, &desired).await;
+    out!("{}", asg_cmk_operator::core::select::preview(&desired, &swept));
+    ExitCode::SUCCESS
+}
+
 async fn status(desired: Desired, output: Output) -> ExitCode {
     let Some(aws) = connect(&desired).await else { return ExitCode::FAILURE };
+    let desired = aws::select::selected(&aws, &desired).await;
     let reads = plan::reads(&desired, aws.caller(), Depth::Full);
     let observed = aws::observe(&aws, &desired, &reads).await;
     let ctx = judge::Context::at(clock::unix_seconds());
@@ -570,6 +601,7 @@ async fn status(desired: Desired, output: Output) -> ExitCode {
 
 async fn apply(desired: Desired, max_rounds: u32, stats_json: Option<PathBuf>) -> ExitCode {
     let Some(aws) = connect(&desired).await else { return ExitCode::FAILURE };
+    let desired = aws::select::selected(&aws, &desired).await;
     // SIGTERM or SIGINT: the writes in flight finish, no other starts, and what was done
     // and what was not is said before exiting non-zero.
     let settings = ExecSettings::default();

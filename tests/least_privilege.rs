@@ -570,3 +570,66 @@ async fn a_policy_scoped_by_a_group_tag_allows_every_call_for_tagged_groups_and_
         && d["allowed"] != true
         && d["resource"].as_str().unwrap().ends_with("autoScalingGroupName/stray")));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_selectors_policy_allows_every_call_of_its_sweep_and_onboarding_and_no_untagged_group() {
+    // A selector of OWN's groups tagged team=data, allowed OWN's key k1 and OTHER's k2:
+    // web (case 1) and api (case 2) carry the tag; stray does not, and is never written.
+    let moto = Moto::start();
+    let (own, other) = (moto.own().await, moto.other().await);
+    let k1 = create_key(&own, None).await;
+    let k2 = create_key(&other, None).await;
+    for (g, k) in [("web", &k1), ("api", &k2), ("stray", &k1)] {
+        let lt = launch_template(&own, g, None, Some(k)).await;
+        group_on_template(&own, g, &lt, 0, None).await;
+    }
+    // legacy, on a launch configuration with no encrypted volume, needs nothing.
+    create_asgs(&own, &["legacy"]).await;
+    for g in ["web", "api", "legacy"] {
+        tag_group(&own, g, "team", "data").await;
+    }
+    let dir = TempDir::new();
+    let cfg = dir.write(
+        "fleet.yaml",
+        &format!(
+            "version: 1\ndefaults:\n  region: {REGION}\naccounts:\n  - id: \"{OTHER}\"\n    roleArn: {OTHER_ROLE}\nselectors:\n  - name: data\n    account: \"{OWN}\"\n    matchTags: {{team: data}}\n    serviceLinkedRoleSuffix: CMK\n    allowedKeys: [{k1}, {k2}]\n"
+        ),
+    );
+    let policies: BTreeMap<&str, Value> =
+        [(OWN, policy_of(&moto, &cfg, OWN)), (OTHER, policy_of(&moto, &cfg, OTHER))].into();
+    let selected = policies[OWN]["Statement"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["Sid"] == "UpdateSelectedAutoScalingGroups")
+        .expect("the selector's group writes")
+        .clone();
+    assert_eq!(selected["Condition"], json!({"StringEquals": {"autoscaling:ResourceTag/team": "data"}}));
+    let operator = operator_user(&own).await;
+    let in_other =
+        format!("arn:aws:sts::{OTHER}:assumed-role/{}/asg-cmk-operator", OTHER_ROLE.rsplit('/').next().unwrap());
+    let callers = [(operator.0.clone(), OWN), (in_other, OTHER)];
+    for (caller, account) in &callers {
+        moto.hook("POST", "/_launcher/identity-policies", json!({"caller": caller, "policy": policies[account]}));
+    }
+    let applied = run_as(&moto, &operator, &["apply", "--config", &cfg]);
+    assert!(applied.status.success(), "{}\n{}", stdout(&applied), stderr(&applied));
+    let ours = grants(&other, &k2).await;
+    kms_short_grant(&own, &k2, &ours[0].grantee, ours[0].name.as_deref().unwrap()).await;
+    assert!(run_as(&moto, &operator, &["apply", "--config", &cfg]).status.success());
+    assert_eq!(run_as(&moto, &operator, &["status", "--config", &cfg]).status.code(), Some(0));
+    let seen = both_ways(&moto, &callers, &policies);
+    assert!(seen.iter().any(|d| d["action"] == "autoscaling:DescribeAutoScalingGroups"));
+    let updated: Vec<&str> = seen
+        .iter()
+        .filter(|d| d["action"] == "autoscaling:UpdateAutoScalingGroup")
+        .map(|d| d["resource"].as_str().unwrap().rsplit('/').next().unwrap())
+        .collect();
+    assert_eq!(updated.iter().copied().collect::<BTreeSet<_>>(), BTreeSet::from(["api", "web"]));
+    // The policy would refuse the untagged group, were the operator to try.
+    let stray = json!({"action": "autoscaling:UpdateAutoScalingGroup",
+        "resource": format!("arn:aws:autoscaling:{REGION}:{OWN}:autoScalingGroup:x:autoScalingGroupName/stray"),
+        "context": {}});
+    let verdict = moto.hook("POST", "/_launcher/identity-evaluate", json!({"policy": policies[OWN], "check": stray}));
+    assert_eq!(verdict["decision"], "implicit", "{verdict}");
+}

@@ -154,6 +154,7 @@ mod tests {
             key: k,
             slr_suffix: None,
             reencrypt_from: None,
+            origin: Default::default(),
         };
         let mut desired = Desired {
             accounts: BTreeMap::from([(acct("222233334444"), "arn:aws:iam::222233334444:role/admin".to_owned())]),
@@ -163,6 +164,7 @@ mod tests {
                 bind("web", key("444455556666")),
                 bind("api", key("444455556666")),
             ],
+            selectors: Vec::new(),
             operator: Default::default(),
         };
         let doc = document(&desired, &caller);

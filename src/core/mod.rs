@@ -15,5 +15,6 @@ pub mod output;
 pub mod plan;
 pub mod policy;
 pub mod reencrypt;
+pub mod select;
 pub mod status;
 pub mod units;

@@ -48,13 +48,13 @@ impl Intervals {
 /// - a failure that trying again may cure, or a prune not done: back off;
 /// - else, for each binding that waits, the soonest look again (a full one if any is
 ///   owed its launches);
-/// - else, done: ready, or failed in a way only a resync (or an edit) can change.
+/// - else, done: ready, or failed in a way only a resync, a sweep (or an edit) can change.
 pub fn next<'a>(verdicts: impl IntoIterator<Item = &'a Verdict>, prune_pending: bool, intervals: Intervals) -> Action {
     let mut soonest: Option<(Duration, Depth)> = None;
     let mut backoff = prune_pending;
     for v in verdicts {
         match v.standing() {
-            Standing::Ready | Standing::Failed(_, Retry::Resync) => {}
+            Standing::Ready | Standing::Failed(_, Retry::Resync | Retry::Sweep) => {}
             // Writes a pass left pending: it says so as a failure, but should one reach
             // here, trying again is what helps.
             Standing::Converging | Standing::Failed(_, Retry::Backoff) => backoff = true,

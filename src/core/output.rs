@@ -68,6 +68,7 @@ pub fn plan_json(plan: &Plan, access: &[KeyAccess]) -> String {
         "actions": plan.changes.iter().map(action_json).collect::<Vec<_>>(),
         "errors": plan.stopped().map(|j| json!({
             "binding": j.binding.to_string(),
+            "selector": j.selector.as_deref(),
             "class": j.verdict.class(),
             "error": j.verdict.message(),
         })).collect::<Vec<_>>(),
@@ -171,7 +172,8 @@ fn blocked_text(s: &mut String, plan: &Plan) {
     if !stuck.is_empty() {
         s.push_str(&format!("\n{} binding{} cannot progress:\n", stuck.len(), if stuck.len() == 1 { "" } else { "s" }));
         for j in &stuck {
-            s.push_str(&format!("  ! {}: {}\n", j.binding, j.verdict.message()));
+            let by = j.selector.as_ref().map(|s| format!(" (selector {s})")).unwrap_or_default();
+            s.push_str(&format!("  ! {}{by}: {}\n", j.binding, j.verdict.message()));
         }
     }
     if !waiting.is_empty() {
@@ -202,7 +204,7 @@ mod tests {
 
     /// A binding judged with `verdict`, and no conditions.
     fn judged(binding: BindingId, verdict: Verdict) -> Judged {
-        Judged { binding, conditions: vec![], verdict }
+        Judged { binding, selector: None, conditions: vec![], verdict }
     }
 
     fn sample() -> Plan {

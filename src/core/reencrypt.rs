@@ -459,6 +459,7 @@ mod tests {
             key: key(OWN),
             slr_suffix: None,
             reencrypt_from: Some(Arc::from([key(FOREIGN)])),
+            origin: Default::default(),
         }
     }
 

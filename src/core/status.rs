@@ -61,11 +61,14 @@ impl Serialize for VerdictDoc<'_> {
 
 impl Serialize for Judged {
     fn serialize<S: Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
-        let mut m = ser.serialize_struct("BindingStatus", 7)?;
+        let mut m = ser.serialize_struct("BindingStatus", 8)?;
         m.serialize_field("asg", &self.binding.asg.name)?;
         m.serialize_field("account", self.binding.asg.account.as_str())?;
         m.serialize_field("region", &self.binding.asg.region)?;
         m.serialize_field("key", self.binding.key.as_str())?;
+        if let Some(selector) = &self.selector {
+            m.serialize_field("selector", &**selector)?;
+        }
         m.serialize_field("ready", &self.ready())?;
         m.serialize_field("verdict", &VerdictDoc(&self.verdict))?;
         m.serialize_field("conditions", &self.conditions)?;
@@ -104,7 +107,8 @@ where
 pub fn text(judged: &[Judged]) -> String {
     let mut s = String::new();
     for b in judged {
-        s.push_str(&format!("{} {}\n", if b.ready() { "ready    " } else { "NOT READY" }, b.binding));
+        let by = b.selector.as_ref().map(|s| format!(" (selector {s})")).unwrap_or_default();
+        s.push_str(&format!("{} {}{by}\n", if b.ready() { "ready    " } else { "NOT READY" }, b.binding));
         for c in b.conditions.iter().filter(|c| c.notable()) {
             s.push_str(&format!("    {} {} ({}): {}\n", c.kind.as_str(), c.status.as_str(), c.reason, c.message));
         }

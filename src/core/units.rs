@@ -121,7 +121,9 @@ mod tests {
                 key: key(1),
                 slr_suffix: None,
                 reencrypt_from: None,
+                origin: Default::default(),
             }],
+            selectors: Vec::new(),
             operator: Default::default(),
         };
         let units = Units::of(&d).with_lone([&key(1), &key(2)]);
@@ -136,11 +138,17 @@ mod tests {
     }
 
     fn bind(asg: &str, k: u32) -> Binding {
-        Binding { asg: group("111122223333", asg), key: key(k), slr_suffix: None, reencrypt_from: None }
+        Binding {
+            asg: group("111122223333", asg),
+            key: key(k),
+            slr_suffix: None,
+            reencrypt_from: None,
+            origin: Default::default(),
+        }
     }
 
     fn desired(bindings: Vec<Binding>) -> Desired {
-        Desired { accounts: Default::default(), bindings, operator: Default::default() }
+        Desired { accounts: Default::default(), bindings, selectors: Vec::new(), operator: Default::default() }
     }
 
     #[test]

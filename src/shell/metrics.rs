@@ -1,5 +1,6 @@
 //! Prometheus metrics.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, AtomicU64};
 use std::sync::{Arc, Mutex};
 
@@ -39,6 +40,13 @@ pub struct ActionLabel {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StateLabel {
+    pub state: String,
+}
+
+/// A selector, and a state of its bindings.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SelectorStateLabel {
+    pub selector: String,
     pub state: String,
 }
 
@@ -102,6 +110,8 @@ pub struct Metrics {
     pub aws_calls: Family<CallLabels, Counter>,
     pub changes: Family<ActionLabel, Counter>,
     pub bindings: Family<StateLabel, Gauge>,
+    /// The bindings selectors found, by selector and state (a part of `bindings`).
+    pub selector_bindings: Family<SelectorStateLabel, Gauge>,
     /// Per binding: whether it is failed (see [`BindingFailed`]).
     binding_failed: Arc<BindingFailed>,
     pub reloads: Family<ResultLabel, Counter>,
@@ -156,6 +166,7 @@ impl Metrics {
             aws_calls: Family::default(),
             changes: Family::default(),
             bindings: Family::default(),
+            selector_bindings: Family::default(),
             binding_failed: Arc::default(),
             reloads: Family::default(),
             config_unreadable: Gauge::default(),
@@ -192,8 +203,19 @@ impl Metrics {
             "Bindings by state, as /status says: ready (the group can launch with the key), failed (not ready), waiting (not ready until someone else's work is done: a key's owner, an image copy), pending (not reported on yet)",
             self.bindings.clone(),
         );
+        registry.register(
+            "selector_bindings",
+            "The bindings each selector found, by state as for `bindings` (they are counted there too)",
+            self.selector_bindings.clone(),
+        );
         registry.register_collector(Box::new(self.binding_failed.clone()));
         registry.register_collector(Box::new(DroppedLogs));
+        self.register_config(registry);
+        self.register_daemon(registry);
+    }
+
+    /// The metrics of the config file: its reloads, and whether it is read and valid.
+    fn register_config(&self, registry: &mut Registry) {
         registry.register("config_reloads", "Config file reloads, by result", self.reloads.clone());
         registry.register(
             "config_file_unreadable",
@@ -215,6 +237,10 @@ impl Metrics {
             "Times a prune was held because it would remove more than half of the bindings at once, or the config has none, and mass pruning is not allowed",
             self.prunes_held.clone(),
         );
+    }
+
+    /// The metrics of the daemon's own state: resyncs, readiness, launches.
+    fn register_daemon(&self, registry: &mut Registry) {
         registry.register(
             "last_successful_resync_timestamp_seconds",
             "Unix time the last full resync finished with no transient failure (0 until one has)",
@@ -269,6 +295,20 @@ impl Metrics {
         let series = standings.into_iter().map(|(b, s)| (b.clone(), s == Standing::Failed)).collect();
         *self.binding_failed.0.lock().expect("binding series lock") = series;
         tally
+    }
+
+    /// Sets the `selector_bindings` gauge: each selector's bindings (`by_selector`) by
+    /// where each stands on `board`. A selector with no binding left keeps zeros until
+    /// it leaves the config.
+    pub fn report_selectors(&self, board: &StatusBoard, by_selector: &BTreeMap<String, Vec<BindingId>>) {
+        self.selector_bindings.clear();
+        for (selector, ids) in by_selector {
+            let tally = Tally::of(board.standings(ids).into_iter().map(|(_, s)| s));
+            for state in Standing::ALL {
+                let label = SelectorStateLabel { selector: selector.clone(), state: state.as_str().into() };
+                self.selector_bindings.get_or_create(&label).set(tally.get(state) as i64);
+            }
+        }
     }
 
     pub fn set_bindings(&self, t: Tally) {
@@ -494,6 +534,7 @@ mod tests {
         let board = StatusBoard::default();
         board.update(vec![crate::core::judge::Judged {
             binding: failed.clone(),
+            selector: None,
             conditions: vec![],
             verdict: crate::core::judge::Verdict::Failed {
                 failure: crate::core::model::Failure::terminal("m"),
@@ -586,6 +627,7 @@ mod tests {
         let id = |asg: &str| BindingId { asg: AsgRef::new(acct, "us-west-2", asg), key: key.clone() };
         let status = |asg: &str, ok: bool| Judged {
             binding: id(asg),
+            selector: None,
             conditions: vec![],
             verdict: match ok {
                 true => Verdict::Ready,

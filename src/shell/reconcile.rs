@@ -249,6 +249,7 @@ pub fn without<V>(desired: &Desired, drop: &BTreeMap<BindingId, V>) -> Desired {
     Desired {
         accounts: desired.accounts.clone(),
         bindings: desired.bindings.iter().filter(|b| !drop.contains_key(&b.id())).cloned().collect(),
+        selectors: Vec::new(),
         operator: desired.operator.clone(),
     }
 }

@@ -125,10 +125,16 @@ mod tests {
                     key: key(*k),
                     slr_suffix: None,
                     reencrypt_from: None,
+                    origin: Default::default(),
                 })
             })
             .collect();
-        Units::of(&Desired { accounts: Default::default(), bindings, operator: Default::default() })
+        Units::of(&Desired {
+            accounts: Default::default(),
+            bindings,
+            selectors: Vec::new(),
+            operator: Default::default(),
+        })
     }
 
     #[tokio::test(start_paused = true)]

@@ -540,6 +540,17 @@ class Identity:
         if path == "/_launcher/identity-policies" and method == "GET":
             with self.lock:
                 return wire.json_response(start_response, {"callers": sorted(self.policies)})
+        if path == "/_launcher/identity-evaluate" and method == "POST":
+            # One policy against one check, as the layer would judge a request: for tests
+            # that show what a policy refuses without a call that would be refused.
+            try:
+                entry = json.loads(body)
+                c = entry["check"]
+                context = {k.lower(): v for k, v in (c.get("context") or {}).items()}
+                decision, statements = evaluate(entry["policy"], Check(c["action"], c["resource"], context))
+            except (ValueError, KeyError, TypeError, AttributeError) as e:
+                return wire.json_response(start_response, {"error": f"bad evaluation: {e!r}"}, 400)
+            return wire.json_response(start_response, {"decision": decision, "statements": statements})
         if path == "/_launcher/sessions" and method == "GET":
             return wire.json_response(start_response, {"sessions": _sessions()})
         if path == "/_launcher/authorizations" and method == "GET":

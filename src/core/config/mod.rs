@@ -11,7 +11,9 @@
 //! bindings never exists as one value tree. A generic tree costs about 2 KB a binding,
 //! many times the validated `Binding`.
 
+pub mod duration;
 mod schema;
+mod selectors;
 mod stream;
 mod validate;
 

@@ -1,9 +1,26 @@
 //! The schema: the fields each section of the file may have. config/schema.json, for
 //! editors and check-jsonschema, must list the same (a test in [`super`] checks it).
 
-pub(super) const TOP_LEVEL: [&str; 5] = ["version", "instance", "defaults", "accounts", "bindings"];
-pub(super) const DEFAULTS_FIELDS: [&str; 5] =
-    ["region", "serviceLinkedRoleSuffix", "requireServiceLinkedRoleSuffix", "prune", "allowMassPrune"];
+pub(super) const TOP_LEVEL: [&str; 6] = ["version", "instance", "defaults", "accounts", "bindings", "selectors"];
+pub(super) const DEFAULTS_FIELDS: [&str; 6] = [
+    "region",
+    "serviceLinkedRoleSuffix",
+    "requireServiceLinkedRoleSuffix",
+    "prune",
+    "allowMassPrune",
+    "selectorSyncInterval",
+];
 pub(super) const ACCOUNT_FIELDS: [&str; 2] = ["id", "roleArn"];
 pub(super) const BINDING_FIELDS: [&str; 8] =
     ["asg", "account", "key", "keys", "region", "serviceLinkedRoleSuffix", "strategy", "reencryptWith"];
+pub(super) const SELECTOR_FIELDS: [&str; 9] = [
+    "name",
+    "account",
+    "regions",
+    "matchTags",
+    "matchNames",
+    "allowedKeys",
+    "serviceLinkedRoleSuffix",
+    "strategy",
+    "reencryptWith",
+];

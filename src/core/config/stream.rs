@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::sync::Arc;
 
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, VariantAccess, Visitor};
 use serde_norway::Value;
@@ -102,6 +103,8 @@ impl<'de> Visitor<'de> for DocumentVisitor<'_> {
         let mut defaults: Option<Defaults> = None;
         let mut bindings = Bindings::default();
         let mut bindings_shape: Option<Shape<()>> = None;
+        let mut selectors = Selectors::default();
+        let mut selectors_shape: Option<Shape<()>> = None;
         while let Some(key) = map.next_key::<Value>()? {
             let Some(name) = key.as_str() else {
                 v.err("file", format!("field names must be strings, found {}", kind(&key)));
@@ -133,6 +136,14 @@ impl<'de> Visitor<'de> for DocumentVisitor<'_> {
                     };
                     bindings_shape = Some(map.next_value_seed(List(each))?);
                 }
+                "selectors" => {
+                    let (defaults, selectors) = (defaults.as_ref(), &mut selectors);
+                    let each = |i, item: Value| match defaults {
+                        Some(d) => selectors.add(v, i, &item, d),
+                        None => selectors.pending.push((i, item)),
+                    };
+                    selectors_shape = Some(map.next_value_seed(List(each))?);
+                }
                 other => {
                     v.err(other, format!("unknown field; expected one of {}", TOP_LEVEL.join(", ")));
                     map.next_value::<IgnoredAny>()?;
@@ -140,7 +151,7 @@ impl<'de> Visitor<'de> for DocumentVisitor<'_> {
             }
         }
         check_version(v, version.as_ref());
-        finish(v, &mut desired, defaults, bindings, bindings_shape);
+        finish(v, &mut desired, defaults, (bindings, bindings_shape), (selectors, selectors_shape));
         Ok(Shape::Expected(desired))
     }
 }
@@ -169,31 +180,71 @@ fn check_version(v: &mut Validator, version: Option<&Value>) {
     }
 }
 
-/// Once the whole file is read: the bindings that waited for `defaults`, and the
-/// operator's settings from `defaults`.
+/// Once the whole file is read: the bindings and selectors that waited for `defaults`,
+/// and the operator's settings from `defaults`. `bindings` may be left out (or empty)
+/// when `selectors` choose the groups.
 fn finish(
     v: &mut Validator,
     desired: &mut Desired,
     defaults: Option<Defaults>,
-    mut bindings: Bindings,
-    bindings_shape: Option<Shape<()>>,
+    (mut bindings, bindings_shape): (Bindings, Option<Shape<()>>),
+    (mut selectors, selectors_shape): (Selectors, Option<Shape<()>>),
 ) {
     let (prune, allow_mass_prune) = defaults.as_ref().map_or((false, false), |d| (d.prune, d.allow_mass_prune));
+    let defaults = defaults.unwrap_or_default();
+    match selectors_shape {
+        None | Some(Shape::Null) => {}
+        Some(Shape::Other(k)) => v.err("selectors", format!("expected a list, found {k}")),
+        Some(Shape::Expected(())) => {
+            for (i, item) in std::mem::take(&mut selectors.pending) {
+                selectors.add(v, i, &item, &defaults);
+            }
+        }
+    }
+    let has_selectors = !selectors.list.is_empty() || matches!(selectors_shape, Some(Shape::Expected(())));
     match bindings_shape {
-        None | Some(Shape::Null) => v.err("bindings", "is required"),
+        None | Some(Shape::Null) if has_selectors => {}
+        None | Some(Shape::Null) => v.err("bindings", "is required (or `selectors`, which choose groups by tag)"),
         Some(Shape::Other(k)) => v.err("bindings", format!("expected a list, found {k}")),
         Some(Shape::Expected(())) => {
             // Bindings read before `defaults` wait for it.
-            let defaults = defaults.unwrap_or_default();
             for (i, item) in std::mem::take(&mut bindings.pending) {
                 bindings.add(v, i, &item, &defaults);
             }
         }
     }
     desired.bindings = bindings.list;
+    desired.selectors = selectors.list;
     desired.operator.prune = prune;
     desired.operator.allow_mass_prune = allow_mass_prune;
     desired.operator.config_bindings = desired.bindings.len();
+    desired.operator.selector_sync = defaults.selector_sync;
+}
+
+/// The selectors validated so far.
+#[derive(Default)]
+pub(super) struct Selectors {
+    list: Vec<crate::core::model::select::Selector>,
+    /// Where each name was first used.
+    names: BTreeMap<Arc<str>, usize>,
+    /// Selectors that came before `defaults` in the file, by index.
+    pending: Vec<(usize, Value)>,
+}
+
+impl Selectors {
+    fn add(&mut self, v: &mut Validator, i: usize, item: &Value, defaults: &Defaults) {
+        let path = format!("selectors[{i}]");
+        let Some(s) = v.selector(item, &path, defaults) else { return };
+        match self.names.get(&s.name) {
+            Some(first) => {
+                v.err(format!("{path}.name"), format!("{:?} is the name of selectors[{first}] too", &*s.name))
+            }
+            None => {
+                self.names.insert(s.name.clone(), i);
+                self.list.push(s);
+            }
+        }
+    }
 }
 
 /// The bindings validated so far.

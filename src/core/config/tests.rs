@@ -1,4 +1,4 @@
-use super::schema::{ACCOUNT_FIELDS, BINDING_FIELDS, DEFAULTS_FIELDS, TOP_LEVEL};
+use super::schema::{ACCOUNT_FIELDS, BINDING_FIELDS, DEFAULTS_FIELDS, SELECTOR_FIELDS, TOP_LEVEL};
 use super::*;
 use crate::core::model::{is_region, KeyArn};
 
@@ -335,7 +335,9 @@ fn the_json_schema_matches_the_validator() {
     assert_eq!(fields(&props["defaults"]), sorted(&DEFAULTS_FIELDS));
     assert_eq!(fields(&props["accounts"]["items"]), sorted(&ACCOUNT_FIELDS));
     assert_eq!(fields(&props["bindings"]["items"]), sorted(&BINDING_FIELDS));
-    for section in [&schema, &props["defaults"], &props["accounts"]["items"], &props["bindings"]["items"]] {
+    assert_eq!(fields(&props["selectors"]["items"]), sorted(&SELECTOR_FIELDS));
+    let sections = [&schema, &props["defaults"], &props["accounts"]["items"], &props["bindings"]["items"]];
+    for section in sections.into_iter().chain([&props["selectors"]["items"]]) {
         assert_eq!(section["additionalProperties"], false, "unknown fields are errors");
     }
     let pattern = |name: &str| {
@@ -382,7 +384,10 @@ fn sections_of_the_wrong_shape_are_named() {
     assert_eq!(errors("version: 1\nbindings: x\n"), vec!["bindings: expected a list, found a string"]);
     assert_eq!(errors("version: 1\nbindings: {a: 1}\n"), vec!["bindings: expected a list, found a mapping"]);
     assert_eq!(errors("version: 1\nbindings: !t [1]\n"), vec!["bindings: expected a list, found a tagged value"]);
-    assert_eq!(errors("version: 1\nbindings:\n"), vec!["bindings: is required"]);
+    assert_eq!(
+        errors("version: 1\nbindings:\n"),
+        vec!["bindings: is required (or `selectors`, which choose groups by tag)"]
+    );
     assert_eq!(errors("version: 1\n7: x\nbindings: []\n"), vec!["file: field names must be strings, found a number"]);
     let dup = errors("version: 1\nbindings: []\nbindings: []\n");
     assert_eq!(dup.len(), 1);
@@ -432,7 +437,7 @@ fn accounts_are_streamed_like_bindings_and_located_the_same_way() {
 fn unknown_top_level_field_is_rejected() {
     assert_eq!(
         errors("version: 1\nbindings: []\nbindigns: []\n"),
-        vec!["bindigns: unknown field; expected one of version, instance, defaults, accounts, bindings"]
+        vec!["bindigns: unknown field; expected one of version, instance, defaults, accounts, bindings, selectors"]
     );
 }
 
@@ -466,5 +471,49 @@ fn a_byte_order_mark_is_skipped_and_a_quoted_version_is_named_as_such() {
     assert_eq!(
         errors("version: \"1\"\nbindings: []\n"),
         vec!["version: is the string \"1\": write the number 1, without quotes"]
+    );
+}
+
+#[test]
+fn a_selector_is_read_with_its_defaults_and_bindings_may_be_left_out() {
+    let text = format!(
+        "version: 1\ndefaults:\n  region: us-west-2\n  serviceLinkedRoleSuffix: CMK\n  selectorSyncInterval: 30s\nselectors:\n  - name: nodes\n    account: \"111122223333\"\n    matchTags: {{team: data, cmk: \"*\"}}\n    matchNames: [eks-]\n    allowedKeys: [{KEY_A}, {KEY_B}]\n"
+    );
+    let d = parse(&text, "t").unwrap();
+    assert!(d.bindings.is_empty());
+    let s = &d.selectors[0];
+    assert_eq!(
+        (&*s.name, s.regions.as_slice(), s.slr_suffix.as_deref()),
+        ("nodes", &["us-west-2".to_owned()][..], Some("CMK"))
+    );
+    assert_eq!(
+        s.match_tags,
+        [
+            ("cmk".to_owned(), crate::core::model::select::TagValue::Any),
+            ("team".to_owned(), crate::core::model::select::TagValue::Is("data".into()))
+        ]
+    );
+    assert_eq!(s.allowed_keys.len(), 2);
+    assert_eq!(d.operator.selector_sync, Some(std::time::Duration::from_secs(30)));
+    assert_eq!(errors("version: 1\n"), ["bindings: is required (or `selectors`, which choose groups by tag)"]);
+}
+
+#[test]
+fn selector_errors_are_located() {
+    let text = format!(
+        "version: 1\ndefaults:\n  selectorSyncInterval: \"5\"\nselectors:\n  - name: \"bad name\"\n    account: \"111122223333\"\n    regions: [us-east-1]\n    matchTags: {{\"\": x}}\n    allowedKeys: [{KEY_A}, {KEY_A}]\n  - name: ok\n    account: \"111122223333\"\n    regions: [us-west-2]\n    matchTags: {{a: b}}\n    allowedKeys: [\"arn:aws:kms:us-west-2:444455556666:alias/theirs\"]\n  - name: ok\n    account: \"111122223333\"\n    regions: [us-west-2]\n    matchTags: {{a: b}}\n    allowedKeys: [{KEY_A}]\n  - name: ok\n    account: \"111122223333\"\n    regions: [us-west-2]\n    matchTags: {{a: b}}\n    allowedKeys: [{KEY_A}]\n"
+    );
+    assert_eq!(
+        errors(&text),
+        [
+            "defaults.selectorSyncInterval: \"5\" has no unit: write 5s, 5m or 5h",
+            "selectors[0].name: must be 1 to 64 letters, digits, '-', '_' or '.'",
+            "selectors[0].matchTags.: a tag key is 1 to 128 characters",
+            "selectors[0].allowedKeys[0]: key is in region us-west-2, which is not one of the selector's regions",
+            "selectors[0].allowedKeys[1]: key is in region us-west-2, which is not one of the selector's regions",
+            "selectors[0].allowedKeys[1]: arn:aws:kms:us-west-2:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab is listed twice",
+            "selectors[1].allowedKeys[0]: another account's key must be named by its key ARN: an alias resolves only in its own account",
+            "selectors[3].name: \"ok\" is the name of selectors[2] too",
+        ]
     );
 }

@@ -30,6 +30,8 @@ pub(super) struct Defaults {
     pub(super) prune: bool,
     /// `allowMassPrune`: confirm a prune the guard would hold.
     pub(super) allow_mass_prune: bool,
+    /// `selectorSyncInterval`: how often the daemon sweeps the selectors.
+    pub(super) selector_sync: Option<std::time::Duration>,
 }
 
 impl Validator {
@@ -100,6 +102,13 @@ impl Validator {
         if let Some(r) = &d.region {
             if !is_region(r) {
                 self.err("defaults.region", format!("{r:?} is not a region name"));
+            }
+        }
+        if let Some(text) = self.string(map, "defaults", "selectorSyncInterval", false) {
+            match super::duration::parse_duration(&text) {
+                Ok(t) if t >= std::time::Duration::from_secs(1) => d.selector_sync = Some(t),
+                Ok(_) => self.err("defaults.selectorSyncInterval", "must be at least 1s"),
+                Err(e) => self.err("defaults.selectorSyncInterval", e),
             }
         }
         d.suffix = self.string(map, "defaults", "serviceLinkedRoleSuffix", false).map(Arc::from);
@@ -175,8 +184,13 @@ impl Validator {
             return None;
         }
         let asg = AsgRef::new(account?, region?, asg?);
-        let binding =
-            |key, reencrypt_from| Binding { asg: asg.clone(), key, slr_suffix: suffix.clone(), reencrypt_from };
+        let binding = |key, reencrypt_from| Binding {
+            asg: asg.clone(),
+            key,
+            slr_suffix: suffix.clone(),
+            reencrypt_from,
+            origin: Default::default(),
+        };
         let Some(with) = reencrypt else {
             return Some(keys.into_iter().map(|(_, key)| binding(key, None)).collect());
         };
@@ -191,7 +205,7 @@ impl Validator {
 
     /// `serviceLinkedRoleSuffix`: the binding's own, else the default; required when the
     /// defaults say so.
-    fn suffix(&mut self, map: &Mapping, path: &str, defaults: &Defaults) -> Option<Arc<str>> {
+    pub(super) fn suffix(&mut self, map: &Mapping, path: &str, defaults: &Defaults) -> Option<Arc<str>> {
         let suffix = match self.string(map, path, "serviceLinkedRoleSuffix", false) {
             Some(s) => {
                 if let Err(e) = check_slr_suffix(&s) {

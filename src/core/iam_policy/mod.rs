@@ -42,7 +42,8 @@ pub fn default_account(desired: &Desired, given: Option<AccountId>) -> Result<Ac
     if let Some(a) = given {
         return Ok(a);
     }
-    let asg_accounts: BTreeSet<&AccountId> = desired.bindings.iter().map(|b| &b.asg.account).collect();
+    let asg_accounts: BTreeSet<&AccountId> =
+        desired.bindings.iter().map(|b| &b.asg.account).chain(desired.selectors.iter().map(|s| &s.account)).collect();
     match asg_accounts.len() {
         0 => Err(IamPolicyError::Empty),
         1 => Ok(*asg_accounts.into_iter().next().expect("one")),
@@ -190,6 +191,26 @@ pub struct Scoped {
 
 /// The statements for `account`, with groups and roles as `scoped` says.
 pub fn statements(desired: &Desired, account: &AccountId, scoped: &Scoped) -> Result<Vec<Value>, IamPolicyError> {
+    // A selector's groups are not known until it sweeps: each of its allowed keys stands
+    // in as a binding of a group of the selector's account and Regions, and its group
+    // writes are scoped by its tags.
+    let with_selected;
+    let desired = if desired.selectors.is_empty() {
+        desired
+    } else {
+        with_selected = Desired {
+            bindings: desired.bindings.iter().cloned().chain(scope::selector_bindings(&desired.selectors)).collect(),
+            ..desired.clone()
+        };
+        &with_selected
+    };
+    let selecting = desired.selectors.iter().any(|s| &s.account == account);
+    // A selected group keeps its role when EKS manages it, and that role is not known
+    // before the sweep: every Auto Scaling role of the account.
+    let scoped = &Scoped {
+        groups: scoped.groups.clone(),
+        roles: if selecting { RoleScope::AllAutoScaling } else { scoped.roles.clone() },
+    };
     let in_asg = |a: &AccountId| a == account;
     let mine: Vec<_> = desired.bindings.iter().filter(|b| in_asg(&b.asg.account)).collect();
     let owned_keys_used_elsewhere: BTreeSet<&KeyArn> = desired
@@ -237,13 +258,23 @@ fn group_account_statements(
     let own_keys: BTreeSet<&KeyArn> = mine.iter().filter(|b| !b.is_cross_account()).map(|b| &b.key).collect();
     role_statements(statements, &slrs);
     read_statements(statements, partition);
-    let (asgs, condition) = scoped.groups.resources(mine, account, partition);
-    statements.push(statement(
-        "UpdateConfiguredAutoScalingGroups",
-        &["autoscaling:UpdateAutoScalingGroup"],
-        &asgs,
-        condition,
-    ));
+    let named: Vec<&Binding> = mine.iter().copied().filter(|b| b.origin.selector().is_none()).collect();
+    if !named.is_empty() {
+        let (asgs, condition) = scoped.groups.resources(&named, account, partition);
+        statements.push(statement(
+            "UpdateConfiguredAutoScalingGroups",
+            &["autoscaling:UpdateAutoScalingGroup"],
+            &asgs,
+            condition,
+        ));
+    }
+    let selectors = desired.selectors.iter().filter(|s| &s.account == account);
+    for (i, s) in selectors.enumerate() {
+        let (asgs, condition) = scope::selected_groups(s, partition);
+        let sid =
+            format!("UpdateSelectedAutoScalingGroups{}", if i == 0 { String::new() } else { (i + 1).to_string() });
+        statements.push(statement(&sid, &["autoscaling:UpdateAutoScalingGroup"], &asgs, Some(condition)));
+    }
     // With prune on, the grants on its own keys are listed too: a group of another
     // account that left the config may have left its grant there, to be retired.
     let own_key_actions: &[&str] = if desired.operator.prune {
@@ -569,6 +600,7 @@ mod tests {
             key: KeyArn::parse(handoff).unwrap(),
             slr_suffix: None,
             reencrypt_from: None,
+            origin: Default::default(),
         });
         let before = policy(&desired(), &acct("111122223333")).unwrap();
         assert!(!sids(&before).contains(&"ListGrantsThisAccountMayRetire"), "no hand-off key, no listing");

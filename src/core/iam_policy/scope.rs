@@ -8,8 +8,11 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{json, Value};
 
+use std::sync::Arc;
+
 use crate::core::model::desired::Binding;
-use crate::core::model::{AccountId, AUTOSCALING_SERVICE, DEFAULT_SLR_NAME};
+use crate::core::model::select::{Origin, Selection, Selector, TagValue};
+use crate::core::model::{AccountId, AsgRef, KeyArn, AUTOSCALING_SERVICE, DEFAULT_SLR_NAME};
 
 /// What the user asked for: a tag the operator's groups carry, or name prefixes.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -87,6 +90,76 @@ impl GroupScope {
             }
         }
     }
+}
+
+/// For `iam-policy`: each allowed key of each selector as a binding of a group of its
+/// account and Regions (named `*`, for no group is known before a sweep).
+pub fn selector_bindings(selectors: &[Selector]) -> impl Iterator<Item = Binding> + '_ {
+    selectors.iter().flat_map(|s| {
+        s.regions.iter().flat_map(move |region| {
+            let asg = AsgRef::new(s.account, region.as_str(), "*");
+            let origin =
+                Origin::Selector(Arc::new(Selection { selector: s.name.clone(), refused: None, managed_by: None }));
+            let in_region = move |k: &&KeyArn| k.region() == region;
+            let foreign: Vec<KeyArn> =
+                s.allowed_keys.iter().filter(in_region).filter(|k| k.account() != &s.account).cloned().collect();
+            let binding = move |key: KeyArn, reencrypt_from: Option<Arc<[KeyArn]>>| Binding {
+                asg: asg.clone(),
+                key,
+                slr_suffix: s.slr_suffix.clone(),
+                reencrypt_from,
+                origin: origin.clone(),
+            };
+            let out: Vec<Binding> = match &s.reencrypt_with {
+                Some(with) if with.region() == region && !foreign.is_empty() => {
+                    let own =
+                        s.allowed_keys.iter().filter(in_region).filter(|k| k.account() == &s.account && *k != with);
+                    own.map(|k| binding(k.clone(), None))
+                        .chain([binding(with.clone(), Some(Arc::from(foreign)))])
+                        .collect()
+                }
+                _ => s.allowed_keys.iter().filter(in_region).map(|k| binding(k.clone(), None)).collect(),
+            };
+            out
+        })
+    })
+}
+
+/// The group writes of a selector: any group of its account and Regions (or of its name
+/// patterns) that carries its tags (`autoscaling:ResourceTag/KEY`; a tag any value will
+/// do, by `Null` false: the key is present).
+pub fn selected_groups(s: &Selector, partition: &str) -> (BTreeSet<String>, Value) {
+    let names: Vec<String> = match s.match_names.is_empty() {
+        true => vec!["*".to_owned()],
+        false => {
+            s.match_names.iter().map(|p| if p.contains(['*', '?']) { p.clone() } else { format!("{p}*") }).collect()
+        }
+    };
+    let resources = s
+        .regions
+        .iter()
+        .flat_map(|r| {
+            names.iter().map(move |n| {
+                format!("arn:{partition}:autoscaling:{r}:{}:autoScalingGroup:*:autoScalingGroupName/{n}", s.account)
+            })
+        })
+        .collect();
+    let mut equals = serde_json::Map::new();
+    let mut present = serde_json::Map::new();
+    for (k, v) in &s.match_tags {
+        match v {
+            TagValue::Is(v) => equals.insert(format!("autoscaling:ResourceTag/{k}"), json!(v)),
+            TagValue::Any => present.insert(format!("autoscaling:ResourceTag/{k}"), json!("false")),
+        };
+    }
+    let mut condition = serde_json::Map::new();
+    if !equals.is_empty() {
+        condition.insert("StringEquals".into(), Value::Object(equals));
+    }
+    if !present.is_empty() {
+        condition.insert("Null".into(), Value::Object(present));
+    }
+    (resources, Value::Object(condition))
 }
 
 /// Name patterns for `names`, `depth` characters deep: names that share their first

@@ -9,6 +9,7 @@ use super::key::{GrantView, KeyView};
 use super::launches::{images_reencrypted, launches_healthy};
 use super::parts::{account_error, entry, rank, stop_fail, stop_wait, Cx, Effect, Entry, Judging, Parts, Stop};
 use crate::core::model::desired::Binding;
+use crate::core::model::select::RefusalReason;
 use crate::core::model::{Failure, KeyArn, KeyInfo, KeyManager, Wait};
 use crate::core::naming::is_operators_grant;
 use crate::core::policy::{Need, NeedKind, PrincipalIds};
@@ -29,7 +30,23 @@ pub(crate) fn judge_binding<'a>(b: &'a Binding, cx: &mut Cx<'a>) -> Judging<'a> 
         }
         return j;
     }
+    if let Some(r) = b.origin.refused() {
+        // A selector's group that gets nothing: nothing was read for it either.
+        let reason = match r.reason {
+            RefusalReason::KeyNotAllowed => Reason::KeyNotAllowed,
+            RefusalReason::SelectorConflict => Reason::SelectorConflict,
+            RefusalReason::LaunchKeysUnknown => Reason::LaunchKeysUnknown,
+        };
+        let f = Failure::terminal(r.message.to_string());
+        let stop = Effect::Stop(rank::ACCESS, Stop::Refuse(f));
+        j.entries.push(entry(Kind::KeyAllowed, State::False, reason, r.message.to_string(), stop, now));
+        return j;
+    }
     let p = Parts::of(b, cx);
+    if let Some(s) = b.origin.selector() {
+        let message = format!("selector {s} allows every customer managed key the group launches with");
+        j.entries.push(entry(Kind::KeyAllowed, State::True, Reason::InAllowedKeys, message, Effect::None, now));
+    }
     j.entries.push(key_usable(&p, now));
     j.entries.push(role_ready(&p, now));
     let (policy, need) = key_policy_ready(&p, cx);
@@ -256,8 +273,24 @@ fn asg_uses_role(p: &Parts, _now: u64) -> Entry {
             p.c(k, State::False, Reason::AsgNotFound, f.message.clone(), stop_fail(rank::GROUP, f))
         }
         _ if p.aws_managed => p.not_needed(k, "an AWS managed key needs nothing of the group's role"),
-        Some(Ok(Some(g))) if g.service_linked_role_arn.as_deref() == Some(slr.arn().as_str()) => {
-            p.c(k, State::True, Reason::UsesRole, format!("the group launches with {}", slr.name()), Effect::None)
+        Some(Ok(Some(g))) if uses(g, slr, b.origin.managed_by().is_some()) => match b.origin.managed_by() {
+            Some(by) => p.c(
+                k,
+                State::True,
+                Reason::ManagedByService,
+                format!("the group is an {by}: it keeps its role {}, which its keys are made ready for, and the operator never updates it", slr.name()),
+                Effect::None,
+            ),
+            None => p.c(k, State::True, Reason::UsesRole, format!("the group launches with {}", slr.name()), Effect::None),
+        },
+        Some(Ok(Some(g))) if b.origin.managed_by().is_some() => {
+            let f = Failure::terminal(format!(
+                "the group is an {}, which the operator never updates, and its role is now {}, not {}: the next sweep makes the key ready for the role it has",
+                b.origin.managed_by().expect("checked"),
+                g.service_linked_role_arn.as_deref().unwrap_or("the default role"),
+                slr.arn()
+            ));
+            p.c(k, State::False, Reason::ManagedByService, f.message.clone(), Effect::Stop(rank::GROUP, Stop::Refuse(f)))
         }
         Some(Ok(Some(g))) => p.c(
             k,
@@ -270,5 +303,15 @@ fn asg_uses_role(p: &Parts, _now: u64) -> Entry {
             ),
             Effect::Remedy,
         ),
+    }
+}
+
+/// Whether the group launches with `slr`: named by its ARN, or, for a group another
+/// service manages (whose role the operator never sets), by no role at all when `slr` is
+/// the default one, which is what a group that names none uses.
+fn uses(g: &crate::core::model::Asg, slr: &crate::core::model::Slr, managed: bool) -> bool {
+    match g.service_linked_role_arn.as_deref() {
+        Some(arn) => arn == slr.arn(),
+        None => managed && slr.suffix.is_none(),
     }
 }

@@ -7,6 +7,9 @@ use std::sync::Arc;
 /// The conditions of a binding, in the order a launch needs them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Kind {
+    /// A selector's binding only: the selector allows every customer managed key the
+    /// group launches with (and no other selector disagrees about the group).
+    KeyAllowed,
     /// The key is Enabled and symmetric (or AWS managed).
     KeyUsable,
     /// The group's service-linked role exists.
@@ -28,6 +31,7 @@ pub enum Kind {
 impl Kind {
     pub fn as_str(self) -> &'static str {
         match self {
+            Kind::KeyAllowed => "KeyAllowed",
             Kind::KeyUsable => "KeyUsable",
             Kind::RoleReady => "RoleReady",
             Kind::KeyPolicyReady => "KeyPolicyReady",
@@ -72,6 +76,11 @@ pub enum Reason {
     ReadFailed,
     /// An AWS managed key needs nothing of this part.
     NotNeeded,
+    // KeyAllowed
+    InAllowedKeys,
+    KeyNotAllowed,
+    SelectorConflict,
+    LaunchKeysUnknown,
     // KeyUsable
     Enabled,
     AwsManaged,
@@ -107,6 +116,9 @@ pub enum Reason {
     OtherRole,
     HeldByKey,
     AsgNotFound,
+    /// Another service (EKS) manages the group: it keeps its role, which is not the
+    /// operator's to change.
+    ManagedByService,
     // LaunchesHealthy
     NoRecentLaunch,
     LastLaunch,
@@ -129,6 +141,10 @@ impl Reason {
             Reason::NotRead => "NotRead",
             Reason::ReadFailed => "ReadFailed",
             Reason::NotNeeded => "NotNeeded",
+            Reason::InAllowedKeys => "InAllowedKeys",
+            Reason::KeyNotAllowed => "KeyNotAllowed",
+            Reason::SelectorConflict => "SelectorConflict",
+            Reason::LaunchKeysUnknown => "LaunchKeysUnknown",
             Reason::Enabled => "Enabled",
             Reason::AwsManaged => "AwsManaged",
             Reason::AwsManagedInOtherAccount => "AwsManagedInOtherAccount",
@@ -158,6 +174,7 @@ impl Reason {
             Reason::OtherRole => "OtherRole",
             Reason::HeldByKey => "HeldByKey",
             Reason::AsgNotFound => "AsgNotFound",
+            Reason::ManagedByService => "ManagedByService",
             Reason::NoRecentLaunch => "NoRecentLaunch",
             Reason::LastLaunch => "LastLaunch",
             Reason::LaunchFailedKms => "LaunchFailedKms",

@@ -65,6 +65,8 @@ impl Context<'_> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Judged {
     pub binding: BindingId,
+    /// The selector that found the binding's group, when one did (not the config).
+    pub selector: Option<Arc<str>>,
     pub conditions: Vec<Condition>,
     pub verdict: Verdict,
 }
@@ -131,7 +133,7 @@ pub fn judge<'a>(
                     c
                 })
                 .collect();
-            Judged { binding: id, conditions, verdict }
+            Judged { binding: id, selector: j.binding.origin.selector().cloned(), conditions, verdict }
         })
         .collect();
     let mut judged: Vec<Judged> = judged;
@@ -309,6 +311,7 @@ fn stopped(s: &Stop) -> Verdict {
     match s {
         Stop::Wait(wait, message) => Verdict::Waiting { wait: *wait, message: Arc::from(message.as_str()) },
         Stop::Fail(f) => Verdict::Failed { failure: f.clone(), retry: Retry::Backoff },
+        Stop::Refuse(f) => Verdict::Failed { failure: f.clone(), retry: Retry::Sweep },
     }
 }
 

@@ -54,6 +54,10 @@ pub(crate) enum Effect {
 pub(crate) enum Stop {
     Wait(Wait, String),
     Fail(Failure),
+    /// Nothing is done for the binding, and trying again will not change that until its
+    /// config, its group's tags or what the group launches with change: looked at again
+    /// at the next resync or sweep.
+    Refuse(Failure),
 }
 
 #[derive(Debug, Clone)]

@@ -14,6 +14,11 @@ pub enum Retry {
     /// launches fail although its permissions are in place), and only a full pass reads
     /// launches again.
     Resync,
+    /// When the selectors are next swept, or the config edited: nothing is done for the
+    /// binding (a selector's group that launches with a key it may not grant, say), and
+    /// only a change of the config, the group's tags or what it launches with changes
+    /// that. Not converged: it is a failure the user has to see.
+    Sweep,
 }
 
 /// What one binding's conditions add up to.

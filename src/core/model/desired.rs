@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use super::select::{Origin, Selector};
 use super::{AccountId, AsgRef, BindingId, Failure, Instance, KeyArn, Slr};
 
 /// A validated binding: one ASG that must be able to use one key. A config entry with
@@ -18,6 +19,8 @@ pub struct Binding {
     /// use now, which the operator replaces with copies under `key` (procedure case 2,
     /// solution 1). None for the default strategy, a grant on each key.
     pub reencrypt_from: Option<Arc<[KeyArn]>>,
+    /// The config's `bindings`, or a selector's sweep.
+    pub origin: Origin,
 }
 
 impl Binding {
@@ -41,6 +44,9 @@ pub struct Desired {
     /// Accounts other than our own, with the role to assume in each.
     pub accounts: BTreeMap<AccountId, String>,
     pub bindings: Vec<Binding>,
+    /// Groups chosen by tag: each sweep of them adds bindings (see
+    /// [`crate::core::select`]).
+    pub selectors: Vec<Selector>,
     /// Which instance this is, and whether it prunes.
     pub operator: Operator,
 }
@@ -95,4 +101,11 @@ pub struct Operator {
     /// pruning: read, with pruning on, to prune what this instance wrote there, until
     /// nothing of it is left. Only the daemon sees an edit, so only it fills this.
     pub departed: std::collections::BTreeSet<KeyArn>,
+    /// `defaults.selectorSyncInterval`: how often the daemon sweeps the selectors between
+    /// full resyncs (never less often than it resyncs); [`DEFAULT_SELECTOR_SYNC`] when
+    /// the config says nothing.
+    pub selector_sync: Option<std::time::Duration>,
 }
+
+/// How often selectors are swept unless `defaults.selectorSyncInterval` says otherwise.
+pub const DEFAULT_SELECTOR_SYNC: std::time::Duration = std::time::Duration::from_secs(60);

@@ -3,6 +3,7 @@
 pub mod desired;
 pub mod launch;
 pub mod observed;
+pub mod select;
 
 use std::fmt;
 use std::ops::Deref;
@@ -300,6 +301,13 @@ pub struct Slr {
     pub partition: &'static str,
     /// Shared with every binding that names the same suffix.
     pub suffix: Option<Arc<str>>,
+}
+
+/// The custom suffix of an Auto Scaling service-linked role, from its ARN: None for the
+/// default role, or an ARN that names no such role.
+pub fn slr_suffix_of(arn: &str) -> Option<Arc<str>> {
+    let name = arn.rsplit('/').next()?;
+    name.strip_prefix(DEFAULT_SLR_NAME)?.strip_prefix('_').filter(|s| !s.is_empty()).map(Arc::from)
 }
 
 impl Slr {

@@ -207,7 +207,11 @@ fn prune_grants(
         if !gone.iter().any(|(p, _)| *p == root) {
             count += 1;
         }
-        let slr = Slr { account, partition: key.partition(), suffix: suffix_of(&g.grantee_principal) };
+        let slr = Slr {
+            account,
+            partition: key.partition(),
+            suffix: crate::core::model::slr_suffix_of(&g.grantee_principal),
+        };
         out.grants.push(PlannedChange {
             reason: format!(
                 "prune grant {} ({name}) for {}: no binding of instance {instance} needs it on this key any more",
@@ -264,10 +268,4 @@ pub fn edit_prune_hold(before: &Desired, after: &Desired) -> Option<String> {
     (removed > 0 && (after.bindings.is_empty() || removed * 2 > was)).then(|| {
         format!("the config edit removes {removed} of its {was} bindings: more than half, or all of them. {CONFIRM}")
     })
-}
-
-/// The custom suffix of an Auto Scaling service-linked role, from its ARN.
-fn suffix_of(arn: &str) -> Option<std::sync::Arc<str>> {
-    let name = arn.rsplit('/').next()?;
-    name.strip_prefix(crate::core::model::DEFAULT_SLR_NAME)?.strip_prefix('_').map(std::sync::Arc::from)
 }

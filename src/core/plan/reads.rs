@@ -11,7 +11,11 @@ use crate::core::model::{AccountId, KeyArn};
 /// and per (account, region) for ASGs, however many bindings share them.
 pub fn reads(desired: &Desired, caller: &AccountId, depth: Depth) -> Reads {
     let mut r = Reads::default();
-    for b in desired.bindings.iter().filter(|b| desired.unreachable(b, caller).is_none()) {
+    // A selector's group that gets nothing (a key it may not grant) is not read either.
+    let live = |b: &&crate::core::model::desired::Binding| {
+        desired.unreachable(b, caller).is_none() && b.origin.refused().is_none()
+    };
+    for b in desired.bindings.iter().filter(live) {
         r.roles.insert(b.slr());
         r.asgs.entry((b.asg.account, b.asg.region.clone())).or_default().insert(b.asg.clone());
         r.accounts.insert(b.asg.account);

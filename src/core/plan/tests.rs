@@ -91,11 +91,12 @@ fn binding(asg: &str, key: &str) -> Binding {
         key: KeyArn::parse(key).unwrap(),
         slr_suffix: None,
         reencrypt_from: None,
+        origin: Default::default(),
     }
 }
 
 fn desired(bindings: Vec<Binding>) -> Desired {
-    let mut d = Desired { accounts: Default::default(), bindings, operator: Default::default() };
+    let mut d = Desired { accounts: Default::default(), bindings, selectors: Vec::new(), operator: Default::default() };
     d.accounts.insert(acct(KEY_ACCT), "arn:aws:iam::444455556666:role/key-admin".into());
     d
 }
@@ -867,6 +868,7 @@ fn check_observed_table() {
                 key: KeyArn::parse(OWN_KEY).unwrap(),
                 slr_suffix: None,
                 reencrypt_from: None,
+                origin: Default::default(),
             }],
             observed: |_| Observed::default(),
             want_ready: vec![],

@@ -16,6 +16,7 @@ mod mapping;
 mod observe;
 mod reads;
 mod reencrypt;
+pub mod select;
 mod versions;
 
 use std::collections::{BTreeMap, HashMap};

@@ -10,6 +10,9 @@ use crate::core::units::Units;
 
 /// The desired state and what the daemon knows of each binding.
 pub(super) struct Config {
+    /// The config file as last read and found valid: its bindings and its selectors.
+    pub file: Arc<Desired>,
+    /// What is in force: the file's bindings and those its selectors' last sweep found.
     pub desired: Arc<Desired>,
     pub units: Units,
     /// The file's text as last read, to tell a real edit from a touch.
@@ -49,6 +52,7 @@ impl Config {
             bound: desired.bindings.iter().map(|b| b.id()).collect(),
             units: Units::of(&desired),
             prune_baseline: Arc::new(desired.clone()),
+            file: Arc::new(desired.clone()),
             departed: BTreeSet::new(),
             desired: Arc::new(desired),
             last_text,
@@ -84,6 +88,7 @@ impl Config {
         Desired {
             accounts: desired.accounts.clone(),
             bindings: desired.bindings.iter().filter(|b| wanted.contains(&b.key)).cloned().collect(),
+            selectors: Vec::new(),
             operator,
         }
     }

@@ -120,6 +120,15 @@ impl<R: Reconciler> Daemon<R> {
         Metrics::count(&metrics.reloads, "success");
         self.report.board.set_config(ConfigState::Valid);
         metrics.config_valid.set(1);
+        self.config.file = std::sync::Arc::new(new.clone());
+        new = self.expand_edit(&new);
+        self.take_desired(new, "config reloaded");
+    }
+
+    /// Takes in a new desired state, from an edit or a sweep: the prune guard weighs it,
+    /// its changed keys are queued, its departed keys pruned, what left it forgotten.
+    pub(super) fn take_desired(&mut self, mut new: crate::core::model::desired::Desired, what: &'static str) {
+        let metrics = self.report.metrics.clone();
         match self.config.hold_mass_prune(&mut new) {
             Some(true) => tracing::warn!(reason = new.operator.prune_held.as_deref().unwrap_or_default(), "prune held"),
             Some(false) => tracing::info!("prune no longer held: the config's removals are confirmed or undone"),
@@ -146,11 +155,11 @@ impl<R: Reconciler> Daemon<R> {
         self.report.board.retain(|b| bound.contains(b) && !fresh.contains(b));
         self.report.forget(bound, &edit.gone_groups);
         let new = self.config.desired.clone();
-        tracing::info!(bindings = new.bindings.len(), changed_keys = edit.changed.len(), "config reloaded");
+        tracing::info!(bindings = new.bindings.len(), changed_keys = edit.changed.len(), "{what}");
         report::warn_default_roles(&new, Some(&old));
         report::warn_unknown_regions(&new, Some(&old));
         report::warn_empty_prune(&new, &metrics);
-        self.report.gauge(&self.config.bound);
+        self.report.gauge(&self.config.bound, &self.config.desired);
         self.prune_gauge();
         self.resync_done_if_paid();
     }

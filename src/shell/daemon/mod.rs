@@ -24,9 +24,11 @@
 mod config;
 mod connection;
 mod edits;
+mod reconciler;
 mod report;
 mod resync;
 mod start;
+mod sweeps;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
@@ -42,6 +44,7 @@ use tracing::Instrument;
 pub use config::changed_keys;
 use config::Config;
 use connection::Connection;
+pub use reconciler::{AwsReconciler, Reconciler};
 use report::Reporter;
 use resync::Resync;
 
@@ -51,9 +54,9 @@ use crate::core::model::desired::Desired;
 use crate::core::model::{BindingId, ErrorClass, Failure, KeyArn};
 use crate::core::next::{next, Action, Intervals};
 use crate::core::plan::Depth;
-use crate::shell::aws::{Aws, CallStats, ExecSettings};
+use crate::shell::aws::{CallStats, ExecSettings};
 use crate::shell::metrics::{self, ClassLabel, Metrics};
-use crate::shell::reconcile::{self, Outcome};
+use crate::shell::reconcile::Outcome;
 use crate::shell::runner::{PassId, Runner};
 use crate::shell::scheduler::{Backoff, Jitter, Scheduler};
 
@@ -129,56 +132,6 @@ pub enum DaemonError {
     Load(String),
 }
 
-/// What the loop needs from the outside world: a connection, and a pass over some
-/// bindings. [`AwsReconciler`] is the real one; tests put in their own to drive the loop
-/// on a paused clock.
-pub trait Reconciler: Send + Sync + 'static {
-    type Client: Send + Sync + 'static;
-    /// Connects; `region` is the fallback for global calls.
-    fn connect(&self, region: String) -> impl Future<Output = Result<Self::Client, String>> + Send + 'static;
-    /// Reconciles `desired` (the bindings of the keys due) once; a full pass also reads
-    /// what changes rarely (the groups' recent launches). `prior` is each binding's last
-    /// judgement, for what the pass does not read.
-    fn reconcile(
-        &self,
-        client: Arc<Self::Client>,
-        desired: Desired,
-        depth: Depth,
-        prior: BTreeMap<BindingId, Judged>,
-    ) -> impl Future<Output = Outcome> + Send + 'static;
-}
-
-/// Passes against AWS: [`reconcile::apply`] with the daemon's settings.
-pub struct AwsReconciler {
-    pub stats: Arc<CallStats>,
-    pub exec: ExecSettings,
-    pub max_rounds: u32,
-}
-
-impl Reconciler for AwsReconciler {
-    type Client = Aws;
-
-    fn connect(&self, region: String) -> impl Future<Output = Result<Aws, String>> + Send + 'static {
-        let stats = self.stats.clone();
-        async move {
-            let aws = Aws::connect(&region, stats).await.map_err(|e| e.to_string())?;
-            tracing::info!(account = %aws.caller(), "connected to AWS");
-            Ok(aws)
-        }
-    }
-
-    fn reconcile(
-        &self,
-        aws: Arc<Aws>,
-        desired: Desired,
-        depth: Depth,
-        prior: BTreeMap<BindingId, Judged>,
-    ) -> impl Future<Output = Outcome> + Send + 'static {
-        let (exec, max_rounds) = (self.exec.clone(), self.max_rounds);
-        async move { reconcile::apply(&aws, &desired, max_rounds, &exec, depth, &prior).await }
-    }
-}
-
 /// How many passes may be in flight at once, each over units no other pass holds.
 pub const PASS_CONCURRENCY: usize = 4;
 
@@ -215,6 +168,7 @@ struct Daemon<R: Reconciler> {
     prunes_held: BTreeSet<KeyArn>,
     /// An edit of the config file being parsed, off the loop's thread.
     parsing: Option<edits::Parsing>,
+    sweeps: sweeps::Sweeps,
     jitter: Jitter,
 }
 
@@ -248,7 +202,7 @@ pub async fn run_with<R: Reconciler>(
     let report = Reporter::new(metrics, started.health, started.board);
     let mut d = Daemon::new(settings, reconciler, started.desired, started.last_text, report);
     Metrics::count(&d.report.metrics.reloads, "success");
-    d.report.gauge(&d.config.bound);
+    d.report.gauge(&d.config.bound, &d.config.desired);
     d.prune_gauge();
 
     let mut turns = RunReport::default();
@@ -275,6 +229,7 @@ pub async fn run_with<R: Reconciler>(
                 d.reload();
             }
             r = edits::join(&mut d.parsing) => d.parsed(r),
+            r = sweeps::join(&mut d.sweeps.running) => d.swept(r),
             _ = tick.tick() => d.poll_file(),
             _ = sleep_until(wake.unwrap_or_else(Instant::now)), if wake.is_some() => {}
         }
@@ -308,6 +263,7 @@ impl<R: Reconciler> Daemon<R> {
             launches_owed: BTreeSet::new(),
             prunes_held: BTreeSet::new(),
             parsing: None,
+            sweeps: sweeps::Sweeps::new(now),
             reconciler: Arc::new(reconciler),
             settings,
             jitter: Jitter::from_clock(),
@@ -336,7 +292,11 @@ impl<R: Reconciler> Daemon<R> {
     fn next_wake(&self) -> Option<Instant> {
         match &self.connection {
             Connection::Up(_) if self.passes.runner.has_room() => {
-                Some(self.scheduler.next_due().map_or(self.resync.next_at, |t| t.min(self.resync.next_at)))
+                let mut at = self.scheduler.next_due().map_or(self.resync.next_at, |t| t.min(self.resync.next_at));
+                if self.selecting() && self.sweeps.running.is_none() {
+                    at = at.min(self.sweeps.next_at);
+                }
+                Some(at)
             }
             Connection::Up(_) => None,
             c => c.wake_at(),
@@ -348,16 +308,26 @@ impl<R: Reconciler> Daemon<R> {
         let now = Instant::now();
         match &self.connection {
             Connection::Down { retry_at, failures } if *retry_at <= now => {
-                let region =
-                    self.config.desired.bindings.first().map_or("us-east-1".to_owned(), |b| b.asg.region.clone());
+                let file = &self.config.file;
+                let region = file.bindings.first().map(|b| b.asg.region.clone());
+                let region = region.or_else(|| file.selectors.first().map(|s| s.regions[0].clone()));
+                let region = region.unwrap_or_else(|| "us-east-1".to_owned());
                 let handle = tokio::spawn(self.reconciler.connect(region));
                 self.connection = Connection::Connecting { handle, failures: *failures };
             }
             Connection::Up(client) if self.passes.runner.has_room() => {
                 let client = client.clone();
-                if let Some(owed) = self.resync.start_if_due(now, self.config.keys()) {
+                self.start_sweep_if_due(client.clone(), now);
+                // The first resync waits for the first sweep, so that readiness covers
+                // the groups the selectors find; every later one sweeps with it.
+                let swept = !self.selecting() || self.sweeps.first_done;
+                let owed = if swept { self.resync.start_if_due(now, self.config.keys()).cloned() } else { None };
+                if let Some(owed) = owed {
                     for k in owed {
                         self.scheduler.schedule(k.clone(), now);
+                    }
+                    if self.resync.first_done {
+                        self.sweeps.next_at = now;
                     }
                     self.resync_done_if_paid();
                 }
@@ -509,7 +479,7 @@ impl<R: Reconciler> Daemon<R> {
         let converged = outcome.judged.iter().filter(|j| j.verdict.converged()).count();
         let failed = outcome.judged.iter().filter(|j| report::counted_failure(&j.verdict).is_some()).count();
         self.report.board.update(outcome.judged);
-        let tally = self.report.gauge(&self.config.bound);
+        let tally = self.report.gauge(&self.config.bound, &self.config.desired);
         let (ready_total, keys, full) = (tally.ready, keys.len(), pass.full);
         if applied > 0 || failed > 0 {
             tracing::info!(keys, applied, failed, converged, ready, ready_total, full, "pass finished");

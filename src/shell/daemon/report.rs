@@ -74,6 +74,10 @@ impl Reporter {
             if let Verdict::Waiting { wait: Wait::Copy, message } = v {
                 tracing::info!(binding = %b, key = %b.key, detail = %message, "AWS is still at work for this binding; looking again soon");
             }
+            if let (Some(f), Verdict::Failed { retry: Retry::Sweep, .. }) = (v.failure(), v) {
+                self.warn_refused(b, &f);
+                continue;
+            }
             match (v.failure(), retry_in) {
                 (Some(f), Some(delay))
                     if v.is_failed()
@@ -94,6 +98,16 @@ impl Reporter {
             tracing::debug!(binding = %b, key = %b.key, error = %f, class = f.class.as_str(), retry_in = ?delay, "binding still failing");
         } else {
             tracing::warn!(binding = %b, key = %b.key, error = %f, class = f.class.as_str(), retry_in = ?delay, "binding failed");
+            self.warned.insert(b.clone(), failure);
+        }
+    }
+
+    /// A binding nothing is done for until the selectors' next sweep or an edit: said once
+    /// at warn level, while it stays the same.
+    fn warn_refused(&mut self, b: &BindingId, f: &Failure) {
+        let failure = (f.class, f.message.clone());
+        if self.warned.get(b) != Some(&failure) {
+            tracing::warn!(binding = %b, key = %b.key, error = %f, "nothing is done for this binding until the selectors' next sweep or a config edit");
             self.warned.insert(b.clone(), failure);
         }
     }
@@ -149,7 +163,16 @@ impl Reporter {
     }
 
     /// The `bindings` gauge, from the board: one answer with `/status`.
-    pub fn gauge(&self, bound: &BTreeSet<BindingId>) -> Tally {
+    /// And the `selector_bindings` gauge, from `desired`'s selectors and their bindings.
+    pub fn gauge(&self, bound: &BTreeSet<BindingId>, desired: &Desired) -> Tally {
+        let mut by_selector: BTreeMap<String, Vec<BindingId>> =
+            desired.selectors.iter().map(|s| (s.name.to_string(), Vec::new())).collect();
+        for b in &desired.bindings {
+            if let Some(s) = b.origin.selector() {
+                by_selector.entry(s.to_string()).or_default().push(b.id());
+            }
+        }
+        self.metrics.report_selectors(&self.board, &by_selector);
         self.metrics.report_bindings(&self.board, bound)
     }
 

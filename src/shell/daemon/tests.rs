@@ -176,7 +176,7 @@ impl Reconciler for Slow {
 /// A binding judged `verdict`, with its launches as given.
 fn judged(binding: BindingId, verdict: Verdict, (status, reason): (State, Reason)) -> Judged {
     let condition = Condition { kind: Kind::LaunchesHealthy, status, reason, message: "".into(), since: 0 };
-    Judged { binding, conditions: vec![condition], verdict }
+    Judged { binding, selector: None, conditions: vec![condition], verdict }
 }
 
 /// A verdict of failure, of `class`.
