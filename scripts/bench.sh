@@ -7,6 +7,9 @@
 #   scripts/bench.sh core            the pure-core criterion benchmarks (cargo bench)
 #   scripts/bench.sh quota [--cases N:RATE,...]
 #                                    a cold apply behind an undisclosed Auto Scaling quota
+#   scripts/bench.sh living [--sizes 1000,10000] [--events 20]
+#                                    selectors (a sweep's reads, a new tagged group, RSS)
+#                                    and change events (event to repaired, reads per event)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # The command, as the tables in docs/benchmarks.md say how they were measured.
@@ -24,6 +27,10 @@ export PATH="$PWD/.venv/bin:$PATH"
 if [ "${1:-}" = quota ]; then
   shift
   exec python bench/quota.py "$@"
+fi
+if [ "${1:-}" = living ]; then
+  shift
+  exec python bench/living.py "$@"
 fi
 if [ "${1:-}" = --with-10k ]; then
   shift

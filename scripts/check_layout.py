@@ -42,6 +42,7 @@ CORE_LAYERS = {
     "activity": 2,
     "units": 2,
     "select": 2,
+    "events": 2,
     "judge": 3,
     "plan": 4,
     "next": 4,

@@ -53,6 +53,7 @@ done
   deploy/kubernetes-monitoring/kustomization.yaml deploy/monitoring/kustomization.yaml deploy/monitoring/prometheusrule.yaml \
   "${rendered_args[@]}"
 .venv/bin/python scripts/check_ecs_task.py deploy/ecs/task-definition.json
+.venv/bin/cfn-lint deploy/events/events.yaml deploy/events/key-owner.yaml
 # The example config, and the config the Kubernetes ConfigMap carries, against the schema.
 .venv/bin/check-jsonschema --schemafile config/schema.json config/example.yaml deploy/kubernetes/config.yaml \
   deploy/kubernetes-overlay/config.yaml

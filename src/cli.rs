@@ -202,6 +202,10 @@ pub enum Command {
         /// How soon an image copy in progress (`strategy: reencrypt`) is looked at again.
         #[arg(long, default_value = "15s", value_parser = resync_interval)]
         copy_recheck_interval: Duration,
+        /// Receive AWS's change events from this SQS queue (its URL), over the config's
+        /// `events`; see docs/operating.md, "Change events".
+        #[arg(long, value_name = "URL")]
+        events_queue: Option<String>,
     },
     /// For keys whose owner account has no `accounts` entry: print, per owner account, the
     /// key policy statements to add (the operator's own case 2 statements, each with its

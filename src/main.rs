@@ -2,7 +2,6 @@
 //! `iam-policy`, and the conventions around them (`healthcheck`, `completions`, `man`).
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -160,8 +159,19 @@ fn main() -> ExitCode {
             let Some(desired) = load(&config) else { return ExitCode::FAILURE };
             runtime().block_on(handoff(desired, output))
         }
-        Command::Run { config, listen, resync_interval, handoff_recheck_interval, copy_recheck_interval } => {
-            run_daemon(config, listen, resync_interval, handoff_recheck_interval, copy_recheck_interval)
+        Command::Run {
+            config,
+            listen,
+            resync_interval,
+            handoff_recheck_interval,
+            copy_recheck_interval,
+            events_queue,
+        } => {
+            let mut settings = daemon::Settings::new(config, listen, resync_interval);
+            settings.handoff_recheck = handoff_recheck_interval;
+            settings.progress_recheck = copy_recheck_interval;
+            settings.events_queue = events_queue;
+            run_daemon(settings)
         }
     };
     if STDOUT_FAILED.load(Ordering::Relaxed) {
@@ -358,16 +368,7 @@ fn man_command() -> ExitCode {
 }
 
 /// `run`: the daemon, until a shutdown signal.
-fn run_daemon(
-    config: PathBuf,
-    listen: SocketAddr,
-    resync_interval: Duration,
-    handoff_recheck_interval: Duration,
-    copy_recheck_interval: Duration,
-) -> ExitCode {
-    let mut settings = daemon::Settings::new(config, listen, resync_interval);
-    settings.handoff_recheck = handoff_recheck_interval;
-    settings.progress_recheck = copy_recheck_interval;
+fn run_daemon(settings: daemon::Settings) -> ExitCode {
     match runtime().block_on(daemon::run(settings, async {
         shutdown_signal().await;
     })) {
@@ -498,7 +499,7 @@ async fn plan(desired: Desired, output: Output) -> ExitCode {
     let (observed, p) = reconcile::observe_and_plan(&aws, &desired, Depth::Full).await;
     // The operator acts as its own caller in its account, and as the configured role in
     // every other.
-    let mut operators: std::collections::BTreeMap<AccountId, String> = desired.accounts.clone();
+    let mut operators: BTreeMap<AccountId, String> = desired.accounts.clone();
     operators.insert(*aws.caller(), aws.caller_arn().to_owned());
     let access = access::key_access(&desired, &observed, &operators);
     match output {
@@ -611,7 +612,7 @@ async fn apply(desired: Desired, max_rounds: u32, stats_json: Option<PathBuf>) -
         stop.request();
         name
     });
-    let out = reconcile::apply(&aws, &desired, max_rounds, &settings, Depth::Full, &BTreeMap::new()).await;
+    let out = reconcile::apply(&aws, &desired, max_rounds, &settings, Depth::Full, &Default::default()).await;
     let stopped_by = match signalled.is_finished() {
         true => signalled.await.ok(),
         false => {
@@ -780,7 +781,7 @@ mod tests {
         let cli = Cli::try_parse_from(["asg-cmk-operator", "run", "--config", "c.yaml", "--listen", "localhost:8080"]);
         let Command::Run { listen, .. } = cli.unwrap().command else { panic!("not run") };
         assert!(listen.ip().is_loopback() && listen.port() == 8080, "{listen}");
-        assert_eq!(listen_address("0.0.0.0:9"), Ok(SocketAddr::from(([0, 0, 0, 0], 9))));
+        assert_eq!(listen_address("0.0.0.0:9"), Ok(std::net::SocketAddr::from(([0, 0, 0, 0], 9))));
         assert!(listen_address("localhost").unwrap_err().contains("localhost:8080"));
     }
 

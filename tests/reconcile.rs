@@ -513,6 +513,7 @@ async fn without_a_round_backoff_a_troubled_round_rereads_only_the_units_it_touc
     moto.reset_calls();
     let settings = ExecSettings { round_backoff: None, ..ExecSettings::default() };
     let prior = std::collections::BTreeMap::new();
+    let prior = asg_cmk_operator::shell::reconcile::Prior { judged: prior, ..Default::default() };
     let out = asg_cmk_operator::shell::reconcile::apply(&aws, &desired, 3, &settings, Depth::Quick, &prior).await;
 
     let calls = moto.calls();

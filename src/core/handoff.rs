@@ -165,6 +165,7 @@ mod tests {
                 bind("api", key("444455556666")),
             ],
             selectors: Vec::new(),
+            events: None,
             operator: Default::default(),
         };
         let doc = document(&desired, &caller);

@@ -124,6 +124,7 @@ mod tests {
                 origin: Default::default(),
             }],
             selectors: Vec::new(),
+            events: None,
             operator: Default::default(),
         };
         let units = Units::of(&d).with_lone([&key(1), &key(2)]);
@@ -148,7 +149,13 @@ mod tests {
     }
 
     fn desired(bindings: Vec<Binding>) -> Desired {
-        Desired { accounts: Default::default(), bindings, selectors: Vec::new(), operator: Default::default() }
+        Desired {
+            accounts: Default::default(),
+            bindings,
+            selectors: Vec::new(),
+            events: None,
+            operator: Default::default(),
+        }
     }
 
     #[test]

@@ -21,6 +21,12 @@ pub struct ResultLabel {
     pub result: String,
 }
 
+/// Why an event was dropped.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ClassLabel {
     pub class: String,
@@ -112,6 +118,15 @@ pub struct Metrics {
     pub bindings: Family<StateLabel, Gauge>,
     /// The bindings selectors found, by selector and state (a part of `bindings`).
     pub selector_bindings: Family<SelectorStateLabel, Gauge>,
+    /// Change events: received, dropped (by reason), receive errors, whether a queue is
+    /// configured, and the Unix times of the last successful receive and the last event
+    /// taken in.
+    pub events_received: Counter,
+    pub events_dropped: Family<ReasonLabel, Counter>,
+    pub events_receive_errors: Counter,
+    pub events_configured: Gauge,
+    pub events_polled: Gauge,
+    pub events_last: Gauge,
     /// Per binding: whether it is failed (see [`BindingFailed`]).
     binding_failed: Arc<BindingFailed>,
     pub reloads: Family<ResultLabel, Counter>,
@@ -167,6 +182,12 @@ impl Metrics {
             changes: Family::default(),
             bindings: Family::default(),
             selector_bindings: Family::default(),
+            events_received: Counter::default(),
+            events_dropped: Family::default(),
+            events_receive_errors: Counter::default(),
+            events_configured: Gauge::default(),
+            events_polled: Gauge::default(),
+            events_last: Gauge::default(),
             binding_failed: Arc::default(),
             reloads: Family::default(),
             config_unreadable: Gauge::default(),
@@ -212,6 +233,37 @@ impl Metrics {
         registry.register_collector(Box::new(DroppedLogs));
         self.register_config(registry);
         self.register_daemon(registry);
+        self.register_events(registry);
+    }
+
+    /// The metrics of change events.
+    fn register_events(&self, registry: &mut Registry) {
+        registry.register("events_received", "Change events received from the queue", self.events_received.clone());
+        registry.register(
+            "events_dropped",
+            "Change events dropped, by reason: not_json, unknown_event, missing_field, not_covered (touches nothing the config covers)",
+            self.events_dropped.clone(),
+        );
+        registry.register(
+            "events_receive_errors",
+            "Receives from the events queue that failed (each backs off)",
+            self.events_receive_errors.clone(),
+        );
+        registry.register(
+            "events_configured",
+            "1 while a queue of change events is configured, else 0",
+            self.events_configured.clone(),
+        );
+        registry.register(
+            "events_last_receive_timestamp_seconds",
+            "Unix time of the last receive from the events queue that succeeded (with or without messages); 0 until one has",
+            self.events_polled.clone(),
+        );
+        registry.register(
+            "events_last_event_timestamp_seconds",
+            "Unix time of the last change event taken in (one that touched something); 0 until one has",
+            self.events_last.clone(),
+        );
     }
 
     /// The metrics of the config file: its reloads, and whether it is read and valid.
@@ -567,7 +619,7 @@ mod tests {
                 assert_eq!(sample, name, "{line}");
             }
         }
-        assert_eq!(families, 17, "{text}");
+        assert_eq!(families, 22, "{text}");
         assert!(!text.contains("# EOF"), "{text}");
         assert!(text.contains("# TYPE asg_cmk_operator_reconcile_passes_total counter\n"), "{text}");
         assert!(text.contains("\nasg_cmk_operator_reconcile_passes_total{result=\"success\"} 1\n"), "{text}");

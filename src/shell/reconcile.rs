@@ -13,7 +13,7 @@ use tracing::Instrument;
 use crate::core::judge::{Context, Judged, Retry, Settled, Verdict};
 use crate::core::model::desired::Desired;
 use crate::core::model::observed::Observed;
-use crate::core::model::{AsgRef, BindingId, ErrorClass, Failure, KeyArn, LaunchActivity};
+use crate::core::model::{AsgRef, BindingId, ErrorClass, Failure, KeyArn, LaunchActivity, LaunchSource};
 use crate::core::plan::{self, Depth, Plan, PlannedChange};
 use crate::shell::aws::{self, Aws, ExecSettings};
 use crate::shell::clock::unix_seconds;
@@ -26,6 +26,15 @@ pub async fn observe_and_plan(aws: &Arc<Aws>, desired: &Desired, depth: Depth) -
     let observed = aws::observe(aws, desired, &reads).await;
     let p = plan::plan(desired, &observed, aws.caller(), &Context::at(unix_seconds()));
     (observed, p)
+}
+
+/// What a pass knows before it reads: each binding's last judgement (for what it does
+/// not read, and the transition times of what did not change), and launches that events
+/// reported since the groups' launches were last read.
+#[derive(Debug, Clone, Default)]
+pub struct Prior {
+    pub judged: BTreeMap<BindingId, Judged>,
+    pub launches: BTreeMap<AsgRef, LaunchActivity>,
 }
 
 /// The result of [`apply`].
@@ -44,6 +53,8 @@ pub struct Outcome {
     /// Keys on which something to prune is left (a prune that failed, or was not tried
     /// again after a failure), with why. A prune that is held is not pending.
     pub prune_pending: BTreeMap<KeyArn, Failure>,
+    /// Where each group read launches from: what a launch template's event touches.
+    pub sources: BTreeMap<AsgRef, Vec<LaunchSource>>,
 }
 
 impl Outcome {
@@ -61,17 +72,20 @@ impl Outcome {
 /// stand, and the caller queues the work again (the daemon never sleeps in a pass).
 ///
 /// A full pass (`depth`) also reads the groups' recent launches, in its first round.
-/// `prior` is each binding's last judgement, for what this pass does not read.
+/// `prior` is what is known before reading: the last judgements, and launches events
+/// reported (a read of the launches replaces them).
 pub async fn apply(
     aws: &Arc<Aws>,
     desired: &Desired,
     max_rounds: u32,
     settings: &ExecSettings,
     depth: Depth,
-    prior: &BTreeMap<BindingId, Judged>,
+    prior: &Prior,
 ) -> Outcome {
     let mut out = Outcome::default();
     let mut r = Rounds::default();
+    r.seen.launches.extend(prior.launches.iter().map(|(a, l)| (a.clone(), Ok(Some(l.clone())))));
+    let prior = &prior.judged;
     let mut jitter = Jitter::from_clock();
     loop {
         out.rounds += 1;
@@ -100,6 +114,12 @@ pub async fn apply(
             out.prune_pending = r.prunes.left(&plan);
             out.judged = r.conclude(desired, &plan, out.rounds, max_rounds);
             out.launches = std::mem::take(&mut r.seen.launches);
+            out.sources = r
+                .seen
+                .asgs
+                .iter()
+                .filter_map(|(a, g)| Some((a.clone(), g.as_ref().ok()?.as_ref()?.sources.clone())))
+                .collect();
             return out;
         }
         r.settle(plan.stopped().map(|j| (&j.binding, &j.verdict)));
@@ -250,6 +270,7 @@ pub fn without<V>(desired: &Desired, drop: &BTreeMap<BindingId, V>) -> Desired {
         accounts: desired.accounts.clone(),
         bindings: desired.bindings.iter().filter(|b| !drop.contains_key(&b.id())).cloned().collect(),
         selectors: Vec::new(),
+        events: None,
         operator: desired.operator.clone(),
     }
 }

@@ -133,6 +133,7 @@ mod tests {
             accounts: Default::default(),
             bindings,
             selectors: Vec::new(),
+            events: None,
             operator: Default::default(),
         })
     }

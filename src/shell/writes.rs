@@ -272,6 +272,7 @@ pub fn within(desired: &Desired, keys: &BTreeSet<KeyArn>) -> Desired {
         accounts: desired.accounts.clone(),
         bindings: desired.bindings.iter().filter(|b| keep.contains(&b.key)).cloned().collect(),
         selectors: Vec::new(),
+        events: None,
         operator,
     }
 }

@@ -1,7 +1,8 @@
 //! The schema: the fields each section of the file may have. config/schema.json, for
 //! editors and check-jsonschema, must list the same (a test in [`super`] checks it).
 
-pub(super) const TOP_LEVEL: [&str; 6] = ["version", "instance", "defaults", "accounts", "bindings", "selectors"];
+pub(super) const TOP_LEVEL: [&str; 7] =
+    ["version", "instance", "defaults", "accounts", "bindings", "selectors", "events"];
 pub(super) const DEFAULTS_FIELDS: [&str; 6] = [
     "region",
     "serviceLinkedRoleSuffix",
@@ -24,3 +25,4 @@ pub(super) const SELECTOR_FIELDS: [&str; 9] = [
     "strategy",
     "reencryptWith",
 ];
+pub(super) const EVENTS_FIELDS: [&str; 2] = ["queueUrl", "region"];

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use serde_norway::{Mapping, Value};
 
-use super::schema::SELECTOR_FIELDS;
+use super::schema::{EVENTS_FIELDS, SELECTOR_FIELDS};
 use super::validate::{join, kind, Defaults, Validator};
 use crate::core::model::is_region;
 use crate::core::model::select::{Selector, TagValue};
@@ -58,6 +58,34 @@ impl Validator {
             slr_suffix: suffix,
             reencrypt_with,
         })
+    }
+
+    /// `events`: the queue of change events, by URL, and its Region (else the URL's, else
+    /// `defaults.region`).
+    pub(super) fn events(
+        &mut self,
+        value: &Value,
+        default_region: Option<&str>,
+    ) -> Option<crate::core::model::desired::Events> {
+        let map = self.mapping(value, "events", &EVENTS_FIELDS)?;
+        let url = self.string(map, "events", "queueUrl", true)?;
+        let region = self.string(map, "events", "region", false);
+        if let Some(r) = region.as_deref().filter(|r| !is_region(r)) {
+            self.err("events.region", format!("{r:?} is not a region name"));
+            return None;
+        }
+        let parsed =
+            crate::core::model::desired::Events::parse(&url, region.as_deref()).or_else(|e| match default_region {
+                Some(d) if region.is_none() => crate::core::model::desired::Events::parse(&url, Some(d)),
+                _ => Err(e),
+            });
+        match parsed {
+            Ok(e) => Some(e),
+            Err(e) => {
+                self.err("events.queueUrl", e);
+                None
+            }
+        }
     }
 
     /// `regions`: a list of region names; `defaults.region` when absent.

@@ -105,6 +105,7 @@ impl<'de> Visitor<'de> for DocumentVisitor<'_> {
         let mut bindings_shape: Option<Shape<()>> = None;
         let mut selectors = Selectors::default();
         let mut selectors_shape: Option<Shape<()>> = None;
+        let mut events: Option<Value> = None;
         while let Some(key) = map.next_key::<Value>()? {
             let Some(name) = key.as_str() else {
                 v.err("file", format!("field names must be strings, found {}", kind(&key)));
@@ -123,10 +124,8 @@ impl<'de> Visitor<'de> for DocumentVisitor<'_> {
                 }
                 "accounts" => {
                     let accounts = &mut desired.accounts;
-                    match map.next_value_seed(List(|i, item: Value| v.account(i, &item, accounts)))? {
-                        Shape::Expected(()) | Shape::Null => {}
-                        Shape::Other(k) => v.err("accounts", format!("expected a list, found {k}")),
-                    }
+                    let shape = map.next_value_seed(List(|i, item: Value| v.account(i, &item, accounts)))?;
+                    expect_list(v, "accounts", shape);
                 }
                 "bindings" => {
                     let (defaults, bindings) = (defaults.as_ref(), &mut bindings);
@@ -136,6 +135,7 @@ impl<'de> Visitor<'de> for DocumentVisitor<'_> {
                     };
                     bindings_shape = Some(map.next_value_seed(List(each))?);
                 }
+                "events" => events = Some(map.next_value()?),
                 "selectors" => {
                     let (defaults, selectors) = (defaults.as_ref(), &mut selectors);
                     let each = |i, item: Value| match defaults {
@@ -151,8 +151,24 @@ impl<'de> Visitor<'de> for DocumentVisitor<'_> {
             }
         }
         check_version(v, version.as_ref());
+        events_queue(v, &mut desired, events, defaults.as_ref());
         finish(v, &mut desired, defaults, (bindings, bindings_shape), (selectors, selectors_shape));
         Ok(Shape::Expected(desired))
+    }
+}
+
+/// A list field that turned out to be something else.
+fn expect_list(v: &mut Validator, field: &str, shape: Shape<()>) {
+    if let Shape::Other(k) = shape {
+        v.err(field, format!("expected a list, found {k}"));
+    }
+}
+
+/// The `events` field, read once `defaults` (its Region) is known: absent or null is off.
+fn events_queue(v: &mut Validator, desired: &mut Desired, events: Option<Value>, defaults: Option<&Defaults>) {
+    if let Some(value) = events.filter(|e| !e.is_null()) {
+        let region = defaults.and_then(|d| d.region.as_deref());
+        desired.events = v.events(&value, region);
     }
 }
 

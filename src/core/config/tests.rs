@@ -437,7 +437,7 @@ fn accounts_are_streamed_like_bindings_and_located_the_same_way() {
 fn unknown_top_level_field_is_rejected() {
     assert_eq!(
         errors("version: 1\nbindings: []\nbindigns: []\n"),
-        vec!["bindigns: unknown field; expected one of version, instance, defaults, accounts, bindings, selectors"]
+        vec!["bindigns: unknown field; expected one of version, instance, defaults, accounts, bindings, selectors, events"]
     );
 }
 

@@ -222,7 +222,8 @@ pub fn statements(desired: &Desired, account: &AccountId, scoped: &Scoped) -> Re
     // Any account not listed under `accounts` may be the one the operator runs in; it
     // assumes the listed roles.
     let assumes_roles = !desired.accounts.contains_key(account) && !desired.accounts.is_empty();
-    if mine.is_empty() && owned_keys_used_elsewhere.is_empty() && !assumes_roles {
+    let queue_here = desired.events.as_ref().is_some_and(|e| &e.account == account);
+    if mine.is_empty() && owned_keys_used_elsewhere.is_empty() && !assumes_roles && !queue_here {
         return Err(IamPolicyError::NotInConfig(*account));
     }
 
@@ -241,7 +242,21 @@ pub fn statements(desired: &Desired, account: &AccountId, scoped: &Scoped) -> Re
         let roles: BTreeSet<String> = desired.accounts.values().cloned().collect();
         statements.push(statement("AssumeRolesInOtherAccounts", &["sts:AssumeRole"], &roles, None));
     }
+    statements.extend(events_statement(desired, account));
     Ok(statements)
+}
+
+/// The queue of change events, in its own account: received, deleted once taken in, and
+/// its attributes read once at start.
+fn events_statement(desired: &Desired, account: &AccountId) -> Option<Value> {
+    let e = desired.events.as_ref().filter(|e| &e.account == account)?;
+    let partition = desired.bindings.first().map_or("aws", |b| b.key.partition());
+    Some(statement(
+        "ReceiveChangeEvents",
+        &["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"],
+        &BTreeSet::from([e.queue_arn(partition)]),
+        None,
+    ))
 }
 
 /// The statements of an account with groups in the config: their roles, the reads of what

@@ -47,6 +47,8 @@ pub struct Desired {
     /// Groups chosen by tag: each sweep of them adds bindings (see
     /// [`crate::core::select`]).
     pub selectors: Vec<Selector>,
+    /// `events`: the SQS queue EventBridge delivers AWS's change events to, when set.
+    pub events: Option<Events>,
     /// Which instance this is, and whether it prunes.
     pub operator: Operator,
 }
@@ -76,6 +78,48 @@ impl Desired {
     /// creates it once it does, and until then reports what the owner must add.
     pub fn is_handoff(&self, b: &Binding, caller: &AccountId) -> bool {
         b.key.account() != &b.asg.account && !self.reaches(b.key.account(), caller)
+    }
+}
+
+/// The queue of change events (`events` in the config, or `run --events-queue`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Events {
+    pub queue_url: String,
+    pub region: String,
+    /// The queue's account and name, from its URL (`…/ACCOUNT/NAME`).
+    pub account: AccountId,
+    pub name: String,
+}
+
+impl Events {
+    /// The queue from its URL: `https://sqs.REGION.amazonaws.com/ACCOUNT/NAME` (the
+    /// Region from the host when `region` is None), or any URL whose path is
+    /// `/ACCOUNT/NAME` with `region` given.
+    pub fn parse(url: &str, region: Option<&str>) -> Result<Events, String> {
+        let shape = "a queue URL such as https://sqs.us-west-2.amazonaws.com/111122223333/asg-cmk-operator-events";
+        let rest = url
+            .strip_prefix("https://")
+            .or_else(|| url.strip_prefix("http://"))
+            .ok_or(format!("{url:?} is not {shape}"))?;
+        let (host, path) = rest.split_once('/').ok_or(format!("{url:?} is not {shape}"))?;
+        let mut parts = path.trim_end_matches('/').split('/');
+        let (Some(account), Some(name), None) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(format!("{url:?} is not {shape}"));
+        };
+        let account = AccountId::parse(account).ok_or(format!("{url:?}: {account:?} is not an account id"))?;
+        if name.is_empty() || name.len() > 80 {
+            return Err(format!("{url:?}: a queue name is 1 to 80 characters"));
+        }
+        let from_host = host.strip_prefix("sqs.").and_then(|h| h.split_once('.')).map(|(r, _)| r.to_owned());
+        let region = region
+            .map(str::to_owned)
+            .or(from_host)
+            .ok_or(format!("{url:?}: its Region cannot be read from it; give `region`"))?;
+        Ok(Events { queue_url: url.to_owned(), region, account, name: name.to_owned() })
+    }
+
+    pub fn queue_arn(&self, partition: &str) -> String {
+        format!("arn:{partition}:sqs:{}:{}:{}", self.region, self.account, self.name)
     }
 }
 

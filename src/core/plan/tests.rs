@@ -96,7 +96,13 @@ fn binding(asg: &str, key: &str) -> Binding {
 }
 
 fn desired(bindings: Vec<Binding>) -> Desired {
-    let mut d = Desired { accounts: Default::default(), bindings, selectors: Vec::new(), operator: Default::default() };
+    let mut d = Desired {
+        accounts: Default::default(),
+        bindings,
+        selectors: Vec::new(),
+        events: None,
+        operator: Default::default(),
+    };
     d.accounts.insert(acct(KEY_ACCT), "arn:aws:iam::444455556666:role/key-admin".into());
     d
 }

@@ -11,6 +11,7 @@ pub mod adaptive;
 mod creds;
 pub mod discover;
 mod error;
+pub mod events;
 mod execute;
 mod mapping;
 mod observe;
@@ -96,6 +97,7 @@ pub struct Account {
     kms_limits: Mutex<HashMap<String, Arc<KmsLimits>>>,
     asg: Mutex<HashMap<String, aws_sdk_autoscaling::Client>>,
     ec2: Mutex<HashMap<String, aws_sdk_ec2::Client>>,
+    sqs: Mutex<HashMap<String, aws_sdk_sqs::Client>>,
     /// By region: where the last sweep of scaling activities stopped, and what it found.
     swept: Mutex<HashMap<String, crate::core::activity::Swept>>,
     /// Numbered launch template versions read in earlier passes (they never change).
@@ -119,6 +121,7 @@ impl Account {
             kms_limits: Mutex::default(),
             asg: Mutex::default(),
             ec2: Mutex::default(),
+            sqs: Mutex::default(),
             swept: Mutex::default(),
             template_versions: Mutex::new(discover::VersionCache::new(discover::VERSION_CACHE)),
         }
@@ -186,6 +189,19 @@ impl Account {
                 let conf =
                     aws_sdk_kms::config::Builder::from(&self.config).region(Region::new(region.to_owned())).build();
                 aws_sdk_kms::Client::from_conf(conf)
+            })
+            .clone()
+    }
+
+    /// SQS, for the queue of change events.
+    pub(crate) fn sqs(&self, region: &str) -> aws_sdk_sqs::Client {
+        let mut clients = self.sqs.lock().expect("client lock");
+        clients
+            .entry(region.to_owned())
+            .or_insert_with(|| {
+                let conf =
+                    aws_sdk_sqs::config::Builder::from(&self.config).region(Region::new(region.to_owned())).build();
+                aws_sdk_sqs::Client::from_conf(conf)
             })
             .clone()
     }

@@ -89,6 +89,7 @@ impl Config {
             accounts: desired.accounts.clone(),
             bindings: desired.bindings.iter().filter(|b| wanted.contains(&b.key)).cloned().collect(),
             selectors: Vec::new(),
+            events: None,
             operator,
         }
     }

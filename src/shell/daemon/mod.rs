@@ -24,6 +24,7 @@
 mod config;
 mod connection;
 mod edits;
+mod inbox;
 mod reconciler;
 mod report;
 mod resync;
@@ -56,7 +57,7 @@ use crate::core::next::{next, Action, Intervals};
 use crate::core::plan::Depth;
 use crate::shell::aws::{CallStats, ExecSettings};
 use crate::shell::metrics::{self, ClassLabel, Metrics};
-use crate::shell::reconcile::Outcome;
+use crate::shell::reconcile::{Outcome, Prior};
 use crate::shell::runner::{PassId, Runner};
 use crate::shell::scheduler::{Backoff, Jitter, Scheduler};
 
@@ -82,6 +83,10 @@ pub struct Settings {
     pub handoff_recheck: Duration,
     /// How soon work AWS is doing for a binding (an image copy) is looked at again.
     pub progress_recheck: Duration,
+    /// `--events-queue`: the URL of the queue of change events, over the config's
+    /// `events` (its Region: the URL's, else the config's `events.region`, else the
+    /// first binding's or selector's).
+    pub events_queue: Option<String>,
 }
 
 impl Settings {
@@ -108,6 +113,7 @@ impl Settings {
             coalesce: Duration::from_millis(250),
             handoff_recheck: DEFAULT_HANDOFF_RECHECK,
             progress_recheck: Duration::from_secs(15),
+            events_queue: None,
         }
     }
 
@@ -169,6 +175,8 @@ struct Daemon<R: Reconciler> {
     /// An edit of the config file being parsed, off the loop's thread.
     parsing: Option<edits::Parsing>,
     sweeps: sweeps::Sweeps,
+    /// Change events: the poller, and what the events leave for the passes.
+    events: inbox::EventState,
     jitter: Jitter,
 }
 
@@ -230,6 +238,7 @@ pub async fn run_with<R: Reconciler>(
             }
             r = edits::join(&mut d.parsing) => d.parsed(r),
             r = sweeps::join(&mut d.sweeps.running) => d.swept(r),
+            Some(batch) = inbox::recv(&mut d.events) => d.on_events(batch),
             _ = tick.tick() => d.poll_file(),
             _ = sleep_until(wake.unwrap_or_else(Instant::now)), if wake.is_some() => {}
         }
@@ -264,6 +273,7 @@ impl<R: Reconciler> Daemon<R> {
             prunes_held: BTreeSet::new(),
             parsing: None,
             sweeps: sweeps::Sweeps::new(now),
+            events: inbox::EventState::default(),
             reconciler: Arc::new(reconciler),
             settings,
             jitter: Jitter::from_clock(),
@@ -317,6 +327,7 @@ impl<R: Reconciler> Daemon<R> {
             }
             Connection::Up(client) if self.passes.runner.has_room() => {
                 let client = client.clone();
+                self.start_events(client.clone());
                 self.start_sweep_if_due(client.clone(), now);
                 // The first resync waits for the first sweep, so that readiness covers
                 // the groups the selectors find; every later one sweeps with it.
@@ -385,7 +396,10 @@ impl<R: Reconciler> Daemon<R> {
             self.resync.pass_started(&keys);
         }
         let ids: Vec<BindingId> = subset.bindings.iter().map(|b| b.id()).collect();
-        let prior = self.report.board.prior(&ids);
+        // Launches events reported for the pass's groups go with it.
+        let launches =
+            subset.bindings.iter().filter_map(|b| Some((b.asg.clone(), self.events.launches.remove(&b.asg)?)));
+        let prior = Prior { launches: launches.collect(), judged: self.report.board.prior(&ids) };
         let id = self.passes.runner.start(keys, Pass { full, generation: self.config.generation });
         let task = self.passes.set.spawn(self.reconciler.reconcile(client, subset, depth, prior).instrument(span));
         self.passes.running.insert(task.id(), id);
@@ -470,6 +484,7 @@ impl<R: Reconciler> Daemon<R> {
             }
         }
         self.report.launches(&outcome, &self.config.desired);
+        self.events.learn_sources(&outcome.sources);
         match outcome.prune_held {
             Some(_) => self.prunes_held.extend(current.iter().cloned()),
             None => self.prunes_held.retain(|k| !current.contains(k)),

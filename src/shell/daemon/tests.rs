@@ -128,8 +128,9 @@ impl Reconciler for Slow {
         _client: Arc<()>,
         desired: Desired,
         depth: Depth,
-        prior: BTreeMap<BindingId, Judged>,
+        prior: crate::shell::reconcile::Prior,
     ) -> impl Future<Output = Outcome> + Send + 'static {
+        let prior = prior.judged;
         self.passes.fetch_add(1, Ordering::SeqCst);
         let groups: Vec<String> = desired.bindings.iter().map(|b| b.asg.name.clone()).collect();
         self.groups.lock().unwrap().push(groups.clone());
