@@ -1,5 +1,5 @@
 # Sourced by the other scripts: makes sure `prometheus` and `promtool` are on PATH, from
-# Debian's `prometheus` package, for the monitoring tests (tests/monitoring.rs) and the
+# Debian's `prometheus` package, for the monitoring tests (tests/e2e/monitoring.rs) and the
 # alert rules' unit tests (deploy/monitoring/). Installs with apt-get only when they are
 # missing and this runs as root (CI, a container); anywhere else it says how to install
 # them. Under CI=true a missing binary is an error, so those tests never skip in CI.

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test. Sets up .venv (moto's server, the AWS emulator that the end-to-end tests
 # start on a loopback port) the first time, and Debian's prometheus package (prometheus and
-# promtool, for tests/monitoring.rs) when it is missing and can be installed.
+# promtool, for tests/e2e/monitoring.rs) when it is missing and can be installed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/venv.sh
@@ -10,10 +10,10 @@ ensure_venv
 ensure_prometheus
 rm -rf target/fault-suite
 cargo test --locked "$@"
-# The fault-injection suite's figures (tests/faults.rs), as docs/testing.md's table.
+# The fault-injection suite's figures (tests/e2e/faults.rs), as docs/testing.md's table.
 if compgen -G "target/fault-suite/*.md" >/dev/null; then
   echo
-  echo "Fault-injection suite (tests/faults.rs):"
+  echo "Fault-injection suite (tests/e2e/faults.rs):"
   echo "| scenario | setting | time to converge | calls | faults injected | result |"
   echo "|---|---|---|---|---|---|"
   cat target/fault-suite/*.md

@@ -1,6 +1,6 @@
 """Seeding the local emulator the same way everywhere: the demo (scripts/demo_seed.py)
 and the end-to-end benchmark (bench/e2e.py) make their accounts, keys and groups here.
-The Rust tests seed through the SDK in tests/common, with the same accounts and names.
+The Rust tests seed through the SDK in tests/e2e/common, with the same accounts and names.
 
 Account 123456789012 is the operator's own (plain keys); 444455556666 is reached by
 assuming its role key-admin, as the operator's config tells it to.

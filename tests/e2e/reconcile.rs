@@ -1,8 +1,6 @@
 //! End to end: the real binary against moto's server, for both cases of the procedure.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 #[tokio::test(flavor = "multi_thread")]
@@ -296,7 +294,7 @@ async fn one_bad_binding_fails_alone_and_is_named() {
     let key_id = key.rsplit('/').next().unwrap();
     assert!(text.contains(&format!("{OWN}/us-west-2/ghost [{key_id}]: ASG ghost not found")), "{text}");
     // The stranger's account has no `accounts` entry: hand-off mode, no longer an error of
-    // its own (tests/handoff.rs); this binding's group does not exist either.
+    // its own (tests/e2e/handoff.rs); this binding's group does not exist either.
     assert!(text.contains("web2 [999999999999:33333333-3333-3333-3333-333333333333]: ASG web2 not found"), "{text}");
     assert_eq!(asg_role(&own, "web").await, Some(slr_arn(OWN, None)));
 }

@@ -6,11 +6,9 @@
 //! Each test prints its figures as a row of the table that scripts/test.sh shows after
 //! the tests (and docs/testing.md quotes).
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 
 const SECS: fn(u64) -> Duration = Duration::from_secs;

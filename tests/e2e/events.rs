@@ -3,11 +3,9 @@
 //! minutes away; bad messages are dropped and counted; a launch failure is reported; and
 //! without a queue nothing changes.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 
 const RESYNC: &str = "10m";

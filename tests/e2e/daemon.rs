@@ -1,10 +1,8 @@
 //! End to end: `asg-cmk-operator run` against moto's server.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 const SECS: fn(u64) -> Duration = Duration::from_secs;
 

@@ -1,9 +1,7 @@
 //! Offboarding against the emulator: with `prune` on, what this instance wrote for a
 //! binding that is gone is removed, and nothing else.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 
 fn policy_with(owner: &str, extra: &[Value]) -> String {

@@ -1,11 +1,9 @@
 //! The command line as a user meets it: pipes that close early, paths that cannot be
 //! written, and mistakes in the config.
 
-mod common;
-
 use std::process::{Command, Stdio};
 
-use common::*;
+use crate::common::*;
 
 /// Runs `cmd` with stdout on a pipe whose reading end is already closed (as `| head` leaves
 /// it once it has read enough), and returns (exit code, stderr).

@@ -3,14 +3,12 @@
 //! passes, `$Latest` every pass, and an image a Systems Manager parameter names is
 //! resolved anew every pass.
 
-mod common;
-
 use std::sync::Arc;
 
+use crate::common::*;
 use asg_cmk_operator::core::launch::GroupLaunch;
 use asg_cmk_operator::shell::aws::{self, discover, Account, Aws, CallStats};
 use aws_sdk_autoscaling::types::{LaunchTemplate as AsgLaunchTemplate, LaunchTemplateOverrides, MixedInstancesPolicy};
-use common::*;
 use serde_json::Value;
 
 /// The operator's AWS access, pointed at `moto`, and its own account.

@@ -1,11 +1,9 @@
 //! `iam-policy`: the generated policies parse as IAM managed policies, and they grant every
 //! action the operator actually calls while converging a fleet.
 
-mod common;
-
 use std::collections::BTreeSet;
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 fn generated(moto: &Moto, cfg: &str, account: &str) -> Value {

@@ -2,11 +2,9 @@
 //! operator never writes its policy, prints what the owner must add, waits for it
 //! without errors, and converges within its re-check interval once the owner acts.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 const SECS: fn(u64) -> Duration = Duration::from_secs;

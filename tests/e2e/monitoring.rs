@@ -7,15 +7,13 @@
 //! installs it when it can). Without them these tests are skipped, except under `CI=true`,
 //! where they fail.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 const SECS: fn(u64) -> Duration = Duration::from_secs;

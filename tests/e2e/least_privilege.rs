@@ -3,12 +3,10 @@
 //! that makes it (tests/moto/identity.py, from each call's actual parameters), and every
 //! action each policy allows is used by some call.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Output;
 
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 
 const OPERATOR_USER: &str = "asg-cmk-operator";

@@ -2,11 +2,9 @@
 //! leniency hid. Each test fails on the operator before the change it covers (run it with
 //! `ASG_CMK_OPERATOR_BIN` pointing at an older build to see it).
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 
 const CMK: Option<&str> = Some("CMK");

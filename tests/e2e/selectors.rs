@@ -4,11 +4,9 @@
 //! appear or gain the tag without an edit; a group that loses it is pruned only under the
 //! prune rules; and an EKS managed node group keeps its role.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 const TAG: &str = "asg-cmk-operator";

@@ -1,11 +1,9 @@
 //! `strategy: reencrypt` end to end: a group whose AMI's snapshots use another account's
 //! key is moved onto a copy of the AMI encrypted with a key of its own account.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 /// The key policy of a key of `OTHER` that lets account `OWN` use it (the statements the
 /// hand-off prints for the group's account), so a copy of its snapshots may be made.

@@ -1,7 +1,6 @@
 //! Test harness: starts the project's moto launcher on a free loopback port, seeds AWS
 //! state through the SDK, runs the real operator binary against it, and reads the
 //! launcher's HTTP-level call log.
-#![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;

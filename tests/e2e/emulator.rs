@@ -2,10 +2,9 @@
 //! it, and moto's lenient behaviour when switched off), the concurrent-edit hook, and the
 //! fault proxy in front of the launcher. Everything goes through the AWS SDK for Rust.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
+use crate::common::*;
 use aws_config::retry::RetryConfig;
 use aws_config::SdkConfig;
 use aws_sdk_autoscaling::types::{
@@ -18,7 +17,6 @@ use aws_sdk_ec2::types::{
 use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::{DataKeySpec, GrantOperation};
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
-use common::*;
 use serde_json::{json, Value};
 
 const INVALID_PRINCIPALS: &str = "Policy contains a statement with one or more invalid principals.";

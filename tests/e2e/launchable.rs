@@ -1,8 +1,6 @@
 //! "Converged" means the group can launch: key health, aliases, several keys per group.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 const CMK: Option<&str> = Some("CMK");
 
