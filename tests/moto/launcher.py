@@ -100,17 +100,30 @@ Settings and defaults:
   not counted, with LimitExceeded (409). Off: moto takes any size.
 
 Usage: ``launcher.py [--host 127.0.0.1] [--port 0] [--exit-with-stdin] [--lenient]
-[--propagation-seconds S]``. Port 0 picks a free port. ``--lenient`` starts with every
+[--propagation-seconds S]``, or ``launcher.py --zygote SOCKET --exit-with-stdin``. Port 0 picks a free port. ``--lenient`` starts with every
 strict switch off (moto's own behaviour); ``--propagation-seconds`` sets the window.
 Once listening it prints ``READY http://HOST:PORT`` on stdout. It stops on SIGTERM/SIGINT
 and, with ``--exit-with-stdin``, when its stdin reaches end of file (so a test harness that
 holds the pipe open leaves no orphan behind when it dies).
+
+``--zygote SOCKET`` pays Python's and moto's start-up once for a whole test run: it
+imports everything, listens on a Unix socket, prints ``READY unix:SOCKET``, and for each
+connection that sends one line of launcher arguments (a JSON list) forks a fresh launcher,
+with nothing of any other's state, that answers ``READY http://HOST:PORT`` on that
+connection and stops when the connection closes. The zygote stays single-threaded, so
+that forking is safe, and exits when its stdin reaches end of file.
 """
 
 import argparse
 import io
 import json
+import os
+import random
 import re
+import select
+import signal
+import socket
+import sys
 import threading
 import time
 
@@ -319,21 +332,21 @@ class Hooks:
 # --- server ----------------------------------------------------------------------------
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
-    parser.add_argument("--exit-with-stdin", action="store_true", help="exit when stdin reaches EOF")
-    parser.add_argument("--lenient", action="store_true", help="start with every strict switch off")
-    parser.add_argument(
+def parser():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    p.add_argument("--exit-with-stdin", action="store_true", help="exit when stdin reaches EOF")
+    p.add_argument("--lenient", action="store_true", help="start with every strict switch off")
+    p.add_argument(
         "--propagation-seconds", type=float, default=0.0, help="IAM propagation window seen by KMS/Auto Scaling"
     )
-    args = parser.parse_args()
-    try:
-        settings = strict.Settings(lenient=args.lenient, propagation_seconds=args.propagation_seconds)
-    except ValueError as e:
-        parser.error(str(e))
+    p.add_argument("--zygote", metavar="SOCKET", help="fork a launcher for each connection to this Unix socket")
+    return p
 
+
+def serve(args, settings, watch_fd=None, out=None):
+    """Installs the patches and serves, with the hooks in front, until stopped."""
     # The same app and server moto's ThreadedMotoServer builds, with the hooks in front.
     gaps.install()
     strict_layer = strict.install(settings, kms_backend_for)
@@ -341,7 +354,69 @@ def main():
     identity_layer = identity.install(kms_backend_for)
     app = Hooks(DomainDispatcherApplication(create_backend_app), strict_layer, launch_store, identity_layer)
     server = make_server(args.host, args.port, app, threaded=True, request_handler=MotoRequestHandler)
-    wire.serve_until_stopped(server, args.host, args.exit_with_stdin)
+    wire.serve_until_stopped(server, args.host, args.exit_with_stdin, watch_fd, out)
+
+
+# The backends the tests reach, imported once in the zygote rather than in each launcher.
+PRELOAD = ("autoscaling", "ec2", "iam", "kms", "sqs", "ssm", "sts")
+
+
+def zygote(path):
+    for name in PRELOAD:
+        create_backend_app(name)
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # forked launchers are reaped at once
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(64)
+    print(f"READY unix:{path}", flush=True)
+    stdin = sys.stdin.fileno()
+    while True:
+        ready, _, _ = select.select([listener, stdin], [], [])
+        if stdin in ready and not os.read(stdin, 4096):
+            break
+        if listener in ready:
+            conn, _ = listener.accept()
+            if os.fork() == 0:
+                listener.close()
+                launch_forked(conn)
+            conn.close()
+    listener.close()
+    os.unlink(path)
+
+
+def launch_forked(conn):
+    """In a forked child: reads the launcher's arguments and serves until the connection
+    closes; never returns."""
+    code = 0
+    try:
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        random.seed()  # not the zygote's sequence, shared by every fork
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
+        out = conn.makefile("rw", buffering=1)
+        argv = json.loads(out.readline())
+        args = parser().parse_args([str(a) for a in argv])
+        settings = strict.Settings(lenient=args.lenient, propagation_seconds=args.propagation_seconds)
+        serve(args, settings, watch_fd=conn.fileno(), out=out)
+    except BaseException as e:  # noqa: BLE001 - a forked child must not return into the zygote's loop
+        print(f"launcher failed: {e!r}", file=sys.stderr, flush=True)
+        code = 1
+    finally:
+        os._exit(code)
+
+
+def main():
+    p = parser()
+    args = p.parse_args()
+    if args.zygote:
+        zygote(args.zygote)
+        return
+    try:
+        settings = strict.Settings(lenient=args.lenient, propagation_seconds=args.propagation_seconds)
+    except ValueError as e:
+        p.error(str(e))
+    serve(args, settings)
+
 
 if __name__ == "__main__":
     main()

@@ -169,10 +169,11 @@ def xml_escape(s):
     return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def serve_until_stopped(server, host, exit_with_stdin):
+def serve_until_stopped(server, host, exit_with_stdin, watch_fd=None, out=None):
     """Prints ``READY http://HOST:PORT`` and serves until SIGTERM/SIGINT, or, with
     ``exit_with_stdin``, until stdin reaches end of file (so a harness that holds the pipe
-    open leaves no orphan behind when it dies)."""
+    open leaves no orphan behind when it dies). A server forked by the launcher's zygote
+    watches its connection instead (``watch_fd``) and says READY on it (``out``)."""
 
     def stop(*_):
         # shutdown() waits for serve_forever() to return, so it can't run on the thread
@@ -181,19 +182,20 @@ def serve_until_stopped(server, host, exit_with_stdin):
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    if exit_with_stdin:
+    if exit_with_stdin and watch_fd is None:
+        watch_fd = sys.stdin.fileno()
+    if watch_fd is not None:
 
-        def watch_stdin():
+        def watch():
             # os.read, not sys.stdin: a daemon thread blocked inside sys.stdin's buffer
             # lock can abort interpreter shutdown.
-            fd = sys.stdin.fileno()
-            while os.read(fd, 4096):
+            while os.read(watch_fd, 4096):
                 pass
             stop()
 
-        threading.Thread(target=watch_stdin, daemon=True).start()
+        threading.Thread(target=watch, daemon=True).start()
 
-    print(f"READY http://{host}:{server.server_port}", flush=True)
+    print(f"READY http://{host}:{server.server_port}", file=out or sys.stdout, flush=True)
     try:
         server.serve_forever()
     finally:

@@ -4,8 +4,10 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Output, Stdio};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
@@ -27,13 +29,52 @@ fn python() -> PathBuf {
     venv
 }
 
-/// A Python helper under tests/moto that prints `READY <url>` once it listens; killed
+/// A Python helper under tests/moto that prints `READY <url>` once it listens; stopped
 /// when dropped. With `--exit-with-stdin` it also exits when this process dies, since the
 /// pipe it holds open then closes.
 pub struct Script {
     pub url: String,
-    child: Child,
+    owner: Owner,
+}
+
+enum Owner {
+    /// A process of its own.
+    Process { child: Child, _stdin: ChildStdin },
+    /// A launcher forked by the zygote, which stops when this connection closes.
+    Forked(UnixStream),
+}
+
+/// The launcher's zygote (`launcher.py --zygote`): Python and moto start once for the
+/// whole test run, and each `Moto::start` forks a fresh launcher from it, which costs
+/// milliseconds instead of seconds of CPU. It exits with this process (its stdin closes).
+struct Zygote {
+    socket: PathBuf,
+    _child: Child,
     _stdin: ChildStdin,
+}
+
+fn zygote() -> &'static Zygote {
+    static ZYGOTE: OnceLock<Zygote> = OnceLock::new();
+    ZYGOTE.get_or_init(|| {
+        let socket = std::env::temp_dir().join(format!("asg-cmk-e2e-{}.sock", std::process::id()));
+        let _ = std::fs::remove_file(&socket);
+        let mut child = Command::new(python())
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/moto/launcher.py"))
+            .arg("--zygote")
+            .arg(&socket)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("failed to start the launcher's zygote: {e}"));
+        let stdin = child.stdin.take().unwrap();
+        let ready = BufReader::new(child.stdout.take().unwrap()).lines().find_map(|l| {
+            let l = l.ok()?;
+            l.starts_with("READY ").then_some(l)
+        });
+        assert!(ready.is_some(), "the launcher's zygote exited before it was ready");
+        Zygote { socket, _child: child, _stdin: stdin }
+    })
 }
 
 impl Script {
@@ -49,15 +90,16 @@ impl Script {
             .spawn()
             .unwrap_or_else(|e| panic!("failed to start {name}: {e}"));
         let stdin = child.stdin.take().unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let url = loop {
-            match lines.next() {
-                Some(Ok(l)) if l.starts_with("READY ") => break l["READY ".len()..].trim().to_owned(),
-                Some(Ok(_)) => continue,
-                _ => panic!("{name} exited before it was ready"),
-            }
-        };
-        Script { url, child, _stdin: stdin }
+        let url = ready_url(child.stdout.take().unwrap(), name);
+        Script { url, owner: Owner::Process { child, _stdin: stdin } }
+    }
+
+    /// A launcher with these arguments, forked by the zygote.
+    pub fn launcher(args: &[&str]) -> Script {
+        let mut conn = UnixStream::connect(&zygote().socket).expect("the launcher's zygote is not listening");
+        writeln!(conn, "{}", serde_json::to_string(args).unwrap()).unwrap();
+        let url = ready_url(conn.try_clone().unwrap(), "launcher.py");
+        Script { url, owner: Owner::Forked(conn) }
     }
 
     /// A JSON call to one of the helper's hooks, which must succeed.
@@ -69,10 +111,33 @@ impl Script {
     }
 }
 
+/// The URL of the first `READY <url>` line; panics if the helper ends before it.
+fn ready_url(from: impl Read, name: &str) -> String {
+    for line in BufReader::new(from).lines() {
+        match line {
+            Ok(l) if l.starts_with("READY ") => return l["READY ".len()..].trim().to_owned(),
+            Ok(_) => continue,
+            Err(_) => break,
+        }
+    }
+    panic!("{name} exited before it was ready")
+}
+
 impl Drop for Script {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        match &mut self.owner {
+            Owner::Process { child, .. } => {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            Owner::Forked(conn) => {
+                // The launcher stops when its connection closes, and its end closes when
+                // it has exited: wait for that, as for a process of its own.
+                let _ = conn.shutdown(std::net::Shutdown::Write);
+                let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
+                let _ = std::io::copy(conn, &mut std::io::sink());
+            }
+        }
     }
 }
 
@@ -110,13 +175,13 @@ impl Moto {
     pub fn start_with(args: &[&str]) -> Moto {
         let mut all = vec!["--host", "127.0.0.1", "--port", "0"];
         all.extend_from_slice(args);
-        let script = Script::start("launcher.py", &all);
+        let script = Script::launcher(&all);
         Moto { url: script.url.clone(), script }
     }
 
     /// Starts the launcher on a given port.
     pub fn start_on(port: u16) -> Moto {
-        let script = Script::start("launcher.py", &["--host", "127.0.0.1", "--port", &port.to_string()]);
+        let script = Script::launcher(&["--host", "127.0.0.1", "--port", &port.to_string()]);
         Moto { url: script.url.clone(), script }
     }
 
