@@ -114,13 +114,13 @@ async fn setup(groups: &[&str]) -> Setup {
 async fn a_whole_policy_write_and_a_group_moved_back_are_repaired_within_seconds_of_their_events() {
     let Setup { d: _daemon, own, url, keys, moto: _moto, _dir } = setup(&["web"]).await;
     let key = &keys[0];
-    assert!(policy_names_role(&own, &key).await);
+    assert!(policy_names_role(&own, key).await);
 
     // IaC rewrites the whole policy; its event arrives: repaired long before the resync.
-    default_policy(&own, &key).await;
-    assert!(!policy_names_role(&own, &key).await);
+    default_policy(&own, key).await;
+    assert!(!policy_names_role(&own, key).await);
     send(&own, &url, &api_call("kms", "PutKeyPolicy", json!({"keyId": key, "policyName": "default"}))).await;
-    let took = within("the key policy repaired", Duration::from_secs(5), || policy_names_role(&own, &key)).await;
+    let took = within("the key policy repaired", Duration::from_secs(5), || policy_names_role(&own, key)).await;
     report_row("event: whole-policy write repaired", &[format!("{:.2} s", took.as_secs_f64())]);
 
     // Someone moves the group back to the default role.
@@ -169,9 +169,9 @@ async fn unusable_messages_are_dropped_and_counted_and_a_good_event_after_them_i
     ] {
         send(&own, &url, &bad).await;
     }
-    default_policy(&own, &key).await;
+    default_policy(&own, key).await;
     send(&own, &url, &api_call("kms", "PutKeyPolicy", json!({"keyId": key}))).await;
-    within("the good event handled", Duration::from_secs(10), || policy_names_role(&own, &key)).await;
+    within("the good event handled", Duration::from_secs(10), || policy_names_role(&own, key)).await;
     within("the queue drained", Duration::from_secs(10), || async { left(&own, &url).await == 0 }).await;
     assert_eq!(d.get("/healthz").0, 200);
     assert_eq!(d.get("/readyz").0, 200);
