@@ -642,6 +642,9 @@ async fn apply(desired: Desired, max_rounds: u32, stats_json: Option<PathBuf>) -
         desired.bindings.len(),
         plural(desired.bindings.len())
     );
+    if let Some(why) = &out.prune_held {
+        outln!("Prune held: {why}");
+    }
     if !out.prune_pending.is_empty() {
         outln!("{} key{} not pruned:", out.prune_pending.len(), plural(out.prune_pending.len()));
         for (key, f) in &out.prune_pending {

@@ -79,6 +79,13 @@ pub fn plan_json(plan: &Plan, access: &[KeyAccess]) -> String {
         "prune": json!({
             "pruned": plan.prune.pruned,
             "held": plan.prune.held,
+            "spared": plan.prune.spared.iter().map(|s| json!({
+                "key": s.key.as_str(),
+                "principal": s.principal,
+                "grant": s.grant,
+                "groups": s.groups().iter().map(|(g, role)| json!({"asg": g.to_string(), "role": role})).collect::<Vec<_>>(),
+                "message": s.to_string(),
+            })).collect::<Vec<_>>(),
             "notes": plan.prune.notes,
         }),
         "keys": access.iter().map(|a| json!({
@@ -124,6 +131,9 @@ pub fn plan_text(plan: &Plan, access: &[KeyAccess]) -> String {
     }
     if let Some(why) = &plan.prune.held {
         s.push_str(&format!("\nPrune held: {why}\n"));
+    }
+    for spared in &plan.prune.spared {
+        s.push_str(&format!("\nPrune held: {spared}\n"));
     }
     blocked_text(&mut s, plan);
     if !access.is_empty() {

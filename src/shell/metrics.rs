@@ -281,12 +281,12 @@ impl Metrics {
         );
         registry.register(
             "prune_held",
-            "1 while a prune is held: the config removes more than half of the bindings, or all of them, and mass pruning is not confirmed",
+            "1 while a prune is held: the config removes more than half of the bindings, or all of them, and mass pruning is not confirmed; or a group still launches with a key through an access no binding needs",
             self.prune_held.clone(),
         );
         registry.register(
             "prunes_held",
-            "Times a prune was held because it would remove more than half of the bindings at once, or the config has none, and mass pruning is not allowed",
+            "Passes in which a prune was held: it would remove more than half of the bindings at once, or the config has none, and mass pruning is not allowed; or a group still launches with a key through an access no binding needs",
             self.prunes_held.clone(),
         );
     }

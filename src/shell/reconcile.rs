@@ -23,9 +23,29 @@ pub use crate::shell::writes::{execute_plan, within, Applied, Executed};
 /// Observes everything `desired` needs at `depth` and plans against it (`plan`).
 pub async fn observe_and_plan(aws: &Arc<Aws>, desired: &Desired, depth: Depth) -> (Observed, Plan) {
     let reads = plan::reads(desired, aws.caller(), depth);
-    let observed = aws::observe(aws, desired, &reads).await;
-    let p = plan::plan(desired, &observed, aws.caller(), &Context::at(unix_seconds()));
+    let mut observed = aws::observe(aws, desired, &reads).await;
+    let mut p = plan::plan(desired, &observed, aws.caller(), &Context::at(unix_seconds()));
+    if before_prune(aws, desired, &mut observed, &p).await {
+        p = plan::plan(desired, &observed, aws.caller(), &Context::at(unix_seconds()));
+    }
     (observed, p)
+}
+
+/// Before a prune: reads the groups of the places whose accesses it would remove, once,
+/// into `observed`. True when it read something, and the plan must be made again.
+async fn before_prune(aws: &Arc<Aws>, desired: &Desired, observed: &mut Observed, plan: &Plan) -> bool {
+    let need: BTreeMap<_, _> = plan
+        .prune
+        .need_users
+        .iter()
+        .filter(|(place, _)| !observed.role_users.contains_key(*place))
+        .map(|(p, w)| (p.clone(), w.clone()))
+        .collect();
+    if need.is_empty() {
+        return false;
+    }
+    observed.role_users.extend(aws::select::role_users(aws, desired, &need).await);
+    true
 }
 
 /// What a pass knows before it reads: each binding's last judgement (for what it does
@@ -163,7 +183,10 @@ impl Rounds {
         let observed = aws::observe(aws, &live, &reads).await;
         self.seen.absorb(observed);
         let ctx = Context { now: unix_seconds(), settled: &self.settled, prior };
-        let plan = plan::plan(scope, &self.seen, aws.caller(), &ctx);
+        let mut plan = plan::plan(scope, &self.seen, aws.caller(), &ctx);
+        if before_prune(aws, scope, &mut self.seen, &plan).await {
+            plan = plan::plan(scope, &self.seen, aws.caller(), &ctx);
+        }
         for j in &plan.judged {
             self.judged.insert(j.binding.clone(), j.clone());
         }
@@ -220,15 +243,22 @@ impl Rounds {
     }
 }
 
-/// Once a pass: a held prune at warn level (and why, returned), and what pruning leaves
-/// as it is.
+/// Once a pass: a held prune at warn level (and why, returned), each access kept for a
+/// group that still launches through it, and what pruning leaves as it is.
 fn report_prune(plan: &Plan) -> Option<String> {
     for n in &plan.prune.notes {
         tracing::info!(note = %n, pruned = plan.prune.pruned, "prune");
     }
-    let why = plan.prune.held.clone()?;
-    tracing::warn!(reason = %why, "prune held");
-    Some(why)
+    for s in &plan.prune.spared {
+        let groups: Vec<String> = s.groups().iter().map(|(g, _)| g.to_string()).collect();
+        tracing::warn!(key = %s.key, principal = %s.principal, groups = %groups.join(","), reason = %s, "prune held");
+    }
+    if let Some(why) = &plan.prune.held {
+        tracing::warn!(reason = %why, "prune held");
+    }
+    let spared = plan.prune.spared.iter().map(ToString::to_string);
+    let why: Vec<String> = plan.prune.held.iter().cloned().chain(spared).collect();
+    (!why.is_empty()).then(|| why.join("; "))
 }
 
 /// Once a pass: groups that will fail to launch for a reason their bindings do not cover.

@@ -356,3 +356,46 @@ async fn the_daemon_backs_off_and_retries_a_throttled_prune() {
     let policy = key_policy(&own, &key).await;
     assert_eq!(owned_principals(&policy, "AsgCmkOperatorUse"), [slr_arn(OWN, Some("Api")), slr_arn(OWN, Some("Web"))]);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_group_that_still_launches_with_the_key_keeps_its_access_until_it_is_deleted() {
+    let moto = Moto::start();
+    let own = moto.own().await;
+    let key = create_key(&own, None).await;
+    let template = launch_template(&own, "web-lt", None, Some(&key)).await;
+    group_on_template(&own, "web", &template, 0, None).await;
+    create_asgs(&own, &["api"]).await;
+    let dir = TempDir::new();
+    let both = dir.write("both.yaml", &config(&[("web", &key, Some("Web")), ("api", &key, Some("Api"))]));
+    assert!(moto.operator(&["apply", "--config", &both]).status.success());
+    assert_eq!(asg_role(&own, "web").await, Some(slr_arn(OWN, Some("Web"))));
+
+    // web's binding goes, with prune on (and mass pruning allowed), while web still
+    // launches with the key on the role the operator gave it: its access stays, named.
+    let pruning = dir.write("prune.yaml", &with(&config(&[("api", &key, Some("Api"))]), "defaults:\n  prune: true\n"));
+    moto.reset_calls();
+    let out = moto.operator(&["apply", "--config", &pruning, "--allow-mass-prune"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(writes(&moto.calls()), Vec::<String>::new(), "nothing pruned");
+    let policy = key_policy(&own, &key).await;
+    assert!(owned_principals(&policy, "AsgCmkOperatorUse").contains(&slr_arn(OWN, Some("Web"))), "{policy}");
+    let said = stdout(&out);
+    assert!(said.contains("Prune held") && said.contains(&format!("{OWN}/us-west-2/web")), "{said}");
+    assert!(stderr(&out).contains("prune held"), "the log says so too: {}", stderr(&out));
+    let plan = moto.operator(&["plan", "--config", &pruning, "--output", "json"]);
+    let plan: Value = serde_json::from_str(&stdout(&plan)).unwrap();
+    let spared = &plan["prune"]["spared"][0];
+    assert_eq!(spared["groups"][0]["asg"], format!("{OWN}/us-west-2/web"), "{plan}");
+    assert_eq!(spared["groups"][0]["role"], slr_arn(OWN, Some("Web")), "{plan}");
+    assert_eq!(spared["principal"], slr_arn(OWN, Some("Web")), "{plan}");
+
+    // Once the group is gone, so is its access; the other binding's stays.
+    let asc = aws_sdk_autoscaling::Client::new(&own);
+    asc.delete_auto_scaling_group().auto_scaling_group_name("web").force_delete(true).send().await.unwrap();
+    moto.reset_calls();
+    let out = moto.operator(&["apply", "--config", &pruning]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(writes(&moto.calls()), ["PutKeyPolicy"]);
+    let policy = key_policy(&own, &key).await;
+    assert_eq!(owned_principals(&policy, "AsgCmkOperatorUse"), [slr_arn(OWN, Some("Api"))], "{policy}");
+}

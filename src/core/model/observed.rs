@@ -32,6 +32,40 @@ pub struct Observed {
     pub handoff: BTreeMap<(KeyArn, Slr), Result<DryRun, Failure>>,
     /// Re-encryption: copies found, templates' latest versions, and who else uses them.
     pub reencrypt: ReencryptReads,
+    /// With prune on, before an access is pruned: the groups of its account and Region,
+    /// each with its role, and what it launches with for those on a role in question.
+    pub role_users: BTreeMap<(AccountId, String), Result<Vec<RoleUser>, Failure>>,
+}
+
+/// A group, as the prune step sees it: on which role it launches, and with what.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoleUser {
+    pub asg: AsgRef,
+    /// Its `ServiceLinkedRoleARN` (AWS names the default role when none was given).
+    pub role_arn: String,
+    /// What its launches use: read only for a group on a role in question (`None`: not
+    /// read, its role being none of them).
+    pub launch: Option<Result<GroupLaunch, Failure>>,
+}
+
+/// Which groups of one account and Region the prune step must know the launches of:
+/// those on one of `roles` (service-linked role ARNs), or every group (`any_role`, for an
+/// account's root, through which every role of the account reaches the key).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UsersWanted {
+    pub any_role: bool,
+    pub roles: BTreeSet<String>,
+}
+
+impl UsersWanted {
+    pub fn wants(&self, role_arn: &str) -> bool {
+        self.any_role || self.roles.contains(role_arn)
+    }
+
+    pub fn merge(&mut self, other: &UsersWanted) {
+        self.any_role |= other.any_role;
+        self.roles.extend(other.roles.iter().cloned());
+    }
 }
 
 impl Observed {
@@ -48,6 +82,7 @@ impl Observed {
         self.launch_keys.extend(newer.launch_keys);
         self.handoff.extend(newer.handoff);
         self.reencrypt.absorb(newer.reencrypt);
+        self.role_users.extend(newer.role_users);
     }
 }
 

@@ -10,12 +10,14 @@
 mod change;
 pub mod prune;
 pub mod reads;
+mod spare;
 
 use std::collections::BTreeMap;
 
 pub use change::{Change, PlannedChange};
 pub use prune::{edit_prune_hold, PruneReport, CONFIRM, PRUNE_LEAVES};
 pub use reads::{departed_readable, reads, Depth};
+pub use spare::{Spared, SparedBy};
 
 pub use crate::core::judge::{Context, Judged, Note, NoteKind, Settled};
 pub use crate::core::model::DryRun;

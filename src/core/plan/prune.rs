@@ -5,9 +5,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::change::{Change, PlannedChange};
 use super::reads::departed_readable;
+use super::spare::{Spared, Sparing};
 use crate::core::judge::key_principal;
 use crate::core::model::desired::{Desired, Operator};
-use crate::core::model::observed::Observed;
+use crate::core::model::observed::{Observed, UsersWanted};
 use crate::core::model::{AccountId, AsgRef, Failure, Instance, KeyArn, Slr};
 use crate::core::naming::{is_operators_grant, operators_grant_account};
 use crate::core::policy::{self, PolicyDocument, PrincipalIds};
@@ -26,6 +27,12 @@ pub struct PruneReport {
     /// Keys no binding names any more (`departed`) that could not be read: whether
     /// anything is left to prune on them is not known.
     pub unread: BTreeMap<KeyArn, Failure>,
+    /// Accesses no binding needs that are kept, because a group still launches with the
+    /// key through them (or whether one does could not be read).
+    pub spared: Vec<Spared>,
+    /// Places whose groups must be read before the rest can be pruned: until they are,
+    /// nothing there is pruned.
+    pub need_users: BTreeMap<(AccountId, String), UsersWanted>,
 }
 
 /// What pruning never does, said as a note with every prune.
@@ -49,6 +56,11 @@ pub(super) struct Prunes {
 /// instance's grants for a role that no binding needs on that key. Derived from what AWS
 /// shows, not from memory: a binding removed while the operator was down is found too.
 ///
+/// Each access found is pruned only when no group of its account and Region still
+/// launches with the key through it ([`Sparing`]): the groups there are read first
+/// (`need_users`), and an access a group still uses is kept and named (`spared`), whatever
+/// the guard below allows.
+///
 /// Guard: nothing is pruned, unless mass pruning is allowed, when the daemon found that
 /// the edit that led here removes more than half of the bindings (`prune_held`), when
 /// the accesses pruned outnumber the bindings the whole config keeps, or when it keeps
@@ -61,6 +73,7 @@ pub(super) fn find_prunes(desired: &Desired, observed: &Observed, caller: &Accou
         return out;
     }
     let explained = Explained::of(desired, observed, caller);
+    let mut sparing = Sparing::default();
     for key in &op.departed {
         if !departed_readable(key, desired, caller) {
             out.report.notes.push(format!(
@@ -77,13 +90,17 @@ pub(super) fn find_prunes(desired: &Desired, observed: &Observed, caller: &Accou
             continue;
         }
         let Ok(doc) = PolicyDocument::parse(text) else { continue };
-        let gone = unexplained_principals(&doc, key, &explained, &op.instance);
+        let mut gone = unexplained_principals(&doc, key, &explained, &op.instance);
+        gone.retain(|(p, _)| sparing.may_prune(observed, key, p, None));
         count += gone.len();
-        count += prune_grants(key, observed, &explained, &gone, desired, caller, &mut out);
+        let seen = Seen { desired, observed, explained: &explained, caller };
+        count += prune_grants(key, &gone, &seen, &mut out, &mut sparing);
         if !gone.is_empty() {
             out.principals.insert(key.clone(), gone);
         }
     }
+    out.report.spared = sparing.spared;
+    out.report.need_users = sparing.need;
     if let Some(why) = prune_guard(op, count) {
         out.report.held = Some(why);
         out.principals.clear();
@@ -174,18 +191,26 @@ fn unexplained_principals(
         .collect()
 }
 
+/// What the prune step reads from.
+#[derive(Clone, Copy)]
+struct Seen<'a> {
+    desired: &'a Desired,
+    observed: &'a Observed,
+    explained: &'a Explained,
+    caller: &'a AccountId,
+}
+
 /// Plans the retirement of `instance`'s grants on `key` that no binding needs, into
 /// `out`. Returns the accesses they remove: a grant whose account's root also leaves the
 /// key (`gone`) is that same access, counted once.
 fn prune_grants(
     key: &KeyArn,
-    observed: &Observed,
-    explained: &Explained,
     gone: &[(String, String)],
-    desired: &Desired,
-    caller: &AccountId,
+    seen: &Seen,
     out: &mut Prunes,
+    sparing: &mut Sparing,
 ) -> usize {
+    let Seen { desired, observed, explained, caller } = *seen;
     let instance = &desired.operator.instance;
     let needed = explained.roles.get(key).map_or(&[][..], Vec::as_slice);
     let Some(Ok(grants)) = observed.grants.get(key) else { return 0 };
@@ -201,6 +226,9 @@ fn prune_grants(
                 "grant {} on {key} ({name}) is this instance's and no binding needs it, but account {account}, which retires it, is neither the operator's nor listed under `accounts`: it stays",
                 g.grant_id
             ));
+            continue;
+        }
+        if !sparing.may_prune(observed, key, &g.grantee_principal, Some(&g.grant_id)) {
             continue;
         }
         let root = account.root_arn(key.partition());

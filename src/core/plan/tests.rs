@@ -10,9 +10,24 @@ use crate::core::model::{
 };
 use crate::core::policy::GRANT_OPERATIONS;
 
-/// The plan of `d` against `o`, with nothing settled.
+/// The plan of `d` against `o`, with nothing settled. As a pass does, a plan that would
+/// prune first asks for the groups of the places it prunes in (here: none there, unless
+/// `o` says otherwise), and prunes nothing there until it has them.
 fn plan(d: &Desired, o: &Observed, caller: &AccountId) -> Plan {
-    super::plan(d, o, caller, &Context::at(0))
+    let first = super::plan(d, o, caller, &Context::at(0));
+    let unread: Vec<_> = first.prune.need_users.keys().filter(|p| !o.role_users.contains_key(*p)).cloned().collect();
+    if unread.is_empty() {
+        return first;
+    }
+    let prunes = |c: &PlannedChange| match &c.change {
+        Change::PutKeyPolicy { prune, .. } => !prune.is_empty(),
+        Change::RetireGrant { .. } => c.bindings.is_empty(),
+        _ => false,
+    };
+    assert!(!first.changes.iter().any(prunes), "nothing is pruned before its groups are read: {first:#?}");
+    let mut o = o.clone();
+    o.role_users.extend(unread.into_iter().map(|p| (p, Ok(Vec::new()))));
+    super::plan(d, &o, caller, &Context::at(0))
 }
 
 /// The plan, with the bindings of `held` settled as failed (a write of theirs failed

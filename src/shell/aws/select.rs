@@ -12,8 +12,9 @@ use super::observe::READ_CONCURRENCY;
 use super::reads::{asg_of, describe_key_ref};
 use super::{Account, Aws};
 use crate::core::model::desired::Desired;
+use crate::core::model::observed::{RoleUser, UsersWanted};
 use crate::core::model::select::{Found, Selector, Swept};
-use crate::core::model::{AsgRef, Failure, KeyArn};
+use crate::core::model::{AccountId, AsgRef, Failure, KeyArn};
 use crate::shell::bounded::for_each;
 
 /// DescribeAutoScalingGroups answers at most 100 groups a page.
@@ -54,8 +55,7 @@ pub async fn sweep(aws: &Arc<Aws>, desired: &Desired) -> Swept {
 /// One selector's groups in one Region, and what each launches with.
 async fn sweep_place(account: &Arc<Account>, region: &str, s: &Selector, limit: usize) -> Result<Vec<Found>, Failure> {
     let listed = list_tagged(account, region, s).await?;
-    let selected: Vec<(AsgRef, crate::core::model::Asg, BTreeMap<String, String>)> =
-        listed.into_iter().filter(|(asg, _, tags)| s.selects(&asg.name, tags)).collect();
+    let selected: Vec<Listed> = listed.into_iter().filter(|(asg, _, tags)| s.selects(&asg.name, tags)).collect();
     let sources: Vec<(AsgRef, Vec<crate::core::model::LaunchSource>)> =
         selected.iter().map(|(a, g, _)| (a.clone(), g.sources.clone())).collect();
     let mut launches: BTreeMap<AsgRef, _> =
@@ -71,24 +71,33 @@ async fn sweep_place(account: &Arc<Account>, region: &str, s: &Selector, limit: 
 
 /// The groups of one account and Region that the selector's tag filters let through, with
 /// their tags, page by page.
-async fn list_tagged(
+async fn list_tagged(account: &Account, region: &str, s: &Selector) -> Result<Vec<Listed>, Failure> {
+    list_groups(account, region, s.filters()).await
+}
+
+/// A group as listed: its name, its description, and its tags.
+type Listed = (AsgRef, crate::core::model::Asg, BTreeMap<String, String>);
+
+/// The groups of one account and Region that `filters` let through (none: every group),
+/// with their tags, page by page.
+async fn list_groups(
     account: &Account,
     region: &str,
-    s: &Selector,
-) -> Result<Vec<(AsgRef, crate::core::model::Asg, BTreeMap<String, String>)>, Failure> {
+    filters: Vec<(String, Vec<String>)>,
+) -> Result<Vec<Listed>, Failure> {
     use aws_sdk_autoscaling::types::Filter;
     let client = account.autoscaling(region);
-    let filters: Vec<Filter> = s
-        .filters()
+    let filters: Vec<Filter> = filters
         .into_iter()
         .map(|(name, values)| Filter::builder().name(name).set_values(Some(values)).build())
         .collect();
+    let filters = (!filters.is_empty()).then_some(filters);
     let mut out = Vec::new();
     let mut token: Option<String> = None;
     loop {
         let request = client
             .describe_auto_scaling_groups()
-            .set_filters(Some(filters.clone()))
+            .set_filters(filters.clone())
             .max_records(PAGE)
             .set_next_token(token.take())
             .send();
@@ -183,4 +192,56 @@ pub fn warn_unseen(swept: &Swept) {
             tracing::warn!(%key, error = %f, "an allowed key's alias could not be resolved: groups that launch with its key are refused until it is");
         }
     }
+}
+
+/// Before a prune: the groups of each place `need` names, each with its role, and what
+/// those on a role in question launch with (the `discover` reads). One unfiltered
+/// DescribeAutoScalingGroups a page, then the launches of those groups only.
+pub async fn role_users(
+    aws: &Arc<Aws>,
+    desired: &Desired,
+    need: &BTreeMap<(AccountId, String), UsersWanted>,
+) -> BTreeMap<(AccountId, String), Result<Vec<RoleUser>, Failure>> {
+    let each = (READ_CONCURRENCY / need.len().clamp(1, READ_CONCURRENCY)).max(1);
+    let start = |(place, wanted): (&(AccountId, String), &UsersWanted)| {
+        let (aws, place, wanted) = (aws.clone(), place.clone(), wanted.clone());
+        let role = desired.accounts.get(&place.0).cloned();
+        async move {
+            let users = match aws.ensure_account(&place.0, role.as_deref()).await {
+                Ok(account) => users_at(&account, &place.1, &wanted, each).await,
+                Err(f) => Err(f),
+            };
+            (place, users)
+        }
+    };
+    let mut out = BTreeMap::new();
+    for_each(need, READ_CONCURRENCY, start, |joined| match joined {
+        Ok((place, users)) => {
+            out.insert(place, users);
+        }
+        Err(e) => tracing::error!(error = %e, "a read of groups before a prune failed"),
+    })
+    .await;
+    out
+}
+
+async fn users_at(
+    account: &Arc<Account>,
+    region: &str,
+    wanted: &UsersWanted,
+    limit: usize,
+) -> Result<Vec<RoleUser>, Failure> {
+    let listed = list_groups(account, region, Vec::new()).await?;
+    let role_of = |g: &crate::core::model::Asg| g.service_linked_role_arn.clone().unwrap_or_default();
+    let sources: Vec<(AsgRef, Vec<crate::core::model::LaunchSource>)> = listed
+        .iter()
+        .filter(|(_, g, _)| wanted.wants(&role_of(g)))
+        .map(|(a, g, _)| (a.clone(), g.sources.clone()))
+        .collect();
+    let mut launches: BTreeMap<AsgRef, _> =
+        group_launches(account, region, &sources, limit).await.into_iter().collect();
+    Ok(listed
+        .into_iter()
+        .map(|(asg, g, _)| RoleUser { launch: launches.remove(&asg), role_arn: role_of(&g), asg })
+        .collect())
 }
