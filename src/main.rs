@@ -484,6 +484,7 @@ async fn connect(desired: &Desired) -> Option<Arc<Aws>> {
     match Aws::connect(region, Default::default()).await {
         Ok(aws) => {
             tracing::info!(account = %aws.caller(), "connected to AWS");
+            aws.set_create_grant_rate(desired.operator.create_grant_rate());
             Some(Arc::new(aws))
         }
         Err(e) => {

@@ -9,6 +9,11 @@
 //! Used to keep writes under AWS quotas (KMS allows PutKeyPolicy at 15/s, CreateGrant
 //! at 50/s and RetireGrant at 30/s, each per account and region) however many bindings a
 //! pass touches. A small burst (six keys, say) still goes out at once.
+//!
+//! Those quotas are shared with every other caller in the account, AWS's own services
+//! included, so the limit also learns: each throttling answer cuts it to 0.7 of what it
+//! was (at most once a second, never below 1), and it grows back by one a call every two
+//! seconds without one, up to its ceiling.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -19,16 +24,27 @@ use tokio::time::Instant;
 const WINDOW: Duration = Duration::from_secs(1);
 const POLL: Duration = Duration::from_millis(10);
 
-#[derive(Debug, Default)]
+/// A cut on throttling keeps this share of the limit.
+const CUT: f64 = 0.7;
+/// Without throttling, the limit grows by one this often.
+const GROWTH: Duration = Duration::from_secs(2);
+
+#[derive(Debug)]
 struct State {
     in_flight: usize,
     /// End times of finished calls, oldest first, trimmed to the last second.
     ended: VecDeque<Instant>,
+    /// Calls per second now: at most `ceiling`, lower after throttling.
+    limit: usize,
+    ceiling: usize,
+    /// When throttling last cut the limit.
+    cut: Option<Instant>,
+    /// When the limit last changed (cut, or grew).
+    changed: Option<Instant>,
 }
 
 #[derive(Debug)]
 pub struct RateLimiter {
-    limit: usize,
     state: Mutex<State>,
 }
 
@@ -49,7 +65,35 @@ impl Drop for Permit<'_> {
 impl RateLimiter {
     /// At most `per_second` calls in any one-second window, as the server sees them.
     pub fn per_second(per_second: u32) -> Self {
-        Self { limit: per_second.max(1) as usize, state: Mutex::default() }
+        let ceiling = per_second.max(1) as usize;
+        let state = State { in_flight: 0, ended: VecDeque::new(), limit: ceiling, ceiling, cut: None, changed: None };
+        Self { state: Mutex::new(state) }
+    }
+
+    /// A new ceiling (a config edit): the limit moves to it, unless throttling holds it
+    /// lower.
+    pub fn set_ceiling(&self, per_second: u32) {
+        let mut s = self.state.lock().expect("rate limiter lock");
+        let ceiling = per_second.max(1) as usize;
+        s.limit = if s.limit == s.ceiling { ceiling } else { s.limit.min(ceiling) };
+        s.ceiling = ceiling;
+    }
+
+    /// AWS throttled a call: the limit is cut (at most once a second).
+    pub fn throttled(&self) {
+        let now = Instant::now();
+        let mut s = self.state.lock().expect("rate limiter lock");
+        if s.cut.is_some_and(|t| now.duration_since(t) < WINDOW) {
+            return;
+        }
+        s.limit = ((s.limit as f64 * CUT) as usize).max(1);
+        s.cut = Some(now);
+        s.changed = Some(now);
+    }
+
+    /// Calls per second allowed now.
+    pub fn limit(&self) -> usize {
+        self.state.lock().expect("rate limiter lock").limit
     }
 
     /// Waits until a call may start; hold the permit until the call has returned.
@@ -61,7 +105,11 @@ impl RateLimiter {
                 while s.ended.front().is_some_and(|t| *t + WINDOW <= now) {
                     s.ended.pop_front();
                 }
-                if s.in_flight + s.ended.len() < self.limit {
+                if s.limit < s.ceiling && s.changed.is_some_and(|t| now.duration_since(t) >= GROWTH) {
+                    s.limit += 1;
+                    s.changed = Some(now);
+                }
+                if s.in_flight + s.ended.len() < s.limit {
                     s.in_flight += 1;
                     return Permit { limiter: self };
                 }
@@ -97,6 +145,27 @@ mod tests {
         }
         out.sort();
         out
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn throttling_cuts_the_limit_once_a_second_and_it_grows_back_to_its_ceiling() {
+        let rl = RateLimiter::per_second(10);
+        rl.throttled();
+        assert_eq!(rl.limit(), 7);
+        rl.throttled();
+        assert_eq!(rl.limit(), 7, "a second cut within a second is the same episode");
+        tokio::time::sleep(WINDOW).await;
+        rl.throttled();
+        assert_eq!(rl.limit(), 4);
+        for _ in 0..20 {
+            tokio::time::sleep(GROWTH).await;
+            drop(rl.acquire().await);
+        }
+        assert_eq!(rl.limit(), 10, "back to the ceiling, and no further");
+        rl.set_ceiling(5);
+        assert_eq!(rl.limit(), 5);
+        rl.set_ceiling(20);
+        assert_eq!(rl.limit(), 20, "at its ceiling, the limit follows a new one");
     }
 
     #[tokio::test(start_paused = true)]

@@ -18,6 +18,7 @@ mod launchable;
 mod least_privilege;
 mod monitoring;
 mod prune;
+mod quotas;
 mod reconcile;
 mod reencrypt;
 mod selectors;

@@ -3,13 +3,14 @@
 
 pub(super) const TOP_LEVEL: [&str; 7] =
     ["version", "instance", "defaults", "accounts", "bindings", "selectors", "events"];
-pub(super) const DEFAULTS_FIELDS: [&str; 6] = [
+pub(super) const DEFAULTS_FIELDS: [&str; 7] = [
     "region",
     "serviceLinkedRoleSuffix",
     "requireServiceLinkedRoleSuffix",
     "prune",
     "allowMassPrune",
     "selectorSyncInterval",
+    "kmsCreateGrantRate",
 ];
 pub(super) const ACCOUNT_FIELDS: [&str; 2] = ["id", "roleArn"];
 pub(super) const BINDING_FIELDS: [&str; 8] =

@@ -235,6 +235,7 @@ fn finish(
     desired.operator.allow_mass_prune = allow_mass_prune;
     desired.operator.config_bindings = desired.bindings.len();
     desired.operator.selector_sync = defaults.selector_sync;
+    desired.operator.kms_create_grant_rate = defaults.create_grant_rate;
 }
 
 /// The selectors validated so far.

@@ -517,3 +517,23 @@ fn selector_errors_are_located() {
         ]
     );
 }
+
+#[test]
+fn the_create_grant_rate_is_a_whole_number_within_the_quota() {
+    let with = |rate: &str| format!("version: 1\ndefaults:\n  kmsCreateGrantRate: {rate}\nbindings: []\n");
+    let d = parse(&with("4"), "t").unwrap();
+    assert_eq!((d.operator.kms_create_grant_rate, d.operator.create_grant_rate()), (Some(4), 4));
+    let d = parse("version: 1\nbindings: []\n", "t").unwrap();
+    assert_eq!(d.operator.create_grant_rate(), crate::core::model::desired::DEFAULT_CREATE_GRANT_RATE);
+    for bad in ["0", "51", "2.5", "-1"] {
+        let e = errors(&with(bad));
+        assert!(
+            e.len() == 1 && e[0].starts_with("defaults.kmsCreateGrantRate: ") && e[0].contains("1 to 50"),
+            "{bad}: {e:?}"
+        );
+    }
+    assert_eq!(
+        errors(&with("\"10\"")),
+        ["defaults.kmsCreateGrantRate: expected a number of calls per second, found a string"]
+    );
+}

@@ -32,6 +32,8 @@ pub(super) struct Defaults {
     pub(super) allow_mass_prune: bool,
     /// `selectorSyncInterval`: how often the daemon sweeps the selectors.
     pub(super) selector_sync: Option<std::time::Duration>,
+    /// `kmsCreateGrantRate`: the ceiling of the operator's CreateGrant calls per second.
+    pub(super) create_grant_rate: Option<u32>,
 }
 
 impl Validator {
@@ -111,6 +113,7 @@ impl Validator {
                 Err(e) => self.err("defaults.selectorSyncInterval", e),
             }
         }
+        d.create_grant_rate = self.create_grant_rate(map);
         d.suffix = self.string(map, "defaults", "serviceLinkedRoleSuffix", false).map(Arc::from);
         if let Some(s) = &d.suffix {
             if let Err(e) = check_slr_suffix(s) {
@@ -118,6 +121,26 @@ impl Validator {
             }
         }
         d
+    }
+
+    /// `defaults.kmsCreateGrantRate`: a whole number of calls per second within KMS's
+    /// quota (50 per account and Region, shared with AWS's own grants).
+    fn create_grant_rate(&mut self, map: &Mapping) -> Option<u32> {
+        let at = "defaults.kmsCreateGrantRate";
+        match map.get("kmsCreateGrantRate") {
+            None | Some(Value::Null) => None,
+            Some(Value::Number(n)) => match n.as_u64() {
+                Some(r @ 1..=50) => Some(r as u32),
+                _ => {
+                    self.err(at, format!("{n} is not a whole number from 1 to 50 (KMS allows CreateGrant at 50/s per account and Region, AWS's own grants included)"));
+                    None
+                }
+            },
+            Some(other) => {
+                self.err(at, format!("expected a number of calls per second, found {}", kind(other)));
+                None
+            }
+        }
     }
 
     /// One entry of `accounts`, added to `out` when valid.

@@ -149,7 +149,22 @@ pub struct Operator {
     /// full resyncs (never less often than it resyncs); [`DEFAULT_SELECTOR_SYNC`] when
     /// the config says nothing.
     pub selector_sync: Option<std::time::Duration>,
+    /// `defaults.kmsCreateGrantRate`: at most this many CreateGrant calls a second per
+    /// account and Region, dry runs included; see [`Operator::create_grant_rate`].
+    pub kms_create_grant_rate: Option<u32>,
 }
+
+impl Operator {
+    /// CreateGrant calls a second per account and Region, at most: the config's, else
+    /// [`DEFAULT_CREATE_GRANT_RATE`].
+    pub fn create_grant_rate(&self) -> u32 {
+        self.kms_create_grant_rate.unwrap_or(DEFAULT_CREATE_GRANT_RATE)
+    }
+}
+
+/// A fifth of KMS's CreateGrant quota (50/s per account and Region), which AWS's own
+/// grants count against too: every launch of an encrypted volume makes one.
+pub const DEFAULT_CREATE_GRANT_RATE: u32 = 10;
 
 /// How often selectors are swept unless `defaults.selectorSyncInterval` says otherwise.
 pub const DEFAULT_SELECTOR_SYNC: std::time::Duration = std::time::Duration::from_secs(60);

@@ -310,11 +310,14 @@ pub struct KmsLimits {
     pub retire_grant: RateLimiter,
 }
 
-impl Default for KmsLimits {
-    fn default() -> Self {
+impl KmsLimits {
+    /// CreateGrant at `create_grant_rate` (`defaults.kmsCreateGrantRate`), well under its
+    /// quota, because AWS's own grants share it: every launch of a volume encrypted with a
+    /// customer managed key makes one, through the group's role.
+    pub fn new(create_grant_rate: u32) -> Self {
         Self {
             put_key_policy: RateLimiter::per_second(12),
-            create_grant: RateLimiter::per_second(40),
+            create_grant: RateLimiter::per_second(create_grant_rate),
             retire_grant: RateLimiter::per_second(24),
         }
     }

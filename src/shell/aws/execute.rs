@@ -238,6 +238,11 @@ async fn put_key_policy(
             Err(e) => e,
         };
         drop(permit);
+        if super::error::classify_message(code(&e), e.raw_response().map(|r| r.status().as_u16()))
+            == ErrorClass::Throttled
+        {
+            limits.put_key_policy.throttled();
+        }
         let wait = if is_unpropagated_principal(code(&e), message(&e)) {
             let Some(d) = propagation.next() else { return Err(still_refused(settings, "PutKeyPolicy", &e)) };
             tracing::info!(key = %key, retry_in = ?d, "key policy names a principal IAM has not propagated yet; retrying");

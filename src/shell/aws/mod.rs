@@ -83,6 +83,18 @@ impl CallStats {
 #[derive(Debug, Default)]
 pub struct Shared {
     pub stats: Arc<CallStats>,
+    /// `defaults.kmsCreateGrantRate`: the ceiling of each account and Region's CreateGrant
+    /// pace (0 until a config sets it: the default).
+    create_grant_rate: std::sync::atomic::AtomicU32,
+}
+
+impl Shared {
+    fn create_grant_rate(&self) -> u32 {
+        match self.create_grant_rate.load(std::sync::atomic::Ordering::Relaxed) {
+            0 => crate::core::model::desired::DEFAULT_CREATE_GRANT_RATE,
+            r => r,
+        }
+    }
 }
 
 /// One account whose credentials have resolved, and the clients that act in it. Only
@@ -153,7 +165,16 @@ impl Account {
 
     /// The KMS write ceilings of this account in `region`.
     pub(crate) fn kms_limits(&self, region: &str) -> Arc<KmsLimits> {
-        self.kms_limits.lock().expect("limits lock").entry(region.to_owned()).or_default().clone()
+        let rate = self.shared.create_grant_rate();
+        let mut limits = self.kms_limits.lock().expect("limits lock");
+        limits.entry(region.to_owned()).or_insert_with(|| Arc::new(KmsLimits::new(rate))).clone()
+    }
+
+    /// A new CreateGrant ceiling for every Region's pace made so far.
+    fn set_create_grant_rate(&self, rate: u32) {
+        for l in self.kms_limits.lock().expect("limits lock").values() {
+            l.create_grant.set_ceiling(rate);
+        }
     }
 
     /// The HTTP client of a service with an undisclosed quota: every attempt paced by
@@ -267,6 +288,9 @@ impl Account {
                 }
             }
         };
+        if let (Some(l), "throttled") = (limit, outcome) {
+            l.throttled();
+        }
         self.shared.stats.record_outcome(service, operation, outcome);
         out
     }
@@ -392,7 +416,7 @@ impl Aws {
             .and_then(AccountId::parse)
             .ok_or_else(|| ConnectError(Failure::terminal("GetCallerIdentity returned no account id")))?;
         let caller_arn = who.arn().unwrap_or_default().to_owned();
-        let shared = Arc::new(Shared { stats });
+        let shared = Arc::new(Shared { stats, create_grant_rate: Default::default() });
         Ok(Self {
             own: Arc::new(Account::new(caller, base.clone(), shared.clone())),
             caller_arn,
@@ -401,6 +425,20 @@ impl Aws {
             providers: Mutex::default(),
             others: Mutex::default(),
         })
+    }
+
+    /// The ceiling of every account and Region's CreateGrant pace, dry runs included
+    /// (`defaults.kmsCreateGrantRate`): paces made later start at it, and those made
+    /// already move to it.
+    pub fn set_create_grant_rate(&self, rate: u32) {
+        let old = self.shared.create_grant_rate.swap(rate, std::sync::atomic::Ordering::Relaxed);
+        if old == rate {
+            return;
+        }
+        self.own.set_create_grant_rate(rate);
+        for (_, account) in self.others.lock().expect("accounts lock").values() {
+            account.set_create_grant_rate(rate);
+        }
     }
 
     /// The account our own credentials act in.

@@ -56,7 +56,10 @@ pub(super) async fn dry_run_grant(account: &Account, key: &KeyArn, slr: &Slr) ->
         .set_operations(Some(crate::core::policy::GRANT_OPERATIONS.iter().map(|o| GrantOperation::from(*o)).collect()))
         .dry_run(true)
         .send();
-    match account.call(None, "kms", "CreateGrant", ANSWERS, request).await {
+    // A dry run counts against the CreateGrant quota as a grant does (KMS Developer
+    // Guide, "Request quotas"): it takes the same pace.
+    let limits = account.kms_limits(key.region());
+    match account.call(Some(&limits.create_grant), "kms", "CreateGrant", ANSWERS, request).await {
         Ok(_) => {
             Err(Failure::terminal(format!("CreateGrant with DryRun on {key} created a grant instead of answering")))
         }

@@ -202,6 +202,19 @@ impl Moto {
             .collect()
     }
 
+    /// When each call of `action` arrived since the last reset, in seconds (the
+    /// emulator's monotonic clock), in order.
+    pub fn arrivals(&self, action: &str) -> Vec<f64> {
+        let calls = self.hook("GET", "/_launcher/calls", Value::Null);
+        calls["calls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["action"] == action)
+            .map(|c| c["t"].as_f64().unwrap())
+            .collect()
+    }
+
     /// Every AWS call the server received since the last reset, as (service, action).
     pub fn calls(&self) -> Vec<(String, String)> {
         self.calls_by_account().into_iter().map(|(_, s, a)| (s, a)).collect()

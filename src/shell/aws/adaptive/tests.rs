@@ -276,10 +276,10 @@ fn the_pacer_and_the_classifier_agree_on_what_is_throttling() {
 
 #[tokio::test(start_paused = true)]
 async fn retire_grant_has_a_ceiling_of_its_own_under_its_own_quota() {
-    let limits = KmsLimits::default();
+    let limits = KmsLimits::new(crate::core::model::desired::DEFAULT_CREATE_GRANT_RATE);
     // CreateGrant's ceiling is spent: a RetireGrant still goes at once.
     let mut creates = Vec::new();
-    for _ in 0..40 {
+    for _ in 0..crate::core::model::desired::DEFAULT_CREATE_GRANT_RATE {
         creates.push(limits.create_grant.acquire().await);
     }
     let start = Instant::now();
