@@ -91,7 +91,8 @@ class Daemon:
     """`run` on a free port, its JSON logs drained; its /metrics read on demand."""
 
     def __init__(self, emu, cfg, extra=()):
-        env = dict(emu.env(), RUST_LOG="info")
+        # The sweeps are logged at debug level: the bench times them from those lines.
+        env = dict(emu.env(), RUST_LOG="info,asg_cmk_operator::shell::daemon::sweeps=debug")
         args = [BIN, "--log-format", "json", "run", "--config", cfg, "--listen", "127.0.0.1:0", "--resync-interval", "10m", *extra]
         self.proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         self.addr = None
