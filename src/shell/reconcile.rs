@@ -69,8 +69,11 @@ pub struct Outcome {
     pub judged: Vec<Judged>,
     /// The groups' most recent launches, when this was a full pass.
     pub launches: BTreeMap<AsgRef, Result<Option<LaunchActivity>, Failure>>,
-    /// Why a prune was held by the guard against pruning by accident, if one was.
+    /// Why a prune was held by the guard against pruning by accident, or for a group
+    /// that still launches, if one was.
     pub prune_held: Option<String>,
+    /// Each access kept from prune because a group still launches through it, by key.
+    pub prune_spared: Vec<(KeyArn, String)>,
     /// Keys on which something to prune is left (a prune that failed, or was not tried
     /// again after a failure), with why. A prune that is held is not pending.
     pub prune_pending: BTreeMap<KeyArn, Failure>,
@@ -127,6 +130,7 @@ pub async fn apply(
             || plan.prune.unread.values().any(|f| f.class.is_transient());
         if out.rounds == 1 {
             out.prune_held = report_prune(&plan);
+            out.prune_spared = plan.prune.spared.iter().map(|s| (s.key.clone(), s.to_string())).collect();
         }
         if depth == Depth::Full {
             warn_drift(&plan);

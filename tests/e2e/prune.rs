@@ -1,6 +1,8 @@
 //! Offboarding against the emulator: with `prune` on, what this instance wrote for a
 //! binding that is gone is removed, and nothing else.
 
+use std::time::Duration;
+
 use crate::common::*;
 use serde_json::{json, Value};
 
@@ -389,13 +391,27 @@ async fn a_group_that_still_launches_with_the_key_keeps_its_access_until_it_is_d
     assert_eq!(spared["groups"][0]["role"], slr_arn(OWN, Some("Web")), "{plan}");
     assert_eq!(spared["principal"], slr_arn(OWN, Some("Web")), "{plan}");
 
-    // Once the group is gone, so is its access; the other binding's stays.
+    // The daemon holds it too, and /status names it.
+    let d = Daemon::start(&moto, &pruning, "2s");
+    d.wait_ready(Duration::from_secs(30));
+    let status: Value = serde_json::from_str(&d.get("/status").1).unwrap();
+    let held = status["prunesHeld"].as_array().unwrap_or_else(|| panic!("{status}"));
+    assert!(held.len() == 1 && held[0].as_str().unwrap().contains(&format!("{OWN}/us-west-2/web")), "{status}");
+
+    // Once the group is gone, so is its access, at the next pass; the other binding's stays.
     let asc = aws_sdk_autoscaling::Client::new(&own);
     asc.delete_auto_scaling_group().auto_scaling_group_name("web").force_delete(true).send().await.unwrap();
+    eventually("the access pruned", Duration::from_secs(20), || async {
+        owned_principals(&key_policy(&own, &key).await, "AsgCmkOperatorUse") == [slr_arn(OWN, Some("Api"))]
+    })
+    .await;
+    eventually("the hold gone from /status", Duration::from_secs(10), || async {
+        serde_json::from_str::<Value>(&d.get("/status").1).unwrap().get("prunesHeld").is_none()
+    })
+    .await;
+    drop(d);
     moto.reset_calls();
     let out = moto.operator(&["apply", "--config", &pruning]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(writes(&moto.calls()), ["PutKeyPolicy"]);
-    let policy = key_policy(&own, &key).await;
-    assert_eq!(owned_principals(&policy, "AsgCmkOperatorUse"), [slr_arn(OWN, Some("Api"))], "{policy}");
+    assert_eq!(writes(&moto.calls()), Vec::<String>::new(), "nothing left to prune");
 }

@@ -102,6 +102,8 @@ pub struct StatusBoard {
     config_unreadable: std::sync::RwLock<Option<String>>,
     /// Whether the last edit was taken in.
     config: std::sync::RwLock<ConfigState>,
+    /// Accesses prune keeps because a group still launches through them, by key.
+    prunes_held: std::sync::RwLock<BTreeMap<String, Vec<String>>>,
 }
 
 impl StatusBoard {
@@ -163,6 +165,16 @@ impl StatusBoard {
         };
     }
 
+    /// What a pass over `key` kept from prune for a group that still launches (none:
+    /// clears it).
+    pub fn set_prunes_held(&self, key: &str, held: Vec<String>) {
+        let mut all = self.prunes_held.write().expect("status lock");
+        match held.is_empty() {
+            true => all.remove(key),
+            false => all.insert(key.to_owned(), held),
+        };
+    }
+
     /// Sets or clears why the config file cannot be read.
     pub fn set_config_unreadable(&self, error: Option<String>) {
         *self.config_unreadable.write().expect("status lock") = error;
@@ -187,6 +199,10 @@ impl StatusBoard {
         };
         if let Some(error) = self.config_unreadable.read().expect("status lock").clone() {
             v["configFile"] = serde_json::json!({"readable": false, "error": error, "using": "the last good config"});
+        }
+        let held: Vec<String> = self.prunes_held.read().expect("status lock").values().flatten().cloned().collect();
+        if !held.is_empty() {
+            v["prunesHeld"] = serde_json::json!(held);
         }
         serde_json::to_string_pretty(&v).expect("JSON serialises")
     }

@@ -485,11 +485,7 @@ impl<R: Reconciler> Daemon<R> {
         }
         self.report.launches(&outcome, &self.config.desired);
         self.events.learn_sources(&outcome.sources);
-        match outcome.prune_held {
-            Some(_) => self.prunes_held.extend(current.iter().cloned()),
-            None => self.prunes_held.retain(|k| !current.contains(k)),
-        }
-        self.prune_gauge();
+        self.held_prunes(&current, &outcome);
         let (applied, ready) = (outcome.applied.total(), outcome.ready());
         let converged = outcome.judged.iter().filter(|j| j.verdict.converged()).count();
         let failed = outcome.judged.iter().filter(|j| report::counted_failure(&j.verdict).is_some()).count();
@@ -501,6 +497,20 @@ impl<R: Reconciler> Daemon<R> {
         } else {
             tracing::debug!(keys, converged, ready, ready_total, full, "pass finished; nothing to change");
         }
+    }
+
+    /// What a pass over `current` held from prune: its keys count in the gauge, and what
+    /// it kept for a group that still launches shows in /status.
+    fn held_prunes(&mut self, current: &[KeyArn], outcome: &Outcome) {
+        match outcome.prune_held {
+            Some(_) => self.prunes_held.extend(current.iter().cloned()),
+            None => self.prunes_held.retain(|k| !current.contains(k)),
+        }
+        for key in current {
+            let held = outcome.prune_spared.iter().filter(|(k, _)| k == key).map(|(_, m)| m.clone()).collect();
+            self.report.board.set_prunes_held(key.as_str(), held);
+        }
+        self.prune_gauge();
     }
 
     /// The `prune_held` gauge: 1 while a prune is held, by the guard over an edit, by an
