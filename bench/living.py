@@ -159,10 +159,13 @@ def sweep_measures(n, tmp):
         start = time.perf_counter() - t0
         try:
             # One sweep of the converged fleet, alone: between two sweeps nothing else runs.
+            # Counted from the end of one sweep to the end of the next, so that the
+            # window holds exactly one sweep's reads.
+            finished = lambda: len([e for e in d.lines if "selector sweep finished" in e.get("message", "")])
+            done = finished()
+            wait_for("a sweep to end", lambda: finished() > done, 3 * sync)
             before = d.reads()
-            swept = len([e for e in d.lines if e.get("message", "").startswith("selector sweep")])
-            wait_for("a sweep", lambda: len([e for e in d.lines if e.get("message", "").startswith("selector sweep")]) > swept, 3 * sync)
-            time.sleep(0.5)
+            wait_for("the next sweep to end", lambda: finished() > done + 1, 3 * sync)
             sweep = diff(d.reads(), before)
             # A group created with the tag, then its switch.
             name = f"new-{n}"
