@@ -394,33 +394,12 @@ async fn ebs_defaults(account: &Account, region: &str) -> Result<EbsDefaults, Fa
 /// The groups of one account and region (all of them, or those named), as plain data.
 /// A named group that does not exist is an error naming it.
 pub async fn describe_groups(account: &Account, region: &str, names: &[String]) -> Result<Vec<(AsgRef, Asg)>, Failure> {
-    let client = account.autoscaling(region);
     let mut out = Vec::new();
-    let mut token: Option<String> = None;
     // DescribeAutoScalingGroups takes up to 100 names a call; with none, it pages through all.
     let batches: Vec<Option<Vec<String>>> =
         if names.is_empty() { vec![None] } else { names.chunks(100).map(|c| Some(c.to_vec())).collect() };
     for batch in batches {
-        loop {
-            let request = client
-                .describe_auto_scaling_groups()
-                .set_auto_scaling_group_names(batch.clone())
-                .max_records(100)
-                .set_next_token(token.take())
-                .send();
-            let page = account
-                .call(None, "autoscaling", "DescribeAutoScalingGroups", &[], request)
-                .await
-                .map_err(|e| classify("DescribeAutoScalingGroups", &e))?;
-            for g in page.auto_scaling_groups() {
-                let asg = AsgRef::new(*account.id(), region, g.auto_scaling_group_name().unwrap_or_default());
-                out.push((asg, asg_of(g)));
-            }
-            match page.next_token() {
-                Some(t) if !t.is_empty() => token = Some(t.to_owned()),
-                _ => break,
-            }
-        }
+        out.extend(list_groups(account, region, batch, None).await?.into_iter().map(|(a, g, _)| (a, g)));
     }
     let missing: Vec<&str> =
         names.iter().filter(|n| !out.iter().any(|(a, _)| &a.name == *n)).map(String::as_str).collect();
@@ -428,4 +407,46 @@ pub async fn describe_groups(account: &Account, region: &str, names: &[String]) 
         return Err(Failure::terminal(format!("no Auto Scaling group {} in {region}", missing.join(", "))));
     }
     Ok(out)
+}
+
+/// A group as DescribeAutoScalingGroups lists it: its name, its description, its tags.
+pub type Listed = (AsgRef, Asg, BTreeMap<String, String>);
+
+/// DescribeAutoScalingGroups of one account and region, 100 a page, page by page: the
+/// groups `names` names (none: every group) that `filters` let through (none: all).
+pub async fn list_groups(
+    account: &Account,
+    region: &str,
+    names: Option<Vec<String>>,
+    filters: Option<Vec<aws_sdk_autoscaling::types::Filter>>,
+) -> Result<Vec<Listed>, Failure> {
+    let client = account.autoscaling(region);
+    let mut out = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let request = client
+            .describe_auto_scaling_groups()
+            .set_auto_scaling_group_names(names.clone())
+            .set_filters(filters.clone())
+            .max_records(100)
+            .set_next_token(token.take())
+            .send();
+        let page = account
+            .call(None, "autoscaling", "DescribeAutoScalingGroups", &[], request)
+            .await
+            .map_err(|e| classify("DescribeAutoScalingGroups", &e))?;
+        for g in page.auto_scaling_groups() {
+            let asg = AsgRef::new(*account.id(), region, g.auto_scaling_group_name().unwrap_or_default());
+            let tags = g
+                .tags()
+                .iter()
+                .filter_map(|t| Some((t.key()?.to_owned(), t.value().unwrap_or_default().to_owned())))
+                .collect();
+            out.push((asg, asg_of(g), tags));
+        }
+        match page.next_token() {
+            Some(t) if !t.is_empty() => token = Some(t.to_owned()),
+            _ => return Ok(out),
+        }
+    }
 }

@@ -6,19 +6,15 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::discover::group_launches;
-use super::error::classify;
+use super::discover::{describe_groups, group_launches, list_groups, Listed};
 use super::observe::READ_CONCURRENCY;
-use super::reads::{asg_of, describe_key_ref};
+use super::reads::describe_key_ref;
 use super::{Account, Aws};
 use crate::core::model::desired::Desired;
 use crate::core::model::observed::{RoleUser, UsersWanted};
 use crate::core::model::select::{Found, Selector, Swept};
 use crate::core::model::{AccountId, AsgRef, Failure, KeyArn};
 use crate::shell::bounded::for_each;
-
-/// DescribeAutoScalingGroups answers at most 100 groups a page.
-const PAGE: i32 = 100;
 
 /// Sweeps every selector of `desired`, its places concurrently (at most
 /// [`READ_CONCURRENCY`] reads in flight in all).
@@ -72,53 +68,13 @@ async fn sweep_place(account: &Arc<Account>, region: &str, s: &Selector, limit: 
 /// The groups of one account and Region that the selector's tag filters let through, with
 /// their tags, page by page.
 async fn list_tagged(account: &Account, region: &str, s: &Selector) -> Result<Vec<Listed>, Failure> {
-    list_groups(account, region, s.filters()).await
-}
-
-/// A group as listed: its name, its description, and its tags.
-type Listed = (AsgRef, crate::core::model::Asg, BTreeMap<String, String>);
-
-/// The groups of one account and Region that `filters` let through (none: every group),
-/// with their tags, page by page.
-async fn list_groups(
-    account: &Account,
-    region: &str,
-    filters: Vec<(String, Vec<String>)>,
-) -> Result<Vec<Listed>, Failure> {
     use aws_sdk_autoscaling::types::Filter;
-    let client = account.autoscaling(region);
-    let filters: Vec<Filter> = filters
+    let filters: Vec<Filter> = s
+        .filters()
         .into_iter()
         .map(|(name, values)| Filter::builder().name(name).set_values(Some(values)).build())
         .collect();
-    let filters = (!filters.is_empty()).then_some(filters);
-    let mut out = Vec::new();
-    let mut token: Option<String> = None;
-    loop {
-        let request = client
-            .describe_auto_scaling_groups()
-            .set_filters(filters.clone())
-            .max_records(PAGE)
-            .set_next_token(token.take())
-            .send();
-        let page = account
-            .call(None, "autoscaling", "DescribeAutoScalingGroups", &[], request)
-            .await
-            .map_err(|e| classify("DescribeAutoScalingGroups", &e))?;
-        for g in page.auto_scaling_groups() {
-            let asg = AsgRef::new(*account.id(), region, g.auto_scaling_group_name().unwrap_or_default());
-            let tags = g
-                .tags()
-                .iter()
-                .filter_map(|t| Some((t.key()?.to_owned(), t.value().unwrap_or_default().to_owned())))
-                .collect();
-            out.push((asg, asg_of(g), tags));
-        }
-        match page.next_token() {
-            Some(t) if !t.is_empty() => token = Some(t.to_owned()),
-            _ => return Ok(out),
-        }
-    }
+    list_groups(account, region, None, Some(filters)).await
 }
 
 /// Each allowed key named by an alias, as DescribeKey resolves it now (in the selector's
@@ -231,17 +187,14 @@ async fn users_at(
     wanted: &UsersWanted,
     limit: usize,
 ) -> Result<Vec<RoleUser>, Failure> {
-    let listed = list_groups(account, region, Vec::new()).await?;
+    let listed = describe_groups(account, region, &[]).await?;
     let role_of = |g: &crate::core::model::Asg| g.service_linked_role_arn.clone().unwrap_or_default();
-    let sources: Vec<(AsgRef, Vec<crate::core::model::LaunchSource>)> = listed
-        .iter()
-        .filter(|(_, g, _)| wanted.wants(&role_of(g)))
-        .map(|(a, g, _)| (a.clone(), g.sources.clone()))
-        .collect();
+    let sources: Vec<(AsgRef, Vec<crate::core::model::LaunchSource>)> =
+        listed.iter().filter(|(_, g)| wanted.wants(&role_of(g))).map(|(a, g)| (a.clone(), g.sources.clone())).collect();
     let mut launches: BTreeMap<AsgRef, _> =
         group_launches(account, region, &sources, limit).await.into_iter().collect();
     Ok(listed
         .into_iter()
-        .map(|(asg, g, _)| RoleUser { launch: launches.remove(&asg), role_arn: role_of(&g), asg })
+        .map(|(asg, g)| RoleUser { launch: launches.remove(&asg), role_arn: role_of(&g), asg })
         .collect())
 }
