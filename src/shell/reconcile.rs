@@ -22,7 +22,6 @@ pub use crate::shell::writes::{execute_plan, within, Applied, Executed};
 
 /// Observes everything `desired` needs at `depth` and plans against it (`plan`).
 pub async fn observe_and_plan(aws: &Arc<Aws>, desired: &Desired, depth: Depth) -> (Observed, Plan) {
-    aws.set_create_grant_rate(desired.operator.create_grant_rate());
     let reads = plan::reads(desired, aws.caller(), depth);
     let mut observed = aws::observe(aws, desired, &reads).await;
     let mut p = plan::plan(desired, &observed, aws.caller(), &Context::at(unix_seconds()));

@@ -84,16 +84,13 @@ impl CallStats {
 pub struct Shared {
     pub stats: Arc<CallStats>,
     /// `defaults.kmsCreateGrantRate`: the ceiling of each account and Region's CreateGrant
-    /// pace (0 until a config sets it: the default).
+    /// pace.
     create_grant_rate: std::sync::atomic::AtomicU32,
 }
 
 impl Shared {
     fn create_grant_rate(&self) -> u32 {
-        match self.create_grant_rate.load(std::sync::atomic::Ordering::Relaxed) {
-            0 => crate::core::model::desired::DEFAULT_CREATE_GRANT_RATE,
-            r => r,
-        }
+        self.create_grant_rate.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 
@@ -416,7 +413,10 @@ impl Aws {
             .and_then(AccountId::parse)
             .ok_or_else(|| ConnectError(Failure::terminal("GetCallerIdentity returned no account id")))?;
         let caller_arn = who.arn().unwrap_or_default().to_owned();
-        let shared = Arc::new(Shared { stats, create_grant_rate: Default::default() });
+        let shared = Arc::new(Shared {
+            stats,
+            create_grant_rate: crate::core::model::desired::DEFAULT_CREATE_GRANT_RATE.into(),
+        });
         Ok(Self {
             own: Arc::new(Account::new(caller, base.clone(), shared.clone())),
             caller_arn,
