@@ -43,6 +43,7 @@ CORE_LAYERS = {
     "units": 2,
     "select": 2,
     "events": 2,
+    "contest": 2,
     "judge": 3,
     "plan": 4,
     "next": 4,

@@ -688,6 +688,9 @@ fn print_unconverged(judged: &[Judged]) {
     let failed: Vec<&Judged> = judged.iter().filter(|j| !j.verdict.converged() && j.verdict.is_failed()).collect();
     let waiting: Vec<&Judged> = judged.iter().filter(|j| waits(j, Wait::KeyOwner)).collect();
     let copying: Vec<&Judged> = judged.iter().filter(|j| waits(j, Wait::Copy)).collect();
+    for line in output::contested_lines(judged) {
+        outln!("{line}");
+    }
     if !failed.is_empty() {
         outln!("{} binding{} failed:", failed.len(), plural(failed.len()));
         for j in &failed {

@@ -27,6 +27,8 @@ pub struct Event {
     pub account: AccountId,
     pub region: String,
     pub what: Touched,
+    /// Who wrote a key policy (CloudTrail's `userIdentity.arn`), for a `PutKeyPolicy`.
+    pub policy_writer: Option<String>,
 }
 
 /// What an event says changed.
@@ -102,7 +104,27 @@ pub fn parse(body: &str) -> Result<Event, (Dropped, String)> {
         (_, "AWS API Call via CloudTrail") => api_call(d).map_err(fail)?,
         _ => return Err(fail(Dropped::UnknownEvent)),
     };
-    Ok(Event { id, account, region, what })
+    let put_policy = text(d, &["eventName"]).is_some_and(|n| n == "PutKeyPolicy");
+    let policy_writer = put_policy.then(|| text(d, &["userIdentity", "arn"])).flatten();
+    Ok(Event { id, account, region, what, policy_writer })
+}
+
+/// Whether `writer` (an event's `userIdentity.arn`) is the identity `own` names: the same
+/// ARN, or a session of the same role (`arn:aws:sts::A:assumed-role/R/S` is a session of
+/// `arn:aws:iam::A:role/path/R`, and of any other session of `R`).
+pub fn same_identity(own: &str, writer: &str) -> bool {
+    fn role(arn: &str) -> Option<(&str, &str)> {
+        let mut parts = arn.splitn(6, ':');
+        let (_, _, service, _, account, resource) =
+            (parts.next()?, parts.next()?, parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+        let name = match service {
+            "sts" => resource.strip_prefix("assumed-role/")?.split('/').next()?,
+            "iam" => resource.strip_prefix("role/")?.rsplit('/').next()?,
+            _ => return None,
+        };
+        Some((account, name))
+    }
+    own == writer || role(own).is_some_and(|r| role(writer) == Some(r))
 }
 
 /// The CloudTrail management events the operator listens to.

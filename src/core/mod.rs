@@ -4,6 +4,7 @@
 pub mod access;
 pub mod activity;
 pub mod config;
+pub mod contest;
 pub mod events;
 pub mod handoff;
 pub mod iam_policy;

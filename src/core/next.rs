@@ -32,12 +32,15 @@ pub struct Intervals {
 }
 
 impl Intervals {
-    fn of(self, wait: Wait) -> (Duration, Depth) {
+    fn of(self, wait: Wait) -> Option<(Duration, Depth)> {
         match wait {
-            Wait::KeyOwner => (self.key_owner, Depth::Quick),
-            Wait::Copy => (self.copy, Depth::Quick),
+            Wait::KeyOwner => Some((self.key_owner, Depth::Quick)),
+            Wait::Copy => Some((self.copy, Depth::Quick)),
             // A quick pass switched a group without reading its launches: read them now.
-            Wait::Launches => (Duration::ZERO, Depth::Full),
+            Wait::Launches => Some((Duration::ZERO, Depth::Full)),
+            // A contested key's backoff is at least the resync interval: the resync, or
+            // the other writer's next event, looks again.
+            Wait::Contested => None,
         }
     }
 }
@@ -59,7 +62,7 @@ pub fn next<'a>(verdicts: impl IntoIterator<Item = &'a Verdict>, prune_pending: 
             // here, trying again is what helps.
             Standing::Converging | Standing::Failed(_, Retry::Backoff) => backoff = true,
             Standing::Waiting(wait) => {
-                let (after, depth) = intervals.of(wait);
+                let Some((after, depth)) = intervals.of(wait) else { continue };
                 soonest = Some(match soonest {
                     None => (after, depth),
                     Some((a, d)) => {

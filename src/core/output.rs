@@ -3,7 +3,7 @@
 use serde_json::{json, Value};
 
 use crate::core::access::{Access, KeyAccess};
-use crate::core::judge::{Judged, Standing};
+use crate::core::judge::{Judged, Kind, Reason, Standing};
 use crate::core::model::Wait;
 use crate::core::plan::{grant_name, Change, Plan, PlannedChange};
 use crate::core::policy::GRANT_OPERATIONS;
@@ -178,7 +178,11 @@ fn changes_text(s: &mut String, plan: &Plan) {
 /// The bindings that cannot progress, and those awaiting their key's owner.
 fn blocked_text(s: &mut String, plan: &Plan) {
     let owner = |j: &&Judged| j.verdict.standing() == Standing::Waiting(Wait::KeyOwner);
-    let (waiting, stuck): (Vec<&Judged>, Vec<&Judged>) = plan.stopped().partition(owner);
+    let contested = |j: &&Judged| j.verdict.standing() == Standing::Waiting(Wait::Contested);
+    let (waiting, stuck): (Vec<&Judged>, Vec<&Judged>) = plan.stopped().filter(|j| !contested(j)).partition(owner);
+    for line in contested_lines(&plan.judged) {
+        s.push_str(&format!("\n{line}\n"));
+    }
     if !stuck.is_empty() {
         s.push_str(&format!("\n{} binding{} cannot progress:\n", stuck.len(), if stuck.len() == 1 { "" } else { "s" }));
         for j in &stuck {
@@ -203,6 +207,20 @@ fn blocked_text(s: &mut String, plan: &Plan) {
             ));
         }
     }
+}
+
+/// One line per contested key (see [`crate::core::contest`]): who fights the operator
+/// over its policy, the statements to add to that writer's code, and the groups that wait.
+pub fn contested_lines(judged: &[Judged]) -> Vec<String> {
+    let mut keys: std::collections::BTreeMap<&str, (Vec<String>, &str)> = std::collections::BTreeMap::new();
+    for j in judged {
+        let Some(c) = j.condition(Kind::KeyPolicyReady).filter(|c| c.reason == Reason::Contested) else { continue };
+        let e = keys.entry(j.binding.key.as_str()).or_insert((Vec::new(), &c.message));
+        e.0.push(j.binding.asg.to_string());
+    }
+    keys.into_iter()
+        .map(|(key, (groups, message))| format!("≠ key {key} is contested (groups {}): {message}", groups.join(", ")))
+        .collect()
 }
 
 #[cfg(test)]
@@ -313,5 +331,32 @@ mod tests {
             "{t}"
         );
         assert!(t.contains("ASG ghost not found"), "{t}");
+    }
+
+    #[test]
+    fn a_contested_key_gets_one_line_with_its_groups_and_the_message() {
+        let account = AccountId::parse("111122223333").unwrap();
+        let key = KeyArn::parse("arn:aws:kms:us-west-2:111122223333:key/11111111-1111-1111-1111-111111111111").unwrap();
+        let message: std::sync::Arc<str> = "contested: another writer replaced the key policy".into();
+        let contested = |name: &str| {
+            let c = crate::core::judge::Condition {
+                kind: Kind::KeyPolicyReady,
+                status: crate::core::judge::State::False,
+                reason: Reason::Contested,
+                message: message.clone(),
+                since: 0,
+            };
+            let binding = BindingId { asg: AsgRef::new(account, "us-west-2", name), key: key.clone() };
+            let verdict = Verdict::Waiting { wait: Wait::Contested, message: message.clone() };
+            Judged { binding, selector: None, conditions: vec![c], verdict }
+        };
+        let lines = contested_lines(&[contested("web"), contested("api")]);
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(lines[0].contains("111122223333/us-west-2/web, 111122223333/us-west-2/api"), "{}", lines[0]);
+        assert!(lines[0].ends_with(&*message), "{}", lines[0]);
+        let plan = Plan { judged: vec![contested("web")], ..Plan::default() };
+        let mut text = String::new();
+        blocked_text(&mut text, &plan);
+        assert!(text.contains("is contested") && !text.contains("cannot progress"), "{text}");
     }
 }

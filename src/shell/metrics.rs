@@ -137,6 +137,8 @@ pub struct Metrics {
     pub prune_held: Gauge,
     /// Prunes held by the guard against pruning by accident.
     pub prunes_held: Counter,
+    /// Keys found contested: another writer removed the operator's statements again.
+    pub key_policy_contests: Counter,
     pub last_resync: Gauge<i64, AtomicI64>,
     /// `--resync-interval`, in seconds.
     pub resync_interval: Gauge<f64, AtomicU64>,
@@ -193,6 +195,7 @@ impl Metrics {
             config_unreadable: Gauge::default(),
             config_valid: Gauge::default(),
             prune_held: Gauge::default(),
+            key_policy_contests: Counter::default(),
             prunes_held: Counter::default(),
             last_resync: Gauge::default(),
             resync_interval: Gauge::default(),
@@ -288,6 +291,11 @@ impl Metrics {
             "prunes_held",
             "Passes in which a prune was held: it would remove more than half of the bindings at once, or the config has none, and mass pruning is not allowed; or a group still launches with a key through an access no binding needs",
             self.prunes_held.clone(),
+        );
+        registry.register(
+            "key_policy_contests",
+            "Keys found contested: another writer (Terraform, CloudFormation) replaced the key policy and removed this operator's statements a second time within the hour; its writes back off, and /status names the writer and the statements to add to its code",
+            self.key_policy_contests.clone(),
         );
     }
 
@@ -619,7 +627,7 @@ mod tests {
                 assert_eq!(sample, name, "{line}");
             }
         }
-        assert_eq!(families, 22, "{text}");
+        assert_eq!(families, 23, "{text}");
         assert!(!text.contains("# EOF"), "{text}");
         assert!(text.contains("# TYPE asg_cmk_operator_reconcile_passes_total counter\n"), "{text}");
         assert!(text.contains("\nasg_cmk_operator_reconcile_passes_total{result=\"success\"} 1\n"), "{text}");

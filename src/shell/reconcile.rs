@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use tracing::Instrument;
 
+use crate::core::contest::Contests;
 use crate::core::judge::{Context, Judged, Retry, Settled, Verdict};
 use crate::core::model::desired::Desired;
 use crate::core::model::observed::Observed;
@@ -55,6 +56,8 @@ async fn before_prune(aws: &Arc<Aws>, desired: &Desired, observed: &mut Observed
 pub struct Prior {
     pub judged: BTreeMap<BindingId, Judged>,
     pub launches: BTreeMap<AsgRef, LaunchActivity>,
+    /// The policy writes and reverts of the pass's keys (see [`crate::core::contest`]).
+    pub contests: Contests,
 }
 
 /// The result of [`apply`].
@@ -78,6 +81,10 @@ pub struct Outcome {
     pub prune_pending: BTreeMap<KeyArn, Failure>,
     /// Where each group read launches from: what a launch template's event touches.
     pub sources: BTreeMap<AsgRef, Vec<LaunchSource>>,
+    /// The pass's keys' policy writes and reverts, as the pass leaves them.
+    pub contests: Contests,
+    /// The keys found contested by this pass.
+    pub contests_begun: Vec<KeyArn>,
 }
 
 impl Outcome {
@@ -107,7 +114,7 @@ pub async fn apply(
 ) -> Outcome {
     aws.set_create_grant_rate(desired.operator.create_grant_rate());
     let mut out = Outcome::default();
-    let mut r = Rounds::default();
+    let mut r = Rounds { contests: prior.contests.clone(), ..Rounds::default() };
     r.seen.launches.extend(prior.launches.iter().map(|(a, l)| (a.clone(), Ok(Some(l.clone())))));
     let prior = &prior.judged;
     let mut jitter = Jitter::from_clock();
@@ -138,6 +145,8 @@ pub async fn apply(
         if done || last_look || out.rounds > max_rounds {
             out.prune_pending = r.prunes.left(&plan);
             out.judged = r.conclude(desired, &plan, out.rounds, max_rounds);
+            out.contests = std::mem::take(&mut r.contests);
+            out.contests_begun = std::mem::take(&mut r.contests_begun);
             out.launches = std::mem::take(&mut r.seen.launches);
             out.sources = r
                 .seen
@@ -171,6 +180,9 @@ struct Rounds {
     /// Whether the last round had a transient failure, and how many in a row did.
     troubled: u32,
     prunes: PruneProgress,
+    /// Each key's policy writes and reverts.
+    contests: Contests,
+    contests_begun: Vec<KeyArn>,
 }
 
 impl Rounds {
@@ -187,9 +199,19 @@ impl Rounds {
         let reads = plan::reads(&live, aws.caller(), depth);
         let observed = aws::observe(aws, &live, &reads).await;
         self.seen.absorb(observed);
-        let ctx = Context { now: unix_seconds(), settled: &self.settled, prior };
+        let now = unix_seconds();
+        let ctx = Context { now, settled: &self.settled, prior, contests: &self.contests };
         let mut plan = plan::plan(scope, &self.seen, aws.caller(), &ctx);
-        if before_prune(aws, scope, &mut self.seen, &plan).await {
+        let mut again = before_prune(aws, scope, &mut self.seen, &plan).await;
+        let begun = self.contests.take_in(crate::core::judge::policy_seen(&plan.judged), now);
+        for key in &begun {
+            let writer = self.contests.get(key).map_or("another writer", |c| c.writer_name());
+            tracing::warn!(%key, writer, "key policy contested: another writer removed this operator's statements again");
+        }
+        again |= !begun.is_empty();
+        self.contests_begun.extend(begun);
+        if again {
+            let ctx = Context { now, settled: &self.settled, prior, contests: &self.contests };
             plan = plan::plan(scope, &self.seen, aws.caller(), &ctx);
         }
         for j in &plan.judged {
@@ -211,6 +233,7 @@ impl Rounds {
     /// Takes in what a round's writes did.
     fn took(&mut self, mut executed: Executed, applied: &mut Applied, retry: bool) {
         self.seen = std::mem::take(&mut executed.observed);
+        self.contests.wrote(&executed.policy_for, unix_seconds());
         for (b, f) in executed.failed.iter().filter(|(_, f)| !f.class.is_transient()) {
             self.settled.insert(b.clone(), Verdict::Failed { failure: f.clone(), retry: Retry::Backoff });
         }

@@ -62,11 +62,14 @@ pub struct Executed {
     pub observed: Observed,
     /// The roles the writes created.
     roles: BTreeMap<(AccountId, String), Result<Option<Role>, Failure>>,
+    /// The bindings whose access a key policy write added.
+    pub policy_for: Vec<BindingId>,
 }
 
 impl Executed {
     fn take(&mut self, other: Executed) {
         self.applied.extend(&other.applied);
+        self.policy_for.extend(other.policy_for);
         for (b, f) in other.failed {
             self.failed.entry(b).or_insert(f);
         }
@@ -246,6 +249,9 @@ fn record(c: PlannedChange, r: Result<Done, Failure>, done: &mut Executed) {
         Ok(d) => {
             tracing::info!(action, %account, region, %target, reason = %c.reason, "applied change");
             done.applied.add(action, 1);
+            if let Change::PutKeyPolicy { .. } = &c.change {
+                done.policy_for.extend(c.bindings.iter().cloned());
+            }
             if let (Done::Role(Some(role)), Change::CreateServiceLinkedRole { slr }) = (d, &c.change) {
                 done.roles.insert((slr.account, slr.name()), Ok(Some(role)));
             }

@@ -8,6 +8,7 @@ mod common;
 
 mod aws_fidelity;
 mod cli;
+mod contested;
 mod daemon;
 mod emulator;
 mod events;

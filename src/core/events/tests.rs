@@ -137,3 +137,28 @@ fn what_cannot_be_read_is_dropped_with_its_reason() {
             .to_string();
     assert_eq!(parse(&no_account).unwrap_err().0, Dropped::MissingField);
 }
+
+#[test]
+fn a_policy_write_names_its_writer_and_the_operators_own_sessions_are_known() {
+    let mut body: Value = serde_json::from_str(&api_call(
+        "aws.kms",
+        "kms.amazonaws.com",
+        "PutKeyPolicy",
+        serde_json::json!({"keyId": KEY, "policyName": "default"}),
+    ))
+    .unwrap();
+    let writer = "arn:aws:sts::111122223333:assumed-role/terraform/ci-42";
+    body["detail"]["userIdentity"] = serde_json::json!({"type": "AssumedRole", "arn": writer});
+    assert_eq!(parse(&body.to_string()).unwrap().policy_writer.as_deref(), Some(writer));
+    let grant = api_call("aws.kms", "kms.amazonaws.com", "CreateGrant", serde_json::json!({"keyId": KEY}));
+    assert_eq!(parse(&grant).unwrap().policy_writer, None, "only a policy write names a writer");
+
+    let role = "arn:aws:iam::111122223333:role/ops/asg-cmk-operator";
+    let session = "arn:aws:sts::111122223333:assumed-role/asg-cmk-operator/pod-1";
+    assert!(same_identity(role, session), "a session of the operator's role");
+    assert!(same_identity(session, "arn:aws:sts::111122223333:assumed-role/asg-cmk-operator/pod-2"));
+    assert!(!same_identity(role, writer));
+    assert!(!same_identity(role, "arn:aws:sts::444455556666:assumed-role/asg-cmk-operator/pod-1"), "another account");
+    assert!(same_identity("arn:aws:iam::111122223333:user/ops", "arn:aws:iam::111122223333:user/ops"));
+    assert!(!same_identity("arn:aws:iam::111122223333:user/ops", "arn:aws:iam::111122223333:user/dev"));
+}

@@ -105,6 +105,8 @@ pub enum Reason {
     Unreadable,
     Unwritable,
     AwaitingKeyOwner,
+    /// Another writer keeps replacing the policy and removing the operator's statements.
+    Contested,
     AliasAcrossAccounts,
     OwnerAllows,
     GranteeUnknown,
@@ -161,6 +163,7 @@ impl Reason {
             Reason::NotFound => "NotFound",
             Reason::Allows => "Allows",
             Reason::Missing => "Missing",
+            Reason::Contested => "Contested",
             Reason::Denied => "Denied",
             Reason::Unreadable => "Unreadable",
             Reason::Unwritable => "Unwritable",

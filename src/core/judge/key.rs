@@ -42,6 +42,13 @@ impl NeedView {
 }
 
 impl KeyView {
+    /// The statements the operator writes for every need on the key, as JSON: what a
+    /// writer that replaces the whole policy must keep in it.
+    pub fn statements(&self, instance: &Instance) -> String {
+        let needs: Vec<&Need> = self.needs.iter().map(|n| &n.need).collect();
+        serde_json::Value::Array(policy::statements_for(&needs, instance)).to_string()
+    }
+
     pub fn of(text: &str, instance: &Instance) -> Self {
         let (doc, refusal) = match PolicyDocument::parse(text) {
             Ok(doc) => {

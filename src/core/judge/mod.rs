@@ -31,6 +31,7 @@ pub use parts::Facts;
 use parts::{rank, Cx, Effect, Judging, LaunchEffect, Stop};
 pub use verdict::{Retry, Standing, Verdict};
 
+use crate::core::contest::Contests;
 use crate::core::model::desired::Desired;
 use crate::core::model::observed::Observed;
 use crate::core::model::{AccountId, AsgRef, BindingId, KeyArn, Slr, Wait};
@@ -50,14 +51,16 @@ pub struct Context<'a> {
     /// (a quick pass reads no launches) is taken from it, and the transition times of
     /// conditions that did not change are kept.
     pub prior: &'a BTreeMap<BindingId, Judged>,
+    /// Each key's policy writes and reverts: a contested key's writes back off.
+    pub contests: &'a Contests,
 }
 
 impl Context<'_> {
     /// A context with nothing settled and no prior judgement, at `now`.
     pub fn at(now: u64) -> Context<'static> {
-        static NONE: std::sync::OnceLock<(Settled, BTreeMap<BindingId, Judged>)> = std::sync::OnceLock::new();
-        let (settled, prior) = NONE.get_or_init(Default::default);
-        Context { now, settled, prior }
+        static NONE: std::sync::OnceLock<(Settled, BTreeMap<BindingId, Judged>, Contests)> = std::sync::OnceLock::new();
+        let (settled, prior, contests) = NONE.get_or_init(Default::default);
+        Context { now, settled, prior, contests }
     }
 }
 
@@ -111,6 +114,7 @@ pub fn judge<'a>(
     let mut cx = Cx { desired, observed, caller, ctx, keys: BTreeMap::new(), grants: BTreeMap::new() };
     let mut judging: Vec<Judging> = desired.bindings.iter().map(|b| binding::judge_binding(b, &mut cx)).collect();
     too_large(&mut judging, &mut cx);
+    contested(&mut judging, &cx);
     let held = Holds::of(&judging, ctx);
     let verdicts: Vec<Verdict> = (0..judging.len()).map(|i| held.verdict(i, &judging, observed, ctx)).collect();
     held.mark(&mut judging, &verdicts);
@@ -187,6 +191,55 @@ fn too_large(judging: &mut [Judging], cx: &mut Cx) {
             }
         }
     }
+}
+
+/// What `judged` found of each binding's access in its key policy, for
+/// [`Contests::take_in`].
+pub fn policy_seen(judged: &[Judged]) -> impl Iterator<Item = crate::core::contest::Seen<'_>> {
+    judged.iter().filter_map(|j| {
+        let c = j.condition(Kind::KeyPolicyReady)?;
+        Some(crate::core::contest::Seen {
+            binding: &j.binding,
+            allowed: c.status == State::True,
+            missing: matches!(c.reason, Reason::Missing | Reason::Contested),
+        })
+    })
+}
+
+/// The bindings of a contested key (see [`crate::core::contest`]) that need a policy
+/// write: `KeyPolicyReady` says who fights the operator and what to add to that writer's
+/// code, and the write waits out the key's backoff.
+fn contested(judging: &mut [Judging], cx: &Cx) {
+    let now = cx.ctx.now;
+    for j in judging.iter_mut() {
+        let Some(c) = cx.ctx.contests.contested(&j.binding.key) else { continue };
+        let Some(key) = j.facts.as_ref().map(|f| f.key) else { continue };
+        let Some(entry) = j.entry(Kind::KeyPolicyReady) else { continue };
+        if entry.condition.reason != Reason::Missing {
+            continue;
+        }
+        let statements = cx.keys.get(key).map(|v| v.statements(&cx.desired.operator.instance)).unwrap_or_default();
+        let at = c.write_at(now, cx.ctx.contests.base);
+        let message = contest_message(key, c, now, at, &statements);
+        let entry = j.entry_mut(Kind::KeyPolicyReady).expect("found above");
+        entry.condition.reason = Reason::Contested;
+        entry.condition.message = Arc::from(message.as_str());
+        if at > now {
+            entry.effect = Effect::Stop(rank::POLICY, parts::Stop::Wait(Wait::Contested, message));
+        }
+    }
+}
+
+fn contest_message(key: &KeyArn, c: &crate::core::contest::Contest, now: u64, at: u64, statements: &str) -> String {
+    let next = match at > now {
+        true => format!("the operator writes them back once more in {}s", at - now),
+        false => "the operator writes them back now".to_owned(),
+    };
+    format!(
+        "contested: {writer} replaced the key policy of {key} and removed the statements this operator wrote, {n} times; {next}, and waits twice as long after each revert (up to 1 hour). To end it, add these statements to that writer's own policy (its Terraform or CloudFormation), and the operator will write nothing: {statements}",
+        writer = c.writer_name(),
+        n = c.reverts(),
+    )
 }
 
 /// The groups whose switch to their role is held: a group is switched only once every

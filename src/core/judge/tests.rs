@@ -321,7 +321,7 @@ fn transition_times_and_unread_launches_carry_over_from_the_last_pass() {
     o.roles.insert((acct(ASG_ACCT), "AWSServiceRoleForAutoScaling".into()), Ok(None));
     let prior = BTreeMap::from([(before.binding.clone(), before.clone())]);
     let settled = Settled::new();
-    let ctx = Context { now: 2_000, settled: &settled, prior: &prior };
+    let ctx = Context { now: 2_000, settled: &settled, prior: &prior, ..Context::at(0) };
     let after = judge(&d, &o, &acct(ASG_ACCT), &ctx).judged.remove(0);
     assert_eq!(of(&after, "KeyUsable").since, 1_000, "unchanged: the old transition time");
     assert_eq!(of(&after, "RoleReady").since, 2_000, "changed: this pass's time");
@@ -554,7 +554,8 @@ fn a_settled_binding_keeps_its_verdict_and_holds_its_group() {
     };
     let settled: Settled = BTreeMap::from([(d.bindings[1].id(), failed.clone())]);
     let none = BTreeMap::new();
-    let judged = judge(&d, &o, &acct(ASG_ACCT), &Context { now: 1, settled: &settled, prior: &none }).judged;
+    let judged =
+        judge(&d, &o, &acct(ASG_ACCT), &Context { now: 1, settled: &settled, prior: &none, ..Context::at(0) }).judged;
     assert_eq!(judged[1].verdict, failed);
     assert_eq!(
         kind_of(&judged[0].verdict),
@@ -583,7 +584,7 @@ fn a_launch_that_failed_before_the_fix_reads_as_fixed_and_one_after_it_as_failed
     }
     let prior = BTreeMap::from([(prior.binding.clone(), prior)]);
     let settled = Settled::new();
-    let ctx = Context { now: failed_at + 3600, settled: &settled, prior: &prior };
+    let ctx = Context { now: failed_at + 3600, settled: &settled, prior: &prior, ..Context::at(0) };
     let daemon = judge(&d, &o, &acct(ASG_ACCT), &ctx).judged.remove(0);
     assert_eq!(of(&daemon, "LaunchesHealthy").reason, Reason::LaunchFailedKms);
     assert!(matches!(daemon.verdict, Verdict::Failed { retry: Retry::Resync, .. }), "{:?}", daemon.verdict);
@@ -605,4 +606,38 @@ fn aws_times_read_as_unix_seconds() {
     }
     assert_eq!(unix_seconds("yesterday"), None);
     assert_eq!(unix_seconds("2026-13-01T00:00:00Z"), None);
+}
+
+#[test]
+fn a_contested_key_names_its_writer_and_the_statements_and_waits_out_its_backoff() {
+    let d = desired(&[OWN_KEY]);
+    let mut o = converged(&d);
+    let key = KeyArn::parse(OWN_KEY).unwrap();
+    let root = r#"{"Statement":[{"Sid":"Root","Effect":"Allow","Principal":{"AWS":"arn:aws:iam::111122223333:root"},"Action":"kms:*","Resource":"*"}]}"#;
+    o.key_policies.insert(key.clone(), Ok(root.into()));
+    let b = d.bindings[0].id();
+    let mut contests = crate::core::contest::Contests::new(60);
+    for t in [100, 200] {
+        contests.wrote([&b], t);
+        let missing = evaluate(&d, &o, &acct(ASG_ACCT), t + 1);
+        contests.take_in(policy_seen(&missing), t + 1);
+    }
+    contests.keys.get_mut(&key).unwrap().writer = Some("arn:aws:sts::111122223333:assumed-role/terraform/ci".into());
+    let (settled, prior) = (Settled::new(), BTreeMap::new());
+    let at = |now| Context { now, settled: &settled, prior: &prior, contests: &contests };
+    let waiting = judge(&d, &o, &acct(ASG_ACCT), &at(230)).judged.remove(0);
+    let c = waiting.condition(Kind::KeyPolicyReady).unwrap();
+    assert_eq!((c.status, c.reason), (State::False, Reason::Contested));
+    assert!(c.message.contains("assumed-role/terraform/ci"), "{}", c.message);
+    assert!(c.message.contains(SLR) && c.message.contains("kms:GrantIsForAWSResource"), "{}", c.message);
+    assert!(c.message.contains("in 30s"), "{}", c.message);
+    assert!(matches!(waiting.verdict, Verdict::Waiting { wait: Wait::Contested, .. }), "{:?}", waiting.verdict);
+    // Its backoff over (60 s after the last write), the write is made again.
+    let due = judge(&d, &o, &acct(ASG_ACCT), &at(260)).judged.remove(0);
+    assert!(due.has(Kind::KeyPolicyReady, Reason::Contested));
+    assert_eq!(due.verdict, Verdict::Converging);
+    // The writer's own policy grants the access: ready, whatever the contest.
+    let own = converged(&d);
+    let ready = judge(&d, &own, &acct(ASG_ACCT), &at(230)).judged.remove(0);
+    assert!(ready.has(Kind::KeyPolicyReady, Reason::Allows) && ready.ready());
 }

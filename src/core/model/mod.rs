@@ -557,6 +557,10 @@ pub enum Wait {
     /// A quick pass switched the group without reading its launches: a full pass over
     /// it follows at once.
     Launches,
+    /// Another writer keeps replacing the key policy: the write back waits out the key's
+    /// backoff (see [`crate::core::contest`]). The resync, or the writer's next event,
+    /// looks again.
+    Contested,
 }
 
 impl Wait {
@@ -565,6 +569,7 @@ impl Wait {
             Wait::KeyOwner => "awaiting_owner",
             Wait::Copy => "in_progress",
             Wait::Launches => "launches_unread",
+            Wait::Contested => "contested",
         }
     }
 }

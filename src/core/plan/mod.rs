@@ -170,7 +170,10 @@ fn key_policies(
     pruned: &prune::Pruned,
 ) -> Vec<PlannedChange> {
     let mut by_key: BTreeMap<&KeyArn, Vec<&Writable>> = BTreeMap::new();
-    for w in writes.iter().filter(|w| w.facts.need.is_some() && w.lacks(Kind::KeyPolicyReady, &[Reason::Missing])) {
+    for w in writes
+        .iter()
+        .filter(|w| w.facts.need.is_some() && w.lacks(Kind::KeyPolicyReady, &[Reason::Missing, Reason::Contested]))
+    {
         by_key.entry(w.facts.key).or_default().push(w);
     }
     // A key with something to prune is written even when none of its bindings lacks

@@ -36,7 +36,7 @@ fn plan_holding(d: &Desired, o: &Observed, caller: &AccountId, held: &BTreeMap<B
     let settled: Settled =
         held.iter().map(|(b, f)| (b.clone(), Verdict::Failed { failure: f.clone(), retry: Retry::Backoff })).collect();
     let none = BTreeMap::new();
-    super::plan(d, o, caller, &Context { now: 0, settled: &settled, prior: &none })
+    super::plan(d, o, caller, &Context { now: 0, settled: &settled, prior: &none, ..Context::at(0) })
 }
 
 /// A binding the plan cannot move on, with its verdict and why.

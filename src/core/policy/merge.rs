@@ -189,6 +189,20 @@ pub fn case2_statements(roots: &[String]) -> Vec<Value> {
     vec![Slot::Use.statement(&instance, roots), Slot::CrossAccountGrant.statement(&instance, roots)]
 }
 
+/// The statements `instance` writes for `needs` whole, as they stand alone: what the
+/// writer of a contested key is asked to put into its own policy. Empty past KMS's size
+/// limit.
+pub fn statements_for(needs: &[&Need], instance: &Instance) -> Vec<Value> {
+    let Ok(empty) = PolicyDocument::parse(r#"{"Version":"2012-10-17","Statement":[]}"#) else { return Vec::new() };
+    let whole = Gap { use_key: true, grants: true };
+    let missing: Vec<(&Need, Gap)> = needs.iter().map(|n| (*n, whole)).collect();
+    let current: Vec<&str> = needs.iter().filter_map(|n| n.who.unique_id()).collect();
+    match extend(&empty, instance, &missing, &current) {
+        Ok(doc) => doc.statements().into_iter().cloned().collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
 /// What a policy lacks for one need: the use of the key, creating grants, or both.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Gap {

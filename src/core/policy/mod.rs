@@ -10,7 +10,7 @@ mod merge;
 pub use eval::{coverage, Conditions, Coverage, PrincipalIds};
 pub use merge::{
     case2_statements, denial, ensure, extend, foreign_orphans, gap, is_owned, lines, owned_principals, prune, refusal,
-    Gap, Merge, Need, NeedKind,
+    statements_for, Gap, Merge, Need, NeedKind,
 };
 
 use serde_json::{Map, Value};

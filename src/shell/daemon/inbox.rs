@@ -127,6 +127,9 @@ impl<R: Reconciler> Daemon<R> {
             tracing::debug!(event = %e.id, keys = t.keys.len(), sweep = t.sweep, "event: its units are due now");
             for k in &t.keys {
                 self.scheduler.schedule(k.clone(), now);
+                if let Some(writer) = &e.policy_writer {
+                    self.policy_written_by(k, writer);
+                }
             }
             if t.sweep {
                 self.sweeps.next_at = now;

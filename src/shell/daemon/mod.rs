@@ -23,6 +23,7 @@
 
 mod config;
 mod connection;
+mod contested;
 mod edits;
 mod inbox;
 mod reconciler;
@@ -50,6 +51,7 @@ use report::Reporter;
 use resync::Resync;
 
 use crate::core::config as config_text;
+use crate::core::contest::Contests;
 use crate::core::judge::Judged;
 use crate::core::model::desired::Desired;
 use crate::core::model::{BindingId, ErrorClass, Failure, KeyArn};
@@ -177,6 +179,8 @@ struct Daemon<R: Reconciler> {
     sweeps: sweeps::Sweeps,
     /// Change events: the poller, and what the events leave for the passes.
     events: inbox::EventState,
+    /// Each key's policy writes and reverts (see [`crate::core::contest`]).
+    contests: Contests,
     jitter: Jitter,
 }
 
@@ -274,6 +278,7 @@ impl<R: Reconciler> Daemon<R> {
             parsing: None,
             sweeps: sweeps::Sweeps::new(now),
             events: inbox::EventState::default(),
+            contests: Contests::new(settings.resync.as_secs()),
             reconciler: Arc::new(reconciler),
             settings,
             jitter: Jitter::from_clock(),
@@ -399,7 +404,11 @@ impl<R: Reconciler> Daemon<R> {
         // Launches events reported for the pass's groups go with it.
         let launches =
             subset.bindings.iter().filter_map(|b| Some((b.asg.clone(), self.events.launches.remove(&b.asg)?)));
-        let prior = Prior { launches: launches.collect(), judged: self.report.board.prior(&ids) };
+        let prior = Prior {
+            launches: launches.collect(),
+            judged: self.report.board.prior(&ids),
+            contests: self.contests.only(&keys),
+        };
         let id = self.passes.runner.start(keys, Pass { full, generation: self.config.generation });
         let task = self.passes.set.spawn(self.reconciler.reconcile(client, subset, depth, prior).instrument(span));
         self.passes.running.insert(task.id(), id);
@@ -472,6 +481,7 @@ impl<R: Reconciler> Daemon<R> {
         let keep = |b: &BindingId| self.config.current(&b.key, pass.generation) && self.config.bound.contains(b);
         outcome.judged.retain(|j| keep(&j.binding));
         self.settle_departed(&current, &outcome.prune_pending);
+        self.take_contests(&current, &mut outcome);
         for unit in self.split_by_unit(&current) {
             let judged: Vec<Judged> =
                 outcome.judged.iter().filter(|j| unit.contains(&j.binding.key)).cloned().collect();

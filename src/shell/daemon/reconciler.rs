@@ -40,6 +40,10 @@ pub trait Reconciler: Send + Sync + 'static {
     ) -> impl Future<Output = Swept> + Send + 'static {
         async { Swept::default() }
     }
+    /// The ARNs the operator acts as, whose writes are its own (change events name them).
+    fn identities(&self, _client: &Self::Client) -> Vec<String> {
+        Vec::new()
+    }
     /// Receives change events from `queue` (in its account, through `role` when it is
     /// another's) and hands them to the loop through `tx`, until the loop goes away. A
     /// reconciler that knows no queue receives nothing.
@@ -72,6 +76,10 @@ impl Reconciler for AwsReconciler {
             tracing::info!(account = %aws.caller(), "connected to AWS");
             Ok(aws)
         }
+    }
+
+    fn identities(&self, aws: &Aws) -> Vec<String> {
+        vec![aws.caller_arn().to_owned()]
     }
 
     fn reconcile(
