@@ -79,14 +79,21 @@ impl Executed {
     }
 }
 
-/// The write slots, per account and action.
+/// The write slots, per account, Region and action: what one pace governs (KMS's quotas
+/// and the operator's paces are per account and Region), so a write that waits for a slot
+/// waits only behind writes of its own pace, never while another pace sits idle.
 #[derive(Default)]
-struct Slots(std::sync::Mutex<BTreeMap<(AccountId, &'static str), Arc<Semaphore>>>);
+struct Slots(std::sync::Mutex<BTreeMap<SlotKey, Arc<Semaphore>>>);
+
+/// (account, Region or "global", action).
+type SlotKey = (AccountId, String, &'static str);
 
 impl Slots {
     fn of(&self, c: &Change) -> Arc<Semaphore> {
+        let region = c.region().unwrap_or("global").to_owned();
         let mut all = self.0.lock().expect("slots lock");
-        all.entry((*c.account(), c.action())).or_insert_with(|| Arc::new(Semaphore::new(WRITE_CONCURRENCY))).clone()
+        let slot = all.entry((*c.account(), region, c.action()));
+        slot.or_insert_with(|| Arc::new(Semaphore::new(WRITE_CONCURRENCY))).clone()
     }
 }
 

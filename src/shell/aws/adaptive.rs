@@ -1,7 +1,9 @@
 //! How fast the operator calls AWS: as fast as AWS allows, and no faster.
 //!
 //! Auto Scaling and IAM publish no request quotas, and theirs are per account and shared
-//! with every other tool in it. So each (service, account, region) gets a [`Pace`]: a
+//! with every other tool in it; EC2's and KMS's are documented, but shared the same way
+//! (KMS's with AWS's own calls on the account's behalf). So each (service, account,
+//! region) gets a [`Pace`]: a
 //! token bucket whose rate follows AWS's throttling answers. Every HTTP attempt of that
 //! client, SDK retries included, waits for a token and reports whether it was throttled
 //! ([`PacedClient`] wraps the client's HTTP connector), so reads and writes share it and
@@ -24,7 +26,7 @@
 //! by the fault suite at 20% of calls) drove it down to its floor of one call every two
 //! seconds, and a 40-binding fleet that converged in 12 s had not in 150 s.
 //!
-//! KMS documents its quotas, and its writes keep fixed ceilings under them ([`KmsLimits`]).
+//! KMS's writes also keep fixed ceilings under its documented quotas ([`KmsLimits`]).
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -231,12 +233,17 @@ struct PacedConnector {
     paces: Arc<Paces>,
 }
 
-/// Whether a query-protocol request (Auto Scaling, IAM) is a read: its `Action` form
-/// field starts with Describe, Get or List.
+/// Whether a request is a read: its action starts with Describe, Get or List. The query
+/// protocols (Auto Scaling, IAM, EC2) name it in the `Action` form field, the JSON one
+/// (KMS) in the `X-Amz-Target` header (`TrentService.GetKeyPolicy`).
 fn is_read(request: &HttpRequest) -> bool {
+    let reads = |a: &[u8]| [&b"Describe"[..], b"Get", b"List"].iter().any(|p| a.starts_with(p));
+    if let Some(target) = request.headers().get("x-amz-target") {
+        return target.rsplit('.').next().is_some_and(|a| reads(a.as_bytes()));
+    }
     let body = request.body().bytes().unwrap_or_default();
     let action = body.split(|b| *b == b'&').find_map(|field| field.strip_prefix(b"Action="));
-    action.is_some_and(|a| [&b"Describe"[..], b"Get", b"List"].iter().any(|p| a.starts_with(p)))
+    action.is_some_and(reads)
 }
 
 impl HttpConnector for PacedConnector {

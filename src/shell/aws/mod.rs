@@ -174,13 +174,13 @@ impl Account {
         }
     }
 
-    /// The HTTP client of a service with an undisclosed quota: every attempt paced by
-    /// [`Paces`] of its own (one per service, account and region: one client is built per
-    /// service and region here).
+    /// The HTTP client of a service whose quota is shared with others: every attempt paced
+    /// by [`Paces`] of its own (one per service, account and region: one client is built
+    /// per service and region here). Auto Scaling, IAM, KMS and EC2.
     fn paced_http(&self) -> Option<PacedClient> {
         let http = self.config.http_client();
         if http.is_none() {
-            tracing::warn!("no HTTP client to pace: Auto Scaling and IAM calls are not paced");
+            tracing::warn!("no HTTP client to pace: AWS calls are not paced");
         }
         http.map(|http| PacedClient::new(http, Arc::new(Paces::default())))
     }
@@ -204,9 +204,11 @@ impl Account {
         clients
             .entry(region.to_owned())
             .or_insert_with(|| {
-                let conf =
-                    aws_sdk_kms::config::Builder::from(&self.config).region(Region::new(region.to_owned())).build();
-                aws_sdk_kms::Client::from_conf(conf)
+                let mut conf = aws_sdk_kms::config::Builder::from(&self.config).region(Region::new(region.to_owned()));
+                if let Some(http) = self.paced_http() {
+                    conf = conf.http_client(http);
+                }
+                aws_sdk_kms::Client::from_conf(conf.build())
             })
             .clone()
     }
@@ -246,9 +248,11 @@ impl Account {
         clients
             .entry(region.to_owned())
             .or_insert_with(|| {
-                let conf =
-                    aws_sdk_ec2::config::Builder::from(&self.config).region(Region::new(region.to_owned())).build();
-                aws_sdk_ec2::Client::from_conf(conf)
+                let mut conf = aws_sdk_ec2::config::Builder::from(&self.config).region(Region::new(region.to_owned()));
+                if let Some(http) = self.paced_http() {
+                    conf = conf.http_client(http);
+                }
+                aws_sdk_ec2::Client::from_conf(conf.build())
             })
             .clone()
     }

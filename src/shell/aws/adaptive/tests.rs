@@ -293,3 +293,20 @@ async fn retire_grant_has_a_ceiling_of_its_own_under_its_own_quota() {
     assert!(more.is_err(), "a 25th RetireGrant went out within the window");
     drop(creates);
 }
+
+#[test]
+fn reads_and_writes_are_told_apart_in_both_protocols() {
+    let query = |body: &str| HttpRequest::new(SdkBody::from(body.to_owned()));
+    assert!(is_read(&query("Action=DescribeImages&Version=2016-11-15")), "EC2 (query)");
+    assert!(is_read(&query("Action=ListRoles&Version=2010-05-08")), "IAM (query)");
+    assert!(!is_read(&query("Action=CopyImage&Version=2016-11-15")));
+    let json = |target: &str| {
+        let mut r = HttpRequest::new(SdkBody::from("{}"));
+        r.headers_mut().insert("X-Amz-Target", target.to_owned());
+        r
+    };
+    assert!(is_read(&json("TrentService.GetKeyPolicy")), "KMS (JSON)");
+    assert!(is_read(&json("TrentService.ListGrants")));
+    assert!(!is_read(&json("TrentService.PutKeyPolicy")));
+    assert!(!is_read(&json("TrentService.CreateGrant")));
+}
