@@ -17,11 +17,11 @@ use cli::{Cli, Command, Output};
 
 use asg_cmk_operator::core::config;
 
-use asg_cmk_operator::core::judge::{self, Judged, Standing};
+use asg_cmk_operator::core::judge::{Judged, Standing};
 use asg_cmk_operator::core::model::desired::Desired;
 use asg_cmk_operator::core::model::is_region;
 use asg_cmk_operator::core::model::{AccountId, Wait};
-use asg_cmk_operator::core::plan::{self, Depth};
+use asg_cmk_operator::core::plan::Depth;
 use asg_cmk_operator::core::{access, iam_policy, launch, output, status};
 use asg_cmk_operator::shell::aws::{self, Aws, ExecSettings};
 use asg_cmk_operator::shell::telemetry;
@@ -586,13 +586,25 @@ async fn preview_selector(mut desired: Desired, name: String) -> ExitCode {
 async fn status(desired: Desired, output: Output) -> ExitCode {
     let Some(aws) = connect(&desired).await else { return ExitCode::FAILURE };
     let desired = aws::select::selected(&aws, &desired).await;
-    let reads = plan::reads(&desired, aws.caller(), Depth::Full);
-    let observed = aws::observe(&aws, &desired, &reads).await;
-    let ctx = judge::Context::at(clock::unix_seconds());
-    let judged = judge::judge(&desired, &observed, aws.caller(), &ctx).judged;
+    // The plan's judgement, and with prune on, what a prune would hold for groups that
+    // still launch through an access no binding needs.
+    let (_, plan) = reconcile::observe_and_plan(&aws, &desired, Depth::Full).await;
+    let held: Vec<String> = plan.prune.spared.iter().map(ToString::to_string).collect();
+    let judged = plan.judged;
     match output {
-        Output::Text => out!("{}", status::text(&judged)),
-        Output::Json => outln!("{}", status::document(&judged)),
+        Output::Text => {
+            out!("{}", status::text(&judged));
+            for h in &held {
+                outln!("Prune held: {h}");
+            }
+        }
+        Output::Json => {
+            let mut doc: serde_json::Value = serde_json::from_str(&status::document(&judged)).expect("status is JSON");
+            if !held.is_empty() {
+                doc["prunesHeld"] = serde_json::json!(held);
+            }
+            outln!("{}", serde_json::to_string_pretty(&doc).expect("JSON serialises"));
+        }
     }
     if judged.iter().all(|j| j.ready()) {
         ExitCode::SUCCESS

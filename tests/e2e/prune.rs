@@ -390,6 +390,11 @@ async fn a_group_that_still_launches_with_the_key_keeps_its_access_until_it_is_d
     assert_eq!(spared["groups"][0]["asg"], format!("{OWN}/us-west-2/web"), "{plan}");
     assert_eq!(spared["groups"][0]["role"], slr_arn(OWN, Some("Web")), "{plan}");
     assert_eq!(spared["principal"], slr_arn(OWN, Some("Web")), "{plan}");
+    let status = stdout(&moto.operator(&["status", "--config", &pruning]));
+    assert!(status.contains("Prune held:") && status.contains(&format!("{OWN}/us-west-2/web")), "{status}");
+    let status = moto.operator(&["status", "--config", &pruning, "--output", "json"]);
+    let status: Value = serde_json::from_str(&stdout(&status)).unwrap();
+    assert!(status["prunesHeld"][0].as_str().unwrap().contains(&format!("{OWN}/us-west-2/web")), "{status}");
 
     // The daemon holds it too, and /status names it.
     let d = Daemon::start(&moto, &pruning, "2s");
