@@ -61,7 +61,9 @@ pub(super) fn mappings<M: SdkMapping>(all: &[M]) -> Vec<Mapping> {
 }
 
 /// A launch template version's mappings as a request that writes them again, each field as
-/// read, but with `key` (and encryption) for the volumes of `devices`.
+/// read (every field EC2 answers, so none is dropped: a new field of the SDK's shape
+/// must be added here, and the test below names them all), but with `key` (and
+/// encryption) for the volumes of `devices`.
 pub(super) fn with_key(
     all: &[LaunchTemplateBlockDeviceMapping],
     devices: &[String],
@@ -81,6 +83,8 @@ pub(super) fn with_key(
                     .set_volume_size(e.volume_size())
                     .set_volume_type(e.volume_type().cloned())
                     .set_throughput(e.throughput())
+                    .set_volume_initialization_rate(e.volume_initialization_rate())
+                    .set_ebs_card_index(e.ebs_card_index())
                     .build()
             });
             LaunchTemplateBlockDeviceMappingRequest::builder()
@@ -91,4 +95,40 @@ pub(super) fn with_key(
                 .build()
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use aws_sdk_ec2::types::{LaunchTemplateEbsBlockDevice, VolumeType};
+
+    use super::*;
+
+    #[test]
+    fn a_mapping_is_written_again_whole_with_only_the_key_changed() {
+        let ebs = LaunchTemplateEbsBlockDevice::builder()
+            .encrypted(true)
+            .delete_on_termination(false)
+            .iops(4000)
+            .kms_key_id("arn:aws:kms:us-west-2:444455556666:key/22222222-2222-2222-2222-222222222222")
+            .snapshot_id("snap-0abc")
+            .volume_size(100)
+            .volume_type(VolumeType::Gp3)
+            .throughput(250)
+            .volume_initialization_rate(300)
+            .ebs_card_index(1)
+            .build();
+        let read = LaunchTemplateBlockDeviceMapping::builder().device_name("/dev/xvda").ebs(ebs).build();
+        let other =
+            LaunchTemplateBlockDeviceMapping::builder().device_name("/dev/sdb").virtual_name("ephemeral0").build();
+        let key = KeyArn::parse("arn:aws:kms:us-west-2:111122223333:key/11111111-1111-1111-1111-111111111111").unwrap();
+        let out = with_key(&[read, other], &["/dev/xvda".to_owned()], &key);
+        let e = out[0].ebs().unwrap();
+        assert_eq!(e.kms_key_id(), Some(key.as_str()));
+        assert_eq!((e.encrypted(), e.delete_on_termination()), (Some(true), Some(false)));
+        assert_eq!((e.iops(), e.volume_size(), e.throughput()), (Some(4000), Some(100), Some(250)));
+        assert_eq!((e.snapshot_id(), e.volume_type()), (Some("snap-0abc"), Some(&VolumeType::Gp3)));
+        assert_eq!((e.volume_initialization_rate(), e.ebs_card_index()), (Some(300), Some(1)));
+        assert_eq!((out[1].device_name(), out[1].virtual_name()), (Some("/dev/sdb"), Some("ephemeral0")));
+        assert!(out[1].ebs().is_none());
+    }
 }
