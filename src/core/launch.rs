@@ -58,6 +58,7 @@ pub fn source_read(
         mapping_keys: spec.mappings.iter().filter_map(|m| Some((m.device.clone(), m.kms_key_id.clone()?))).collect(),
         shared_encrypted,
         image_unread,
+        image_parameter: spec.image_parameter.clone(),
     }
 }
 
@@ -83,6 +84,9 @@ pub struct LaunchSpec {
     pub spot: bool,
     /// A launch template version's template id and number, as read.
     pub template: Option<(String, u64)>,
+    /// The Systems Manager parameter the version names its image by (`resolve:ssm:…`),
+    /// when it does: `image_id` is then the AMI the parameter holds now.
+    pub image_parameter: Option<String>,
 }
 
 /// An AMI as DescribeImages shows it: its owner and its block device mappings.
@@ -277,6 +281,7 @@ mod tests {
             mappings,
             spot: false,
             template: None,
+            image_parameter: None,
         }
     }
 

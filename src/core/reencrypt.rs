@@ -74,6 +74,9 @@ pub enum Next {
     /// Nothing can be written: a read missing or failed, or a state the operator cannot
     /// change (the failure says which).
     Stop(Failure),
+    /// Nothing is done: the group's image comes from a Systems Manager parameter, which a
+    /// copy's literal AMI id would freeze (the message says what to do).
+    ImageFromParameter(String),
 }
 
 /// What the reads needed for one source are: the copy's name to look up, and whether the
@@ -243,6 +246,11 @@ pub fn next(b: &Binding, own: &KeyArn, launch: &GroupLaunch, s: &SourceRead, rea
     let Some(image) = s.image_id.clone() else {
         return Next::Stop(Failure::terminal(format!("{what} names no image")));
     };
+    if let (true, Some(parameter)) = (image_foreign, &s.image_parameter) {
+        return Next::ImageFromParameter(format!(
+            "{what} names its image by the Systems Manager parameter {parameter} (now {image}), whose snapshots use another account's key. A version with the copy's AMI id would stop the group following the parameter, so nothing is copied. Publish an image encrypted with a key of account {group} to the parameter, or point the template at an AMI id, or bind the key by the procedure's grant (strategy: grant)"
+        ));
+    }
     // 1. The copy of the image, encrypted with the own key.
     let image_now = if image_foreign {
         let mut keys: Vec<&str> = image_keys.iter().map(|k| k.as_str()).collect();
@@ -477,6 +485,7 @@ mod tests {
             mapping_keys: vec![],
             shared_encrypted: false,
             image_unread: None,
+            image_parameter: None,
         }
     }
 
@@ -639,5 +648,20 @@ mod tests {
         );
         r.configurations.insert(at(&name), Ok(true));
         assert_eq!(write(next_of(&s, &r)), Write::UseConfiguration { name });
+    }
+
+    #[test]
+    fn an_image_from_a_parameter_is_never_frozen_into_a_copy() {
+        let mut s = source("$Default", &[FOREIGN]);
+        s.image_parameter = Some("resolve:ssm:/golden/ami".into());
+        let r = reads(None, DryRun::Allowed, 1, false, &[]);
+        let Next::ImageFromParameter(why) = next(&binding(), &key(OWN), &launch(), &s, &r) else {
+            panic!("{:?}", next(&binding(), &key(OWN), &launch(), &s, &r))
+        };
+        assert!(why.contains("resolve:ssm:/golden/ami") && why.contains("ami-src"), "{why}");
+        // An image of the group's own account through a parameter needs nothing.
+        let mut own = source("$Default", &[OWN]);
+        own.image_parameter = s.image_parameter.clone();
+        assert_eq!(next(&binding(), &key(OWN), &launch(), &own, &r), Next::Done);
     }
 }

@@ -303,3 +303,31 @@ async fn the_daemon_follows_a_copy_without_holding_other_groups_and_reports_it()
     assert!(finished.iter().any(|v| v["ready_total"] == 1), "{finished:#?}");
     d.terminate(Duration::from_secs(10));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_image_named_by_a_parameter_is_not_frozen_into_a_copy() {
+    let moto = Moto::start();
+    let f = fleet(&moto, Some(&foreign_policy())).await;
+    let own = moto.own().await;
+    put_parameter(&moto, "/golden/ami", &f.image);
+    let template = launch_template(&own, "golden", Some("resolve:ssm:/golden/ami"), None).await;
+    group_on_template(&own, "web", &template, 0, None).await;
+    let dir = TempDir::new();
+    let config = dir.write("config.yaml", &format!("version: 1\nbindings:\n{}", binding("web", &f)));
+
+    let out = moto.operator(&["apply", "--config", &config]);
+    assert!(!out.status.success(), "{}", stdout(&out));
+    let calls = moto.calls();
+    for write in ["CopyImage", "CreateLaunchTemplateVersion", "ModifyLaunchTemplate"] {
+        assert_eq!(count(&calls, write), 0, "{write}: {:?}", writes(&calls));
+    }
+    let status = moto.operator(&["status", "--config", &config, "--output", "json"]);
+    let status: serde_json::Value = serde_json::from_str(&stdout(&status)).unwrap();
+    let b = &status["bindings"][0];
+    let cond = b["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "ImagesReencrypted").unwrap();
+    assert_eq!((&cond["status"], &cond["reason"]), (&"False".into(), &"ImageFromParameter".into()), "{status}");
+    assert!(cond["message"].as_str().unwrap().contains("/golden/ami"), "{cond}");
+    assert_eq!(b["verdict"]["type"], "Failed", "{status}");
+    let (named, default) = versions(&moto, "web", &template).await;
+    assert_eq!((named.as_deref(), default), (None, 1), "the template and the group are left as they were");
+}

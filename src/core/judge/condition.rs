@@ -135,6 +135,8 @@ pub enum Reason {
     ReencryptPending,
     CopyInProgress,
     ReencryptBlocked,
+    /// The group's image comes from a Systems Manager parameter: a copy would freeze it.
+    ImageFromParameter,
 }
 
 impl Reason {
@@ -187,6 +189,7 @@ impl Reason {
             Reason::ReencryptPending => "ReencryptPending",
             Reason::CopyInProgress => "CopyInProgress",
             Reason::ReencryptBlocked => "ReencryptBlocked",
+            Reason::ImageFromParameter => "ImageFromParameter",
         }
     }
 

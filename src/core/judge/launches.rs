@@ -3,7 +3,7 @@
 //! (`ImagesReencrypted`).
 
 use super::condition::{Condition, Kind, Reason, State};
-use super::parts::{rank, stop_fail, stop_wait, Effect, Entry, LaunchEffect, Parts};
+use super::parts::{rank, stop_fail, stop_wait, Effect, Entry, LaunchEffect, Parts, Stop};
 use super::Context;
 use crate::core::model::launch::GroupLaunch;
 use crate::core::model::{ErrorClass, Failure, LaunchActivity, LaunchFailureClass, Wait};
@@ -118,7 +118,12 @@ pub(super) fn images_reencrypted(p: &Parts, writes: &mut Vec<(Write, String)>, _
                     if f.class == ErrorClass::Terminal { Reason::ReencryptBlocked } else { Reason::ReadFailed };
                 stop = Some(p.c(k, State::False, reason, f.message.clone(), stop_fail(rank::IMAGES, f)));
             }
-            Next::Wait(..) | Next::Stop(_) => {}
+            Next::ImageFromParameter(message) if stop.is_none() => {
+                let f = Failure::terminal(message.clone());
+                let effect = Effect::Stop(rank::IMAGES, Stop::Refuse(f));
+                stop = Some(p.c(k, State::False, Reason::ImageFromParameter, message, effect));
+            }
+            Next::Wait(..) | Next::Stop(_) | Next::ImageFromParameter(_) => {}
         }
     }
     stop.or(first).unwrap_or_else(|| {

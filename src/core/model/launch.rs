@@ -48,6 +48,8 @@ pub struct SourceRead {
     pub shared_encrypted: bool,
     /// Why the AMI could not be read, if it could not: its snapshots' keys are unknown.
     pub image_unread: Option<String>,
+    /// The Systems Manager parameter a launch template names its image by, if it does.
+    pub image_parameter: Option<String>,
 }
 
 /// An image the operator copied, found by its name.

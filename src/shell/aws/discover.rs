@@ -213,6 +213,7 @@ pub(super) async fn launch_configurations(
                 mappings: mappings(lc.block_device_mappings()),
                 spot: lc.spot_price().is_some_and(|p| !p.is_empty()),
                 template: None,
+                image_parameter: None,
             };
             out.insert(name, spec);
         }

@@ -63,6 +63,7 @@ impl TemplateVersion {
             mappings: self.mappings.clone(),
             spot: false,
             template: self.id.clone().zip(self.number),
+            image_parameter: self.image_id.clone().filter(|_| self.image_is_parameter()),
         }
     }
 }
