@@ -36,9 +36,6 @@ fn details(c: &Change) -> Value {
                 "launchTemplateId": template_id, "sourceVersion": source_version, "imageId": image_id,
                 "kmsKeyId": key.as_str(), "devices": devices, "versionDescription": description,
             }),
-            Write::SetDefaultVersion { template_id, version } => {
-                json!({ "launchTemplateId": template_id, "defaultVersion": version })
-            }
             Write::PointGroup { template_id, version, .. } => {
                 json!({ "launchTemplate": { "launchTemplateId": template_id, "version": version.to_string() } })
             }

@@ -10,10 +10,10 @@
 //! 2. once the copy is `available`, a new version of the group's launch template is made
 //!    from the version the group launches, with the copy as its image and any mapping that
 //!    names another account's key naming the own key;
-//! 3. the group launches that version: by `$Latest` itself, by the template's default
-//!    version when no other group uses the template, or else by pointing this group alone
-//!    at the new number (in its own launch template, or in its mixed instances policy and
-//!    the overrides that name the template). A template another group launches at
+//! 3. the group launches that version: by `$Latest` itself while it is the latest, else
+//!    by pointing this group alone at the new number (in its own launch template, or in
+//!    its mixed instances policy and the overrides that name the template). The
+//!    template's default version is never changed. A template another group launches at
 //!    `$Latest` is left alone: a new version would change what that group launches.
 //!
 //! A launch configuration, which cannot be changed, is copied with the new image, and the
@@ -25,7 +25,7 @@ use crate::core::launch::{GroupLaunch, SourceRead};
 use crate::core::model::desired::Binding;
 use crate::core::model::{AccountId, AsgRef, DryRun, ErrorClass, Failure, KeyArn, LaunchSource, Wait};
 
-pub use crate::core::model::launch::{Copy, CopyAt, Groups, GroupsAt, LatestVersion, ReencryptReads, TemplateAt};
+pub use crate::core::model::launch::{Copy, CopyAt, Groups, GroupsAt, ReencryptReads, TemplateAt, VersionSeen};
 
 /// The next write for one launch source of a group.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -40,10 +40,6 @@ pub enum Write {
         image_id: String,
         devices: Vec<String>,
         description: String,
-    },
-    SetDefaultVersion {
-        template_id: String,
-        version: u64,
     },
     PointGroup {
         template_id: String,
@@ -86,7 +82,8 @@ pub struct Needs {
     pub copies: Vec<String>,
     /// Keys whose use by the group's account is checked before a copy is made.
     pub access: Vec<KeyArn>,
-    pub template: Option<String>,
+    /// The template, and the image whose versions of it to read.
+    pub template: Option<(String, String)>,
     /// The launch configuration copy to look for.
     pub configuration: Option<String>,
 }
@@ -98,10 +95,24 @@ pub fn copy_name(image: &str, key: &KeyArn) -> String {
     format!("asg-cmk-operator/{image}/{}", key.key_id())
 }
 
-/// The description the operator gives a version it makes: the source version, the image
-/// and the key, so a version made before a lost answer or a restart is recognised.
-pub fn version_description(source_version: u64, image: &str, key: &KeyArn) -> String {
-    format!("asg-cmk-operator: version {source_version} with image {image} and key {}", key.key_id())
+/// The description the operator gives a version it makes: the source version, what the
+/// group followed to it (`$Default`, `$Latest` or a number), the image and the key, so a
+/// version made before a lost answer or a restart is recognised, and what the group
+/// followed before it was pointed at the version is on record.
+pub fn version_description(source_version: u64, followed: &str, image: &str, key: &KeyArn) -> String {
+    let followed = if followed.is_empty() { "$Default" } else { followed };
+    format!("asg-cmk-operator: version {source_version} ({followed}) with image {image} and key {}", key.key_id())
+}
+
+/// Whether `description` is the operator's for a version made from `source_version` with
+/// `image` and `key`: as [`version_description`] writes it, whatever the group followed,
+/// or as earlier versions of the operator wrote it (without what it followed).
+pub fn is_operators_version(description: &str, source_version: u64, image: &str, key: &KeyArn) -> bool {
+    let head = format!("asg-cmk-operator: version {source_version} ");
+    let tail = format!("with image {image} and key {}", key.key_id());
+    description.strip_prefix(&head).and_then(|rest| rest.strip_suffix(&tail)).is_some_and(|mid| {
+        mid.is_empty() || (mid.starts_with('(') && mid.ends_with(") ") && !mid[1..mid.len() - 2].contains(')'))
+    })
 }
 
 /// Which of a source's keys are another account's than `group`'s: each key as found, its
@@ -210,7 +221,7 @@ pub fn needs(b: &Binding, own: &KeyArn, launch: &GroupLaunch, s: &SourceRead, co
     }
     match (&s.source, &s.template) {
         (LaunchSource::Configuration(from), _) => out.configuration = Some(configuration_name(from, &image_now)),
-        (LaunchSource::Template { .. }, Some((template, _))) => out.template = Some(template.clone()),
+        (LaunchSource::Template { .. }, Some((template, _))) => out.template = Some((template.clone(), image_now)),
         (LaunchSource::Template { .. }, None) => {}
     }
     out
@@ -360,24 +371,34 @@ struct TemplateStep<'a> {
     devices: Vec<String>,
 }
 
-/// A launch template: a new version from the one the group launches, then the group on
-/// it.
+/// A launch template: a new version from the one the group launches, then the group
+/// pointed at it by number. The template's default version is never changed: EC2 Fleet,
+/// Spot Fleet, AWS Batch and plain RunInstances may launch it too, and the IaC that
+/// manages it would revert it. The operator's version is found among the versions that
+/// launch the copy, by its description, so another writer's later version is no
+/// confusion.
 fn template_step(b: &Binding, own: &KeyArn, t: TemplateStep, reads: &ReencryptReads) -> Next {
     let TemplateStep { template, name: t_name, launched, selector, image, devices } = t;
     let template_id = template.to_owned();
-    let description = version_description(launched, &image, own);
     let place = (b.asg.account, b.asg.region.clone());
-    let latest = match reads.latest.get(&(place.0, place.1.clone(), template_id.clone())) {
-        None => return Next::Stop(missing(format!("launch template {template_id}"))),
-        Some(Err(f)) => return Next::Stop(read_failed(&format!("launch template {template_id}"), f)),
-        Some(Ok(l)) => l,
+    let at = (place.0, place.1.clone(), template_id.clone(), image.clone());
+    let what = format!("the versions of launch template {template_id} with image {image}");
+    let seen = match reads.by_image.get(&at) {
+        None => return Next::Stop(missing(what)),
+        Some(Err(f)) => return Next::Stop(read_failed(&what, f)),
+        Some(Ok(seen)) => seen,
     };
     let others = match reads.groups.get(&place) {
         None => return Next::Stop(missing(format!("the groups of {}", b.asg.region))),
         Some(Err(f)) => return Next::Stop(read_failed(&format!("the groups of {}", b.asg.region), f)),
         Some(Ok(groups)) => users(groups, &b.asg, &template_id, t_name),
     };
-    if latest.description.as_deref() != Some(description.as_str()) {
+    let ours = seen
+        .iter()
+        .filter(|v| v.description.as_deref().is_some_and(|d| is_operators_version(d, launched, &image, own)))
+        .map(|v| v.number)
+        .max();
+    let Some(ours) = ours else {
         if let Some((other, _)) = others.iter().find(|(_, v)| v == "$Latest") {
             return Next::Stop(Failure::terminal(format!(
                 "launch template {template_id} is shared with group {other}, which launches its $Latest version: a new version would change what {other} launches. Pin {other} to a version number, or give this group a template of its own"
@@ -387,37 +408,28 @@ fn template_step(b: &Binding, own: &KeyArn, t: TemplateStep, reads: &ReencryptRe
             "launch template {template_id} version {launched} launches with another account's key: a new version from it with image {image}{}",
             if devices.is_empty() { String::new() } else { format!(" and {own} for {}", devices.join(", ")) }
         );
+        let description = version_description(launched, selector, &image, own);
         let write =
             Write::CreateVersion { template_id, source_version: launched, image_id: image, devices, description };
         return Next::Write { write, why };
-    }
-    let ours = latest.number;
+    };
     if ours == launched {
         return Next::Stop(Failure::terminal(format!(
             "launch template {template_id} version {ours}, made by the operator with image {image}, still uses another account's key: a mapping's own snapshot, which re-encryption does not replace"
         )));
     }
-    match selector {
-        "$Latest" => Next::Stop(Failure {
-            class: ErrorClass::Retryable,
-            message: format!("launch template {template_id}: $Latest was read as version {launched} and as {ours}"),
-        }),
-        "$Default" | "" if others.is_empty() => Next::Write {
-            write: Write::SetDefaultVersion { template_id: template_id.clone(), version: ours },
-            why: format!("the group launches the default version of launch template {template_id}, which no other group uses: make version {ours} the default"),
-        },
-        _ => {
-            let shared = if others.is_empty() {
-                String::new()
-            } else {
-                let names: Vec<&str> = others.iter().map(|(n, _)| n.as_str()).collect();
-                format!(" (the template is shared with {}, which keep their versions)", names.join(", "))
-            };
-            Next::Write {
-                write: Write::PointGroup { template_id, name: t_name.map(str::to_owned), version: ours },
-                why: format!("the group launches version {launched} ({selector}): point it at version {ours}{shared}"),
-            }
-        }
+    let shared = if others.is_empty() {
+        String::new()
+    } else {
+        let names: Vec<&str> = others.iter().map(|(n, _)| n.as_str()).collect();
+        format!("; the template is shared with {}, which keep their versions", names.join(", "))
+    };
+    let followed = if selector.is_empty() { "$Default" } else { selector };
+    Next::Write {
+        write: Write::PointGroup { template_id, name: t_name.map(str::to_owned), version: ours },
+        why: format!(
+            "the group launches version {launched} ({followed}): point it at version {ours}; the template's default version stays as it is{shared}"
+        ),
     }
 }
 
@@ -505,6 +517,10 @@ mod tests {
         (AccountId::parse(GROUP).unwrap(), "us-west-2".into(), name.into())
     }
 
+    fn versions_at() -> TemplateAt {
+        (AccountId::parse(GROUP).unwrap(), "us-west-2".into(), LT.into(), "ami-copy".into())
+    }
+
     fn copy_at() -> CopyAt {
         at(&copy_name("ami-src", &key(OWN)))
     }
@@ -521,8 +537,9 @@ mod tests {
         });
         r.copies.insert(copy_at(), Ok(copy));
         r.access.insert((key(FOREIGN), binding().slr()), Ok(access));
-        let description = ours.then(|| version_description(1, "ami-copy", &key(OWN)));
-        r.latest.insert(at(LT), Ok(LatestVersion { number: latest, description }));
+        let description = Some(version_description(1, "$Default", "ami-copy", &key(OWN)));
+        let seen: Vec<VersionSeen> = ours.then_some(VersionSeen { number: latest, description }).into_iter().collect();
+        r.by_image.insert(versions_at(), Ok(seen));
         let mut groups: Groups = vec![("web".into(), vec![source("$Default", &[]).source])];
         for (name, version) in others {
             let s = LaunchSource::Template { id: Some(LT.into()), name: None, version: version.to_string(), via: "x" };
@@ -585,10 +602,11 @@ mod tests {
     }
 
     #[test]
-    fn a_copy_gets_a_version_then_the_default_when_no_other_group_uses_the_template() {
+    fn a_copy_gets_a_version_and_the_group_is_pointed_at_it_the_default_left_alone() {
         let s = source("$Default", &[FOREIGN]);
         let w = write(next_of(&s, &reads(Some("available"), DryRun::Allowed, 1, false, &[])));
-        let description = version_description(1, "ami-copy", &key(OWN));
+        let description = version_description(1, "$Default", "ami-copy", &key(OWN));
+        assert!(description.contains("version 1 ($Default) with image ami-copy"), "{description}");
         let want = Write::CreateVersion {
             template_id: LT.into(),
             source_version: 1,
@@ -597,8 +615,43 @@ mod tests {
             description,
         };
         assert_eq!(w, want);
-        let w = write(next_of(&s, &reads(Some("available"), DryRun::Allowed, 2, true, &[])));
-        assert_eq!(w, Write::SetDefaultVersion { template_id: LT.into(), version: 2 });
+        let n = next_of(&s, &reads(Some("available"), DryRun::Allowed, 2, true, &[]));
+        let Next::Write { write, why } = n else { panic!("{n:?}") };
+        assert_eq!(write, Write::PointGroup { template_id: LT.into(), name: Some("web".into()), version: 2 });
+        assert!(why.contains("default version stays as it is"), "{why}");
+    }
+
+    #[test]
+    fn the_operators_version_is_found_by_its_image_whatever_another_writer_adds() {
+        let s = source("$Default", &[FOREIGN]);
+        let mut r = reads(Some("available"), DryRun::Allowed, 2, true, &[]);
+        let ours = version_description(1, "$Default", "ami-copy", &key(OWN));
+        let pipeline = VersionSeen { number: 3, description: Some("pipeline build 812".into()) };
+        let seen = vec![VersionSeen { number: 2, description: Some(ours) }, pipeline.clone()];
+        r.by_image.insert(versions_at(), Ok(seen));
+        let point = Write::PointGroup { template_id: LT.into(), name: Some("web".into()), version: 2 };
+        assert_eq!(write(next_of(&s, &r)), point, "the pipeline's later version is not the operator's");
+        r.by_image.insert(versions_at(), Ok(vec![pipeline]));
+        assert!(matches!(write(next_of(&s, &r)), Write::CreateVersion { .. }), "only the pipeline's: make ours");
+        // A version an earlier operator described, without what the group followed.
+        let legacy = format!("asg-cmk-operator: version 1 with image ami-copy and key {}", key(OWN).key_id());
+        r.by_image.insert(versions_at(), Ok(vec![VersionSeen { number: 4, description: Some(legacy) }]));
+        let point = Write::PointGroup { template_id: LT.into(), name: Some("web".into()), version: 4 };
+        assert_eq!(write(next_of(&s, &r)), point);
+    }
+
+    #[test]
+    fn the_operators_descriptions_are_told_from_others() {
+        let k = key(OWN);
+        for followed in ["$Default", "$Latest", "7", ""] {
+            assert!(is_operators_version(&version_description(3, followed, "ami-1", &k), 3, "ami-1", &k));
+        }
+        let d = version_description(3, "$Latest", "ami-1", &k);
+        assert!(!is_operators_version(&d, 4, "ami-1", &k), "another source version");
+        assert!(!is_operators_version(&d, 3, "ami-2", &k), "another image");
+        assert!(!is_operators_version(&d, 3, "ami-1", &key(FOREIGN)), "another key");
+        let forged = format!("asg-cmk-operator: version 3 (x) (y) with image ami-1 and key {}", k.key_id());
+        assert!(!is_operators_version(&forged, 3, "ami-1", &k));
     }
 
     #[test]
@@ -618,8 +671,8 @@ mod tests {
         let mut s = source("$Default", &[FOREIGN]);
         s.template = Some((LT.into(), 2));
         let mut r = reads(Some("available"), DryRun::Allowed, 2, false, &[]);
-        let description = version_description(2, "ami-copy", &key(OWN));
-        r.latest.insert(at(LT), Ok(LatestVersion { number: 2, description: Some(description) }));
+        let description = version_description(2, "$Default", "ami-copy", &key(OWN));
+        r.by_image.insert(versions_at(), Ok(vec![VersionSeen { number: 2, description: Some(description) }]));
         let f = waits(next_of(&s, &r));
         assert_eq!(f.class, ErrorClass::Terminal, "{f}");
     }

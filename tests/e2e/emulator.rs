@@ -1438,3 +1438,27 @@ async fn iam_refuses_policies_over_its_size_limits_and_does_not_count_white_spac
     strict(&moto, json!({"policy_size": false}));
     iam.create_policy().policy_name("over").policy_document(sized_policy(20000, 0)).send().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn launch_template_versions_are_filtered_by_image_id_before_max_results() {
+    let moto = Moto::start();
+    let own = moto.own().await;
+    let ec2 = aws_sdk_ec2::Client::new(&own);
+    let id = launch_template(&own, "web", Some("ami-aaaa1111"), None).await;
+    for image in ["ami-bbbb2222", "ami-aaaa1111", "ami-bbbb2222", "ami-aaaa1111"] {
+        let data = RequestLaunchTemplateData::builder().image_id(image).build();
+        ec2.create_launch_template_version().launch_template_id(&id).launch_template_data(data).send().await.unwrap();
+    }
+    let by_image = |image: &str, max: Option<i32>| {
+        let filter = aws_sdk_ec2::types::Filter::builder().name("image-id").values(image).build();
+        ec2.describe_launch_template_versions().launch_template_id(&id).filters(filter).set_max_results(max).send()
+    };
+    let numbers =
+        |out: aws_sdk_ec2::operation::describe_launch_template_versions::DescribeLaunchTemplateVersionsOutput| {
+            out.launch_template_versions().iter().map(|v| v.version_number().unwrap()).collect::<Vec<i64>>()
+        };
+    assert_eq!(numbers(by_image("ami-aaaa1111", None).await.unwrap()), [1, 3, 5]);
+    assert_eq!(numbers(by_image("ami-bbbb2222", None).await.unwrap()), [2, 4]);
+    assert_eq!(numbers(by_image("ami-aaaa1111", Some(2)).await.unwrap()), [1, 3], "MaxResults counts matches");
+    assert!(numbers(by_image("ami-cccc3333", None).await.unwrap()).is_empty());
+}

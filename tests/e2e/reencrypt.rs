@@ -57,6 +57,18 @@ async fn fleet(moto: &Moto, policy: Option<&str>) -> Fleet {
     Fleet { foreign, own_key, image, template }
 }
 
+/// A [`fleet`] whose key owner lets the group's account copy, group `web` on its
+/// template, and a config binding it: (emulator, fleet, own account, config's folder, config).
+async fn web_on_its_template() -> (Moto, Fleet, aws_config::SdkConfig, TempDir, String) {
+    let moto = Moto::start();
+    let f = fleet(&moto, Some(&foreign_policy())).await;
+    let own = moto.own().await;
+    group_on_template(&own, "web", &f.template, 0, None).await;
+    let dir = TempDir::new();
+    let config = dir.write("config.yaml", &format!("version: 1\nbindings:\n{}", binding("web", &f)));
+    (moto, f, own, dir, config)
+}
+
 fn binding(asg: &str, f: &Fleet) -> String {
     format!(
         "  - asg: {asg}\n    account: \"{OWN}\"\n    key: {}\n    strategy: reencrypt\n    reencryptWith: {}\n    serviceLinkedRoleSuffix: web\n",
@@ -98,12 +110,7 @@ async fn image_keys(conf: &aws_config::SdkConfig, image: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_group_on_another_accounts_key_moves_to_a_copy_under_its_own_key() {
-    let moto = Moto::start();
-    let f = fleet(&moto, Some(&foreign_policy())).await;
-    let own = moto.own().await;
-    group_on_template(&own, "web", &f.template, 0, None).await;
-    let dir = TempDir::new();
-    let config = dir.write("config.yaml", &format!("version: 1\nbindings:\n{}", binding("web", &f)));
+    let (moto, f, own, _dir, config) = web_on_its_template().await;
 
     // The copy is pending when first looked at: the apply says so and ends; it never waits.
     let first = moto.operator(&["apply", "--config", &config]);
@@ -122,10 +129,15 @@ async fn a_group_on_another_accounts_key_moves_to_a_copy_under_its_own_key() {
         assert!(grants.grants().is_empty(), "no grant on {key}: {grants:?}");
     }
 
-    // The group launches a new version, the template's default now, whose image is the
-    // copy, with its snapshots under the own key.
+    // The group is pointed at a new version whose image is the copy, with its snapshots
+    // under the own key; the template's default version stays (other launchers use it).
     let (named, default) = versions(&moto, "web", &f.template).await;
-    assert_eq!((named.as_deref(), default), (None, 2), "the group follows $Default, now version 2");
+    assert_eq!((named.as_deref(), default), (Some("2"), 1), "the group on version 2, the default still 1");
+    let ec2 = aws_sdk_ec2::Client::new(&own);
+    let v = ec2.describe_launch_template_versions().launch_template_id(&f.template).versions("2").send();
+    let v = v.await.unwrap();
+    let description = v.launch_template_versions()[0].version_description().unwrap().to_owned();
+    assert!(description.starts_with("asg-cmk-operator: version 1 ($Default) with image"), "{description}");
     let copy = version_image(&moto, &f.template, "2").await;
     assert_ne!(copy, f.image);
     assert_eq!(image_keys(&own, &copy).await, vec![f.own_key.clone()]);
@@ -193,7 +205,7 @@ async fn a_copy_waits_for_the_key_owner_who_is_told_what_to_add() {
     let kms = aws_sdk_kms::Client::new(&moto.other().await);
     kms.put_key_policy().key_id(&f.foreign).policy_name("default").policy(foreign_policy()).send().await.unwrap();
     converge(&moto, &config);
-    assert_eq!(versions(&moto, "web", &f.template).await, (None, 2));
+    assert_eq!(versions(&moto, "web", &f.template).await, (Some("2".into()), 1));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -297,7 +309,7 @@ async fn the_daemon_follows_a_copy_without_holding_other_groups_and_reports_it()
     let web = status["bindings"].as_array().unwrap().iter().find(|b| b["asg"] == "web").unwrap().clone();
     let cond = web["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "ImagesReencrypted").unwrap().clone();
     assert_eq!((cond["status"].as_str(), cond["reason"].as_str()), (Some("True"), Some("OwnKeyOnly")), "{web}");
-    assert_eq!(versions(&moto, "web", &f.template).await, (None, 2));
+    assert_eq!(versions(&moto, "web", &f.template).await, (Some("2".into()), 1));
     // While the copy was pending, api was ready: the copy held up nothing else.
     let finished: Vec<serde_json::Value> = d.logs().into_iter().filter(|v| v["message"] == "pass finished").collect();
     assert!(finished.iter().any(|v| v["ready_total"] == 1), "{finished:#?}");
@@ -330,4 +342,35 @@ async fn an_image_named_by_a_parameter_is_not_frozen_into_a_copy() {
     assert_eq!(b["verdict"]["type"], "Failed", "{status}");
     let (named, default) = versions(&moto, "web", &template).await;
     assert_eq!((named.as_deref(), default), (None, 1), "the template and the group are left as they were");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pipelines_versions_neither_confuse_the_operator_nor_move_the_default() {
+    let (moto, f, own, _dir, config) = web_on_its_template().await;
+    let ec2 = aws_sdk_ec2::Client::new(&own);
+    let pipeline = |image: &str| {
+        let data = aws_sdk_ec2::types::RequestLaunchTemplateData::builder().image_id(image).build();
+        let v = ec2.create_launch_template_version().launch_template_id(&f.template).source_version("1");
+        v.version_description("pipeline build").launch_template_data(data).send()
+    };
+
+    // The copy is under way when a pipeline adds version 2, with the same source image.
+    let first = moto.operator(&["apply", "--config", &config]);
+    assert!(!first.status.success(), "the copy is pending: {}", stdout(&first));
+    pipeline(&f.image).await.unwrap();
+    moto.reset_calls();
+    let second = moto.operator(&["apply", "--config", &config]);
+    assert!(second.status.success(), "{}\n{}", stdout(&second), stderr(&second));
+    assert_eq!(count(&moto.calls(), "CreateLaunchTemplateVersion"), 1, "{:?}", writes(&moto.calls()));
+    assert_eq!(count(&moto.calls(), "ModifyLaunchTemplate"), 0);
+    // The operator's version (3, from the version the group launched) is found by its image
+    // among the pipeline's, and the group is pointed at it; the default stays.
+    assert_eq!(versions(&moto, "web", &f.template).await, (Some("3".into()), 1));
+    assert_eq!(image_keys(&own, &version_image(&moto, &f.template, "3").await).await, vec![f.own_key.clone()]);
+    applies_with_no_write(&moto, &config);
+
+    // A later pipeline version changes nothing for the group, pinned to the operator's.
+    pipeline(&f.image).await.unwrap();
+    applies_with_no_write(&moto, &config);
+    assert_eq!(versions(&moto, "web", &f.template).await, (Some("3".into()), 1));
 }

@@ -18,6 +18,7 @@ launch-failure reporting read these; each patch names the AWS documentation it f
    mappings with snapshots encrypted with the KmsKeyId asked for, needs the source keys'
    owners to let the caller's account use them, keeps its ClientToken, and shows the copy
    pending until it has been described once.
+12. EC2: DescribeLaunchTemplateVersions honours the ``image-id`` filter.
 
 ``resolve_key``, ``ebs_default_key``, ``resolve_image_id`` and ``visible_image`` are shared
 with the launch model (launches.py) and the strict layer (strict.py).
@@ -34,7 +35,7 @@ from moto.core.responses import ActionResult
 from moto.ec2.models import ec2_backends
 from moto.ec2.models.amis import Ami, AmiBackend
 from moto.ec2.models.elastic_block_store import EBSBackend, Snapshot
-from moto.ec2.models.launch_templates import LaunchTemplate
+from moto.ec2.models.launch_templates import LaunchTemplate, LaunchTemplateBackend
 from moto.ec2.responses.amis import AmisResponse
 from moto.ec2.responses.launch_templates import LaunchTemplates
 from moto.ec2.responses.settings import Settings as Ec2SettingsResponse
@@ -473,6 +474,40 @@ def _snapshot_progress(self):
     return getattr(self, "copy_progress", None) or "100%"
 
 
+# --- 12. versions by image --------------------------------------------------------------
+# EC2 API Reference, DescribeLaunchTemplateVersions, Filters: "image-id - The ID of the AMI."
+# moto reads no Filters here ("not yet implemented") and answers every version, at most
+# MaxResults of them, first to last. The filter is applied before MaxResults, as EC2 pages
+# what matches.
+
+_VERSION_IMAGES = contextvars.ContextVar("version_images", default=None)
+
+
+def _filtering_by_image(handler):
+    def wrapper(self):
+        token = _VERSION_IMAGES.set(self._filters_from_querystring().get("image-id"))
+        try:
+            return handler(self)
+        finally:
+            _VERSION_IMAGES.reset(token)
+
+    return wrapper
+
+
+def _versions_with_images(method):
+    def wrapper(self, template_name, template_id, versions, min_version, max_version, max_results):
+        images = _VERSION_IMAGES.get()
+        if not images:
+            return method(self, template_name, template_id, versions, min_version, max_version, max_results)
+        every = method(
+            self, template_name, template_id, versions, min_version, max_version, max_results if min_version else None
+        )
+        found = [(t, v) for t, v in every if (v.data or {}).get("ImageId") in images]
+        return found[:max_results]
+
+    return wrapper
+
+
 def install():
     """Applies the patches above (once, at the launcher's start)."""
     KmsBackend.create_alias = _marking_aws_managed(KmsBackend.create_alias)
@@ -489,8 +524,11 @@ def install():
     )
     LaunchTemplate.create_version = _inheriting_source(LaunchTemplate.create_version)
     FakeAutoScalingGroup.update = _keeping_launch_source(FakeAutoScalingGroup.update)
-    LaunchTemplates.describe_launch_template_versions = _resolving_alias(
-        LaunchTemplates.describe_launch_template_versions
+    LaunchTemplates.describe_launch_template_versions = _filtering_by_image(
+        _resolving_alias(LaunchTemplates.describe_launch_template_versions)
+    )
+    LaunchTemplateBackend.describe_launch_template_versions = _versions_with_images(
+        LaunchTemplateBackend.describe_launch_template_versions
     )
     AmiBackend.describe_images = _finishing_copies(_describing_shared_images(AmiBackend.describe_images))
     AmisResponse.copy_image = _copy_image

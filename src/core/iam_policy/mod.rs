@@ -478,12 +478,7 @@ fn reencrypt_statements(out: &mut Vec<Value>, mine: &[&Binding], account: &Accou
         Some(json!({"StringEquals": {"ec2:CreateAction": "CopyImage"}})),
     ));
     copy_key_statements(out, &re, &via);
-    out.push(statement(
-        "MakeTemplateVersions",
-        &["ec2:CreateLaunchTemplateVersion", "ec2:ModifyLaunchTemplate"],
-        &templates,
-        None,
-    ));
+    out.push(statement("MakeTemplateVersions", &["ec2:CreateLaunchTemplateVersion"], &templates, None));
     out.push(statement(
         "CopyLaunchConfigurations",
         &["autoscaling:CreateLaunchConfiguration"],

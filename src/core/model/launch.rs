@@ -64,17 +64,19 @@ pub struct Copy {
     pub progress: Option<String>,
 }
 
-/// A launch template's latest version, as read while a group still needs a version.
+/// A launch template version with a given image, as read while a group still needs the
+/// operator's version: its number and its description (which says whose it is).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LatestVersion {
+pub struct VersionSeen {
     pub number: u64,
     pub description: Option<String>,
 }
 
 /// Where a copy is looked for: the group's account and Region, and the copy's name.
 pub type CopyAt = (AccountId, String, String);
-/// A launch template in an account and Region, by id.
-pub type TemplateAt = (AccountId, String, String);
+/// A launch template in an account and Region, by id, and an image: the versions of the
+/// template that launch that image.
+pub type TemplateAt = (AccountId, String, String, String);
 /// Every group of an account and Region, with its launch sources.
 pub type GroupsAt = (AccountId, String);
 /// The groups of a place, by name, with their launch sources.
@@ -84,7 +86,9 @@ pub type Groups = Vec<(String, Vec<LaunchSource>)>;
 #[derive(Debug, Clone, Default)]
 pub struct ReencryptReads {
     pub copies: BTreeMap<CopyAt, Result<Option<Copy>, Failure>>,
-    pub latest: BTreeMap<TemplateAt, Result<LatestVersion, Failure>>,
+    /// The versions of a template that launch an image (a copy): the operator's is
+    /// found among them by its description, whatever other writers add to the template.
+    pub by_image: BTreeMap<TemplateAt, Result<Vec<VersionSeen>, Failure>>,
     /// The groups of a place, by name, with their launch sources: who else uses a
     /// template.
     pub groups: BTreeMap<GroupsAt, Result<Groups, Failure>>,
@@ -99,7 +103,7 @@ pub struct ReencryptReads {
 impl ReencryptReads {
     pub fn absorb(&mut self, newer: ReencryptReads) {
         self.copies.extend(newer.copies);
-        self.latest.extend(newer.latest);
+        self.by_image.extend(newer.by_image);
         self.groups.extend(newer.groups);
         self.access.extend(newer.access);
         self.configurations.extend(newer.configurations);

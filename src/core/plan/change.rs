@@ -69,7 +69,6 @@ impl Change {
             Change::Reencrypt { write, .. } => match write {
                 Write::CopyImage { .. } => "CopyImage",
                 Write::CreateVersion { .. } => "CreateLaunchTemplateVersion",
-                Write::SetDefaultVersion { .. } => "ModifyLaunchTemplate",
                 Write::PointGroup { .. } | Write::UseConfiguration { .. } => "UpdateAutoScalingGroup",
                 Write::CopyConfiguration { .. } => "CreateLaunchConfiguration",
             },
@@ -106,9 +105,7 @@ impl Change {
             Change::UpdateAutoScalingGroup { asg, .. } => asg.name.clone(),
             Change::Reencrypt { asg, write, .. } => match write {
                 Write::CopyImage { source_image, .. } => source_image.clone(),
-                Write::CreateVersion { template_id, .. } | Write::SetDefaultVersion { template_id, .. } => {
-                    template_id.clone()
-                }
+                Write::CreateVersion { template_id, .. } => template_id.clone(),
                 Write::PointGroup { .. } | Write::UseConfiguration { .. } => asg.name.clone(),
                 Write::CopyConfiguration { name, .. } => name.clone(),
             },

@@ -1,6 +1,6 @@
 //! Re-encryption's reads and writes (`strategy: reencrypt`): the copies of images, the
 //! latest versions of launch templates and who else launches them; then CopyImage,
-//! CreateLaunchTemplateVersion, ModifyLaunchTemplate and UpdateAutoScalingGroup.
+//! CreateLaunchTemplateVersion and UpdateAutoScalingGroup.
 //! [`crate::core::reencrypt`] decides from the reads.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -16,7 +16,7 @@ use super::{Account, Done};
 use crate::core::model::desired::{Binding, Desired};
 use crate::core::model::observed::{Observed, Reads};
 use crate::core::model::{AccountId, AsgRef, Failure, KeyArn, Slr};
-use crate::core::reencrypt::{self, Copy, LatestVersion, Write};
+use crate::core::reencrypt::{self, Copy, VersionSeen, Write};
 
 /// EC2 takes up to 200 values a filter; fewer are asked at a time here.
 const NAMES_A_CALL: usize = 100;
@@ -45,7 +45,7 @@ pub async fn observe(
         let r = super::reads::dry_run_grant(handle, &key, &slr).await;
         observed.reencrypt.access.insert((key, slr), r);
     }
-    let mut templates: BTreeMap<(AccountId, String), BTreeSet<String>> = BTreeMap::new();
+    let mut templates: BTreeMap<(AccountId, String), BTreeSet<(String, String)>> = BTreeMap::new();
     let mut configurations: BTreeMap<(AccountId, String), BTreeSet<String>> = BTreeMap::new();
     each_need(desired, reads, observed, |asg, needs| {
         let place = (asg.account, asg.region.clone());
@@ -67,9 +67,9 @@ pub async fn observe(
     }
     for ((account, region), ids) in templates {
         let Some(handle) = handles.get(&account) else { continue };
-        for id in ids {
-            let r = latest_version(handle, &region, &id).await;
-            observed.reencrypt.latest.insert((account, region.clone(), id), r);
+        for (id, image) in ids {
+            let r = versions_with_image(handle, &region, &id, &image).await;
+            observed.reencrypt.by_image.insert((account, region.clone(), id, image), r);
         }
         let groups = super::discover::describe_groups(handle, &region, &[])
             .await
@@ -174,18 +174,38 @@ async fn progress(account: &Account, region: &str, snapshots: Vec<String>) -> Re
     Ok(least.map(str::to_owned))
 }
 
-async fn latest_version(account: &Account, region: &str, template: &str) -> Result<LatestVersion, Failure> {
-    let request =
-        account.ec2(region).describe_launch_template_versions().launch_template_id(template).versions("$Latest").send();
-    let out = account.send("ec2", "DescribeLaunchTemplateVersions", request).await?;
-    let v = out
-        .launch_template_versions()
-        .first()
-        .ok_or_else(|| Failure::terminal(format!("launch template {template} has no $Latest version")))?;
-    Ok(LatestVersion {
-        number: v.version_number().and_then(|n| u64::try_from(n).ok()).unwrap_or_default(),
-        description: v.version_description().map(str::to_owned),
-    })
+/// The versions of `template` that launch `image` (DescribeLaunchTemplateVersions,
+/// filter `image-id`: EC2 API Reference), every page.
+async fn versions_with_image(
+    account: &Account,
+    region: &str,
+    template: &str,
+    image: &str,
+) -> Result<Vec<VersionSeen>, Failure> {
+    let mut out = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let request = account
+            .ec2(region)
+            .describe_launch_template_versions()
+            .launch_template_id(template)
+            .filters(Filter::builder().name("image-id").values(image).build())
+            .set_next_token(token.take())
+            .send();
+        let page = account.send("ec2", "DescribeLaunchTemplateVersions", request).await?;
+        for v in page.launch_template_versions() {
+            // The filter is EC2's; a version with another image is never the operator's.
+            if v.launch_template_data().and_then(|d| d.image_id()) != Some(image) {
+                continue;
+            }
+            let Some(number) = v.version_number().and_then(|n| u64::try_from(n).ok()) else { continue };
+            out.push(VersionSeen { number, description: v.version_description().map(str::to_owned) });
+        }
+        match page.next_token() {
+            Some(t) if !t.is_empty() => token = Some(t.to_owned()),
+            _ => return Ok(out),
+        }
+    }
 }
 
 /// A client token for a write that must happen once: EC2 answers a retried call with the
@@ -204,16 +224,6 @@ pub async fn execute(account: &Account, asg: &AsgRef, key: &KeyArn, write: &Writ
         Write::CreateVersion { template_id, source_version, image_id, devices, description } => {
             let version = (*source_version, image_id.as_str(), devices.as_slice(), description.as_str());
             create_version(account, region, key, template_id, version).await
-        }
-        Write::SetDefaultVersion { template_id, version } => {
-            let request = account
-                .ec2(region)
-                .modify_launch_template()
-                .launch_template_id(template_id)
-                .default_version(version.to_string())
-                .send();
-            account.send("ec2", "ModifyLaunchTemplate", request).await?;
-            Ok(Done::Applied)
         }
         Write::CopyConfiguration { from, name, image_id } => {
             copy_configuration(account, region, from, name, image_id).await
