@@ -283,6 +283,43 @@ async fn a_handoff_key_is_checked_and_granted_within_the_generated_policy() {
     assert!(dry_runs >= 3, "two dry runs and the grant, each within the same conditions: {dry_runs}");
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dry_run_refused_by_the_operators_own_policy_is_not_blamed_on_the_key_owner() {
+    // The owner's key policy allows OWN, but the operator's IAM policy lacks the grant
+    // statement: KMS says an identity-based policy refused, and that gap is the operator's.
+    let moto = Moto::start();
+    let (own, other) = (moto.own().await, moto.other().await);
+    let key = create_key(&other, None).await;
+    let printed = {
+        let cfg = TempDir::new();
+        let path =
+            cfg.write("c.yaml", &format!("version: 1\nbindings:\n  - {{asg: api, account: \"{OWN}\", key: {key}}}\n"));
+        let out = moto.operator(&["handoff", "--config", &path, "--output", "json"]);
+        serde_json::from_str::<Value>(&stdout(&out)).unwrap()
+    };
+    let mut kp = key_policy(&other, &key).await;
+    for st in printed["owners"][0]["keys"][0]["statements"].as_array().unwrap() {
+        kp["Statement"].as_array_mut().unwrap().push(st["statement"].clone());
+    }
+    let kms = aws_sdk_kms::Client::new(&other);
+    kms.put_key_policy().key_id(&key).policy_name("default").policy(kp.to_string()).send().await.unwrap();
+    create_asgs(&own, &["api"]).await;
+    let dir = TempDir::new();
+    let cfg =
+        dir.write("c.yaml", &format!("version: 1\nbindings:\n  - {{asg: api, account: \"{OWN}\", key: {key}}}\n"));
+    let mut policy = policy_of(&moto, &cfg, OWN);
+    policy["Statement"].as_array_mut().unwrap().retain(|s| s["Sid"] != "GrantServiceLinkedRolesOtherAccountsKeys");
+    let operator = operator_user(&own).await;
+    moto.hook("POST", "/_launcher/identity-policies", json!({"caller": operator.0, "policy": policy}));
+
+    let out = run_as(&moto, &operator, &["apply", "--config", &cfg]);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(!text.contains("awaiting key owner"), "the owner has done its part: {text}");
+    assert!(text.contains("the operator's own IAM policy") && text.contains("iam-policy"), "{text}");
+    assert!(grants(&other, &key).await.is_empty());
+}
+
 /// A grant for `grantee` on `key` named `name` that lacks most operations, made by OWN
 /// (the test's own credentials, which the emulator does not check).
 async fn kms_short_grant(own: &aws_config::SdkConfig, key: &str, grantee: &str, name: &str) {

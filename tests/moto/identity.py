@@ -517,8 +517,11 @@ class Identity:
         if check is None:
             message = f"User: {caller} is not authorized to perform: {req.service}:{req.action} ({why})"
         else:
-            because = why or f"no identity-based policy allows the {check.action} action"
-            message = f"User: {caller} is not authorized to perform: {check.action} on resource: {check.resource} because {because}"
+            # IAM User Guide, "Troubleshooting access denied error messages": an implicit
+            # deny reads "because no identity-based policy allows the ACTION action", an
+            # explicit one "with an explicit deny in an identity-based policy".
+            because = f"with {why}" if why else f"because no identity-based policy allows the {check.action} action"
+            message = f"User: {caller} is not authorized to perform: {check.action} on resource: {check.resource} {because}"
         return wire.error({"code": code, "message": message, "status": status}, req.environ, start_response)
 
     def control(self, path, method, body, start_response):

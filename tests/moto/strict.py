@@ -685,7 +685,13 @@ class Strict:
             doc = kms_access.parse(self.shown_policy(key))
             denied = kms_access.caller_denied(doc, key.arn, names, kms_access.GRANT_ACTION)
             if denied or not kms_access.caller_allowed(doc, key.arn, names, kms_access.GRANT_ACTION):
-                why = f"because the key policy statement {denied} denies it" if denied else "because no key policy statement allows it"
+                # IAM User Guide, "Troubleshooting access denied error messages": the key
+                # policy is a resource-based policy, and KMS says which kind refused.
+                why = (
+                    "with an explicit deny in a resource-based policy"
+                    if denied
+                    else "because no resource-based policy allows the kms:CreateGrant action"
+                )
                 message = (
                     f"User: {caller or req.account} is not authorized to perform: kms:CreateGrant on resource: "
                     f"{key.arn} {why}"

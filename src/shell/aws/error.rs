@@ -106,9 +106,32 @@ pub(crate) fn chain(e: &dyn std::error::Error) -> String {
     s
 }
 
+/// Whether an access-denied message says the caller's own IAM policy refused the call,
+/// not the resource's (a key policy): "because no identity-based policy allows the ACTION
+/// action", or "with an explicit deny in an identity-based policy" (IAM User Guide,
+/// "Troubleshooting access denied error messages"). A message in neither form (older
+/// services, or a resource-based refusal) is not.
+pub fn refused_by_identity(message: &str) -> bool {
+    message.contains("no identity-based policy allows") || message.contains("explicit deny in an identity-based policy")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refusal_by_the_callers_own_policy_is_told_from_the_resources() {
+        let user = "User: arn:aws:sts::111122223333:assumed-role/op/s is not authorized to perform: kms:CreateGrant on resource: arn:aws:kms:us-west-2:444455556666:key/k";
+        assert!(refused_by_identity(&format!(
+            "{user} because no identity-based policy allows the kms:CreateGrant action"
+        )));
+        assert!(refused_by_identity(&format!("{user} with an explicit deny in an identity-based policy")));
+        assert!(!refused_by_identity(&format!(
+            "{user} because no resource-based policy allows the kms:CreateGrant action"
+        )));
+        assert!(!refused_by_identity(&format!("{user} with an explicit deny in a resource-based policy")));
+        assert!(!refused_by_identity("AccessDeniedException"));
+    }
 
     #[test]
     fn codes_are_classified_once() {

@@ -1,7 +1,7 @@
 //! Single AWS reads that more than one of observe, discover, execute and reencrypt make.
 //! They sit here, below all four, so that none of those imports another to reach them.
 
-use super::error::{classify, code};
+use super::error::{classify, code, message, refused_by_identity};
 use super::Account;
 use crate::core::model::{Asg, DryRun, Failure, KeyArn, KeyInfo, KeyManager, LaunchSource, Role, Slr};
 
@@ -65,7 +65,15 @@ pub(super) async fn dry_run_grant(account: &Account, key: &KeyArn, slr: &Slr) ->
         }
         Err(e) => match code(&e) {
             Some("DryRunOperationException") => Ok(DryRun::Allowed),
-            Some("AccessDeniedException") => Ok(DryRun::Refused),
+            // Only a refusal by the key policy is the owner's to lift; one by the operator's
+            // own IAM policy is the operator's gap, said as such.
+            Some("AccessDeniedException") => match message(&e).filter(|m| refused_by_identity(m)) {
+                Some(m) => Err(Failure::terminal(format!(
+                    "the operator's own IAM policy in account {} refused a dry run of CreateGrant on {key} (not the key's policy, so nothing is asked of its owner): {m}. Give the operator's identity kms:CreateGrant on the key (`asg-cmk-operator iam-policy` prints the statement)",
+                    slr.account
+                ))),
+                None => Ok(DryRun::Refused),
+            },
             Some("InvalidArnException") => Ok(DryRun::GranteeUnknown),
             _ => Err(classify("CreateGrant (DryRun)", &e)),
         },
