@@ -176,12 +176,19 @@ async fn reencryption_stays_within_the_generated_policy_and_uses_all_of_it() {
     iam.create_instance_profile().instance_profile_name("app").send().await.unwrap();
     iam.add_role_to_instance_profile().instance_profile_name("app").role_name("app").send().await.unwrap();
     let ec2 = aws_sdk_ec2::Client::new(&own);
+    // The templates tag what they launch: pointing a group at one checks ec2:CreateTags.
+    let tags = |kind| {
+        let tag = aws_sdk_ec2::types::Tag::builder().key("team").value("web").build();
+        aws_sdk_ec2::types::LaunchTemplateTagSpecificationRequest::builder().resource_type(kind).tags(tag).build()
+    };
     let data = aws_sdk_ec2::types::RequestLaunchTemplateData::builder()
         .image_id(&image)
         .instance_type(aws_sdk_ec2::types::InstanceType::T3Micro)
         .iam_instance_profile(
             aws_sdk_ec2::types::LaunchTemplateIamInstanceProfileSpecificationRequest::builder().name("app").build(),
         )
+        .tag_specifications(tags(aws_sdk_ec2::types::ResourceType::Instance))
+        .tag_specifications(tags(aws_sdk_ec2::types::ResourceType::Volume))
         .build();
     let lt = ec2.create_launch_template().launch_template_name("web").launch_template_data(data.clone()).send();
     group_on_template(&own, "web", lt.await.unwrap().launch_template().unwrap().launch_template_id().unwrap(), 0, None)

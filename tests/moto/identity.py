@@ -294,7 +294,9 @@ def _create_launch_configuration(req, _):
 def _launch_template_checks(req):
     """Amazon EC2 Auto Scaling User Guide, "Amazon EC2 Auto Scaling API permissions": a
     group given a launch template needs ec2:RunInstances (checked with the template,
-    ec2:LaunchTemplate), and iam:PassRole for the template's instance profile."""
+    ec2:LaunchTemplate), iam:PassRole for the template's instance profile, and
+    ec2:CreateTags "to tag instances and volumes on launch when a launch template with a
+    tag specification is provided" (ec2:CreateAction RunInstances)."""
     from moto.ec2.models import ec2_backends
 
     checks = []
@@ -311,6 +313,9 @@ def _launch_template_checks(req):
             continue
         profile = (data.get("IamInstanceProfile") or {}) if isinstance(data, dict) else {}
         checks += _pass_profile(req, profile.get("Arn") or profile.get("Name"))
+        tagged = {s.get("ResourceType") for s in (data.get("TagSpecifications") or [])} if isinstance(data, dict) else set()
+        for kind in sorted(tagged & {"instance", "volume"}):
+            checks.append(Check("ec2:CreateTags", _ec2_resource(req, kind, "*"), {"ec2:createaction": ["RunInstances"]}))
     return checks
 
 

@@ -457,9 +457,11 @@ fn replaced(b: &Binding) -> impl Iterator<Item = &KeyArn> {
 /// - New versions and default versions of the account's launch templates, and launch
 ///   configurations: their ids and names are not known from the config.
 /// - Updating a group with a launch template checks `ec2:RunInstances` with that template,
-///   and `iam:PassRole` for the template's instance profile, passed to EC2 (EC2 Auto
-///   Scaling User Guide, "Amazon EC2 Auto Scaling API permissions"); the roles are the
-///   templates', not known from the config, so PassRole is scoped by the service.
+///   `iam:PassRole` for the template's instance profile, passed to EC2, and, when the
+///   template tags what it launches, `ec2:CreateTags` on instances and volumes as part of
+///   the launch (EC2 Auto Scaling User Guide, "Amazon EC2 Auto Scaling API permissions");
+///   the roles are the templates', not known from the config, so PassRole is scoped by
+///   the service.
 fn reencrypt_statements(out: &mut Vec<Value>, mine: &[&Binding], account: &AccountId, partition: &str) {
     let re: Vec<&&Binding> = mine.iter().filter(|b| b.reencrypt_from.is_some()).collect();
     if re.is_empty() {
@@ -492,6 +494,15 @@ fn reencrypt_statements(out: &mut Vec<Value>, mine: &[&Binding], account: &Accou
         &["ec2:RunInstances"],
         &BTreeSet::from(["*".to_owned()]),
         Some(json!({"ArnLike": {"ec2:LaunchTemplate": templates}})),
+    ));
+    let launched = each(&|r| format!("arn:{partition}:ec2:{r}:{account}:instance/*"));
+    let launched: BTreeSet<String> =
+        launched.into_iter().chain(each(&|r| format!("arn:{partition}:ec2:{r}:{account}:volume/*"))).collect();
+    out.push(statement(
+        "TagWhatTheTemplatesLaunch",
+        &["ec2:CreateTags"],
+        &launched,
+        Some(json!({"StringEquals": {"ec2:CreateAction": "RunInstances"}})),
     ));
     out.push(statement(
         "PassInstanceProfileRolesToEc2",
