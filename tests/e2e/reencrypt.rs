@@ -374,3 +374,53 @@ async fn a_pipelines_versions_neither_confuse_the_operator_nor_move_the_default(
     applies_with_no_write(&moto, &config);
     assert_eq!(versions(&moto, "web", &f.template).await, (Some("3".into()), 1));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_copy_deregistered_is_copied_again_not_answered_by_its_old_token() {
+    // The owner lets OWN create grants (the dry run passes) but not decrypt: the copy fails.
+    let moto = Moto::start();
+    let short = serde_json::json!({"Version": "2012-10-17", "Statement": [
+        {"Sid": "Owner", "Effect": "Allow", "Principal": {"AWS": format!("arn:aws:iam::{OTHER}:root")}, "Action": "kms:*", "Resource": "*"},
+        {"Sid": "GroupAccount", "Effect": "Allow", "Principal": {"AWS": format!("arn:aws:iam::{OWN}:root")},
+         "Action": ["kms:DescribeKey", "kms:CreateGrant"], "Resource": "*"}]});
+    let f = fleet(&moto, Some(&short.to_string())).await;
+    let own = moto.own().await;
+    group_on_template(&own, "web", &f.template, 0, None).await;
+    let dir = TempDir::new();
+    let config = dir.write("config.yaml", &format!("version: 1\nbindings:\n{}", binding("web", &f)));
+    let failed = moto.operator(&["apply", "--config", &config]);
+    assert!(!failed.status.success());
+    let again = moto.operator(&["apply", "--config", &config]);
+    assert!(stdout(&again).contains("is failed"), "{}", stdout(&again));
+    let ec2 = aws_sdk_ec2::Client::new(&own);
+    let copies = ec2.describe_images().owners("self").send().await.unwrap();
+    let failed_id = copies.images().iter().find(|i| i.name().is_some_and(|n| n.starts_with("asg-cmk-operator/")));
+    let failed_id = failed_id.unwrap().image_id().unwrap().to_owned();
+
+    // The owner allows the rest, and the failed copy is deregistered, as the status says.
+    let kms = aws_sdk_kms::Client::new(&moto.other().await);
+    kms.put_key_policy().key_id(&f.foreign).policy_name("default").policy(foreign_policy()).send().await.unwrap();
+    ec2.deregister_image().image_id(&failed_id).send().await.unwrap();
+    moto.reset_calls();
+    moto.operator(&["apply", "--config", &config]);
+    assert_eq!(count(&moto.calls(), "CopyImage"), 2, "the old token's answer, then a token of this attempt");
+    converge(&moto, &config);
+    let (named, _) = versions(&moto, "web", &f.template).await;
+    let copy = version_image(&moto, &f.template, named.as_deref().unwrap()).await;
+    assert_ne!(copy, failed_id);
+    assert_eq!(image_keys(&own, &copy).await, vec![f.own_key.clone()]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn too_many_copies_in_progress_is_waited_out_not_given_up() {
+    let (moto, f, own, _dir, config) = web_on_its_template().await;
+    moto.fault("ec2", "CopyImage", 1, 400, "ResourceLimitExceeded", "You have too many snapshot copies in progress");
+    let first = moto.operator(&["apply", "--config", &config]);
+    let text = stdout(&first);
+    assert!(!text.contains("ResourceLimitExceeded") || text.contains("tried again"), "{text}");
+    converge(&moto, &config);
+    assert_eq!(count(&moto.calls(), "CopyImage"), 2, "refused once, then made");
+    let (named, _) = versions(&moto, "web", &f.template).await;
+    let copy = version_image(&moto, &f.template, named.as_deref().unwrap()).await;
+    assert_eq!(image_keys(&own, &copy).await, vec![f.own_key.clone()]);
+}

@@ -453,9 +453,14 @@ def _copy_image(self):
 
 
 def _finishing_copies(describe):
-    """A copy shown pending once is available at the next DescribeImages."""
+    """A copy shown pending once is available at the next DescribeImages. A copy takes
+    minutes on AWS; here one listing of it (by name or owner) stands for that time. A
+    lookup by image id alone (whether an image answered exists) is not a listing: it
+    neither shows a copy pending for the first time nor finishes one."""
 
     def wrapper(self, *args, **kwargs):
+        if kwargs.get("ami_ids") and not kwargs.get("filters") and not kwargs.get("owners"):
+            return describe(self, *args, **kwargs)
         for image in list(self.amis.values()):
             if getattr(image, "shown_pending", False):
                 image.state, image.shown_pending = "available", False

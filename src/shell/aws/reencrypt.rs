@@ -10,7 +10,7 @@ use aws_sdk_ec2::types::{
     Filter, LaunchTemplateBlockDeviceMappingRequest, RequestLaunchTemplateData, ResourceType, Tag, TagSpecification,
 };
 
-use super::error::classify;
+use super::error::{classify, code};
 use super::mapping::with_key;
 use super::{Account, Done};
 use crate::core::model::desired::{Binding, Desired};
@@ -244,7 +244,18 @@ pub async fn execute(account: &Account, asg: &AsgRef, key: &KeyArn, write: &Writ
     }
 }
 
+/// How many times a copy is asked for again after EC2 answers its token with an image
+/// that is gone.
+const COPY_ATTEMPTS: usize = 3;
+
 /// CopyImage: the source image copied under `key`, tagged with what it copies and the key.
+///
+/// The client token is made from the copy's name, so a lost answer or a restart finds
+/// the copy instead of copying twice. But EC2 answers a repeated token with the first
+/// call's image even once that image is deregistered (a failed copy, removed to have it
+/// made again), and nothing would be copied: so the image answered is looked up, and when
+/// it is gone the copy is asked for again under a token that names it (EC2 API
+/// Reference, "Ensuring idempotency").
 async fn copy_image(
     account: &Account,
     region: &str,
@@ -252,6 +263,55 @@ async fn copy_image(
     source_image: &str,
     name: &str,
 ) -> Result<Done, Failure> {
+    let mut token = client_token(name);
+    for _ in 0..COPY_ATTEMPTS {
+        let id = request_copy(account, region, key, source_image, name, &token).await?;
+        if image_exists(account, region, &id).await? {
+            return Ok(Done::Applied);
+        }
+        tracing::info!(copy = name, gone = %id, "the copy's token answered an image that is gone; copying again");
+        token = client_token(&format!("{name} after {id}"));
+    }
+    Err(Failure::terminal(format!("CopyImage {name}: EC2 answered {COPY_ATTEMPTS} times with images that are gone")))
+}
+
+/// Whether image `id` exists (in any state but deregistered).
+async fn image_exists(account: &Account, region: &str, id: &str) -> Result<bool, Failure> {
+    const GONE: &[&str] = &["InvalidAMIID.NotFound", "InvalidAMIID.Unavailable"];
+    let request = account.ec2(region).describe_images().image_ids(id).send();
+    match account.call(None, "ec2", "DescribeImages", GONE, request).await {
+        Ok(out) => Ok(out.images().iter().any(|i| i.state().is_none_or(|s| s.as_str() != "deregistered"))),
+        Err(e) if code(&e).is_some_and(|c| GONE.contains(&c)) => Ok(false),
+        Err(e) => Err(classify("DescribeImages", &e)),
+    }
+}
+
+/// `ResourceLimitExceeded` from CopyImage: too many snapshot copies in progress in the
+/// account and Region (EC2 API Reference, "Error codes": "For example, you might have too
+/// many snapshot copies in progress"). Those copies end by themselves: the copy is tried
+/// again with the unit's backoff, not given up.
+fn copy_limit(f: Failure) -> Failure {
+    match f.message.contains("ResourceLimitExceeded") {
+        true => Failure {
+            class: crate::core::model::ErrorClass::Retryable,
+            message: format!(
+                "{}; the copy is tried again once some of the copies in progress have finished",
+                f.message
+            ),
+        },
+        false => f,
+    }
+}
+
+/// One CopyImage call under `token`; the image id EC2 answers.
+async fn request_copy(
+    account: &Account,
+    region: &str,
+    key: &KeyArn,
+    source_image: &str,
+    name: &str,
+    token: &str,
+) -> Result<String, Failure> {
     let tags = TagSpecification::builder()
         .resource_type(ResourceType::Image)
         .tags(Tag::builder().key(TAG_SOURCE_IMAGE).value(source_image).build())
@@ -266,11 +326,11 @@ async fn copy_image(
         .description(format!("{source_image} re-encrypted with {key} by asg-cmk-operator"))
         .encrypted(true)
         .kms_key_id(key.as_str())
-        .client_token(client_token(name))
+        .client_token(token)
         .tag_specifications(tags)
         .send();
-    account.send("ec2", "CopyImage", request).await?;
-    Ok(Done::Applied)
+    let out = account.send("ec2", "CopyImage", request).await.map_err(copy_limit)?;
+    out.image_id().map(str::to_owned).ok_or_else(|| Failure::terminal(format!("CopyImage {name} answered no image id")))
 }
 
 /// CreateLaunchTemplateVersion: a version of the template from `source_version` that
@@ -433,4 +493,20 @@ async fn mappings_with_key(
         .first()
         .ok_or_else(|| Failure::terminal(format!("launch template {template} has no version {version}")))?;
     Ok(with_key(v.launch_template_data().map(|d| d.block_device_mappings()).unwrap_or_default(), devices, key))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::model::ErrorClass;
+
+    #[test]
+    fn too_many_copies_in_progress_is_waited_out_and_other_errors_stand() {
+        let limit = Failure::terminal("CopyImage: ResourceLimitExceeded: too many snapshot copies in progress");
+        let f = copy_limit(limit);
+        assert_eq!(f.class, ErrorClass::Retryable);
+        assert!(f.message.starts_with("CopyImage: ResourceLimitExceeded") && f.message.contains("tried again"));
+        let other = Failure::terminal("CopyImage: InvalidAMIID.NotFound: no such image");
+        assert_eq!(copy_limit(other.clone()), other);
+    }
 }
