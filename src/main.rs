@@ -698,7 +698,8 @@ fn write_stats(path: &Path, aws: &Aws, out: &reconcile::Outcome) -> std::io::Res
 fn print_unconverged(judged: &[Judged]) {
     let waits = |j: &&Judged, w: Wait| j.verdict.standing() == Standing::Waiting(w);
     let failed: Vec<&Judged> = judged.iter().filter(|j| !j.verdict.converged() && j.verdict.is_failed()).collect();
-    let waiting: Vec<&Judged> = judged.iter().filter(|j| waits(j, Wait::KeyOwner)).collect();
+    let waiting: Vec<&Judged> =
+        judged.iter().filter(|j| waits(j, Wait::KeyOwner) || waits(j, Wait::ImageOwner)).collect();
     let copying: Vec<&Judged> = judged.iter().filter(|j| waits(j, Wait::Copy)).collect();
     for line in output::contested_lines(judged) {
         outln!("{line}");
@@ -711,7 +712,7 @@ fn print_unconverged(judged: &[Judged]) {
     }
     if !waiting.is_empty() {
         outln!(
-            "{} binding{} awaiting key owner (`asg-cmk-operator handoff` prints what to add):",
+            "{} binding{} awaiting another account's owner (each says what to ask; `asg-cmk-operator handoff` prints key policy statements):",
             waiting.len(),
             plural(waiting.len())
         );

@@ -27,6 +27,7 @@ pub fn source_read(
 ) -> SourceRead {
     let mut image_keys: Vec<String> = Vec::new();
     let mut shared_encrypted = false;
+    let mut unshared_snapshots = Vec::new();
     let image_unread = match spec.image_id.as_ref().map(|id| images.get(id)) {
         Some(Some(Err(why))) => Some(why.clone()),
         Some(None) => Some("not read".to_owned()),
@@ -43,6 +44,11 @@ pub fn source_read(
                 Some(Some(SnapshotKey::Encrypted(k))) => Some(k.clone()),
                 _ => None,
             });
+            let unreadable =
+                matches!(m.snapshot_id.as_ref().map(|s| snapshots.get(s)), Some(Some(SnapshotKey::Unknown(_))));
+            if shared && unreadable {
+                unshared_snapshots.extend(m.snapshot_id.clone());
+            }
             match key {
                 Some(k) if !image_keys.contains(&k) => image_keys.push(k),
                 Some(_) => {}
@@ -59,6 +65,7 @@ pub fn source_read(
         shared_encrypted,
         image_unread,
         image_parameter: spec.image_parameter.clone(),
+        unshared_snapshots,
     }
 }
 

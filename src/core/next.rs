@@ -34,7 +34,7 @@ pub struct Intervals {
 impl Intervals {
     fn of(self, wait: Wait) -> Option<(Duration, Depth)> {
         match wait {
-            Wait::KeyOwner => Some((self.key_owner, Depth::Quick)),
+            Wait::KeyOwner | Wait::ImageOwner => Some((self.key_owner, Depth::Quick)),
             Wait::Copy => Some((self.copy, Depth::Quick)),
             // A quick pass switched a group without reading its launches: read them now.
             Wait::Launches => Some((Duration::ZERO, Depth::Full)),

@@ -271,7 +271,7 @@ pub fn next(b: &Binding, own: &KeyArn, launch: &GroupLaunch, s: &SourceRead, rea
         let why = || {
             format!("image {image} of {what} has snapshots encrypted with another account's key ({}): copy it encrypted with {own}", keys.join(", "))
         };
-        match copied(b, own, &image, reads, why) {
+        match copied(b, own, (&image, &s.unshared_snapshots), reads, why) {
             Copied::Available(id) => id,
             Copied::Not(next) => return next,
         }
@@ -296,13 +296,46 @@ enum Copied {
     Not(Next),
 }
 
+/// Why a copy of `image` cannot be made yet, if some of its snapshots are not shared with
+/// the group's account: the exact request for the image's owner.
+fn unshared(b: &Binding, image: &str, snapshots: &[String]) -> Option<Next> {
+    if snapshots.is_empty() {
+        return None;
+    }
+    let account = b.asg.account;
+    let commands: Vec<String> = snapshots
+        .iter()
+        .map(|s| format!("aws ec2 modify-snapshot-attribute --snapshot-id {s} --attribute createVolumePermission --operation-type add --user-ids {account}"))
+        .collect();
+    Some(Next::Wait(
+        Wait::ImageOwner,
+        format!(
+            "awaiting image owner: image {image} is shared with account {account}, but its snapshot{} {} {} not, and a copy reads them. Ask the image's owner to share {}: {}",
+            if snapshots.len() == 1 { "" } else { "s" },
+            snapshots.join(", "),
+            if snapshots.len() == 1 { "is" } else { "are" },
+            if snapshots.len() == 1 { "it" } else { "them" },
+            commands.join("; "),
+        ),
+    ))
+}
+
 /// The copy of `image` under `own`: its id once available, else the next step.
-fn copied(b: &Binding, own: &KeyArn, image: &str, reads: &ReencryptReads, why: impl Fn() -> String) -> Copied {
+fn copied(
+    b: &Binding,
+    own: &KeyArn,
+    (image, s_unshared): (&str, &[String]),
+    reads: &ReencryptReads,
+    why: impl Fn() -> String,
+) -> Copied {
     let name = copy_name(image, own);
     let copy = match reads.copies.get(&(b.asg.account, b.asg.region.clone(), name.clone())) {
         None => return Copied::Not(Next::Stop(missing(format!("copy {name}")))),
         Some(Err(f)) => return Copied::Not(Next::Stop(read_failed(&format!("copy {name}"), f))),
         Some(Ok(None)) => {
+            if let Some(next) = unshared(b, image, s_unshared) {
+                return Copied::Not(next);
+            }
             if let Some(next) = copy_refused(b, reads) {
                 return Copied::Not(next);
             }
@@ -498,6 +531,7 @@ mod tests {
             shared_encrypted: false,
             image_unread: None,
             image_parameter: None,
+            unshared_snapshots: vec![],
         }
     }
 
@@ -716,5 +750,23 @@ mod tests {
         let mut own = source("$Default", &[OWN]);
         own.image_parameter = s.image_parameter.clone();
         assert_eq!(next(&binding(), &key(OWN), &launch(), &own, &r), Next::Done);
+    }
+
+    #[test]
+    fn an_image_whose_snapshots_are_not_shared_waits_for_its_owner_with_the_exact_request() {
+        let mut s = source("$Default", &[FOREIGN]);
+        s.unshared_snapshots = vec!["snap-1".into()];
+        let n = next_of(&s, &reads(None, DryRun::Allowed, 1, false, &[]));
+        assert_eq!(waited(&n), Some(Wait::ImageOwner));
+        let f = waits(n);
+        assert!(
+            f.message.contains(
+                "--snapshot-id snap-1 --attribute createVolumePermission --operation-type add --user-ids 111122223333"
+            ),
+            "{f}"
+        );
+        // A copy made before (its snapshots shared then) is followed, not held.
+        let n = next_of(&s, &reads(Some("pending"), DryRun::Allowed, 1, false, &[]));
+        assert_eq!(waited(&n), Some(Wait::Copy));
     }
 }

@@ -1462,3 +1462,20 @@ async fn launch_template_versions_are_filtered_by_image_id_before_max_results() 
     assert_eq!(numbers(by_image("ami-aaaa1111", Some(2)).await.unwrap()), [1, 3], "MaxResults counts matches");
     assert!(numbers(by_image("ami-cccc3333", None).await.unwrap()).is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_snapshot_shared_with_the_account_is_described_to_it() {
+    let moto = Moto::start();
+    let (own, other) = (moto.own().await, moto.other().await);
+    let foreign = create_key(&other, None).await;
+    let snapshot = encrypted_snapshot(&other, &foreign).await;
+    let ec2 = aws_sdk_ec2::Client::new(&own);
+    assert_eq!(code(ec2.describe_snapshots().snapshot_ids(&snapshot).send().await), "InvalidSnapshot.NotFound");
+    share_snapshot(&other, &snapshot, OWN).await;
+    let out = ec2.describe_snapshots().snapshot_ids(&snapshot).send().await.unwrap();
+    let s = &out.snapshots()[0];
+    assert_eq!((s.owner_id(), s.kms_key_id()), (Some(OTHER), Some(foreign.as_str())));
+    // Its owner still sees it as its own.
+    let theirs = aws_sdk_ec2::Client::new(&other).describe_snapshots().snapshot_ids(&snapshot).send().await.unwrap();
+    assert_eq!(theirs.snapshots()[0].owner_id(), Some(OTHER));
+}

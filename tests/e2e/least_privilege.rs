@@ -169,6 +169,7 @@ async fn reencryption_stays_within_the_generated_policy_and_uses_all_of_it() {
     let snapshot = encrypted_snapshot(&other, &foreign).await;
     let image = image_from_snapshot(&other, "golden", &snapshot).await;
     share_image(&other, &image, OWN).await;
+    share_snapshot(&other, &snapshot, OWN).await;
     let own_key = create_key(&own, None).await;
     let iam = aws_sdk_iam::Client::new(&own);
     let trust = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"ec2.amazonaws.com"},"Action":"sts:AssumeRole"}]}"#;

@@ -42,11 +42,20 @@ struct Fleet {
     own_key: String,
     image: String,
     template: String,
+    snapshot: String,
 }
 
-/// A key of `OTHER`, an image of `OTHER` whose root snapshot it encrypts, shared with `OWN`;
-/// a key of `OWN`, and launch template `web` (version 1) of `OWN` on that image.
+/// A key of `OTHER`, an image of `OTHER` whose root snapshot it encrypts, shared with `OWN`
+/// (the image and its snapshot); a key of `OWN`, and launch template `web` (version 1) of
+/// `OWN` on that image.
 async fn fleet(moto: &Moto, policy: Option<&str>) -> Fleet {
+    let f = fleet_unshared(moto, policy).await;
+    share_snapshot(&moto.other().await, &f.snapshot, OWN).await;
+    f
+}
+
+/// [`fleet`], with the image's snapshot not shared with `OWN`.
+async fn fleet_unshared(moto: &Moto, policy: Option<&str>) -> Fleet {
     let (own, other) = (moto.own().await, moto.other().await);
     let foreign = create_key(&other, policy).await;
     let snapshot = encrypted_snapshot(&other, &foreign).await;
@@ -54,7 +63,7 @@ async fn fleet(moto: &Moto, policy: Option<&str>) -> Fleet {
     share_image(&other, &image, OWN).await;
     let own_key = create_key(&own, None).await;
     let template = launch_template(&own, "web", Some(&image), None).await;
-    Fleet { foreign, own_key, image, template }
+    Fleet { foreign, own_key, image, template, snapshot }
 }
 
 /// A [`fleet`] whose key owner lets the group's account copy, group `web` on its
@@ -62,11 +71,18 @@ async fn fleet(moto: &Moto, policy: Option<&str>) -> Fleet {
 async fn web_on_its_template() -> (Moto, Fleet, aws_config::SdkConfig, TempDir, String) {
     let moto = Moto::start();
     let f = fleet(&moto, Some(&foreign_policy())).await;
+    let (own, dir, config) = web_on(&moto, &f).await;
+    (moto, f, own, dir, config)
+}
+
+/// Group `web` on `f`'s template, and a config binding it: (own account, config's folder,
+/// config).
+async fn web_on(moto: &Moto, f: &Fleet) -> (aws_config::SdkConfig, TempDir, String) {
     let own = moto.own().await;
     group_on_template(&own, "web", &f.template, 0, None).await;
     let dir = TempDir::new();
-    let config = dir.write("config.yaml", &format!("version: 1\nbindings:\n{}", binding("web", &f)));
-    (moto, f, own, dir, config)
+    let config = dir.write("config.yaml", &format!("version: 1\nbindings:\n{}", binding("web", f)));
+    (own, dir, config)
 }
 
 fn binding(asg: &str, f: &Fleet) -> String {
@@ -189,10 +205,7 @@ async fn a_template_shared_with_another_group_gets_a_version_only_this_group_lau
 async fn a_copy_waits_for_the_key_owner_who_is_told_what_to_add() {
     let moto = Moto::start();
     let f = fleet(&moto, None).await;
-    let own = moto.own().await;
-    group_on_template(&own, "web", &f.template, 0, None).await;
-    let dir = TempDir::new();
-    let config = dir.write("config.yaml", &format!("version: 1\nbindings:\n{}", binding("web", &f)));
+    let (_own, _dir, config) = web_on(&moto, &f).await;
     let out = moto.operator(&["apply", "--config", &config]);
     let text = stdout(&out);
     assert!(!out.status.success(), "{text}");
@@ -384,10 +397,7 @@ async fn a_failed_copy_deregistered_is_copied_again_not_answered_by_its_old_toke
         {"Sid": "GroupAccount", "Effect": "Allow", "Principal": {"AWS": format!("arn:aws:iam::{OWN}:root")},
          "Action": ["kms:DescribeKey", "kms:CreateGrant"], "Resource": "*"}]});
     let f = fleet(&moto, Some(&short.to_string())).await;
-    let own = moto.own().await;
-    group_on_template(&own, "web", &f.template, 0, None).await;
-    let dir = TempDir::new();
-    let config = dir.write("config.yaml", &format!("version: 1\nbindings:\n{}", binding("web", &f)));
+    let (own, _dir, config) = web_on(&moto, &f).await;
     let failed = moto.operator(&["apply", "--config", &config]);
     assert!(!failed.status.success());
     let again = moto.operator(&["apply", "--config", &config]);
@@ -423,4 +433,32 @@ async fn too_many_copies_in_progress_is_waited_out_not_given_up() {
     let (named, _) = versions(&moto, "web", &f.template).await;
     let copy = version_image(&moto, &f.template, named.as_deref().unwrap()).await;
     assert_eq!(image_keys(&own, &copy).await, vec![f.own_key.clone()]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_image_whose_snapshots_are_not_shared_waits_for_its_owner_and_is_not_copied() {
+    let moto = Moto::start();
+    let f = fleet_unshared(&moto, Some(&foreign_policy())).await;
+    let (_own, _dir, config) = web_on(&moto, &f).await;
+
+    let out = moto.operator(&["apply", "--config", &config]);
+    let text = stdout(&out);
+    assert!(!out.status.success(), "{text}");
+    assert_eq!(count(&moto.calls(), "CopyImage"), 0, "a copy EC2 would refuse is not tried");
+    let ask = format!(
+        "aws ec2 modify-snapshot-attribute --snapshot-id {} --attribute createVolumePermission --operation-type add --user-ids {OWN}",
+        f.snapshot
+    );
+    assert!(text.contains("awaiting image owner") && text.contains(&ask), "{text}");
+    let status = moto.operator(&["status", "--config", &config, "--output", "json"]);
+    let status: serde_json::Value = serde_json::from_str(&stdout(&status)).unwrap();
+    let b = &status["bindings"][0];
+    let cond = b["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "ImagesReencrypted").unwrap();
+    assert_eq!(cond["reason"], "SnapshotNotShared", "{status}");
+    assert_eq!(b["verdict"]["type"], "Waiting", "{status}");
+
+    // The owner shares the snapshot: the copy is made, and the group moves.
+    share_snapshot(&moto.other().await, &f.snapshot, OWN).await;
+    converge(&moto, &config);
+    assert_eq!(versions(&moto, "web", &f.template).await, (Some("2".into()), 1));
 }

@@ -19,6 +19,8 @@ launch-failure reporting read these; each patch names the AWS documentation it f
    owners to let the caller's account use them, keeps its ClientToken, and shows the copy
    pending until it has been described once.
 12. EC2: DescribeLaunchTemplateVersions honours the ``image-id`` filter.
+13. EC2: DescribeSnapshots by id shows another account's snapshot that it shared with the
+   caller (create volume permission).
 
 ``resolve_key``, ``ebs_default_key``, ``resolve_image_id`` and ``visible_image`` are shared
 with the launch model (launches.py) and the strict layer (strict.py).
@@ -513,6 +515,38 @@ def _versions_with_images(method):
     return wrapper
 
 
+# --- 13. snapshots shared with the caller ---------------------------------------------------
+# EC2 API Reference, DescribeSnapshots: "The create volume permissions fall into the
+# following categories: public snapshots [...]; explicit: Owned by other Amazon Web
+# Services accounts for which you have explicit create volume permissions; implicit:
+# [...] owned by you", and each may be asked for by id. EBS User Guide, "Share an Amazon
+# EBS snapshot": ModifySnapshotAttribute createVolumePermission shares it. moto keeps
+# snapshots per account and shows only the caller's own.
+
+
+def _describing_shared_snapshots(describe):
+    def wrapper(self, snapshot_ids=None, filters=None):
+        if not snapshot_ids:
+            return describe(self, snapshot_ids=snapshot_ids, filters=filters)
+        shared = {}
+        for per_account in list(dict.values(ec2_backends)):
+            backend = dict.get(per_account, self.region_name)
+            if backend is None or backend is self:
+                continue
+            for sid in snapshot_ids:
+                snap = backend.snapshots.get(sid)
+                if snap is not None and (
+                    self.account_id in snap.create_volume_permission_userids
+                    or "all" in snap.create_volume_permission_groups
+                ):
+                    shared[sid] = snap
+        rest = [sid for sid in snapshot_ids if sid not in shared]
+        own = describe(self, snapshot_ids=rest, filters=filters) if rest else []
+        return own + list(shared.values())
+
+    return wrapper
+
+
 def install():
     """Applies the patches above (once, at the launcher's start)."""
     KmsBackend.create_alias = _marking_aws_managed(KmsBackend.create_alias)
@@ -537,4 +571,5 @@ def install():
     )
     AmiBackend.describe_images = _finishing_copies(_describing_shared_images(AmiBackend.describe_images))
     AmisResponse.copy_image = _copy_image
+    EBSBackend.describe_snapshots = _describing_shared_snapshots(EBSBackend.describe_snapshots)
     Snapshot.progress = property(_snapshot_progress)

@@ -137,6 +137,8 @@ pub enum Reason {
     ReencryptBlocked,
     /// The group's image comes from a Systems Manager parameter: a copy would freeze it.
     ImageFromParameter,
+    /// Another account's image is shared, but not its snapshots: its owner must share them.
+    SnapshotNotShared,
 }
 
 impl Reason {
@@ -190,6 +192,7 @@ impl Reason {
             Reason::CopyInProgress => "CopyInProgress",
             Reason::ReencryptBlocked => "ReencryptBlocked",
             Reason::ImageFromParameter => "ImageFromParameter",
+            Reason::SnapshotNotShared => "SnapshotNotShared",
         }
     }
 

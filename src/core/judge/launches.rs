@@ -109,6 +109,7 @@ pub(super) fn images_reencrypted(p: &Parts, writes: &mut Vec<(Write, String)>, _
             Next::Wait(wait, message) if stop.is_none() => {
                 let reason = match wait {
                     Wait::Copy => Reason::CopyInProgress,
+                    Wait::ImageOwner => Reason::SnapshotNotShared,
                     _ => Reason::AwaitingKeyOwner,
                 };
                 stop = Some(p.c(k, State::False, reason, message.clone(), stop_wait(rank::IMAGES, wait, message)));

@@ -557,6 +557,9 @@ pub enum Wait {
     /// A quick pass switched the group without reading its launches: a full pass over
     /// it follows at once.
     Launches,
+    /// Another account's image is shared with the group's, but its snapshots are not: a
+    /// copy waits for its owner to share them. Checked again on the hand-off interval.
+    ImageOwner,
     /// Another writer keeps replacing the key policy: the write back waits out the key's
     /// backoff (see [`crate::core::contest`]). The resync, or the writer's next event,
     /// looks again.
@@ -566,7 +569,7 @@ pub enum Wait {
 impl Wait {
     pub fn as_str(self) -> &'static str {
         match self {
-            Wait::KeyOwner => "awaiting_owner",
+            Wait::KeyOwner | Wait::ImageOwner => "awaiting_owner",
             Wait::Copy => "in_progress",
             Wait::Launches => "launches_unread",
             Wait::Contested => "contested",

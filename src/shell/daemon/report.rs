@@ -71,6 +71,11 @@ impl Reporter {
             } else if !owner(v) && before.as_ref().is_some_and(owner) {
                 tracing::info!(binding = %b, key = %b.key, ready = v.is_ready(), "the key owner's change is seen; going on with the grant and the group");
             }
+            if let Verdict::Waiting { wait: Wait::ImageOwner, message } = v {
+                if before.as_ref().is_none_or(|p| p.message() != message.as_ref()) {
+                    tracing::info!(binding = %b, detail = %message, recheck_in = ?recheck, "waiting for the image's owner to share its snapshots");
+                }
+            }
             if let Verdict::Waiting { wait: Wait::Copy, message } = v {
                 tracing::info!(binding = %b, key = %b.key, detail = %message, "AWS is still at work for this binding; looking again soon");
             }

@@ -1017,6 +1017,16 @@ pub fn put_parameter(moto: &Moto, name: &str, value: &str) {
 
 /// Shares image `image` of the account of `owner` with account `with` (a launch
 /// permission), as its owner.
+/// Shares snapshot `snapshot` of `owner`'s account with account `with`
+/// (createVolumePermission): what copying an image of it across accounts needs.
+pub async fn share_snapshot(owner: &SdkConfig, snapshot: &str, with: &str) {
+    use aws_sdk_ec2::types::{OperationType, SnapshotAttributeName};
+    let ec2 = aws_sdk_ec2::Client::new(owner);
+    let request = ec2.modify_snapshot_attribute().snapshot_id(snapshot);
+    let request = request.attribute(SnapshotAttributeName::CreateVolumePermission).operation_type(OperationType::Add);
+    request.user_ids(with).send().await.unwrap();
+}
+
 pub async fn share_image(owner: &SdkConfig, image: &str, with: &str) {
     let ec2 = aws_sdk_ec2::Client::new(owner);
     let permission = aws_sdk_ec2::types::LaunchPermission::builder().user_id(with).build();
