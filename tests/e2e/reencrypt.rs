@@ -157,6 +157,14 @@ async fn a_group_on_another_accounts_key_moves_to_a_copy_under_its_own_key() {
     let copy = version_image(&moto, &f.template, "2").await;
     assert_ne!(copy, f.image);
     assert_eq!(image_keys(&own, &copy).await, vec![f.own_key.clone()]);
+    // The copy's snapshots, which are what it costs, say what they copy.
+    let ec2 = aws_sdk_ec2::Client::new(&own);
+    let image = ec2.describe_images().image_ids(&copy).send().await.unwrap();
+    let snap = image.images()[0].block_device_mappings()[0].ebs().unwrap().snapshot_id().unwrap().to_owned();
+    let snaps = ec2.describe_snapshots().snapshot_ids(&snap).send().await.unwrap();
+    let tags: Vec<(&str, &str)> =
+        snaps.snapshots()[0].tags().iter().map(|t| (t.key().unwrap(), t.value().unwrap())).collect();
+    assert!(tags.contains(&("asg-cmk-operator:source-image", f.image.as_str())), "{tags:?}");
     // The old version and the source image are untouched.
     assert_eq!(version_image(&moto, &f.template, "1").await, f.image);
     assert_eq!(image_keys(&moto.other().await, &f.image).await, vec![f.foreign.clone()]);
@@ -221,8 +229,10 @@ async fn a_copy_waits_for_the_key_owner_who_is_told_what_to_add() {
     assert_eq!(versions(&moto, "web", &f.template).await, (Some("2".into()), 1));
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_group_on_a_launch_configuration_moves_to_a_copy_of_it_and_the_original_stays() {
+/// Groups `web` and `batch` on launch configuration `web-lc` of a [`fleet`]'s image, and a
+/// config binding `web`.
+async fn groups_on_a_launch_configuration(
+) -> (Moto, Fleet, aws_config::SdkConfig, aws_sdk_autoscaling::Client, TempDir, String) {
     let moto = Moto::start();
     let f = fleet(&moto, Some(&foreign_policy())).await;
     let own = moto.own().await;
@@ -235,6 +245,33 @@ async fn a_group_on_a_launch_configuration_moves_to_a_copy_of_it_and_the_origina
     }
     let dir = TempDir::new();
     let config = dir.write("config.yaml", &format!("version: 1\nbindings:\n{}", binding("web", &f)));
+    (moto, f, own, asc, dir, config)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_account_that_cannot_create_launch_configurations_is_told_to_move_to_a_template() {
+    let (moto, _f, _own, _asc, _dir, config) = groups_on_a_launch_configuration().await;
+    let refusal = "The Launch Configuration creation operation is not available in your account. Use launch templates to create configuration templates for your Auto Scaling groups.";
+    moto.fault("autoscaling", "CreateLaunchConfiguration", 5, 400, "UnsupportedOperation", refusal);
+    moto.operator(&["apply", "--config", &config]);
+    let out = moto.operator(&["apply", "--config", &config]);
+    let text = stdout(&out);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("this account cannot create launch configurations")
+            && text.contains("Move the group to a launch template"),
+        "{text}"
+    );
+    assert_eq!(
+        count(&moto.calls(), "CreateLaunchConfiguration"),
+        2,
+        "once an apply: a terminal failure is not retried within it"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_group_on_a_launch_configuration_moves_to_a_copy_of_it_and_the_original_stays() {
+    let (moto, f, own, asc, _dir, config) = groups_on_a_launch_configuration().await;
     converge(&moto, &config);
 
     let groups = asc.describe_auto_scaling_groups().auto_scaling_group_names("web").auto_scaling_group_names("batch");

@@ -449,6 +449,14 @@ def _copy_image(self):
         for snapshot in copied:
             snapshot.copy_progress = "45%"
         image.copied_snapshots = copied
+    # EC2 API Reference, CopyImage, TagSpecifications: "To tag the new AMI, the value for
+    # ResourceType must be image. To tag the new snapshots, the value for ResourceType must
+    # be snapshot. The same tag is applied to all the new snapshots."
+    for spec in self._get_param("TagSpecifications", []) or []:
+        tags = {t["Key"]: t.get("Value", "") for t in spec.get("Tags") or spec.get("Tag") or []}
+        ids = {"image": [image.id], "snapshot": [s.id for s in copied]}.get(spec.get("ResourceType"), [])
+        if tags and ids:
+            backend.create_tags(ids, tags)
     if token:
         _copies_by_token[(backend.account_id, token)] = image.id
     return ActionResult({"ImageId": image.id})

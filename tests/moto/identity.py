@@ -231,10 +231,15 @@ def _copy_image(req, _):
     import gaps
 
     checks = [Check("ec2:CopyImage", _ec2_resource(req, "image", "*", account=False))]
-    if any(k.startswith("TagSpecification.") for k in req.params):
-        checks.append(
-            Check("ec2:CreateTags", _ec2_resource(req, "image", "*", account=False), {"ec2:createaction": ["CopyImage"]})
-        )
+    # EC2 User Guide, "Grant permissions to copy Amazon EC2 AMIs": ec2:CreateTags "to tag
+    # the target AMI. For EBS-backed AMIs, it also grants permission to tag the target
+    # AMI's backing snapshots": on each kind tagged (CopyImage, TagSpecifications).
+    tagged = sorted(
+        {v for k, v in req.params.items() if k.startswith("TagSpecification.") and k.endswith(".ResourceType")}
+    )
+    for kind in tagged:
+        resource = _ec2_resource(req, kind, "*", account=False)
+        checks.append(Check("ec2:CreateTags", resource, {"ec2:createaction": ["CopyImage"]}))
     from moto.ec2.models import ec2_backends
 
     region = req.params.get("SourceRegion") or req.region
@@ -283,10 +288,25 @@ def _pass_profile(req, profile):
     ]
 
 
+# Amazon EC2 Auto Scaling User Guide, "Amazon EC2 Auto Scaling API permissions": "Create a
+# launch configuration (autoscaling:CreateLaunchConfiguration)" also checks these reads,
+# and iam:PassRole when it names an instance profile.
+LAUNCH_CONFIGURATION_READS = (
+    "ec2:DescribeImages",
+    "ec2:DescribeInstances",
+    "ec2:DescribeInstanceAttribute",
+    "ec2:DescribeKeyPairs",
+    "ec2:DescribeSecurityGroups",
+    "ec2:DescribeSpotInstanceRequests",
+    "ec2:DescribeVpcClassicLink",
+)
+
+
 def _create_launch_configuration(req, _):
     name = req.params.get("LaunchConfigurationName", "")
     arn = f"arn:{_partition(req)}:autoscaling:{req.region}:{req.account}:launchConfiguration:*:launchConfigurationName/{name}"
-    return [Check("autoscaling:CreateLaunchConfiguration", arn)] + _pass_profile(
+    reads = [Check(action, "*") for action in LAUNCH_CONFIGURATION_READS]
+    return [Check("autoscaling:CreateLaunchConfiguration", arn)] + reads + _pass_profile(
         req, req.params.get("IamInstanceProfile")
     )
 

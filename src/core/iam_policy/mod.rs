@@ -473,20 +473,46 @@ fn reencrypt_statements(out: &mut Vec<Value>, mine: &[&Binding], account: &Accou
     let templates = each(&|r| format!("arn:{partition}:ec2:{r}:{account}:launch-template/*"));
     let via: Vec<String> = regions.iter().map(|r| format!("ec2.{r}.amazonaws.com")).collect();
     out.push(statement("CopyImagesForReencryption", &["ec2:CopyImage"], &images, None));
+    let copies: BTreeSet<String> =
+        images.iter().cloned().chain(each(&|r| format!("arn:{partition}:ec2:{r}::snapshot/*"))).collect();
     out.push(statement(
         "TagImageCopies",
         &["ec2:CreateTags"],
-        &images,
+        &copies,
         Some(json!({"StringEquals": {"ec2:CreateAction": "CopyImage"}})),
     ));
     copy_key_statements(out, &re, &via);
     out.push(statement("MakeTemplateVersions", &["ec2:CreateLaunchTemplateVersion"], &templates, None));
+    launch_source_statements(out, &regions, account, partition);
+}
+
+/// The copies of launch configurations, and what pointing a group at a launch template
+/// checks (see [`reencrypt_statements`]).
+fn launch_source_statements(out: &mut Vec<Value>, regions: &BTreeSet<&str>, account: &AccountId, partition: &str) {
+    let each = |f: &dyn Fn(&str) -> String| -> BTreeSet<String> { regions.iter().map(|r| f(r)).collect() };
+    let templates = each(&|r| format!("arn:{partition}:ec2:{r}:{account}:launch-template/*"));
     out.push(statement(
         "CopyLaunchConfigurations",
         &["autoscaling:CreateLaunchConfiguration"],
         &each(&|r| {
             format!("arn:{partition}:autoscaling:{r}:{account}:launchConfiguration:*:launchConfigurationName/*")
         }),
+        None,
+    ));
+    // What CreateLaunchConfiguration checks besides itself (EC2 Auto Scaling User Guide,
+    // "Amazon EC2 Auto Scaling API permissions"); DescribeImages is among the reads.
+    // These reads take no resource.
+    out.push(statement(
+        "ReadWhatALaunchConfigurationNames",
+        &[
+            "ec2:DescribeInstances",
+            "ec2:DescribeInstanceAttribute",
+            "ec2:DescribeKeyPairs",
+            "ec2:DescribeSecurityGroups",
+            "ec2:DescribeSpotInstanceRequests",
+            "ec2:DescribeVpcClassicLink",
+        ],
+        &BTreeSet::from(["*".to_owned()]),
         None,
     ));
     out.push(statement(

@@ -248,7 +248,8 @@ pub async fn execute(account: &Account, asg: &AsgRef, key: &KeyArn, write: &Writ
 /// that is gone.
 const COPY_ATTEMPTS: usize = 3;
 
-/// CopyImage: the source image copied under `key`, tagged with what it copies and the key.
+/// CopyImage: the source image copied under `key`, the image and its snapshots tagged with
+/// what it copies and the key.
 ///
 /// The client token is made from the copy's name, so a lost answer or a restart finds
 /// the copy instead of copying twice. But EC2 answers a repeated token with the first
@@ -312,11 +313,15 @@ async fn request_copy(
     name: &str,
     token: &str,
 ) -> Result<String, Failure> {
-    let tags = TagSpecification::builder()
-        .resource_type(ResourceType::Image)
-        .tags(Tag::builder().key(TAG_SOURCE_IMAGE).value(source_image).build())
-        .tags(Tag::builder().key(TAG_KEY).value(key.as_str()).build())
-        .build();
+    // The image and its new snapshots, which are what a copy costs (EC2 API Reference,
+    // CopyImage, TagSpecifications: "You can tag the AMI, the snapshots, or both").
+    let tags = |kind: ResourceType| {
+        TagSpecification::builder()
+            .resource_type(kind)
+            .tags(Tag::builder().key(TAG_SOURCE_IMAGE).value(source_image).build())
+            .tags(Tag::builder().key(TAG_KEY).value(key.as_str()).build())
+            .build()
+    };
     let request = account
         .ec2(region)
         .copy_image()
@@ -327,7 +332,8 @@ async fn request_copy(
         .encrypted(true)
         .kms_key_id(key.as_str())
         .client_token(token)
-        .tag_specifications(tags)
+        .tag_specifications(tags(ResourceType::Image))
+        .tag_specifications(tags(ResourceType::Snapshot))
         .send();
     let out = account.send("ec2", "CopyImage", request).await.map_err(copy_limit)?;
     out.image_id().map(str::to_owned).ok_or_else(|| Failure::terminal(format!("CopyImage {name} answered no image id")))
@@ -468,6 +474,12 @@ async fn copy_configuration(
     match account.call(None, "autoscaling", "CreateLaunchConfiguration", &["AlreadyExists"], request).await {
         Ok(_) => Ok(Done::Applied),
         Err(e) if super::error::code(&e) == Some("AlreadyExists") => Ok(Done::NotNeeded("the copy exists already")),
+        // Accounts created on or after 1 October 2024 cannot create launch configurations
+        // (EC2 Auto Scaling User Guide, "Auto Scaling launch configurations").
+        Err(e) if super::error::code(&e) == Some("UnsupportedOperation") => Err(Failure::terminal(format!(
+            "{}: this account cannot create launch configurations (accounts created on or after 1 October 2024 cannot), so the group's launch configuration {from} cannot be copied with the new image. Move the group to a launch template; re-encryption then makes a version of it",
+            classify("CreateLaunchConfiguration", &e).message
+        ))),
         Err(e) => Err(classify("CreateLaunchConfiguration", &e)),
     }
 }
