@@ -151,6 +151,15 @@ fn replaced(b: &Binding) -> impl Iterator<Item = &KeyArn> {
 /// group's account use it: the statements to ask for, as the hand-off prints them.
 fn copy_refused(b: &Binding, reads: &ReencryptReads) -> Option<Next> {
     for key in replaced(b) {
+        if let Some(policy) = reads.source_policies.get(key) {
+            match policy {
+                Err(f) => return Some(Next::Stop(read_failed(&format!("the key policy of {key}"), f))),
+                Ok(text) => match copy_allowed(text, key, &b.asg.account) {
+                    Ok(()) => continue,
+                    Err(why) => return Some(copy_wait(b, key, &why)),
+                },
+            }
+        }
         match reads.access.get(&(key.clone(), b.slr())) {
             None => return Some(Next::Stop(missing(format!("a dry run of CreateGrant on {key}")))),
             Some(Err(f)) => return Some(Next::Stop(read_failed(&format!("a dry run of CreateGrant on {key}"), f))),
@@ -170,6 +179,57 @@ fn copy_refused(b: &Binding, reads: &ReencryptReads) -> Option<Next> {
         }
     }
     None
+}
+
+/// What a copy does with a key being replaced, through EC2 with the caller's permissions
+/// (EC2 User Guide, "Copy an Amazon EC2 AMI"): reads the snapshots (Decrypt,
+/// ReEncryptFrom, DescribeKey), and makes grants for an AWS resource (CreateGrant with
+/// `kms:GrantIsForAWSResource` true). Judged on the key's policy for the group's account:
+/// `Err` says what it lacks, or the Deny.
+fn copy_allowed(text: &str, key: &KeyArn, account: &AccountId) -> Result<(), String> {
+    use crate::core::policy::{coverage, Conditions, Coverage, PolicyDocument, PrincipalIds};
+    let doc = PolicyDocument::parse(text).map_err(|e| format!("its policy cannot be read: {e}"))?;
+    let who = PrincipalIds::account_root(account, key.partition());
+    let needed = [
+        ("kms:Decrypt", Conditions::None),
+        ("kms:ReEncryptFrom", Conditions::None),
+        ("kms:DescribeKey", Conditions::None),
+        ("kms:CreateGrant", Conditions::GrantForAwsResource),
+    ];
+    let mut lacks = Vec::new();
+    for (action, ok) in needed {
+        match coverage(&doc, &who, action, key.as_str(), ok) {
+            Coverage::Denied(sid) => {
+                let which = sid.map_or("a statement with no Sid".to_owned(), |s| format!("the statement {s}"));
+                return Err(format!("{which} denies {action} to account {account}"));
+            }
+            Coverage::Allowed => {}
+            Coverage::Missing => lacks.push(action),
+        }
+    }
+    match lacks.is_empty() {
+        true => Ok(()),
+        false => Err(format!("it does not allow account {account} {}", lacks.join(", "))),
+    }
+}
+
+/// A copy that waits for the key's owner: what the policy lacks, and the statements that
+/// give a copy what it needs (with no grant for the service-linked role).
+fn copy_wait(b: &Binding, key: &KeyArn, why: &str) -> Next {
+    let root = b.asg.account.root_arn(key.partition());
+    let statements = serde_json::json!([
+        {"Sid": "AllowCopiesByAccount", "Effect": "Allow", "Principal": {"AWS": root},
+         "Action": ["kms:Decrypt", "kms:ReEncryptFrom", "kms:DescribeKey"], "Resource": "*"},
+        {"Sid": "AllowCopyGrantsByAccount", "Effect": "Allow", "Principal": {"AWS": root},
+         "Action": "kms:CreateGrant", "Resource": "*", "Condition": {"Bool": {"kms:GrantIsForAWSResource": true}}}
+    ]);
+    Next::Wait(
+        Wait::KeyOwner,
+        format!(
+            "awaiting key owner: the group's images are copied with key {key}, which account {owner} owns, and its key policy, read with that account's credentials: {why}. Ask the key's administrators to add these statements to it: {statements}",
+            owner = key.account(),
+        ),
+    )
 }
 
 /// What of a launch source uses another account's key: the image's keys that do, whether
@@ -768,5 +828,34 @@ mod tests {
         // A copy made before (its snapshots shared then) is followed, not held.
         let n = next_of(&s, &reads(Some("pending"), DryRun::Allowed, 1, false, &[]));
         assert_eq!(waited(&n), Some(Wait::Copy));
+    }
+
+    #[test]
+    fn a_readable_source_policy_is_judged_for_what_a_copy_needs_not_for_a_grant() {
+        let s = source("$Default", &[FOREIGN]);
+        // A key shared the console's way: use, and grants only for AWS resources. The dry
+        // run of an unconditioned grant would be refused; the copy needs no such grant.
+        let console = r#"{"Statement":[
+            {"Effect":"Allow","Principal":{"AWS":"arn:aws:iam::111122223333:root"},"Action":["kms:Encrypt","kms:Decrypt","kms:ReEncrypt*","kms:GenerateDataKey*","kms:DescribeKey"],"Resource":"*"},
+            {"Effect":"Allow","Principal":{"AWS":"arn:aws:iam::111122223333:root"},"Action":["kms:CreateGrant","kms:ListGrants","kms:RevokeGrant"],"Resource":"*","Condition":{"Bool":{"kms:GrantIsForAWSResource":"true"}}}]}"#;
+        let mut r = reads(None, DryRun::Refused, 1, false, &[]);
+        r.source_policies.insert(key(FOREIGN), Ok(console.into()));
+        assert!(matches!(write(next_of(&s, &r)), Write::CopyImage { .. }));
+        // One that lets the account describe the key only: what it lacks, and what to add.
+        let describe = r#"{"Statement":[{"Effect":"Allow","Principal":{"AWS":"111122223333"},"Action":"kms:DescribeKey","Resource":"*"}]}"#;
+        r.source_policies.insert(key(FOREIGN), Ok(describe.into()));
+        let n = next_of(&s, &r);
+        assert_eq!(waited(&n), Some(Wait::KeyOwner));
+        let f = waits(n);
+        assert!(
+            f.message.contains("does not allow account 111122223333 kms:Decrypt, kms:ReEncryptFrom, kms:CreateGrant"),
+            "{f}"
+        );
+        assert!(f.message.contains("kms:GrantIsForAWSResource"), "{f}");
+        // A Deny is named.
+        let deny = r#"{"Statement":[{"Sid":"NoCopies","Effect":"Deny","Principal":"*","Action":"kms:Decrypt","Resource":"*"}]}"#;
+        r.source_policies.insert(key(FOREIGN), Ok(deny.into()));
+        let f = waits(next_of(&s, &r));
+        assert!(f.message.contains("the statement NoCopies denies kms:Decrypt"), "{f}");
     }
 }

@@ -499,3 +499,35 @@ async fn an_image_whose_snapshots_are_not_shared_waits_for_its_owner_and_is_not_
     converge(&moto, &config);
     assert_eq!(versions(&moto, "web", &f.template).await, (Some("2".into()), 1));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_key_shared_the_consoles_way_is_judged_on_its_policy_and_copied() {
+    // The owner allows OWN to use the key and to create grants for AWS resources only, as
+    // the KMS console shares a key: a dry run of a plain grant would be refused, yet the
+    // copy works. The owner is under `accounts`, so its policy is read and judged.
+    let moto = Moto::start();
+    let console = serde_json::json!({"Version": "2012-10-17", "Statement": [
+        {"Sid": "Owner", "Effect": "Allow", "Principal": {"AWS": format!("arn:aws:iam::{OTHER}:root")}, "Action": "kms:*", "Resource": "*"},
+        {"Sid": "Use", "Effect": "Allow", "Principal": {"AWS": format!("arn:aws:iam::{OWN}:root")},
+         "Action": ["kms:Encrypt", "kms:Decrypt", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:DescribeKey"], "Resource": "*"},
+        {"Sid": "Attachment", "Effect": "Allow", "Principal": {"AWS": format!("arn:aws:iam::{OWN}:root")},
+         "Action": ["kms:CreateGrant", "kms:ListGrants", "kms:RevokeGrant"], "Resource": "*",
+         "Condition": {"Bool": {"kms:GrantIsForAWSResource": "true"}}}]});
+    let f = fleet(&moto, Some(&console.to_string())).await;
+    let (own, dir, _) = web_on(&moto, &f).await;
+    let text = format!(
+        "version: 1\naccounts:\n  - id: \"{OTHER}\"\n    roleArn: {OTHER_ROLE}\nbindings:\n{}",
+        binding("web", &f)
+    );
+    let config = dir.write("accounts.yaml", &text);
+    converge(&moto, &config);
+    let calls = moto.calls_by_account();
+    assert!(
+        !calls.iter().any(|(account, _, action)| account == OWN && action == "CreateGrant"),
+        "no dry run of a plain grant: {calls:?}"
+    );
+    assert!(calls.iter().any(|(account, _, action)| account == OTHER && action == "GetKeyPolicy"), "{calls:?}");
+    let (named, _) = versions(&moto, "web", &f.template).await;
+    let copy = version_image(&moto, &f.template, named.as_deref().unwrap()).await;
+    assert_eq!(image_keys(&own, &copy).await, vec![f.own_key.clone()]);
+}

@@ -219,11 +219,13 @@ pub fn statements(desired: &Desired, account: &AccountId, scoped: &Scoped) -> Re
         .filter(|b| b.key.account() == account && b.is_cross_account())
         .map(|b| &b.key)
         .collect();
+    let replaced_here = replaced_keys_owned(desired, account);
     // Any account not listed under `accounts` may be the one the operator runs in; it
     // assumes the listed roles.
     let assumes_roles = !desired.accounts.contains_key(account) && !desired.accounts.is_empty();
     let queue_here = desired.events.as_ref().is_some_and(|e| &e.account == account);
-    if mine.is_empty() && owned_keys_used_elsewhere.is_empty() && !assumes_roles && !queue_here {
+    let nothing_here = mine.is_empty() && owned_keys_used_elsewhere.is_empty() && replaced_here.is_empty();
+    if nothing_here && !assumes_roles && !queue_here {
         return Err(IamPolicyError::NotInConfig(*account));
     }
 
@@ -238,12 +240,24 @@ pub fn statements(desired: &Desired, account: &AccountId, scoped: &Scoped) -> Re
         &owned_keys_used_elsewhere,
         None,
     );
+    key_statements(&mut statements, "ReadPoliciesOfKeysCopiesReplace", &["kms:GetKeyPolicy"], &replaced_here, None);
     if assumes_roles {
         let roles: BTreeSet<String> = desired.accounts.values().cloned().collect();
         statements.push(statement("AssumeRolesInOtherAccounts", &["sts:AssumeRole"], &roles, None));
     }
     statements.extend(events_statement(desired, account));
     Ok(statements)
+}
+
+/// Keys of `account` that re-encryption replaces in other accounts' groups, when the
+/// operator acts in `account` (listed under `accounts`): their policies are read, with
+/// its credentials, before a copy.
+fn replaced_keys_owned<'a>(desired: &'a Desired, account: &AccountId) -> BTreeSet<&'a KeyArn> {
+    if !desired.accounts.contains_key(account) {
+        return BTreeSet::new();
+    }
+    let others = desired.bindings.iter().filter(|b| b.asg.account != *account);
+    others.flat_map(replaced).filter(|k| k.account() == account).collect()
 }
 
 /// The queue of change events, in its own account: received, deleted once taken in, and
@@ -775,6 +789,21 @@ mod tests {
         assert_eq!(by_alias["Condition"]["StringEquals"]["kms:GranteePrincipal"], json!([slr("B")]));
         assert_eq!(by_alias["Condition"]["ForAnyValue:StringEquals"]["kms:ResourceAliases"], json!(["alias/shared"]));
         assert_eq!(by_alias["Resource"], json!(["arn:aws:kms:us-west-2:444455556666:key/*"]));
+    }
+
+    #[test]
+    fn the_owner_of_a_key_copies_replace_lets_its_policy_be_read_when_it_is_listed() {
+        let foreign = "arn:aws:kms:us-west-2:444455556666:key/22222222-2222-2222-2222-222222222222";
+        let own = "arn:aws:kms:us-west-2:111122223333:key/11111111-1111-1111-1111-111111111111";
+        let binding = format!("bindings:\n  - {{asg: web, account: \"111122223333\", key: {foreign}, strategy: reencrypt, reencryptWith: {own}}}\n");
+        let listed = format!("version: 1\naccounts:\n  - id: \"444455556666\"\n    roleArn: arn:aws:iam::444455556666:role/key-admin\n{binding}");
+        let d = crate::core::config::parse(&listed, "t").unwrap();
+        let p = policy(&d, &acct("444455556666")).unwrap();
+        let s = find(&p, "ReadPoliciesOfKeysCopiesReplace");
+        assert_eq!((s["Action"].clone(), s["Resource"].clone()), (json!(["kms:GetKeyPolicy"]), json!([foreign])));
+        // Not listed: the owner is never acted in, and nothing is asked of it.
+        let d = crate::core::config::parse(&format!("version: 1\n{binding}"), "t").unwrap();
+        assert!(policy(&d, &acct("444455556666")).is_err());
     }
 
     /// 1,000 groups over 10 keys (5 of this account, 5 of another), named as node groups

@@ -102,6 +102,11 @@ pub struct ReencryptReads {
     pub access: BTreeMap<(KeyArn, Slr), Result<DryRun, Failure>>,
     /// Whether each launch configuration copy the operator would make exists already.
     pub configurations: BTreeMap<CopyAt, Result<bool, Failure>>,
+    /// Before a copy: the policy of each key being replaced whose owner the operator acts
+    /// in (listed under `accounts`), read with the owner's credentials. What a copy needs
+    /// of it is judged from the policy, which a dry run cannot: the copy's grants are for
+    /// an AWS resource.
+    pub source_policies: BTreeMap<KeyArn, Result<String, Failure>>,
 }
 
 impl ReencryptReads {
@@ -111,5 +116,6 @@ impl ReencryptReads {
         self.groups.extend(newer.groups);
         self.access.extend(newer.access);
         self.configurations.extend(newer.configurations);
+        self.source_policies.extend(newer.source_policies);
     }
 }

@@ -22,8 +22,11 @@ pub fn reads(desired: &Desired, caller: &AccountId, depth: Depth) -> Reads {
         if depth == Depth::Full {
             r.launches.insert(b.asg.clone());
         }
-        if b.reencrypt_from.is_some() {
+        if let Some(from) = &b.reencrypt_from {
             r.reencrypt.insert(b.asg.clone());
+            // The owners of the keys being replaced that the operator acts in: their
+            // policies are judged for what a copy needs.
+            r.accounts.extend(from.iter().map(|k| *k.account()).filter(|a| desired.accounts.contains_key(a)));
         }
         if desired.is_handoff(b, caller) {
             // An alias cannot name another account's key here: the binding fails (step 1).

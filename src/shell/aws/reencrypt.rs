@@ -41,6 +41,15 @@ pub async fn observe(
         access.extend(needs.access.iter().map(|k| (k.clone(), b.slr())));
     });
     for (key, slr) in access {
+        // The owner's policy, where the operator acts in the owner's account: read and
+        // judged. Else (hand-off) a dry run by the group's account is all there is.
+        if let Some(owner) = handles.get(key.account()).filter(|_| desired.accounts.contains_key(key.account())) {
+            if !observed.reencrypt.source_policies.contains_key(&key) {
+                let r = super::reads::get_key_policy(owner, &key).await;
+                observed.reencrypt.source_policies.insert(key.clone(), r);
+            }
+            continue;
+        }
         let Some(handle) = handles.get(&slr.account) else { continue };
         let r = super::reads::dry_run_grant(handle, &key, &slr).await;
         observed.reencrypt.access.insert((key, slr), r);
