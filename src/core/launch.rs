@@ -44,9 +44,9 @@ pub fn source_read(
                 Some(Some(SnapshotKey::Encrypted(k))) => Some(k.clone()),
                 _ => None,
             });
-            let unreadable =
-                matches!(m.snapshot_id.as_ref().map(|s| snapshots.get(s)), Some(Some(SnapshotKey::Unknown(_))));
-            if shared && unreadable {
+            let not_found =
+                matches!(m.snapshot_id.as_ref().map(|s| snapshots.get(s)), Some(Some(SnapshotKey::NotFound)));
+            if shared && not_found {
                 unshared_snapshots.extend(m.snapshot_id.clone());
             }
             match key {
@@ -111,9 +111,15 @@ pub type Images = BTreeMap<String, Result<Image, String>>;
 pub enum SnapshotKey {
     Encrypted(String),
     Unencrypted,
-    /// The snapshot could not be read; why.
+    /// EC2 says the account has no such snapshot: another account's that is not shared
+    /// with it (or one deleted).
+    NotFound,
+    /// The snapshot could not be read, or its key is not shown; why.
     Unknown(String),
 }
+
+/// What is said of a snapshot EC2 did not find.
+pub const SNAPSHOT_NOT_FOUND: &str = "not found, or not shared with this account";
 
 /// The account's EBS encryption defaults in one region.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -216,6 +222,10 @@ impl Uses {
                 self.unknown.push(format!("{source}: {why}"));
                 false
             }
+            Some(SnapshotKey::NotFound) => {
+                self.unknown.push(format!("{source}: {SNAPSHOT_NOT_FOUND}"));
+                false
+            }
             None => {
                 self.unknown.push(format!("{source}: not read"));
                 false
@@ -306,6 +316,25 @@ mod tests {
 
     fn keys(u: &Uses) -> Vec<(&str, &str)> {
         u.keys.iter().map(|f| (f.key_ref.as_str(), f.source.as_str())).collect()
+    }
+
+    #[test]
+    fn only_a_shared_images_snapshots_ec2_did_not_find_are_unshared() {
+        let mappings = vec![
+            m("/dev/xvda", Some(true), None, Some("snap-gone")),
+            m("/dev/xvdb", Some(true), None, Some("snap-failed")),
+            m("/dev/xvdc", Some(true), None, Some("snap-keyless")),
+        ];
+        let snaps = BTreeMap::from([
+            ("snap-gone".into(), SnapshotKey::NotFound),
+            ("snap-failed".into(), SnapshotKey::Unknown("DescribeSnapshots: Throttling".into())),
+            ("snap-keyless".into(), SnapshotKey::Unknown("encrypted, but its key is not shown".into())),
+        ]);
+        let source = LaunchSource::Configuration("lc".into());
+        let read = source_read(&source, &spec(vec![]), &image(FOREIGN, mappings.clone()), &snaps, Some(OWN));
+        assert_eq!(read.unshared_snapshots, ["snap-gone"], "a failed read or a hidden key is no proof");
+        let own = source_read(&source, &spec(vec![]), &image(OWN, mappings), &snaps, Some(OWN));
+        assert!(own.unshared_snapshots.is_empty(), "the account's own image");
     }
 
     #[test]
@@ -421,10 +450,7 @@ mod tests {
     fn a_shared_amis_encrypted_snapshot_is_re_encrypted_with_the_default_key_unless_a_key_is_named() {
         let mut d = defaults(false);
         d.key = K.into();
-        let unread = BTreeMap::from([(
-            "snap-f".into(),
-            SnapshotKey::Unknown("not found, or not shared with this account".into()),
-        )]);
+        let unread = BTreeMap::from([("snap-f".into(), SnapshotKey::NotFound)]);
         let images = image(FOREIGN, vec![m("/dev/xvda", Some(true), None, Some("snap-f"))]);
         let u = keys_used(&spec(vec![]), &images, &unread, &d);
         assert_eq!(

@@ -50,9 +50,10 @@ pub struct SourceRead {
     pub image_unread: Option<String>,
     /// The Systems Manager parameter a launch template names its image by, if it does.
     pub image_parameter: Option<String>,
-    /// Another account's AMI: the snapshots launches read that this account cannot read,
-    /// so they are not shared with it (a copy needs them shared: EC2 User Guide, "Copy an
-    /// AMI"), with their owner.
+    /// Another account's AMI: the snapshots launches read that EC2 does not show this
+    /// account, so they are not shared with it (a copy needs them shared: EC2 User Guide,
+    /// "Copy an AMI"). A snapshot whose read failed, or whose key is not shown, is not
+    /// counted here.
     pub unshared_snapshots: Vec<String>,
 }
 

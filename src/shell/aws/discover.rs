@@ -354,10 +354,7 @@ async fn describe_snapshots(
     let page = match account.call(None, "ec2", "DescribeSnapshots", &expected, request).await {
         Ok(p) => p,
         Err(e) if code(&e) == Some("InvalidSnapshot.NotFound") && ids.len() == 1 => {
-            return Ok(vec![(
-                ids[0].clone(),
-                SnapshotKey::Unknown("not found, or not shared with this account".into()),
-            )])
+            return Ok(vec![(ids[0].clone(), SnapshotKey::NotFound)])
         }
         Err(e) => return Err(classify("DescribeSnapshots", &e)),
     };
