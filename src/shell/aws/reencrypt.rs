@@ -300,8 +300,8 @@ async fn image_exists(account: &Account, region: &str, id: &str) -> Result<bool,
 /// account and Region (EC2 API Reference, "Error codes": "For example, you might have too
 /// many snapshot copies in progress"). Those copies end by themselves: the copy is tried
 /// again with the unit's backoff, not given up.
-fn copy_limit(f: Failure) -> Failure {
-    match f.message.contains("ResourceLimitExceeded") {
+fn copy_limit(code: Option<&str>, f: Failure) -> Failure {
+    match code == Some("ResourceLimitExceeded") {
         true => Failure {
             class: crate::core::model::ErrorClass::Retryable,
             message: format!(
@@ -344,7 +344,10 @@ async fn request_copy(
         .tag_specifications(tags(ResourceType::Image))
         .tag_specifications(tags(ResourceType::Snapshot))
         .send();
-    let out = account.send("ec2", "CopyImage", request).await.map_err(copy_limit)?;
+    let out = account
+        .call(None, "ec2", "CopyImage", &[], request)
+        .await
+        .map_err(|e| copy_limit(code(&e), classify("CopyImage", &e)))?;
     out.image_id().map(str::to_owned).ok_or_else(|| Failure::terminal(format!("CopyImage {name} answered no image id")))
 }
 
@@ -524,10 +527,12 @@ mod tests {
     #[test]
     fn too_many_copies_in_progress_is_waited_out_and_other_errors_stand() {
         let limit = Failure::terminal("CopyImage: ResourceLimitExceeded: too many snapshot copies in progress");
-        let f = copy_limit(limit);
+        let f = copy_limit(Some("ResourceLimitExceeded"), limit);
         assert_eq!(f.class, ErrorClass::Retryable);
         assert!(f.message.starts_with("CopyImage: ResourceLimitExceeded") && f.message.contains("tried again"));
         let other = Failure::terminal("CopyImage: InvalidAMIID.NotFound: no such image");
-        assert_eq!(copy_limit(other.clone()), other);
+        assert_eq!(copy_limit(Some("InvalidAMIID.NotFound"), other.clone()), other);
+        let quoted = Failure::terminal("CopyImage: InvalidParameter: name mentions ResourceLimitExceeded");
+        assert_eq!(copy_limit(Some("InvalidParameter"), quoted.clone()), quoted, "by its code, not its text");
     }
 }
