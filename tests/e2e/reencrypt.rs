@@ -8,17 +8,20 @@ use crate::common::*;
 /// The key policy of a key of `OTHER` that lets account `OWN` use it (the statements the
 /// hand-off prints for the group's account), so a copy of its snapshots may be made.
 fn foreign_policy() -> String {
-    serde_json::json!({
-        "Version": "2012-10-17",
-        "Statement": [
-            {"Sid": "Owner", "Effect": "Allow", "Principal": {"AWS": format!("arn:aws:iam::{OTHER}:root")},
-             "Action": "kms:*", "Resource": "*"},
-            {"Sid": "GroupAccount", "Effect": "Allow", "Principal": {"AWS": format!("arn:aws:iam::{OWN}:root")},
-             "Action": ["kms:Encrypt", "kms:Decrypt", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:DescribeKey", "kms:CreateGrant"],
-             "Resource": "*"}
-        ]
-    })
-    .to_string()
+    owners_policy_and(serde_json::json!([
+        {"Sid": "GroupAccount", "Effect": "Allow", "Principal": {"AWS": format!("arn:aws:iam::{OWN}:root")},
+         "Action": ["kms:Encrypt", "kms:Decrypt", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:DescribeKey", "kms:CreateGrant"],
+         "Resource": "*"}
+    ]))
+}
+
+/// A key policy of `OTHER`'s: its own account's statement, and `for_own`.
+fn owners_policy_and(for_own: serde_json::Value) -> String {
+    let owner = serde_json::json!({"Sid": "Owner", "Effect": "Allow",
+        "Principal": {"AWS": format!("arn:aws:iam::{OTHER}:root")}, "Action": "kms:*", "Resource": "*"});
+    let mut statements = vec![owner];
+    statements.extend(for_own.as_array().cloned().unwrap_or_default());
+    serde_json::json!({"Version": "2012-10-17", "Statement": statements}).to_string()
 }
 
 /// Two applies: the first starts the copy, which the emulator shows pending once; the
@@ -429,11 +432,10 @@ async fn a_pipelines_versions_neither_confuse_the_operator_nor_move_the_default(
 async fn a_failed_copy_deregistered_is_copied_again_not_answered_by_its_old_token() {
     // The owner lets OWN create grants (the dry run passes) but not decrypt: the copy fails.
     let moto = Moto::start();
-    let short = serde_json::json!({"Version": "2012-10-17", "Statement": [
-        {"Sid": "Owner", "Effect": "Allow", "Principal": {"AWS": format!("arn:aws:iam::{OTHER}:root")}, "Action": "kms:*", "Resource": "*"},
+    let short = owners_policy_and(serde_json::json!([
         {"Sid": "GroupAccount", "Effect": "Allow", "Principal": {"AWS": format!("arn:aws:iam::{OWN}:root")},
-         "Action": ["kms:DescribeKey", "kms:CreateGrant"], "Resource": "*"}]});
-    let f = fleet(&moto, Some(&short.to_string())).await;
+         "Action": ["kms:DescribeKey", "kms:CreateGrant"], "Resource": "*"}]));
+    let f = fleet(&moto, Some(&short)).await;
     let (own, _dir, config) = web_on(&moto, &f).await;
     let failed = moto.operator(&["apply", "--config", &config]);
     assert!(!failed.status.success());
@@ -506,14 +508,13 @@ async fn a_key_shared_the_consoles_way_is_judged_on_its_policy_and_copied() {
     // the KMS console shares a key: a dry run of a plain grant would be refused, yet the
     // copy works. The owner is under `accounts`, so its policy is read and judged.
     let moto = Moto::start();
-    let console = serde_json::json!({"Version": "2012-10-17", "Statement": [
-        {"Sid": "Owner", "Effect": "Allow", "Principal": {"AWS": format!("arn:aws:iam::{OTHER}:root")}, "Action": "kms:*", "Resource": "*"},
+    let console = owners_policy_and(serde_json::json!([
         {"Sid": "Use", "Effect": "Allow", "Principal": {"AWS": format!("arn:aws:iam::{OWN}:root")},
          "Action": ["kms:Encrypt", "kms:Decrypt", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:DescribeKey"], "Resource": "*"},
         {"Sid": "Attachment", "Effect": "Allow", "Principal": {"AWS": format!("arn:aws:iam::{OWN}:root")},
          "Action": ["kms:CreateGrant", "kms:ListGrants", "kms:RevokeGrant"], "Resource": "*",
-         "Condition": {"Bool": {"kms:GrantIsForAWSResource": "true"}}}]});
-    let f = fleet(&moto, Some(&console.to_string())).await;
+         "Condition": {"Bool": {"kms:GrantIsForAWSResource": "true"}}}]));
+    let f = fleet(&moto, Some(&console)).await;
     let (own, dir, _) = web_on(&moto, &f).await;
     let text = format!(
         "version: 1\naccounts:\n  - id: \"{OTHER}\"\n    roleArn: {OTHER_ROLE}\nbindings:\n{}",
