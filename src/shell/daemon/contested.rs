@@ -19,8 +19,12 @@ impl<R: Reconciler> Daemon<R> {
         for _ in outcome.contests_begun.iter().filter(|k| current.contains(k)) {
             self.report.metrics.key_policy_contests.inc();
         }
-        let keys = self.config.keys();
-        self.contests.keys.retain(|k, _| keys.contains(k));
+        // Keys that left the config: forgotten (the set is built only when there is
+        // something to forget from, not at every pass of a fleet with no contest).
+        if !self.contests.keys.is_empty() {
+            let keys = self.config.keys();
+            self.contests.keys.retain(|k, _| keys.contains(k));
+        }
     }
 
     /// A change event says `writer` wrote the policy of `key`: named in the key's
