@@ -140,8 +140,10 @@ async fn the_daemon_onboards_a_new_tagged_group_and_a_retagged_one_without_an_ed
     tag(&own, "created", TAG, "managed").await;
     tag(&own, "later", TAG, "managed").await;
     for g in ["created", "later"] {
+        // The role is switched within the pass; /status has the binding once it ends.
         eventually(&format!("{g} onboarded"), Duration::from_secs(20), || async {
-            asg_role(&own, g).await == Some(slr_arn(OWN, Some("CMK")))
+            let doc: Value = serde_json::from_str(&d.get("/status").1).unwrap();
+            asg_role(&own, g).await == Some(slr_arn(OWN, Some("CMK"))) && binding(&doc, g).is_some()
         })
         .await;
     }
