@@ -66,6 +66,7 @@ pub fn source_read(
         image_unread,
         image_parameter: spec.image_parameter.clone(),
         unshared_snapshots,
+        moved: None,
     }
 }
 

@@ -10,11 +10,14 @@
 //! 2. once the copy is `available`, a new version of the group's launch template is made
 //!    from the version the group launches, with the copy as its image and any mapping that
 //!    names another account's key naming the own key;
-//! 3. the group launches that version: by `$Latest` itself while it is the latest, else
-//!    by pointing this group alone at the new number (in its own launch template, or in
-//!    its mixed instances policy and the overrides that name the template). The
+//! 3. the group launches that version: this group alone is pointed at its number (in its
+//!    own launch template, or in its mixed instances policy and the overrides that name
+//!    the template), and the version records what the group followed before. The
 //!    template's default version is never changed. A template another group launches at
 //!    `$Latest` is left alone: a new version would change what that group launches.
+//! 4. when what the group followed before (`$Default`, `$Latest`) moves to another
+//!    writer's version, the group follows it: onto a version of the operator's made from
+//!    it, or back to the selector itself once it uses only the group's account's keys.
 //!
 //! A launch configuration, which cannot be changed, is copied with the new image, and the
 //! group moved to the copy.
@@ -23,9 +26,12 @@
 
 use crate::core::launch::{GroupLaunch, SourceRead};
 use crate::core::model::desired::Binding;
-use crate::core::model::{AccountId, AsgRef, DryRun, ErrorClass, Failure, KeyArn, LaunchSource, Wait};
+use crate::core::model::{AccountId, AsgRef, ErrorClass, Failure, KeyArn, LaunchSource, Wait};
+
+mod before_copy;
 
 pub use crate::core::model::launch::{Copy, CopyAt, Groups, GroupsAt, ReencryptReads, TemplateAt, VersionSeen};
+use before_copy::{copy_refused, replaced, unshared};
 
 /// The next write for one launch source of a group.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -45,7 +51,8 @@ pub enum Write {
         template_id: String,
         /// The template's name, as the group's description gave it.
         name: Option<String>,
-        version: u64,
+        /// A number, or `$Default` / `$Latest` when the group goes back to following it.
+        version: String,
     },
     CopyConfiguration {
         from: String,
@@ -115,6 +122,18 @@ pub fn is_operators_version(description: &str, source_version: u64, image: &str,
     })
 }
 
+/// What a version the operator made records: the version it was made from, and what the
+/// group followed to it (`$Default`, `$Latest` or a number). None for any other
+/// description, and for one written by an earlier version of the operator, which did not
+/// record what the group followed.
+pub fn followed_by(description: &str) -> Option<(u64, &str)> {
+    let rest = description.strip_prefix("asg-cmk-operator: version ")?;
+    let (number, rest) = rest.split_once(' ')?;
+    let number = number.parse().ok()?;
+    let (followed, rest) = rest.strip_prefix('(')?.split_once(") ")?;
+    rest.starts_with("with image ").then_some((number, followed))
+}
+
 /// Which of a source's keys are another account's than `group`'s: each key as found, its
 /// account from its ARN, or from DescribeKey when it was named another way. A key that
 /// could not be described is not counted: `discover` and the drift notes report it.
@@ -139,97 +158,6 @@ fn missing(what: String) -> Failure {
 
 fn read_failed(what: &str, f: &Failure) -> Failure {
     Failure { class: f.class, message: format!("{what}: {}", f.message) }
-}
-
-/// The keys a binding replaces that the group's account must be allowed to use for a
-/// copy: another account's, by key ARN (an alias of another account cannot be checked).
-fn replaced(b: &Binding) -> impl Iterator<Item = &KeyArn> {
-    b.reencrypt_from.iter().flat_map(|f| f.iter()).filter(move |k| k.account() != &b.asg.account && !k.is_alias())
-}
-
-/// Why a copy cannot be made yet, if the owner of a key being replaced has not let the
-/// group's account use it: the statements to ask for, as the hand-off prints them.
-fn copy_refused(b: &Binding, reads: &ReencryptReads) -> Option<Next> {
-    for key in replaced(b) {
-        if let Some(policy) = reads.source_policies.get(key) {
-            match policy {
-                Err(f) => return Some(Next::Stop(read_failed(&format!("the key policy of {key}"), f))),
-                Ok(text) => match copy_allowed(text, key, &b.asg.account) {
-                    Ok(()) => continue,
-                    Err(why) => return Some(copy_wait(b, key, &why)),
-                },
-            }
-        }
-        match reads.access.get(&(key.clone(), b.slr())) {
-            None => return Some(Next::Stop(missing(format!("a dry run of CreateGrant on {key}")))),
-            Some(Err(f)) => return Some(Next::Stop(read_failed(&format!("a dry run of CreateGrant on {key}"), f))),
-            Some(Ok(DryRun::Refused)) => {
-                let statements = crate::core::policy::case2_statements(&[b.asg.account.root_arn(key.partition())]);
-                return Some(Next::Wait(
-                    Wait::KeyOwner,
-                    format!(
-                        "awaiting key owner: the group's images are copied with key {key}, which account {owner} owns, and a dry run of CreateGrant by account {account} was refused. Ask the key's administrators to add these statements to its key policy (no grant for the service-linked role is needed): {json}",
-                        owner = key.account(),
-                        account = b.asg.account,
-                        json = serde_json::Value::Array(statements),
-                    ),
-                ));
-            }
-            Some(Ok(DryRun::Allowed | DryRun::GranteeUnknown)) => {}
-        }
-    }
-    None
-}
-
-/// What a copy does with a key being replaced, through EC2 with the caller's permissions
-/// (EC2 User Guide, "Copy an Amazon EC2 AMI"): reads the snapshots (Decrypt,
-/// ReEncryptFrom, DescribeKey), and makes grants for an AWS resource (CreateGrant with
-/// `kms:GrantIsForAWSResource` true). Judged on the key's policy for the group's account:
-/// `Err` says what it lacks, or the Deny.
-fn copy_allowed(text: &str, key: &KeyArn, account: &AccountId) -> Result<(), String> {
-    use crate::core::policy::{coverage, Conditions, Coverage, PolicyDocument, PrincipalIds};
-    let doc = PolicyDocument::parse(text).map_err(|e| format!("its policy cannot be read: {e}"))?;
-    let who = PrincipalIds::account_root(account, key.partition());
-    let needed = [
-        ("kms:Decrypt", Conditions::None),
-        ("kms:ReEncryptFrom", Conditions::None),
-        ("kms:DescribeKey", Conditions::None),
-        ("kms:CreateGrant", Conditions::GrantForAwsResource),
-    ];
-    let mut lacks = Vec::new();
-    for (action, ok) in needed {
-        match coverage(&doc, &who, action, key.as_str(), ok) {
-            Coverage::Denied(sid) => {
-                let which = sid.map_or("a statement with no Sid".to_owned(), |s| format!("the statement {s}"));
-                return Err(format!("{which} denies {action} to account {account}"));
-            }
-            Coverage::Allowed => {}
-            Coverage::Missing => lacks.push(action),
-        }
-    }
-    match lacks.is_empty() {
-        true => Ok(()),
-        false => Err(format!("it does not allow account {account} {}", lacks.join(", "))),
-    }
-}
-
-/// A copy that waits for the key's owner: what the policy lacks, and the statements that
-/// give a copy what it needs (with no grant for the service-linked role).
-fn copy_wait(b: &Binding, key: &KeyArn, why: &str) -> Next {
-    let root = b.asg.account.root_arn(key.partition());
-    let statements = serde_json::json!([
-        {"Sid": "AllowCopiesByAccount", "Effect": "Allow", "Principal": {"AWS": root},
-         "Action": ["kms:Decrypt", "kms:ReEncryptFrom", "kms:DescribeKey"], "Resource": "*"},
-        {"Sid": "AllowCopyGrantsByAccount", "Effect": "Allow", "Principal": {"AWS": root},
-         "Action": "kms:CreateGrant", "Resource": "*", "Condition": {"Bool": {"kms:GrantIsForAWSResource": true}}}
-    ]);
-    Next::Wait(
-        Wait::KeyOwner,
-        format!(
-            "awaiting key owner: the group's images are copied with key {key}, which account {owner} owns, and its key policy, read with that account's credentials: {why}. Ask the key's administrators to add these statements to it: {statements}",
-            owner = key.account(),
-        ),
-    )
 }
 
 /// What of a launch source uses another account's key: the image's keys that do, whether
@@ -259,6 +187,11 @@ impl<'a> Foreign<'a> {
 /// image, looked up by name, and, once that copy is available (or no image needs one),
 /// its template's latest version and the place's groups.
 pub fn needs(b: &Binding, own: &KeyArn, launch: &GroupLaunch, s: &SourceRead, copies: &ReencryptReads) -> Needs {
+    match s.moved.as_deref() {
+        Some(Ok(moved)) => return needs(b, own, launch, moved, copies),
+        Some(Err(_)) => return Needs::default(),
+        None => {}
+    }
     let Foreign { image_foreign, devices, .. } = Foreign::of(b, launch, s);
     let mut out = Needs::default();
     if !image_foreign && devices.is_empty() {
@@ -290,6 +223,11 @@ pub fn needs(b: &Binding, own: &KeyArn, launch: &GroupLaunch, s: &SourceRead, co
 /// The next step for source `s` of binding `b`'s group, re-encrypting with `own` (the
 /// binding's key, resolved).
 pub fn next(b: &Binding, own: &KeyArn, launch: &GroupLaunch, s: &SourceRead, reads: &ReencryptReads) -> Next {
+    match s.moved.as_deref() {
+        Some(Ok(moved)) => return follow(b, own, launch, moved, reads),
+        Some(Err(f)) => return Next::Stop(read_failed("what the group followed before the operator's version", f)),
+        None => {}
+    }
     let group = &b.asg.account;
     let Foreign { image_keys, image_foreign, devices } = Foreign::of(b, launch, s);
     if let (Some(why), Some(image)) = (&s.image_unread, &s.image_id) {
@@ -303,16 +241,9 @@ pub fn next(b: &Binding, own: &KeyArn, launch: &GroupLaunch, s: &SourceRead, rea
     if !image_foreign && devices.is_empty() {
         return Next::Done;
     }
-    let what = match &s.source {
-        LaunchSource::Configuration(name) => format!("launch configuration {name}"),
-        LaunchSource::Template { .. } => match &s.template {
-            Some((id, n)) => format!("launch template {id} version {n}"),
-            None => {
-                return Next::Stop(Failure::terminal(
-                    "the group's launch template version was read without its id and number",
-                ))
-            }
-        },
+    let what = match label(s) {
+        Ok(what) => what,
+        Err(f) => return Next::Stop(f),
     };
     let Some(image) = s.image_id.clone() else {
         return Next::Stop(Failure::terminal(format!("{what} names no image")));
@@ -350,34 +281,46 @@ pub fn next(b: &Binding, own: &KeyArn, launch: &GroupLaunch, s: &SourceRead, rea
     }
 }
 
+/// How to name source `s` in a message: its launch configuration, or its template and
+/// version, which must have been read with its id and number.
+fn label(s: &SourceRead) -> Result<String, Failure> {
+    match (&s.source, &s.template) {
+        (LaunchSource::Configuration(name), _) => Ok(format!("launch configuration {name}")),
+        (LaunchSource::Template { .. }, Some((id, n))) => Ok(format!("launch template {id} version {n}")),
+        (LaunchSource::Template { .. }, None) => {
+            Err(Failure::terminal("the group's launch template version was read without its id and number"))
+        }
+    }
+}
+
+/// The group is on a version the operator made, and what it followed before (`moved`,
+/// named by that selector) has since moved to another writer's version: a pipeline's new
+/// default or latest. The group follows it: back to the selector itself when the new
+/// version uses no other account's key, else onto a version of the operator's made from
+/// it, so the pipeline's change is kept (a copy of the same image is reused: it is found
+/// by name).
+fn follow(b: &Binding, own: &KeyArn, launch: &GroupLaunch, moved: &SourceRead, reads: &ReencryptReads) -> Next {
+    let Foreign { image_foreign, devices, .. } = Foreign::of(b, launch, moved);
+    if image_foreign || !devices.is_empty() || moved.image_unread.is_some() {
+        return next(b, own, launch, moved, reads);
+    }
+    let (LaunchSource::Template { version, name, .. }, Some((template, number))) = (&moved.source, &moved.template)
+    else {
+        return Next::Stop(Failure::terminal("what the group followed was read without its template and number"));
+    };
+    let followed = if version.is_empty() { "$Default" } else { version.as_str() };
+    Next::Write {
+        write: Write::PointGroup { template_id: template.clone(), name: name.clone(), version: followed.to_owned() },
+        why: format!(
+            "launch template {template} {followed}, which the group followed before the operator's version, is now version {number}, which uses no other account's key: the group follows {followed} again"
+        ),
+    }
+}
+
 /// Where the copy of an image stands.
 enum Copied {
     Available(String),
     Not(Next),
-}
-
-/// Why a copy of `image` cannot be made yet, if some of its snapshots are not shared with
-/// the group's account: the exact request for the image's owner.
-fn unshared(b: &Binding, image: &str, snapshots: &[String]) -> Option<Next> {
-    if snapshots.is_empty() {
-        return None;
-    }
-    let account = b.asg.account;
-    let commands: Vec<String> = snapshots
-        .iter()
-        .map(|s| format!("aws ec2 modify-snapshot-attribute --snapshot-id {s} --attribute createVolumePermission --operation-type add --user-ids {account}"))
-        .collect();
-    Some(Next::Wait(
-        Wait::ImageOwner,
-        format!(
-            "awaiting image owner: image {image} is shared with account {account}, but its snapshot{} {} {} not, and a copy reads them. Ask the image's owner to share {}: {}",
-            if snapshots.len() == 1 { "" } else { "s" },
-            snapshots.join(", "),
-            if snapshots.len() == 1 { "is" } else { "are" },
-            if snapshots.len() == 1 { "it" } else { "them" },
-            commands.join("; "),
-        ),
-    ))
 }
 
 /// The copy of `image` under `own`: its id once available, else the next step.
@@ -519,9 +462,9 @@ fn template_step(b: &Binding, own: &KeyArn, t: TemplateStep, reads: &ReencryptRe
     };
     let followed = if selector.is_empty() { "$Default" } else { selector };
     Next::Write {
-        write: Write::PointGroup { template_id, name: t_name.map(str::to_owned), version: ours },
+        write: Write::PointGroup { template_id, name: t_name.map(str::to_owned), version: ours.to_string() },
         why: format!(
-            "the group launches version {launched} ({followed}): point it at version {ours}; the template's default version stays as it is{shared}"
+            "the group follows version {launched} ({followed}): point it at version {ours}; the template's default version stays as it is{shared}"
         ),
     }
 }
@@ -556,6 +499,7 @@ mod tests {
 
     use super::*;
     use crate::core::launch::LaunchKey;
+    use crate::core::model::DryRun;
 
     const GROUP: &str = "111122223333";
     const OWN: &str = "arn:aws:kms:us-west-2:111122223333:key/11111111-1111-1111-1111-111111111111";
@@ -592,6 +536,7 @@ mod tests {
             image_unread: None,
             image_parameter: None,
             unshared_snapshots: vec![],
+            moved: None,
         }
     }
 
@@ -711,7 +656,7 @@ mod tests {
         assert_eq!(w, want);
         let n = next_of(&s, &reads(Some("available"), DryRun::Allowed, 2, true, &[]));
         let Next::Write { write, why } = n else { panic!("{n:?}") };
-        assert_eq!(write, Write::PointGroup { template_id: LT.into(), name: Some("web".into()), version: 2 });
+        assert_eq!(write, Write::PointGroup { template_id: LT.into(), name: Some("web".into()), version: "2".into() });
         assert!(why.contains("default version stays as it is"), "{why}");
     }
 
@@ -723,14 +668,14 @@ mod tests {
         let pipeline = VersionSeen { number: 3, description: Some("pipeline build 812".into()) };
         let seen = vec![VersionSeen { number: 2, description: Some(ours) }, pipeline.clone()];
         r.by_image.insert(versions_at(), Ok(seen));
-        let point = Write::PointGroup { template_id: LT.into(), name: Some("web".into()), version: 2 };
+        let point = Write::PointGroup { template_id: LT.into(), name: Some("web".into()), version: "2".into() };
         assert_eq!(write(next_of(&s, &r)), point, "the pipeline's later version is not the operator's");
         r.by_image.insert(versions_at(), Ok(vec![pipeline]));
         assert!(matches!(write(next_of(&s, &r)), Write::CreateVersion { .. }), "only the pipeline's: make ours");
         // A version an earlier operator described, without what the group followed.
         let legacy = format!("asg-cmk-operator: version 1 with image ami-copy and key {}", key(OWN).key_id());
         r.by_image.insert(versions_at(), Ok(vec![VersionSeen { number: 4, description: Some(legacy) }]));
-        let point = Write::PointGroup { template_id: LT.into(), name: Some("web".into()), version: 4 };
+        let point = Write::PointGroup { template_id: LT.into(), name: Some("web".into()), version: "4".into() };
         assert_eq!(write(next_of(&s, &r)), point);
     }
 
@@ -753,7 +698,7 @@ mod tests {
         let s = source("$Default", &[FOREIGN]);
         let r = reads(Some("available"), DryRun::Allowed, 2, true, &[("api", "$Default")]);
         let w = write(next_of(&s, &r));
-        assert_eq!(w, Write::PointGroup { template_id: LT.into(), name: Some("web".into()), version: 2 });
+        assert_eq!(w, Write::PointGroup { template_id: LT.into(), name: Some("web".into()), version: "2".into() });
         let r = reads(Some("available"), DryRun::Allowed, 1, false, &[("api", "$Latest")]);
         let f = waits(next_of(&s, &r));
         assert_eq!(f.class, ErrorClass::Terminal);
@@ -857,5 +802,69 @@ mod tests {
         r.source_policies.insert(key(FOREIGN), Ok(deny.into()));
         let f = waits(next_of(&s, &r));
         assert!(f.message.contains("the statement NoCopies denies kms:Decrypt"), "{f}");
+    }
+    #[test]
+    fn what_the_group_followed_is_read_from_the_operators_description_only() {
+        let k = key(OWN);
+        assert_eq!(followed_by(&version_description(3, "$Latest", "ami-1", &k)), Some((3, "$Latest")));
+        assert_eq!(followed_by(&version_description(3, "", "ami-1", &k)), Some((3, "$Default")));
+        assert_eq!(followed_by(&version_description(3, "7", "ami-1", &k)), Some((3, "7")));
+        let legacy = format!("asg-cmk-operator: version 3 with image ami-1 and key {}", k.key_id());
+        assert_eq!(followed_by(&legacy), None, "an earlier operator's: what the group followed is unknown");
+        assert_eq!(followed_by("pipeline build 812"), None);
+        assert_eq!(followed_by("asg-cmk-operator: version x ($Default) with image ami-1"), None);
+    }
+
+    /// Group `web` on the operator's version 2 (made from 1, following `$Default`), whose
+    /// `$Default` has moved to the pipeline's version 3, with `image_keys`.
+    fn moved_to(image_keys: &[&str]) -> SourceRead {
+        let mut on = source("2", &[OWN]);
+        on.template = Some((LT.into(), 2));
+        on.image_id = Some("ami-copy".into());
+        let mut now = source("$Default", image_keys);
+        now.template = Some((LT.into(), 3));
+        on.moved = Some(Box::new(Ok(now)));
+        on
+    }
+
+    #[test]
+    fn a_moved_default_with_an_own_image_is_followed_again() {
+        let r = reads(Some("available"), DryRun::Allowed, 2, true, &[]);
+        let n = next_of(&moved_to(&[OWN]), &r);
+        let Next::Write { write, why } = n else { panic!("{n:?}") };
+        assert_eq!(
+            write,
+            Write::PointGroup { template_id: LT.into(), name: Some("web".into()), version: "$Default".into() }
+        );
+        assert!(why.contains("is now version 3") && why.contains("follows $Default again"), "{why}");
+        assert!(needs(&binding(), &key(OWN), &launch(), &moved_to(&[OWN]), &r).copies.is_empty());
+    }
+
+    #[test]
+    fn a_moved_default_on_the_foreign_key_gets_a_version_of_its_own_from_the_same_copy() {
+        let s = moved_to(&[FOREIGN]);
+        let mut r = reads(Some("available"), DryRun::Allowed, 2, true, &[]);
+        // The copy is found by name: no CopyImage; the version is made from the pipeline's 3.
+        assert_eq!(needs(&binding(), &key(OWN), &launch(), &s, &r).copies, [copy_name("ami-src", &key(OWN))]);
+        let description = version_description(3, "$Default", "ami-copy", &key(OWN));
+        let want = Write::CreateVersion {
+            template_id: LT.into(),
+            source_version: 3,
+            image_id: "ami-copy".into(),
+            devices: vec![],
+            description: description.clone(),
+        };
+        assert_eq!(write(next_of(&s, &r)), want);
+        let ours = VersionSeen { number: 4, description: Some(description) };
+        let old =
+            VersionSeen { number: 2, description: Some(version_description(1, "$Default", "ami-copy", &key(OWN))) };
+        r.by_image.insert(versions_at(), Ok(vec![old, ours]));
+        let point = Write::PointGroup { template_id: LT.into(), name: Some("web".into()), version: "4".into() };
+        assert_eq!(write(next_of(&s, &r)), point);
+        // A failed read of what the group followed stops it, to be tried again.
+        let mut failed = s.clone();
+        failed.moved = Some(Box::new(Err(Failure::terminal("throttled"))));
+        let f = waits(next_of(&failed, &r));
+        assert!(f.message.contains("throttled"), "{f}");
     }
 }

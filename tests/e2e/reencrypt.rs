@@ -428,6 +428,65 @@ async fn a_pipelines_versions_neither_confuse_the_operator_nor_move_the_default(
     assert_eq!(versions(&moto, "web", &f.template).await, (Some("3".into()), 1));
 }
 
+/// What version `version` of `template` launches: its image and instance type.
+async fn version_data(moto: &Moto, template: &str, version: &str) -> (String, Option<String>) {
+    let ec2 = aws_sdk_ec2::Client::new(&moto.own().await);
+    let out = ec2.describe_launch_template_versions().launch_template_id(template).versions(version).send();
+    let out = out.await.unwrap();
+    let data = out.launch_template_versions()[0].launch_template_data().unwrap();
+    (data.image_id().unwrap().to_owned(), data.instance_type().map(|t| t.as_str().to_owned()))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pipelines_new_default_is_followed_with_its_change_kept_and_one_copy_in_all() {
+    use aws_sdk_ec2::types::{InstanceType, RequestLaunchTemplateData};
+    let (moto, f, own, _dir, config) = web_on_its_template().await;
+    converge(&moto, &config);
+    assert_eq!(versions(&moto, "web", &f.template).await, (Some("2".into()), 1));
+    let ec2 = aws_sdk_ec2::Client::new(&own);
+    let release = |image: String, version: &'static str| {
+        let ec2 = ec2.clone();
+        let template = f.template.clone();
+        async move {
+            let data = RequestLaunchTemplateData::builder().image_id(image).instance_type(InstanceType::M5Large);
+            let v = ec2.create_launch_template_version().launch_template_id(&template).source_version("1");
+            v.version_description("pipeline").launch_template_data(data.build()).send().await.unwrap();
+            ec2.modify_launch_template().launch_template_id(&template).default_version(version).send().await.unwrap();
+        }
+    };
+
+    // The pipeline's version 3 changes the instance type, keeps the image, and is made the
+    // default: the group follows it onto a version of the operator's made from it, with the
+    // copy made before. The default stays the pipeline's.
+    release(f.image.clone(), "3").await;
+    moto.reset_calls();
+    let out = moto.operator(&["apply", "--config", &config]);
+    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+    let calls = moto.calls();
+    assert_eq!(count(&calls, "CopyImage"), 0, "{:?}", writes(&calls));
+    assert_eq!(count(&calls, "CreateLaunchTemplateVersion"), 1, "{:?}", writes(&calls));
+    assert_eq!(count(&calls, "ModifyLaunchTemplate"), 0);
+    assert_eq!(versions(&moto, "web", &f.template).await, (Some("4".into()), 3));
+    let (image, instance_type) = version_data(&moto, &f.template, "4").await;
+    assert_eq!(image, version_image(&moto, &f.template, "2").await, "the same copy");
+    assert_eq!(instance_type.as_deref(), Some("m5.large"), "the pipeline's change is kept");
+    applies_with_no_write(&moto, &config);
+
+    // The pipeline then publishes an image of the group's own account, encrypted with its
+    // own key: the group follows $Default again, and nothing more is made.
+    let snapshot = encrypted_snapshot(&own, &f.own_key).await;
+    let own_image = image_from_snapshot(&own, "golden-own", &snapshot).await;
+    release(own_image, "5").await;
+    moto.reset_calls();
+    let out = moto.operator(&["apply", "--config", &config]);
+    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+    let calls = moto.calls();
+    assert_eq!(count(&calls, "UpdateAutoScalingGroup"), 1, "{:?}", writes(&calls));
+    assert_eq!(count(&calls, "CreateLaunchTemplateVersion") + count(&calls, "CopyImage"), 0);
+    assert_eq!(versions(&moto, "web", &f.template).await, (Some("$Default".into()), 5));
+    applies_with_no_write(&moto, &config);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failed_copy_deregistered_is_copied_again_not_answered_by_its_old_token() {
     // The owner lets OWN create grants (the dry run passes) but not decrypt: the copy fails.

@@ -55,6 +55,12 @@ pub struct SourceRead {
     /// "Copy an AMI"). A snapshot whose read failed, or whose key is not shown, is not
     /// counted here.
     pub unshared_snapshots: Vec<String>,
+    /// For a version the operator made, which the group is pointed at: what the group
+    /// followed before (`$Default` or `$Latest`, as the version's description records),
+    /// read now, once it has moved to another writer's version (a pipeline's new default
+    /// or latest). Its `source` names the template by that selector. Re-encryption
+    /// follows it; None while it has not moved.
+    pub moved: Option<Box<Result<SourceRead, Failure>>>,
 }
 
 /// An image the operator copied, found by its name.

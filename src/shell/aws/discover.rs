@@ -8,7 +8,7 @@ use std::sync::Arc;
 use super::error::{classify, code};
 use super::mapping::mappings;
 use super::reads::{asg_of, describe_key_ref};
-use super::versions::{resolve_images, template_spec, template_versions, VersionRef};
+use super::versions::{moved_sources, resolve_images, template_spec, template_versions, VersionRef};
 pub(crate) use super::versions::{TemplateVersion, VersionCache, VERSION_CACHE};
 use super::Account;
 use crate::core::launch::{self, EbsDefaults, GroupLaunch, Image, Images, LaunchKey, LaunchSpec, SnapshotKey};
@@ -58,13 +58,14 @@ async fn read_all(
     for source in sources.iter().filter(|s| matches!(s, LaunchSource::Template { .. })) {
         specs.insert((*source).clone(), template_spec(source, &versions, &images_now));
     }
+    let on_templates: Vec<&LaunchSource> = sources.iter().copied().filter(|s| specs[*s].is_ok()).collect();
+    let moved = moved_sources(account, region, &on_templates, &versions, limit).await;
+    let all_specs = || specs.values().flatten().chain(moved.values().flatten().map(|(_, spec)| spec));
 
     let images: BTreeSet<String> =
-        specs.values().flatten().filter_map(|s| s.image_id.clone()).filter(|id| !id.starts_with("resolve:")).collect();
+        all_specs().filter_map(|s| s.image_id.clone()).filter(|id| !id.starts_with("resolve:")).collect();
     let images = image_reads(account, region, images, limit).await;
-    let snapshots: BTreeSet<String> = specs
-        .values()
-        .flatten()
+    let snapshots: BTreeSet<String> = all_specs()
         .flat_map(|s| &s.mappings)
         .chain(images.values().flatten().flat_map(|i| &i.mappings))
         .filter(|m| launch::snapshot_needed(m))
@@ -74,7 +75,8 @@ async fn read_all(
     let defaults = ebs_defaults(account, region).await?;
 
     // What each group uses, then every key named, described once.
-    let used = group_uses(groups, &specs, &images, &snapshots, &defaults);
+    let mut used = group_uses(groups, &specs, &images, &snapshots, &defaults);
+    with_moved(&mut used, &moved, &images, &snapshots, &defaults);
     let described = describe_found(account, region, &used, limit).await;
     Ok(with_keys(used, &described))
 }
@@ -145,6 +147,29 @@ fn group_uses(
         used.push((group.clone(), failure.map_or(Ok((g, found)), Err)));
     }
     used
+}
+
+/// Each source read of a group on a version the operator made, whose selector has moved
+/// since, with what that selector launches now. Not counted among the keys the group
+/// uses: it launches the operator's version until it is moved.
+fn with_moved(
+    used: &mut [(AsgRef, Used)],
+    moved: &BTreeMap<LaunchSource, Result<(LaunchSource, LaunchSpec), Failure>>,
+    images: &Images,
+    snapshots: &BTreeMap<String, SnapshotKey>,
+    defaults: &EbsDefaults,
+) {
+    if moved.is_empty() {
+        return;
+    }
+    for read in used.iter_mut().filter_map(|(_, u)| u.as_mut().ok()).flat_map(|(g, _)| g.sources.iter_mut()) {
+        if let Some(m) = moved.get(&read.source) {
+            let now = m.as_ref().map_err(Clone::clone).map(|(source, spec)| {
+                launch::source_read(source, spec, images, snapshots, Some(defaults.account.as_str()))
+            });
+            read.moved = Some(Box::new(now));
+        }
+    }
 }
 
 /// Every key the groups' launches name, described once.

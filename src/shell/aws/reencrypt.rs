@@ -248,7 +248,7 @@ pub async fn execute(account: &Account, asg: &AsgRef, key: &KeyArn, write: &Writ
             Ok(Done::Applied)
         }
         Write::PointGroup { template_id, name, version } => {
-            point_group(account, asg, template_id, name.as_deref(), *version).await
+            point_group(account, asg, template_id, name.as_deref(), version).await
         }
     }
 }
@@ -392,7 +392,7 @@ async fn point_group(
     asg: &AsgRef,
     template: &str,
     name: Option<&str>,
-    version: u64,
+    version: &str,
 ) -> Result<Done, Failure> {
     use aws_sdk_autoscaling::types::LaunchTemplateSpecification as Spec;
     let client = account.autoscaling(&asg.region);
@@ -407,7 +407,7 @@ async fn point_group(
         Some(id) => id == template,
         None => name.is_some() && spec.launch_template_name() == name,
     };
-    let pinned = || Spec::builder().launch_template_id(template).version(version.to_string()).build();
+    let pinned = || Spec::builder().launch_template_id(template).version(version).build();
     let mut update = client.update_auto_scaling_group().auto_scaling_group_name(&asg.name);
     let mut changed = false;
     if let Some(spec) = group.launch_template() {

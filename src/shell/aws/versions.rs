@@ -10,6 +10,7 @@ use super::mapping::mappings;
 use super::Account;
 use crate::core::launch::{LaunchSpec, Mapping};
 use crate::core::model::{Failure, LaunchSource};
+use crate::core::reencrypt;
 use crate::shell::bounded::concurrently;
 
 /// How many numbered launch template versions an account keeps, over all its regions. Far
@@ -34,9 +35,23 @@ pub(crate) struct TemplateVersion {
     number: Option<u64>,
     image_id: Option<String>,
     mappings: Vec<Mapping>,
+    /// Its description: the operator's versions record what the group followed.
+    description: Option<String>,
 }
 
 impl TemplateVersion {
+    /// For a version the operator made: the version it was made from and what the group
+    /// followed to it, when that is `$Default` or `$Latest`, which can move since. A
+    /// number cannot.
+    fn is_operators(&self) -> bool {
+        self.description.as_deref().is_some_and(|d| d.starts_with("asg-cmk-operator: version "))
+    }
+
+    fn follows(&self) -> Option<(u64, &str)> {
+        let (from, followed) = reencrypt::followed_by(self.description.as_deref()?)?;
+        (numbered(followed).is_none()).then_some((from, followed))
+    }
+
     /// Whether its image is a Systems Manager parameter, whose AMI can change under the
     /// same version: resolved anew each pass, never kept.
     fn image_is_parameter(&self) -> bool {
@@ -239,6 +254,46 @@ pub(super) fn template_spec(
     Ok(v.spec(requested, via, image_id))
 }
 
+/// The sources on a version the operator made whose group followed `$Default` or
+/// `$Latest` before, where that has moved since to a version that is neither the one the
+/// operator's was made from nor one of the operator's: each with the source that names
+/// the template by that selector, and what launches from it use now. One read of each
+/// selector a template, a pass (it moves, so it is never kept).
+pub(super) async fn moved_sources(
+    account: &Arc<Account>,
+    region: &str,
+    sources: &[&LaunchSource],
+    versions: &Versions,
+    limit: usize,
+) -> BTreeMap<LaunchSource, Result<(LaunchSource, LaunchSpec), Failure>> {
+    let mut followed: BTreeMap<&LaunchSource, (LaunchSource, VersionRef, u64, Option<u64>)> = BTreeMap::new();
+    for s in sources {
+        let Some(Ok(v)) = VersionRef::of(s).and_then(|r| versions.get(&r)) else { continue };
+        let (Some((from, selector)), Some(id), LaunchSource::Template { name, via, .. }) = (v.follows(), &v.id, s)
+        else {
+            continue;
+        };
+        let source =
+            LaunchSource::Template { id: Some(id.clone()), name: name.clone(), version: selector.to_owned(), via };
+        let r = VersionRef { template: TemplateRef::Id(id.clone()), version: selector.to_owned() };
+        followed.insert(s, (source, r, from, v.number));
+    }
+    let wanted = followed.values().map(|(_, r, ..)| r.clone()).collect();
+    let now = template_versions(account, region, wanted, limit).await;
+    let images_now = resolve_images(account, region, &now, limit).await;
+    let mut out = BTreeMap::new();
+    for (s, (source, r, from, on)) in followed {
+        let moved = match now.get(&r) {
+            Some(Ok(v)) => v.number != Some(from) && v.number != on && !v.is_operators(),
+            _ => true,
+        };
+        if moved {
+            out.insert(s.clone(), template_spec(&source, &now, &images_now).map(|spec| (source, spec)));
+        }
+    }
+    out
+}
+
 /// One launch template version. With `resolve_alias`, an image named by a Systems Manager
 /// parameter (`resolve:ssm:...`) is answered as the AMI id the parameter holds now;
 /// without it, as the parameter (EC2 API Reference, DescribeLaunchTemplateVersions,
@@ -282,6 +337,7 @@ async fn read_version(
         number: v.version_number().and_then(|n| u64::try_from(n).ok()),
         image_id: data.and_then(|d| d.image_id()).map(str::to_owned),
         mappings,
+        description: v.version_description().map(str::to_owned),
     })
 }
 
@@ -308,6 +364,7 @@ mod tests {
             number,
             image_id: Some(image.to_owned()),
             mappings: vec![Mapping { device: "/dev/sdb".into(), encrypted: Some(true), ..Mapping::default() }],
+            description: None,
         }
     }
 
