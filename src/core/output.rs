@@ -44,6 +44,9 @@ fn details(c: &Change) -> Value {
             }
             Write::UseConfiguration { name } => json!({ "launchConfigurationName": name }),
         },
+        Change::DeleteCopy { copy, .. } => {
+            json!({ "imageId": copy.image_id, "name": copy.name, "deleteSnapshots": copy.snapshots })
+        }
     }
 }
 
@@ -150,7 +153,7 @@ fn changes_text(s: &mut String, plan: &Plan) {
     for c in &plan.changes {
         let sign = match &c.change {
             Change::CreateServiceLinkedRole { .. } | Change::CreateGrant { .. } => '+',
-            Change::RetireGrant { .. } => '-',
+            Change::RetireGrant { .. } | Change::DeleteCopy { .. } => '-',
             Change::PutKeyPolicy { needs, prune, .. } if needs.is_empty() && !prune.is_empty() => '-',
             _ => '~',
         };

@@ -29,8 +29,11 @@ use crate::core::model::desired::Binding;
 use crate::core::model::{AccountId, AsgRef, ErrorClass, Failure, KeyArn, LaunchSource, Wait};
 
 mod before_copy;
+pub mod cleanup;
 
-pub use crate::core::model::launch::{Copy, CopyAt, Groups, GroupsAt, ReencryptReads, TemplateAt, VersionSeen};
+pub use crate::core::model::launch::{
+    Copy, CopyAt, Groups, GroupsAt, OwnCopy, ReencryptReads, TemplateAt, VersionSeen,
+};
 use before_copy::{copy_refused, replaced, unshared};
 
 /// The next write for one launch source of a group.
@@ -94,6 +97,11 @@ pub struct Needs {
     /// The launch configuration copy to look for.
     pub configuration: Option<String>,
 }
+
+/// The tag keys the operator puts on its copies and their snapshots: what clean-up, and
+/// the IAM policy that allows it, know them by.
+pub const TAG_SOURCE_IMAGE: &str = "asg-cmk-operator:source-image";
+pub const TAG_KEY: &str = "asg-cmk-operator:kms-key";
 
 /// The name of the copy of `image` encrypted with `key`: AMI names allow letters, digits
 /// and `()[]./-'@_` and spaces, 3 to 128 characters (EC2 API Reference, CopyImage, Name);

@@ -200,7 +200,8 @@ async fn run_unit(
             replan.settled = settle(&replan.settled, &done.failed);
             let ctx = Context { settled: &replan.settled, ..Context::at(crate::shell::clock::unix_seconds()) };
             changes = plan::plan(&replan.desired, &replan.observed, &replan.caller, &ctx).changes;
-            changes.retain(|c| c.change.phase() > phase);
+            // A clean-up is made for no binding: the first plan put it in a unit of its own.
+            changes.retain(|c| c.change.phase() > phase && !matches!(c.change, Change::DeleteCopy { .. }));
         }
     }
     done

@@ -13,7 +13,7 @@ const OPERATOR_USER: &str = "asg-cmk-operator";
 
 /// The operator's own identity in OWN: an IAM user with an access key (moto maps the key
 /// to its account), so that its calls can be told from the test's.
-async fn operator_user(own: &aws_config::SdkConfig) -> (String, String, String) {
+pub(crate) async fn operator_user(own: &aws_config::SdkConfig) -> (String, String, String) {
     let iam = aws_sdk_iam::Client::new(own);
     let user = iam.create_user().user_name(OPERATOR_USER).send().await.unwrap();
     let arn = user.user().unwrap().arn().to_owned();
@@ -22,17 +22,17 @@ async fn operator_user(own: &aws_config::SdkConfig) -> (String, String, String) 
     (arn, key.access_key_id().to_owned(), key.secret_access_key().to_owned())
 }
 
-fn run_as(moto: &Moto, creds: &(String, String, String), args: &[&str]) -> Output {
+pub(crate) fn run_as(moto: &Moto, creds: &(String, String, String), args: &[&str]) -> Output {
     moto.operator_as(&creds.1, &creds.2, args)
 }
 
-fn policy_of(moto: &Moto, cfg: &str, account: &str) -> Value {
+pub(crate) fn policy_of(moto: &Moto, cfg: &str, account: &str) -> Value {
     let out = moto.operator(&["iam-policy", "--config", cfg, "--account", account]);
     assert!(out.status.success(), "{}", stderr(&out));
     serde_json::from_str(&stdout(&out)).unwrap()
 }
 
-fn decisions(moto: &Moto) -> Vec<Value> {
+pub(crate) fn decisions(moto: &Moto) -> Vec<Value> {
     moto.hook("GET", "/_launcher/authorizations", Value::Null)["decisions"].as_array().unwrap().clone()
 }
 

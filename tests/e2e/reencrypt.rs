@@ -487,6 +487,97 @@ async fn a_pipelines_new_default_is_followed_with_its_change_kept_and_one_copy_i
     applies_with_no_write(&moto, &config);
 }
 
+/// Whether image `image` of `conf`'s account is still registered, and snapshot `snapshot`
+/// still there.
+async fn image_and_snapshot_exist(conf: &aws_config::SdkConfig, image: &str, snapshot: &str) -> (bool, bool) {
+    let ec2 = aws_sdk_ec2::Client::new(conf);
+    let images = ec2.describe_images().owners("self").send().await.unwrap();
+    let image = images.images().iter().any(|i| i.image_id() == Some(image));
+    let snapshots = ec2.describe_snapshots().owner_ids("self").send().await.unwrap();
+    (image, snapshots.snapshots().iter().any(|s| s.snapshot_id() == Some(snapshot)))
+}
+
+/// The image of version `version` of `template` and its root snapshot.
+async fn copy_of(moto: &Moto, template: &str, version: &str) -> (String, String) {
+    let image = version_image(moto, template, version).await;
+    let ec2 = aws_sdk_ec2::Client::new(&moto.own().await);
+    let out = ec2.describe_images().image_ids(&image).send().await.unwrap();
+    let snapshot = out.images()[0].block_device_mappings()[0].ebs().unwrap().snapshot_id().unwrap().to_owned();
+    (image, snapshot)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn clean_up_removes_only_the_copy_nothing_launches_within_the_generated_policy() {
+    use crate::least_privilege::{decisions, operator_user, policy_of, run_as};
+    // web and api, each on a template of its own with an image OTHER shared, both
+    // re-encrypted, with clean-up on; the operator runs under its generated policy.
+    let moto = Moto::start();
+    let f = fleet(&moto, Some(&foreign_policy())).await;
+    let (own, other) = (moto.own().await, moto.other().await);
+    let snapshot = encrypted_snapshot(&other, &f.foreign).await;
+    let image = image_from_snapshot(&other, "golden-api", &snapshot).await;
+    share_image(&other, &image, OWN).await;
+    share_snapshot(&other, &snapshot, OWN).await;
+    let api = launch_template(&own, "api", Some(&image), None).await;
+    group_on_template(&own, "web", &f.template, 0, None).await;
+    group_on_template(&own, "api", &api, 0, None).await;
+    let dir = TempDir::new();
+    let text = format!(
+        "version: 1\ndefaults:\n  reencryptCleanup: true\nbindings:\n{}{}",
+        binding("web", &f),
+        binding("api", &f)
+    );
+    let config = dir.write("config.yaml", &text);
+    let policy = policy_of(&moto, &config, OWN);
+    let sids: Vec<&str> = policy["Statement"].as_array().unwrap().iter().filter_map(|s| s["Sid"].as_str()).collect();
+    assert!(sids.contains(&"CleanUpImageCopies"), "{sids:?}");
+    let operator = operator_user(&own).await;
+    moto.hook("POST", "/_launcher/identity-policies", serde_json::json!({"caller": operator.0, "policy": policy}));
+    let apply = || run_as(&moto, &operator, &["apply", "--config", &config]);
+    apply();
+    let out = apply();
+    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+    let (web_copy, web_snapshot) = copy_of(&moto, &f.template, "2").await;
+    let (api_copy, api_snapshot) = copy_of(&moto, &api, "2").await;
+    moto.reset_calls();
+    let out = apply();
+    assert!(
+        out.status.success() && writes(&moto.calls()).is_empty(),
+        "every copy is in use: {:?}",
+        writes(&moto.calls())
+    );
+
+    // web's pipeline publishes an image of OWN's own key as the default: web follows
+    // $Default again, and then its copy, which nothing launches or names any more, goes
+    // with its snapshot, in the same apply. api's copy stays.
+    let own_snapshot = encrypted_snapshot(&own, &f.own_key).await;
+    let own_image = image_from_snapshot(&own, "golden-own", &own_snapshot).await;
+    let ec2 = aws_sdk_ec2::Client::new(&own);
+    let data = aws_sdk_ec2::types::RequestLaunchTemplateData::builder().image_id(own_image).build();
+    ec2.create_launch_template_version()
+        .launch_template_id(&f.template)
+        .launch_template_data(data)
+        .send()
+        .await
+        .unwrap();
+    ec2.modify_launch_template().launch_template_id(&f.template).default_version("3").send().await.unwrap();
+    moto.reset_calls();
+    let out = apply();
+    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+    assert!(stderr(&out).contains(&web_copy), "{}\n{}", stdout(&out), stderr(&out));
+    assert_eq!(versions(&moto, "web", &f.template).await, (Some("$Default".into()), 3));
+    let calls = moto.calls();
+    let counted = ["UpdateAutoScalingGroup", "DeregisterImage", "DeleteSnapshot"].map(|a| count(&calls, a));
+    assert_eq!(counted, [1, 1, 1], "{:?}\n{}", writes(&calls), stderr(&out));
+    assert_eq!(image_and_snapshot_exist(&own, &web_copy, &web_snapshot).await, (false, false));
+    assert_eq!(image_and_snapshot_exist(&own, &api_copy, &api_snapshot).await, (true, true));
+    let refused: Vec<serde_json::Value> = decisions(&moto).into_iter().filter(|d| d["allowed"] != true).collect();
+    assert!(refused.is_empty(), "{refused:#?}");
+    moto.reset_calls();
+    let out = apply();
+    assert!(out.status.success() && writes(&moto.calls()).is_empty(), "{:?}", writes(&moto.calls()));
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failed_copy_deregistered_is_copied_again_not_answered_by_its_old_token() {
     // The owner lets OWN create grants (the dry run passes) but not decrypt: the copy fails.

@@ -266,6 +266,28 @@ def _template(action):
     return authorize
 
 
+def _tagged(action, kind, param):
+    """DeregisterImage and DeleteSnapshot (Service Authorization Reference, Amazon EC2): on
+    the image or snapshot (``arn:aws:ec2:REGION::image/ID``, ``::snapshot/ID``), in the
+    context of its tags (``aws:ResourceTag/${TagKey}`` and ``ec2:ResourceTag/${TagKey}``)."""
+
+    def authorize(req, _):
+        from moto.ec2.models import ec2_backends
+
+        rid = req.params.get(param, "")
+        context = {}
+        try:
+            tags = ec2_backends[req.account][req.region].tags.get(rid, {})
+        except Exception:  # an unknown account or region: moto answers
+            tags = {}
+        for key, value in tags.items():
+            for prefix in ("aws", "ec2"):
+                context[f"{prefix}:resourcetag/{key.lower()}"] = [value]
+        return [Check(action, _ec2_resource(req, kind, rid, account=False), context)]
+
+    return authorize
+
+
 def _instance_profile_roles(req, profile):
     """The roles of instance profile ``profile`` (a name or an ARN) in the caller's account."""
     name = (profile or "").rpartition("/")[2]
@@ -357,6 +379,8 @@ AUTHORIZERS = {
     ("ec2", "CopyImage"): _copy_image,
     ("ec2", "CreateLaunchTemplateVersion"): _template("ec2:CreateLaunchTemplateVersion"),
     ("ec2", "ModifyLaunchTemplate"): _template("ec2:ModifyLaunchTemplate"),
+    ("ec2", "DeregisterImage"): _tagged("ec2:DeregisterImage", "image", "ImageId"),
+    ("ec2", "DeleteSnapshot"): _tagged("ec2:DeleteSnapshot", "snapshot", "SnapshotId"),
     ("autoscaling", "CreateLaunchConfiguration"): _create_launch_configuration,
     ("kms", "DescribeKey"): _kms("DescribeKey"),
     ("kms", "GetKeyPolicy"): _kms("GetKeyPolicy"),

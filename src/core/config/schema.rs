@@ -3,7 +3,7 @@
 
 pub(super) const TOP_LEVEL: [&str; 7] =
     ["version", "instance", "defaults", "accounts", "bindings", "selectors", "events"];
-pub(super) const DEFAULTS_FIELDS: [&str; 7] = [
+pub(super) const DEFAULTS_FIELDS: [&str; 8] = [
     "region",
     "serviceLinkedRoleSuffix",
     "requireServiceLinkedRoleSuffix",
@@ -11,6 +11,7 @@ pub(super) const DEFAULTS_FIELDS: [&str; 7] = [
     "allowMassPrune",
     "selectorSyncInterval",
     "kmsCreateGrantRate",
+    "reencryptCleanup",
 ];
 pub(super) const ACCOUNT_FIELDS: [&str; 2] = ["id", "roleArn"];
 pub(super) const BINDING_FIELDS: [&str; 8] =

@@ -233,6 +233,7 @@ fn finish(
     desired.selectors = selectors.list;
     desired.operator.prune = prune;
     desired.operator.allow_mass_prune = allow_mass_prune;
+    desired.operator.reencrypt_cleanup = defaults.reencrypt_cleanup;
     desired.operator.config_bindings = desired.bindings.len();
     desired.operator.selector_sync = defaults.selector_sync;
     desired.operator.kms_create_grant_rate = defaults.create_grant_rate;

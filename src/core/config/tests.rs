@@ -298,15 +298,14 @@ fn instance_and_prune_are_read_and_checked() {
     let binding = format!("bindings:\n  - {{asg: a, account: \"111122223333\", key: {KEY_A}}}\n");
     let d = parse(&format!("version: 1\n{binding}"), "t").unwrap();
     assert_eq!(d.operator.instance.as_str(), "default");
-    assert!(!d.operator.prune && !d.operator.allow_mass_prune);
+    assert!(!d.operator.prune && !d.operator.allow_mass_prune && !d.operator.reencrypt_cleanup);
     assert_eq!(d.operator.config_bindings, 1);
-    let d = parse(
-        &format!("version: 1\ninstance: team-b\ndefaults:\n  prune: true\n  allowMassPrune: true\n{binding}"),
-        "t",
-    )
-    .unwrap();
+    let defaults = "defaults:\n  prune: true\n  allowMassPrune: true\n  reencryptCleanup: true\n";
+    let d = parse(&format!("version: 1\ninstance: team-b\n{defaults}{binding}"), "t").unwrap();
     assert_eq!(d.operator.instance.as_str(), "team-b");
-    assert!(d.operator.prune && d.operator.allow_mass_prune);
+    assert!(d.operator.prune && d.operator.allow_mass_prune && d.operator.reencrypt_cleanup);
+    let e = parse(&format!("version: 1\ndefaults:\n  reencryptCleanup: yes please\n{binding}"), "t").unwrap_err();
+    assert_eq!(e.errors[0].location, "defaults.reencryptCleanup", "{:?}", e.errors);
     for bad in ["Team", "-a", "a_b", "a:b", ""] {
         let e = parse(&format!("version: 1\ninstance: \"{bad}\"\n{binding}"), "t").unwrap_err();
         assert_eq!(e.errors[0].location, "instance", "{bad}: {:?}", e.errors);

@@ -30,6 +30,8 @@ pub(super) struct Defaults {
     pub(super) prune: bool,
     /// `allowMassPrune`: confirm a prune the guard would hold.
     pub(super) allow_mass_prune: bool,
+    /// `reencryptCleanup`: remove the operator's image copies that nothing uses any more.
+    pub(super) reencrypt_cleanup: bool,
     /// `selectorSyncInterval`: how often the daemon sweeps the selectors.
     pub(super) selector_sync: Option<std::time::Duration>,
     /// `kmsCreateGrantRate`: the ceiling of the operator's CreateGrant calls per second.
@@ -91,6 +93,7 @@ impl Validator {
             ("requireServiceLinkedRoleSuffix", &mut d.require_suffix),
             ("prune", &mut d.prune),
             ("allowMassPrune", &mut d.allow_mass_prune),
+            ("reencryptCleanup", &mut d.reencrypt_cleanup),
         ] {
             match map.get(field) {
                 None | Some(Value::Null) => {}

@@ -134,6 +134,9 @@ pub struct Operator {
     /// `defaults.allowMassPrune` (or `--allow-mass-prune`): prune even when the guard
     /// would hold it (more than half of the bindings removed at once, or all of them).
     pub allow_mass_prune: bool,
+    /// `defaults.reencryptCleanup`: deregister the operator's image copies (and delete
+    /// their snapshots) once nothing launches them or may launch them.
+    pub reencrypt_cleanup: bool,
     /// How many bindings the whole config has. A pass over part of it (one unit of work)
     /// weighs a prune against all of them, not against its part.
     pub config_bindings: usize,

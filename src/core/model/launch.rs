@@ -75,6 +75,17 @@ pub struct Copy {
     pub progress: Option<String>,
 }
 
+/// One of the operator's image copies in a place (tagged by it when copied), as
+/// DescribeImages shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnCopy {
+    pub image_id: String,
+    pub name: String,
+    pub state: String,
+    /// The snapshots of its mappings, the copy's own.
+    pub snapshots: Vec<String>,
+}
+
 /// A launch template version with a given image, as read while a group still needs the
 /// operator's version: its number and its description (which says whose it is).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,6 +125,9 @@ pub struct ReencryptReads {
     /// of it is judged from the policy, which a dry run cannot: the copy's grants are for
     /// an AWS resource.
     pub source_policies: BTreeMap<KeyArn, Result<String, Failure>>,
+    /// `defaults.reencryptCleanup`: the operator's copies in a place that nothing
+    /// launches or may launch any more (see [`crate::core::reencrypt::cleanup`]).
+    pub unused: BTreeMap<GroupsAt, Vec<OwnCopy>>,
 }
 
 impl ReencryptReads {
@@ -124,5 +138,8 @@ impl ReencryptReads {
         self.access.extend(newer.access);
         self.configurations.extend(newer.configurations);
         self.source_policies.extend(newer.source_policies);
+        // What is unused is planned from the round that read it only: a later round that
+        // does not look again (nothing in play there) must not delete it a second time.
+        self.unused = newer.unused;
     }
 }

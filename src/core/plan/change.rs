@@ -3,7 +3,7 @@
 
 use crate::core::model::{AccountId, AsgRef, BindingId, Instance, KeyArn, Slr};
 use crate::core::policy::Need;
-use crate::core::reencrypt::Write;
+use crate::core::reencrypt::{OwnCopy, Write};
 
 /// One AWS write call.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,6 +53,14 @@ pub enum Change {
         key: KeyArn,
         write: Write,
     },
+    /// `defaults.reencryptCleanup`: one of the operator's image copies that nothing
+    /// launches or may launch any more, deregistered and then its snapshots deleted, with
+    /// its account's credentials. Made for no binding.
+    DeleteCopy {
+        account: AccountId,
+        region: String,
+        copy: OwnCopy,
+    },
 }
 
 impl Change {
@@ -72,6 +80,7 @@ impl Change {
                 Write::PointGroup { .. } | Write::UseConfiguration { .. } => "UpdateAutoScalingGroup",
                 Write::CopyConfiguration { .. } => "CreateLaunchConfiguration",
             },
+            Change::DeleteCopy { .. } => "DeregisterImage",
         }
     }
 
@@ -82,6 +91,7 @@ impl Change {
             Change::PutKeyPolicy { key, .. } => key.account(),
             Change::CreateGrant { slr, .. } | Change::RetireGrant { slr, .. } => &slr.account,
             Change::UpdateAutoScalingGroup { asg, .. } | Change::Reencrypt { asg, .. } => &asg.account,
+            Change::DeleteCopy { account, .. } => account,
         }
     }
 
@@ -93,6 +103,7 @@ impl Change {
                 Some(key.region())
             }
             Change::UpdateAutoScalingGroup { asg, .. } | Change::Reencrypt { asg, .. } => Some(&asg.region),
+            Change::DeleteCopy { region, .. } => Some(region),
         }
     }
 
@@ -109,6 +120,7 @@ impl Change {
                 Write::PointGroup { .. } | Write::UseConfiguration { .. } => asg.name.clone(),
                 Write::CopyConfiguration { name, .. } => name.clone(),
             },
+            Change::DeleteCopy { copy, .. } => copy.image_id.clone(),
         }
     }
 
@@ -123,7 +135,7 @@ impl Change {
             Change::CreateGrant { .. } => 2,
             Change::UpdateAutoScalingGroup { .. } => 3,
             Change::Reencrypt { .. } => 4,
-            Change::RetireGrant { .. } => 5,
+            Change::RetireGrant { .. } | Change::DeleteCopy { .. } => 5,
         }
     }
 }

@@ -67,6 +67,7 @@ pub fn plan(desired: &Desired, observed: &Observed, caller: &AccountId, ctx: &Co
     changes.extend(groups(&writes));
     changes.extend(reencrypt(&writes));
     changes.extend(prunes.grants);
+    changes.extend(cleanup(desired, observed));
     changes.sort_by_key(|c| c.change.phase());
     Plan { changes, judged: j.judged, notes: j.notes, prune: prunes.report }
 }
@@ -323,6 +324,24 @@ fn reencrypt(writes: &[Writable]) -> Vec<PlannedChange> {
         }
     }
     out
+}
+
+/// `defaults.reencryptCleanup`: each unused copy the pass found, deregistered with its
+/// snapshots, for no binding.
+fn cleanup(desired: &Desired, observed: &Observed) -> Vec<PlannedChange> {
+    if !desired.operator.reencrypt_cleanup {
+        return Vec::new();
+    }
+    let unused = observed.reencrypt.unused.iter();
+    unused
+        .flat_map(|((account, region), copies)| {
+            copies.iter().map(|c| PlannedChange {
+                reason: crate::core::reencrypt::cleanup::reason(c),
+                change: Change::DeleteCopy { account: *account, region: region.clone(), copy: c.clone() },
+                bindings: Vec::new(),
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]

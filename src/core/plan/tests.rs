@@ -691,6 +691,7 @@ fn applying_the_plan_converges() {
                 );
             }
             Change::Reencrypt { .. } => panic!("no binding here re-encrypts"),
+            Change::DeleteCopy { .. } => panic!("clean-up is off here"),
         }
     }
     let p = plan(&d, &o, &acct(ASG_ACCT));
@@ -1523,4 +1524,29 @@ fn a_key_that_left_the_config_is_read_and_pruned_whole_when_the_daemon_names_it(
     let p = plan(&d, &o, &acct(ASG_ACCT));
     assert!(p.changes.iter().all(|c| c.prune_only_key().is_none()), "{:#?}", p.changes);
     assert!(p.prune.unread.get(&own).is_some_and(|f| f.message.contains("Throttling")), "{:?}", p.prune);
+}
+
+#[test]
+fn an_unused_copy_is_deleted_for_no_binding_last_and_only_with_clean_up_on() {
+    use crate::core::reencrypt::OwnCopy;
+    let mut d = desired(vec![binding("web", OWN_KEY)]);
+    let mut o = fresh(&d);
+    let copy = OwnCopy {
+        image_id: "ami-copy".into(),
+        name: "asg-cmk-operator/ami-src/k".into(),
+        state: "available".into(),
+        snapshots: vec!["snap-1".into()],
+    };
+    o.reencrypt.unused.insert((acct(ASG_ACCT), "us-west-2".into()), vec![copy.clone()]);
+    let deletes = |p: &Plan| -> Vec<PlannedChange> {
+        p.changes.iter().filter(|c| matches!(c.change, Change::DeleteCopy { .. })).cloned().collect()
+    };
+    assert!(deletes(&plan(&d, &o, &acct(ASG_ACCT))).is_empty(), "clean-up is off by default");
+    d.operator.reencrypt_cleanup = true;
+    let p = plan(&d, &o, &acct(ASG_ACCT));
+    let found = deletes(&p);
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].change, Change::DeleteCopy { account: acct(ASG_ACCT), region: "us-west-2".into(), copy });
+    assert!(found[0].bindings.is_empty() && found[0].reason.contains("snap-1"), "{:?}", found[0]);
+    assert_eq!(p.changes.last().map(|c| c.change.phase()), Some(Change::PHASES - 1));
 }

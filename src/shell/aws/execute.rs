@@ -91,6 +91,7 @@ pub async fn execute(aws: &Aws, change: &Change, settings: &ExecSettings) -> Res
             update_group_role(&account, asg, service_linked_role_arn, settings).await
         }
         Change::Reencrypt { asg, key, write } => super::reencrypt::execute(&account, asg, key, write).await,
+        Change::DeleteCopy { region, copy, .. } => super::cleanup::delete_copy(&account, region, copy).await,
     }
 }
 

@@ -8,6 +8,7 @@
 //! which takes the write permit, makes the call and records it.
 
 pub mod adaptive;
+mod cleanup;
 mod creds;
 pub mod discover;
 mod error;

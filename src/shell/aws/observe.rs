@@ -107,6 +107,7 @@ pub async fn observe(aws: &Arc<Aws>, desired: &Desired, reads: &Reads) -> Observ
     run_jobs(&handles, resolved, &mut observed).await;
     read_launch_keys(&handles, reads, &mut observed).await;
     super::reencrypt::observe(&handles, desired, reads, &mut observed).await;
+    super::cleanup::observe(&handles, desired, reads, &mut observed).await;
     observed
 }
 

@@ -21,9 +21,7 @@ use crate::core::reencrypt::{self, Copy, VersionSeen, Write};
 /// EC2 takes up to 200 values a filter; fewer are asked at a time here.
 const NAMES_A_CALL: usize = 100;
 
-/// The tag keys the operator puts on its copies.
-pub const TAG_SOURCE_IMAGE: &str = "asg-cmk-operator:source-image";
-pub const TAG_KEY: &str = "asg-cmk-operator:kms-key";
+pub use crate::core::reencrypt::{TAG_KEY, TAG_SOURCE_IMAGE};
 
 /// Reads what the re-encrypted groups' next steps need, once their launches are read:
 /// first the copies of their images, then, for sources whose copy is available (or that
