@@ -28,6 +28,7 @@ pub fn source_read(
     let mut image_keys: Vec<String> = Vec::new();
     let mut shared_encrypted = false;
     let mut unshared_snapshots = Vec::new();
+    let mut billed = None;
     let image_unread = match spec.image_id.as_ref().map(|id| images.get(id)) {
         Some(Some(Err(why))) => Some(why.clone()),
         Some(None) => Some("not read".to_owned()),
@@ -35,6 +36,9 @@ pub fn source_read(
     };
     if let Some(Some(Ok(image))) = spec.image_id.as_ref().map(|id| images.get(id)) {
         let shared = image.owner.as_deref().is_some_and(|o| Some(o) != defaults_account);
+        if shared {
+            billed = image.billing.clone();
+        }
         for m in &image.mappings {
             let overridden = spec.mappings.iter().any(|s| s.device == m.device && s.snapshot_id.is_some());
             if overridden || m.encrypted == Some(false) {
@@ -66,6 +70,7 @@ pub fn source_read(
         image_unread,
         image_parameter: spec.image_parameter.clone(),
         unshared_snapshots,
+        billed,
         moved: None,
     }
 }
@@ -102,6 +107,10 @@ pub struct LaunchSpec {
 pub struct Image {
     pub owner: Option<String>,
     pub mappings: Vec<Mapping>,
+    /// What bills its launches beyond the instance, when something does: a billing code
+    /// (`UsageOperation` other than `RunInstances`: Windows, RHEL, ...) or a product code
+    /// (AWS Marketplace). EC2 does not copy such an image shared from another account.
+    pub billing: Option<String>,
 }
 
 /// Each AMI read, by id: the image, or why it could not be read.
@@ -309,7 +318,7 @@ mod tests {
 
     /// An AMI of `owner` with `mappings`, read.
     fn image(owner: &str, mappings: Vec<Mapping>) -> Images {
-        BTreeMap::from([("ami-1".into(), Ok(Image { owner: Some(owner.into()), mappings }))])
+        BTreeMap::from([("ami-1".into(), Ok(Image { owner: Some(owner.into()), mappings, billing: None }))])
     }
 
     const OWN: &str = "111122223333";

@@ -270,7 +270,7 @@ pub fn next(b: &Binding, own: &KeyArn, launch: &GroupLaunch, s: &SourceRead, rea
         let why = || {
             format!("image {image} of {what} has snapshots encrypted with another account's key ({}): copy it encrypted with {own}", keys.join(", "))
         };
-        match copied(b, own, (&image, &s.unshared_snapshots), reads, why) {
+        match copied(b, own, (&image, &s.unshared_snapshots, s.billed.as_deref()), reads, why) {
             Copied::Available(id) => id,
             Copied::Not(next) => return next,
         }
@@ -335,7 +335,7 @@ enum Copied {
 fn copied(
     b: &Binding,
     own: &KeyArn,
-    (image, s_unshared): (&str, &[String]),
+    (image, s_unshared, billed): (&str, &[String], Option<&str>),
     reads: &ReencryptReads,
     why: impl Fn() -> String,
 ) -> Copied {
@@ -344,6 +344,12 @@ fn copied(
         None => return Copied::Not(Next::Stop(missing(format!("copy {name}")))),
         Some(Err(f)) => return Copied::Not(Next::Stop(read_failed(&format!("copy {name}"), f))),
         Some(Ok(None)) => {
+            if let Some(billed) = billed {
+                return Copied::Not(Next::Stop(Failure::terminal(format!(
+                    "image {image} is another account's and has a {billed}: EC2 does not copy such an image shared from another account (EC2 User Guide, \"Copy an Amazon EC2 AMI\"), so nothing is copied. Launch an instance from it in account {account}, make an image of that instance, and point the template at it; or keep the key and bind it by the procedure's grant (strategy: grant)",
+                    account = b.asg.account,
+                ))));
+            }
             if let Some(next) = unshared(b, image, s_unshared) {
                 return Copied::Not(next);
             }
@@ -544,6 +550,7 @@ mod tests {
             image_unread: None,
             image_parameter: None,
             unshared_snapshots: vec![],
+            billed: None,
             moved: None,
         }
     }
@@ -874,5 +881,18 @@ mod tests {
         failed.moved = Some(Box::new(Err(Failure::terminal("throttled"))));
         let f = waits(next_of(&failed, &r));
         assert!(f.message.contains("throttled"), "{f}");
+    }
+
+    #[test]
+    fn an_image_with_a_billing_code_shared_from_another_account_is_not_copied() {
+        let mut s = source("$Default", &[FOREIGN]);
+        s.billed = Some("billing code RunInstances:0002 (Windows)".into());
+        let f = waits(next_of(&s, &reads(None, DryRun::Allowed, 1, false, &[])));
+        assert_eq!(f.class, ErrorClass::Terminal);
+        assert!(f.message.contains("has a billing code RunInstances:0002 (Windows)"), "{f}");
+        assert!(f.message.contains("strategy: grant"), "{f}");
+        // A copy made before is followed as any other.
+        let n = next_of(&s, &reads(Some("pending"), DryRun::Allowed, 1, false, &[]));
+        assert_eq!(waited(&n), Some(Wait::Copy));
     }
 }

@@ -579,6 +579,42 @@ async fn clean_up_removes_only_the_copy_nothing_launches_within_the_generated_po
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_shared_image_with_a_billing_code_is_not_copied_and_the_binding_says_why() {
+    // OTHER's Windows image (billing product bp-6ba54002), its snapshot on OTHER's key,
+    // shared with OWN whole: EC2 would refuse the copy, so none is asked for.
+    let moto = Moto::start();
+    let (own, other) = (moto.own().await, moto.other().await);
+    let foreign = create_key(&other, Some(&foreign_policy())).await;
+    let snapshot = encrypted_snapshot(&other, &foreign).await;
+    let root = aws_sdk_ec2::types::BlockDeviceMapping::builder()
+        .device_name("/dev/sda1")
+        .ebs(aws_sdk_ec2::types::EbsBlockDevice::builder().snapshot_id(&snapshot).build())
+        .build();
+    let ec2 = aws_sdk_ec2::Client::new(&other);
+    let registered = ec2.register_image().name("windows").root_device_name("/dev/sda1").block_device_mappings(root);
+    let image = registered.billing_products("bp-6ba54002").send().await.unwrap().image_id().unwrap().to_owned();
+    share_image(&other, &image, OWN).await;
+    share_snapshot(&other, &snapshot, OWN).await;
+    let own_key = create_key(&own, None).await;
+    let template = launch_template(&own, "web", Some(&image), None).await;
+    let f = Fleet { foreign, own_key, image, template, snapshot };
+    let (_own, _dir, config) = web_on(&moto, &f).await;
+
+    moto.reset_calls();
+    let out = moto.operator(&["apply", "--config", &config]);
+    assert!(!out.status.success(), "{}", stdout(&out));
+    assert!(stdout(&out).contains("billing code RunInstances:0002 (Windows)"), "{}", stdout(&out));
+    assert_eq!(count(&moto.calls(), "CopyImage"), 0, "{:?}", writes(&moto.calls()));
+    let status = moto.operator(&["status", "--config", &config, "--output", "json"]);
+    assert!(stdout(&status).contains("EC2 does not copy such an image"), "{}", stdout(&status));
+    // The emulator refuses such a copy as EC2 does.
+    let own_ec2 = aws_sdk_ec2::Client::new(&own);
+    let e = own_ec2.copy_image().source_image_id(&f.image).source_region("us-west-2").name("try").send().await;
+    let e = e.unwrap_err();
+    assert_eq!(aws_sdk_ec2::error::ProvideErrorMetadata::code(&e), Some("InvalidRequest"), "{e:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_failed_copy_deregistered_is_copied_again_not_answered_by_its_old_token() {
     // The owner lets OWN create grants (the dry run passes) but not decrypt: the copy fails.
     let moto = Moto::start();

@@ -21,6 +21,9 @@ launch-failure reporting read these; each patch names the AWS documentation it f
 12. EC2: DescribeLaunchTemplateVersions honours the ``image-id`` filter.
 13. EC2: DescribeSnapshots by id shows another account's snapshot that it shared with the
    caller (create volume permission).
+14. EC2: RegisterImage keeps its billing products, DescribeImages shows an image's billing
+   code (UsageOperation, PlatformDetails), and CopyImage refuses another account's image
+   that has one.
 
 ``resolve_key``, ``ebs_default_key``, ``resolve_image_id`` and ``visible_image`` are shared
 with the launch model (launches.py) and the strict layer (strict.py).
@@ -555,6 +558,68 @@ def _describing_shared_snapshots(describe):
     return wrapper
 
 
+# --- 14. billing codes ----------------------------------------------------------------------
+# EC2 API Reference, RegisterImage, BillingProducts: "The billing product codes. Your
+# account must be authorized to specify billing product codes." EC2 User Guide,
+# "Understand AMI billing information": an image's billing code is shown as UsageOperation
+# with its PlatformDetails, "RunInstances" for Linux/UNIX with none, "RunInstances:0002"
+# for Windows, "RunInstances:0010" for Red Hat Enterprise Linux. EC2 User Guide, "Copy an
+# Amazon EC2 AMI": "You can't copy an AMI with an associated billingProduct code that was
+# shared with you from another account. This includes Windows AMIs and AMIs from the AWS
+# Marketplace." The reference names no error code for that refusal; this answers
+# InvalidRequest, with the guide's words. moto ignores BillingProducts and shows neither
+# field. Only the two documented codes are taken here (an account is authorized for
+# codes it is given); any other is refused as AWS refuses an unauthorized one.
+
+BILLING_CODES = {
+    "bp-6ba54002": ("RunInstances:0002", "Windows"),
+    "bp-6fa54006": ("RunInstances:0010", "Red Hat Enterprise Linux"),
+}
+
+
+def _registering_billing_products(handler):
+    def wrapper(self):
+        products = self._get_param("BillingProducts", []) or []
+        unknown = [p for p in products if p not in BILLING_CODES]
+        if unknown:
+            from moto.ec2.exceptions import InvalidParameterValueError
+
+            raise InvalidParameterValueError(f"billing product {unknown[0]}")
+        result = handler(self)
+        if products:
+            self.ec2_backend.amis[result.result["ImageId"]].billing_products = list(products)
+        return result
+
+    return wrapper
+
+
+def _usage_operation(self):
+    products = getattr(self, "billing_products", None) or []
+    return BILLING_CODES[products[0]][0] if products else "RunInstances"
+
+
+def _platform_details(self):
+    products = getattr(self, "billing_products", None) or []
+    return BILLING_CODES[products[0]][1] if products else "Linux/UNIX"
+
+
+def _refusing_billed_copies(copy_image):
+    def wrapper(self):
+        backend = self.ec2_backend
+        source_backend = ec2_backends[backend.account_id][self._get_param("SourceRegion") or backend.region_name]
+        source = visible_image(source_backend, self._get_param("SourceImageId"))
+        if source is not None and source.owner_id != backend.account_id and getattr(source, "billing_products", None):
+            from moto.ec2.exceptions import EC2ClientError
+
+            raise EC2ClientError(
+                "InvalidRequest",
+                "You can't copy an AMI with an associated billingProduct code that was shared with you from another account.",
+            )
+        return copy_image(self)
+
+    return wrapper
+
+
 def install():
     """Applies the patches above (once, at the launcher's start)."""
     KmsBackend.create_alias = _marking_aws_managed(KmsBackend.create_alias)
@@ -578,6 +643,9 @@ def install():
         LaunchTemplateBackend.describe_launch_template_versions
     )
     AmiBackend.describe_images = _finishing_copies(_describing_shared_images(AmiBackend.describe_images))
-    AmisResponse.copy_image = _copy_image
+    AmisResponse.copy_image = _refusing_billed_copies(_copy_image)
+    AmisResponse.register_image = _registering_billing_products(AmisResponse.register_image)
+    Ami.usage_operation = property(_usage_operation)
+    Ami.platform_details = property(_platform_details)
     EBSBackend.describe_snapshots = _describing_shared_snapshots(EBSBackend.describe_snapshots)
     Snapshot.progress = property(_snapshot_progress)

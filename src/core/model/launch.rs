@@ -55,6 +55,10 @@ pub struct SourceRead {
     /// "Copy an AMI"). A snapshot whose read failed, or whose key is not shown, is not
     /// counted here.
     pub unshared_snapshots: Vec<String>,
+    /// Another account's AMI with a billing or product code (see
+    /// [`crate::core::launch::Image::billing`]): which. EC2 does not copy it (EC2 User
+    /// Guide, "Copy an Amazon EC2 AMI").
+    pub billed: Option<String>,
     /// For a version the operator made, which the group is pointed at: what the group
     /// followed before (`$Default` or `$Latest`, as the version's description records),
     /// read now, once it has moved to another writer's version (a pipeline's new default

@@ -321,9 +321,27 @@ async fn describe_images(
         .map(|image| {
             let owner = image.owner_id().map(str::to_owned);
             let mappings = mappings(image.block_device_mappings());
-            (image.image_id().unwrap_or_default().to_owned(), Image { owner, mappings })
+            let billing = billing(image);
+            (image.image_id().unwrap_or_default().to_owned(), Image { owner, mappings, billing })
         })
         .collect())
+}
+
+/// What bills an image's launches beyond the instance, if anything: its billing code
+/// (`UsageOperation`: "RunInstances" is Linux/UNIX with none; EC2 User Guide, "Understand
+/// AMI billing information") or its product codes (AWS Marketplace).
+fn billing(image: &aws_sdk_ec2::types::Image) -> Option<String> {
+    let codes: Vec<&str> = image.product_codes().iter().filter_map(|c| c.product_code_id()).collect();
+    if !codes.is_empty() {
+        return Some(format!("product code {}", codes.join(", ")));
+    }
+    match image.usage_operation() {
+        None | Some("RunInstances") => None,
+        Some(operation) => Some(format!(
+            "billing code {operation}{}",
+            image.platform_details().map(|p| format!(" ({p})")).unwrap_or_default()
+        )),
+    }
 }
 
 /// Each snapshot's key. A batch that fails (a snapshot not shared with this account fails
