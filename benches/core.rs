@@ -33,6 +33,7 @@ fn fleet(n: usize, k: usize) -> (Desired, Observed, AccountId) {
             key: key(i % k),
             slr_suffix: Some(format!("S{}", i % 4).into()),
             reencrypt_from: None,
+            reencrypt_parameter: None,
             origin: Default::default(),
         };
         o.roles.insert((own, b.slr().name()), Ok(None));

@@ -154,6 +154,7 @@ mod tests {
             key: k,
             slr_suffix: None,
             reencrypt_from: None,
+            reencrypt_parameter: None,
             origin: Default::default(),
         };
         let mut desired = Desired {

@@ -71,6 +71,7 @@ pub fn source_read(
         image_parameter: spec.image_parameter.clone(),
         unshared_snapshots,
         billed,
+        made_from: spec.made_from,
         moved: None,
     }
 }
@@ -100,6 +101,9 @@ pub struct LaunchSpec {
     /// The Systems Manager parameter the version names its image by (`resolve:ssm:…`),
     /// when it does: `image_id` is then the AMI the parameter holds now.
     pub image_parameter: Option<String>,
+    /// For a version the operator made: the version it was made from, as its description
+    /// records it.
+    pub made_from: Option<u64>,
 }
 
 /// An AMI as DescribeImages shows it: its owner and its block device mappings.
@@ -309,6 +313,7 @@ mod tests {
             spot: false,
             template: None,
             image_parameter: None,
+            made_from: None,
         }
     }
 

@@ -43,6 +43,9 @@ fn details(c: &Change) -> Value {
                 json!({ "copyOf": from, "launchConfigurationName": name, "imageId": image_id })
             }
             Write::UseConfiguration { name } => json!({ "launchConfigurationName": name }),
+            Write::PutParameter { name, image_id } => {
+                json!({ "parameterName": name, "value": image_id, "dataType": "aws:ec2:image" })
+            }
         },
         Change::DeleteCopy { copy, .. } => {
             json!({ "imageId": copy.image_id, "name": copy.name, "deleteSnapshots": copy.snapshots })

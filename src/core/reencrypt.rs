@@ -30,11 +30,14 @@ use crate::core::model::{AccountId, AsgRef, ErrorClass, Failure, KeyArn, LaunchS
 
 mod before_copy;
 pub mod cleanup;
+mod parameter;
 
 pub use crate::core::model::launch::{
     Copy, CopyAt, Groups, GroupsAt, OwnCopy, ReencryptReads, TemplateAt, VersionSeen,
 };
 use before_copy::{copy_refused, replaced, unshared};
+use parameter::Through;
+pub use parameter::RESOLVE;
 
 /// The next write for one launch source of a group.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -64,6 +67,12 @@ pub enum Write {
     },
     UseConfiguration {
         name: String,
+    },
+    /// `reencryptParameter`: the copy's AMI id published to the operator's parameter
+    /// (PutParameter, `aws:ec2:image`, overwriting).
+    PutParameter {
+        name: String,
+        image_id: String,
     },
 }
 
@@ -96,6 +105,8 @@ pub struct Needs {
     pub template: Option<(String, String)>,
     /// The launch configuration copy to look for.
     pub configuration: Option<String>,
+    /// The parameter of the operator's to read (`reencryptParameter`).
+    pub parameter: Option<String>,
 }
 
 /// The tag keys the operator puts on its copies and their snapshots: what clean-up, and
@@ -196,7 +207,13 @@ impl<'a> Foreign<'a> {
 /// its template's latest version and the place's groups.
 pub fn needs(b: &Binding, own: &KeyArn, launch: &GroupLaunch, s: &SourceRead, copies: &ReencryptReads) -> Needs {
     match s.moved.as_deref() {
-        Some(Ok(moved)) => return needs(b, own, launch, moved, copies),
+        Some(Ok(moved)) => {
+            let mut out = needs(b, own, launch, moved, copies);
+            if parameter::current(b, own, s, moved, copies) {
+                out.template = None;
+            }
+            return out;
+        }
         Some(Err(_)) => return Needs::default(),
         None => {}
     }
@@ -220,6 +237,17 @@ pub fn needs(b: &Binding, own: &KeyArn, launch: &GroupLaunch, s: &SourceRead, co
             _ => return out,
         }
     }
+    match parameter::through(b, s, image_foreign) {
+        Through::Id => {}
+        Through::Source(source) => image_now = source.to_owned(),
+        Through::Own(name) => {
+            out.parameter = Some(name.to_owned());
+            if !matches!(parameter::holds(b, name, &image_now, copies), Ok(true)) {
+                return out;
+            }
+            image_now = format!("{RESOLVE}{name}");
+        }
+    }
     match (&s.source, &s.template) {
         (LaunchSource::Configuration(from), _) => out.configuration = Some(configuration_name(from, &image_now)),
         (LaunchSource::Template { .. }, Some((template, _))) => out.template = Some((template.clone(), image_now)),
@@ -232,19 +260,14 @@ pub fn needs(b: &Binding, own: &KeyArn, launch: &GroupLaunch, s: &SourceRead, co
 /// binding's key, resolved).
 pub fn next(b: &Binding, own: &KeyArn, launch: &GroupLaunch, s: &SourceRead, reads: &ReencryptReads) -> Next {
     match s.moved.as_deref() {
-        Some(Ok(moved)) => return follow(b, own, launch, moved, reads),
+        Some(Ok(moved)) => return follow(b, own, launch, (s, moved), reads),
         Some(Err(f)) => return Next::Stop(read_failed("what the group followed before the operator's version", f)),
         None => {}
     }
     let group = &b.asg.account;
     let Foreign { image_keys, image_foreign, devices } = Foreign::of(b, launch, s);
-    if let (Some(why), Some(image)) = (&s.image_unread, &s.image_id) {
-        // A parameter not resolved to an AMI is said by `discover`; nothing to copy yet.
-        if !image.starts_with("resolve:") {
-            return Next::Stop(Failure::terminal(format!(
-                "image {image} cannot be read by account {group}: {why}. Re-encryption copies it, so it must be owned by the account or shared with it (a launch permission)"
-            )));
-        }
+    if let Some(unread) = unreadable(s, group) {
+        return Next::Stop(unread);
     }
     if !image_foreign && devices.is_empty() {
         return Next::Done;
@@ -256,10 +279,8 @@ pub fn next(b: &Binding, own: &KeyArn, launch: &GroupLaunch, s: &SourceRead, rea
     let Some(image) = s.image_id.clone() else {
         return Next::Stop(Failure::terminal(format!("{what} names no image")));
     };
-    if let (true, Some(parameter)) = (image_foreign, &s.image_parameter) {
-        return Next::ImageFromParameter(format!(
-            "{what} names its image by the Systems Manager parameter {parameter} (now {image}), whose snapshots use another account's key. A version with the copy's AMI id would stop the group following the parameter, so nothing is copied. Publish an image encrypted with a key of account {group} to the parameter, or point the template at an AMI id, or bind the key by the procedure's grant (strategy: grant)"
-        ));
+    if let (true, Some(parameter), None) = (image_foreign, &s.image_parameter, &b.reencrypt_parameter) {
+        return parameter::refused(&what, parameter, &image, group);
     }
     // 1. The copy of the image, encrypted with the own key.
     let image_now = if image_foreign {
@@ -275,7 +296,12 @@ pub fn next(b: &Binding, own: &KeyArn, launch: &GroupLaunch, s: &SourceRead, rea
             Copied::Not(next) => return next,
         }
     } else {
-        image
+        image.clone()
+    };
+    // With a parameter: the version names the image through it.
+    let image_now = match parameter::named(b, s, image_foreign, image_now, &image, reads) {
+        parameter::Named::Image(named) => named,
+        parameter::Named::First(next) => return next,
     };
     // 2. A launch source with it, and 3. the group on that source.
     match (&s.source, &s.template) {
@@ -287,6 +313,17 @@ pub fn next(b: &Binding, own: &KeyArn, launch: &GroupLaunch, s: &SourceRead, rea
         }
         (LaunchSource::Template { .. }, None) => unreachable!("a template source without its id was answered above"),
     }
+}
+
+/// Why the image of source `s` cannot be copied, if the group's account cannot read it. A
+/// parameter not resolved to an AMI is said by `discover`; nothing to copy yet.
+fn unreadable(s: &SourceRead, group: &AccountId) -> Option<Failure> {
+    let (Some(why), Some(image)) = (&s.image_unread, &s.image_id) else { return None };
+    (!image.starts_with("resolve:")).then(|| {
+        Failure::terminal(format!(
+            "image {image} cannot be read by account {group}: {why}. Re-encryption copies it, so it must be owned by the account or shared with it (a launch permission)"
+        ))
+    })
 }
 
 /// How to name source `s` in a message: its launch configuration, or its template and
@@ -307,9 +344,18 @@ fn label(s: &SourceRead) -> Result<String, Failure> {
 /// version uses no other account's key, else onto a version of the operator's made from
 /// it, so the pipeline's change is kept (a copy of the same image is reused: it is found
 /// by name).
-fn follow(b: &Binding, own: &KeyArn, launch: &GroupLaunch, moved: &SourceRead, reads: &ReencryptReads) -> Next {
+fn follow(
+    b: &Binding,
+    own: &KeyArn,
+    launch: &GroupLaunch,
+    (s, moved): (&SourceRead, &SourceRead),
+    reads: &ReencryptReads,
+) -> Next {
     let Foreign { image_foreign, devices, .. } = Foreign::of(b, launch, moved);
     if image_foreign || !devices.is_empty() || moved.image_unread.is_some() {
+        if parameter::current(b, own, s, moved, reads) {
+            return Next::Done;
+        }
         return next(b, own, launch, moved, reads);
     }
     let (LaunchSource::Template { version, name, .. }, Some((template, number))) = (&moved.source, &moved.template)
@@ -530,6 +576,7 @@ mod tests {
             key: key(OWN),
             slr_suffix: None,
             reencrypt_from: Some(Arc::from([key(FOREIGN)])),
+            reencrypt_parameter: None,
             origin: Default::default(),
         }
     }
@@ -551,6 +598,7 @@ mod tests {
             image_parameter: None,
             unshared_snapshots: vec![],
             billed: None,
+            made_from: None,
             moved: None,
         }
     }
@@ -894,5 +942,65 @@ mod tests {
         // A copy made before is followed as any other.
         let n = next_of(&s, &reads(Some("pending"), DryRun::Allowed, 1, false, &[]));
         assert_eq!(waited(&n), Some(Wait::Copy));
+    }
+
+    const OWN_PARAMETER: &str = "/asg-cmk-operator/web";
+
+    /// A group whose template's image comes from the pipeline's parameter, the binding
+    /// publishing copies to [`OWN_PARAMETER`].
+    fn through_parameter() -> (Binding, SourceRead) {
+        let mut b = binding();
+        b.reencrypt_parameter = Some(Arc::from(OWN_PARAMETER));
+        let mut s = source("$Default", &[FOREIGN]);
+        s.image_parameter = Some("resolve:ssm:/golden/ami".into());
+        (b, s)
+    }
+
+    #[test]
+    fn a_parameter_image_is_copied_published_to_the_operators_parameter_and_resolved_through_it() {
+        let (b, s) = through_parameter();
+        let next = |r: &ReencryptReads| next(&b, &key(OWN), &launch(), &s, r);
+        let mut r = reads(None, DryRun::Allowed, 1, false, &[]);
+        assert!(matches!(write(next(&r)), Write::CopyImage { .. }), "copied, not refused");
+        r = reads(Some("available"), DryRun::Allowed, 1, false, &[]);
+        let at = (AccountId::parse(GROUP).unwrap(), "us-west-2".to_owned(), OWN_PARAMETER.to_owned());
+        assert_eq!(needs(&b, &key(OWN), &launch(), &s, &r).parameter.as_deref(), Some(OWN_PARAMETER));
+        assert!(matches!(waits(next(&r)).class, ErrorClass::Retryable), "the parameter is read first");
+        r.parameters.insert(at.clone(), Ok(None));
+        let put = Write::PutParameter { name: OWN_PARAMETER.into(), image_id: "ami-copy".into() };
+        assert_eq!(write(next(&r)), put);
+        r.parameters.insert(at.clone(), Ok(Some("ami-older".into())));
+        assert_eq!(write(next(&r)), put, "a parameter holding another image is overwritten");
+        r.parameters.insert(at, Ok(Some("ami-copy".into())));
+        let through = format!("resolve:ssm:{OWN_PARAMETER}");
+        let n = needs(&b, &key(OWN), &launch(), &s, &r);
+        assert_eq!(n.template, Some((LT.to_owned(), through.clone())));
+        let versions_at = (AccountId::parse(GROUP).unwrap(), "us-west-2".into(), LT.into(), through.clone());
+        r.by_image.insert(versions_at, Ok(vec![]));
+        let Write::CreateVersion { image_id, description, .. } = write(next(&r)) else { panic!() };
+        assert_eq!(image_id, through);
+        assert!(description.contains(&through), "{description}");
+    }
+
+    #[test]
+    fn a_group_on_the_operators_parameter_follows_the_pipelines_parameter_with_no_new_version() {
+        let (b, source_version) = through_parameter();
+        // On the operator's version 2, made from 1, which resolves the own parameter.
+        let mut on = source("2", &[OWN]);
+        on.template = Some((LT.into(), 2));
+        on.image_id = Some("ami-copy".into());
+        on.image_parameter = Some(format!("resolve:ssm:{OWN_PARAMETER}"));
+        on.made_from = Some(1);
+        on.moved = Some(Box::new(Ok(source_version)));
+        let at = (AccountId::parse(GROUP).unwrap(), "us-west-2".to_owned(), OWN_PARAMETER.to_owned());
+        let mut r = reads(Some("available"), DryRun::Allowed, 2, true, &[]);
+        r.parameters.insert(at.clone(), Ok(Some("ami-copy".into())));
+        assert_eq!(next(&b, &key(OWN), &launch(), &on, &r), Next::Done);
+        let n = needs(&b, &key(OWN), &launch(), &on, &r);
+        assert_eq!((n.template, n.parameter.as_deref()), (None, Some(OWN_PARAMETER)), "no template read");
+        // The pipeline publishes another image (its copy is made): it is published again.
+        r.parameters.insert(at, Ok(Some("ami-before".into())));
+        let put = Write::PutParameter { name: OWN_PARAMETER.into(), image_id: "ami-copy".into() };
+        assert_eq!(write(next(&b, &key(OWN), &launch(), &on, &r)), put);
     }
 }

@@ -171,7 +171,16 @@ impl Make<'_> {
     }
 
     fn binding(&self, key: KeyArn, reencrypt_from: Option<Arc<[KeyArn]>>, origin: Origin) -> Binding {
-        Binding { asg: self.asg.clone(), key, slr_suffix: self.suffix.clone(), reencrypt_from, origin }
+        // A selector's groups have no parameter of their own to publish a copy to.
+        let reencrypt_parameter = None;
+        Binding {
+            asg: self.asg.clone(),
+            key,
+            slr_suffix: self.suffix.clone(),
+            reencrypt_from,
+            reencrypt_parameter,
+            origin,
+        }
     }
 }
 

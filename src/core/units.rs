@@ -121,6 +121,7 @@ mod tests {
                 key: key(1),
                 slr_suffix: None,
                 reencrypt_from: None,
+                reencrypt_parameter: None,
                 origin: Default::default(),
             }],
             selectors: Vec::new(),
@@ -144,6 +145,7 @@ mod tests {
             key: key(k),
             slr_suffix: None,
             reencrypt_from: None,
+            reencrypt_parameter: None,
             origin: Default::default(),
         }
     }

@@ -125,6 +125,7 @@ mod tests {
                     key: key(*k),
                     slr_suffix: None,
                     reencrypt_from: None,
+                    reencrypt_parameter: None,
                     origin: Default::default(),
                 })
             })

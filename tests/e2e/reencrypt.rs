@@ -397,6 +397,81 @@ async fn an_image_named_by_a_parameter_is_not_frozen_into_a_copy() {
     assert_eq!((named.as_deref(), default), (None, 1), "the template and the group are left as they were");
 }
 
+/// The value of parameter `name` of `conf`'s account.
+async fn parameter(conf: &aws_config::SdkConfig, name: &str) -> String {
+    let ssm = aws_sdk_ssm::Client::new(conf);
+    let out = ssm.get_parameter().name(name).send().await.unwrap();
+    out.parameter().unwrap().value().unwrap().to_owned()
+}
+
+/// The image version `version` of `template` names, as written (a parameter unresolved).
+async fn version_image_as_written(moto: &Moto, template: &str, version: &str) -> String {
+    let ec2 = aws_sdk_ec2::Client::new(&moto.own().await);
+    let out =
+        ec2.describe_launch_template_versions().launch_template_id(template).versions(version).resolve_alias(false);
+    let out = out.send().await.unwrap();
+    out.launch_template_versions()[0].launch_template_data().unwrap().image_id().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_parameter_image_is_published_to_the_operators_parameter_and_followed_through_it() {
+    use crate::least_privilege::{decisions, operator_user, policy_of, run_as};
+    let moto = Moto::start();
+    let f = fleet(&moto, Some(&foreign_policy())).await;
+    let (own, other) = (moto.own().await, moto.other().await);
+    put_parameter(&moto, "/golden/ami", &f.image);
+    let template = launch_template(&own, "golden", Some("resolve:ssm:/golden/ami"), None).await;
+    group_on_template(&own, "web", &template, 0, None).await;
+    let dir = TempDir::new();
+    let text = format!("version: 1\nbindings:\n{}    reencryptParameter: /asg-cmk-operator/web\n", binding("web", &f));
+    let config = dir.write("config.yaml", &text);
+    let policy = policy_of(&moto, &config, OWN);
+    let operator = operator_user(&own).await;
+    moto.hook("POST", "/_launcher/identity-policies", serde_json::json!({"caller": operator.0, "policy": policy}));
+    let apply = || run_as(&moto, &operator, &["apply", "--config", &config]);
+
+    // Copied, published to the operator's parameter, and a version that resolves it.
+    apply();
+    let out = apply();
+    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+    let copy = parameter(&own, "/asg-cmk-operator/web").await;
+    assert_ne!(copy, f.image);
+    assert_eq!(image_keys(&own, &copy).await, vec![f.own_key.clone()]);
+    assert_eq!(versions(&moto, "web", &template).await, (Some("2".into()), 1));
+    assert_eq!(version_image_as_written(&moto, &template, "2").await, "resolve:ssm:/asg-cmk-operator/web");
+    applies_with_no_write(&moto, &config);
+
+    // The pipeline publishes another image of OTHER's: copied and published, and the group
+    // follows it through the same version.
+    let snapshot = encrypted_snapshot(&other, &f.foreign).await;
+    let next_image = image_from_snapshot(&other, "golden-2", &snapshot).await;
+    share_image(&other, &next_image, OWN).await;
+    share_snapshot(&other, &snapshot, OWN).await;
+    put_parameter(&moto, "/golden/ami", &next_image);
+    moto.reset_calls();
+    apply();
+    let out = apply();
+    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+    let calls = moto.calls();
+    let counted = ["CopyImage", "PutParameter", "CreateLaunchTemplateVersion", "UpdateAutoScalingGroup"];
+    assert_eq!(counted.map(|a| count(&calls, a)), [1, 1, 0, 0], "{:?}", writes(&calls));
+    let next_copy = parameter(&own, "/asg-cmk-operator/web").await;
+    assert!(next_copy != copy && next_copy != next_image, "{next_copy}");
+    assert_eq!(image_keys(&own, &next_copy).await, vec![f.own_key.clone()]);
+    assert_eq!(versions(&moto, "web", &template).await, (Some("2".into()), 1));
+    applies_with_no_write(&moto, &config);
+    checked_within_the_policy(&decisions(&moto), &["ssm:GetParameter", "ssm:PutParameter", "ssm:GetParameters"]);
+}
+
+/// No call was refused, and each of `actions` was checked and allowed.
+fn checked_within_the_policy(decisions: &[serde_json::Value], actions: &[&str]) {
+    let refused: Vec<&serde_json::Value> = decisions.iter().filter(|d| d["allowed"] != true).collect();
+    assert!(refused.is_empty(), "{refused:#?}");
+    for action in actions {
+        assert!(decisions.iter().any(|d| d["action"] == *action), "{action} was never checked");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_pipelines_versions_neither_confuse_the_operator_nor_move_the_default() {
     let (moto, f, own, _dir, config) = web_on_its_template().await;
@@ -571,8 +646,7 @@ async fn clean_up_removes_only_the_copy_nothing_launches_within_the_generated_po
     assert_eq!(counted, [1, 1, 1], "{:?}\n{}", writes(&calls), stderr(&out));
     assert_eq!(image_and_snapshot_exist(&own, &web_copy, &web_snapshot).await, (false, false));
     assert_eq!(image_and_snapshot_exist(&own, &api_copy, &api_snapshot).await, (true, true));
-    let refused: Vec<serde_json::Value> = decisions(&moto).into_iter().filter(|d| d["allowed"] != true).collect();
-    assert!(refused.is_empty(), "{refused:#?}");
+    checked_within_the_policy(&decisions(&moto), &["ec2:DeregisterImage", "ec2:DeleteSnapshot"]);
     moto.reset_calls();
     let out = apply();
     assert!(out.status.success() && writes(&moto.calls()).is_empty(), "{:?}", writes(&moto.calls()));
@@ -718,3 +792,4 @@ async fn a_key_shared_the_consoles_way_is_judged_on_its_policy_and_copied() {
     let copy = version_image(&moto, &f.template, named.as_deref().unwrap()).await;
     assert_eq!(image_keys(&own, &copy).await, vec![f.own_key.clone()]);
 }
+

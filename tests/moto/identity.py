@@ -338,7 +338,10 @@ def _launch_template_checks(req):
     group given a launch template needs ec2:RunInstances (checked with the template,
     ec2:LaunchTemplate), iam:PassRole for the template's instance profile, and
     ec2:CreateTags "to tag instances and volumes on launch when a launch template with a
-    tag specification is provided" (ec2:CreateAction RunInstances)."""
+    tag specification is provided" (ec2:CreateAction RunInstances); and ssm:GetParameters
+    on the parameter a template names its image by ("This allows the parameter value to be
+    validated": EC2 Auto Scaling User Guide, "Use AWS Systems Manager parameters instead of
+    AMI IDs in launch templates")."""
     from moto.ec2.models import ec2_backends
 
     checks = []
@@ -358,7 +361,23 @@ def _launch_template_checks(req):
         tagged = {s.get("ResourceType") for s in (data.get("TagSpecifications") or [])} if isinstance(data, dict) else set()
         for kind in sorted(tagged & {"instance", "volume"}):
             checks.append(Check("ec2:CreateTags", _ec2_resource(req, kind, "*"), {"ec2:createaction": ["RunInstances"]}))
+        image = data.get("ImageId") if isinstance(data, dict) else None
+        if isinstance(image, str) and image.startswith("resolve:ssm:"):
+            checks.append(Check("ssm:GetParameters", _parameter_arn(req, image[len("resolve:ssm:") :])))
     return checks
+
+
+def _parameter_arn(req, name):
+    """arn:PARTITION:ssm:REGION:ACCOUNT:parameter/NAME, for a name with or without its
+    leading slash (Service Authorization Reference, AWS Systems Manager: parameter)."""
+    return f"arn:{_partition(req)}:ssm:{req.region}:{req.account}:parameter/{name.lstrip('/')}"
+
+
+def _ssm(action):
+    def authorize(req, _):
+        return [Check(action, _parameter_arn(req, req.params.get("Name", "")))]
+
+    return authorize
 
 
 AUTHORIZERS = {
@@ -380,6 +399,8 @@ AUTHORIZERS = {
     ("ec2", "CreateLaunchTemplateVersion"): _template("ec2:CreateLaunchTemplateVersion"),
     ("ec2", "ModifyLaunchTemplate"): _template("ec2:ModifyLaunchTemplate"),
     ("ec2", "DeregisterImage"): _tagged("ec2:DeregisterImage", "image", "ImageId"),
+    ("ssm", "GetParameter"): _ssm("ssm:GetParameter"),
+    ("ssm", "PutParameter"): _ssm("ssm:PutParameter"),
     ("ec2", "DeleteSnapshot"): _tagged("ec2:DeleteSnapshot", "snapshot", "SnapshotId"),
     ("autoscaling", "CreateLaunchConfiguration"): _create_launch_configuration,
     ("kms", "DescribeKey"): _kms("DescribeKey"),

@@ -14,8 +14,17 @@ pub(super) const DEFAULTS_FIELDS: [&str; 8] = [
     "reencryptCleanup",
 ];
 pub(super) const ACCOUNT_FIELDS: [&str; 2] = ["id", "roleArn"];
-pub(super) const BINDING_FIELDS: [&str; 8] =
-    ["asg", "account", "key", "keys", "region", "serviceLinkedRoleSuffix", "strategy", "reencryptWith"];
+pub(super) const BINDING_FIELDS: [&str; 9] = [
+    "asg",
+    "account",
+    "key",
+    "keys",
+    "region",
+    "serviceLinkedRoleSuffix",
+    "strategy",
+    "reencryptWith",
+    "reencryptParameter",
+];
 pub(super) const SELECTOR_FIELDS: [&str; 9] = [
     "name",
     "account",

@@ -122,6 +122,25 @@ fn reencrypt_binds_the_group_to_its_own_key_and_remembers_the_keys_it_replaces()
 }
 
 #[test]
+fn reencrypt_parameter_is_a_parameter_path_and_only_with_reencrypt() {
+    let with = |extra: &str| {
+        format!(
+            "version: 1\nbindings:\n  - asg: a\n    account: \"111122223333\"\n    keys: [{KEY_A}, {KEY_B}]\n{extra}"
+        )
+    };
+    let reencrypt = format!("    strategy: reencrypt\n    reencryptWith: {KEY_A}\n");
+    let d = parse(&with(&format!("{reencrypt}    reencryptParameter: /ops/web-ami\n")), "t").unwrap();
+    let parameters: Vec<Option<&str>> = d.bindings.iter().map(|b| b.reencrypt_parameter.as_deref()).collect();
+    assert_eq!(parameters, [Some("/ops/web-ami")], "on the re-encrypted binding");
+    for bad in ["ops/web", "/aws/x", "/SSM/x", "/a b", "/a//b", "/a/", "/"] {
+        let e = parse(&with(&format!("{reencrypt}    reencryptParameter: \"{bad}\"\n")), "t").unwrap_err();
+        assert_eq!(e.errors[0].location, "bindings[0].reencryptParameter", "{bad}: {:?}", e.errors);
+    }
+    let e = parse(&with("    reencryptParameter: /ops/web\n"), "t").unwrap_err();
+    assert!(e.errors[0].message.contains("applies only with `strategy: reencrypt`"), "{:?}", e.errors);
+}
+
+#[test]
 fn reencrypt_needs_an_own_key_and_a_key_of_another_account() {
     let entry = |extra: &str, key: &str| {
         errors(&format!("version: 1\nbindings:\n  - asg: a\n    account: \"111122223333\"\n    key: {key}\n{extra}"))

@@ -206,14 +206,16 @@ impl Validator {
             }
         }
         let reencrypt = self.strategy(map, path, account.as_ref(), region.as_deref(), &keys);
+        let reencrypt_parameter = self.reencrypt_parameter(map, path, reencrypt.is_some());
         if self.errors.len() != before {
             return None;
         }
         let asg = AsgRef::new(account?, region?, asg?);
-        let binding = |key, reencrypt_from| Binding {
+        let binding = |key, reencrypt_from: Option<Arc<[KeyArn]>>| Binding {
             asg: asg.clone(),
             key,
             slr_suffix: suffix.clone(),
+            reencrypt_parameter: reencrypt_parameter.clone().filter(|_: &Arc<str>| reencrypt_from.is_some()),
             reencrypt_from,
             origin: Default::default(),
         };
@@ -248,6 +250,35 @@ impl Validator {
         );
         }
         suffix
+    }
+
+    /// `reencryptParameter`: the Systems Manager parameter a re-encrypted group's copy is
+    /// published to, for groups whose image comes from a parameter. A name of the
+    /// parameter hierarchy (SSM API Reference, PutParameter, Name: up to 1011 characters of
+    /// `a-zA-Z0-9_.-/`, not beginning with `aws` or `ssm`), here starting with `/`, so that
+    /// its ARN is `…:parameter/NAME-WITHOUT-THE-SLASH`.
+    pub(super) fn reencrypt_parameter(&mut self, map: &Mapping, path: &str, reencrypt: bool) -> Option<Arc<str>> {
+        let name = self.string(map, path, "reencryptParameter", false)?;
+        let at = join(path, "reencryptParameter");
+        if !reencrypt {
+            self.err(at, "applies only with `strategy: reencrypt`");
+            return None;
+        }
+        let valid = name.len() <= 1011
+            && name.starts_with('/')
+            && name.len() > 1
+            && !name.ends_with('/')
+            && !name.contains("//")
+            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-/".contains(&b));
+        let head = name.trim_start_matches('/').to_ascii_lowercase();
+        if !valid || head.starts_with("aws") || head.starts_with("ssm") {
+            self.err(
+                at,
+                format!("{name:?} is not a parameter name: `/` and then up to 1010 characters of a-z, A-Z, 0-9, `_.-/`, not beginning with `aws` or `ssm`"),
+            );
+            return None;
+        }
+        Some(Arc::from(name))
     }
 
     /// `strategy` and `reencryptWith`: the key to re-encrypt with, for `strategy:

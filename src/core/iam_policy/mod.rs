@@ -541,6 +541,7 @@ mod tests {
             key: KeyArn::parse(handoff).unwrap(),
             slr_suffix: None,
             reencrypt_from: None,
+            reencrypt_parameter: None,
             origin: Default::default(),
         });
         let before = policy(&desired(), &acct("111122223333")).unwrap();

@@ -54,6 +54,25 @@ pub(super) fn reencrypt_statements(out: &mut Vec<Value>, mine: &[&Binding], acco
     ));
     copy_key_statements(out, &re, &via);
     out.push(statement("MakeTemplateVersions", &["ec2:CreateLaunchTemplateVersion"], &templates, None));
+    // `reencryptParameter`: the parameter is read and written, and pointing a group at a
+    // template whose image resolves through it checks `ssm:GetParameters` on it (EC2 Auto
+    // Scaling User Guide, "Use AWS Systems Manager parameters instead of AMI IDs in launch
+    // templates"). Its ARN is `parameter` and the name, which begins with `/`.
+    let parameters: BTreeSet<String> = re
+        .iter()
+        .filter_map(|b| {
+            let name = b.reencrypt_parameter.as_deref()?;
+            Some(format!("arn:{partition}:ssm:{}:{account}:parameter{name}", b.asg.region))
+        })
+        .collect();
+    if !parameters.is_empty() {
+        out.push(statement(
+            "PublishCopiesToParameters",
+            &["ssm:GetParameter", "ssm:PutParameter", "ssm:GetParameters"],
+            &parameters,
+            None,
+        ));
+    }
     launch_source_statements(out, &regions, account, partition);
 }
 

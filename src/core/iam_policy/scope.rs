@@ -108,6 +108,7 @@ pub fn selector_bindings(selectors: &[Selector]) -> impl Iterator<Item = Binding
                 key,
                 slr_suffix: s.slr_suffix.clone(),
                 reencrypt_from,
+                reencrypt_parameter: None,
                 origin: origin.clone(),
             };
             let out: Vec<Binding> = match &s.reencrypt_with {

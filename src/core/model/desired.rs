@@ -19,6 +19,10 @@ pub struct Binding {
     /// use now, which the operator replaces with copies under `key` (procedure case 2,
     /// solution 1). None for the default strategy, a grant on each key.
     pub reencrypt_from: Option<Arc<[KeyArn]>>,
+    /// `reencryptParameter` (with `strategy: reencrypt`): the Systems Manager parameter the
+    /// operator publishes the copy's AMI id to, when the group's image comes from a
+    /// parameter; its new version names the image `resolve:ssm:` this one.
+    pub reencrypt_parameter: Option<Arc<str>>,
     /// The config's `bindings`, or a selector's sweep.
     pub origin: Origin,
 }

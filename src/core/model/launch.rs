@@ -59,6 +59,8 @@ pub struct SourceRead {
     /// [`crate::core::launch::Image::billing`]): which. EC2 does not copy it (EC2 User
     /// Guide, "Copy an Amazon EC2 AMI").
     pub billed: Option<String>,
+    /// For a version the operator made: the version it was made from.
+    pub made_from: Option<u64>,
     /// For a version the operator made, which the group is pointed at: what the group
     /// followed before (`$Default` or `$Latest`, as the version's description records),
     /// read now, once it has moved to another writer's version (a pipeline's new default
@@ -132,6 +134,9 @@ pub struct ReencryptReads {
     /// `defaults.reencryptCleanup`: the operator's copies in a place that nothing
     /// launches or may launch any more (see [`crate::core::reencrypt::cleanup`]).
     pub unused: BTreeMap<GroupsAt, Vec<OwnCopy>>,
+    /// `reencryptParameter`: each parameter of the operator's, by account, Region and
+    /// name: the AMI id it holds, None when it does not exist.
+    pub parameters: BTreeMap<CopyAt, Result<Option<String>, Failure>>,
 }
 
 impl ReencryptReads {
@@ -142,6 +147,7 @@ impl ReencryptReads {
         self.access.extend(newer.access);
         self.configurations.extend(newer.configurations);
         self.source_policies.extend(newer.source_policies);
+        self.parameters.extend(newer.parameters);
         // What is unused is planned from the round that read it only: a later round that
         // does not look again (nothing in play there) must not delete it a second time.
         self.unused = newer.unused;

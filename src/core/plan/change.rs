@@ -79,6 +79,7 @@ impl Change {
                 Write::CreateVersion { .. } => "CreateLaunchTemplateVersion",
                 Write::PointGroup { .. } | Write::UseConfiguration { .. } => "UpdateAutoScalingGroup",
                 Write::CopyConfiguration { .. } => "CreateLaunchConfiguration",
+                Write::PutParameter { .. } => "PutParameter",
             },
             Change::DeleteCopy { .. } => "DeregisterImage",
         }
@@ -118,7 +119,7 @@ impl Change {
                 Write::CopyImage { source_image, .. } => source_image.clone(),
                 Write::CreateVersion { template_id, .. } => template_id.clone(),
                 Write::PointGroup { .. } | Write::UseConfiguration { .. } => asg.name.clone(),
-                Write::CopyConfiguration { name, .. } => name.clone(),
+                Write::CopyConfiguration { name, .. } | Write::PutParameter { name, .. } => name.clone(),
             },
             Change::DeleteCopy { copy, .. } => copy.image_id.clone(),
         }

@@ -106,6 +106,7 @@ fn binding(asg: &str, key: &str) -> Binding {
         key: KeyArn::parse(key).unwrap(),
         slr_suffix: None,
         reencrypt_from: None,
+        reencrypt_parameter: None,
         origin: Default::default(),
     }
 }
@@ -890,6 +891,7 @@ fn check_observed_table() {
                 key: KeyArn::parse(OWN_KEY).unwrap(),
                 slr_suffix: None,
                 reencrypt_from: None,
+                reencrypt_parameter: None,
                 origin: Default::default(),
             }],
             observed: |_| Observed::default(),

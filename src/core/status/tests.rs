@@ -23,6 +23,7 @@ fn desired(keys: &[&str]) -> Desired {
             key: KeyArn::parse(k).unwrap(),
             slr_suffix: None,
             reencrypt_from: None,
+            reencrypt_parameter: None,
             origin: Default::default(),
         });
     }

@@ -239,6 +239,7 @@ pub(super) async fn launch_configurations(
                 spot: lc.spot_price().is_some_and(|p| !p.is_empty()),
                 template: None,
                 image_parameter: None,
+                made_from: None,
             };
             out.insert(name, spec);
         }

@@ -16,6 +16,7 @@ pub mod events;
 mod execute;
 mod mapping;
 mod observe;
+mod parameters;
 mod reads;
 mod reencrypt;
 pub mod select;
@@ -108,6 +109,7 @@ pub struct Account {
     asg: Mutex<HashMap<String, aws_sdk_autoscaling::Client>>,
     ec2: Mutex<HashMap<String, aws_sdk_ec2::Client>>,
     sqs: Mutex<HashMap<String, aws_sdk_sqs::Client>>,
+    ssm: Mutex<HashMap<String, aws_sdk_ssm::Client>>,
     /// By region: where the last sweep of scaling activities stopped, and what it found.
     swept: Mutex<HashMap<String, crate::core::activity::Swept>>,
     /// Numbered launch template versions read in earlier passes (they never change).
@@ -132,6 +134,7 @@ impl Account {
             asg: Mutex::default(),
             ec2: Mutex::default(),
             sqs: Mutex::default(),
+            ssm: Mutex::default(),
             swept: Mutex::default(),
             template_versions: Mutex::new(discover::VersionCache::new(discover::VERSION_CACHE)),
         }
@@ -223,6 +226,19 @@ impl Account {
                 let conf =
                     aws_sdk_sqs::config::Builder::from(&self.config).region(Region::new(region.to_owned())).build();
                 aws_sdk_sqs::Client::from_conf(conf)
+            })
+            .clone()
+    }
+
+    /// Systems Manager, for the parameters re-encrypted groups' copies are published to.
+    pub(crate) fn ssm(&self, region: &str) -> aws_sdk_ssm::Client {
+        let mut clients = self.ssm.lock().expect("client lock");
+        clients
+            .entry(region.to_owned())
+            .or_insert_with(|| {
+                let conf =
+                    aws_sdk_ssm::config::Builder::from(&self.config).region(Region::new(region.to_owned())).build();
+                aws_sdk_ssm::Client::from_conf(conf)
             })
             .clone()
     }

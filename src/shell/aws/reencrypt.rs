@@ -34,6 +34,7 @@ pub async fn observe(
     observed: &mut Observed,
 ) {
     read_copies(handles, desired, reads, observed).await;
+    read_parameters(handles, desired, reads, observed).await;
     let mut access: BTreeSet<(KeyArn, Slr)> = BTreeSet::new();
     each_need_of(desired, reads, observed, |b, needs| {
         access.extend(needs.access.iter().map(|k| (k.clone(), b.slr())));
@@ -106,6 +107,24 @@ async fn read_copies(
             };
             observed.reencrypt.copies.insert((account, region.clone(), name), r);
         }
+    }
+}
+
+/// The operator's parameters the groups' next steps need, each read once.
+async fn read_parameters(
+    handles: &BTreeMap<AccountId, Arc<Account>>,
+    desired: &Desired,
+    reads: &Reads,
+    observed: &mut Observed,
+) {
+    let mut names: BTreeSet<(AccountId, String, String)> = BTreeSet::new();
+    each_need(desired, reads, observed, |asg, needs| {
+        names.extend(needs.parameter.map(|p| (asg.account, asg.region.clone(), p)));
+    });
+    for at in names {
+        let Some(handle) = handles.get(&at.0) else { continue };
+        let r = super::parameters::get(handle, &at.1, &at.2).await;
+        observed.reencrypt.parameters.insert(at, r);
     }
 }
 
@@ -182,7 +201,9 @@ async fn progress(account: &Account, region: &str, snapshots: Vec<String>) -> Re
 }
 
 /// The versions of `template` that launch `image` (DescribeLaunchTemplateVersions,
-/// filter `image-id`: EC2 API Reference), every page.
+/// filter `image-id`: EC2 API Reference), every page. An image named through a parameter
+/// (`resolve:ssm:…`) is matched as written, over every version: the reference documents
+/// the filter for AMI ids only.
 async fn versions_with_image(
     account: &Account,
     region: &str,
@@ -191,12 +212,14 @@ async fn versions_with_image(
 ) -> Result<Vec<VersionSeen>, Failure> {
     let mut out = Vec::new();
     let mut token: Option<String> = None;
+    let by_filter = !image.starts_with(reencrypt::RESOLVE);
     loop {
         let request = account
             .ec2(region)
             .describe_launch_template_versions()
             .launch_template_id(template)
-            .filters(Filter::builder().name("image-id").values(image).build())
+            .set_filters(by_filter.then(|| vec![Filter::builder().name("image-id").values(image).build()]))
+            .max_results(200)
             .set_next_token(token.take())
             .send();
         let page = account.send("ec2", "DescribeLaunchTemplateVersions", request).await?;
@@ -248,6 +271,7 @@ pub async fn execute(account: &Account, asg: &AsgRef, key: &KeyArn, write: &Writ
         Write::PointGroup { template_id, name, version } => {
             point_group(account, asg, template_id, name.as_deref(), version).await
         }
+        Write::PutParameter { name, image_id } => super::parameters::put(account, region, name, image_id).await,
     }
 }
 

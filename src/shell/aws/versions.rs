@@ -40,16 +40,10 @@ pub(crate) struct TemplateVersion {
 }
 
 impl TemplateVersion {
-    /// For a version the operator made: the version it was made from and what the group
-    /// followed to it, when that is `$Default` or `$Latest`, which can move since. A
-    /// number cannot.
+    /// Whether the operator made it, as its description says (in any of the forms the
+    /// operator has written).
     fn is_operators(&self) -> bool {
         self.description.as_deref().is_some_and(|d| d.starts_with("asg-cmk-operator: version "))
-    }
-
-    fn follows(&self) -> Option<(u64, &str)> {
-        let (from, followed) = reencrypt::followed_by(self.description.as_deref()?)?;
-        (numbered(followed).is_none()).then_some((from, followed))
     }
 
     /// Whether its image is a Systems Manager parameter, whose AMI can change under the
@@ -79,6 +73,7 @@ impl TemplateVersion {
             spot: false,
             template: self.id.clone().zip(self.number),
             image_parameter: self.image_id.clone().filter(|_| self.image_is_parameter()),
+            made_from: self.description.as_deref().and_then(reencrypt::followed_by).map(|(from, _)| from),
         }
     }
 }
@@ -254,11 +249,42 @@ pub(super) fn template_spec(
     Ok(v.spec(requested, via, image_id))
 }
 
+/// What the group on a version the operator made followed before, as the version's
+/// description records it.
+struct Followed {
+    /// The source, naming the template by what the group followed (`$Default`, `$Latest`
+    /// or a number).
+    source: LaunchSource,
+    /// What the group followed, when it can move (`$Default`, `$Latest`).
+    moving: Option<VersionRef>,
+    /// The version the operator's was made from, and its number.
+    from: (VersionRef, u64),
+    /// The operator's version itself.
+    on: Option<u64>,
+    /// Its image comes from the operator's parameter: the version it was made from is
+    /// read each pass, since what its parameter names can change under it.
+    parameter: bool,
+}
+
+fn followed(s: &LaunchSource, v: &TemplateVersion) -> Option<Followed> {
+    let (from, selector) = reencrypt::followed_by(v.description.as_deref()?)?;
+    let (Some(id), LaunchSource::Template { name, via, .. }) = (&v.id, s) else { return None };
+    let at = |version: &str| VersionRef { template: TemplateRef::Id(id.clone()), version: version.to_owned() };
+    let moving = numbered(selector).is_none().then(|| at(selector));
+    let parameter = v.image_is_parameter();
+    if moving.is_none() && !parameter {
+        return None;
+    }
+    let source = LaunchSource::Template { id: Some(id.clone()), name: name.clone(), version: selector.to_owned(), via };
+    Some(Followed { source, moving, from: (at(&from.to_string()), from), on: v.number, parameter })
+}
+
 /// The sources on a version the operator made whose group followed `$Default` or
 /// `$Latest` before, where that has moved since to a version that is neither the one the
-/// operator's was made from nor one of the operator's: each with the source that names
-/// the template by that selector, and what launches from it use now. One read of each
-/// selector a template, a pass (it moves, so it is never kept).
+/// operator's was made from nor one of the operator's; and those whose image comes from
+/// the operator's parameter, with the version it was made from. Each with the source
+/// that names the template by what the group followed, and what that launches now. One
+/// read of each selector a template, a pass (it moves, so it is never kept).
 pub(super) async fn moved_sources(
     account: &Arc<Account>,
     region: &str,
@@ -266,30 +292,27 @@ pub(super) async fn moved_sources(
     versions: &Versions,
     limit: usize,
 ) -> BTreeMap<LaunchSource, Result<(LaunchSource, LaunchSpec), Failure>> {
-    let mut followed: BTreeMap<&LaunchSource, (LaunchSource, VersionRef, u64, Option<u64>)> = BTreeMap::new();
+    let mut all: BTreeMap<&LaunchSource, Followed> = BTreeMap::new();
     for s in sources {
         let Some(Ok(v)) = VersionRef::of(s).and_then(|r| versions.get(&r)) else { continue };
-        let (Some((from, selector)), Some(id), LaunchSource::Template { name, via, .. }) = (v.follows(), &v.id, s)
-        else {
-            continue;
-        };
-        let source =
-            LaunchSource::Template { id: Some(id.clone()), name: name.clone(), version: selector.to_owned(), via };
-        let r = VersionRef { template: TemplateRef::Id(id.clone()), version: selector.to_owned() };
-        followed.insert(s, (source, r, from, v.number));
+        if let Some(f) = followed(s, v) {
+            all.insert(s, f);
+        }
     }
-    let wanted = followed.values().map(|(_, r, ..)| r.clone()).collect();
+    let wanted =
+        all.values().flat_map(|f| f.moving.iter().cloned().chain(f.parameter.then(|| f.from.0.clone()))).collect();
     let now = template_versions(account, region, wanted, limit).await;
     let images_now = resolve_images(account, region, &now, limit).await;
     let mut out = BTreeMap::new();
-    for (s, (source, r, from, on)) in followed {
-        let moved = match now.get(&r) {
-            Some(Ok(v)) => v.number != Some(from) && v.number != on && !v.is_operators(),
+    for (s, f) in all {
+        let moved = f.moving.filter(|r| match now.get(r) {
+            Some(Ok(v)) => v.number != Some(f.from.1) && v.number != f.on && !v.is_operators(),
             _ => true,
-        };
-        if moved {
-            out.insert(s.clone(), template_spec(&source, &now, &images_now).map(|spec| (source, spec)));
-        }
+        });
+        let Some(target) = moved.or(f.parameter.then_some(f.from.0)) else { continue };
+        let LaunchSource::Template { id, name, via, .. } = &f.source else { continue };
+        let read_as = LaunchSource::Template { id: id.clone(), name: name.clone(), version: target.version, via };
+        out.insert(s.clone(), template_spec(&read_as, &now, &images_now).map(|spec| (f.source, spec)));
     }
     out
 }
