@@ -291,7 +291,7 @@ pub fn next(b: &Binding, own: &KeyArn, launch: &GroupLaunch, s: &SourceRead, rea
         let why = || {
             format!("image {image} of {what} has snapshots encrypted with another account's key ({}): copy it encrypted with {own}", keys.join(", "))
         };
-        match copied(b, own, (&image, &s.unshared_snapshots, s.billed.as_deref()), reads, why) {
+        match copied(b, own, (&image, &s.unshared_snapshots, s.billed.as_deref(), launch), reads, why) {
             Copied::Available(id) => id,
             Copied::Not(next) => return next,
         }
@@ -381,7 +381,7 @@ enum Copied {
 fn copied(
     b: &Binding,
     own: &KeyArn,
-    (image, s_unshared, billed): (&str, &[String], Option<&str>),
+    (image, s_unshared, billed, launch): (&str, &[String], Option<&str>, &GroupLaunch),
     reads: &ReencryptReads,
     why: impl Fn() -> String,
 ) -> Copied {
@@ -399,7 +399,7 @@ fn copied(
             if let Some(next) = unshared(b, image, s_unshared) {
                 return Copied::Not(next);
             }
-            if let Some(next) = copy_refused(b, reads) {
+            if let Some(next) = copy_refused(b, reads, launch) {
                 return Copied::Not(next);
             }
             let write = Write::CopyImage { source_image: image.to_owned(), name };
@@ -690,10 +690,17 @@ mod tests {
         let s = source("$Default", &[FOREIGN]);
         let w = write(next_of(&s, &reads(None, DryRun::Allowed, 1, false, &[])));
         assert_eq!(w, Write::CopyImage { source_image: "ami-src".into(), name: copy_name("ami-src", &key(OWN)) });
-        let n = next_of(&s, &reads(None, DryRun::Refused, 1, false, &[]));
+        // A refused dry run holds the copy while the account cannot describe the key.
+        let mut undescribed = launch();
+        undescribed.keys.retain(|k| k.key_ref != FOREIGN);
+        let n = next(&binding(), &key(OWN), &undescribed, &s, &reads(None, DryRun::Refused, 1, false, &[]));
         assert_eq!(waited(&n), Some(Wait::KeyOwner));
         let f = waits(n);
         assert!(f.message.contains("arn:aws:iam::111122223333:root") && f.message.contains("kms:CreateGrant"), "{f}");
+        // Described, it is shared with the account: the copy's grants are for an AWS
+        // resource, which a dry run cannot test, so the copy is tried.
+        let w = write(next_of(&s, &reads(None, DryRun::Refused, 1, false, &[])));
+        assert!(matches!(w, Write::CopyImage { .. }), "{w:?}");
         let n = next_of(&s, &reads(Some("pending"), DryRun::Allowed, 1, false, &[]));
         assert_eq!(waited(&n), Some(Wait::Copy));
         let f = waits(n);

@@ -762,19 +762,23 @@ async fn an_image_whose_snapshots_are_not_shared_waits_for_its_owner_and_is_not_
     assert_eq!(versions(&moto, "web", &f.template).await, (Some("2".into()), 1));
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_key_shared_the_consoles_way_is_judged_on_its_policy_and_copied() {
-    // The owner allows OWN to use the key and to create grants for AWS resources only, as
-    // the KMS console shares a key: a dry run of a plain grant would be refused, yet the
-    // copy works. The owner is under `accounts`, so its policy is read and judged.
-    let moto = Moto::start();
-    let console = owners_policy_and(serde_json::json!([
+/// The key policy of a key `OTHER` shares with `OWN` the way the KMS console shares a key:
+/// use, and grants for AWS resources only.
+fn console_policy() -> String {
+    owners_policy_and(serde_json::json!([
         {"Sid": "Use", "Effect": "Allow", "Principal": {"AWS": format!("arn:aws:iam::{OWN}:root")},
          "Action": ["kms:Encrypt", "kms:Decrypt", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:DescribeKey"], "Resource": "*"},
         {"Sid": "Attachment", "Effect": "Allow", "Principal": {"AWS": format!("arn:aws:iam::{OWN}:root")},
          "Action": ["kms:CreateGrant", "kms:ListGrants", "kms:RevokeGrant"], "Resource": "*",
-         "Condition": {"Bool": {"kms:GrantIsForAWSResource": "true"}}}]));
-    let f = fleet(&moto, Some(&console)).await;
+         "Condition": {"Bool": {"kms:GrantIsForAWSResource": "true"}}}]))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_key_shared_the_consoles_way_is_judged_on_its_policy_and_copied() {
+    // A dry run of a plain grant would be refused, yet the copy works. The owner is under
+    // `accounts`, so its policy is read and judged.
+    let moto = Moto::start();
+    let f = fleet(&moto, Some(&console_policy())).await;
     let (own, dir, _) = web_on(&moto, &f).await;
     let text = format!(
         "version: 1\naccounts:\n  - id: \"{OTHER}\"\n    roleArn: {OTHER_ROLE}\nbindings:\n{}",
@@ -793,3 +797,22 @@ async fn a_key_shared_the_consoles_way_is_judged_on_its_policy_and_copied() {
     assert_eq!(image_keys(&own, &copy).await, vec![f.own_key.clone()]);
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_handoff_key_shared_the_consoles_way_is_copied_though_a_plain_grant_is_refused() {
+    // The owner is not under `accounts`: its policy cannot be read, and the dry run of a
+    // plain grant is refused. OWN could describe the key, so it is shared with OWN; the copy
+    // is tried, and works.
+    let moto = Moto::start();
+    let f = fleet(&moto, Some(&console_policy())).await;
+    let (own, _dir, config) = web_on(&moto, &f).await;
+    converge(&moto, &config);
+    let calls = moto.calls_by_account();
+    assert!(
+        calls.iter().any(|(account, _, action)| account == OWN && action == "CreateGrant"),
+        "the dry run: {calls:?}"
+    );
+    let (named, _) = versions(&moto, "web", &f.template).await;
+    let copy = version_image(&moto, &f.template, named.as_deref().unwrap()).await;
+    assert_eq!(image_keys(&own, &copy).await, vec![f.own_key.clone()]);
+    applies_with_no_write(&moto, &config);
+}

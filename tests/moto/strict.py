@@ -490,6 +490,7 @@ class Strict:
             ("kms", "PutKeyPolicy"): self._put_key_policy,
             ("kms", "GetKeyPolicy"): self._get_key_policy,
             ("kms", "CreateGrant"): self._create_grant,
+            ("kms", "DescribeKey"): self._describe_key,
             ("kms", "ListGrants"): self._list_grants,
             ("kms", "ListRetirableGrants"): self._list_retirable_grants,
             ("autoscaling", "CreateAutoScalingGroup"): self._asg_service_linked_role,
@@ -662,6 +663,44 @@ class Strict:
             self._remember_grant(req, key, reply.json()["GrantId"])
         return _send(reply, start_response)
 
+    def _describe_key(self, req, app, start_response):
+        """KMS Developer Guide, "Allowing users in other accounts to use a KMS key": a
+        caller in another account than the key's may use it (DescribeKey among the
+        operations) only when the key policy allows the caller's account or the caller, as
+        well as its IAM policy; the IAM half is identity.py's. moto lets any account
+        describe any key it names by ARN. The refusal is KMS's AccessDeniedException, in the
+        words that say a resource-based policy refused."""
+        key = self._key(req)
+        if key is None or key.arn.split(":")[4] == req.account:
+            return app(req.environ, start_response)
+        why = self._resource_refusal(req, key, "kms:DescribeKey")
+        if why:
+            return _reject(req, start_response, "AccessDeniedException", why)
+        return app(req.environ, start_response)
+
+    def _resource_refusal(self, req, key, action):
+        """Why the key policy refuses ``action`` to the caller of another account, or
+        None: an Allow for its account (root ARN, bare id or "*") or the caller is needed,
+        with no condition (one conditioned on ``kms:GrantIsForAWSResource`` true does not
+        count: the caller's own call is for no AWS resource); an unconditional Deny wins."""
+        partition = key.arn.split(":")[1]
+        names = {f"arn:{partition}:iam::{req.account}:root", req.account, "*"}
+        caller = identity_caller(req)
+        if caller:
+            names.add(caller)
+        doc = kms_access.parse(self.shown_policy(key))
+        denied = kms_access.caller_denied(doc, key.arn, names, action)
+        if not denied and kms_access.caller_allowed(doc, key.arn, names, action):
+            return None
+        # IAM User Guide, "Troubleshooting access denied error messages": the key policy is
+        # a resource-based policy, and KMS says which kind refused.
+        why = (
+            "with an explicit deny in a resource-based policy"
+            if denied
+            else f"because no resource-based policy allows the {action} action"
+        )
+        return f"User: {caller or req.account} is not authorized to perform: {action} on resource: {key.arn} {why}"
+
     def _dry_run_grant(self, req, key, start_response):
         """KMS Developer Guide, "Testing your permissions": CreateGrant with DryRun answers
         DryRunOperationException when the call would succeed and AccessDeniedException when
@@ -677,25 +716,8 @@ class Strict:
         as the real call would make them."""
         owner = key.arn.split(":")[4]
         if owner != req.account:
-            partition = key.arn.split(":")[1]
-            names = {f"arn:{partition}:iam::{req.account}:root", req.account, "*"}
-            caller = identity_caller(req)
-            if caller:
-                names.add(caller)
-            doc = kms_access.parse(self.shown_policy(key))
-            denied = kms_access.caller_denied(doc, key.arn, names, kms_access.GRANT_ACTION)
-            if denied or not kms_access.caller_allowed(doc, key.arn, names, kms_access.GRANT_ACTION):
-                # IAM User Guide, "Troubleshooting access denied error messages": the key
-                # policy is a resource-based policy, and KMS says which kind refused.
-                why = (
-                    "with an explicit deny in a resource-based policy"
-                    if denied
-                    else "because no resource-based policy allows the kms:CreateGrant action"
-                )
-                message = (
-                    f"User: {caller or req.account} is not authorized to perform: kms:CreateGrant on resource: "
-                    f"{key.arn} {why}"
-                )
+            message = self._resource_refusal(req, key, kms_access.GRANT_ACTION)
+            if message:
                 return _reject(req, start_response, "AccessDeniedException", message)
         if self.settings.get("key_state"):
             error = self._key_state_error(req)

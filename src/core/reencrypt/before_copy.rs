@@ -4,6 +4,7 @@
 //! EC2 AMI"). Where the image's or the key's owner must act, the exact request.
 
 use super::{missing, read_failed, Next};
+use crate::core::launch::GroupLaunch;
 use crate::core::model::desired::Binding;
 use crate::core::model::{AccountId, DryRun, KeyArn, Wait};
 use crate::core::reencrypt::ReencryptReads;
@@ -16,7 +17,16 @@ pub(super) fn replaced(b: &Binding) -> impl Iterator<Item = &KeyArn> {
 
 /// Why a copy cannot be made yet, if the owner of a key being replaced has not let the
 /// group's account use it: the statements to ask for, as the hand-off prints them.
-pub(super) fn copy_refused(b: &Binding, reads: &ReencryptReads) -> Option<Next> {
+///
+/// Where the owner's policy cannot be read (hand-off), a dry run of CreateGrant is all
+/// the account can judge by, and it tests a plain grant, while the copy's grants are for
+/// an AWS resource. A refused dry run is no block when the group's account could
+/// describe the key (`launch`'s keys, described with its credentials): its policy shares
+/// the key with the account, as the KMS console shares keys (use, and grants only for AWS
+/// resources), and the copy is tried. A copy the policy does not allow after all ends
+/// `failed`, with EC2's reason, and the binding says so.
+pub(super) fn copy_refused(b: &Binding, reads: &ReencryptReads, launch: &GroupLaunch) -> Option<Next> {
+    let described = |key: &KeyArn| launch.keys.iter().any(|k| matches!(&k.resolved, Ok((arn, _)) if arn == key));
     for key in replaced(b) {
         if let Some(policy) = reads.source_policies.get(key) {
             match policy {
@@ -30,6 +40,7 @@ pub(super) fn copy_refused(b: &Binding, reads: &ReencryptReads) -> Option<Next> 
         match reads.access.get(&(key.clone(), b.slr())) {
             None => return Some(Next::Stop(missing(format!("a dry run of CreateGrant on {key}")))),
             Some(Err(f)) => return Some(Next::Stop(read_failed(&format!("a dry run of CreateGrant on {key}"), f))),
+            Some(Ok(DryRun::Refused)) if described(key) => {}
             Some(Ok(DryRun::Refused)) => {
                 let statements = crate::core::policy::case2_statements(&[b.asg.account.root_arn(key.partition())]);
                 return Some(Next::Wait(
