@@ -300,6 +300,47 @@ async fn a_group_on_a_launch_configuration_moves_to_a_copy_of_it_and_the_origina
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn clean_up_deletes_an_unused_launch_configuration_copy_then_its_image() {
+    let (moto, f, own, asc, dir, _) = groups_on_a_launch_configuration().await;
+    let text = format!("version: 1\ndefaults:\n  reencryptCleanup: true\nbindings:\n{}", binding("web", &f));
+    let config = dir.write("cleanup.yaml", &text);
+    converge(&moto, &config);
+    let out = asc.describe_auto_scaling_groups().auto_scaling_group_names("web").send().await.unwrap();
+    let copy_lc = out.auto_scaling_groups()[0].launch_configuration_name().unwrap().to_owned();
+    let copy = copy_lc.rsplit_once('-').map(|(_, id)| format!("ami-{id}")).unwrap();
+    assert!(copy_lc.starts_with("web-lc-ami-"), "{copy_lc}");
+    applies_with_no_write(&moto, &config);
+
+    // web moves to a launch template of its own account's image: its configuration copy,
+    // and then the image copy, are used by nothing. batch keeps the original.
+    let snapshot = encrypted_snapshot(&own, &f.own_key).await;
+    let own_image = image_from_snapshot(&own, "own", &snapshot).await;
+    let template = launch_template(&own, "web-own", Some(&own_image), None).await;
+    let spec = aws_sdk_autoscaling::types::LaunchTemplateSpecification::builder().launch_template_id(template).build();
+    asc.update_auto_scaling_group().auto_scaling_group_name("web").launch_template(spec).send().await.unwrap();
+    moto.reset_calls();
+    let out = moto.operator(&["apply", "--config", &config]);
+    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+    let calls = moto.calls();
+    let counted = ["DeleteLaunchConfiguration", "DeregisterImage", "DeleteSnapshot"].map(|a| count(&calls, a));
+    assert_eq!(counted, [1, 1, 1], "{:?}", writes(&calls));
+    let names: Vec<String> = asc
+        .describe_launch_configurations()
+        .send()
+        .await
+        .unwrap()
+        .launch_configurations()
+        .iter()
+        .filter_map(|c| c.launch_configuration_name().map(str::to_owned))
+        .collect();
+    assert_eq!(names, ["web-lc"], "the copy goes, the original stays");
+    let ec2 = aws_sdk_ec2::Client::new(&own);
+    let images = ec2.describe_images().owners("self").send().await.unwrap();
+    assert!(!images.images().iter().any(|i| i.image_id() == Some(copy.as_str())), "{copy} is deregistered");
+    applies_with_no_write(&moto, &config);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_mixed_instances_policy_is_pointed_at_the_new_version_and_keeps_its_overrides() {
     use aws_sdk_autoscaling::types::{LaunchTemplate, LaunchTemplateOverrides, MixedInstancesPolicy};
     let moto = Moto::start();

@@ -399,6 +399,14 @@ AUTHORIZERS = {
     ("ec2", "CreateLaunchTemplateVersion"): _template("ec2:CreateLaunchTemplateVersion"),
     ("ec2", "ModifyLaunchTemplate"): _template("ec2:ModifyLaunchTemplate"),
     ("ec2", "DeregisterImage"): _tagged("ec2:DeregisterImage", "image", "ImageId"),
+    ("autoscaling", "DeleteLaunchConfiguration"): lambda req, _: [
+        # Service Authorization Reference, Amazon EC2 Auto Scaling: on the configuration.
+        Check(
+            "autoscaling:DeleteLaunchConfiguration",
+            f"arn:{_partition(req)}:autoscaling:{req.region}:{req.account}:launchConfiguration:*"
+            f":launchConfigurationName/{req.params.get('LaunchConfigurationName', '')}",
+        )
+    ],
     ("ssm", "GetParameter"): _ssm("ssm:GetParameter"),
     ("ssm", "PutParameter"): _ssm("ssm:PutParameter"),
     ("ec2", "DeleteSnapshot"): _tagged("ec2:DeleteSnapshot", "snapshot", "SnapshotId"),

@@ -317,7 +317,7 @@ fn group_account_statements(
     grant_statements(statements, mine, account, partition, (desired.operator.prune, &scoped.roles));
     reencrypt::reencrypt_statements(statements, mine, account, partition);
     if desired.operator.reencrypt_cleanup {
-        reencrypt::cleanup_statements(statements, mine, partition);
+        reencrypt::cleanup_statements(statements, mine, account, partition);
     }
     // Hand-off keys (their owner has no `accounts` entry): the operator cannot list
     // their grants with the owner's credentials, so it lists the grants this account

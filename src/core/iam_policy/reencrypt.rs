@@ -81,7 +81,7 @@ pub(super) fn reencrypt_statements(out: &mut Vec<Value>, mine: &[&Binding], acco
 /// Amazon EC2: DeregisterImage on `image*`, DeleteSnapshot on `snapshot*`, each with
 /// `aws:ResourceTag/${TagKey}`). The reads of what else launches (every launch template's
 /// default and latest version, every launch configuration) are among the reads.
-pub(super) fn cleanup_statements(out: &mut Vec<Value>, mine: &[&Binding], partition: &str) {
+pub(super) fn cleanup_statements(out: &mut Vec<Value>, mine: &[&Binding], account: &AccountId, partition: &str) {
     let regions: BTreeSet<&str> =
         mine.iter().filter(|b| b.reencrypt_from.is_some()).map(|b| b.asg.region.as_str()).collect();
     if regions.is_empty() {
@@ -98,6 +98,15 @@ pub(super) fn cleanup_statements(out: &mut Vec<Value>, mine: &[&Binding], partit
         &resources,
         Some(json!({"Null": {tagged: "false"}})),
     ));
+    // The operator's launch configuration copies, named `FROM-ami-…` (launch
+    // configurations take no tags to scope by).
+    let copies: BTreeSet<String> = regions
+        .iter()
+        .map(|r| {
+            format!("arn:{partition}:autoscaling:{r}:{account}:launchConfiguration:*:launchConfigurationName/*-ami-*")
+        })
+        .collect();
+    out.push(statement("CleanUpLaunchConfigurationCopies", &["autoscaling:DeleteLaunchConfiguration"], &copies, None));
 }
 
 /// The copies of launch configurations, and what pointing a group at a launch template

@@ -90,6 +90,9 @@ pub struct OwnCopy {
     pub state: String,
     /// The snapshots of its mappings, the copy's own.
     pub snapshots: Vec<String>,
+    /// Clean-up: the operator's launch configuration copies made with it that no group
+    /// uses, deleted before it is.
+    pub configurations: Vec<String>,
 }
 
 /// A launch template version with a given image, as read while a group still needs the

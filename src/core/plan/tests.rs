@@ -1538,6 +1538,7 @@ fn an_unused_copy_is_deleted_for_no_binding_last_and_only_with_clean_up_on() {
         name: "asg-cmk-operator/ami-src/k".into(),
         state: "available".into(),
         snapshots: vec!["snap-1".into()],
+        configurations: vec![],
     };
     o.reencrypt.unused.insert((acct(ASG_ACCT), "us-west-2".into()), vec![copy.clone()]);
     let deletes = |p: &Plan| -> Vec<PlannedChange> {

@@ -7,17 +7,33 @@
 //! - a step of a bound group needs it (by name: one being made, or not yet launched);
 //! - a bound group launches it;
 //! - any group of its account and Region launches it, or any launch template's default or
-//!   latest version, or any launch configuration, names it: RunInstances, EC2 Fleet,
-//!   Spot Fleet and AWS Batch launch a template's default or latest too;
+//!   latest version, or any launch configuration but the operator's own copies that no
+//!   group uses, names it: RunInstances, EC2 Fleet, Spot Fleet and AWS Batch launch a
+//!   template's default or latest too;
 //! - it is not `available` (a copy still pending, or a failed one, which the binding
 //!   names for its owner to deregister).
+//!
+//! The operator's launch configuration copies of it that no group uses go first (launch
+//! configurations cannot be changed, so re-encryption copies them: `{FROM}-{COPY}`).
 //!
 //! The first two are known from the pass; the place's launches are read whole only when a
 //! copy passes them, so a converged fleet reads one list of copies a place, no more.
 
 use std::collections::BTreeSet;
 
-use super::OwnCopy;
+use super::{configuration_name, OwnCopy};
+
+/// What launches, or may launch, in a place, as read whole for clean-up.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Launches {
+    /// The images of every group's launch template versions, and of every launch
+    /// template's default and latest version.
+    pub images: BTreeSet<String>,
+    /// Every launch configuration, by name, with its image.
+    pub configurations: Vec<(String, String)>,
+    /// The launch configurations some group uses.
+    pub used: BTreeSet<String>,
+}
 
 /// The copies that no bound group's step needs (`needed`, by name) and no bound group
 /// launches (`launched`, by image id): those whose place is read further.
@@ -32,19 +48,40 @@ pub fn candidates<'a>(
         .collect()
 }
 
-/// Of `candidates`, those that nothing in their place launches or may launch: `in_use`
-/// holds the images of every group's launch sources, of every launch template's default
-/// and latest version, and of every launch configuration there.
-pub fn unused(candidates: Vec<&OwnCopy>, in_use: &BTreeSet<String>) -> Vec<OwnCopy> {
-    candidates.into_iter().filter(|c| !in_use.contains(&c.image_id)).cloned().collect()
+/// Of `candidates`, those that nothing in their place launches or may launch, each with
+/// the operator's launch configuration copies of it that go first.
+pub fn unused(candidates: Vec<&OwnCopy>, launches: &Launches) -> Vec<OwnCopy> {
+    let mut out = Vec::new();
+    for c in candidates.into_iter().filter(|c| !launches.images.contains(&c.image_id)) {
+        let naming: Vec<&String> =
+            launches.configurations.iter().filter(|(_, image)| *image == c.image_id).map(|(n, _)| n).collect();
+        // The operator's copy of a configuration is named for the image it was made with.
+        let ours = |n: &String| {
+            n.strip_suffix(&c.image_id)
+                .and_then(|from| from.strip_suffix('-'))
+                .is_some_and(|from| configuration_name(from, &c.image_id) == **n)
+        };
+        if naming.iter().any(|n| !ours(n) || launches.used.contains(*n)) {
+            continue;
+        }
+        let mut c = c.clone();
+        c.configurations = naming.into_iter().cloned().collect();
+        out.push(c);
+    }
+    out
 }
 
 /// Why a copy goes, as the plan says it.
 pub fn reason(c: &OwnCopy) -> String {
     format!(
-        "copy {} ({}) is launched by no group, and named by no launch template's default or latest version and no launch configuration: deregister it and delete its snapshots ({})",
+        "copy {} ({}) is launched by no group, and named by no launch template's default or latest version and no launch configuration in use: {}deregister it and delete its snapshots ({})",
         c.image_id,
         c.name,
+        if c.configurations.is_empty() {
+            String::new()
+        } else {
+            format!("delete the operator's launch configuration copies {}, ", c.configurations.join(", "))
+        },
         if c.snapshots.is_empty() { "none".to_owned() } else { c.snapshots.join(", ") }
     )
 }
@@ -59,6 +96,7 @@ mod tests {
             name: format!("asg-cmk-operator/{id}"),
             state: state.into(),
             snapshots: vec![format!("snap-{id}")],
+            configurations: vec![],
         }
     }
 
@@ -77,9 +115,31 @@ mod tests {
         let c = candidates(&copies, &needed, &launched);
         let ids: Vec<&str> = c.iter().map(|c| c.image_id.as_str()).collect();
         assert_eq!(ids, ["ami-3", "ami-6"], "needed, launched, pending and failed copies are kept");
-        let in_use = BTreeSet::from(["ami-3".to_owned()]);
-        let gone = unused(c, &in_use);
-        assert_eq!(gone, [copy("ami-6", "available")], "a copy a template's default or a configuration names is kept");
+        let launches = Launches { images: BTreeSet::from(["ami-3".to_owned()]), ..Launches::default() };
+        let gone = unused(c, &launches);
+        assert_eq!(gone, [copy("ami-6", "available")], "a copy a template's default or a group names is kept");
         assert!(reason(&gone[0]).contains("ami-6") && reason(&gone[0]).contains("snap-ami-6"));
+    }
+
+    #[test]
+    fn the_operators_unused_configuration_copies_go_first_and_any_other_keeps_the_copy() {
+        let copies = [copy("ami-1", "available"), copy("ami-2", "available"), copy("ami-3", "available")];
+        let c = candidates(&copies, &BTreeSet::new(), &BTreeSet::new());
+        let launches = Launches {
+            images: BTreeSet::new(),
+            configurations: vec![
+                ("web-lc-ami-1".into(), "ami-1".into()),
+                ("api-lc-ami-2".into(), "ami-2".into()),
+                ("hand-made".into(), "ami-3".into()),
+            ],
+            used: BTreeSet::from(["api-lc-ami-2".to_owned()]),
+        };
+        let gone = unused(c, &launches);
+        assert_eq!(gone.len(), 1, "a used copy and another's configuration keep theirs: {gone:?}");
+        assert_eq!(
+            (gone[0].image_id.as_str(), gone[0].configurations.as_slice()),
+            ("ami-1", &["web-lc-ami-1".to_owned()][..])
+        );
+        assert!(reason(&gone[0]).contains("launch configuration copies web-lc-ami-1"), "{}", reason(&gone[0]));
     }
 }

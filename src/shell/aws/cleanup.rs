@@ -14,7 +14,8 @@ use super::{Account, Done, READ_CONCURRENCY};
 use crate::core::model::desired::Desired;
 use crate::core::model::observed::{Observed, Reads};
 use crate::core::model::{AccountId, Failure, LaunchSource};
-use crate::core::reencrypt::{self, cleanup, OwnCopy};
+use crate::core::reencrypt::cleanup::{self, Launches};
+use crate::core::reencrypt::{self, OwnCopy};
 
 /// What the bound groups of a place keep: the copies their steps need, by name, and the
 /// images they launch (or, having followed a pipeline, are about to).
@@ -52,8 +53,8 @@ pub async fn observe(
             continue;
         }
         match in_use(handle, &region).await {
-            Ok(in_use) => {
-                observed.reencrypt.unused.insert((account, region), cleanup::unused(candidates, &in_use));
+            Ok(launches) => {
+                observed.reencrypt.unused.insert((account, region), cleanup::unused(candidates, &launches));
             }
             Err(f) => {
                 tracing::warn!(%account, region, error = %f, "what launches in the place could not be read; no copy is cleaned up this pass");
@@ -105,26 +106,32 @@ async fn own_copies(account: &Account, region: &str) -> Result<Vec<OwnCopy>, Fai
                     .iter()
                     .filter_map(|m| m.ebs().and_then(|e| e.snapshot_id()).map(str::to_owned))
                     .collect(),
+                configurations: Vec::new(),
             })
         })
         .collect())
 }
 
-/// Every image something in the place launches or may launch: each group's launch
-/// sources, each launch template's default and latest version, each launch configuration.
-/// A read that fails fails it: nothing is deleted on a guess.
-async fn in_use(account: &Arc<Account>, region: &str) -> Result<BTreeSet<String>, Failure> {
-    let mut out = BTreeSet::new();
+/// What launches or may launch in the place: each group's launch sources, each launch
+/// template's default and latest version, each launch configuration. A read that fails
+/// fails it: nothing is deleted on a guess.
+async fn in_use(account: &Arc<Account>, region: &str) -> Result<Launches, Failure> {
+    let mut out = Launches::default();
     let groups = super::discover::describe_groups(account, region, &[]).await?;
     let sources: BTreeSet<LaunchSource> = groups.into_iter().flat_map(|(_, g)| g.sources).collect();
     let wanted = sources.iter().filter_map(VersionRef::of).collect();
     let versions = template_versions(account, region, wanted, READ_CONCURRENCY).await;
     let images_now = resolve_images(account, region, &versions, READ_CONCURRENCY).await;
-    for s in sources.iter().filter(|s| matches!(s, LaunchSource::Template { .. })) {
-        out.extend(template_spec(s, &versions, &images_now)?.image_id);
+    for s in &sources {
+        match s {
+            LaunchSource::Template { .. } => out.images.extend(template_spec(s, &versions, &images_now)?.image_id),
+            LaunchSource::Configuration(name) => {
+                out.used.insert(name.clone());
+            }
+        }
     }
-    out.extend(defaults_and_latest(account, region).await?);
-    out.extend(configuration_images(account, region).await?);
+    out.images.extend(defaults_and_latest(account, region).await?);
+    out.configurations = configurations(account, region).await?;
     Ok(out)
 }
 
@@ -157,14 +164,18 @@ async fn defaults_and_latest(account: &Account, region: &str) -> Result<BTreeSet
     }
 }
 
-/// The images of every launch configuration of the place, in use or not.
-async fn configuration_images(account: &Account, region: &str) -> Result<BTreeSet<String>, Failure> {
-    let mut out = BTreeSet::new();
+/// Every launch configuration of the place, in use or not, with its image.
+async fn configurations(account: &Account, region: &str) -> Result<Vec<(String, String)>, Failure> {
+    let mut out = Vec::new();
     let mut token = None;
     loop {
         let request = account.autoscaling(region).describe_launch_configurations().set_next_token(token.take()).send();
         let page = account.send("autoscaling", "DescribeLaunchConfigurations", request).await?;
-        out.extend(page.launch_configurations().iter().filter_map(|c| c.image_id()).map(str::to_owned));
+        out.extend(
+            page.launch_configurations()
+                .iter()
+                .filter_map(|c| Some((c.launch_configuration_name()?.to_owned(), c.image_id()?.to_owned()))),
+        );
         match page.next_token().filter(|t| !t.is_empty()) {
             Some(t) => token = Some(t.to_owned()),
             None => return Ok(out),
@@ -172,10 +183,21 @@ async fn configuration_images(account: &Account, region: &str) -> Result<BTreeSe
     }
 }
 
-/// Deregisters `copy`, then deletes its snapshots (DeregisterImage leaves them: EC2 User
-/// Guide, "Deregister an AMI"). A copy or snapshot gone already is no failure; a snapshot
-/// another image uses (`InvalidSnapshot.InUse`) is left.
+/// Deletes the operator's launch configuration copies made with `copy`, deregisters it,
+/// then deletes its snapshots (DeregisterImage leaves them: EC2 User Guide, "Deregister
+/// an AMI"). A configuration, copy or snapshot gone already is no failure; a snapshot
+/// another image uses (`InvalidSnapshot.InUse`) is left. A configuration a group has come
+/// to use since (`ResourceInUse`) stops it all.
 pub async fn delete_copy(account: &Account, region: &str, copy: &OwnCopy) -> Result<Done, Failure> {
+    for name in &copy.configurations {
+        const GONE: [&str; 1] = ["ValidationError"];
+        let request = account.autoscaling(region).delete_launch_configuration().launch_configuration_name(name).send();
+        match account.call(None, "autoscaling", "DeleteLaunchConfiguration", &GONE, request).await {
+            Ok(_) => {}
+            Err(e) if code(&e).is_some_and(|c| GONE.contains(&c)) => {}
+            Err(e) => return Err(classify("DeleteLaunchConfiguration", &e)),
+        }
+    }
     let ec2 = account.ec2(region);
     const GONE: [&str; 2] = ["InvalidAMIID.NotFound", "InvalidAMIID.Unavailable"];
     let request = ec2.deregister_image().image_id(&copy.image_id).send();
