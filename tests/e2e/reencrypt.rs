@@ -501,6 +501,10 @@ async fn a_parameter_image_is_published_to_the_operators_parameter_and_followed_
     assert_eq!(image_keys(&own, &next_copy).await, vec![f.own_key.clone()]);
     assert_eq!(versions(&moto, "web", &template).await, (Some("2".into()), 1));
     applies_with_no_write(&moto, &config);
+    // Following the pipeline's parameter costs, a converged pass: the operator's parameter
+    // read once, and the source version's image resolved once.
+    let calls = moto.calls();
+    assert_eq!(count(&calls, "GetParameter"), 1, "{calls:?}");
     checked_within_the_policy(&decisions(&moto), &["ssm:GetParameter", "ssm:PutParameter", "ssm:GetParameters"]);
 }
 
