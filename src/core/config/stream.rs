@@ -271,6 +271,9 @@ pub(super) struct Bindings {
     list: Vec<Binding>,
     /// Where each ASG was first bound.
     first: BTreeMap<AsgRef, usize>,
+    /// Where each `reencryptParameter` was first named, by account, Region and name: one
+    /// parameter holds one copy, so it serves one group.
+    parameters: BTreeMap<(crate::core::model::AccountId, String, String), usize>,
     /// Bindings that came before `defaults` in the file, by index.
     pending: Vec<(usize, Value)>,
 }
@@ -282,10 +285,25 @@ impl Bindings {
         let path = format!("bindings[{i}]");
         let Some(bindings) = v.binding(item, &path, defaults) else { return };
         let Some(asg) = bindings.first().map(|b| b.asg.clone()) else { return };
+        let parameter = bindings
+            .iter()
+            .find_map(|b| b.reencrypt_parameter.as_deref())
+            .map(|p| (asg.account, asg.region.clone(), p.to_owned()));
         if let Some(first) = self.first.get(&asg) {
             let hint = "list all of its keys under `keys` in one binding";
             v.err(path, format!("duplicate of bindings[{first}]: ASG {asg} is already bound; {hint}"));
+        } else if let Some(first) = parameter.as_ref().and_then(|p| self.parameters.get(p)) {
+            let name = parameter.as_ref().map_or("", |p| p.2.as_str());
+            v.err(
+                format!("{path}.reencryptParameter"),
+                format!(
+                    "{name} is bindings[{first}]'s already: a parameter holds one copy, so each group needs its own"
+                ),
+            );
         } else {
+            if let Some(p) = parameter {
+                self.parameters.insert(p, i);
+            }
             self.first.insert(asg, i);
             self.list.extend(bindings);
         }

@@ -138,6 +138,13 @@ fn reencrypt_parameter_is_a_parameter_path_and_only_with_reencrypt() {
     }
     let e = parse(&with("    reencryptParameter: /ops/web\n"), "t").unwrap_err();
     assert!(e.errors[0].message.contains("applies only with `strategy: reencrypt`"), "{:?}", e.errors);
+    let twice = format!(
+        "{}  - asg: b\n    account: \"111122223333\"\n    keys: [{KEY_A}, {KEY_B}]\n{reencrypt}    reencryptParameter: /ops/web-ami\n",
+        with(&format!("{reencrypt}    reencryptParameter: /ops/web-ami\n"))
+    );
+    let e = parse(&twice, "t").unwrap_err();
+    assert_eq!(e.errors[0].location, "bindings[1].reencryptParameter", "{:?}", e.errors);
+    assert!(e.errors[0].message.contains("bindings[0]'s already"), "{:?}", e.errors);
 }
 
 #[test]

@@ -58,7 +58,8 @@ async fn read_all(
     for source in sources.iter().filter(|s| matches!(s, LaunchSource::Template { .. })) {
         specs.insert((*source).clone(), template_spec(source, &versions, &images_now));
     }
-    let on_templates: Vec<&LaunchSource> = sources.iter().copied().filter(|s| specs[*s].is_ok()).collect();
+    let on_templates: Vec<&LaunchSource> =
+        sources.iter().copied().filter(|s| specs.get(*s).is_some_and(Result::is_ok)).collect();
     let moved = moved_sources(account, region, &on_templates, &versions, limit).await;
     let all_specs = || specs.values().flatten().chain(moved.values().flatten().map(|(_, spec)| spec));
 
