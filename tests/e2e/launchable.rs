@@ -621,3 +621,52 @@ async fn launch_sources_are_read_concurrently() {
     let span = times.iter().cloned().fold(f64::MIN, f64::max) - times.iter().cloned().fold(f64::MAX, f64::min);
     assert!(span < 0.9, "the template reads arrived over {span:.2} s");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn compact_statements_another_writer_keeps_are_credited_and_the_groups_launch() {
+    // Case 1: the key's policy allows every suffixed Auto Scaling role of OWN by
+    // aws:PrincipalArn, with Principal "*"; case 2: OTHER's key allows OWN by
+    // aws:PrincipalAccount. Both grant what the procedure asks: nothing is written to
+    // either policy, and the emulator's own reading of them lets both groups launch.
+    let moto = Moto::start();
+    let (own, other) = (moto.own().await, moto.other().await);
+    let roles =
+        format!("arn:aws:iam::{OWN}:role/aws-service-role/autoscaling.amazonaws.com/AWSServiceRoleForAutoScaling_*");
+    let use_actions =
+        serde_json::json!(["kms:Encrypt", "kms:Decrypt", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:DescribeKey"]);
+    let owner = |account: &str| {
+        serde_json::json!({"Sid": "Owner", "Effect": "Allow", "Principal": {"AWS": format!("arn:aws:iam::{account}:root")},
+            "Action": "kms:*", "Resource": "*"})
+    };
+    let by_arn = serde_json::json!({"Version": "2012-10-17", "Statement": [owner(OWN),
+        {"Sid": "AutoScalingRoles", "Effect": "Allow", "Principal": "*", "Action": use_actions, "Resource": "*",
+         "Condition": {"ArnLike": {"aws:PrincipalArn": roles}}},
+        {"Sid": "AutoScalingGrants", "Effect": "Allow", "Principal": "*", "Action": "kms:CreateGrant", "Resource": "*",
+         "Condition": {"ArnLike": {"aws:PrincipalArn": roles}, "Bool": {"kms:GrantIsForAWSResource": "true"}}}]});
+    let mut shared = use_actions.as_array().unwrap().clone();
+    shared.push("kms:CreateGrant".into());
+    let by_account = serde_json::json!({"Version": "2012-10-17", "Statement": [owner(OTHER),
+        {"Sid": "Workloads", "Effect": "Allow", "Principal": "*", "Action": shared, "Resource": "*",
+         "Condition": {"StringEquals": {"aws:PrincipalAccount": [OWN]}}}]});
+    let own_key = create_key(&own, Some(&by_arn.to_string())).await;
+    let other_key = create_key(&other, Some(&by_account.to_string())).await;
+    let web = launch_template(&own, "web", None, Some(&own_key)).await;
+    group_on_template(&own, "web", &web, 0, None).await;
+    let api = launch_template(&own, "api", None, Some(&other_key)).await;
+    group_on_template(&own, "api", &api, 0, None).await;
+    let dir = TempDir::new();
+    let cfg = dir.write("c.yaml", &config(&[("web", &own_key, CMK), ("api", &other_key, CMK)]));
+
+    let out = moto.operator(&["apply", "--config", &cfg]);
+    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+    let calls = moto.calls();
+    assert_eq!(count(&calls, "PutKeyPolicy"), 0, "the compact statements already allow it: {:?}", writes(&calls));
+    assert_eq!(count(&calls, "CreateGrant"), 1, "the role's grant on OTHER's key: {:?}", writes(&calls));
+    for group in ["web", "api"] {
+        set_desired(&own, group, 1).await;
+        assert_eq!(activities(&own, group).await[0], successful(), "{group}: {:?}", can_launch(&moto, group));
+    }
+    moto.reset_calls();
+    let again = moto.operator(&["apply", "--config", &cfg]);
+    assert!(again.status.success() && writes(&moto.calls()).is_empty(), "{:?}", writes(&moto.calls()));
+}

@@ -387,8 +387,9 @@ def _source_key_refusal(ec2_backend, snapshot):
     if key.account_id == ec2_backend.account_id:
         return None
     doc = kms_access.parse(key.policy)
-    names = kms_access.account_names(f"arn:aws:iam::{ec2_backend.account_id}:root")
-    missing = COPY_ACTIONS - kms_access.allowed(doc, key.arn, names)
+    root = f"arn:aws:iam::{ec2_backend.account_id}:root"
+    names = kms_access.account_names(root)
+    missing = COPY_ACTIONS - kms_access.allowed(doc, key.arn, names, kms_access.context_of(ec2_backend.account_id, root))
     if key.key_state != "Enabled" or missing:
         return (
             f"Client.InvalidKMSKey.InvalidState: account {ec2_backend.account_id} may not use the key "

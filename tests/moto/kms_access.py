@@ -21,8 +21,15 @@ only the rules below and nothing more:
 - Action patterns use ``*`` and ``?`` and are case-insensitive; Action, Resource and
   Principal.AWS may be a string or a list (IAM User Guide, "IAM JSON policy elements").
 
-A condition other than the one above makes an Allow not count and a Deny not apply; so do
-NotAction, NotResource and NotPrincipal.
+- An Allow's Condition counts when every key in it holds (IAM User Guide, "IAM JSON policy
+  elements: Condition operators"; "AWS global condition context keys"): the grant
+  condition above; ``aws:PrincipalAccount`` (StringEquals, StringLike), the caller's
+  account; ``aws:PrincipalArn`` (ArnEquals, ArnLike, StringEquals, StringLike), the
+  caller's ARN; ``aws:PrincipalOrgID`` (StringEquals, StringLike), the caller's
+  organization. Values are compared case-sensitively; a list matches on any value.
+
+Any other condition makes an Allow not count and a Deny not apply; so do NotAction,
+NotResource and NotPrincipal.
 """
 
 import json
@@ -78,21 +85,52 @@ def aws_principals(statement):
     return []
 
 
-def condition_kind(statement):
-    """None (no condition), "aws-resource" (only Bool kms:GrantIsForAWSResource true), or
-    "unknown"."""
+# Condition key -> (operators read, the context field it is compared with).
+PRINCIPAL_KEYS = {
+    "aws:principalaccount": ({"stringequals", "stringlike"}, "account"),
+    "aws:principalarn": ({"arnequals", "arnlike", "stringequals", "stringlike"}, "arn"),
+    "aws:principalorgid": ({"stringequals", "stringlike"}, "org"),
+}
+
+
+def _exact_pattern(pattern, value):
+    """IAM wildcard match, case-sensitive, as condition values compare."""
+    if not isinstance(pattern, str) or not isinstance(value, str):
+        return False
+    regex = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
+    return re.fullmatch(regex, value) is not None
+
+
+def condition_holds(statement, context, for_aws_resource):
+    """Whether an Allow's Condition holds for a caller with ``context`` (account, arn,
+    org; a missing field holds for nothing), for a call that is (``for_aws_resource``) or
+    is not a grant an AWS service makes."""
     condition = statement.get("Condition")
     if not condition:
-        return None
-    if not isinstance(condition, dict) or list(condition) != ["Bool"]:
-        return "unknown"
-    test = condition["Bool"]
-    if not isinstance(test, dict) or len(test) != 1:
-        return "unknown"
-    key, value = next(iter(test.items()))
-    values = as_list(value)
-    true = len(values) == 1 and str(values[0]).lower() == "true"
-    return "aws-resource" if key.lower() == "kms:grantisforawsresource" and true else "unknown"
+        return True
+    if not isinstance(condition, dict):
+        return False
+    for op, tests in condition.items():
+        if not isinstance(tests, dict) or not tests:
+            return False
+        op = op.lower()
+        for key, value in tests.items():
+            values = [str(v) for v in as_list(value)]
+            key = key.lower()
+            if not values:
+                return False
+            if key == "kms:grantisforawsresource":
+                if op != "bool" or not for_aws_resource or any(v.lower() != "true" for v in values):
+                    return False
+                continue
+            ops, field_name = PRINCIPAL_KEYS.get(key, (set(), None))
+            actual = (context or {}).get(field_name) if field_name else None
+            if op not in ops or actual is None:
+                return False
+            wildcards = op != "stringequals"
+            if not any(_exact_pattern(v, actual) if wildcards else v == actual for v in values):
+                return False
+    return True
 
 
 def covers(statement, action, key_arn):
@@ -104,18 +142,24 @@ def covers(statement, action, key_arn):
     return any(pattern_matches(a, action) for a in actions) and any(pattern_matches(r, key_arn) for r in resources)
 
 
-def allowed(doc, key_arn, names):
-    """The required actions some Allow grants to any principal in ``names``."""
+def allowed(doc, key_arn, names, context=None):
+    """The required actions some Allow grants to any principal in ``names``, called with
+    ``context`` (see ``condition_holds``). CreateGrant is asked for as the grants AWS
+    services make for the role are: a statement conditioned on
+    ``kms:GrantIsForAWSResource`` counts for it."""
     granted = set()
     for st in statements(doc):
         if st.get("Effect") != "Allow" or not names.intersection(aws_principals(st)):
             continue
-        kind = condition_kind(st)
         for action in REQUIRED_ACTIONS:
-            counts = kind is None or (kind == "aws-resource" and action == GRANT_ACTION)
-            if counts and covers(st, action, key_arn):
+            if condition_holds(st, context, action == GRANT_ACTION) and covers(st, action, key_arn):
                 granted.add(action)
     return granted
+
+
+def context_of(account, arn):
+    """The request context of a caller: its account and ARN."""
+    return {"account": account, "arn": arn}
 
 
 def denial(doc, key_arn, names):
@@ -152,7 +196,7 @@ def same_account_use(doc, key_arn, role_arn):
     denied = denial(doc, key_arn, {role_arn} | account_names(role_arn))
     if denied:
         return False, f"key policy statement {denied[0]} denies {denied[1]}"
-    granted = allowed(doc, key_arn, {role_arn, "*"})
+    granted = allowed(doc, key_arn, {role_arn, "*"}, context_of(role_arn.split(":")[4], role_arn))
     if len(granted) < len(REQUIRED_ACTIONS):
         return False, f"key policy does not allow the role {missing_text(granted)}"
     return True, "key policy allows the role"
@@ -165,7 +209,7 @@ def cross_account_use(doc, key_arn, role_arn, grants):
     denied = denial(doc, key_arn, {role_arn} | names)
     if denied:
         return False, f"key policy statement {denied[0]} denies {denied[1]}"
-    granted = allowed(doc, key_arn, names | {role_arn})
+    granted = allowed(doc, key_arn, names | {role_arn}, context_of(role_arn.split(":")[4], role_arn))
     if len(granted) < len(REQUIRED_ACTIONS):
         return False, f"owner's key policy does not allow account {role_arn.split(':')[4]} {missing_text(granted)}"
     for grant_id, grantee, operations, constraints in grants:
@@ -185,13 +229,14 @@ def role_may_use(policy_text, key_arn, role_arn, grants):
 # --- one caller's KMS call, for DryRun (strict.py) ---------------------------------------
 
 
-def caller_allowed(doc, key_arn, names, action):
+def caller_allowed(doc, key_arn, names, action, context=None):
     """Whether an Allow gives any principal in ``names`` ``action`` on the key, for a call
     an AWS service does not make for the principal (``kms:GrantIsForAWSResource`` false:
-    a statement conditioned on it being true does not count)."""
+    a statement conditioned on it being true does not count), by a caller with
+    ``context``."""
     for st in statements(doc):
         if st.get("Effect") == "Allow" and names.intersection(aws_principals(st)):
-            if condition_kind(st) is None and covers(st, action, key_arn):
+            if condition_holds(st, context, False) and covers(st, action, key_arn):
                 return True
     return False
 

@@ -690,7 +690,8 @@ class Strict:
             names.add(caller)
         doc = kms_access.parse(self.shown_policy(key))
         denied = kms_access.caller_denied(doc, key.arn, names, action)
-        if not denied and kms_access.caller_allowed(doc, key.arn, names, action):
+        context = kms_access.context_of(req.account, caller or f"arn:{partition}:iam::{req.account}:root")
+        if not denied and kms_access.caller_allowed(doc, key.arn, names, action, context):
             return None
         # IAM User Guide, "Troubleshooting access denied error messages": the key policy is
         # a resource-based policy, and KMS says which kind refused.

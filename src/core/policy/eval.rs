@@ -8,7 +8,8 @@
 
 use serde_json::Value;
 
-use super::{strings, PolicyDocument};
+use super::condition::{self, Caller};
+use super::PolicyDocument;
 
 /// Every spelling under which one principal can appear in a key policy, and the wider
 /// principals whose Deny also reaches it.
@@ -24,6 +25,9 @@ pub struct PrincipalIds {
     /// For a role, the prefix of its sessions' ARNs (`arn:…:sts::ACCOUNT:assumed-role/NAME/`):
     /// a service acts through such a session, so a Deny on one reaches the role's use.
     session_prefix: Option<String>,
+    /// The organization of the principal's account (`o-…`), when known: what
+    /// `aws:PrincipalOrgID` is compared with.
+    org: Option<String>,
 }
 
 impl PrincipalIds {
@@ -43,13 +47,31 @@ impl PrincipalIds {
             forms,
             account: [format!("arn:{partition}:iam::{account}:root"), account.to_owned()],
             session_prefix: Some(format!("arn:{partition}:sts::{account}:assumed-role/{name}/")),
+            org: None,
         }
     }
 
     /// An account's root principal: `arn:<partition>:iam::<id>:root` or the bare id.
     pub fn account_root(account: &crate::core::model::AccountId, partition: &str) -> Self {
         let forms = vec![account.root_arn(partition), account.as_str().to_owned()];
-        Self { account: [forms[0].clone(), forms[1].clone()], forms, session_prefix: None }
+        Self { account: [forms[0].clone(), forms[1].clone()], forms, session_prefix: None, org: None }
+    }
+
+    /// The same principal, its account a member of organization `org`.
+    pub fn in_org(mut self, org: &str) -> Self {
+        self.org = Some(org.to_owned());
+        self
+    }
+
+    /// It as the caller a condition is evaluated for: its account (`aws:PrincipalAccount`),
+    /// its ARN (`aws:PrincipalArn`: the role's, or the account root's) and organization.
+    fn caller(&self, ok: Conditions) -> Caller<'_> {
+        Caller {
+            account: &self.account[1],
+            arn: &self.forms[0],
+            org: self.org.as_deref(),
+            for_aws_resource: ok == Conditions::GrantForAwsResource,
+        }
     }
 
     /// The canonical spelling, the one the operator writes.
@@ -118,7 +140,7 @@ pub fn coverage(doc: &PolicyDocument, who: &PrincipalIds, action: &str, key_arn:
             // A conditional Deny cannot be evaluated here; it is left to KMS.
             (true, Some(_)) => {}
             (false, None) => allowed = true,
-            (false, Some(c)) => allowed |= ok == Conditions::GrantForAwsResource && is_grant_for_aws_resource(c),
+            (false, Some(c)) => allowed |= condition::holds(c, &who.caller(ok)),
         }
     }
     if allowed {
@@ -184,18 +206,6 @@ fn resource_matches(m: &serde_json::Map<String, Value>, key_arn: &str, is_deny: 
     }
     // No resource at all: KMS would reject it; assume the worst in each direction.
     is_deny
-}
-
-/// Exactly `{"Bool": {"kms:GrantIsForAWSResource": true}}` (any case, string or boolean).
-fn is_grant_for_aws_resource(c: &Value) -> bool {
-    let Value::Object(ops) = c else { return false };
-    let [(op, keys)] = ops.iter().collect::<Vec<_>>()[..] else { return false };
-    let Value::Object(keys) = keys else { return false };
-    let [(key, vals)] = keys.iter().collect::<Vec<_>>()[..] else { return false };
-    op.eq_ignore_ascii_case("Bool") && key.eq_ignore_ascii_case("kms:GrantIsForAWSResource") && {
-        let v = strings(vals);
-        !v.is_empty() && v.iter().all(|s| s.eq_ignore_ascii_case("true"))
-    }
 }
 
 /// IAM-style wildcard match: `*` any run, `?` one character, ASCII case-insensitive.

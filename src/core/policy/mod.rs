@@ -4,6 +4,7 @@
 //! A document is kept as an order-preserving JSON object, so every field the operator does
 //! not understand (and every statement it did not write) goes back to KMS as it came.
 
+mod condition;
 mod eval;
 mod merge;
 
