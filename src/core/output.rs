@@ -14,7 +14,10 @@ fn details(c: &Change) -> Value {
         Change::CreateServiceLinkedRole { slr } => json!({
             "roleName": slr.name(), "roleArn": slr.arn(), "customSuffix": slr.suffix.as_deref(),
         }),
-        Change::PutKeyPolicy { policy, prune, .. } => json!({
+        Change::PutKeyPolicy { policy, prune, before_bytes, .. } => json!({
+            "policyBytes": {
+                "before": before_bytes, "after": policy.len(), "limit": crate::core::policy::MAX_POLICY_BYTES,
+            },
             "policy": serde_json::from_str::<Value>(policy).unwrap_or(Value::String(policy.clone())),
             "prune": prune,
         }),

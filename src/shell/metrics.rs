@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 
-use crate::core::model::{AsgRef, BindingId, LaunchFailureClass};
+use crate::core::model::{AsgRef, BindingId, KeyArn, LaunchFailureClass};
 use crate::core::status::board::{Standing, StatusBoard, Tally};
 use crate::shell::health::Health;
 use prometheus_client::metrics::counter::Counter;
@@ -63,6 +63,12 @@ pub struct LaunchLabel {
     pub account: String,
     pub region: String,
     pub class: String,
+}
+
+/// A key, by ARN.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KeyLabel {
+    pub key: String,
 }
 
 /// The `binding_failed` family: per binding, 1 while it is failed (not ready, and not only
@@ -139,6 +145,8 @@ pub struct Metrics {
     pub prunes_held: Counter,
     /// Keys found contested: another writer removed the operator's statements again.
     pub key_policy_contests: Counter,
+    /// Each key policy's size, as read, as a share of KMS's limit.
+    pub key_policy_size: Family<KeyLabel, Gauge<f64, AtomicU64>>,
     pub last_resync: Gauge<i64, AtomicI64>,
     /// `--resync-interval`, in seconds.
     pub resync_interval: Gauge<f64, AtomicU64>,
@@ -196,6 +204,7 @@ impl Metrics {
             config_valid: Gauge::default(),
             prune_held: Gauge::default(),
             key_policy_contests: Counter::default(),
+            key_policy_size: Family::default(),
             prunes_held: Counter::default(),
             last_resync: Gauge::default(),
             resync_interval: Gauge::default(),
@@ -297,6 +306,24 @@ impl Metrics {
             "Keys found contested: another writer (Terraform, CloudFormation) replaced the key policy and removed this operator's statements a second time within the hour; its writes back off, and /status names the writer and the statements to add to its code",
             self.key_policy_contests.clone(),
         );
+        registry.register(
+            "key_policy_size_ratio",
+            "Each key policy's size as last read, as a share of KMS's limit of 32,768 bytes (KMS Developer Guide, \"Resource quotas\"), which AWS does not raise: past it, no statement can be added",
+            self.key_policy_size.clone(),
+        );
+    }
+
+    /// Sets each key's `key_policy_size_ratio` from its policy's size in bytes.
+    pub fn report_policy_sizes(&self, sizes: &BTreeMap<KeyArn, usize>) {
+        for (key, bytes) in sizes {
+            let ratio = *bytes as f64 / crate::core::policy::MAX_POLICY_BYTES as f64;
+            self.key_policy_size.get_or_create(&KeyLabel { key: key.to_string() }).set(ratio);
+        }
+    }
+
+    /// Drops the `key_policy_size_ratio` series of a key that left the config.
+    pub fn forget_key(&self, key: &KeyArn) {
+        self.key_policy_size.remove(&KeyLabel { key: key.to_string() });
     }
 
     /// The metrics of the daemon's own state: resyncs, readiness, launches.

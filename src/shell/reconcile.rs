@@ -85,6 +85,8 @@ pub struct Outcome {
     pub contests: Contests,
     /// The keys found contested by this pass.
     pub contests_begun: Vec<KeyArn>,
+    /// The size in bytes of each key policy as last read: how near KMS's limit it is.
+    pub policy_bytes: BTreeMap<KeyArn, usize>,
 }
 
 impl Outcome {
@@ -148,12 +150,7 @@ pub async fn apply(
             out.contests = std::mem::take(&mut r.contests);
             out.contests_begun = std::mem::take(&mut r.contests_begun);
             out.launches = std::mem::take(&mut r.seen.launches);
-            out.sources = r
-                .seen
-                .asgs
-                .iter()
-                .filter_map(|(a, g)| Some((a.clone(), g.as_ref().ok()?.as_ref()?.sources.clone())))
-                .collect();
+            seen_parts(&mut out, &r.seen);
             return out;
         }
         r.settle(plan.stopped().map(|j| (&j.binding, &j.verdict)));
@@ -162,6 +159,15 @@ pub async fn apply(
         let executed = execute_plan(aws, scope, &settled, seen, plan, settings).instrument(span).await;
         r.took(executed, &mut out.applied, retry);
     }
+}
+
+/// What the outcome keeps of the last observation: each key policy's size, and where each
+/// group read launches from.
+fn seen_parts(out: &mut Outcome, seen: &Observed) {
+    out.policy_bytes =
+        seen.key_policies.iter().filter_map(|(k, p)| Some((k.clone(), p.as_ref().ok()?.len()))).collect();
+    out.sources =
+        seen.asgs.iter().filter_map(|(a, g)| Some((a.clone(), g.as_ref().ok()?.as_ref()?.sources.clone()))).collect();
 }
 
 /// What the rounds of one pass carry from one to the next.

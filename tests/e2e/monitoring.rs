@@ -198,6 +198,11 @@ async fn prometheus_scrapes_counters_as_counters_and_the_converged_bindings() {
     let failed = p.query("asg_cmk_operator_binding_failed");
     assert_eq!(failed.len(), 3, "one series per binding: {failed:?}");
     assert!(failed.iter().all(|(_, v)| *v == 0.0), "{failed:?}");
+    // Each key's policy, as a share of KMS's 32,768 bytes: a new key's default policy and
+    // the operator's statements are far from it.
+    let sizes = p.query("asg_cmk_operator_key_policy_size_ratio");
+    assert_eq!(sizes.len(), 2, "one series per key: {sizes:?}");
+    assert!(sizes.iter().all(|(_, v)| *v > 0.0 && *v < 0.2), "{sizes:?}");
     let asgs: BTreeSet<&str> = failed.iter().map(|(m, _)| m["asg"].as_str().unwrap()).collect();
     assert_eq!(asgs, BTreeSet::from(["api", "web", "worker"]));
     assert!(!p.query("asg_cmk_operator_aws_calls_total{outcome=\"success\"} > 0").is_empty());

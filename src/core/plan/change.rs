@@ -24,6 +24,9 @@ pub enum Change {
         prune: Vec<String>,
         instance: Instance,
         policy: String,
+        /// The size of the policy as read, in bytes: `plan` shows it beside `policy`'s,
+        /// against KMS's limit.
+        before_bytes: usize,
     },
     /// Created with the credentials of the role's account, the ASG account (procedure
     /// case 2), under the operator's name for the role. `role_id` is None only while the

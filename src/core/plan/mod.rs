@@ -218,17 +218,28 @@ fn key_policy(
         false => policy::extend(&doc, instance, &missing, &current).ok()?,
     };
     reason.extend(prune.iter().filter(|(p, _)| removed.contains(p)).map(|(p, why)| format!("prune {p}: {why}")));
+    let policy = merged.to_json();
+    let before_bytes = observed.key_policies.get(key).and_then(|p| p.as_ref().ok()).map_or(0, String::len);
+    reason.push(policy_size(before_bytes, policy.len()));
     Some(PlannedChange {
         change: Change::PutKeyPolicy {
             key: key.clone(),
             needs: missing.iter().map(|(n, _)| (*n).clone()).collect(),
             prune: removed,
             instance: instance.clone(),
-            policy: merged.to_json(),
+            policy,
+            before_bytes,
         },
         reason: reason.join("; "),
         bindings: ws.iter().map(|w| w.id.clone()).collect(),
     })
+}
+
+/// A policy's size before and after a write, against KMS's limit (KMS Developer Guide,
+/// "Resource quotas": 32 KB).
+fn policy_size(before: usize, after: usize) -> String {
+    let max = policy::MAX_POLICY_BYTES;
+    format!("policy {before} → {after} bytes of {max} ({}%)", after * 100 / max)
 }
 
 /// The key's policy as read, to write a merge of; none when KMS would refuse any write of

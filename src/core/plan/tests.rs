@@ -1553,3 +1553,17 @@ fn an_unused_copy_is_deleted_for_no_binding_last_and_only_with_clean_up_on() {
     assert!(found[0].bindings.is_empty() && found[0].reason.contains("snap-1"), "{:?}", found[0]);
     assert_eq!(p.changes.last().map(|c| c.change.phase()), Some(Change::PHASES - 1));
 }
+
+#[test]
+fn a_key_policy_write_says_its_size_before_and_after_against_the_limit() {
+    let d = desired(vec![binding("web", OWN_KEY)]);
+    let o = fresh(&d);
+    let p = plan(&d, &o, &acct(ASG_ACCT));
+    let c = p.changes.iter().find(|c| matches!(c.change, Change::PutKeyPolicy { .. })).expect("a policy write");
+    let Change::PutKeyPolicy { key, policy, before_bytes, .. } = &c.change else { unreachable!() };
+    let read = o.key_policies[key].as_ref().unwrap().len();
+    assert_eq!(*before_bytes, read);
+    assert!(policy.len() > read, "statements are added");
+    let said = format!("policy {read} → {} bytes of 32768 ({}%)", policy.len(), policy.len() * 100 / 32768);
+    assert!(c.reason.contains(&said), "{}", c.reason);
+}

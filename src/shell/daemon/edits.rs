@@ -154,6 +154,7 @@ impl<R: Reconciler> Daemon<R> {
         let bound = &self.config.bound;
         self.report.board.retain(|b| bound.contains(b) && !fresh.contains(b));
         self.report.forget(bound, &edit.gone_groups);
+        self.report.forget_keys(&edit.keys);
         let new = self.config.desired.clone();
         tracing::info!(bindings = new.bindings.len(), changed_keys = edit.changed.len(), "{what}");
         report::warn_default_roles(&new, Some(&old));

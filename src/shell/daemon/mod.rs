@@ -494,6 +494,7 @@ impl<R: Reconciler> Daemon<R> {
             }
         }
         self.report.launches(&outcome, &self.config.desired);
+        self.report.policy_sizes(&outcome);
         self.events.learn_sources(&outcome.sources);
         self.held_prunes(&current, &outcome);
         let (applied, ready) = (outcome.applied.total(), outcome.ready());

@@ -27,6 +27,8 @@ pub(super) struct Reporter {
     /// next backoff step is logged at debug, so a binding that cannot succeed warns once
     /// per change of its failure, not on every retry.
     warned: BTreeMap<BindingId, (ErrorClass, String)>,
+    /// The keys whose policy size is in the `key_policy_size_ratio` gauge.
+    sized: BTreeSet<KeyArn>,
 }
 
 impl Reporter {
@@ -38,7 +40,22 @@ impl Reporter {
             launch_failing: BTreeSet::new(),
             launch_fixed: BTreeSet::new(),
             warned: BTreeMap::new(),
+            sized: BTreeSet::new(),
         }
+    }
+
+    /// The size of each key policy the pass read, against KMS's limit.
+    pub fn policy_sizes(&mut self, outcome: &Outcome) {
+        self.metrics.report_policy_sizes(&outcome.policy_bytes);
+        self.sized.extend(outcome.policy_bytes.keys().cloned());
+    }
+
+    /// Forgets the policy sizes of keys the config no longer names.
+    pub fn forget_keys(&mut self, keys: &BTreeSet<KeyArn>) {
+        for gone in self.sized.iter().filter(|k| !keys.contains(*k)) {
+            self.metrics.forget_key(gone);
+        }
+        self.sized.retain(|k| keys.contains(k));
     }
 
     /// A pass's failures by class, its changes by action, and a held prune, counted.
