@@ -534,10 +534,19 @@ pub fn render_config(
                 }
                 // A key named by ARN is listed even when it could not be described;
                 // any other reference cannot be turned into an ARN here.
-                Err(why) if crate::core::model::KeyArn::parse(&k.key_ref).is_ok() => {
-                    keys.push((k.key_ref.clone(), format!("{} (not described: {why}; check it)", k.source)))
-                }
-                Err(why) => notes.push(format!("left out: {} ({}) could not be described: {why}", k.key_ref, k.source)),
+                Err(why) => match crate::core::model::KeyArn::parse(&k.key_ref) {
+                    Ok(arn) => {
+                        // Another account's key is described only once its policy lets
+                        // this account: its ARN still says whose it is.
+                        if arn.account() != account {
+                            other_accounts.insert(arn.account().to_string());
+                        }
+                        keys.push((k.key_ref.clone(), format!("{} (not described: {why}; check it)", k.source)))
+                    }
+                    Err(_) => {
+                        notes.push(format!("left out: {} ({}) could not be described: {why}", k.key_ref, k.source))
+                    }
+                },
             }
         }
         notes.extend(launch.unknown.iter().map(|u| format!("a volume's key could not be known: {u}")));
@@ -642,6 +651,20 @@ mod render_tests {
         assert!(text.contains("# api: launches with no customer managed key"), "{text}");
         assert!(text.contains("# odd #name: not read: AccessDenied"), "{text}");
         assert!(text.contains("#   - id: \"444455556666\""), "the other account's role is asked for: {text}");
+    }
+
+    #[test]
+    fn another_accounts_key_not_described_still_asks_for_its_accounts_role() {
+        // Its policy does not let this account describe it yet: the ARN says whose it is.
+        let acct = AccountId::parse("111122223333").unwrap();
+        let launch = GroupLaunch {
+            keys: vec![key(OTHER, "AMI ami-1: /dev/xvda, snapshot snap-1", Err("AccessDeniedException"))],
+            ..GroupLaunch::default()
+        };
+        let text = render_config(&acct, "us-west-2", &[("web".to_owned(), Ok(launch))], "t");
+        assert!(text.contains("#   - id: \"444455556666\""), "{text}");
+        assert!(text.contains("(not described: AccessDeniedException; check it)"), "{text}");
+        assert_eq!(crate::core::config::parse(&text, "t").unwrap().bindings.len(), 1, "{text}");
     }
 
     #[test]
