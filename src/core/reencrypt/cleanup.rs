@@ -35,16 +35,39 @@ pub struct Launches {
     pub used: BTreeSet<String>,
 }
 
-/// The copies that no bound group's step needs (`needed`, by name) and no bound group
-/// launches (`launched`, by image id): those whose place is read further.
-pub fn candidates<'a>(
-    copies: &'a [OwnCopy],
-    needed: &BTreeSet<String>,
-    launched: &BTreeSet<String>,
-) -> Vec<&'a OwnCopy> {
+/// What the bound groups of a place keep, as one pass knows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Kept {
+    /// The copies their steps need, by name.
+    pub needed: BTreeSet<String>,
+    /// The images they launch.
+    pub launched: BTreeSet<String>,
+    /// The key ids of the keys (`reencryptWith`) whose every binding this pass read:
+    /// their copies' needs are known.
+    pub read: BTreeSet<String>,
+    /// The key ids of every re-encrypted binding's key in the place, in the config.
+    pub bound: BTreeSet<String>,
+    /// Whether `bound` is every such key: none is named by an alias, whose key id the
+    /// config does not say. Only then is a copy of a key outside it an orphan.
+    pub orphans_known: bool,
+}
+
+/// The copies that no bound group's step needs and no bound group launches: those whose
+/// place is read further. Only the copies of keys this pass read whole, or of keys no
+/// binding names any more: a copy made for another unit's group, not yet in its version,
+/// is needed by a step this pass did not look at, and is left to that unit's pass. An
+/// orphan is told only when every bound key is known by its id.
+pub fn candidates<'a>(copies: &'a [OwnCopy], kept: &Kept) -> Vec<&'a OwnCopy> {
     copies
         .iter()
-        .filter(|c| c.state == "available" && !needed.contains(&c.name) && !launched.contains(&c.image_id))
+        .filter(|c| {
+            // asg-cmk-operator/SOURCE/KEY-ID (see `copy_name`).
+            let key = c.name.rsplit('/').next().unwrap_or_default();
+            (kept.read.contains(key) || (kept.orphans_known && !kept.bound.contains(key)))
+                && c.state == "available"
+                && !kept.needed.contains(&c.name)
+                && !kept.launched.contains(&c.image_id)
+        })
         .collect()
 }
 
@@ -90,6 +113,27 @@ pub fn reason(c: &OwnCopy) -> String {
 mod tests {
     use super::*;
 
+    #[test]
+    fn only_the_copies_of_keys_the_pass_read_whole_or_no_binding_names_are_looked_at() {
+        let of = |source: &str, key: &str| OwnCopy {
+            name: format!("asg-cmk-operator/{source}/{key}"),
+            ..copy(&format!("ami-copy-of-{source}"), "available")
+        };
+        let copies = [of("ami-a", "key-read"), of("ami-b", "key-other-unit"), of("ami-c", "key-gone")];
+        let kept = Kept {
+            read: BTreeSet::from(["key-read".to_owned()]),
+            bound: BTreeSet::from(["key-read".to_owned(), "key-other-unit".to_owned()]),
+            orphans_known: true,
+            ..Kept::default()
+        };
+        let names: Vec<&str> = candidates(&copies, &kept).iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["asg-cmk-operator/ami-a/key-read", "asg-cmk-operator/ami-c/key-gone"]);
+        // A key named by an alias: an unknown key id may be its, so no orphan is told.
+        let kept = Kept { orphans_known: false, ..kept };
+        let names: Vec<&str> = candidates(&copies, &kept).iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["asg-cmk-operator/ami-a/key-read"]);
+    }
+
     fn copy(id: &str, state: &str) -> OwnCopy {
         OwnCopy {
             image_id: id.into(),
@@ -110,9 +154,13 @@ mod tests {
             copy("ami-5", "failed"),
             copy("ami-6", "available"),
         ];
-        let needed = BTreeSet::from(["asg-cmk-operator/ami-1".to_owned()]);
-        let launched = BTreeSet::from(["ami-2".to_owned()]);
-        let c = candidates(&copies, &needed, &launched);
+        let kept = Kept {
+            needed: BTreeSet::from(["asg-cmk-operator/ami-1".to_owned()]),
+            launched: BTreeSet::from(["ami-2".to_owned()]),
+            orphans_known: true,
+            ..Kept::default()
+        };
+        let c = candidates(&copies, &kept);
         let ids: Vec<&str> = c.iter().map(|c| c.image_id.as_str()).collect();
         assert_eq!(ids, ["ami-3", "ami-6"], "needed, launched, pending and failed copies are kept");
         let launches = Launches { images: BTreeSet::from(["ami-3".to_owned()]), ..Launches::default() };
@@ -124,7 +172,7 @@ mod tests {
     #[test]
     fn the_operators_unused_configuration_copies_go_first_and_any_other_keeps_the_copy() {
         let copies = [copy("ami-1", "available"), copy("ami-2", "available"), copy("ami-3", "available")];
-        let c = candidates(&copies, &BTreeSet::new(), &BTreeSet::new());
+        let c = candidates(&copies, &Kept { orphans_known: true, ..Kept::default() });
         let launches = Launches {
             images: BTreeSet::new(),
             configurations: vec![

@@ -14,18 +14,11 @@ use super::{Account, Done, READ_CONCURRENCY};
 use crate::core::model::desired::Desired;
 use crate::core::model::observed::{Observed, Reads};
 use crate::core::model::{AccountId, Failure, LaunchSource};
-use crate::core::reencrypt::cleanup::{self, Launches};
-use crate::core::reencrypt::{self, OwnCopy};
+use crate::core::reencrypt::cleanup::{self, Kept, Launches};
 
-/// What the bound groups of a place keep: the copies their steps need, by name, and the
-/// images they launch (or, having followed a pipeline, are about to).
-#[derive(Default)]
-struct Kept {
-    needed: BTreeSet<String>,
-    launched: BTreeSet<String>,
-    /// A bound group whose launches were not read: nothing is known to be unused.
-    unknown: bool,
-}
+/// An account and Region.
+type Place = (AccountId, String);
+use crate::core::reencrypt::{self, OwnCopy};
 
 /// Finds, in each place of a re-encrypted binding this pass, the copies nothing uses:
 /// one DescribeImages a place, and the place's launches read whole only when a copy is
@@ -39,8 +32,11 @@ pub async fn observe(
     if !desired.operator.reencrypt_cleanup {
         return;
     }
-    for ((account, region), kept) in kept(desired, reads, observed) {
-        let Some(handle) = handles.get(&account).filter(|_| !kept.unknown) else { continue };
+    let (places, unknown) = kept(desired, reads, observed);
+    for ((account, region), kept) in places {
+        let Some(handle) = handles.get(&account).filter(|_| !unknown.contains(&(account, region.clone()))) else {
+            continue;
+        };
         let copies = match own_copies(handle, &region).await {
             Ok(c) => c,
             Err(f) => {
@@ -48,7 +44,7 @@ pub async fn observe(
                 continue;
             }
         };
-        let candidates = cleanup::candidates(&copies, &kept.needed, &kept.launched);
+        let candidates = cleanup::candidates(&copies, &kept);
         if candidates.is_empty() {
             continue;
         }
@@ -63,15 +59,33 @@ pub async fn observe(
     }
 }
 
-/// By place, what its bound re-encrypted groups keep.
-fn kept(desired: &Desired, reads: &Reads, observed: &Observed) -> BTreeMap<(AccountId, String), Kept> {
-    let mut out: BTreeMap<(AccountId, String), Kept> = BTreeMap::new();
-    for b in desired.bindings.iter().filter(|b| b.reencrypt_from.is_some() && reads.reencrypt.contains(&b.asg)) {
-        let kept = out.entry((b.asg.account, b.asg.region.clone())).or_default();
+/// By place, what its bound re-encrypted groups keep, and the places where a group this
+/// pass reads had its launches unread: nothing there is known to be unused.
+fn kept(desired: &Desired, reads: &Reads, observed: &Observed) -> (BTreeMap<Place, Kept>, BTreeSet<Place>) {
+    let mut out: BTreeMap<Place, Kept> = BTreeMap::new();
+    let mut unknown = BTreeSet::new();
+    let re = desired.bindings.iter().filter(|b| b.reencrypt_from.is_some());
+    // The config's keys by key id; one named by an alias cannot be told from an orphan.
+    let mut bound: BTreeMap<Place, (BTreeSet<String>, bool)> = BTreeMap::new();
+    for b in re.clone() {
+        let (ids, aliased) = bound.entry((b.asg.account, b.asg.region.clone())).or_default();
+        match b.key.is_alias() {
+            true => *aliased = true,
+            false => {
+                ids.insert(b.key.key_id().to_owned());
+            }
+        }
+    }
+    for b in re.filter(|b| reads.reencrypt.contains(&b.asg)) {
+        let place = (b.asg.account, b.asg.region.clone());
+        let kept = out.entry(place.clone()).or_default();
+        let (ids, aliased) = bound.get(&place).cloned().unwrap_or_default();
+        (kept.bound, kept.orphans_known) = (ids, !aliased);
         let (Some(Ok(launch)), Some(Ok(info))) = (observed.launch_keys.get(&b.asg), observed.keys.get(&b.key)) else {
-            kept.unknown = true;
+            unknown.insert(place);
             continue;
         };
+        kept.read.insert(info.arn.key_id().to_owned());
         for s in &launch.sources {
             kept.launched.extend(s.image_id.clone());
             if let Some(Ok(moved)) = s.moved.as_deref() {
@@ -80,7 +94,7 @@ fn kept(desired: &Desired, reads: &Reads, observed: &Observed) -> BTreeMap<(Acco
             kept.needed.extend(reencrypt::needs(b, &info.arn, launch, s, &observed.reencrypt).copies);
         }
     }
-    out
+    (out, unknown)
 }
 
 /// The operator's copies among the account's images: those it tagged with their source.
