@@ -60,12 +60,13 @@ def as_list(value):
     return list(value) if isinstance(value, list) else [value]
 
 
-def pattern_matches(pattern, value):
-    """IAM wildcard match: ``*`` any run of characters, ``?`` one; case-insensitive."""
-    if not isinstance(pattern, str):
+def pattern_matches(pattern, value, ignore_case=True):
+    """IAM wildcard match: ``*`` any run of characters, ``?`` one; case-insensitive (actions
+    and resources) unless ``ignore_case`` is false (condition values)."""
+    if not isinstance(pattern, str) or not isinstance(value, str):
         return False
     regex = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
-    return re.fullmatch(regex, value, re.IGNORECASE) is not None
+    return re.fullmatch(regex, value, re.IGNORECASE if ignore_case else 0) is not None
 
 
 def statements(doc):
@@ -91,14 +92,6 @@ PRINCIPAL_KEYS = {
     "aws:principalarn": ({"arnequals", "arnlike", "stringequals", "stringlike"}, "arn"),
     "aws:principalorgid": ({"stringequals", "stringlike"}, "org"),
 }
-
-
-def _exact_pattern(pattern, value):
-    """IAM wildcard match, case-sensitive, as condition values compare."""
-    if not isinstance(pattern, str) or not isinstance(value, str):
-        return False
-    regex = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
-    return re.fullmatch(regex, value) is not None
 
 
 def condition_holds(statement, context, for_aws_resource):
@@ -128,7 +121,7 @@ def condition_holds(statement, context, for_aws_resource):
             if op not in ops or actual is None:
                 return False
             wildcards = op != "stringequals"
-            if not any(_exact_pattern(v, actual) if wildcards else v == actual for v in values):
+            if not any(pattern_matches(v, actual, False) if wildcards else v == actual for v in values):
                 return False
     return True
 

@@ -77,15 +77,21 @@ pub fn name_matches(pattern: &str, name: &str) -> bool {
     if !pattern.contains(['*', '?']) {
         return name.starts_with(pattern);
     }
-    glob(pattern.as_bytes(), name.as_bytes())
+    wildcard(pattern, name, false)
 }
 
-fn glob(p: &[u8], s: &[u8]) -> bool {
-    // Iterative, with one backtrack point: linear in practice, never exponential.
+/// IAM-style wildcard match: `*` any run, `?` one character; with `fold`, ASCII
+/// case-insensitive (policy actions and resources), else exact (group names, condition
+/// values). Works on bytes without allocating, iterative with one backtrack point: linear
+/// in practice, never exponential. A `?` may match one byte of a multi-byte character,
+/// which no name, ARN or account id here contains.
+pub fn wildcard(pattern: &str, text: &str, fold: bool) -> bool {
+    let (p, s) = (pattern.as_bytes(), text.as_bytes());
     let (mut pi, mut si) = (0, 0);
     let (mut star, mut mark) = (None, 0);
     while si < s.len() {
-        if pi < p.len() && (p[pi] == b'?' || p[pi] == s[si]) {
+        let same = pi < p.len() && if fold { p[pi].eq_ignore_ascii_case(&s[si]) } else { p[pi] == s[si] };
+        if pi < p.len() && (p[pi] == b'?' || same) {
             pi += 1;
             si += 1;
         } else if pi < p.len() && p[pi] == b'*' {

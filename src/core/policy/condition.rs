@@ -20,6 +20,7 @@
 use serde_json::Value;
 
 use super::strings;
+use crate::core::model::select::wildcard;
 
 /// The caller a condition is evaluated for: its account, its ARN (`aws:PrincipalArn`),
 /// its organization when known, and whether the call is a grant an AWS service makes
@@ -46,7 +47,7 @@ fn one(op: &str, key: &str, values: &[String], who: &Caller) -> bool {
     }
     let op = op.to_ascii_lowercase();
     let matching = |actual: &str, wildcards: bool| {
-        values.iter().any(|v| if wildcards { exact_glob(v, actual) } else { v == actual })
+        values.iter().any(|v| if wildcards { wildcard(v, actual, false) } else { v == actual })
     };
     match key.to_ascii_lowercase().as_str() {
         "kms:grantisforawsresource" => {
@@ -69,29 +70,6 @@ fn one(op: &str, key: &str, values: &[String], who: &Caller) -> bool {
         }),
         _ => false,
     }
-}
-
-/// `*` any run, `?` one character; case-sensitive, as condition values are compared.
-fn exact_glob(pattern: &str, text: &str) -> bool {
-    let (p, t) = (pattern.as_bytes(), text.as_bytes());
-    let (mut pi, mut ti) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while ti < t.len() {
-        if pi < p.len() && (p[pi] == b'?' || p[pi] == t[ti]) {
-            pi += 1;
-            ti += 1;
-        } else if pi < p.len() && p[pi] == b'*' {
-            star = Some((pi, ti));
-            pi += 1;
-        } else if let Some((sp, st)) = star {
-            pi = sp + 1;
-            ti = st + 1;
-            star = Some((sp, st + 1));
-        } else {
-            return false;
-        }
-    }
-    p[pi..].iter().all(|&c| c == b'*')
 }
 
 #[cfg(test)]

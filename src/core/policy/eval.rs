@@ -208,29 +208,9 @@ fn resource_matches(m: &serde_json::Map<String, Value>, key_arn: &str, is_deny: 
     is_deny
 }
 
-/// IAM-style wildcard match: `*` any run, `?` one character, ASCII case-insensitive.
-/// Works on bytes without allocating; a `?` may match one byte of a multi-byte
-/// character, which no KMS action, ARN or account id contains.
+/// IAM-style wildcard match of policy actions and resources: ASCII case-insensitive.
 pub(crate) fn glob(pattern: &str, text: &str) -> bool {
-    let (p, t) = (pattern.as_bytes(), text.as_bytes());
-    let (mut pi, mut ti) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while ti < t.len() {
-        if pi < p.len() && (p[pi] == b'?' || p[pi].eq_ignore_ascii_case(&t[ti])) {
-            pi += 1;
-            ti += 1;
-        } else if pi < p.len() && p[pi] == b'*' {
-            star = Some((pi, ti));
-            pi += 1;
-        } else if let Some((sp, st)) = star {
-            pi = sp + 1;
-            ti = st + 1;
-            star = Some((sp, st + 1));
-        } else {
-            return false;
-        }
-    }
-    p[pi..].iter().all(|&c| c == b'*')
+    crate::core::model::select::wildcard(pattern, text, true)
 }
 
 /// The strings of a string-or-array field, without copying them.
