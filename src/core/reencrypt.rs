@@ -35,7 +35,7 @@ mod parameter;
 pub use crate::core::model::launch::{
     Copy, CopyAt, Groups, GroupsAt, OwnCopy, ReencryptReads, TemplateAt, VersionSeen,
 };
-use before_copy::{copy_refused, replaced, unshared};
+use before_copy::replaced;
 use parameter::Through;
 pub use parameter::RESOLVE;
 
@@ -291,7 +291,7 @@ pub fn next(b: &Binding, own: &KeyArn, launch: &GroupLaunch, s: &SourceRead, rea
         let why = || {
             format!("image {image} of {what} has snapshots encrypted with another account's key ({}): copy it encrypted with {own}", keys.join(", "))
         };
-        match copied(b, own, (&image, &s.unshared_snapshots, s.billed.as_deref(), launch), reads, why) {
+        match copied(b, own, (&image, s, launch), reads, why) {
             Copied::Available(id) => id,
             Copied::Not(next) => return next,
         }
@@ -381,7 +381,7 @@ enum Copied {
 fn copied(
     b: &Binding,
     own: &KeyArn,
-    (image, s_unshared, billed, launch): (&str, &[String], Option<&str>, &GroupLaunch),
+    (image, s, launch): (&str, &SourceRead, &GroupLaunch),
     reads: &ReencryptReads,
     why: impl Fn() -> String,
 ) -> Copied {
@@ -390,16 +390,7 @@ fn copied(
         None => return Copied::Not(Next::Stop(missing(format!("copy {name}")))),
         Some(Err(f)) => return Copied::Not(Next::Stop(read_failed(&format!("copy {name}"), f))),
         Some(Ok(None)) => {
-            if let Some(billed) = billed {
-                return Copied::Not(Next::Stop(Failure::terminal(format!(
-                    "image {image} is another account's and has a {billed}: EC2 does not copy such an image shared from another account (EC2 User Guide, \"Copy an Amazon EC2 AMI\"), so nothing is copied. Launch an instance from it in account {account}, make an image of that instance, and point the template at it; or keep the key and bind it by the procedure's grant (strategy: grant)",
-                    account = b.asg.account,
-                ))));
-            }
-            if let Some(next) = unshared(b, image, s_unshared) {
-                return Copied::Not(next);
-            }
-            if let Some(next) = copy_refused(b, reads, launch) {
+            if let Some(next) = before_copy::refused(b, (image, s, launch), reads) {
                 return Copied::Not(next);
             }
             let write = Write::CopyImage { source_image: image.to_owned(), name };

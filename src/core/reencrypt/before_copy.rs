@@ -1,18 +1,36 @@
 //! Before a copy: what AWS would refuse, told before CopyImage is asked. A copy reads the
 //! source image's snapshots, so they must be shared with the group's account, and uses
 //! their key through EC2 with the caller's permissions (EC2 User Guide, "Copy an Amazon
-//! EC2 AMI"). Where the image's or the key's owner must act, the exact request.
+//! EC2 AMI"); and an image with a billing code shared from another account is not copied
+//! at all (same page). Where the image's or the key's owner must act, the exact request.
 
 use super::{missing, read_failed, Next};
-use crate::core::launch::GroupLaunch;
+use crate::core::launch::{GroupLaunch, SourceRead};
 use crate::core::model::desired::Binding;
-use crate::core::model::{AccountId, DryRun, KeyArn, Wait};
+use crate::core::model::{AccountId, DryRun, Failure, KeyArn, Wait};
 use crate::core::reencrypt::ReencryptReads;
 
 /// The keys a binding replaces that the group's account must be allowed to use for a
 /// copy: another account's, by key ARN (an alias of another account cannot be checked).
 pub(super) fn replaced(b: &Binding) -> impl Iterator<Item = &KeyArn> {
     b.reencrypt_from.iter().flat_map(|f| f.iter()).filter(move |k| k.account() != &b.asg.account && !k.is_alias())
+}
+
+/// Why no copy of `image` (source `s`'s) is asked for, if AWS would refuse it: the image
+/// has a billing code, its snapshots are not shared, or the key's owner has not let the
+/// group's account use the key.
+pub(super) fn refused(
+    b: &Binding,
+    (image, s, launch): (&str, &SourceRead, &GroupLaunch),
+    reads: &ReencryptReads,
+) -> Option<Next> {
+    if let Some(billed) = &s.billed {
+        return Some(Next::Stop(Failure::terminal(format!(
+            "image {image} is another account's and has a {billed}: EC2 does not copy such an image shared from another account (EC2 User Guide, \"Copy an Amazon EC2 AMI\"), so nothing is copied. Launch an instance from it in account {account}, make an image of that instance, and point the template at it; or keep the key and bind it by the procedure's grant (strategy: grant)",
+            account = b.asg.account,
+        ))));
+    }
+    unshared(b, image, &s.unshared_snapshots).or_else(|| copy_refused(b, reads, launch))
 }
 
 /// Why a copy cannot be made yet, if the owner of a key being replaced has not let the
@@ -25,7 +43,7 @@ pub(super) fn replaced(b: &Binding) -> impl Iterator<Item = &KeyArn> {
 /// the key with the account, as the KMS console shares keys (use, and grants only for AWS
 /// resources), and the copy is tried. A copy the policy does not allow after all ends
 /// `failed`, with EC2's reason, and the binding says so.
-pub(super) fn copy_refused(b: &Binding, reads: &ReencryptReads, launch: &GroupLaunch) -> Option<Next> {
+fn copy_refused(b: &Binding, reads: &ReencryptReads, launch: &GroupLaunch) -> Option<Next> {
     let described = |key: &KeyArn| launch.keys.iter().any(|k| matches!(&k.resolved, Ok((arn, _)) if arn == key));
     for key in replaced(b) {
         if let Some(policy) = reads.source_policies.get(key) {
@@ -112,7 +130,7 @@ fn copy_wait(b: &Binding, key: &KeyArn, why: &str) -> Next {
 
 /// Why a copy of `image` cannot be made yet, if some of its snapshots are not shared with
 /// the group's account: the exact request for the image's owner.
-pub(super) fn unshared(b: &Binding, image: &str, snapshots: &[String]) -> Option<Next> {
+fn unshared(b: &Binding, image: &str, snapshots: &[String]) -> Option<Next> {
     if snapshots.is_empty() {
         return None;
     }
