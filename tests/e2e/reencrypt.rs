@@ -127,6 +127,15 @@ async fn image_keys(conf: &aws_config::SdkConfig, image: &str) -> Vec<String> {
     keys
 }
 
+/// The image of the version group `web` names on `f`'s template, whose snapshots use
+/// `f`'s own key only: a copy. Returns it.
+async fn web_launches_a_copy_under_its_own_key(moto: &Moto, own: &aws_config::SdkConfig, f: &Fleet) -> String {
+    let (named, _) = versions(moto, "web", &f.template).await;
+    let copy = version_image(moto, &f.template, named.as_deref().unwrap()).await;
+    assert_eq!(image_keys(own, &copy).await, vec![f.own_key.clone()]);
+    copy
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_group_on_another_accounts_key_moves_to_a_copy_under_its_own_key() {
     let (moto, f, own, _dir, config) = web_on_its_template().await;
@@ -759,10 +768,8 @@ async fn a_failed_copy_deregistered_is_copied_again_not_answered_by_its_old_toke
     moto.operator(&["apply", "--config", &config]);
     assert_eq!(count(&moto.calls(), "CopyImage"), 2, "the old token's answer, then a token of this attempt");
     converge(&moto, &config);
-    let (named, _) = versions(&moto, "web", &f.template).await;
-    let copy = version_image(&moto, &f.template, named.as_deref().unwrap()).await;
+    let copy = web_launches_a_copy_under_its_own_key(&moto, &own, &f).await;
     assert_ne!(copy, failed_id);
-    assert_eq!(image_keys(&own, &copy).await, vec![f.own_key.clone()]);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -774,9 +781,7 @@ async fn too_many_copies_in_progress_is_waited_out_not_given_up() {
     assert!(!text.contains("ResourceLimitExceeded") || text.contains("tried again"), "{text}");
     converge(&moto, &config);
     assert_eq!(count(&moto.calls(), "CopyImage"), 2, "refused once, then made");
-    let (named, _) = versions(&moto, "web", &f.template).await;
-    let copy = version_image(&moto, &f.template, named.as_deref().unwrap()).await;
-    assert_eq!(image_keys(&own, &copy).await, vec![f.own_key.clone()]);
+    web_launches_a_copy_under_its_own_key(&moto, &own, &f).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -837,9 +842,7 @@ async fn a_key_shared_the_consoles_way_is_judged_on_its_policy_and_copied() {
         "no dry run of a plain grant: {calls:?}"
     );
     assert!(calls.iter().any(|(account, _, action)| account == OTHER && action == "GetKeyPolicy"), "{calls:?}");
-    let (named, _) = versions(&moto, "web", &f.template).await;
-    let copy = version_image(&moto, &f.template, named.as_deref().unwrap()).await;
-    assert_eq!(image_keys(&own, &copy).await, vec![f.own_key.clone()]);
+    web_launches_a_copy_under_its_own_key(&moto, &own, &f).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -856,8 +859,6 @@ async fn a_handoff_key_shared_the_consoles_way_is_copied_though_a_plain_grant_is
         calls.iter().any(|(account, _, action)| account == OWN && action == "CreateGrant"),
         "the dry run: {calls:?}"
     );
-    let (named, _) = versions(&moto, "web", &f.template).await;
-    let copy = version_image(&moto, &f.template, named.as_deref().unwrap()).await;
-    assert_eq!(image_keys(&own, &copy).await, vec![f.own_key.clone()]);
+    web_launches_a_copy_under_its_own_key(&moto, &own, &f).await;
     applies_with_no_write(&moto, &config);
 }
