@@ -363,6 +363,21 @@ fn follow(
         return Next::Stop(Failure::terminal("what the group followed was read without its template and number"));
     };
     let followed = if version.is_empty() { "$Default" } else { version.as_str() };
+    // The group goes back only onto keys this binding makes ready for its role: the
+    // pipeline may have moved to another key of the account, which no binding may cover.
+    let others: Vec<&str> = moved
+        .image_keys
+        .iter()
+        .chain(moved.mapping_keys.iter().map(|(_, k)| k))
+        .map(String::as_str)
+        .filter(|k| *k != own.as_str() && *k != own.key_id())
+        .collect();
+    if !others.is_empty() {
+        return Next::Stop(Failure::terminal(format!(
+            "launch template {template} {followed}, which the group followed before the operator's version, is now version {number}, which launches with {}: not the key this binding makes ready ({own}), so the group stays on the operator's version. Bind the group to that key, then point it at {followed} yourself",
+            others.join(", ")
+        )));
+    }
     Next::Write {
         write: Write::PointGroup { template_id: template.clone(), name: name.clone(), version: followed.to_owned() },
         why: format!(
@@ -899,6 +914,24 @@ mod tests {
         );
         assert!(why.contains("is now version 3") && why.contains("follows $Default again"), "{why}");
         assert!(needs(&binding(), &key(OWN), &launch(), &moved_to(&[OWN]), &r).copies.is_empty());
+    }
+
+    #[test]
+    fn a_moved_default_on_another_own_account_key_is_not_followed_onto_an_unready_key() {
+        let other_own = "arn:aws:kms:us-west-2:111122223333:key/33333333-3333-3333-3333-333333333333";
+        let mut s = moved_to(&[OWN]);
+        let Some(Ok(moved)) = s.moved.as_deref_mut() else { unreachable!() };
+        moved.image_keys = vec![other_own.to_owned()];
+        let mut launch = launch();
+        launch.keys.push(LaunchKey {
+            key_ref: other_own.into(),
+            source: "AMI".into(),
+            resolved: Ok((key(other_own), crate::core::model::KeyManager::Customer)),
+        });
+        let r = reads(Some("available"), DryRun::Allowed, 2, true, &[]);
+        let f = waits(next(&binding(), &key(OWN), &launch, &s, &r));
+        assert_eq!(f.class, ErrorClass::Terminal);
+        assert!(f.message.contains(other_own) && f.message.contains("stays on the operator's version"), "{f}");
     }
 
     #[test]
